@@ -1,0 +1,53 @@
+//! Desired state: for each switch port, the VLANs it must carry and why.
+//!
+//! A VLAN is desired on a port while at least one [`Reason`] holds. The projector maintains this
+//! incrementally; the reconcile planner reads it per switch.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{HypervisorId, SwitchPort, VlanId};
+
+/// A VM NIC that needs a VLAN.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct VnicRef {
+    pub vm: String,
+    pub vm_name: String,
+    pub nic: String,
+}
+
+/// Why a VLAN is on a port: this hypervisor's host has a network with that VLAN on an uplink
+/// cabled to the port, and (unless VM-less networks count) this VM NIC is on it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Reason {
+    pub hypervisor: HypervisorId,
+    pub host: String,
+    pub network: String,
+    pub vnic: Option<VnicRef>,
+}
+
+/// The VLANs of one port, each with the reasons that hold it there.
+pub type PortVlans = BTreeMap<VlanId, BTreeSet<Reason>>;
+
+/// The desired VLAN membership of every port netfold has a reason for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Desired {
+    pub ports: BTreeMap<SwitchPort, PortVlans>,
+}
+
+impl Desired {
+    /// The VLAN sets of one switch's ports, keyed by port name: what the planner needs.
+    pub fn vlans_for(&self, switch: &str) -> BTreeMap<String, BTreeSet<VlanId>> {
+        self.ports
+            .iter()
+            .filter(|(p, _)| p.switch == switch)
+            .map(|(p, vlans)| (p.port.clone(), vlans.keys().copied().collect()))
+            .collect()
+    }
+
+    /// The reasons for `vlan` on `port`; empty when the VLAN is not desired there.
+    pub fn why(&self, port: &SwitchPort, vlan: VlanId) -> Vec<&Reason> {
+        self.ports.get(port).and_then(|v| v.get(&vlan)).map(|r| r.iter().collect()).unwrap_or_default()
+    }
+}

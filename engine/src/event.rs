@@ -1,0 +1,63 @@
+//! Events and their envelope: the records of netfold's log.
+//!
+//! Events are past-tense facts about a hypervisor session. They evolve by adding: bincode
+//! stores the variant index, so new variants go at the end and none is ever reordered or
+//! removed; a changed shape gets a new schema version and an upcaster in [`Recorded::decode`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::fact::Change;
+use crate::ids::{HypervisorId, Kind};
+
+/// Unix time in milliseconds, as read from the supervisor's clock.
+pub type UnixMs = u64;
+
+/// What happened to one hypervisor session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// First successful login (or the first after `Expired`): the hypervisor is live.
+    Connected { kind: Kind, endpoint: String },
+    /// Facts were added, changed or removed; one event per observed batch.
+    Learnt { changes: Vec<Change> },
+    /// The session broke; facts are kept while the grace period runs.
+    Lost { reason: String },
+    /// Back within the grace period after `outage_ms`.
+    Reestablished { outage_ms: u64 },
+    /// The grace period ran out while lost: every fact of the hypervisor is dropped.
+    Expired,
+}
+
+impl Event {
+    /// The variant's name, for metrics, filters and audit output.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Connected { .. } => "Connected",
+            Event::Learnt { .. } => "Learnt",
+            Event::Lost { .. } => "Lost",
+            Event::Reestablished { .. } => "Reestablished",
+            Event::Expired => "Expired",
+        }
+    }
+}
+
+/// The payload the log stores for each event: who, when, what.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recorded {
+    pub at: UnixMs,
+    pub hypervisor: HypervisorId,
+    pub event: Event,
+}
+
+/// An event as read back from the log, with its place in the hash chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Gapless from 1.
+    pub seq: u64,
+    pub at: UnixMs,
+    pub hypervisor: HypervisorId,
+    /// Schema version the record was written with.
+    pub schema: u16,
+    /// Hash of the previous envelope's stored bytes (tamper-evident chain).
+    pub prev: [u8; 32],
+    pub event: Event,
+}

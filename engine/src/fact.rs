@@ -1,0 +1,171 @@
+//! Facts: what a hypervisor tells us, each with a stable key so it can be added, changed or
+//! removed. Adapters map vendor data into these; the session diffs them into `Learnt` events;
+//! the projector folds them into desired VLAN state.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{SwitchPort, VlanId, VlanRange};
+
+/// A hypervisor host (ESXi host, XenServer host).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HostFact {
+    /// Stable id inside its manager (vSphere moref `host-12`, XenAPI host uuid).
+    pub host: String,
+    /// Human name (`esx-01.lab`).
+    pub name: String,
+}
+
+/// Where the tie between a host NIC and a switch port came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum NeighbourSource {
+    /// CDP as reported by the hypervisor.
+    Cdp,
+    /// LLDP as reported by the hypervisor.
+    Lldp,
+    /// The switch's own LLDP neighbour table.
+    SwitchLldp,
+    /// Static topology configuration.
+    Static,
+}
+
+/// A physical uplink NIC of a host and, when known, the switch port it is cabled to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UplinkFact {
+    pub host: String,
+    /// Device name on the host (`vmnic0`, `eth1`).
+    pub nic: String,
+    pub mac: Option<String>,
+    /// The neighbour port, `None` while unknown.
+    pub port: Option<SwitchPort>,
+    pub source: Option<NeighbourSource>,
+}
+
+/// The VLANs a network / port group carries.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum VlanSpec {
+    /// No tag: the network rides the port's native VLAN and needs nothing configured.
+    Untagged,
+    /// One VLAN.
+    Access(VlanId),
+    /// Every VLAN of these ranges (vSphere VLAN 4095 on a standard switch is `Trunk(1-4094)`).
+    Trunk(Vec<VlanRange>),
+}
+
+impl VlanSpec {
+    pub fn vlans(&self) -> impl Iterator<Item = VlanId> + '_ {
+        let (single, ranges): (Option<VlanId>, &[VlanRange]) = match self {
+            VlanSpec::Untagged => (None, &[]),
+            VlanSpec::Access(v) => (Some(*v), &[]),
+            VlanSpec::Trunk(r) => (None, r.as_slice()),
+        };
+        single.into_iter().chain(ranges.iter().flat_map(|r| r.iter()))
+    }
+}
+
+impl fmt::Display for VlanSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VlanSpec::Untagged => f.write_str("untagged"),
+            VlanSpec::Access(v) => write!(f, "vlan {v}"),
+            VlanSpec::Trunk(r) => {
+                f.write_str("trunk ")?;
+                for (i, r) in r.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{r}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A network / port group as seen on one host, with the host uplinks it uses.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NetworkFact {
+    pub host: String,
+    /// Stable id (standard port group name, DVS port group key, XenAPI network uuid).
+    pub network: String,
+    pub name: String,
+    pub vlan: VlanSpec,
+    /// Uplink NIC device names on `host` that carry this network.
+    pub uplinks: Vec<String>,
+}
+
+/// A VM's virtual NIC.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VnicFact {
+    /// Stable VM id (moref `vm-42`, XenAPI VM uuid).
+    pub vm: String,
+    pub vm_name: String,
+    /// Stable NIC id within the VM (device key `4000`, VIF device `0`).
+    pub nic: String,
+    pub mac: String,
+    /// The host the VM runs on.
+    pub host: String,
+    /// The `NetworkFact::network` it is attached to.
+    pub network: String,
+    pub connected: bool,
+    pub powered_on: bool,
+}
+
+/// One fact of any kind.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Fact {
+    Host(HostFact),
+    Uplink(UplinkFact),
+    Network(NetworkFact),
+    Vnic(VnicFact),
+}
+
+/// The stable identity of a fact within one hypervisor.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum FactKey {
+    Host { host: String },
+    Uplink { host: String, nic: String },
+    Network { host: String, network: String },
+    Vnic { vm: String, nic: String },
+}
+
+impl Fact {
+    pub fn key(&self) -> FactKey {
+        match self {
+            Fact::Host(h) => FactKey::Host { host: h.host.clone() },
+            Fact::Uplink(u) => FactKey::Uplink { host: u.host.clone(), nic: u.nic.clone() },
+            Fact::Network(n) => FactKey::Network { host: n.host.clone(), network: n.network.clone() },
+            Fact::Vnic(v) => FactKey::Vnic { vm: v.vm.clone(), nic: v.nic.clone() },
+        }
+    }
+}
+
+impl fmt::Display for FactKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FactKey::Host { host } => write!(f, "host {host}"),
+            FactKey::Uplink { host, nic } => write!(f, "uplink {host}/{nic}"),
+            FactKey::Network { host, network } => write!(f, "network {network} on {host}"),
+            FactKey::Vnic { vm, nic } => write!(f, "vnic {vm}/{nic}"),
+        }
+    }
+}
+
+/// One explicit change to the facts of a hypervisor.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Change {
+    /// Add the fact, or replace the fact with the same key.
+    Upsert(Fact),
+    /// Remove the fact with this key.
+    Remove(FactKey),
+}
+
+impl Change {
+    pub fn key(&self) -> FactKey {
+        match self {
+            Change::Upsert(f) => f.key(),
+            Change::Remove(k) => k.clone(),
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The stored form of a record and the hash chain, shared by every [`crate::Log`].
+//!
+//! Value bytes: `[FORMAT: u8][schema: u16 BE][prev: 32 bytes][payload]`; key: the sequence
+//! number, big-endian, so sled's order is the log's order. A record's hash is
+//! `blake3(seq BE || value bytes)`: binding the sequence number means a record moved to another
+//! place breaks the chain too.
+
+use crate::{Entry, Error, Hash, Record, Result, Seq};
+
+/// The storage format this build writes and reads.
+pub const FORMAT: u8 = 1;
+const HEADER: usize = 1 + 2 + 32;
+
+/// The hash of a stored record: the next record's `prev`.
+pub fn hash_record(seq: Seq, value: &[u8]) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(&seq.to_be_bytes());
+    h.update(value);
+    *h.finalize().as_bytes()
+}
+
+pub(crate) fn key(seq: Seq) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+pub(crate) fn seq_of(key: &[u8], after: Seq) -> Result<Seq> {
+    let bytes: [u8; 8] = key.try_into().map_err(|_| Error::BadKey { after })?;
+    Ok(Seq::from_be_bytes(bytes))
+}
+
+/// Encodes the stored value of `payload` chained after `prev`.
+pub(crate) fn encode_value(schema: u16, prev: &Hash, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(HEADER + payload.len());
+    v.push(FORMAT);
+    v.extend_from_slice(&schema.to_be_bytes());
+    v.extend_from_slice(prev);
+    v.extend_from_slice(payload);
+    v
+}
+
+/// The header of a stored value, checked, and its payload.
+pub(crate) struct Raw<'a> {
+    pub schema: u16,
+    pub prev: Hash,
+    pub payload: &'a [u8],
+}
+
+pub(crate) fn split_value(seq: Seq, value: &[u8]) -> Result<Raw<'_>> {
+    if value.len() < HEADER {
+        return Err(Error::Truncated { seq, len: value.len(), need: HEADER });
+    }
+    if value[0] != FORMAT {
+        return Err(Error::Format { seq, found: value[0], expected: FORMAT });
+    }
+    let schema = u16::from_be_bytes([value[1], value[2]]);
+    let mut prev = [0u8; 32];
+    prev.copy_from_slice(&value[3..HEADER]);
+    Ok(Raw { schema, prev, payload: &value[HEADER..] })
+}
+
+pub(crate) fn decode_entry<R: Record>(seq: Seq, value: &[u8]) -> Result<Entry<R>> {
+    let raw = split_value(seq, value)?;
+    let record = R::decode(raw.schema, raw.payload).map_err(|reason| Error::Decode { seq, reason })?;
+    Ok(Entry { seq, schema: raw.schema, prev: raw.prev, record })
+}
+
+/// Encodes every record's payload (done by the appender, off the writer's critical path).
+pub(crate) fn encode_payloads<R: Record>(batch: &[R]) -> Result<Vec<Vec<u8>>> {
+    batch
+        .iter()
+        .enumerate()
+        .map(|(index, rec)| rec.encode().map_err(|reason| Error::Encode { index, reason }))
+        .collect()
+}
+
+/// Chains encoded payloads after `(head, tip)`: the `(seq, value)` pairs and the new tip.
+pub(crate) fn chain(head: Seq, tip: Hash, schema: u16, payloads: &[Vec<u8>]) -> (Vec<(Seq, Vec<u8>)>, Hash) {
+    let mut out = Vec::with_capacity(payloads.len());
+    let mut prev = tip;
+    for (i, payload) in payloads.iter().enumerate() {
+        let seq = head + 1 + i as Seq;
+        let value = encode_value(schema, &prev, payload);
+        prev = hash_record(seq, &value);
+        out.push((seq, value));
+    }
+    (out, prev)
+}
+
+/// Walks `(seq, value)` pairs from the first record, checking sequence continuity, decodability
+/// and the chain. Returns the head and tip.
+pub(crate) fn verify_values<R: Record>(
+    values: impl Iterator<Item = Result<(Seq, Vec<u8>)>>,
+    head: Seq,
+) -> Result<crate::Verified> {
+    let mut expected = 1;
+    let mut tip = crate::GENESIS;
+    for item in values {
+        let (seq, value) = item?;
+        if seq != expected {
+            return Err(Error::Missing { seq: expected, head });
+        }
+        let entry = decode_entry::<R>(seq, &value)?;
+        if entry.prev != tip {
+            return Err(Error::Chain { seq });
+        }
+        tip = hash_record(seq, &value);
+        expected += 1;
+    }
+    if expected - 1 < head {
+        return Err(Error::Missing { seq: expected, head });
+    }
+    Ok(crate::Verified { head: expected - 1, tip })
+}
+
+/// Decodes up to `max` consecutive records from `from`, failing on a gap: the shared body of
+/// every log's chunked read.
+pub(crate) fn decode_run<R: Record>(
+    values: impl Iterator<Item = Result<(Seq, Vec<u8>)>>,
+    from: Seq,
+    max: usize,
+    head: Seq,
+) -> Result<Vec<Entry<R>>> {
+    let mut out = Vec::with_capacity(max.min(4096));
+    let mut expected = from;
+    for item in values.take(max) {
+        let (seq, value) = item?;
+        if seq != expected {
+            return Err(Error::Missing { seq: expected, head });
+        }
+        out.push(decode_entry(seq, &value)?);
+        expected += 1;
+    }
+    let wanted_last = from.saturating_add(max as Seq).saturating_sub(1).min(head);
+    if from <= head && expected <= wanted_last {
+        return Err(Error::Missing { seq: expected, head });
+    }
+    Ok(out)
+}

@@ -1,0 +1,106 @@
+//! netfold's durable, append-only log. It stores typed records it does not interpret.
+//!
+//! Layout:
+//! - [`Log`]: the boundary trait — append (durable, group-committed), read, subscribe (catch-up
+//!   then live tail), verify (hash chain), snapshots and consumer checkpoints.
+//! - [`SledLog`] (over [`Store`], one sled database) and [`MemoryLog`], its in-memory twin.
+//! - [`codec`]: the stored form of a record and the hash chain, shared by both.
+//! - [`Table`]: a small durable key-value tree (the reconciler's ownership ledger lives in one).
+//!
+//! Every record is `[format][schema][prev hash][payload]`; its hash (over its sequence number
+//! and those bytes) is the next record's `prev`, starting from [`GENESIS`].
+
+mod codec;
+mod error;
+mod memory;
+mod sled_log;
+mod subscribe;
+mod table;
+
+use std::future::Future;
+use std::ops::RangeInclusive;
+
+pub use codec::{hash_record, FORMAT};
+pub use error::{Error, Result};
+pub use memory::MemoryLog;
+pub use sled_log::{SledLog, Store};
+pub use subscribe::Subscription;
+pub use table::Table;
+
+/// Sequence number of a record: gapless from 1. 0 means "before the first record".
+pub type Seq = u64;
+/// A blake3 hash.
+pub type Hash = [u8; 32];
+/// The `prev` of the first record.
+pub const GENESIS: Hash = [0; 32];
+
+/// A payload the log can hold. The log stores bytes; the type knows its schema version and how
+/// to read every older version (upcasting).
+pub trait Record: Sized + Send + Sync + 'static {
+    /// The schema version new records are written with.
+    const SCHEMA: u16;
+    /// The stored bytes; an error means the value cannot be represented (never a log failure).
+    fn encode(&self) -> std::result::Result<Vec<u8>, String>;
+    /// Reads bytes written with `schema`, upcasting older versions; an error says why.
+    fn decode(schema: u16, bytes: &[u8]) -> std::result::Result<Self, String>;
+}
+
+/// A record as read back, with its place in the chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry<R> {
+    pub seq: Seq,
+    pub schema: u16,
+    pub prev: Hash,
+    pub record: R,
+}
+
+/// A saved snapshot of some consumer's state as of `seq`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub seq: Seq,
+    pub bytes: Vec<u8>,
+}
+
+/// What [`Log::verify`] found: the whole log decodes and chains.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The last sequence number checked (the head).
+    pub head: Seq,
+    /// Hash of the last record ([`GENESIS`] for an empty log).
+    pub tip: Hash,
+}
+
+/// The append-only log. Errors: see [`Error`]; each variant says whether retrying can help.
+pub trait Log<R: Record>: Send + Sync + 'static {
+    /// Appends `batch` atomically and returns the sequence numbers it was given, only once the
+    /// batch is durable. Concurrent callers share one flush (group commit). An empty batch is
+    /// a no-op returning an empty range at the head.
+    fn append(&self, batch: Vec<R>) -> impl Future<Output = Result<RangeInclusive<Seq>>> + Send;
+
+    /// The last durable sequence number (0 for an empty log).
+    fn head(&self) -> Seq;
+
+    /// Records `from..=head` in order. A record that cannot be read ends the iteration with an
+    /// error naming its sequence number.
+    fn read(&self, from: Seq) -> Box<dyn Iterator<Item = Result<Entry<R>>> + Send + '_>;
+
+    /// Records from `from` on: first those already in the log, then each new one as it becomes
+    /// durable — no gap, no duplicate.
+    fn subscribe(&self, from: Seq) -> Subscription<R>;
+
+    /// Walks the whole log: every record decodes and its `prev` is the hash of the one before.
+    /// The error names the first sequence number that fails.
+    fn verify(&self) -> Result<Verified>;
+
+    /// Saves a snapshot of consumer state as of `seq` (durable on return).
+    fn save_snapshot(&self, seq: Seq, bytes: Vec<u8>) -> Result<()>;
+
+    /// The most recent snapshot, if any.
+    fn latest_snapshot(&self) -> Result<Option<Snapshot>>;
+
+    /// The position a named consumer last recorded.
+    fn checkpoint(&self, name: &str) -> Result<Option<Seq>>;
+
+    /// Records a named consumer's position (durable on return).
+    fn set_checkpoint(&self, name: &str, seq: Seq) -> Result<()>;
+}

@@ -1,0 +1,296 @@
+//! The sled-backed log: one [`Store`] (a sled database) holds any number of named logs, each
+//! with its own sequence, chain, snapshots and checkpoints, plus small [`Table`]s.
+//!
+//! Appends go through one writer thread per log. It takes every request queued since its last
+//! flush, chains and inserts them in one sled batch, flushes once, then acknowledges them all:
+//! group commit. The head other readers see moves only after the flush, so nothing that is not
+//! durable is ever read.
+
+use std::marker::PhantomData;
+use std::ops::RangeInclusive;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::codec::{self, key, seq_of};
+use crate::subscribe::Source;
+use crate::{Entry, Error, Hash, Log, Record, Result, Seq, Snapshot, Subscription, Table, Verified, GENESIS};
+
+/// Requests waiting for the writer; beyond this appenders wait (backpressure).
+const QUEUE: usize = 4096;
+/// Most records one group commit takes, so one flush never grows without bound.
+const MAX_GROUP: usize = 1 << 16;
+/// Snapshots kept per log (older ones are pruned on save).
+const KEEP_SNAPSHOTS: usize = 3;
+
+/// One sled database holding netfold's logs and tables.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in directory `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let db = sled::Config::new().path(path.as_ref()).open().map_err(Error::db("opening the database"))?;
+        Ok(Self { db })
+    }
+
+    /// A throw-away database in a temporary directory, removed on drop (tests, dry runs).
+    pub fn temporary() -> Result<Self> {
+        let db = sled::Config::new().temporary(true).open().map_err(Error::db("opening a temporary database"))?;
+        Ok(Self { db })
+    }
+
+    /// The log named `name` (trees `<name>.log`, `<name>.snapshots`, `<name>.checkpoints`).
+    /// Open each log once per process: its writer thread owns the sequence.
+    pub fn log<R: Record>(&self, name: &str) -> Result<SledLog<R>> {
+        SledLog::open(self.db.clone(), name)
+    }
+
+    /// The durable key-value table named `name`.
+    pub fn table(&self, name: &str) -> Result<Table> {
+        let tree = self.db.open_tree(format!("{name}.table")).map_err(Error::db("opening a table"))?;
+        Ok(Table::new(self.db.clone(), tree))
+    }
+
+    /// Flushes everything written so far to disk.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush().map(|_| ()).map_err(Error::db("flushing"))
+    }
+}
+
+struct Request {
+    payloads: Vec<Vec<u8>>,
+    reply: oneshot::Sender<Result<RangeInclusive<Seq>>>,
+}
+
+struct Trees {
+    db: sled::Db,
+    log: sled::Tree,
+    snapshots: sled::Tree,
+    checkpoints: sled::Tree,
+    head: watch::Receiver<Seq>,
+}
+
+/// A [`Log`] in a sled database.
+pub struct SledLog<R> {
+    trees: Arc<Trees>,
+    requests: mpsc::Sender<Request>,
+    _record: PhantomData<fn() -> R>,
+}
+
+impl<R: Record> SledLog<R> {
+    fn open(db: sled::Db, name: &str) -> Result<Self> {
+        let open = |suffix: &str| db.open_tree(format!("{name}.{suffix}")).map_err(Error::db("opening a log tree"));
+        let log = open("log")?;
+        let (head, tip) = match log.last().map_err(Error::db("reading the log head"))? {
+            None => (0, GENESIS),
+            Some((k, v)) => {
+                let seq = seq_of(&k, 0)?;
+                (seq, codec::hash_record(seq, &v))
+            }
+        };
+        let (head_tx, head_rx) = watch::channel(head);
+        let trees = Arc::new(Trees {
+            db: db.clone(),
+            log: log.clone(),
+            snapshots: open("snapshots")?,
+            checkpoints: open("checkpoints")?,
+            head: head_rx,
+        });
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = Writer { db, log, head, tip, schema: R::SCHEMA, published: head_tx };
+        std::thread::Builder::new()
+            .name(format!("log-writer-{name}"))
+            .spawn(move || writer.run(rx))
+            .map_err(|e| Error::Closed(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self { trees, requests: tx, _record: PhantomData })
+    }
+}
+
+/// The single writer of one log: owns the head and the chain tip.
+struct Writer {
+    db: sled::Db,
+    log: sled::Tree,
+    head: Seq,
+    tip: Hash,
+    schema: u16,
+    published: watch::Sender<Seq>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut group = vec![first];
+            let mut records = group[0].payloads.len();
+            while records < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        records += r.payloads.len();
+                        group.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = self.commit(group) {
+                tracing::error!(error = %e, "log writer stopped after a failed commit");
+                rx.close();
+                while let Ok(r) = rx.try_recv() {
+                    let _ = r.reply.send(Err(Error::Closed(format!("a previous commit failed: {e}"))));
+                }
+                return;
+            }
+        }
+    }
+
+    /// Writes and flushes one group; on failure every request of the group gets the error and
+    /// the writer stops (what is on disk is then unknown until the log is reopened).
+    fn commit(&mut self, group: Vec<Request>) -> std::result::Result<(), String> {
+        let mut batch = sled::Batch::default();
+        let (mut head, mut tip) = (self.head, self.tip);
+        let mut ranges = Vec::with_capacity(group.len());
+        for req in &group {
+            let (values, new_tip) = codec::chain(head, tip, self.schema, &req.payloads);
+            for (seq, value) in values {
+                batch.insert(&key(seq), value);
+            }
+            ranges.push((head + 1)..=(head + req.payloads.len() as Seq));
+            head += req.payloads.len() as Seq;
+            tip = new_tip;
+        }
+        let written = self.log.apply_batch(batch).and_then(|()| self.db.flush().map(|_| ()));
+        match written {
+            Ok(()) => {
+                self.head = head;
+                self.tip = tip;
+                self.published.send_replace(head);
+                for (req, range) in group.into_iter().zip(ranges) {
+                    let _ = req.reply.send(Ok(range));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for req in group {
+                    let _ = req.reply.send(Err(Error::Db { context: "appending", source: e.clone() }));
+                }
+                Err(msg)
+            }
+        }
+    }
+}
+
+impl Trees {
+    fn values_from(&self, from: Seq, head: Seq) -> impl Iterator<Item = Result<(Seq, Vec<u8>)>> + '_ {
+        let mut last = from.saturating_sub(1);
+        self.log.range(key(from.max(1))..=key(head)).map(move |item| {
+            let (k, v) = item.map_err(Error::db("reading the log"))?;
+            let seq = seq_of(&k, last)?;
+            last = seq;
+            Ok((seq, v.to_vec()))
+        })
+    }
+}
+
+impl<R: Record> Source<R> for Trees {
+    fn read_chunk(&self, from: Seq, max: usize) -> Result<Vec<Entry<R>>> {
+        let head = *self.head.borrow();
+        codec::decode_run(self.values_from(from, head), from, max, head)
+    }
+}
+
+impl<R: Record> Log<R> for SledLog<R> {
+    async fn append(&self, batch: Vec<R>) -> Result<RangeInclusive<Seq>> {
+        if batch.is_empty() {
+            let head = self.head();
+            return Ok((head + 1)..=head);
+        }
+        let payloads = codec::encode_payloads(&batch)?;
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request { payloads, reply })
+            .await
+            .map_err(|_| Error::Closed("the writer has stopped".into()))?;
+        answer.await.map_err(|_| Error::Closed("the writer stopped before answering".into()))?
+    }
+
+    fn head(&self) -> Seq {
+        *self.trees.head.borrow()
+    }
+
+    fn read(&self, from: Seq) -> Box<dyn Iterator<Item = Result<Entry<R>>> + Send + '_> {
+        let head = self.head();
+        let mut expected = from.max(1);
+        let mut failed = false;
+        Box::new(self.trees.values_from(from, head).map_while(move |item| {
+            if failed {
+                return None;
+            }
+            let out = item.and_then(|(seq, value)| {
+                if seq != expected {
+                    return Err(Error::Missing { seq: expected, head });
+                }
+                expected += 1;
+                codec::decode_entry(seq, &value)
+            });
+            failed = out.is_err();
+            Some(out)
+        }))
+    }
+
+    fn subscribe(&self, from: Seq) -> Subscription<R> {
+        Subscription::new(from, self.trees.head.clone(), self.trees.clone())
+    }
+
+    fn verify(&self) -> Result<Verified> {
+        let head = self.head();
+        codec::verify_values::<R>(self.trees.values_from(1, head), head)
+    }
+
+    fn save_snapshot(&self, seq: Seq, bytes: Vec<u8>) -> Result<()> {
+        let t = &self.trees.snapshots;
+        t.insert(key(seq), bytes).map_err(Error::db("saving a snapshot"))?;
+        let stale: Vec<_> = t
+            .iter()
+            .keys()
+            .rev()
+            .skip(KEEP_SNAPSHOTS)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(Error::db("listing snapshots"))?;
+        for k in stale {
+            t.remove(k).map_err(Error::db("pruning snapshots"))?;
+        }
+        self.trees.db.flush().map(|_| ()).map_err(Error::db("flushing a snapshot"))
+    }
+
+    fn latest_snapshot(&self) -> Result<Option<Snapshot>> {
+        match self.trees.snapshots.last().map_err(Error::db("reading snapshots"))? {
+            None => Ok(None),
+            Some((k, v)) => {
+                let seq = seq_of(&k, 0)
+                    .map_err(|_| Error::Meta { what: "a snapshot key".into(), reason: "not 8 bytes".into() })?;
+                Ok(Some(Snapshot { seq, bytes: v.to_vec() }))
+            }
+        }
+    }
+
+    fn checkpoint(&self, name: &str) -> Result<Option<Seq>> {
+        match self.trees.checkpoints.get(name).map_err(Error::db("reading a checkpoint"))? {
+            None => Ok(None),
+            Some(v) => {
+                let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| Error::Meta {
+                    what: format!("checkpoint `{name}`"),
+                    reason: format!("{} bytes, expected 8", v.len()),
+                })?;
+                Ok(Some(Seq::from_be_bytes(bytes)))
+            }
+        }
+    }
+
+    fn set_checkpoint(&self, name: &str, seq: Seq) -> Result<()> {
+        self.trees.checkpoints.insert(name, &key(seq)).map_err(Error::db("saving a checkpoint"))?;
+        self.trees.db.flush().map(|_| ()).map_err(Error::db("flushing a checkpoint"))
+    }
+}

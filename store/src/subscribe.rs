@@ -1,0 +1,75 @@
+//! Subscriptions: catch up from any sequence number, then tail live appends.
+//!
+//! A subscription remembers the next sequence number it owes the caller and reads forward from
+//! it in chunks; once caught up it waits for the durable head to move. Because it reads by
+//! sequence number against a head that is only published after a flush, it can neither skip
+//! nor repeat a record, however busy the writers are.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::{Entry, Record, Result, Seq};
+
+/// How many records a subscription reads per chunk while catching up.
+const CHUNK: usize = 4096;
+
+/// Where a subscription reads from: the log it came from.
+pub(crate) trait Source<R>: Send + Sync {
+    /// Up to `max` records starting at `from` (all `<= head`).
+    fn read_chunk(&self, from: Seq, max: usize) -> Result<Vec<Entry<R>>>;
+}
+
+/// A live, ordered stream of records from some sequence number on.
+pub struct Subscription<R> {
+    next: Seq,
+    buffer: VecDeque<Entry<R>>,
+    head: watch::Receiver<Seq>,
+    source: Arc<dyn Source<R>>,
+    failed: bool,
+}
+
+impl<R: Record> Subscription<R> {
+    pub(crate) fn new(from: Seq, head: watch::Receiver<Seq>, source: Arc<dyn Source<R>>) -> Self {
+        Self { next: from.max(1), buffer: VecDeque::new(), head, source, failed: false }
+    }
+
+    /// The sequence number of the record the next call returns.
+    pub fn position(&self) -> Seq {
+        self.next
+    }
+
+    /// The next record: immediately if it is in the log, else once it is appended. `None` once
+    /// the log is closed and everything in it was returned, or after an error was returned.
+    pub async fn next(&mut self) -> Option<Result<Entry<R>>> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            if let Some(e) = self.buffer.pop_front() {
+                self.next = e.seq + 1;
+                return Some(Ok(e));
+            }
+            let head = *self.head.borrow_and_update();
+            if self.next <= head {
+                let want = usize::try_from(head - self.next + 1).unwrap_or(CHUNK).min(CHUNK);
+                match self.source.read_chunk(self.next, want) {
+                    Ok(chunk) => self.buffer.extend(chunk),
+                    Err(e) => {
+                        self.failed = true;
+                        return Some(Err(e));
+                    }
+                }
+                continue;
+            }
+            if self.head.changed().await.is_err() {
+                // Writer gone: drain whatever became durable before it stopped.
+                let head = *self.head.borrow();
+                if self.next > head {
+                    return None;
+                }
+            }
+        }
+    }
+}
