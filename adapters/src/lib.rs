@@ -1,1 +1,8 @@
-//! adapters
+//! netfold's protocol adapters and the faithful simulators of each peer.
+//!
+//! Layout (each adapter has the same file set: `config`, `client`, `codec`, `mapping`, `sim`):
+//! - [`common`]: what every adapter shares — secrets (never logged), TLS options, the HTTP client.
+//!
+//! Adapters report [`engine::Observation`]s; they never write events and know nothing of the log.
+
+pub mod common;

@@ -1,0 +1,70 @@
+//! The one HTTP client every adapter uses: reqwest with a request timeout, TLS options and a
+//! limit on response size (read in chunks, refused as soon as it is exceeded).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::TlsOptions;
+
+/// An HTTP transport failure. All are retryable except the CA-file and size errors.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot read CA file {path}: {source}")]
+    CaFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("CA file {path} holds no usable PEM certificate: {reason}")]
+    CaFileParse { path: PathBuf, reason: String },
+    #[error("cannot build the HTTP client: {0}")]
+    Build(#[source] reqwest::Error),
+    #[error("request to {url} failed: {source}")]
+    Request {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("response from {url} exceeds the {limit}-byte limit")]
+    TooLarge { url: String, limit: usize },
+}
+
+impl HttpError {
+    /// Whether retrying the same request later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, HttpError::Request { .. })
+    }
+}
+
+/// A configured reqwest client plus the limits adapters enforce.
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    pub client: reqwest::Client,
+    pub max_body: usize,
+}
+
+impl HttpClient {
+    /// A client with `timeout` on every request (connect included) and `max_body` bytes per
+    /// response.
+    pub fn new(tls: &TlsOptions, timeout: Duration, max_body: usize) -> Result<Self, HttpError> {
+        let b = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout.min(Duration::from_secs(10)));
+        let client = tls.apply(b)?.build().map_err(HttpError::Build)?;
+        Ok(Self { client, max_body })
+    }
+}
+
+/// Reads a response body, failing once it exceeds `limit` bytes.
+pub async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, HttpError> {
+    let url = resp.url().to_string();
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(HttpError::TooLarge { url, limit });
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|source| HttpError::Request { url: url.clone(), source })? {
+        if body.len() + chunk.len() > limit {
+            return Err(HttpError::TooLarge { url, limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
