@@ -75,10 +75,24 @@ struct Trees {
 }
 
 /// A [`Log`] in a sled database.
+///
+/// Dropping it lets the writer finish what was queued, then waits for it: once the drop
+/// returns, every acknowledged append is on disk and the database can be reopened.
 pub struct SledLog<R> {
     trees: Arc<Trees>,
     requests: mpsc::Sender<Request>,
+    writer: Option<std::thread::JoinHandle<()>>,
     _record: PhantomData<fn() -> R>,
+}
+
+impl<R> Drop for SledLog<R> {
+    fn drop(&mut self) {
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.requests, closed));
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 impl<R: Record> SledLog<R> {
@@ -102,11 +116,11 @@ impl<R: Record> SledLog<R> {
         });
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer = Writer { db, log, head, tip, schema: R::SCHEMA, published: head_tx };
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name(format!("log-writer-{name}"))
             .spawn(move || writer.run(rx))
             .map_err(|e| Error::Closed(format!("cannot start the writer thread: {e}")))?;
-        Ok(Self { trees, requests: tx, _record: PhantomData })
+        Ok(Self { trees, requests: tx, writer: Some(writer), _record: PhantomData })
     }
 }
 
@@ -195,7 +209,7 @@ impl Trees {
 }
 
 impl<R: Record> Source<R> for Trees {
-    fn read_chunk(&self, from: Seq, max: usize) -> Result<Vec<Entry<R>>> {
+    fn read_chunk(&self, from: Seq, max: usize) -> (Vec<Entry<R>>, Option<Error>) {
         let head = *self.head.borrow();
         codec::decode_run(self.values_from(from, head), from, max, head)
     }
