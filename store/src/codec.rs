@@ -1,7 +1,10 @@
 //! The stored form of a record and the hash chain, shared by every [`crate::Log`].
 //!
-//! Value bytes: `[FORMAT: u8][schema: u16 BE][prev: 32 bytes][crc32: u32 BE][payload]`; key: the
-//! sequence number, big-endian, so sled's order is the log's order.
+//! A record's bytes: `[FORMAT: u8][schema: u16 BE][prev: 32 bytes][crc32: u32 BE][payload]`.
+//! Records are stored in blocks, one sled entry per block: key = the first record's sequence
+//! number, big-endian (sled's order is the log's order); value = `[count: u32 BE]` then, per
+//! record, `[len: u32 BE][record bytes]`. One group commit writes one block, so sled's per-key
+//! cost is paid per commit, not per event.
 //!
 //! Two checks, for two threats: the CRC (over the sequence number, header and payload) pins
 //! accidental corruption to the exact record; the hash chain makes deliberate edits evident. A
@@ -161,4 +164,41 @@ pub(crate) fn decode_run<R: Record>(
         return (out, Some(Error::Missing { seq: expected, head }));
     }
     (out, None)
+}
+
+/// Encodes consecutive records into one block.
+pub(crate) fn encode_block(values: &[(Seq, Vec<u8>)]) -> Vec<u8> {
+    let size = 4 + values.iter().map(|(_, v)| 4 + v.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&(values.len() as u32).to_be_bytes());
+    for (_, v) in values {
+        out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+        out.extend_from_slice(v);
+    }
+    out
+}
+
+/// Splits a block whose first record is `first` into its records' bytes. A length that runs
+/// past the end names the record it belongs to.
+pub(crate) fn split_block(first: Seq, block: &[u8]) -> Result<Vec<(Seq, &[u8])>> {
+    let take_u32 = |at: usize, seq: Seq| -> Result<u32> {
+        block.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok_or(Error::Truncated {
+            seq,
+            len: block.len().saturating_sub(at),
+            need: 4,
+        })
+    };
+    let count = take_u32(0, first)? as usize;
+    let mut out = Vec::with_capacity(count.min(block.len() / 4));
+    let mut at = 4;
+    for i in 0..count {
+        let seq = first + i as Seq;
+        let len = take_u32(at, seq)? as usize;
+        at += 4;
+        let bytes =
+            block.get(at..at + len).ok_or(Error::Truncated { seq, len: block.len().saturating_sub(at), need: len })?;
+        out.push((seq, bytes));
+        at += len;
+    }
+    Ok(out)
 }

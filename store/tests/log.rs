@@ -132,13 +132,28 @@ async fn snapshots_keep_the_latest() {
     assert_eq!(log.latest_snapshot().unwrap().unwrap().seq, 50);
 }
 
-/// Rewrites one stored value of a closed sled log directly in the database.
+/// Rewrites one stored record of a closed sled log directly in the database, using the block
+/// layout documented in `store::codec`: `[count u32]` then `[len u32][record]` per record.
 fn rewrite_value(dir: &std::path::Path, seq: u64, f: impl FnOnce(&mut Vec<u8>)) {
     let db = sled::open(dir).unwrap();
     let tree = db.open_tree("events.log").unwrap();
-    let mut v = tree.get(seq.to_be_bytes()).unwrap().unwrap().to_vec();
-    f(&mut v);
-    tree.insert(seq.to_be_bytes(), v).unwrap();
+    let (k, block) = tree.range(..=seq.to_be_bytes()).next_back().unwrap().unwrap();
+    let first = u64::from_be_bytes(k.as_ref().try_into().unwrap());
+    let count = u32::from_be_bytes(block[0..4].try_into().unwrap()) as usize;
+    let mut records = Vec::new();
+    let mut at = 4;
+    for _ in 0..count {
+        let len = u32::from_be_bytes(block[at..at + 4].try_into().unwrap()) as usize;
+        records.push(block[at + 4..at + 4 + len].to_vec());
+        at += 4 + len;
+    }
+    f(&mut records[(seq - first) as usize]);
+    let mut out = (count as u32).to_be_bytes().to_vec();
+    for r in records {
+        out.extend_from_slice(&(r.len() as u32).to_be_bytes());
+        out.extend_from_slice(&r);
+    }
+    tree.insert(k, out).unwrap();
     db.flush().unwrap();
 }
 
@@ -212,7 +227,14 @@ async fn an_unknown_storage_format_names_the_record() {
 #[tokio::test]
 async fn a_missing_record_is_reported_not_skipped() {
     let dir = tempfile::tempdir().unwrap();
-    fill(dir.path(), 5).await;
+    {
+        // One append per record: one block per record, so deleting a block deletes record 3.
+        let store = Store::open(dir.path()).unwrap();
+        let log = store.log::<Rec>("events").unwrap();
+        for n in 1..=5 {
+            log.append(vec![Rec::new(n)]).await.unwrap();
+        }
+    }
     {
         let db = sled::open(dir.path()).unwrap();
         db.open_tree("events.log").unwrap().remove(3u64.to_be_bytes()).unwrap();
