@@ -30,9 +30,8 @@ impl FromStr for Point {
         if let Ok(n) = s.parse::<u64>() {
             return Ok(Point::Seq(n));
         }
-        let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
-            format!("`{s}` is neither a sequence number nor a time like 2026-11-25T10:00:00Z: {e}")
-        })?;
+        let t = humantime::parse_rfc3339_weak(s)
+            .map_err(|e| format!("`{s}` is neither a sequence number nor a time like 2026-11-25T10:00:00Z: {e}"))?;
         let ms = t.duration_since(UNIX_EPOCH).map_err(|_| format!("`{s}` is before 1970"))?.as_millis();
         Ok(Point::Time(ms as UnixMs))
     }
