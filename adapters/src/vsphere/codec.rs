@@ -600,14 +600,12 @@ fn missing_set(n: &Node) -> Vec<MissingProperty> {
     n.all("missingSet")
         .map(|m| MissingProperty {
             path: m.text_of("path").unwrap_or_default().to_string(),
+            // `fault` is a LocalizedMethodFault whose inner `fault` carries the MethodFault type.
             fault_type: m
                 .child("fault")
-                .and_then(|f| {
-                    f.vim_type()
-                        .map(str::to_string)
-                        .or_else(|| f.child("fault").and_then(|i| i.vim_type()).map(str::to_string))
-                })
-                .unwrap_or_else(|| "unknown".into()),
+                .and_then(|f| f.child("fault").and_then(Node::vim_type).or_else(|| f.vim_type()))
+                .unwrap_or("unknown")
+                .to_string(),
         })
         .collect()
 }
