@@ -2,7 +2,9 @@
 //!
 //! Layout (each adapter has the same file set: `config`, `client`, `codec`, `mapping`, `sim`):
 //! - [`common`]: what every adapter shares — secrets (never logged), TLS options, the HTTP client.
+//! - [`xen`]: Citrix XenServer / XCP-ng over XenAPI XML-RPC, with a pool simulator.
 //!
 //! Adapters report [`engine::Observation`]s; they never write events and know nothing of the log.
 
 pub mod common;
+pub mod xen;
