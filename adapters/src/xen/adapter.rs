@@ -2,7 +2,7 @@
 //! `event.from` and report exact `Delta`s; recover from every XenAPI failure by policy.
 //!
 //! ```text
-//!  login ──> get_all_records ×8 ──> Inventory ──> event.from loop ──> Delta ...
+//!  login ──> event.inject ──> get_all_records ×8 ──> Inventory ──> event.from loop ──> Delta ...
 //!    ^                                                 │ error
 //!    └──── Relogin / Reread / FollowMaster(addr) <─────┤
 //!    └──── backoff (capped, jittered) <── Disconnected ┘ transport loss
@@ -169,6 +169,12 @@ impl Adapter {
         let client = Client::new(url, &c.tls, c.call_timeout(), c.event_http_timeout(), c.max_body_bytes)?;
         let session = Session::login(client, &c.user, &self.password).await?;
         debug!("logged in");
+        // Mark "now" in the event stream before reading, so event.from resumes without a gap.
+        // Without a pool object (or event.inject) the empty token re-delivers every object.
+        let mut token = match session.get_all("pool").await?.first() {
+            Some(pool) => session.event_inject("pool", pool).await?,
+            None => String::new(),
+        };
         let mut mirror = Mirror::default();
         for class in CLASSES {
             for (r, rec) in session.get_all_records(class).await? {
@@ -187,7 +193,6 @@ impl Adapter {
         )
         .await?;
         *reported = true;
-        let mut token = String::new();
         loop {
             let batch = session.event_from(&CLASSES, &token, c.event_timeout_secs).await?;
             token = batch.token;

@@ -161,6 +161,27 @@ impl Session {
         }
     }
 
+    /// `<class>.get_all`: every ref of the class.
+    pub async fn get_all(&self, class: &str) -> Result<Vec<String>> {
+        let method = format!("{class}.get_all");
+        match self.client.call(&method, &[self.sref()]).await? {
+            Value::Array(a) => a
+                .iter()
+                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| shape(&method, "a ref is not a string")))
+                .collect(),
+            _ => Err(shape(&method, "expected an array of refs")),
+        }
+    }
+
+    /// `event.inject(class, ref)`: an artificial event whose token marks "now" — read before
+    /// `get_all_records`, it lets `event.from` resume with no gap and no second full read.
+    pub async fn event_inject(&self, class: &str, reference: &str) -> Result<String> {
+        match self.client.call("event.inject", &[self.sref(), Value::str(class), Value::str(reference)]).await? {
+            Value::Str(t) => Ok(t),
+            _ => Err(shape("event.inject", "the token is not a string")),
+        }
+    }
+
     /// `event.from(classes, token, timeout)`.
     pub async fn event_from(&self, classes: &[&str], token: &str, timeout_secs: f64) -> Result<EventBatch> {
         let method = "event.from";

@@ -271,12 +271,34 @@ pub fn encode_response(r: &Response) -> Vec<u8> {
 
 /// A significant token: the start or end of an element, or non-blank text.
 enum Tok<'a> {
-    Open(String),
+    Open(Name<'a>),
     /// An empty element `<x/>`.
-    Empty(String),
-    Close(String),
+    Empty(Name<'a>),
+    Close(Name<'a>),
     Text(std::borrow::Cow<'a, str>),
     Eof,
+}
+
+/// An element name, borrowed from the input where possible.
+#[derive(Debug)]
+struct Name<'a>(std::borrow::Cow<'a, [u8]>);
+
+impl Name<'_> {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("?")
+    }
+}
+
+impl PartialEq<&str> for Name<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == other.as_bytes()
+    }
+}
+
+impl std::fmt::Display for Name<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.0))
+    }
 }
 
 impl Tok<'_> {
@@ -295,10 +317,6 @@ struct Parser<'a> {
     reader: Reader<&'a [u8]>,
     src: &'a str,
     peeked: Option<(usize, Tok<'a>)>,
-}
-
-fn name_of(raw: &[u8]) -> String {
-    String::from_utf8_lossy(raw).into_owned()
 }
 
 impl<'a> Parser<'a> {
@@ -325,9 +343,9 @@ impl<'a> Parser<'a> {
             let at = self.offset();
             let ev = self.reader.read_event().map_err(|e| self.xml_err(e))?;
             let tok = match ev {
-                Event::Start(s) => Tok::Open(name_of(s.name().as_ref())),
-                Event::Empty(s) => Tok::Empty(name_of(s.name().as_ref())),
-                Event::End(e) => Tok::Close(name_of(e.name().as_ref())),
+                Event::Start(s) => Tok::Open(self.name(at + 1, s.name().as_ref())),
+                Event::Empty(s) => Tok::Empty(self.name(at + 1, s.name().as_ref())),
+                Event::End(e) => Tok::Close(self.name(at + 2, e.name().as_ref())),
                 Event::Text(t) => Tok::Text(t.unescape().map_err(|e| self.xml_err(e))?),
                 Event::CData(c) => {
                     let s = std::str::from_utf8(&c.into_inner())
@@ -338,9 +356,16 @@ impl<'a> Parser<'a> {
                 Event::Decl(_) | Event::Comment(_) | Event::PI(_) | Event::DocType(_) => continue,
                 Event::Eof => Tok::Eof,
             };
-            // Borrow-check: `src` keeps the input alive for 'a; nothing else needed.
-            let _ = self.src;
             return Ok((at, tok));
+        }
+    }
+
+    /// An element name as a slice of the input (no allocation) when it sits at `start`.
+    fn name(&self, start: usize, parsed: &[u8]) -> Name<'a> {
+        let src: &'a str = self.src;
+        match src.as_bytes().get(start..start + parsed.len()) {
+            Some(b) if b == parsed => Name(std::borrow::Cow::Borrowed(b)),
+            _ => Name(std::borrow::Cow::Owned(parsed.to_vec())),
         }
     }
 
@@ -477,7 +502,7 @@ impl<'a> Parser<'a> {
                     let mut items = Vec::new();
                     if self.open_or_empty("data")? {
                         loop {
-                            if matches!(self.peek()?, Tok::Close(n) if n == "data") {
+                            if matches!(self.peek()?, Tok::Close(n) if *n == "data") {
                                 self.next()?;
                                 break;
                             }

@@ -2,7 +2,7 @@
 //! for `event.from`, sessions, and the dispatch of XenAPI calls. No IO: the HTTP server in
 //! [`super::server`] feeds it decoded calls and waits on its change counter.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::xen::client::Operation;
@@ -535,6 +535,15 @@ impl Pool {
             let Some(since) = parse_token(&tok) else { return fail(&["EVENT_FROM_TOKEN_PARSE_FAILURE", &tok]) };
             return Dispatch::WaitEvents { session, classes, since, timeout };
         }
+        if method == "event.inject" {
+            let Some(class) = canonical(&arg(1)) else { return fail(&["HANDLE_INVALID", &arg(1), &arg(2)]) };
+            let reference = arg(2);
+            let Some(rec) = self.get(class, &reference).cloned() else {
+                return fail(&["HANDLE_INVALID", class, &reference]);
+            };
+            self.log(class, Operation::Mod, &reference, Some(Value::Struct(rec)));
+            return Dispatch::Reply(Response::Success(s(token(self.last_event))));
+        }
         let Some((class, call)) = method.split_once('.') else { return fail(&["MESSAGE_METHOD_UNKNOWN", method]) };
         let Some(class) = canonical(class) else { return fail(&["MESSAGE_METHOD_UNKNOWN", method]) };
         let objects = &self.objects[class];
@@ -647,11 +656,24 @@ impl Pool {
         if since + 1 < oldest && since < self.last_event {
             return Err(Response::Failure(vec!["EVENTS_LOST".into()]));
         }
-        let events: Vec<Value> = self
-            .events
-            .iter()
-            .filter(|e| e.id > since && Self::wants(classes, e.class))
-            .map(Self::event_value)
+        // Like xapi, report each object once with its latest state: `add` if it was created
+        // after the token, `del` if it is gone, `mod` otherwise.
+        let mut latest: HashMap<(&str, &str), (Operation, &SimEvent)> = HashMap::new();
+        for e in self.events.iter().filter(|e| e.id > since && Self::wants(classes, e.class)) {
+            latest.entry((e.class, e.reference.as_str())).and_modify(|(_, last)| *last = e).or_insert((e.op, e));
+        }
+        let mut merged: Vec<(Operation, &SimEvent)> = latest.into_values().collect();
+        merged.sort_by_key(|(_, e)| e.id);
+        let events: Vec<Value> = merged
+            .into_iter()
+            .map(|(first, last)| {
+                let op = match (first, last.op) {
+                    (_, Operation::Del) => Operation::Del,
+                    (Operation::Add, _) => Operation::Add,
+                    _ => Operation::Mod,
+                };
+                Self::event_value(&SimEvent { op, ..last.clone() })
+            })
             .collect();
         if events.is_empty() {
             return Ok(None);
@@ -756,15 +778,7 @@ mod tests {
     #[test]
     fn removing_a_vlan_network_deletes_its_vifs_pifs_and_vlans() {
         let mut p = Pool::generate(&opts());
-        let net = p
-            .by_uuid(
-                "network",
-                &p.objects["network"].values().find(|r| r["name_label"] == s("VLAN 100")).unwrap()["uuid"]
-                    .as_str()
-                    .unwrap()
-                    .to_string(),
-            )
-            .unwrap();
+        let net = p.objects["network"].iter().find(|(_, r)| r["name_label"] == s("VLAN 100")).unwrap().0.clone();
         p.remove_network(&net).unwrap();
         assert_eq!(p.objects["VLAN"].len(), 2);
         assert!(p.objects["VIF"].values().all(|v| v["network"] != s(&net)));

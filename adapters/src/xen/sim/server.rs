@@ -132,14 +132,18 @@ async fn handle(State(ep): State<Endpoint>, body: Bytes) -> HttpResponse {
             return xml(StatusCode::OK, codec::encode_response(&fault));
         }
     };
-    let dispatched = ep.shared.lock().dispatch(ep.index, &call.method, &call.params);
+    // Calls that log an event or end a session wake the waiting polls; reads do not.
+    let dispatched = if matches!(call.method.as_str(), "event.inject" | "session.logout") {
+        ep.shared.with_pool(|p| p.dispatch(ep.index, &call.method, &call.params))
+    } else {
+        ep.shared.lock().dispatch(ep.index, &call.method, &call.params)
+    };
     let resp = match dispatched {
         Dispatch::Reply(r) => r,
         Dispatch::WaitEvents { session, classes, since, timeout } => {
             wait_events(&ep.shared, &session, &classes, since, timeout).await
         }
     };
-    // Logins create a session: wake nothing; other calls do not change state.
     xml(StatusCode::OK, codec::encode_response(&resp))
 }
 
