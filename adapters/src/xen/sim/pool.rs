@@ -516,7 +516,8 @@ impl Pool {
         if !self.sessions.contains(&session) {
             return fail(&["SESSION_INVALID", &session]);
         }
-        if method == "event.from" {
+        // XenAPI.py callers write `event_from` (`from` is a Python keyword); xapi accepts both.
+        if method == "event.from" || method == "event_from" {
             let classes: HashSet<String> = params
                 .get(1)
                 .and_then(Value::as_array)
