@@ -2,7 +2,11 @@
 //!
 //! Layout (each adapter has the same file set: `config`, `client`, `codec`, `mapping`, `sim`):
 //! - [`common`]: what every adapter shares — secrets (never logged), TLS options, the HTTP client.
+//! - [`ovs`]: Open vSwitch over OVSDB (RFC 7047) as a managed switch.
+//! - [`eapi`]: Arista EOS eAPI as a managed switch, and its fixture server `eapi::sim`.
 //!
 //! Adapters report [`engine::Observation`]s; they never write events and know nothing of the log.
 
 pub mod common;
+pub mod eapi;
+pub mod ovs;
