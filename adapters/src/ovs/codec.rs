@@ -125,6 +125,13 @@ pub fn remove_vlan(port: &str, vlan: VlanId, parking: VlanId) -> [Value; 2] {
     ]
 }
 
+/// Bumps `Open_vSwitch.next_cfg`, as `ovs-vsctl` does: ovs-vswitchd reconfigures its bridges
+/// when it sees `next_cfg` move, so without this a `trunks` change sits in the database without
+/// reaching the datapath (observed with the userspace datapath of OVS 3.1).
+pub fn bump_next_cfg() -> Value {
+    json!({ "op": "mutate", "table": "Open_vSwitch", "where": [], "mutations": [["next_cfg", "+=", 1]] })
+}
+
 /// `transact` params for `ops`.
 pub fn transact_params(ops: Vec<Value>) -> Value {
     let mut p = vec![Value::String(DB.to_string())];

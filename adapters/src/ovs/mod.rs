@@ -124,6 +124,7 @@ impl OvsSwitch {
             }
             index.push(wire.len() - 1);
         }
+        wire.push(codec::bump_next_cfg());
         let replies = codec::op_replies(&self.client.transact(wire).await?)?;
         if let Some(err) = replies.iter().find_map(|r| if let OpReply::Error(e) = r { Some(e.clone()) } else { None }) {
             if ops.len() == 1 {

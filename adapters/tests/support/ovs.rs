@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 const SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
-const INSTALL: &str = "install Debian's Open vSwitch and iproute2: apt-get install -y openvswitch-switch iproute2";
+const INSTALL: &str =
+    "install Debian's Open vSwitch, iproute2 and ping: apt-get install -y openvswitch-switch iproute2 iputils-ping";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -113,6 +114,19 @@ impl Ovs {
         self.vsctl(&args);
     }
 
+    /// `ovs-vsctl show` and the tail of ovs-vswitchd's log, for failure messages.
+    pub fn diagnostics(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("vswitchd.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!(
+            "{}\n{}\n--- ovs-vswitchd.log (tail) ---\n{}",
+            self.vsctl(&["show"]),
+            self.vsctl(&["--columns=name,trunks,tag,vlan_mode", "list", "port"]),
+            tail.join("\n")
+        )
+    }
+
     /// The port's trunk VLANs as ovs-vsctl shows them (the ground truth, not our client).
     pub fn trunks(&self, port: &str) -> Vec<u16> {
         let out = self.vsctl(&["get", "port", port, "trunks"]);
@@ -158,6 +172,7 @@ impl Netns {
 
     /// Whether `addr` answers one ping within a second.
     pub fn ping(&self, addr: &str) -> bool {
+        require("ping");
         Command::new(require("ip"))
             .args(["netns", "exec", &self.name, "ping", "-c", "1", "-W", "1", addr])
             .stdout(Stdio::null())
