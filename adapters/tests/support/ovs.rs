@@ -140,13 +140,26 @@ impl Ovs {
 
 impl Drop for Ovs {
     fn drop(&mut self) {
-        let _ = Command::new("ovs-vsctl")
-            .arg(format!("--db=unix:{}", self.sock.display()))
-            .args(["--no-wait", "--if-exists", "del-br", &self.bridge])
-            .output();
+        // Delete every bridge and wait for ovs-vswitchd to apply it (removing the bridges' tap
+        // devices), ask it to exit cleanly, then stop both daemons; finally remove any tap a
+        // killed daemon left behind.
+        let db = format!("--db=unix:{}", self.sock.display());
+        let bridges = Command::new("ovs-vsctl")
+            .args([&db, "list-br"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for br in &bridges {
+            let _ = Command::new("ovs-vsctl").args([&db, "--timeout=5", "--if-exists", "del-br", br]).output();
+        }
+        let ctl = self.dir.path().join("vswitchd.ctl");
+        let _ = Command::new("ovs-appctl").arg("-t").arg(&ctl).args(["exit", "--cleanup"]).output();
         for c in self.children.iter_mut().rev() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        for br in &bridges {
+            let _ = Command::new("ip").args(["link", "del", br]).stderr(Stdio::null()).output();
         }
     }
 }
