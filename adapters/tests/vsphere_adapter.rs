@@ -51,7 +51,10 @@ async fn start(opts: SimOptions, tweak: impl FnOnce(&mut Config)) -> Harness {
 }
 
 async fn next(rx: &mut mpsc::Receiver<Observation>) -> Observation {
-    tokio::time::timeout(DEADLINE, rx.recv()).await.expect("an observation before the deadline").expect("adapter running")
+    tokio::time::timeout(DEADLINE, rx.recv())
+        .await
+        .expect("an observation before the deadline")
+        .expect("adapter running")
 }
 
 async fn inventory(rx: &mut mpsc::Receiver<Observation>) -> Vec<Fact> {
@@ -62,7 +65,11 @@ async fn inventory(rx: &mut mpsc::Receiver<Observation>) -> Vec<Fact> {
 }
 
 /// The next observation must be a `Delta` arriving within 100 ms of `since`.
-async fn delta(rx: &mut mpsc::Receiver<Observation>, since: Instant, what: &str) -> (Vec<Change>, Vec<engine::Rejected>) {
+async fn delta(
+    rx: &mut mpsc::Receiver<Observation>,
+    since: Instant,
+    what: &str,
+) -> (Vec<Change>, Vec<engine::Rejected>) {
     let obs = next(rx).await;
     let took = since.elapsed();
     eprintln!("{what}: delta after {took:?}");
@@ -114,7 +121,10 @@ async fn initial_load_of_50_hosts_and_1000_vms() {
             _ => None,
         })
         .collect();
-    assert_eq!(vlans.into_iter().collect::<Vec<_>>(), ["vlan 100", "vlan 101", "vlan 102", "vlan 103", "vlan 200", "vlan 201"]);
+    assert_eq!(
+        vlans.into_iter().collect::<Vec<_>>(),
+        ["vlan 100", "vlan 101", "vlan 102", "vlan 103", "vlan 200", "vlan 201"]
+    );
     h.task.abort();
 }
 
@@ -198,7 +208,10 @@ async fn every_kind_of_change_arrives_as_the_right_delta_within_100ms() {
     let t = Instant::now();
     sim.set_portgroup_vlan("pg-777", 5000).unwrap();
     let (c, rejected) = delta(&mut h.rx, t, "bad vlan").await;
-    assert!(c.iter().all(|x| matches!(x, Change::Remove(FactKey::Network { network, .. }) if network == "pg-777")), "{c:?}");
+    assert!(
+        c.iter().all(|x| matches!(x, Change::Remove(FactKey::Network { network, .. }) if network == "pg-777")),
+        "{c:?}"
+    );
     assert_eq!(c.len(), 3);
     assert_eq!(rejected.len(), 3, "one rejection per host: {rejected:?}");
     assert!(rejected[0].why.contains("5000"));
@@ -208,7 +221,10 @@ async fn every_kind_of_change_arrives_as_the_right_delta_within_100ms() {
     // The facts were already removed; what changes is that the rejection is gone: no delta.
     sim.remove_portgroup("pg-101").unwrap();
     let (c, _) = delta(&mut h.rx, t, "remove pg").await;
-    assert!(c.iter().all(|x| matches!(x, Change::Remove(FactKey::Network { network, .. }) if network == "pg-101")), "{c:?}");
+    assert!(
+        c.iter().all(|x| matches!(x, Change::Remove(FactKey::Network { network, .. }) if network == "pg-101")),
+        "{c:?}"
+    );
     assert_eq!(c.len(), 3);
 
     // Distributed port groups.
@@ -238,10 +254,16 @@ async fn every_kind_of_change_arrives_as_the_right_delta_within_100ms() {
 
     // Hosts.
     let t = Instant::now();
-    let cabling = [Neighbour { switch: "tor9".into(), port: "eth91".into() }, Neighbour { switch: "tor9".into(), port: "eth92".into() }];
+    let cabling = [
+        Neighbour { switch: "tor9".into(), port: "eth91".into() },
+        Neighbour { switch: "tor9".into(), port: "eth92".into() },
+    ];
     let new_host = sim.add_host("esx-new.sim.local", cabling).unwrap();
     let (c, _) = delta(&mut h.rx, t, "add host").await;
-    assert!(c.contains(&Change::Upsert(Fact::Host(engine::HostFact { host: new_host.clone(), name: "esx-new.sim.local".into() }))));
+    assert!(c.contains(&Change::Upsert(Fact::Host(engine::HostFact {
+        host: new_host.clone(),
+        name: "esx-new.sim.local".into()
+    }))));
     let ports: Vec<String> = c
         .iter()
         .filter_map(|x| match x {
@@ -285,7 +307,10 @@ async fn every_kind_of_change_arrives_as_the_right_delta_within_100ms() {
     assert!(c.iter().all(|x| matches!(x, Change::Remove(_))));
     assert!(c.contains(&Change::Remove(FactKey::Host { host: hosts[1].clone() })));
     for v in &on_host {
-        assert!(c.contains(&Change::Remove(FactKey::Vnic { vm: v.clone(), nic: "4000".into() })), "{v} gone with its host");
+        assert!(
+            c.contains(&Change::Remove(FactKey::Vnic { vm: v.clone(), nic: "4000".into() })),
+            "{v} gone with its host"
+        );
     }
     // Networks left on that host: pg-100 and dv-900 (pg-101 was removed, the PVLAN one rejected).
     assert_eq!(c.len(), 1 + 4 + 2 + on_host.len(), "host, 4 uplinks, 2 networks and its VMs' NICs: {c:?}");
@@ -381,7 +406,9 @@ async fn a_non_xml_response_is_a_clear_error() {
     use axum::http::header::CONTENT_TYPE;
     let app = axum::Router::new().route(
         "/sdk",
-        axum::routing::post(|| async { ([(CONTENT_TYPE, "text/html")], "<html><body>Service Unavailable</body></html>") }),
+        axum::routing::post(|| async {
+            ([(CONTENT_TYPE, "text/html")], "<html><body>Service Unavailable</body></html>")
+        }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/sdk", listener.local_addr().unwrap());
@@ -433,7 +460,10 @@ async fn the_simulator_answers_raw_soap_like_vcenter() {
     let spec = codec::filter_spec(&view, &[("HostSystem", &["name"][..])]);
     let r = post(codec::retrieve_properties_ex(&pc, &spec, 2), Some(cookie.clone())).await.unwrap();
     let text = String::from_utf8(r.bytes().await.unwrap().to_vec()).unwrap();
-    assert!(text.contains("<propSet><name>name</name><val xsi:type=\"xsd:string\">esx-01.sim.local</val></propSet>"), "{text}");
+    assert!(
+        text.contains("<propSet><name>name</name><val xsi:type=\"xsd:string\">esx-01.sim.local</val></propSet>"),
+        "{text}"
+    );
     let page = codec::decode_retrieve(text.as_bytes(), "RetrievePropertiesEx").unwrap();
     assert_eq!(page.objects.len(), 2);
     let token = page.token.expect("3 hosts in pages of 2");
@@ -450,5 +480,9 @@ async fn the_simulator_answers_raw_soap_like_vcenter() {
     let u = codec::decode_updates(&r.bytes().await.unwrap()).unwrap().unwrap();
     assert_eq!((u.objects.len(), u.truncated), (1, false));
     let r = post(codec::wait_for_updates_ex(&pc, &u.version, 1, 2), Some(cookie)).await.unwrap();
-    assert_eq!(codec::decode_updates(&r.bytes().await.unwrap()).unwrap(), None, "nothing changed within maxWaitSeconds");
+    assert_eq!(
+        codec::decode_updates(&r.bytes().await.unwrap()).unwrap(),
+        None,
+        "nothing changed within maxWaitSeconds"
+    );
 }

@@ -161,6 +161,11 @@ impl MemorySwitch {
         self.drift.send_modify(|n| *n += 1);
     }
 
+    /// Every port the switch has.
+    pub fn ports(&self) -> Vec<String> {
+        self.lock().ports.keys().cloned().collect()
+    }
+
     /// The current trunk VLANs of `port`.
     pub fn vlans(&self, port: &str) -> Option<BTreeSet<VlanId>> {
         self.lock().ports.get(port).cloned()
