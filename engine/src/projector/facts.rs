@@ -2,7 +2,7 @@
 //! hosts, uplinks by host and NIC, networks by host and network, vNICs by VM and NIC, and the
 //! index from a network on a host to the vNICs attached to it.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crate::fact::{Fact, FactKey, HostFact, NetworkFact, UplinkFact, VnicFact};
 
