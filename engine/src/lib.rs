@@ -8,7 +8,8 @@
 //! - [`record`]: how events are stored in the log (schema versions, upcasting).
 //! - [`projector`]: the pure fold of events into [`projector::State`] — statuses, facts and
 //!   desired state, incrementally; queries (`desired`, `desired_for`, `why`, `facts_of`,
-//!   `status`); deterministic bytes for snapshots and replay checks (`encode`, `state_hash`).
+//!   `status`, `desired_shared` for publishing); deterministic bytes for snapshots and replay
+//!   checks (`encode`, `decode`, `state_hash`).
 //! - [`session`]: the pure per-hypervisor state machine (`Session::step`) turning observations
 //!   and grace timers into events and operator notices.
 //! - [`config`]: grace periods, [`config::Policy`] (powered-off VMs, VM-less networks, static
@@ -19,7 +20,10 @@
 //!   grace that ran out while down, timers re-armed from the log); `attach(id, kind)` → an
 //!   `mpsc::Sender<Observation>`; `observe(id, kind, obs).await` → [`runtime::Outcome`];
 //!   `desired()` → `watch::Receiver<Arc<Desired>>`; `state()` → [`runtime::SharedState`];
-//!   `shutdown().await` (in-flight appends complete, a final snapshot is saved).
+//!   `shutdown().await` (the command being handled completes its append; a final snapshot is
+//!   saved; observations still queued are dropped — adapters resync with a full inventory).
+//!   `metrics()` counts appended events, refused pieces, held-back mass removals, hollow
+//!   inventories, append failures and snapshots.
 //! - [`error`]: [`Error`] (what the runtime failed to do) and [`Invalid`] (what was refused).
 //! - [`switch`]: the switch boundary trait, its operations and outcomes, and `MemorySwitch`.
 //! - [`plan`]: the pure reconcile planner (policy, ownership, blast-radius guard).
