@@ -135,20 +135,32 @@ pub fn plan(desired: &PortSets, observed: &Observed, owned: &PortSets, policy: &
         }
         let have = observed.get(port).unwrap_or(&empty);
         let mine = owned.get(port).unwrap_or(&empty);
-        for &vlan in want {
-            if !policy.allows(vlan) {
-                refused.push(Refusal::OutsideAllowed { port: port.clone(), vlan });
-            } else if !have.contains(&vlan) {
+        // Sorted-set merges (linear), not a lookup per VLAN: the steady state is the common case.
+        for &vlan in want.difference(have) {
+            if policy.allows(vlan) {
                 adds.push(Op::AddVlan { port: port.clone(), vlan });
             }
         }
-        for &vlan in mine {
-            if !have.contains(&vlan) {
-                if !(want.contains(&vlan) && policy.allows(vlan)) {
-                    forget.push((port.clone(), vlan));
+        if !policy.allowed.is_empty() {
+            refused.extend(
+                want.iter()
+                    .filter(|v| !policy.allows(**v))
+                    .map(|&vlan| Refusal::OutsideAllowed { port: port.clone(), vlan }),
+            );
+        }
+        for &vlan in mine.difference(want) {
+            if have.contains(&vlan) {
+                if policy.allows(vlan) {
+                    removes.push(Op::RemoveVlan { port: port.clone(), vlan });
                 }
-            } else if !want.contains(&vlan) && policy.allows(vlan) {
-                removes.push(Op::RemoveVlan { port: port.clone(), vlan });
+            } else {
+                forget.push((port.clone(), vlan));
+            }
+        }
+        for &vlan in mine.intersection(want) {
+            // Owned and desired but gone from the port, and policy will not put it back.
+            if !have.contains(&vlan) && !policy.allows(vlan) {
+                forget.push((port.clone(), vlan));
             }
         }
     }

@@ -140,6 +140,14 @@ mod tests {
         assert!(parse_vlan_list("1,5000").unwrap_err().to_string().contains("5000"));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_vlan_set_round_trips_through_eos_notation(ids in proptest::collection::btree_set(1u16..=4094, 0..300)) {
+            let set: BTreeSet<VlanId> = ids.into_iter().map(v).collect();
+            proptest::prop_assert_eq!(parse_vlan_list(&render_vlan_list(&set)).unwrap(), set);
+        }
+    }
+
     #[test]
     fn error_reply_names_the_failed_command() {
         let cmds: Vec<String> = ["enable", "configure", "interface Ethernet9"].map(String::from).into();

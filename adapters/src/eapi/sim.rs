@@ -207,7 +207,7 @@ impl Sim {
                 }
                 Ok(json!({}))
             }
-            _ if !configuring && !words.first().is_some_and(|w| *w == "show") => {
+            _ if !configuring && words.first().is_none_or(|w| *w != "show") => {
                 Err((CommandError::Incompatible, "Invalid input (privileged or configuration mode required)".into()))
             }
             _ => Err(invalid("Invalid input")),

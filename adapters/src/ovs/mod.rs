@@ -98,7 +98,8 @@ pub struct OvsSwitch {
 
 impl OvsSwitch {
     /// Validates `config` and starts the connection task (connection happens in the background;
-    /// calls fail with [`SwitchError::Unreachable`] until it is up).
+    /// calls fail with [`SwitchError::Unreachable`] until it is up). Must be called inside a Tokio
+    /// runtime: the connection task is spawned on it.
     pub fn start(config: &Config) -> Result<Self> {
         let endpoint: Endpoint = config.endpoint.parse()?;
         let parking = VlanId::new(config.parking_vlan)
