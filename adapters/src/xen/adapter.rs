@@ -21,7 +21,7 @@ use crate::common::Secret;
 use super::client::{Client, Session};
 use super::config::Config;
 use super::error::{Error, Recovery, Result};
-use super::mapping::{self, Mirror, CLASSES};
+use super::mapping::{Facts, Mirror, CLASSES};
 
 /// Capped exponential backoff with jitter. Pure: the caller supplies the random draw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,17 +181,11 @@ impl Adapter {
                 mirror.upsert(class, &r, &rec);
             }
         }
-        let (mut facts, mut rejected) = mirror.facts();
+        let mut facts = Facts::full(&mut mirror);
+        let rejected = facts.rejected();
         info!(facts = facts.len(), rejected = rejected.len(), "XenAPI inventory read");
-        send(
-            tx,
-            Observation::Inventory {
-                endpoint: url.to_string(),
-                facts: facts.values().cloned().collect(),
-                rejected: rejected.clone(),
-            },
-        )
-        .await?;
+        send(tx, Observation::Inventory { endpoint: url.to_string(), facts: facts.all().cloned().collect(), rejected })
+            .await?;
         *reported = true;
         loop {
             let batch = session.event_from(&CLASSES, &token, c.event_timeout_secs).await?;
@@ -202,15 +196,11 @@ impl Adapter {
             for e in &batch.events {
                 mirror.apply(e);
             }
-            let (next, next_rejected) = mirror.facts();
-            let changes = mapping::diff(&facts, &next);
-            let fresh = mapping::new_rejections(&rejected, &next_rejected);
+            let (changes, fresh) = facts.update(&mut mirror);
             debug!(events = batch.events.len(), changes = changes.len(), rejected = fresh.len(), "event batch");
             if !changes.is_empty() || !fresh.is_empty() {
                 send(tx, Observation::Delta { changes, rejected: fresh }).await?;
             }
-            facts = next;
-            rejected = next_rejected;
         }
     }
 }
