@@ -276,3 +276,31 @@ async fn bad_password_stops_with_a_clear_error_and_no_retry_loop() {
     assert!(rx.recv().await.is_none(), "no observation for a pool never reached");
     assert_eq!(sim.last_event(), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_event_token_surfaces_as_a_full_reread() {
+    use adapters::common::{Secret, TlsOptions};
+    use adapters::xen::client::{Client, Session};
+    use adapters::xen::Recovery;
+    let sim = Simulator::start(SimOptions::default()).await.unwrap();
+    let client =
+        Client::new(sim.url(), &TlsOptions::default(), Duration::from_secs(5), Duration::from_secs(10), 1 << 20)
+            .unwrap();
+    let session = Session::login(client, &sim.user(), &Secret::new(sim.password())).await.unwrap();
+    let err = session.event_from(&["VM"], "not-a-token", 1.0).await.unwrap_err();
+    assert_eq!(err.code(), Some("EVENT_FROM_TOKEN_PARSE_FAILURE"), "{err}");
+    assert_eq!(err.recovery(), Recovery::Reread);
+    let err = session.get_all_records("no_such_class").await.unwrap_err();
+    assert_eq!(err.code(), Some("MESSAGE_METHOD_UNKNOWN"), "{err}");
+    session.logout().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_over_the_size_limit_stops_with_a_clear_error() {
+    let sim = Simulator::start(SimOptions { hosts: 4, vms_per_host: 10, ..SimOptions::default() }).await.unwrap();
+    let (mut c, _dir) = config(&sim, &sim.password());
+    c.max_body_bytes = 4096;
+    let (tx, _rx) = mpsc::channel(8);
+    let err = tokio::time::timeout(DEADLINE, Adapter::new(c).unwrap().run(tx)).await.expect("returns").unwrap_err();
+    assert!(err.to_string().contains("exceeds the 4096-byte limit"), "{err}");
+}

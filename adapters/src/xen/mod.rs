@@ -8,10 +8,12 @@
 //!   [`crate::common::SecretSource`]), `tls` ([`crate::common::TlsOptions`]), `call_timeout_ms`,
 //!   `event_timeout_secs` (the HTTP timeout of `event.from` is this plus the call timeout),
 //!   `max_body_bytes`, `reconnect_min_ms` / `reconnect_max_ms`.
-//! - [`Adapter::new`]`(config)?.`[`run`](Adapter::run)`(tx)`: log in, read pool, host, VM, VIF,
-//!   network, PIF, VLAN and PIF_metrics with `get_all_records`, send
+//! - [`Adapter::new`]`(config)?.`[`run`](Adapter::run)`(tx)`: log in, mark the resume point
+//!   with `event.inject` on the pool object, read pool, host, VM, VIF, network, PIF, VLAN and
+//!   PIF_metrics with `get_all_records`, send
 //!   `Observation::Inventory { endpoint, facts, rejected }`, then follow `event.from` and send
-//!   `Observation::Delta` with exactly the facts that changed. Transport loss sends
+//!   `Observation::Delta` with exactly the facts that changed (only the parts of the fact set
+//!   a batch touched are re-mapped: [`mapping::Facts`]). Transport loss sends
 //!   `Observation::Disconnected { reason }` and retries with capped exponential backoff and
 //!   jitter; every reconnect sends a fresh full inventory. `SESSION_AUTHENTICATION_FAILED` stops
 //!   with [`Error::AuthenticationFailed`] (no retry loop); `SESSION_INVALID` logs in again;
