@@ -7,7 +7,8 @@
 //!    └──── Relogin / Reread / FollowMaster(addr) <─────┤
 //!    └──── backoff (capped, jittered) <── Disconnected ┘ transport loss
 //! ```
-//! The policy is [`super::Error::recovery`]; the delay is [`Backoff`]; both are pure.
+//! The policy is [`Retry::step`] over [`super::Error::recovery`]; the delay is [`Backoff`]; all
+//! three are pure.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

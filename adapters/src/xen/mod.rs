@@ -19,6 +19,7 @@
 //!   with [`Error::AuthenticationFailed`] (no retry loop); `SESSION_INVALID` logs in again;
 //!   `HOST_IS_SLAVE [master]` reconnects to the master named; `EVENT_FROM_TOKEN_PARSE_FAILURE`,
 //!   `EVENTS_LOST` and `HANDLE_INVALID` re-read everything. `run` returns `Ok` when `tx` closes.
+//!   The policy is the pure state machine [`Retry`] (`step` → [`Next`]).
 //! - [`sim::Simulator::start`]`(`[`sim::SimOptions`]`)` for tests, and [`sim::serve`] for
 //!   `netfold sim xen --listen ADDR --hosts N --vms-per-host M --vlans K`.
 //!
@@ -34,6 +35,6 @@ pub mod error;
 pub mod mapping;
 pub mod sim;
 
-pub use adapter::{Adapter, Backoff};
+pub use adapter::{Adapter, Backoff, Next, Retry};
 pub use config::Config;
 pub use error::{Error, Recovery, Result};
