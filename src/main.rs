@@ -1,5 +1,71 @@
-//! The `netfold` binary: CLI and wiring only.
+//! The `netfold` binary: CLI and wiring only. The work lives in the library crates; this file
+//! parses arguments, installs the tracing subscriber, dispatches, and turns any error into one
+//! clear paragraph and a non-zero exit.
 
-fn main() {
-    println!("netfold: under construction");
+mod agent;
+mod audit;
+mod cli;
+mod config;
+mod demo;
+mod http;
+mod metrics;
+mod run;
+mod sim;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cli::{Cli, Command, LogFormat};
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match format {
+        LogFormat::Human => builder.with_target(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `run` may set the format in its config; a bad config is reported by `run` itself.
+    let from_config = match &cli.command {
+        Command::Run { config } => config::load(config).ok().and_then(|p| p.log_format),
+        _ => None,
+    };
+    init_tracing(cli.log_format.or(from_config).unwrap_or(LogFormat::Human));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("netfold: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One paragraph: the outermost context, then each cause.
+            let causes: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("netfold: {}", causes.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Log { data, follow, hypervisor, since, kind, json } => {
+            audit::log(&data, follow, hypervisor, since, kind, json).await
+        }
+        Command::State { data, at, switch, json } => audit::state(&data, at, switch, json),
+        Command::Why { data, port, vlan, at, json } => audit::why(&data, &port, vlan, at, json),
+        Command::Diff { data, from, to } => audit::diff(&data, &from, &to),
+        Command::Verify { data } => audit::verify(&data),
+        Command::Run { config } => run::run(&config).await,
+        Command::Config { command: cli::ConfigCommand::Check { config } } => run::check(&config),
+        Command::Sim { sim } => sim::run(sim).await,
+        Command::Demo(args) => demo::run(args).await,
+    }
 }

@@ -21,6 +21,9 @@
 //!   `desired()` → `watch::Receiver<Arc<Desired>>`; `state()` → [`runtime::SharedState`];
 //!   `shutdown().await` (in-flight appends complete, a final snapshot is saved).
 //! - [`error`]: [`Error`] (what the runtime failed to do) and [`Invalid`] (what was refused).
+//! - [`switch`]: the switch boundary trait, its operations and outcomes, and `MemorySwitch`.
+//! - [`plan`]: the pure reconcile planner (policy, ownership, blast-radius guard).
+//! - [`reconciler`]: the async shell that runs the planner per switch, with audit and ledger.
 //!
 //! The pure core (projector, session state machine, planner) does no IO and reads no clock; the
 //! async shell that runs it only wires.
@@ -33,10 +36,13 @@ pub mod event;
 pub mod fact;
 pub mod ids;
 pub mod observe;
+pub mod plan;
 pub mod projector;
+pub mod reconciler;
 pub mod record;
 pub mod runtime;
 pub mod session;
+pub mod switch;
 
 pub use desired::{Desired, Reason, VnicRef};
 pub use error::{Error, Invalid, Result};

@@ -1,0 +1,174 @@
+//! The vSphere SOAP transport: the only module that touches reqwest. A [`Session`] is one
+//! logged-in connection: it POSTs SOAP envelopes to `…/sdk` with the `SOAPAction` of the
+//! discovered API version and the `vmware_soap_session` cookie, checks status, content type and
+//! size, and hands the bytes to [`super::codec`]. The password and the cookie are never logged.
+
+use reqwest::header::{CONTENT_TYPE, COOKIE, SET_COOKIE};
+use reqwest::StatusCode;
+
+use super::codec::{self, MoRef, ObjectContent, PnicHint, ServiceContent, UpdateSet};
+use super::error::{Error, Result};
+use crate::common::{read_limited, HttpClient, HttpError, Secret};
+
+/// One logged-in session with vCenter.
+pub struct Session {
+    http: HttpClient,
+    url: String,
+    user: String,
+    soap_action: String,
+    cookie: Secret,
+    /// The service content read at login.
+    pub content: ServiceContent,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("url", &self.url).field("user", &self.user).finish_non_exhaustive()
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    body: Vec<u8>,
+    cookie: Option<String>,
+}
+
+async fn post(http: &HttpClient, url: &str, action: &str, cookie: Option<&Secret>, body: String) -> Result<Reply> {
+    let mut req = http
+        .client
+        .post(url)
+        .header(CONTENT_TYPE, "text/xml; charset=\"utf-8\"")
+        .header("SOAPAction", format!("\"{action}\""))
+        .body(body);
+    if let Some(c) = cookie {
+        req = req.header(COOKIE, c.expose());
+    }
+    let resp = req.send().await.map_err(|source| HttpError::Request { url: url.to_string(), source })?;
+    let status = resp.status();
+    let content_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let cookie = resp
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .find(|v| v.trim_start().starts_with("vmware_soap_session="))
+        .map(|v| v.trim().to_string());
+    if !(status == StatusCode::OK || status == StatusCode::INTERNAL_SERVER_ERROR) {
+        return Err(Error::Status { url: url.to_string(), status: status.as_u16() });
+    }
+    if !codec::is_xml_content_type(&content_type) {
+        return Err(Error::ContentType { url: url.to_string(), content_type, status: status.as_u16() });
+    }
+    let body = read_limited(resp, http.max_body).await?;
+    Ok(Reply { status, body, cookie })
+}
+
+/// Finds the `urn:vim25` API version: `/sdk/vimServiceVersions.xml`, else `None`.
+async fn discover_version(http: &HttpClient, url: &str) -> Option<String> {
+    let vurl = format!("{}/vimServiceVersions.xml", url.trim_end_matches('/'));
+    let resp = http.client.get(&vurl).send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let body = read_limited(resp, http.max_body).await.ok()?;
+    codec::decode_service_versions(&body).ok()
+}
+
+impl Session {
+    /// Reads the service content and logs in. [`Error::InvalidLogin`] for a wrong password.
+    pub async fn login(http: &HttpClient, url: &str, user: &str, password: &Secret) -> Result<Session> {
+        let soap_action = match discover_version(http, url).await {
+            Some(v) => format!("urn:vim25/{v}"),
+            None => "urn:vim25".to_string(),
+        };
+        let reply = post(http, url, &soap_action, None, codec::retrieve_service_content()).await?;
+        let content = codec::decode_service_content(&reply.body)?;
+        let soap_action = match (&content.api_version, soap_action.as_str()) {
+            (Some(v), "urn:vim25") => format!("urn:vim25/{v}"),
+            _ => soap_action,
+        };
+        let reply =
+            post(http, url, &soap_action, None, codec::login(&content.session_manager, user, password.expose()))
+                .await?;
+        codec::decode_login(&reply.body, url, user)?;
+        let cookie =
+            reply.cookie.ok_or_else(|| Error::unexpected("Login", "no vmware_soap_session cookie in the reply"))?;
+        tracing::info!(endpoint = url, user, soap_action = %soap_action, "vSphere login succeeded");
+        Ok(Session {
+            http: http.clone(),
+            url: url.to_string(),
+            user: user.to_string(),
+            soap_action,
+            cookie: Secret::new(cookie),
+            content,
+        })
+    }
+
+    /// The endpoint URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    async fn call(&self, body: String) -> Result<Vec<u8>> {
+        let reply = post(&self.http, &self.url, &self.soap_action, Some(&self.cookie), body).await?;
+        tracing::trace!(status = reply.status.as_u16(), bytes = reply.body.len(), "SOAP reply");
+        Ok(reply.body)
+    }
+
+    /// `Logout`, best effort.
+    pub async fn logout(&self) -> Result<()> {
+        let b = self.call(codec::logout(&self.content.session_manager)).await?;
+        codec::decode_void(&b, "Logout")
+    }
+
+    /// `CreateContainerView` over the root folder for these types.
+    pub async fn create_container_view(&self, types: &[&str]) -> Result<MoRef> {
+        let b = self
+            .call(codec::create_container_view(&self.content.view_manager, &self.content.root_folder, types))
+            .await?;
+        codec::decode_moref(&b, "CreateContainerView")
+    }
+
+    /// Every object matching `spec`, following `token`s page by page.
+    pub async fn retrieve_all(&self, spec: &str, page: u32) -> Result<Vec<ObjectContent>> {
+        let pc = &self.content.property_collector;
+        let b = self.call(codec::retrieve_properties_ex(pc, spec, page)).await?;
+        let mut res = codec::decode_retrieve(&b, "RetrievePropertiesEx")?;
+        let mut objects = std::mem::take(&mut res.objects);
+        let mut pages = 1;
+        while let Some(token) = res.token.take() {
+            let b = self.call(codec::continue_retrieve_properties_ex(pc, &token)).await?;
+            res = codec::decode_retrieve(&b, "ContinueRetrievePropertiesEx")?;
+            objects.append(&mut res.objects);
+            pages += 1;
+        }
+        tracing::debug!(objects = objects.len(), pages, "retrieved properties");
+        Ok(objects)
+    }
+
+    /// `CreateFilter`.
+    pub async fn create_filter(&self, spec: &str) -> Result<MoRef> {
+        let b = self.call(codec::create_filter(&self.content.property_collector, spec)).await?;
+        codec::decode_moref(&b, "CreateFilter")
+    }
+
+    /// One `WaitForUpdatesEx`; `None` when nothing changed within `max_wait_seconds`.
+    pub async fn wait_for_updates(
+        &self,
+        version: String,
+        max_wait_seconds: u32,
+        max_objects: u32,
+    ) -> Result<Option<UpdateSet>> {
+        let b = self
+            .call(codec::wait_for_updates_ex(&self.content.property_collector, &version, max_wait_seconds, max_objects))
+            .await?;
+        codec::decode_updates(&b)
+    }
+
+    /// `QueryNetworkHint` on a host's network system.
+    pub async fn query_network_hint(&self, network_system: &MoRef) -> Result<Vec<PnicHint>> {
+        let b = self.call(codec::query_network_hint(network_system)).await?;
+        codec::decode_network_hints(&b)
+    }
+}

@@ -1,0 +1,520 @@
+//! vSphere data → engine facts. [`Inventory`] is the adapter's mirror of the vendor objects
+//! (property maps per managed object, plus the CDP/LLDP hints per host); [`Inventory::facts`]
+//! maps the whole mirror to facts keyed by [`FactKey`], and [`diff`] turns two such maps into
+//! the exact [`Change`]s between them. Pure: no IO, no clock.
+//!
+//! Rules: a host → `HostFact`; each pnic → `UplinkFact` (switch port from CDP `devId` (else
+//! `systemName`) + `portId`, else LLDP `System Name` + `portId`); each standard port group →
+//! `NetworkFact` keyed by its name (VLAN 0 untagged, 1..=4094 access, 4095 trunk 1-4094), uplinks
+//! the vswitch's pnic keys resolved to device names; each distributed port group (not an uplink
+//! group) → one `NetworkFact` per host that has a proxy switch of its DVS, keyed by the port
+//! group key (`VlanIdSpec`, `TrunkVlanSpec` — a range starting at 0 starts at 1 —, `PvlanSpec`
+//! rejected); each `VirtualEthernetCard` → `VnicFact`. What cannot be mapped is `Rejected`.
+
+use std::collections::BTreeMap;
+
+use engine::{
+    Change, Fact, FactKey, HostFact, NeighbourSource, NetworkFact, Rejected, SwitchPort, UplinkFact, VlanId, VlanRange,
+    VlanSpec, VnicFact,
+};
+
+use super::codec::{
+    Backing, ChangeOp, DvsVlan, MoRef, ObjectContent, ObjectUpdate, PnicHint, ProxySwitch, UpdateKind, Value,
+};
+
+/// Managed object types the adapter watches.
+pub const HOST: &str = "HostSystem";
+pub const VM: &str = "VirtualMachine";
+pub const DVPG: &str = "DistributedVirtualPortgroup";
+pub const DVS: &str = "VmwareDistributedVirtualSwitch";
+
+/// Types of the container view.
+pub const VIEW_TYPES: &[&str] = &[HOST, VM, DVPG, DVS];
+
+/// Property paths read per type.
+pub const HOST_PATHS: &[&str] = &[
+    "name",
+    "runtime.connectionState",
+    "config.network.pnic",
+    "config.network.vswitch",
+    "config.network.portgroup",
+    "config.network.proxySwitch",
+    "configManager.networkSystem",
+];
+pub const VM_PATHS: &[&str] = &["name", "runtime.host", "runtime.powerState", "config.hardware.device"];
+pub const DVPG_PATHS: &[&str] =
+    &["key", "name", "config.distributedVirtualSwitch", "config.defaultPortConfig.vlan", "config.uplink"];
+pub const DVS_PATHS: &[&str] = &["uuid", "name"];
+
+/// The property sets of the filter and the initial retrieve.
+pub fn prop_specs() -> Vec<(&'static str, &'static [&'static str])> {
+    vec![(HOST, HOST_PATHS), (VM, VM_PATHS), (DVPG, DVPG_PATHS), (DVS, DVS_PATHS)]
+}
+
+/// Facts by key, plus what could not be mapped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Mapped {
+    pub facts: BTreeMap<FactKey, Fact>,
+    pub rejected: Vec<Rejected>,
+}
+
+/// The adapter's mirror of the vendor objects.
+#[derive(Clone, Debug, Default)]
+pub struct Inventory {
+    objects: BTreeMap<MoRef, BTreeMap<String, Value>>,
+    hints: BTreeMap<String, Vec<PnicHint>>,
+}
+
+fn known_path(kind: &str, path: &str) -> bool {
+    prop_specs().iter().any(|(k, paths)| *k == kind && paths.contains(&path))
+}
+
+impl Inventory {
+    /// A mirror of a full `RetrievePropertiesEx` result.
+    pub fn from_contents(contents: Vec<ObjectContent>) -> Self {
+        let mut inv = Inventory::default();
+        for c in contents {
+            inv.replace_object(c);
+        }
+        inv
+    }
+
+    /// Replaces one object with freshly retrieved contents.
+    pub fn replace_object(&mut self, c: ObjectContent) {
+        self.objects.insert(c.obj, c.props.into_iter().collect());
+    }
+
+    /// Number of mirrored objects of a type.
+    pub fn count(&self, kind: &str) -> usize {
+        self.objects.keys().filter(|m| m.kind == kind).count()
+    }
+
+    /// Applies one `ObjectUpdate`. Returns `true` when a change could not be applied as a whole
+    /// property (a nested path such as `config.hardware.device[4000]`): the caller must re-read
+    /// the object.
+    pub fn apply_update(&mut self, u: &ObjectUpdate) -> bool {
+        match u.kind {
+            UpdateKind::Leave => {
+                self.objects.remove(&u.obj);
+                if u.obj.kind == HOST {
+                    self.hints.remove(&u.obj.value);
+                }
+                false
+            }
+            UpdateKind::Enter | UpdateKind::Modify => {
+                let props = self.objects.entry(u.obj.clone()).or_default();
+                if u.kind == UpdateKind::Enter {
+                    props.clear();
+                }
+                let mut refetch = false;
+                for c in &u.changes {
+                    if !known_path(&u.obj.kind, &c.name) {
+                        refetch = true;
+                        continue;
+                    }
+                    match (c.op, &c.val) {
+                        (ChangeOp::Assign | ChangeOp::Add, Some(v)) => {
+                            props.insert(c.name.clone(), v.clone());
+                        }
+                        _ => {
+                            props.remove(&c.name);
+                        }
+                    }
+                }
+                refetch
+            }
+        }
+    }
+
+    /// Stores the `QueryNetworkHint` answer of a host; returns whether it changed.
+    pub fn set_hints(&mut self, host: &str, hints: Vec<PnicHint>) -> bool {
+        if self.hints.get(host) == Some(&hints) {
+            return false;
+        }
+        self.hints.insert(host.to_string(), hints);
+        true
+    }
+
+    /// `(host id, its HostNetworkSystem)` for every host.
+    pub fn network_systems(&self) -> Vec<(String, MoRef)> {
+        self.objects
+            .iter()
+            .filter(|(m, _)| m.kind == HOST)
+            .filter_map(|(m, p)| match p.get("configManager.networkSystem") {
+                Some(Value::MoRef(ns)) => Some((m.value.clone(), ns.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Maps the whole mirror to facts.
+    pub fn facts(&self) -> Mapped {
+        let mut out = Mapped::default();
+        let dvs_uuid: BTreeMap<&MoRef, &str> = self
+            .objects
+            .iter()
+            .filter(|(m, _)| m.kind == DVS)
+            .filter_map(|(m, p)| match p.get("uuid") {
+                Some(Value::Str(u)) => Some((m, u.as_str())),
+                _ => None,
+            })
+            .collect();
+        let mut proxies: Vec<(&str, &ProxySwitch, &[super::codec::PhysicalNic])> = Vec::new();
+        for (m, p) in self.objects.iter().filter(|(m, _)| m.kind == HOST) {
+            self.host_facts(&m.value, p, &mut out);
+            let pnics = match p.get("config.network.pnic") {
+                Some(Value::Pnics(v)) => v.as_slice(),
+                _ => &[],
+            };
+            if let Some(Value::ProxySwitches(ps)) = p.get("config.network.proxySwitch") {
+                proxies.extend(ps.iter().map(|s| (m.value.as_str(), s, pnics)));
+            }
+        }
+        for (m, p) in self.objects.iter().filter(|(m, _)| m.kind == DVPG) {
+            dvpg_facts(m, p, &dvs_uuid, &proxies, &mut out);
+        }
+        for (m, p) in self.objects.iter().filter(|(m, _)| m.kind == VM) {
+            vm_facts(m, p, &mut out);
+        }
+        out
+    }
+
+    fn host_facts(&self, host: &str, p: &BTreeMap<String, Value>, out: &mut Mapped) {
+        let name = match p.get("name") {
+            Some(Value::Str(n)) => n.clone(),
+            _ => host.to_string(),
+        };
+        insert(out, Fact::Host(HostFact { host: host.to_string(), name }));
+        let pnics = match p.get("config.network.pnic") {
+            Some(Value::Pnics(v)) => v.as_slice(),
+            _ => &[],
+        };
+        let hints = self.hints.get(host).map(Vec::as_slice).unwrap_or(&[]);
+        for nic in pnics {
+            let (port, source) = match hints.iter().find(|h| h.device == nic.device).and_then(neighbour) {
+                Some((port, source)) => (Some(port), Some(source)),
+                None => (None, None),
+            };
+            insert(
+                out,
+                Fact::Uplink(UplinkFact {
+                    host: host.to_string(),
+                    nic: nic.device.clone(),
+                    mac: nic.mac.clone(),
+                    port,
+                    source,
+                }),
+            );
+        }
+        let device_of = |key: &str| pnics.iter().find(|n| n.key == key).map(|n| n.device.clone());
+        let vswitches = match p.get("config.network.vswitch") {
+            Some(Value::Vswitches(v)) => v.as_slice(),
+            _ => &[],
+        };
+        if let Some(Value::Portgroups(pgs)) = p.get("config.network.portgroup") {
+            for pg in pgs {
+                let what = format!("port group \"{}\" on {host}", pg.name);
+                let vlan = match pg.vlan_id {
+                    0 => VlanSpec::Untagged,
+                    4095 => VlanSpec::Trunk(vec![VlanRange::new(
+                        VlanId::new(1).expect("1 is a VLAN"),
+                        VlanId::new(4094).expect("4094 is a VLAN"),
+                    )
+                    .expect("1 <= 4094")]),
+                    n => match VlanId::from_int(n) {
+                        Ok(v) => VlanSpec::Access(v),
+                        Err(e) => {
+                            out.rejected.push(Rejected { what, why: e.to_string() });
+                            continue;
+                        }
+                    },
+                };
+                let uplinks = vswitches
+                    .iter()
+                    .find(|v| v.name == pg.vswitch_name)
+                    .map(|v| v.pnic.iter().filter_map(|k| device_of(k)).collect())
+                    .unwrap_or_default();
+                insert(
+                    out,
+                    Fact::Network(NetworkFact {
+                        host: host.to_string(),
+                        network: pg.name.clone(),
+                        name: pg.name.clone(),
+                        vlan,
+                        uplinks,
+                    }),
+                );
+            }
+        }
+    }
+}
+
+fn insert(out: &mut Mapped, f: Fact) {
+    out.facts.insert(f.key(), f);
+}
+
+/// The switch port a pnic hint names: CDP first, then LLDP.
+fn neighbour(h: &PnicHint) -> Option<(SwitchPort, NeighbourSource)> {
+    if let Some(c) = &h.cdp {
+        let switch = c.dev_id.as_deref().or(c.system_name.as_deref());
+        if let (Some(s), Some(p)) = (switch, c.port_id.as_deref()) {
+            if let Ok(sp) = SwitchPort::new(s, p) {
+                return Some((sp, NeighbourSource::Cdp));
+            }
+        }
+    }
+    if let Some(l) = &h.lldp {
+        if let (Some(s), Some(p)) = (l.system_name(), l.port_id.as_deref()) {
+            if let Ok(sp) = SwitchPort::new(s, p) {
+                return Some((sp, NeighbourSource::Lldp));
+            }
+        }
+    }
+    None
+}
+
+fn dvs_vlan(v: &DvsVlan) -> Result<VlanSpec, String> {
+    match v {
+        DvsVlan::Id(0) => Ok(VlanSpec::Untagged),
+        DvsVlan::Id(n) => VlanId::from_int(*n).map(VlanSpec::Access).map_err(|e| e.to_string()),
+        DvsVlan::Trunk(ranges) => {
+            let mut out = Vec::new();
+            for &(a, b) in ranges {
+                let a = if a == 0 { 1 } else { a };
+                let first = VlanId::from_int(a).map_err(|e| format!("trunk range {a}-{b}: {e}"))?;
+                let last = VlanId::from_int(b).map_err(|e| format!("trunk range {a}-{b}: {e}"))?;
+                out.push(VlanRange::new(first, last).map_err(|e| e.to_string())?);
+            }
+            if out.is_empty() {
+                return Err("trunk VLAN spec with no ranges".into());
+            }
+            Ok(VlanSpec::Trunk(out))
+        }
+        DvsVlan::Pvlan(id) => Err(format!("private VLAN (PvlanSpec, pvlanId {id}) is not supported")),
+    }
+}
+
+fn dvpg_facts(
+    m: &MoRef,
+    p: &BTreeMap<String, Value>,
+    dvs_uuid: &BTreeMap<&MoRef, &str>,
+    proxies: &[(&str, &ProxySwitch, &[super::codec::PhysicalNic])],
+    out: &mut Mapped,
+) {
+    if matches!(p.get("config.uplink"), Some(Value::Bool(true))) {
+        return;
+    }
+    let key = match p.get("key") {
+        Some(Value::Str(k)) => k.clone(),
+        _ => m.value.clone(),
+    };
+    let name = match p.get("name") {
+        Some(Value::Str(n)) => n.clone(),
+        _ => key.clone(),
+    };
+    let what = format!("distributed port group \"{name}\" ({key})");
+    let vlan = match p.get("config.defaultPortConfig.vlan") {
+        Some(Value::Vlan(v)) => match dvs_vlan(v) {
+            Ok(v) => v,
+            Err(why) => {
+                out.rejected.push(Rejected { what, why });
+                return;
+            }
+        },
+        other => {
+            out.rejected.push(Rejected { what, why: format!("no usable VLAN spec ({other:?})") });
+            return;
+        }
+    };
+    let Some(Value::MoRef(dvs)) = p.get("config.distributedVirtualSwitch") else { return };
+    let Some(uuid) = dvs_uuid.get(dvs) else { return };
+    for (host, proxy, pnics) in proxies.iter().filter(|(_, s, _)| s.dvs_uuid == *uuid) {
+        let uplinks =
+            proxy.pnic.iter().filter_map(|k| pnics.iter().find(|n| &n.key == k).map(|n| n.device.clone())).collect();
+        insert(
+            out,
+            Fact::Network(NetworkFact {
+                host: host.to_string(),
+                network: key.clone(),
+                name: name.clone(),
+                vlan: vlan.clone(),
+                uplinks,
+            }),
+        );
+    }
+}
+
+fn vm_facts(m: &MoRef, p: &BTreeMap<String, Value>, out: &mut Mapped) {
+    let Some(Value::Nics(nics)) = p.get("config.hardware.device") else { return };
+    let vm_name = match p.get("name") {
+        Some(Value::Str(n)) => n.clone(),
+        _ => m.value.clone(),
+    };
+    let host = match p.get("runtime.host") {
+        Some(Value::MoRef(h)) => h.value.clone(),
+        _ => {
+            if !nics.is_empty() {
+                out.rejected
+                    .push(Rejected { what: format!("VM \"{vm_name}\" ({})", m.value), why: "no runtime.host".into() });
+            }
+            return;
+        }
+    };
+    let powered_on = matches!(p.get("runtime.powerState"), Some(Value::Str(s)) if s == "poweredOn");
+    for nic in nics {
+        let what = format!("NIC {} of VM \"{vm_name}\" ({})", nic.key, m.value);
+        let network = match &nic.backing {
+            Backing::Network { name } => name.clone(),
+            Backing::DvPort { portgroup_key, .. } => portgroup_key.clone(),
+            Backing::Other(t) => {
+                out.rejected.push(Rejected { what, why: format!("unsupported network backing {t}") });
+                continue;
+            }
+        };
+        let Some(mac) = nic.mac.clone() else {
+            out.rejected.push(Rejected { what, why: "no MAC address".into() });
+            continue;
+        };
+        insert(
+            out,
+            Fact::Vnic(VnicFact {
+                vm: m.value.clone(),
+                vm_name: vm_name.clone(),
+                nic: nic.key.to_string(),
+                mac,
+                host: host.clone(),
+                network,
+                connected: nic.connected,
+                powered_on,
+            }),
+        );
+    }
+}
+
+/// The changes that turn `old` into `new`, in key order.
+pub fn diff(old: &BTreeMap<FactKey, Fact>, new: &BTreeMap<FactKey, Fact>) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (k, f) in new {
+        if old.get(k) != Some(f) {
+            out.push(Change::Upsert(f.clone()));
+        }
+    }
+    for k in old.keys() {
+        if !new.contains_key(k) {
+            out.push(Change::Remove(k.clone()));
+        }
+    }
+    out.sort_by_key(Change::key);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vsphere::codec::{CdpInfo, LldpInfo, PhysicalNic, PortGroup, VirtualSwitch};
+
+    fn host_with(vlan: i64) -> Inventory {
+        let props = vec![
+            ("name".to_string(), Value::Str("esx-1".into())),
+            (
+                "config.network.pnic".to_string(),
+                Value::Pnics(vec![PhysicalNic {
+                    key: "key-vim.host.PhysicalNic-vmnic0".into(),
+                    device: "vmnic0".into(),
+                    mac: Some("aa".into()),
+                }]),
+            ),
+            (
+                "config.network.vswitch".to_string(),
+                Value::Vswitches(vec![VirtualSwitch {
+                    name: "vSwitch0".into(),
+                    key: "k".into(),
+                    pnic: vec!["key-vim.host.PhysicalNic-vmnic0".into()],
+                }]),
+            ),
+            (
+                "config.network.portgroup".to_string(),
+                Value::Portgroups(vec![PortGroup {
+                    name: "pg".into(),
+                    vlan_id: vlan,
+                    vswitch_name: "vSwitch0".into(),
+                }]),
+            ),
+        ];
+        Inventory::from_contents(vec![ObjectContent { obj: MoRef::new(HOST, "host-1"), props, missing: vec![] }])
+    }
+
+    fn net(inv: &Inventory) -> Option<NetworkFact> {
+        inv.facts().facts.values().find_map(|f| match f {
+            Fact::Network(n) => Some(n.clone()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn standard_vlan_ids_map_to_specs() {
+        assert_eq!(net(&host_with(0)).unwrap().vlan, VlanSpec::Untagged);
+        assert_eq!(net(&host_with(120)).unwrap().vlan.to_string(), "vlan 120");
+        assert_eq!(net(&host_with(4095)).unwrap().vlan.to_string(), "trunk 1-4094");
+        let n = net(&host_with(120)).unwrap();
+        assert_eq!(n.uplinks, vec!["vmnic0".to_string()], "pnic keys resolve to device names");
+    }
+
+    #[test]
+    fn out_of_range_vlan_is_rejected_not_panicking() {
+        let inv = host_with(5000);
+        let m = inv.facts();
+        assert!(net(&inv).is_none());
+        assert_eq!(m.rejected.len(), 1);
+        assert!(m.rejected[0].what.contains("pg") && m.rejected[0].why.contains("5000"), "{:?}", m.rejected);
+    }
+
+    #[test]
+    fn cdp_wins_over_lldp_and_lldp_is_used_alone() {
+        let mut inv = host_with(0);
+        let lldp = LldpInfo {
+            chassis_id: None,
+            port_id: Some("eth2".into()),
+            parameters: vec![("System Name".into(), "tor2".into())],
+        };
+        inv.set_hints("host-1", vec![PnicHint { device: "vmnic0".into(), cdp: None, lldp: Some(lldp.clone()) }]);
+        let up = |inv: &Inventory| {
+            inv.facts()
+                .facts
+                .values()
+                .find_map(|f| match f {
+                    Fact::Uplink(u) => Some(u.clone()),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        assert_eq!(up(&inv).port.unwrap().to_string(), "tor2:eth2");
+        assert_eq!(up(&inv).source, Some(NeighbourSource::Lldp));
+        let cdp = CdpInfo { dev_id: Some("tor1".into()), port_id: Some("eth1".into()), system_name: None };
+        inv.set_hints("host-1", vec![PnicHint { device: "vmnic0".into(), cdp: Some(cdp), lldp: Some(lldp) }]);
+        assert_eq!(up(&inv).port.unwrap().to_string(), "tor1:eth1");
+        assert_eq!(up(&inv).source, Some(NeighbourSource::Cdp));
+    }
+
+    #[test]
+    fn trunk_and_pvlan_specs() {
+        assert_eq!(dvs_vlan(&DvsVlan::Trunk(vec![(0, 4094)])).unwrap().to_string(), "trunk 1-4094");
+        assert_eq!(dvs_vlan(&DvsVlan::Trunk(vec![(100, 199), (300, 300)])).unwrap().to_string(), "trunk 100-199,300");
+        assert!(dvs_vlan(&DvsVlan::Pvlan(12)).unwrap_err().contains("not supported"));
+        assert!(dvs_vlan(&DvsVlan::Trunk(vec![(10, 5000)])).is_err());
+        assert!(dvs_vlan(&DvsVlan::Id(4095)).is_err());
+    }
+
+    #[test]
+    fn diff_reports_exactly_the_changed_facts() {
+        let a = host_with(10).facts().facts;
+        let b = host_with(11).facts().facts;
+        let d = diff(&a, &b);
+        assert_eq!(d.len(), 1);
+        assert!(matches!(&d[0], Change::Upsert(Fact::Network(n)) if n.vlan.to_string() == "vlan 11"));
+        assert!(diff(&a, &a).is_empty());
+        let gone = diff(&a, &BTreeMap::new());
+        assert!(gone.iter().all(|c| matches!(c, Change::Remove(_))));
+        assert_eq!(gone.len(), a.len());
+    }
+}
