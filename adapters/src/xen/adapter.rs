@@ -233,7 +233,13 @@ impl Adapter {
         // Mark "now" in the event stream before reading, so event.from resumes without a gap.
         // Without a pool object (or event.inject) the empty token re-delivers every object.
         let mut token = match session.get_all("pool").await?.first() {
-            Some(pool) => session.event_inject("pool", pool).await?,
+            Some(pool) => match session.event_inject("pool", pool).await {
+                Ok(t) => t,
+                // A xapi without event.inject: the empty token re-delivers every object, which
+                // the mirror absorbs without a change.
+                Err(e) if e.code() == Some("MESSAGE_METHOD_UNKNOWN") => String::new(),
+                Err(e) => return Err(e),
+            },
             None => String::new(),
         };
         let mut mirror = Mirror::default();
