@@ -137,12 +137,12 @@ async fn down_server_is_unreachable_then_reconnects() {
     let ovs = Ovs::start();
     ovs.add_trunk_port("p1", &[99]);
     // A socket nobody listens on yet: calls fail as Unreachable, not hang.
-    let dead = ovs.dir.path().join("late.sock");
+    let dead = ovs.dir().join("late.sock");
     let sw = switch(format!("unix:{}", dead.display()));
     let e = sw.read(&BTreeSet::new()).await.unwrap_err();
     assert!(e.to_string().contains("unreachable"), "{e}");
     // Now serve it (a second remote on the same ovsdb-server): the client reconnects by itself.
-    let ctl = ovs.dir.path().join("ovsdb-server.ctl");
+    let ctl = ovs.dir().join("ovsdb-server.ctl");
     let out = std::process::Command::new("ovs-appctl")
         .arg("-t")
         .arg(&ctl)

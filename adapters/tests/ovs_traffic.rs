@@ -33,13 +33,13 @@ async fn namespaces_reach_each_other_only_while_netfold_carries_their_vlan() {
     let host_br = ovs::unique("nfhb");
     let (uplink, cable) = (ovs::unique("nfup"), ovs::unique("nfca"));
     ovs.vsctl(&["--timeout=20", "add-br", &host_br, "--", "set", "bridge", &host_br, "datapath_type=netdev"]);
-    ovs.vsctl(&["--timeout=20", "add-port", &ovs.bridge, &va.host, "tag=100"]);
+    ovs.vsctl(&["--timeout=20", "add-port", ovs.bridge(), &va.host, "tag=100"]);
     ovs.vsctl(&["--timeout=20", "add-port", &host_br, &vb.host, "tag=100"]);
     // The cable: ToR side is netfold's trunk port (parking VLAN only); host side trunks all.
     ovs.vsctl(&[
         "--timeout=20",
         "add-port",
-        &ovs.bridge,
+        ovs.bridge(),
         &cable,
         "--",
         "set",

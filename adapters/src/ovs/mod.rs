@@ -2,6 +2,8 @@
 //!
 //! - [`codec`]: the wire format as pure functions (framing, datum decoding, guarded mutations).
 //! - [`client`]: the connection task (echo, monitor, reconnect).
+//! - [`lab`]: a private Open vSwitch (own ovsdb-server and ovs-vswitchd, netdev bridge) for the
+//!   demo and the end-to-end tests.
 //! - [`OvsSwitch`]: the [`engine::switch::Switch`] implementation the reconciler drives.
 //!
 //! netfold manages the `trunks` column of `Port` rows and nothing else (`vlan_mode` and `tag`
@@ -11,6 +13,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod lab;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
