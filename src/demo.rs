@@ -4,16 +4,22 @@
 //! grace period: learn both; a VM moves host; a port group's VLAN changes; the XenServer drops
 //! and returns within grace; the vCenter stays down past grace. Each step waits until the switch
 //! has converged, and the demo fails (non-zero exit) if any step does not happen.
+//!
+//! The switch is in memory by default; `--switch ovs` starts a private Open vSwitch
+//! ([`adapters::ovs::lab`]) and drives it over OVSDB. Its six trunk ports keep the simulators'
+//! names (`Ethernet1/1`…: OVSDB accepts `/` in a port name; the ports have no kernel device)
+//! and start with only the parking VLAN, which the demo's tables leave out.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use adapters::common::SecretSource;
-use adapters::{vsphere, xen};
+use adapters::ovs::lab::Lab;
+use adapters::{ovs, vsphere, xen};
 use anyhow::{bail, Context, Result};
 use engine::projector::Status;
-use engine::switch::MemorySwitch;
+use engine::switch::{MemorySwitch, Switch};
 use engine::{HypervisorId, Kind, VlanId};
 use tokio::time::Instant;
 
@@ -22,14 +28,13 @@ use crate::cli::{DemoArgs, DemoSwitch};
 
 const SWITCH: &str = "tor1";
 const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+/// The OVS switch's parking VLAN (kept on a trunk instead of leaving it empty).
+const PARKING: u16 = 4094;
 
 /// The switch's VLANs per port, as the demo prints and compares them.
 type PortTable = BTreeMap<String, BTreeSet<u16>>;
 
 pub async fn run(args: DemoArgs) -> Result<()> {
-    if args.switch == DemoSwitch::Ovs {
-        bail!("`--switch ovs` is not available in this build's demo: run `netfold demo` (in-memory switch), or the Open vSwitch end-to-end tests with `cargo test --workspace`");
-    }
     let started = Instant::now();
     let data_dir = match args.data_dir {
         Some(d) => d,
@@ -70,10 +75,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let config = engine::config::Config { grace_secs: args.grace_secs, ..Default::default() };
     let mut agent = Agent::start_now(&data_dir, config).await?;
     // The switch's host-facing ports, as cabled in the simulators (no VLANs on them yet).
-    let ports = (1..=4).map(|n| format!("Ethernet1/{n}")).chain((1..=2).map(|n| format!("Ethernet2/{n}")));
-    let switch = Arc::new(ports.fold(MemorySwitch::new(SWITCH), |s, p| s.with_port(&p, [])));
+    let ports: Vec<String> =
+        (1..=4).map(|n| format!("Ethernet1/{n}")).chain((1..=2).map(|n| format!("Ethernet2/{n}"))).collect();
     let reconcile = engine::reconciler::Config { resync: Duration::from_secs(2), ..Default::default() };
-    agent.add_switch(switch.clone(), reconcile)?;
 
     // The simulators' passwords reach the adapters the production way: through the environment.
     std::env::set_var("NETFOLD_DEMO_VC_PASSWORD", vc.password());
@@ -92,57 +96,32 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     agent.add_hypervisor(vc_id.clone(), Kind::VMware, Adapter::VMware(vcfg))?;
     agent.add_hypervisor(xs_id.clone(), Kind::XenCitrix, Adapter::Xen(xcfg))?;
 
-    let demo = Demo { agent: &agent, switch: &switch };
-
-    step(1, "learn both hypervisors");
-    let learnt = demo.converged(|t, st| st.live(&vc_id) && st.live(&xs_id) && !t.is_empty()).await?;
-    print_table(&learnt);
-
-    step(2, "a VM moves to another host (vMotion)");
-    let vm = vc.vm_ids().into_iter().next().context("the vCenter simulator has no VM")?;
-    let (from, _) = vc.vm_info(&vm).context("VM vanished")?;
-    let to = vc.host_ids().into_iter().find(|h| *h != from).context("only one host")?;
-    let before = demo.table();
-    vc.move_vm(&vm, &to)?;
-    println!("  {vm}: {from} -> {to}");
-    let moved = demo.converged(|t, st| st.vm_on(&vc_id, &vm, &to) && *t != PortTable::new()).await?;
-    print_changes(&before, &moved);
-
-    step(3, "a port group's VLAN changes (pg-101: VLAN 101 -> 150)");
-    let before = demo.table();
-    vc.set_portgroup_vlan("pg-101", 150)?;
-    let changed = demo.converged(|t, _| t.values().any(|v| v.contains(&150))).await?;
-    print_changes(&before, &changed);
-
-    step(4, "the XenServer drops and returns within the grace period");
-    let before = demo.table();
-    xs.cut();
-    demo.converged(|_, st| st.lost(&xs_id)).await?;
-    tokio::time::sleep(Duration::from_secs(args.grace_secs.min(4) / 2 + 1)).await;
-    xs.restore();
-    let back = demo.converged(|_, st| st.live(&xs_id)).await?;
-    if back != before {
-        print_changes(&before, &back);
-        bail!("the switch changed across an outage within grace; nothing should have been removed");
-    }
-    println!("  nothing removed: the switch is exactly as before the outage");
-
-    step(5, "the vCenter stays down past the grace period");
-    let before = demo.table();
-    vc.cut(vsphere::sim::Cut::Refuse).await;
-    let vc_ports: BTreeSet<String> = demo.ports_of(&vc_id);
-    let after = demo
-        .converged(|t, st| st.expired(&vc_id) && vc_ports.iter().all(|p| t.get(p).is_none_or(|v| v.is_empty())))
-        .await?;
-    print_changes(&before, &after);
-    let kept: BTreeSet<u16> = after.values().flatten().copied().collect();
-    println!("  VLANs still configured for the XenServer: {kept:?}");
+    let sc = Scenario { vc: &vc, xs: &xs, vc_id: &vc_id, xs_id: &xs_id, grace_secs: args.grace_secs };
+    let (after, lab) = match args.switch {
+        DemoSwitch::Memory => {
+            let switch = Arc::new(ports.iter().fold(MemorySwitch::new(SWITCH), |s, p| s.with_port(p, [])));
+            agent.add_switch(switch.clone(), reconcile)?;
+            let demo = Demo { agent: &agent, switch: &*switch, ports: ports.into_iter().collect(), parking: None };
+            (demo.play(&sc).await?, None)
+        }
+        DemoSwitch::Ovs => {
+            let (lab, switch) = start_ovs(&ports).await?;
+            agent.add_switch(switch.clone(), reconcile)?;
+            let parking = Some(PARKING);
+            let demo = Demo { agent: &agent, switch: &*switch, ports: ports.into_iter().collect(), parking };
+            (demo.play(&sc).await?, Some(lab))
+        }
+    };
 
     println!("\nFinal desired state (ports, VLANs, reasons):");
     agent.engine.state().read(|st| crate::audit::print_desired(st, None));
     let elapsed = started.elapsed();
     agent.shutdown().await?;
     drop(xs);
+    if let Some(lab) = lab {
+        // Tearing the lab down runs ovs-vsctl and waits for the daemons: off the runtime.
+        tokio::task::spawn_blocking(move || drop(lab)).await.context("stopping the Open vSwitch lab")?;
+    }
     println!("\nDemo finished in {:.1} s. The log stays in {} — try:", elapsed.as_secs_f64(), data_dir.display());
     let dd = data_dir.display();
     println!("  netfold log   --data-dir {dd}");
@@ -162,9 +141,13 @@ fn step(n: u32, what: &str) {
     println!("\n== Step {n}: {what}");
 }
 
-struct Demo<'a> {
+struct Demo<'a, S> {
     agent: &'a Agent,
-    switch: &'a MemorySwitch,
+    switch: &'a S,
+    /// The switch's host-facing ports.
+    ports: BTreeSet<String>,
+    /// A VLAN the switch keeps on otherwise empty trunks, left out of the tables.
+    parking: Option<u16>,
 }
 
 /// What a step waits for, read from the projected state.
@@ -190,21 +173,110 @@ impl View<'_> {
     }
 }
 
-impl Demo<'_> {
+/// The peers the scenario acts on.
+struct Scenario<'a> {
+    vc: &'a vsphere::sim::SimHandle,
+    xs: &'a xen::sim::Simulator,
+    vc_id: &'a HypervisorId,
+    xs_id: &'a HypervisorId,
+    grace_secs: u64,
+}
+
+/// Starts the Open vSwitch lab with the demo's trunk ports (parking VLAN only) and connects
+/// netfold's OVSDB client to it.
+async fn start_ovs(ports: &[String]) -> Result<(Lab, Arc<ovs::OvsSwitch>)> {
+    let owned = ports.to_vec();
+    let lab = tokio::task::spawn_blocking(move || -> Result<Lab, ovs::lab::Error> {
+        let lab = Lab::start()?;
+        for p in &owned {
+            lab.add_trunk_port(p, &[PARKING])?;
+        }
+        Ok(lab)
+    })
+    .await
+    .context("starting the Open vSwitch lab")?
+    .context("`netfold demo --switch ovs` needs Open vSwitch on this machine (or run `netfold demo` for the in-memory switch)")?;
+    println!(
+        "Open vSwitch        {}  (OVSDB; bridge {}, userspace datapath, parking VLAN {PARKING})",
+        lab.unix_endpoint(),
+        lab.bridge()
+    );
+    let c =
+        ovs::Config { name: SWITCH.into(), endpoint: lab.unix_endpoint(), parking_vlan: PARKING, timeout_ms: 5_000 };
+    let switch = Arc::new(ovs::OvsSwitch::start(&c).context("connecting to the Open vSwitch lab")?);
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while let Err(e) = switch.read(&BTreeSet::new()).await {
+        if Instant::now() >= deadline {
+            bail!("the Open vSwitch lab's OVSDB at {} did not answer: {e}", lab.unix_endpoint());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok((lab, switch))
+}
+
+impl<S: Switch> Demo<'_, S> {
+    /// Plays the five steps; returns the switch's table at the end.
+    async fn play(&self, sc: &Scenario<'_>) -> Result<PortTable> {
+        step(1, "learn both hypervisors");
+        let learnt = self.converged(|t, st| st.live(sc.vc_id) && st.live(sc.xs_id) && !t.is_empty()).await?;
+        print_table(&learnt);
+
+        step(2, "a VM moves to another host (vMotion)");
+        let vm = sc.vc.vm_ids().into_iter().next().context("the vCenter simulator has no VM")?;
+        let (from, _) = sc.vc.vm_info(&vm).context("VM vanished")?;
+        let to = sc.vc.host_ids().into_iter().find(|h| *h != from).context("only one host")?;
+        let before = self.table().await?;
+        sc.vc.move_vm(&vm, &to)?;
+        println!("  {vm}: {from} -> {to}");
+        let moved = self.converged(|t, st| st.vm_on(sc.vc_id, &vm, &to) && *t != PortTable::new()).await?;
+        print_changes(&before, &moved);
+
+        step(3, "a port group's VLAN changes (pg-101: VLAN 101 -> 150)");
+        let before = self.table().await?;
+        sc.vc.set_portgroup_vlan("pg-101", 150)?;
+        let changed = self.converged(|t, _| t.values().any(|v| v.contains(&150))).await?;
+        print_changes(&before, &changed);
+
+        step(4, "the XenServer drops and returns within the grace period");
+        let before = self.table().await?;
+        sc.xs.cut();
+        self.converged(|_, st| st.lost(sc.xs_id)).await?;
+        tokio::time::sleep(Duration::from_secs(sc.grace_secs.min(4) / 2 + 1)).await;
+        sc.xs.restore();
+        let back = self.converged(|_, st| st.live(sc.xs_id)).await?;
+        if back != before {
+            print_changes(&before, &back);
+            bail!("the switch changed across an outage within grace; nothing should have been removed");
+        }
+        println!("  nothing removed: the switch is exactly as before the outage");
+
+        step(5, "the vCenter stays down past the grace period");
+        let before = self.table().await?;
+        sc.vc.cut(vsphere::sim::Cut::Refuse).await;
+        let vc_ports: BTreeSet<String> = self.ports_of(sc.vc_id);
+        let after = self
+            .converged(|t, st| st.expired(sc.vc_id) && vc_ports.iter().all(|p| t.get(p).is_none_or(|v| v.is_empty())))
+            .await?;
+        print_changes(&before, &after);
+        let kept: BTreeSet<u16> = after.values().flatten().copied().collect();
+        println!("  VLANs still configured for the XenServer: {kept:?}");
+        Ok(after)
+    }
+
     /// The switch's VLANs on every port netfold's desired state has ever named or the switch has.
-    fn table(&self) -> PortTable {
-        let ports = self.agent.engine.state().read(|s| {
+    async fn table(&self) -> Result<PortTable> {
+        let mut ports = self.agent.engine.state().read(|s| {
             s.desired().ports.keys().filter(|p| p.switch == SWITCH).map(|p| p.port.clone()).collect::<BTreeSet<_>>()
         });
-        let mut ports = ports;
-        ports.extend(self.switch.ports());
-        ports
+        ports.extend(self.ports.iter().cloned());
+        let observed = self.switch.read(&ports).await.with_context(|| format!("reading switch {SWITCH}"))?;
+        Ok(ports
             .into_iter()
             .map(|p| {
-                let v = self.switch.vlans(&p).unwrap_or_default().into_iter().map(VlanId::get).collect();
-                (p, v)
+                let v = observed.get(&p).into_iter().flatten().map(|v| v.get()).filter(|v| Some(*v) != self.parking);
+                (p, v.collect())
             })
-            .collect()
+            .collect())
     }
 
     /// The ports `id`'s facts cable to.
@@ -223,7 +295,8 @@ impl Demo<'_> {
     async fn converged(&self, cond: impl Fn(&PortTable, &View) -> bool) -> Result<PortTable> {
         let deadline = Instant::now() + STEP_TIMEOUT;
         loop {
-            let table = self.table();
+            // A failed read (the switch reconnecting) is retried until the deadline.
+            let table = self.table().await.unwrap_or_default();
             let desired: PortTable = self.agent.engine.state().read(|s| {
                 s.desired()
                     .vlans_for(SWITCH)
