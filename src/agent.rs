@@ -85,7 +85,16 @@ impl Agent {
         let mut agent = Agent { engine, metrics, store, events, audit, stop, tasks: Vec::new() };
         let tap =
             crate::metrics::tap(agent.metrics.clone(), agent.events.clone(), agent.audit.clone(), agent.engine.state());
-        agent.tasks.push(tokio::spawn(tap));
+        // The tap follows the logs until they close, which is after shutdown: it must watch
+        // `stop` like every other task, or shutdown waits out its timeout while the engine's
+        // grace timers keep running (an Expired could be appended during a restart).
+        let mut stop = agent.stop.subscribe();
+        agent.tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                _ = tap => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        }));
         Ok(agent)
     }
 
