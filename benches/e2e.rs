@@ -192,10 +192,7 @@ async fn scenario(label: &str, hosts: usize, vms_per_host: usize, changes: usize
         learnt.iter().filter(|(_, v)| v.iter().any(|v| v.get() == VLAN_A)).map(|(p, _)| p.clone()).collect();
     let (rss, hwm) = rss_mib(pid);
     let (own, own_hwm) = rss_mib(std::process::id());
-    println!(
-        "initial learn → all {n_ports} ports configured: {:.2} s; bench VM on {watched:?}",
-        learn.as_secs_f64()
-    );
+    println!("initial learn → all {n_ports} ports configured: {:.2} s; bench VM on {watched:?}", learn.as_secs_f64());
     println!("RSS after learn: netfold {rss:.1} MiB (peak {hwm:.1}); bench process with simulator {own:.1} MiB (peak {own_hwm:.1})");
 
     let mut lat = Vec::with_capacity(changes);

@@ -85,3 +85,48 @@ async fn answers_echo_reports_updates_and_reconnects() {
     let err = call.await.unwrap().unwrap_err();
     assert!(err.to_string().contains("unknown database"), "{err}");
 }
+
+/// Both directions full at once must not deadlock: the server floods monitor updates without
+/// reading while the client has megabytes of requests to send (a large reconcile against a
+/// busy ovsdb-server). The client keeps reading while its writes wait, so the server's flood
+/// completes, it then reads every request, and every call gets its reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_buffers_both_ways_do_not_deadlock() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = Client::start(Endpoint::Tcp(addr.to_string()), Duration::from_secs(60), Duration::from_millis(200));
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut buf = Vec::new();
+    let monitor = next(&mut s, &mut buf).await;
+    send(&mut s, json!({"id": monitor["id"], "result": {}, "error": null})).await;
+
+    const CALLS: usize = 64;
+    let big = "x".repeat(256 * 1024);
+    let calls: Vec<_> = (0..CALLS)
+        .map(|i| {
+            let (c, big) = (client.clone(), big.clone());
+            tokio::spawn(async move { c.transact(vec![json!({"op": "comment", "comment": big, "n": i})]).await })
+        })
+        .collect();
+    // 16 MiB of updates, written before reading anything (16 MiB of requests are waiting).
+    let update = serde_json::to_vec(
+        &json!({"id": null, "method": "update", "params": ["netfold-ports", {"Port": {}, "pad": big}]}),
+    )
+    .unwrap();
+    let flood = async {
+        for _ in 0..64 {
+            s.write_all(&update).await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), flood).await.expect("the client stopped reading: deadlock");
+    for _ in 0..CALLS {
+        let req = next(&mut s, &mut buf).await;
+        send(&mut s, json!({"id": req["id"], "result": [{}], "error": null})).await;
+    }
+    for c in calls {
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(30), c).await.expect("reply").unwrap().unwrap(),
+            json!([{}])
+        );
+    }
+}

@@ -145,16 +145,30 @@ async fn run(endpoint: Endpoint, mut calls: mpsc::Receiver<Call>, drift: watch::
 }
 
 /// Serves one connection until it breaks (`Err`) or every handle is dropped (`Ok`).
+///
+/// Reading never waits on writing: outgoing messages are queued to a writer future polled in
+/// the same `select!`. (Awaiting a write inside the read loop deadlocks once both sides' socket
+/// buffers are full: the server stops reading while it waits to send us monitor updates, and
+/// we stop reading while we wait to send it requests.)
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     calls: &mut mpsc::Receiver<Call>,
     drift: &watch::Sender<u64>,
 ) -> Result<()> {
     let (mut rd, mut wr) = tokio::io::split(stream);
+    let (out, mut queued) = mpsc::unbounded_channel::<Vec<u8>>();
+    let writer = async move {
+        while let Some(bytes) = queued.recv().await {
+            wr.write_all(&bytes).await?;
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    tokio::pin!(writer);
     let mut pending: HashMap<u64, oneshot::Sender<Result<Value>>> = HashMap::new();
     let mut next_id = MONITOR_REQ + 1;
     let send = |msg: Value| serde_json::to_vec(&msg).map_err(|e| Error::Codec(e.to_string()));
-    wr.write_all(&send(codec::request(MONITOR_REQ, "monitor", codec::monitor_ports_params(MONITOR_ID)))?).await?;
+    // The queue's receiver lives in `writer` until this function returns: sends cannot fail.
+    let _ = out.send(send(codec::request(MONITOR_REQ, "monitor", codec::monitor_ports_params(MONITOR_ID)))?);
     info!("OVSDB connected; monitoring Port");
     // Whatever happened while we were away counts as drift.
     drift.send_modify(|n| *n += 1);
@@ -162,6 +176,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut chunk = vec![0u8; 64 * 1024];
     let result = loop {
         tokio::select! {
+            w = &mut writer => break Err(match w {
+                Ok(()) => Error::Disconnected("the writer stopped".into()),
+                Err(e) => e.into(),
+            }),
             n = rd.read(&mut chunk) => {
                 let n = match n { Ok(0) => break Err(Error::Disconnected("server closed the connection".into())), Ok(n) => n, Err(e) => break Err(e.into()) };
                 buf.extend_from_slice(&chunk[..n]);
@@ -181,7 +199,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                                 }
                                 Ok(Incoming::Request { id, method, params }) if method == "echo" => {
                                     match send(codec::reply(id, params)) {
-                                        Ok(bytes) => if let Err(e) = wr.write_all(&bytes).await { failed = Some(e.into()); break; },
+                                        Ok(bytes) => { let _ = out.send(bytes); }
                                         Err(e) => { failed = Some(e); break; }
                                     }
                                 }
@@ -205,10 +223,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 next_id += 1;
                 match send(codec::request(id, &call.method, call.params)) {
                     Ok(bytes) => {
-                        if let Err(e) = wr.write_all(&bytes).await {
-                            let _ = call.reply.send(Err(Error::Disconnected(e.to_string())));
-                            break Err(e.into());
-                        }
+                        let _ = out.send(bytes);
                         pending.insert(id, call.reply);
                     }
                     Err(e) => { let _ = call.reply.send(Err(e)); }
