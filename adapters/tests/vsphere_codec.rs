@@ -67,7 +67,8 @@ fn not_authenticated_fault_means_log_in_again() {
 
 #[test]
 fn not_authenticated_inside_a_missing_set_means_log_in_again() {
-    let e = codec::decode_retrieve(&golden("retrieve_missing_not_authenticated.xml"), "RetrievePropertiesEx").unwrap_err();
+    let e =
+        codec::decode_retrieve(&golden("retrieve_missing_not_authenticated.xml"), "RetrievePropertiesEx").unwrap_err();
     assert!(matches!(&e, Error::NotAuthenticated { message } if message.contains("config.network.pnic")), "{e:?}");
 }
 
@@ -100,14 +101,18 @@ fn paged_retrieve_first_page_has_a_token_and_host_networking() {
     assert_eq!(pg.iter().map(|p| p.vlan_id).collect::<Vec<_>>(), [0, 120, 4095]);
     let Value::ProxySwitches(ps) = prop(h, "config.network.proxySwitch") else { panic!() };
     assert_eq!(ps[0].pnic.len(), 2);
-    assert_eq!(prop(h, "configManager.networkSystem"), &Value::MoRef(MoRef::new("HostNetworkSystem", "networkSystem-12")));
+    assert_eq!(
+        prop(h, "configManager.networkSystem"),
+        &Value::MoRef(MoRef::new("HostNetworkSystem", "networkSystem-12"))
+    );
     let Value::Pnics(empty) = prop(&r.objects[1], "config.network.pnic") else { panic!() };
     assert!(empty.is_empty(), "an empty array is empty, not an error");
 }
 
 #[test]
 fn paged_retrieve_last_page_has_no_token_and_every_vlan_spec() {
-    let r = codec::decode_retrieve(&golden("continue_retrieve_page2_last.xml"), "ContinueRetrievePropertiesEx").unwrap();
+    let r =
+        codec::decode_retrieve(&golden("continue_retrieve_page2_last.xml"), "ContinueRetrievePropertiesEx").unwrap();
     assert_eq!(r.token, None);
     let vlan = |i: usize| prop(&r.objects[i], "config.defaultPortConfig.vlan").clone();
     assert_eq!(vlan(1), Value::Vlan(DvsVlan::Trunk(vec![(0, 4094)])));
@@ -135,7 +140,9 @@ fn xsi_type_is_resolved_by_namespace_not_by_prefix() {
     let o = &r.objects[0];
     assert_eq!(prop(o, "name"), &Value::Str("db & cache".into()));
     assert_eq!(prop(o, "runtime.host"), &Value::MoRef(MoRef::new("HostSystem", "host-12")));
-    let Value::Nics(nics) = prop(o, "config.hardware.device") else { panic!("{:?}", prop(o, "config.hardware.device")) };
+    let Value::Nics(nics) = prop(o, "config.hardware.device") else {
+        panic!("{:?}", prop(o, "config.hardware.device"))
+    };
     assert_eq!(nics[0].device_type, "VirtualPCNet32", "the xsi:type in the wrong namespace is ignored");
     assert_eq!(nics[0].mac.as_deref(), Some("00:50:56:bb:00:07"));
 }
@@ -188,7 +195,9 @@ fn malformed_xml_is_a_clear_error() {
 
 #[test]
 fn every_truncation_of_every_sample_errors_without_panicking() {
-    for name in ["retrieve_page1_hosts.xml", "wait_modify_leave.xml", "query_network_hint.xml", "fault_invalid_login.xml"] {
+    for name in
+        ["retrieve_page1_hosts.xml", "wait_modify_leave.xml", "query_network_hint.xml", "fault_invalid_login.xml"]
+    {
         let xml = golden(name);
         // The closing `</soapenv:Envelope>` starts 20 bytes before the end (with its newline).
         for cut in (0..xml.len() - 21).step_by(7) {
@@ -208,8 +217,13 @@ fn not_soap_is_refused() {
 
 #[test]
 fn golden_pages_map_to_facts() {
-    let mut contents = codec::decode_retrieve(&golden("retrieve_page1_hosts.xml"), "RetrievePropertiesEx").unwrap().objects;
-    contents.extend(codec::decode_retrieve(&golden("continue_retrieve_page2_last.xml"), "ContinueRetrievePropertiesEx").unwrap().objects);
+    let mut contents =
+        codec::decode_retrieve(&golden("retrieve_page1_hosts.xml"), "RetrievePropertiesEx").unwrap().objects;
+    contents.extend(
+        codec::decode_retrieve(&golden("continue_retrieve_page2_last.xml"), "ContinueRetrievePropertiesEx")
+            .unwrap()
+            .objects,
+    );
     let mut inv = Inventory::from_contents(contents);
     inv.set_hints("host-12", codec::decode_network_hints(&golden("query_network_hint.xml")).unwrap());
     let m = inv.facts();
@@ -238,7 +252,9 @@ fn golden_pages_map_to_facts() {
         .facts
         .values()
         .filter_map(|f| match f {
-            Fact::Uplink(u) if u.host == "host-12" => Some((u.nic.clone(), u.port.as_ref().map(|p| p.to_string()), u.source)),
+            Fact::Uplink(u) if u.host == "host-12" => {
+                Some((u.nic.clone(), u.port.as_ref().map(|p| p.to_string()), u.source))
+            }
             _ => None,
         })
         .collect();
@@ -265,7 +281,9 @@ fn golden_pages_map_to_facts() {
 
 #[test]
 fn updates_apply_to_the_mirror_and_nested_paths_ask_for_a_refetch() {
-    let contents = codec::decode_retrieve(&golden("continue_retrieve_page2_last.xml"), "ContinueRetrievePropertiesEx").unwrap().objects;
+    let contents = codec::decode_retrieve(&golden("continue_retrieve_page2_last.xml"), "ContinueRetrievePropertiesEx")
+        .unwrap()
+        .objects;
     let mut inv = Inventory::from_contents(contents);
     let u = codec::decode_updates(&golden("wait_modify_leave.xml")).unwrap().unwrap();
     let refetch: Vec<bool> = u.objects.iter().map(|o| inv.apply_update(o)).collect();

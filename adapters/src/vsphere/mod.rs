@@ -178,6 +178,7 @@ impl Adapter {
         let refresh = self.config.topology_refresh();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + refresh, refresh);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut hints: Option<std::pin::Pin<Box<HintsFuture<'_>>>> = None;
         loop {
             tokio::select! {
                 r = &mut wait => {
@@ -207,9 +208,15 @@ impl Adapter {
                     }
                     wait.set(s.wait_for_updates(version.clone(), wait_s, page));
                 }
-                _ = tick.tick() => {
-                    let systems = inv.network_systems();
-                    refresh_hints(&s, &mut inv, systems).await?;
+                _ = tick.tick(), if hints.is_none() => {
+                    // Queried concurrently with the pending wait, so updates are not held up.
+                    hints = Some(Box::pin(query_hints(&s, inv.network_systems())));
+                }
+                r = async { hints.as_mut().expect("guarded by is_some").await }, if hints.is_some() => {
+                    hints = None;
+                    for (host, h) in r? {
+                        inv.set_hints(&host, h);
+                    }
                     send_delta(tx, &inv, &mut current).await?;
                 }
             }
@@ -226,22 +233,31 @@ async fn refetch_object(s: &Session, inv: &mut Inventory, obj: &MoRef) -> Result
     Ok(())
 }
 
-/// `QueryNetworkHint` for these hosts. A fault on one host (disconnected host) is logged and
-/// skipped; transport and session errors end the session.
-async fn refresh_hints(s: &Session, inv: &mut Inventory, systems: Vec<(String, MoRef)>) -> Result<()> {
+type HintsFuture<'a> = dyn std::future::Future<Output = Result<Vec<(String, Vec<codec::PnicHint>)>>> + Send + 'a;
+
+/// `QueryNetworkHint` for these hosts, a few at a time. A fault on one host (a disconnected
+/// host) is logged and that host skipped; transport and session errors end the session.
+async fn query_hints(s: &Session, systems: Vec<(String, MoRef)>) -> Result<Vec<(String, Vec<codec::PnicHint>)>> {
     let mut results = futures::stream::iter(systems)
         .map(|(host, ns)| async move { (host, s.query_network_hint(&ns).await) })
         .buffer_unordered(HINT_CONCURRENCY);
+    let mut out = Vec::new();
     while let Some((host, r)) = results.next().await {
         match r {
-            Ok(h) => {
-                inv.set_hints(&host, h);
-            }
+            Ok(h) => out.push((host, h)),
             Err(Error::Fault { fault_type, message, .. }) => {
                 tracing::warn!(host = %host, fault_type, message, "QueryNetworkHint failed; keeping the last topology");
             }
             Err(e) => return Err(e),
         }
+    }
+    Ok(out)
+}
+
+/// [`query_hints`] stored into the mirror.
+async fn refresh_hints(s: &Session, inv: &mut Inventory, systems: Vec<(String, MoRef)>) -> Result<()> {
+    for (host, h) in query_hints(s, systems).await? {
+        inv.set_hints(&host, h);
     }
     Ok(())
 }

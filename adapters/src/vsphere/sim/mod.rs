@@ -85,6 +85,8 @@ pub(crate) struct Shared {
     sessions: Mutex<HashMap<String, soap::SimSession>>,
     changed: watch::Sender<u64>,
     hang: watch::Sender<bool>,
+    /// `WaitForUpdatesEx` calls parked waiting for a change.
+    parked: std::sync::atomic::AtomicUsize,
     user: String,
     password: String,
 }
@@ -112,6 +114,7 @@ impl Simulator {
             sessions: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
             hang: watch::channel(false).0,
+            parked: std::sync::atomic::AtomicUsize::new(0),
             user: opts.user.clone(),
             password: opts.password.clone(),
         });
@@ -267,6 +270,12 @@ impl SimHandle {
     pub fn drop_sessions(&self) {
         lock(&self.shared.sessions).clear();
         self.shared.notify();
+    }
+
+    /// Number of `WaitForUpdatesEx` calls currently parked waiting for a change: once a client
+    /// has one parked it has caught up with every change so far.
+    pub fn parked_waits(&self) -> usize {
+        self.shared.parked.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Number of live sessions.

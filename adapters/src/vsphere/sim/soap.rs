@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -504,9 +505,26 @@ async fn wait_for_updates(shared: &Shared, cookie: &str, this: &str, req: &Node)
                 None => std::future::pending().await,
             }
         };
+        let _parked = Parked::new(&shared.parked);
         tokio::select! {
             r = changed.changed() => if r.is_err() { return ok("WaitForUpdatesEx", "") },
             _ = timeout => return ok("WaitForUpdatesEx", ""),
         }
+    }
+}
+
+/// Counts a parked `WaitForUpdatesEx` for as long as it lives.
+struct Parked<'a>(&'a AtomicUsize);
+
+impl<'a> Parked<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Self(n)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
