@@ -3,8 +3,10 @@
 //! Layout (each adapter has the same file set: `config`, `client`, `codec`, `mapping`, `sim`):
 //! - [`common`]: what every adapter shares — secrets (never logged), TLS options, the HTTP client.
 //! - [`vsphere`]: VMware vSphere (SOAP `urn:vim25`) adapter and vCenter simulator.
+//! - [`xen`]: Citrix XenServer / XCP-ng over XenAPI XML-RPC, with a pool simulator.
 //!
 //! Adapters report [`engine::Observation`]s; they never write events and know nothing of the log.
 
 pub mod common;
 pub mod vsphere;
+pub mod xen;

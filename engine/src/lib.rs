@@ -6,19 +6,43 @@
 //! - [`observe`]: what adapters report; the session turns it into events.
 //! - [`desired`]: desired VLAN state per switch port, with reasons.
 //! - [`record`]: how events are stored in the log (schema versions, upcasting).
+//! - [`projector`]: the pure fold of events into [`projector::State`] — statuses, facts and
+//!   desired state, incrementally; queries (`desired`, `desired_for`, `why`, `facts_of`,
+//!   `status`); deterministic bytes for snapshots and replay checks (`encode`, `state_hash`).
+//! - [`session`]: the pure per-hypervisor state machine (`Session::step`) turning observations
+//!   and grace timers into events and operator notices.
+//! - [`config`]: grace periods, [`config::Policy`] (powered-off VMs, VM-less networks, static
+//!   links), the mass-removal guard, the snapshot interval.
+//! - [`clock`]: the injected clock ([`clock::TokioClock`] follows paused tokio time).
+//! - [`runtime`]: the async shell that only wires — [`runtime::Engine`]:
+//!   `Engine::start(Arc<log>, Config, Arc<dyn Clock>).await` (snapshot + tail, `Expired` for
+//!   grace that ran out while down, timers re-armed from the log); `attach(id, kind)` → an
+//!   `mpsc::Sender<Observation>`; `observe(id, kind, obs).await` → [`runtime::Outcome`];
+//!   `desired()` → `watch::Receiver<Arc<Desired>>`; `state()` → [`runtime::SharedState`];
+//!   `shutdown().await` (in-flight appends complete, a final snapshot is saved).
+//! - [`error`]: [`Error`] (what the runtime failed to do) and [`Invalid`] (what was refused).
 //!
 //! The pure core (projector, session state machine, planner) does no IO and reads no clock; the
 //! async shell that runs it only wires.
 
+pub mod clock;
+pub mod config;
 pub mod desired;
+pub mod error;
 pub mod event;
 pub mod fact;
 pub mod ids;
 pub mod observe;
+pub mod projector;
 pub mod record;
+pub mod runtime;
+pub mod session;
 
 pub use desired::{Desired, Reason, VnicRef};
+pub use error::{Error, Invalid, Result};
 pub use event::{Envelope, Event, Recorded, UnixMs};
 pub use fact::{Change, Fact, FactKey, HostFact, NeighbourSource, NetworkFact, UplinkFact, VlanSpec, VnicFact};
 pub use ids::{HypervisorId, IdError, Kind, SwitchPort, VlanId, VlanRange};
 pub use observe::{Observation, Rejected};
+pub use projector::{HypervisorStatus, State, Status};
+pub use runtime::Engine;

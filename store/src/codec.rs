@@ -1,15 +1,22 @@
 //! The stored form of a record and the hash chain, shared by every [`crate::Log`].
 //!
-//! Value bytes: `[FORMAT: u8][schema: u16 BE][prev: 32 bytes][payload]`; key: the sequence
-//! number, big-endian, so sled's order is the log's order. A record's hash is
-//! `blake3(seq BE || value bytes)`: binding the sequence number means a record moved to another
-//! place breaks the chain too.
+//! A record's bytes: `[FORMAT: u8][schema: u16 BE][prev: 32 bytes][crc32: u32 BE][payload]`.
+//! Records are stored in blocks, one sled entry per block: key = the first record's sequence
+//! number, big-endian (sled's order is the log's order); value = `[count: u32 BE]` then, per
+//! record, `[len: u32 BE][record bytes]`. One group commit writes one block, so sled's per-key
+//! cost is paid per commit, not per event.
+//!
+//! Two checks, for two threats: the CRC (over the sequence number, header and payload) pins
+//! accidental corruption to the exact record; the hash chain makes deliberate edits evident. A
+//! record's hash is `blake3(seq BE || value bytes)`, and it is the next record's `prev`; binding
+//! the sequence number means a record moved to another place breaks the chain too.
 
 use crate::{Entry, Error, Hash, Record, Result, Seq};
 
 /// The storage format this build writes and reads.
 pub const FORMAT: u8 = 1;
-const HEADER: usize = 1 + 2 + 32;
+const HEADER: usize = 1 + 2 + 32 + 4;
+const CRC_AT: usize = 1 + 2 + 32;
 
 /// The hash of a stored record: the next record's `prev`.
 pub fn hash_record(seq: Seq, value: &[u8]) -> Hash {
@@ -29,13 +36,26 @@ pub(crate) fn seq_of(key: &[u8], after: Seq) -> Result<Seq> {
 }
 
 /// Encodes the stored value of `payload` chained after `prev`.
-pub(crate) fn encode_value(schema: u16, prev: &Hash, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_value(seq: Seq, schema: u16, prev: &Hash, payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(HEADER + payload.len());
     v.push(FORMAT);
     v.extend_from_slice(&schema.to_be_bytes());
     v.extend_from_slice(prev);
+    v.extend_from_slice(&[0; 4]);
     v.extend_from_slice(payload);
+    let crc = checksum(seq, &v);
+    v[CRC_AT..HEADER].copy_from_slice(&crc.to_be_bytes());
     v
+}
+
+/// CRC32 over the sequence number and the value with its CRC field taken as zero.
+fn checksum(seq: Seq, value: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&seq.to_be_bytes());
+    h.update(&value[..CRC_AT]);
+    h.update(&[0; 4]);
+    h.update(&value[HEADER..]);
+    h.finalize()
 }
 
 /// The header of a stored value, checked, and its payload.
@@ -52,9 +72,13 @@ pub(crate) fn split_value(seq: Seq, value: &[u8]) -> Result<Raw<'_>> {
     if value[0] != FORMAT {
         return Err(Error::Format { seq, found: value[0], expected: FORMAT });
     }
+    let stored = u32::from_be_bytes([value[CRC_AT], value[CRC_AT + 1], value[CRC_AT + 2], value[CRC_AT + 3]]);
+    if stored != checksum(seq, value) {
+        return Err(Error::Corrupt { seq });
+    }
     let schema = u16::from_be_bytes([value[1], value[2]]);
     let mut prev = [0u8; 32];
-    prev.copy_from_slice(&value[3..HEADER]);
+    prev.copy_from_slice(&value[3..CRC_AT]);
     Ok(Raw { schema, prev, payload: &value[HEADER..] })
 }
 
@@ -79,7 +103,7 @@ pub(crate) fn chain(head: Seq, tip: Hash, schema: u16, payloads: &[Vec<u8>]) -> 
     let mut prev = tip;
     for (i, payload) in payloads.iter().enumerate() {
         let seq = head + 1 + i as Seq;
-        let value = encode_value(schema, &prev, payload);
+        let value = encode_value(seq, schema, &prev, payload);
         prev = hash_record(seq, &value);
         out.push((seq, value));
     }
@@ -112,27 +136,69 @@ pub(crate) fn verify_values<R: Record>(
     Ok(crate::Verified { head: expected - 1, tip })
 }
 
-/// Decodes up to `max` consecutive records from `from`, failing on a gap: the shared body of
-/// every log's chunked read.
+/// Decodes up to `max` consecutive records from `from`: the shared body of every log's chunked
+/// read. Returns the records before the first failure (a gap or a bad record) and that failure.
 pub(crate) fn decode_run<R: Record>(
     values: impl Iterator<Item = Result<(Seq, Vec<u8>)>>,
     from: Seq,
     max: usize,
     head: Seq,
-) -> Result<Vec<Entry<R>>> {
+) -> (Vec<Entry<R>>, Option<Error>) {
     let mut out = Vec::with_capacity(max.min(4096));
     let mut expected = from;
     for item in values.take(max) {
-        let (seq, value) = item?;
-        if seq != expected {
-            return Err(Error::Missing { seq: expected, head });
+        let entry = item.and_then(|(seq, value)| {
+            if seq != expected {
+                return Err(Error::Missing { seq: expected, head });
+            }
+            decode_entry(seq, &value)
+        });
+        match entry {
+            Ok(e) => out.push(e),
+            Err(e) => return (out, Some(e)),
         }
-        out.push(decode_entry(seq, &value)?);
         expected += 1;
     }
     let wanted_last = from.saturating_add(max as Seq).saturating_sub(1).min(head);
     if from <= head && expected <= wanted_last {
-        return Err(Error::Missing { seq: expected, head });
+        return (out, Some(Error::Missing { seq: expected, head }));
+    }
+    (out, None)
+}
+
+/// Encodes consecutive records into one block.
+pub(crate) fn encode_block(values: &[(Seq, Vec<u8>)]) -> Vec<u8> {
+    let size = 4 + values.iter().map(|(_, v)| 4 + v.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&(values.len() as u32).to_be_bytes());
+    for (_, v) in values {
+        out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+        out.extend_from_slice(v);
+    }
+    out
+}
+
+/// Splits a block whose first record is `first` into its records' bytes. A length that runs
+/// past the end names the record it belongs to.
+pub(crate) fn split_block(first: Seq, block: &[u8]) -> Result<Vec<(Seq, &[u8])>> {
+    let take_u32 = |at: usize, seq: Seq| -> Result<u32> {
+        block.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok_or(Error::Truncated {
+            seq,
+            len: block.len().saturating_sub(at),
+            need: 4,
+        })
+    };
+    let count = take_u32(0, first)? as usize;
+    let mut out = Vec::with_capacity(count.min(block.len() / 4));
+    let mut at = 4;
+    for i in 0..count {
+        let seq = first + i as Seq;
+        let len = take_u32(at, seq)? as usize;
+        at += 4;
+        let bytes =
+            block.get(at..at + len).ok_or(Error::Truncated { seq, len: block.len().saturating_sub(at), need: len })?;
+        out.push((seq, bytes));
+        at += len;
     }
     Ok(out)
 }

@@ -20,6 +20,9 @@ pub enum Error {
     /// A record was written in a storage format this build does not read. Not retryable.
     #[error("record {seq} has storage format {found}, this build reads format {expected}")]
     Format { seq: Seq, found: u8, expected: u8 },
+    /// A record's checksum does not match its bytes: it was damaged on disk. Not retryable.
+    #[error("record {seq} is corrupt: its checksum does not match its bytes")]
+    Corrupt { seq: Seq },
     /// A record is shorter than its header. Not retryable.
     #[error("record {seq} is truncated: {len} bytes, the header alone needs {need}")]
     Truncated { seq: Seq, len: usize, need: usize },

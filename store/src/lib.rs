@@ -7,7 +7,7 @@
 //! - [`codec`]: the stored form of a record and the hash chain, shared by both.
 //! - [`Table`]: a small durable key-value tree (the reconciler's ownership ledger lives in one).
 //!
-//! Every record is `[format][schema][prev hash][payload]`; its hash (over its sequence number
+//! Every record is `[format][schema][prev hash][crc][payload]`; its hash (over its sequence number
 //! and those bytes) is the next record's `prev`, starting from [`GENESIS`].
 
 mod codec;

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::codec;
 use crate::subscribe::Source;
-use crate::{Entry, Hash, Log, Record, Result, Seq, Snapshot, Subscription, Verified, GENESIS};
+use crate::{Entry, Error, Hash, Log, Record, Result, Seq, Snapshot, Subscription, Verified, GENESIS};
 
 #[derive(Default)]
 struct Shared {
@@ -66,7 +66,7 @@ impl<R: Record> MemoryLog<R> {
 }
 
 impl<R: Record> Source<R> for Inner {
-    fn read_chunk(&self, from: Seq, max: usize) -> Result<Vec<Entry<R>>> {
+    fn read_chunk(&self, from: Seq, max: usize) -> (Vec<Entry<R>>, Option<Error>) {
         let head = *self.head.borrow();
         let last = from.saturating_add(max as Seq).saturating_sub(1).min(head);
         codec::decode_run(self.values(from, last).into_iter(), from, max, head)

@@ -21,6 +21,8 @@ use crate::{Entry, Error, Hash, Log, Record, Result, Seq, Snapshot, Subscription
 const QUEUE: usize = 4096;
 /// Most records one group commit takes, so one flush never grows without bound.
 const MAX_GROUP: usize = 1 << 16;
+/// Most records per stored block (a large group is written as several blocks).
+const MAX_BLOCK: usize = 4096;
 /// Snapshots kept per log (older ones are pruned on save).
 const KEEP_SNAPSHOTS: usize = 3;
 
@@ -75,10 +77,24 @@ struct Trees {
 }
 
 /// A [`Log`] in a sled database.
+///
+/// Dropping it lets the writer finish what was queued, then waits for it: once the drop
+/// returns, every acknowledged append is on disk and the database can be reopened.
 pub struct SledLog<R> {
     trees: Arc<Trees>,
     requests: mpsc::Sender<Request>,
+    writer: Option<std::thread::JoinHandle<()>>,
     _record: PhantomData<fn() -> R>,
+}
+
+impl<R> Drop for SledLog<R> {
+    fn drop(&mut self) {
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.requests, closed));
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 impl<R: Record> SledLog<R> {
@@ -87,9 +103,13 @@ impl<R: Record> SledLog<R> {
         let log = open("log")?;
         let (head, tip) = match log.last().map_err(Error::db("reading the log head"))? {
             None => (0, GENESIS),
-            Some((k, v)) => {
-                let seq = seq_of(&k, 0)?;
-                (seq, codec::hash_record(seq, &v))
+            Some((k, block)) => {
+                let first = seq_of(&k, 0)?;
+                let records = codec::split_block(first, &block)?;
+                match records.last() {
+                    Some((seq, value)) => (*seq, codec::hash_record(*seq, value)),
+                    None => return Err(Error::Truncated { seq: first, len: block.len(), need: 8 }),
+                }
             }
         };
         let (head_tx, head_rx) = watch::channel(head);
@@ -102,11 +122,11 @@ impl<R: Record> SledLog<R> {
         });
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer = Writer { db, log, head, tip, schema: R::SCHEMA, published: head_tx };
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name(format!("log-writer-{name}"))
             .spawn(move || writer.run(rx))
             .map_err(|e| Error::Closed(format!("cannot start the writer thread: {e}")))?;
-        Ok(Self { trees, requests: tx, _record: PhantomData })
+        Ok(Self { trees, requests: tx, writer: Some(writer), _record: PhantomData })
     }
 }
 
@@ -151,14 +171,16 @@ impl Writer {
         let mut batch = sled::Batch::default();
         let (mut head, mut tip) = (self.head, self.tip);
         let mut ranges = Vec::with_capacity(group.len());
+        let mut values = Vec::new();
         for req in &group {
-            let (values, new_tip) = codec::chain(head, tip, self.schema, &req.payloads);
-            for (seq, value) in values {
-                batch.insert(&key(seq), value);
-            }
+            let (chained, new_tip) = codec::chain(head, tip, self.schema, &req.payloads);
+            values.extend(chained);
             ranges.push((head + 1)..=(head + req.payloads.len() as Seq));
             head += req.payloads.len() as Seq;
             tip = new_tip;
+        }
+        for block in values.chunks(MAX_BLOCK) {
+            batch.insert(&key(block[0].0), codec::encode_block(block));
         }
         let written = self.log.apply_batch(batch).and_then(|()| self.db.flush().map(|_| ()));
         match written {
@@ -183,19 +205,42 @@ impl Writer {
 }
 
 impl Trees {
-    fn values_from(&self, from: Seq, head: Seq) -> impl Iterator<Item = Result<(Seq, Vec<u8>)>> + '_ {
-        let mut last = from.saturating_sub(1);
-        self.log.range(key(from.max(1))..=key(head)).map(move |item| {
-            let (k, v) = item.map_err(Error::db("reading the log"))?;
-            let seq = seq_of(&k, last)?;
-            last = seq;
-            Ok((seq, v.to_vec()))
-        })
+    /// Records `from..=head` as `(seq, bytes)`, expanded from the blocks that hold them.
+    fn values_from(&self, from: Seq, head: Seq) -> Box<dyn Iterator<Item = Result<(Seq, Vec<u8>)>> + Send + '_> {
+        let from = from.max(1);
+        if from > head {
+            return Box::new(std::iter::empty());
+        }
+        // The block holding `from` starts at or before it.
+        let start = match self.log.range(..=key(from)).next_back() {
+            Some(Ok((k, _))) => k.to_vec(),
+            _ => key(from).to_vec(),
+        };
+        let mut last = from - 1;
+        Box::new(
+            self.log
+                .range(start..=key(head).to_vec())
+                .map(move |item| -> Result<Vec<Result<(Seq, Vec<u8>)>>> {
+                    let (k, block) = item.map_err(Error::db("reading the log"))?;
+                    let first = seq_of(&k, last)?;
+                    let records = codec::split_block(first, &block)?;
+                    last = first + records.len() as Seq - 1;
+                    Ok(records
+                        .into_iter()
+                        .filter(|(seq, _)| (from..=head).contains(seq))
+                        .map(|(seq, v)| Ok((seq, v.to_vec())))
+                        .collect())
+                })
+                .flat_map(|block| match block {
+                    Ok(records) => records,
+                    Err(e) => vec![Err(e)],
+                }),
+        )
     }
 }
 
 impl<R: Record> Source<R> for Trees {
-    fn read_chunk(&self, from: Seq, max: usize) -> Result<Vec<Entry<R>>> {
+    fn read_chunk(&self, from: Seq, max: usize) -> (Vec<Entry<R>>, Option<Error>) {
         let head = *self.head.borrow();
         codec::decode_run(self.values_from(from, head), from, max, head)
     }

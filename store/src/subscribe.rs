@@ -17,8 +17,9 @@ const CHUNK: usize = 4096;
 
 /// Where a subscription reads from: the log it came from.
 pub(crate) trait Source<R>: Send + Sync {
-    /// Up to `max` records starting at `from` (all `<= head`).
-    fn read_chunk(&self, from: Seq, max: usize) -> Result<Vec<Entry<R>>>;
+    /// Up to `max` records starting at `from` (all `<= head`), and the error that cut the
+    /// chunk short, if one did.
+    fn read_chunk(&self, from: Seq, max: usize) -> (Vec<Entry<R>>, Option<crate::Error>);
 }
 
 /// A live, ordered stream of records from some sequence number on.
@@ -27,12 +28,14 @@ pub struct Subscription<R> {
     buffer: VecDeque<Entry<R>>,
     head: watch::Receiver<Seq>,
     source: Arc<dyn Source<R>>,
+    /// An error met while reading ahead, returned once the records before it are.
+    pending: Option<crate::Error>,
     failed: bool,
 }
 
 impl<R: Record> Subscription<R> {
     pub(crate) fn new(from: Seq, head: watch::Receiver<Seq>, source: Arc<dyn Source<R>>) -> Self {
-        Self { next: from.max(1), buffer: VecDeque::new(), head, source, failed: false }
+        Self { next: from.max(1), buffer: VecDeque::new(), head, source, pending: None, failed: false }
     }
 
     /// The sequence number of the record the next call returns.
@@ -51,16 +54,16 @@ impl<R: Record> Subscription<R> {
                 self.next = e.seq + 1;
                 return Some(Ok(e));
             }
+            if let Some(e) = self.pending.take() {
+                self.failed = true;
+                return Some(Err(e));
+            }
             let head = *self.head.borrow_and_update();
             if self.next <= head {
                 let want = usize::try_from(head - self.next + 1).unwrap_or(CHUNK).min(CHUNK);
-                match self.source.read_chunk(self.next, want) {
-                    Ok(chunk) => self.buffer.extend(chunk),
-                    Err(e) => {
-                        self.failed = true;
-                        return Some(Err(e));
-                    }
-                }
+                let (chunk, error) = self.source.read_chunk(self.next, want);
+                self.buffer.extend(chunk);
+                self.pending = error;
                 continue;
             }
             if self.head.changed().await.is_err() {

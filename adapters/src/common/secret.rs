@@ -34,11 +34,43 @@ impl fmt::Display for Secret {
 }
 
 /// Where a secret comes from: exactly one of an environment variable or a file.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+///
+/// In config: `password = { password_env = "VAR" }` or `password = { password_file = "/path" }`.
+/// A password written inline (`password = "..."`) is refused with a message saying how to
+/// pass it instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecretSource {
     pub password_env: Option<String>,
     pub password_file: Option<PathBuf>,
+}
+
+/// What refusing an inline password says (the config error adds file, line and key).
+pub const INLINE_PASSWORD_REFUSED: &str = "a password written inline in the config file is refused: \
+put it in an environment variable and write `password = { password_env = \"VAR\" }`, \
+or in a file readable only by netfold and write `password = { password_file = \"/path\" }`";
+
+impl<'de> Deserialize<'de> for SecretSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            password_env: Option<String>,
+            password_file: Option<PathBuf>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Table(Table),
+            Inline(#[allow(dead_code)] String), // matched to be refused, never read
+        }
+        match Form::deserialize(d) {
+            Ok(Form::Table(t)) => Ok(SecretSource { password_env: t.password_env, password_file: t.password_file }),
+            Ok(Form::Inline(_)) => Err(serde::de::Error::custom(INLINE_PASSWORD_REFUSED)),
+            Err(_) => Err(serde::de::Error::custom(
+                "expected `{ password_env = \"VAR\" }` or `{ password_file = \"/path\" }`",
+            )),
+        }
+    }
 }
 
 impl SecretSource {
@@ -97,6 +129,24 @@ mod tests {
         let p = dir.path().join("pw");
         std::fs::write(&p, "s3cret\n").unwrap();
         assert_eq!(SecretSource::file(&p).load().unwrap().expose(), "s3cret");
+    }
+
+    #[test]
+    fn inline_passwords_are_refused_with_directions() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)] // read only through Debug in the assertion
+        struct C {
+            password: SecretSource,
+        }
+        let e = toml::from_str::<C>("password = \"hunter2\"").unwrap_err();
+        // The message alone (the config loader adds file, line and key without quoting the
+        // line, which would echo the password).
+        let m = e.message();
+        assert!(m.contains("refused") && m.contains("password_env"), "{m}");
+        assert!(!m.contains("hunter2"), "the refused password is not echoed: {m}");
+        assert!(e.span().is_some());
+        let ok: C = toml::from_str("password = { password_env = \"VC_PW\" }").unwrap();
+        assert_eq!(ok.password, SecretSource::env("VC_PW"));
     }
 
     #[test]

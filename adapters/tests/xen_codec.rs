@@ -1,0 +1,151 @@
+//! The XML-RPC codec and the mapping on hand-written xapi samples (`tests/golden/xen/`): bare
+//! and typed strings, empty values, nested structs, failures, `event.from` batches, a large
+//! `get_all_records`, and malformed input that must give a clear error, never a panic.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use adapters::xen::client::{decode_event_batch, Operation};
+use adapters::xen::codec::{decode_response, encode_response, CodecError, Response, Value};
+use adapters::xen::mapping::Mirror;
+use engine::{Fact, FactKey, NeighbourSource, SwitchPort, VlanId, VlanSpec};
+
+fn golden(name: &str) -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/xen").join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn success(name: &str) -> Value {
+    match decode_response(&golden(name)).expect(name) {
+        Response::Success(v) => v,
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+#[test]
+fn login_result_is_a_bare_string() {
+    assert_eq!(success("login_success.xml"), Value::str("OpaqueRef:8b2c0d27-6a2e-4f3d-9a42-1d3c7e5f9a10"));
+}
+
+#[test]
+fn failures_carry_code_and_params_bare_or_typed() {
+    let f = |n| match decode_response(&golden(n)).unwrap() {
+        Response::Failure(d) => d,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(f("failure_session_invalid.xml"), ["SESSION_INVALID", "OpaqueRef:8b2c0d27-6a2e-4f3d-9a42-1d3c7e5f9a10"]);
+    assert_eq!(f("failure_host_is_slave.xml"), ["HOST_IS_SLAVE", "10.20.0.11"]);
+    assert_eq!(f("failure_auth.xml"), ["SESSION_AUTHENTICATION_FAILED", "root", "Authentication failure"]);
+    assert_eq!(
+        decode_response(&golden("fault.xml")).unwrap(),
+        Response::Fault { code: -1, message: "Cannot parse request".into() }
+    );
+}
+
+#[test]
+fn vm_records_decode_with_empty_values_and_nested_structs() {
+    let v = success("vm_get_all_records.xml");
+    let recs = v.as_struct().unwrap();
+    assert_eq!(recs.len(), 3);
+    let web = &recs["OpaqueRef:0a1b2c3d-0000-4000-a000-000000000001"];
+    assert_eq!(web.get("name_label"), Some(&Value::str("web-01 & friends")));
+    assert_eq!(web.get("name_description"), Some(&Value::str("")));
+    assert_eq!(web.get("memory_static_max").and_then(Value::as_int), Some(4_294_967_296));
+    assert_eq!(web.get("is_a_template"), Some(&Value::Bool(false)));
+    assert_eq!(web.get("VIFs").and_then(Value::as_array).map(<[Value]>::len), Some(2));
+    let oc = web.get("other_config").unwrap();
+    assert_eq!(oc.get("base_template_name"), Some(&Value::str("Debian Bookworm 12")));
+    assert_eq!(oc.get("empty"), Some(&Value::str("")));
+    assert_eq!(web.get("blocked_operations"), Some(&Value::Struct(BTreeMap::new())));
+    assert_eq!(web.get("tags"), Some(&Value::Array(vec![])));
+    let tmpl = &recs["OpaqueRef:0a1b2c3d-0000-4000-a000-000000000003"];
+    assert_eq!(tmpl.get("name_description"), Some(&Value::str("")));
+    assert_eq!(tmpl.get("is_a_template").and_then(Value::as_bool), Some(true));
+}
+
+#[test]
+fn golden_pool_maps_to_the_expected_facts() {
+    let mut m = Mirror::default();
+    for (r, rec) in success("vm_get_all_records.xml").as_struct().unwrap() {
+        m.upsert("VM", r, rec);
+    }
+    for (class, recs) in success("pool_records.xml").as_struct().unwrap() {
+        for (r, rec) in recs.as_struct().unwrap() {
+            m.upsert(class, r, rec);
+        }
+    }
+    let (facts, rejected) = m.facts();
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let host = "1c9a3b5d-aaaa-4bbb-8ccc-ddddeeeeffff".to_string();
+    let Fact::Network(n) =
+        &facts[&FactKey::Network { host: host.clone(), network: "4d3c2b1a-0000-4000-8000-000000000120".into() }]
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (n.name.as_str(), &n.vlan, &n.uplinks[..]),
+        ("VLAN 120 (prod)", &VlanSpec::Access(VlanId::new(120).unwrap()), &["eth0".to_string()][..])
+    );
+    let Fact::Uplink(u) = &facts[&FactKey::Uplink { host: host.clone(), nic: "eth0".into() }] else { panic!() };
+    assert_eq!(u.port, Some(SwitchPort::new("tor1", "ethernet1/1/3").unwrap()));
+    assert_eq!(u.source, Some(NeighbourSource::Lldp));
+    // Two VIFs of the guest; the control domain and the template have none.
+    let vnics: Vec<_> = facts.values().filter_map(|f| if let Fact::Vnic(v) = f { Some(v) } else { None }).collect();
+    assert_eq!(vnics.len(), 2);
+    assert!(vnics.iter().all(|v| v.vm == "6f1e0c7a-3c5d-4b3e-9d2a-0e8f1a2b3c4d" && v.host == host && v.powered_on));
+    assert!(vnics.iter().any(|v| v.nic == "1" && !v.connected && v.network == "4d3c2b1a-0000-4000-8000-0000000000e0"));
+    // 1 host + 1 uplink + 2 networks + 2 vnics.
+    assert_eq!(facts.len(), 6);
+}
+
+#[test]
+fn event_from_batch_has_mod_with_snapshot_and_del_without() {
+    let b = decode_event_batch(&success("event_from.xml")).unwrap();
+    assert_eq!(b.token, "00000000000000000043,00000000000000000000");
+    assert_eq!(b.events.len(), 2);
+    assert_eq!((b.events[0].class.as_str(), b.events[0].operation), ("vif", Operation::Mod));
+    assert_eq!(b.events[0].snapshot.as_ref().and_then(|s| s.get("currently_attached")), Some(&Value::Bool(false)));
+    assert_eq!((b.events[1].operation, b.events[1].snapshot.is_none()), (Operation::Del, true));
+}
+
+#[test]
+fn large_get_all_records_round_trips() {
+    let n = 5_000;
+    let recs: BTreeMap<String, Value> = (0..n)
+        .map(|i| {
+            let mut r = BTreeMap::new();
+            r.insert("uuid".to_string(), Value::str(format!("uuid-{i}")));
+            r.insert("name_label".to_string(), Value::str(format!("vm <{i}> & co")));
+            r.insert("name_description".to_string(), Value::str(""));
+            r.insert("VIFs".to_string(), Value::Array(vec![Value::str(format!("OpaqueRef:vif-{i}"))]));
+            r.insert("is_a_template".to_string(), Value::Bool(i % 7 == 0));
+            r.insert("other_config".to_string(), Value::Struct(BTreeMap::new()));
+            (format!("OpaqueRef:vm-{i}"), Value::Struct(r))
+        })
+        .collect();
+    let body = encode_response(&Response::Success(Value::Struct(recs.clone())));
+    assert!(body.len() > 1_000_000, "a realistic size: {} bytes", body.len());
+    let Response::Success(Value::Struct(back)) = decode_response(&body).unwrap() else { panic!() };
+    assert_eq!(back.len(), n);
+    assert_eq!(back, recs);
+}
+
+#[test]
+fn malformed_xml_gives_a_clear_error_naming_the_place() {
+    let cases: &[(&str, &str)] = &[
+        ("truncated.xml", "end of document"),
+        ("mismatched_end.xml", "malformed XML at byte"),
+        ("bad_boolean.xml", "bad boolean value `2`"),
+        ("no_status.xml", "no Status member"),
+        ("html.xml", "expected methodResponse"),
+        ("bad_int.xml", "bad int value `12x`"),
+    ];
+    for (name, want) in cases {
+        let err = decode_response(&golden(&format!("malformed/{name}"))).expect_err(name);
+        let text = err.to_string();
+        assert!(text.contains(want), "{name}: `{text}` should contain `{want}`");
+        if !matches!(err, CodecError::Envelope(_)) {
+            assert!(text.contains("at byte"), "{name}: `{text}` should say where");
+        }
+    }
+}

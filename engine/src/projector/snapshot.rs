@@ -1,0 +1,97 @@
+//! The projector state's stored form: deterministic bytes (hypervisors in id order, facts in
+//! key order, bincode) for snapshots and for comparing a replayed state with the live one.
+//!
+//! Desired state is not stored: decoding rebuilds it from the facts with the policy in force,
+//! so a snapshot stays valid when the policy changes.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Facts, Hypervisor, State, Status};
+use crate::config::Policy;
+use crate::fact::Fact;
+use crate::ids::{HypervisorId, Kind};
+
+/// Version of the stored form; bump (and keep reading the old one) when it changes.
+const FORMAT: u16 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    format: u16,
+    seq: u64,
+    hypervisors: Vec<StoredHypervisor>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredHypervisor {
+    id: HypervisorId,
+    kind: Option<Kind>,
+    endpoint: String,
+    status: Status,
+    facts: Vec<Fact>,
+}
+
+/// A snapshot that cannot be read; says why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot does not decode: {0}")]
+    Decode(String),
+    #[error("snapshot has format {found}, this build reads format {FORMAT}")]
+    Format { found: u16 },
+    #[error("snapshot has {0} trailing bytes")]
+    Trailing(usize),
+}
+
+fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+impl State {
+    /// The state's bytes: equal states give equal bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let stored = Stored {
+            format: FORMAT,
+            seq: self.seq,
+            hypervisors: self
+                .hypervisors
+                .iter()
+                .map(|(id, h)| StoredHypervisor {
+                    id: id.clone(),
+                    kind: h.kind,
+                    endpoint: h.endpoint.clone(),
+                    status: h.status,
+                    facts: h.facts.sorted().into_iter().map(|(_, f)| f.to_fact()).collect(),
+                })
+                .collect(),
+        };
+        // Encoding plain owned data into a Vec cannot fail.
+        bincode::serde::encode_to_vec(&stored, config()).unwrap_or_default()
+    }
+
+    /// A blake3 hash of [`State::encode`]: compare states (live against replay) by it.
+    pub fn state_hash(&self) -> [u8; 32] {
+        *blake3::hash(&self.encode()).as_bytes()
+    }
+
+    /// Reads bytes written by [`State::encode`], folding with `policy` from there on.
+    pub fn decode(bytes: &[u8], policy: &Policy) -> Result<State, SnapshotError> {
+        let (stored, used): (Stored, usize) =
+            bincode::serde::decode_from_slice(bytes, config()).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        if stored.format != FORMAT {
+            return Err(SnapshotError::Format { found: stored.format });
+        }
+        if used != bytes.len() {
+            return Err(SnapshotError::Trailing(bytes.len() - used));
+        }
+        let mut state = State::new(policy);
+        state.seq = stored.seq;
+        for h in stored.hypervisors {
+            let mut facts = Facts::default();
+            for f in h.facts {
+                facts.upsert(f);
+            }
+            state.hypervisors.insert(h.id, Hypervisor { kind: h.kind, endpoint: h.endpoint, status: h.status, facts });
+        }
+        state.desired = state.recompute_desired();
+        Ok(state)
+    }
+}

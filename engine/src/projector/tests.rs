@@ -1,0 +1,183 @@
+//! Unit tests of the projector's rule: which facts put which VLANs on which ports, and how
+//! each event kind changes that.
+
+use super::*;
+use crate::config::StaticLink;
+use crate::fact::{HostFact, UplinkFact, VlanSpec};
+use crate::ids::VlanRange;
+
+fn id() -> HypervisorId {
+    HypervisorId::new("vc").unwrap()
+}
+
+fn v(n: u16) -> VlanId {
+    VlanId::new(n).unwrap()
+}
+
+fn port(p: &str) -> SwitchPort {
+    SwitchPort::new("tor1", p).unwrap()
+}
+
+fn env(seq: u64, event: Event) -> Envelope {
+    Envelope { seq, at: seq * 1000, hypervisor: id(), schema: 1, prev: [0; 32], event }
+}
+
+fn uplink(nic: &str, p: Option<&str>) -> Fact {
+    Fact::Uplink(UplinkFact { host: "h1".into(), nic: nic.into(), mac: None, port: p.map(port), source: None })
+}
+
+fn network(net: &str, vlan: VlanSpec) -> Fact {
+    Fact::Network(NetworkFact {
+        host: "h1".into(),
+        network: net.into(),
+        name: net.into(),
+        vlan,
+        uplinks: vec!["nic0".into()],
+    })
+}
+
+fn vnic(vm: &str, net: &str, powered_on: bool, connected: bool) -> Fact {
+    Fact::Vnic(VnicFact {
+        vm: vm.into(),
+        vm_name: vm.into(),
+        nic: "0".into(),
+        mac: "m".into(),
+        host: "h1".into(),
+        network: net.into(),
+        connected,
+        powered_on,
+    })
+}
+
+fn learnt(seq: u64, facts: Vec<Fact>) -> Envelope {
+    env(seq, Event::Learnt { changes: facts.into_iter().map(Change::Upsert).collect() })
+}
+
+fn vlans_on(s: &State, p: &str) -> Vec<u16> {
+    s.desired().ports.get(&port(p)).map(|m| m.keys().map(|v| v.get()).collect()).unwrap_or_default()
+}
+
+#[test]
+fn powered_on_connected_vm_puts_its_network_vlan_on_the_cabled_port() {
+    let mut s = State::new(&Policy::default());
+    s.apply(&env(1, Event::Connected { kind: Kind::VMware, endpoint: "e".into() }));
+    s.apply(&learnt(
+        2,
+        vec![
+            Fact::Host(HostFact { host: "h1".into(), name: "h1".into() }),
+            uplink("nic0", Some("p1")),
+            network("pg", VlanSpec::Access(v(10))),
+            vnic("vm1", "pg", true, true),
+        ],
+    ));
+    assert_eq!(vlans_on(&s, "p1"), [10]);
+    let why = s.why(&port("p1"), v(10));
+    assert_eq!(why.len(), 1);
+    assert_eq!(why[0].vnic.as_ref().unwrap().vm, "vm1");
+    assert_eq!(s.desired(), &s.recompute_desired());
+}
+
+#[test]
+fn powered_off_disconnected_and_untagged_put_nothing_by_default() {
+    let mut s = State::new(&Policy::default());
+    s.apply(&learnt(
+        1,
+        vec![
+            uplink("nic0", Some("p1")),
+            network("pg", VlanSpec::Access(v(10))),
+            network("native", VlanSpec::Untagged),
+            vnic("off", "pg", false, false),
+            vnic("unplugged", "pg", true, false),
+            vnic("untagged", "native", true, true),
+        ],
+    ));
+    assert!(s.desired().ports.is_empty());
+}
+
+#[test]
+fn policy_counts_powered_off_vms_and_vmless_networks() {
+    let policy = Policy { count_powered_off: true, count_vmless_networks: true, static_links: vec![] };
+    let mut s = State::new(&policy);
+    s.apply(&learnt(
+        1,
+        vec![
+            uplink("nic0", Some("p1")),
+            network("pg", VlanSpec::Access(v(10))),
+            network("empty", VlanSpec::Access(v(11))),
+            vnic("off", "pg", false, false),
+        ],
+    ));
+    assert_eq!(vlans_on(&s, "p1"), [10, 11]);
+    assert!(s.why(&port("p1"), v(11)).iter().all(|r| r.vnic.is_none()));
+    assert_eq!(s.desired(), &s.recompute_desired());
+}
+
+#[test]
+fn trunk_ranges_put_every_vlan_of_the_range() {
+    let mut s = State::new(&Policy::default());
+    let r = VlanRange::new(v(100), v(103)).unwrap();
+    s.apply(&learnt(
+        1,
+        vec![uplink("nic0", Some("p1")), network("t", VlanSpec::Trunk(vec![r])), vnic("vm", "t", true, true)],
+    ));
+    assert_eq!(vlans_on(&s, "p1"), [100, 101, 102, 103]);
+}
+
+#[test]
+fn static_link_wins_over_the_reported_neighbour() {
+    let link = StaticLink { hypervisor: id(), host: "h1".into(), nic: "nic0".into(), port: port("p9") };
+    let mut s = State::new(&Policy { static_links: vec![link], ..Policy::default() });
+    s.apply(&learnt(
+        1,
+        vec![uplink("nic0", Some("p1")), network("pg", VlanSpec::Access(v(10))), vnic("vm", "pg", true, true)],
+    ));
+    assert_eq!(vlans_on(&s, "p9"), [10]);
+    assert!(vlans_on(&s, "p1").is_empty());
+}
+
+#[test]
+fn recabling_an_uplink_moves_the_vlans() {
+    let mut s = State::new(&Policy::default());
+    s.apply(&learnt(
+        1,
+        vec![uplink("nic0", Some("p1")), network("pg", VlanSpec::Access(v(10))), vnic("vm", "pg", true, true)],
+    ));
+    s.apply(&learnt(2, vec![uplink("nic0", Some("p2"))]));
+    assert!(vlans_on(&s, "p1").is_empty());
+    assert_eq!(vlans_on(&s, "p2"), [10]);
+    assert_eq!(s.desired(), &s.recompute_desired());
+}
+
+#[test]
+fn expired_drops_every_fact_and_lost_keeps_them() {
+    let mut s = State::new(&Policy::default());
+    s.apply(&env(1, Event::Connected { kind: Kind::XenCitrix, endpoint: "e".into() }));
+    s.apply(&learnt(
+        2,
+        vec![uplink("nic0", Some("p1")), network("pg", VlanSpec::Access(v(10))), vnic("vm", "pg", true, true)],
+    ));
+    s.apply(&env(3, Event::Lost { reason: "x".into() }));
+    assert_eq!(s.status(&id()).unwrap().status, Status::Lost { since: 3000 });
+    assert_eq!(vlans_on(&s, "p1"), [10]);
+    let before = s.desired_version();
+    s.apply(&env(4, Event::Expired));
+    assert_eq!(s.status(&id()).unwrap(), HypervisorStatus { kind: Some(Kind::XenCitrix), status: Status::Expired });
+    assert!(s.desired().ports.is_empty());
+    assert!(s.facts_of(&id()).unwrap().is_empty());
+    assert!(s.desired_version() > before);
+}
+
+#[test]
+fn snapshot_round_trips_to_the_same_bytes_and_desired_state() {
+    let mut s = State::new(&Policy::default());
+    s.apply(&learnt(
+        1,
+        vec![uplink("nic0", Some("p1")), network("pg", VlanSpec::Access(v(10))), vnic("vm", "pg", true, true)],
+    ));
+    let bytes = s.encode();
+    let back = State::decode(&bytes, &Policy::default()).unwrap();
+    assert_eq!(back.encode(), bytes);
+    assert_eq!(back.desired(), s.desired());
+    assert_eq!(back.seq(), 1);
+    assert!(State::decode(&bytes[..bytes.len() - 1], &Policy::default()).is_err());
+}

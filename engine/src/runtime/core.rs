@@ -1,0 +1,281 @@
+//! The core task: the one place that steps sessions, appends to the log, applies what the log
+//! acknowledged and runs the grace timers. Everything here is wiring; decisions are made by
+//! [`Session::step`] and [`State::apply`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use super::{Command, Metrics, Outcome, SharedState};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::desired::Desired;
+use crate::error::{Error, Invalid, Result};
+use crate::event::{Envelope, Recorded, UnixMs};
+use crate::ids::{HypervisorId, Kind};
+use crate::projector::{State, Status};
+use crate::session::{Ctx, Input, Notice, Session, Timer};
+
+/// Once this many commands were handled without publishing, publish even if more wait.
+const PUBLISH_EVERY: u32 = 64;
+
+/// The latest snapshot (when it decodes) with the log's tail folded in.
+pub(super) fn recover_state<L: store::Log<Recorded>>(log: &L, config: &Config) -> Result<State> {
+    let policy = &config.policy;
+    let mut state = match log.latest_snapshot().map_err(Error::log("reading the latest snapshot"))? {
+        Some(snap) => match State::decode(&snap.bytes, policy) {
+            Ok(s) if s.seq() == snap.seq && snap.seq <= log.head() => s,
+            Ok(s) => {
+                let e = Error::Snapshot { seq: snap.seq, reason: format!("it holds seq {}", s.seq()) };
+                tracing::warn!(error = %e, "ignoring the snapshot; folding the whole log");
+                State::new(policy)
+            }
+            Err(e) => {
+                let e = Error::Snapshot { seq: snap.seq, reason: e.to_string() };
+                tracing::warn!(error = %e, "ignoring the snapshot; folding the whole log");
+                State::new(policy)
+            }
+        },
+        None => State::new(policy),
+    };
+    let from = state.seq() + 1;
+    for entry in log.read(from) {
+        let entry = entry.map_err(Error::log("folding the log at start-up"))?;
+        state.apply(&Envelope::from(entry));
+    }
+    tracing::info!(seq = state.seq(), from, "projector state recovered");
+    Ok(state)
+}
+
+pub(super) struct Core<L> {
+    log: Arc<L>,
+    config: Config,
+    clock: Arc<dyn Clock>,
+    state: SharedState,
+    desired: watch::Sender<Arc<Desired>>,
+    metrics: Arc<Metrics>,
+    /// Grace deadlines (unix ms) of lost hypervisors.
+    timers: BTreeMap<HypervisorId, UnixMs>,
+    published_version: u64,
+    snapshot_seq: u64,
+}
+
+impl<L: store::Log<Recorded>> Core<L> {
+    pub(super) fn new(
+        log: Arc<L>,
+        config: Config,
+        clock: Arc<dyn Clock>,
+        state: SharedState,
+        desired: watch::Sender<Arc<Desired>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let (published_version, snapshot_seq) = state.read(|s| (s.desired_version(), s.seq()));
+        Self { log, config, clock, state, desired, metrics, timers: BTreeMap::new(), published_version, snapshot_seq }
+    }
+
+    /// At start-up: every hypervisor the log shows as lost either expires now (its grace ran
+    /// out while netfold was down) or gets its timer back at `Lost` time + grace.
+    pub(super) async fn expire_or_rearm(&mut self) -> Result<()> {
+        let lost: Vec<(HypervisorId, Option<Kind>, UnixMs)> = self.state.read(|s| {
+            s.hypervisors()
+                .filter_map(|(id, st)| match st.status {
+                    Status::Lost { since } => Some((id.clone(), st.kind, since)),
+                    _ => None,
+                })
+                .collect()
+        });
+        for (id, kind, since) in lost {
+            let deadline = since.saturating_add(self.grace_ms(&id));
+            if self.clock.now() >= deadline {
+                self.handle(&id, kind, Input::GraceElapsed).await?;
+            } else {
+                tracing::info!(hypervisor = %id, lost_at = since, expires_at = deadline, "grace timer re-armed from the log");
+                self.timers.insert(id, deadline);
+            }
+        }
+        self.publish();
+        Ok(())
+    }
+
+    pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut stop: watch::Receiver<bool>) {
+        let mut unpublished = 0u32;
+        loop {
+            let next = self.timers.values().min().copied();
+            let wait = next.map(|at| Duration::from_millis(at.saturating_sub(self.clock.now())));
+            tokio::select! {
+                biased;
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        break;
+                    }
+                    continue;
+                }
+                cmd = commands.recv() => match cmd {
+                    None => break,
+                    Some(Command::Observe { hypervisor, kind, observation, reply }) => {
+                        let out = self.handle(&hypervisor, Some(kind), Input::Observed(observation)).await;
+                        match (reply, out) {
+                            (Some(reply), out) => {
+                                let _ = reply.send(out);
+                            }
+                            (None, Err(e)) => {
+                                tracing::error!(hypervisor = %hypervisor, error = %e, "observation not recorded");
+                            }
+                            (None, Ok(_)) => {}
+                        }
+                    }
+                },
+                _ = sleep_or_never(wait) => self.fire_due().await,
+            }
+            unpublished += 1;
+            if commands.is_empty() || unpublished >= PUBLISH_EVERY {
+                self.publish();
+                unpublished = 0;
+            }
+        }
+        self.publish();
+        self.snapshot(true);
+        tracing::info!(seq = self.state.read(|s| s.seq()), "engine core stopped");
+    }
+
+    async fn fire_due(&mut self) {
+        let now = self.clock.now();
+        let due: Vec<HypervisorId> =
+            self.timers.iter().filter(|(_, at)| **at <= now).map(|(id, _)| id.clone()).collect();
+        for id in due {
+            self.timers.remove(&id);
+            let kind = self.state.read(|s| s.status(&id).and_then(|st| st.kind));
+            if let Err(e) = self.handle(&id, kind, Input::GraceElapsed).await {
+                tracing::error!(hypervisor = %id, error = %e, "grace expiry not recorded; retrying in 1s");
+                self.timers.insert(id, now.saturating_add(1_000));
+            }
+        }
+    }
+
+    fn grace_ms(&self, id: &HypervisorId) -> u64 {
+        self.config.grace_for(id).as_millis() as u64
+    }
+
+    /// Steps one session, appends its events, applies them, logs its notices.
+    async fn handle(&mut self, id: &HypervisorId, kind: Option<Kind>, input: Input) -> Result<Outcome> {
+        let span = tracing::info_span!("session", hypervisor = %id);
+        self.handle_inner(id, kind, input).instrument(span).await
+    }
+
+    async fn handle_inner(&mut self, id: &HypervisorId, kind: Option<Kind>, input: Input) -> Result<Outcome> {
+        let now = self.clock.now();
+        let grace_ms = self.grace_ms(id);
+        let (from, step, kind) = self.state.read(|s| {
+            let known = s.status(id);
+            let kind = kind.or(known.and_then(|k| k.kind));
+            let from = Session::from_status(known);
+            let ctx = Ctx {
+                hypervisor: id,
+                // Only grace expiry runs without a kind (a log without `Connected`); it does not
+                // use it.
+                kind: kind.unwrap_or(Kind::VMware),
+                now,
+                grace_ms,
+                known: s.facts_of(id),
+                guard: &self.config.mass_removal,
+            };
+            (from, from.step(input, &ctx), kind)
+        });
+        for inv in &step.invalid {
+            self.count_invalid(inv);
+            tracing::warn!(hypervisor = %id, error = %inv, "observation refused in part");
+        }
+        let mut outcome = Outcome { appended: None, invalid: step.invalid.clone() };
+        if !step.events.is_empty() {
+            let records: Vec<Recorded> =
+                step.events.into_iter().map(|event| Recorded { at: now, hypervisor: id.clone(), event }).collect();
+            let count = records.len() as u64;
+            let range = match self.log.append(records).await {
+                Ok(r) => r,
+                Err(e) => {
+                    Metrics::bump(&self.metrics.append_failures, 1);
+                    return Err(Error::Log { context: "appending events", source: e });
+                }
+            };
+            Metrics::bump(&self.metrics.events_appended, count);
+            let mut envelopes = Vec::with_capacity(count as usize);
+            for entry in self.log.read(*range.start()).take(count as usize) {
+                envelopes.push(Envelope::from(entry.map_err(Error::log("reading back appended events"))?));
+            }
+            self.state.write(|s| envelopes.iter().for_each(|e| s.apply(e)));
+            outcome.appended = Some(range);
+            self.snapshot(false);
+        }
+        if from != step.next {
+            tracing::debug!(hypervisor = %id, from = from.name(), to = step.next.name(), "session transition");
+        }
+        match step.timer {
+            Timer::Unchanged => {}
+            Timer::Arm { at } => {
+                self.timers.insert(id.clone(), at);
+            }
+            Timer::Cancel => {
+                self.timers.remove(id);
+            }
+        }
+        let kind_name = kind.map_or_else(|| "Unknown".to_string(), |k| k.to_string());
+        for notice in step.notices {
+            let line = notice.line(&kind_name, id);
+            match notice {
+                Notice::Lost | Notice::Reestablished => tracing::info!(hypervisor = %id, "{line}"),
+                Notice::Removing => tracing::warn!(hypervisor = %id, "{line}"),
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn count_invalid(&self, inv: &Invalid) {
+        let m = &self.metrics;
+        match inv {
+            Invalid::MassRemovalHeldBack { .. } => Metrics::bump(&m.mass_removals_held_back, 1),
+            Invalid::HollowInventory { .. } => Metrics::bump(&m.hollow_inventories, 1),
+            _ => Metrics::bump(&m.invalid_observations, 1),
+        }
+    }
+
+    fn publish(&mut self) {
+        let (version, desired) = self.state.read(|s| {
+            let v = s.desired_version();
+            (v, (v != self.published_version).then(|| Arc::new(s.desired().clone())))
+        });
+        if let Some(d) = desired {
+            self.desired.send_replace(d);
+            self.published_version = version;
+        }
+    }
+
+    /// Saves a snapshot when `snapshot_every` events were applied since the last one (or, when
+    /// `force`, whenever anything was). A failed save is logged: the log still holds everything.
+    fn snapshot(&mut self, force: bool) {
+        let every = self.config.snapshot_every;
+        let seq = self.state.read(|s| s.seq());
+        let due = seq > self.snapshot_seq && (force || (every > 0 && seq - self.snapshot_seq >= every));
+        if !due || every == 0 {
+            return;
+        }
+        let bytes = self.state.read(State::encode);
+        match self.log.save_snapshot(seq, bytes) {
+            Ok(()) => {
+                self.snapshot_seq = seq;
+                Metrics::bump(&self.metrics.snapshots_saved, 1);
+                tracing::debug!(seq, "projector snapshot saved");
+            }
+            Err(e) => tracing::warn!(seq, error = %e, "projector snapshot not saved"),
+        }
+    }
+}
+
+async fn sleep_or_never(wait: Option<Duration>) {
+    match wait {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,178 @@
+//! The async shell around the pure core: it only wires. One core task owns the sessions'
+//! timers and is the log's only writer; for each observation or timer it steps the session
+//! ([`crate::session::Session::step`]), appends the events, reads back what the log
+//! acknowledged, folds it into the shared [`State`], publishes desired state, and logs the
+//! operator notices.
+//!
+//! ```text
+//! adapter ──Observation──> attach() forwarder ──┐
+//!                      observe() ───────────────┤──> core task ── append ──> store::Log
+//!                      grace timers ────────────┘        │ read back + State::apply
+//!                                                       └──> watch<Arc<Desired>> ──> reconciler
+//! ```
+//!
+//! Start-up ([`Engine::start`]) loads the latest snapshot, folds the tail, appends `Expired` for
+//! hypervisors whose grace ran out while netfold was down and re-arms the other grace timers
+//! from the `Lost` times in the log. Observations are handled one at a time, so a session
+//! always diffs against facts that include all of its earlier events.
+
+mod core;
+
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::desired::Desired;
+use crate::error::{Error, Invalid, Result};
+use crate::event::Recorded;
+use crate::ids::{HypervisorId, Kind};
+use crate::observe::Observation;
+use crate::projector::State;
+
+/// How many commands may wait for the core task (beyond it senders wait: backpressure).
+const QUEUE: usize = 1024;
+
+/// What became of one observation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The sequence numbers of the events appended (empty range: none).
+    pub appended: Option<RangeInclusive<u64>>,
+    /// What was refused (the rest was learnt).
+    pub invalid: Vec<Invalid>,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub events_appended: AtomicU64,
+    pub invalid_observations: AtomicU64,
+    pub mass_removals_held_back: AtomicU64,
+    pub hollow_inventories: AtomicU64,
+    pub append_failures: AtomicU64,
+    pub snapshots_saved: AtomicU64,
+}
+
+impl Metrics {
+    fn bump(counter: &AtomicU64, by: u64) {
+        counter.fetch_add(by, Ordering::Relaxed);
+    }
+
+    /// A counter's current value.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Read access to the live projected state (for `/state`, `why`, the CLI).
+#[derive(Clone)]
+pub struct SharedState(Arc<RwLock<State>>);
+
+impl SharedState {
+    /// Runs `f` on the current state (a read lock held for its duration: keep it short).
+    pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        // The core only writes through `State::apply`, which cannot panic half-way through a
+        // change on valid data, so a poisoned lock still holds a consistent state.
+        let guard = self.0.read().unwrap_or_else(|p| p.into_inner());
+        f(&guard)
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let mut guard = self.0.write().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+}
+
+enum Command {
+    Observe {
+        hypervisor: HypervisorId,
+        kind: Kind,
+        observation: Observation,
+        reply: Option<oneshot::Sender<Result<Outcome>>>,
+    },
+}
+
+/// The running engine. Dropping it without [`Engine::shutdown`] stops the core task once its
+/// senders are gone.
+pub struct Engine {
+    commands: mpsc::Sender<Command>,
+    state: SharedState,
+    desired: watch::Receiver<Arc<Desired>>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    metrics: Arc<Metrics>,
+}
+
+impl Engine {
+    /// Recovers state from `log` (latest snapshot + tail), expires hypervisors whose grace ran
+    /// out while netfold was down, re-arms the other grace timers and starts the core task.
+    pub async fn start<L>(log: Arc<L>, config: Config, clock: Arc<dyn Clock>) -> Result<Engine>
+    where
+        L: store::Log<Recorded>,
+    {
+        config.validate()?;
+        let metrics = Arc::new(Metrics::default());
+        let state = SharedState(Arc::new(RwLock::new(core::recover_state(&*log, &config)?)));
+        let initial = state.read(|s| Arc::new(s.desired().clone()));
+        let (desired_tx, desired) = watch::channel(initial);
+        let (commands, rx) = mpsc::channel(QUEUE);
+        let (stop, stop_rx) = watch::channel(false);
+        let mut core = core::Core::new(log, config, clock, state.clone(), desired_tx, metrics.clone());
+        core.expire_or_rearm().await?;
+        let task = tokio::spawn(core.run(rx, stop_rx));
+        Ok(Engine { commands, state, desired, stop, task, metrics })
+    }
+
+    /// The channel an adapter sends `hypervisor`'s observations into. Must be called inside
+    /// the tokio runtime (it spawns a small forwarding task).
+    pub fn attach(&self, hypervisor: HypervisorId, kind: Kind) -> mpsc::Sender<Observation> {
+        let (tx, mut rx) = mpsc::channel::<Observation>(QUEUE);
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            while let Some(observation) = rx.recv().await {
+                let cmd = Command::Observe { hypervisor: hypervisor.clone(), kind, observation, reply: None };
+                if commands.send(cmd).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tx
+    }
+
+    /// Hands one observation to the engine and waits until its events are durable and applied.
+    pub async fn observe(&self, hypervisor: HypervisorId, kind: Kind, observation: Observation) -> Result<Outcome> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Observe { hypervisor, kind, observation, reply: Some(reply) })
+            .await
+            .map_err(|_| Error::Stopped("the core task is not running"))?;
+        answer.await.map_err(|_| Error::Stopped("the core task stopped before answering"))?
+    }
+
+    /// Desired state; changes whenever it does (the reconciler subscribes here).
+    pub fn desired(&self) -> watch::Receiver<Arc<Desired>> {
+        self.desired.clone()
+    }
+
+    /// Read access to the projected state.
+    pub fn state(&self) -> SharedState {
+        self.state.clone()
+    }
+
+    /// The engine's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Stops the core task after the command it is handling (its appends complete), saves a
+    /// final snapshot and waits for it to end.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        drop(self.commands);
+        self.task.await.map_err(|_| Error::Stopped("the core task panicked"))
+    }
+}

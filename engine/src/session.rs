@@ -1,0 +1,500 @@
+//! The per-hypervisor session state machine: turns an adapter's observations (and the grace
+//! timer) into events. Pure: [`Session::step`] takes the input, the time and the projected
+//! facts, and returns the next state, the events to append, the operator notices to log once
+//! they are durable, the refused pieces and what to do with the grace timer.
+//!
+//! The session's state is exactly what the log says about the hypervisor
+//! ([`Session::from_status`]), so it survives restarts with the log.
+//!
+//! ```text
+//!            Inventory                Disconnected / hollow inventory
+//!   New ─────────────────> Live ───────────────────────────────> Lost{since}
+//!    ^  Connected+Learnt    ^  <──────────────────────────────────   │
+//!    │                      │   Inventory: Reestablished + Learnt(diff)
+//! Expired <─────────────────┴──────────────────────────────────────┘
+//!   (Inventory: Connected + Learnt)        grace elapsed: Expired
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use crate::config::MassRemoval;
+use crate::error::Invalid;
+use crate::event::{Event, UnixMs};
+use crate::fact::{Change, Fact, FactKey};
+use crate::ids::{HypervisorId, Kind};
+use crate::observe::{Observation, Rejected};
+use crate::projector::{Facts, HypervisorStatus, Status};
+
+/// Where one hypervisor's session stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Session {
+    /// Never connected (as far as the log knows).
+    New,
+    /// Connected; facts are current.
+    Live,
+    /// Lost at `since`; facts kept until `since + grace`.
+    Lost { since: UnixMs },
+    /// The grace period ran out; facts were dropped.
+    Expired,
+}
+
+/// What drives a session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// The adapter reported something.
+    Observed(Observation),
+    /// A grace timer fired (possibly stale: the session checks the time itself).
+    GraceElapsed,
+}
+
+/// What the step needs to know besides its input.
+#[derive(Clone, Copy, Debug)]
+pub struct Ctx<'a> {
+    pub hypervisor: &'a HypervisorId,
+    pub kind: Kind,
+    /// Now, unix ms.
+    pub now: UnixMs,
+    /// This hypervisor's grace period, ms.
+    pub grace_ms: u64,
+    /// The projected facts of this hypervisor (`None`: none known).
+    pub known: Option<&'a Facts>,
+    pub guard: &'a MassRemoval,
+}
+
+/// An operator message to log once the events of the step are durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// `<Kind>:Lost connection to hypervisor <name>. Retrying...` (info)
+    Lost,
+    /// `<Kind>:Reestablished connection with hypervisor <name>.` (info)
+    Reestablished,
+    /// `<Kind>:Lost connection to hypervisor <name>. Removing learnt information.` (warn)
+    Removing,
+}
+
+impl Notice {
+    /// The exact operator line.
+    pub fn line(self, kind: impl fmt::Display, hypervisor: &HypervisorId) -> String {
+        match self {
+            Notice::Lost => format!("{kind}:Lost connection to hypervisor {hypervisor}. Retrying..."),
+            Notice::Reestablished => format!("{kind}:Reestablished connection with hypervisor {hypervisor}."),
+            Notice::Removing => {
+                format!("{kind}:Lost connection to hypervisor {hypervisor}. Removing learnt information.")
+            }
+        }
+    }
+}
+
+/// What to do with the hypervisor's grace timer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timer {
+    Unchanged,
+    /// Fire at this unix ms.
+    Arm {
+        at: UnixMs,
+    },
+    Cancel,
+}
+
+/// The result of one step: apply `next` only once `events` are durable.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    pub next: Session,
+    pub events: Vec<Event>,
+    pub notices: Vec<Notice>,
+    pub invalid: Vec<Invalid>,
+    pub timer: Timer,
+}
+
+impl Step {
+    fn stay(s: Session) -> Self {
+        Step { next: s, events: Vec::new(), notices: Vec::new(), invalid: Vec::new(), timer: Timer::Unchanged }
+    }
+}
+
+impl fmt::Display for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Session {
+    /// The session as the log left it.
+    pub fn from_status(status: Option<HypervisorStatus>) -> Self {
+        match status.map(|s| s.status) {
+            None => Session::New,
+            Some(Status::Live) => Session::Live,
+            Some(Status::Lost { since }) => Session::Lost { since },
+            Some(Status::Expired) => Session::Expired,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Session::New => "new",
+            Session::Live => "live",
+            Session::Lost { .. } => "lost",
+            Session::Expired => "expired",
+        }
+    }
+
+    /// One transition.
+    pub fn step(&self, input: Input, ctx: &Ctx<'_>) -> Step {
+        let known_len = ctx.known.map_or(0, Facts::len);
+        match (*self, input) {
+            (Session::Lost { since }, Input::GraceElapsed) => {
+                let at = since.saturating_add(ctx.grace_ms);
+                if ctx.now >= at {
+                    Step {
+                        next: Session::Expired,
+                        events: vec![Event::Expired],
+                        notices: vec![Notice::Removing],
+                        invalid: Vec::new(),
+                        timer: Timer::Cancel,
+                    }
+                } else {
+                    Step { timer: Timer::Arm { at }, ..Step::stay(*self) }
+                }
+            }
+            (s, Input::GraceElapsed) => Step { timer: Timer::Cancel, ..Step::stay(s) },
+
+            (Session::Live, Input::Observed(Observation::Disconnected { reason })) => lost(ctx, reason, Vec::new()),
+            (s, Input::Observed(Observation::Disconnected { .. })) => Step::stay(s),
+
+            (Session::Live, Input::Observed(Observation::Delta { changes, rejected })) => {
+                let mut invalid = adapter_rejects(ctx.hypervisor, rejected);
+                let changes = validate_delta(ctx, changes, &mut invalid);
+                let events = if changes.is_empty() { Vec::new() } else { vec![Event::Learnt { changes }] };
+                Step { events, invalid, ..Step::stay(Session::Live) }
+            }
+            (s, Input::Observed(Observation::Delta { rejected, .. })) => {
+                let mut invalid = adapter_rejects(ctx.hypervisor, rejected);
+                invalid.push(Invalid::DeltaOutOfSession { hypervisor: ctx.hypervisor.clone(), session: s.name() });
+                Step { invalid, ..Step::stay(s) }
+            }
+
+            (s, Input::Observed(Observation::Inventory { endpoint, facts, rejected })) => {
+                let mut invalid = adapter_rejects(ctx.hypervisor, rejected);
+                if known_len > 0 && matches!(s, Session::Live | Session::Lost { .. }) {
+                    if let Some(what) = hollow(&facts) {
+                        invalid.push(Invalid::HollowInventory {
+                            hypervisor: ctx.hypervisor.clone(),
+                            what,
+                            known: known_len,
+                        });
+                        return match s {
+                            Session::Live => lost(ctx, format!("inventory came back {what}"), invalid),
+                            _ => Step { invalid, ..Step::stay(s) },
+                        };
+                    }
+                }
+                let good = validate_inventory(ctx.hypervisor, facts, &mut invalid);
+                match s {
+                    Session::Lost { since } if ctx.now >= since.saturating_add(ctx.grace_ms) => {
+                        // The grace ran out before the timer was handled: expire, then start over.
+                        let changes = diff(ctx, None, good, &mut invalid);
+                        let mut events = vec![Event::Expired, Event::Connected { kind: ctx.kind, endpoint }];
+                        push_learnt(&mut events, changes);
+                        Step {
+                            next: Session::Live,
+                            events,
+                            notices: vec![Notice::Removing],
+                            invalid,
+                            timer: Timer::Cancel,
+                        }
+                    }
+                    Session::Lost { since } => {
+                        let changes = diff(ctx, ctx.known, good, &mut invalid);
+                        let mut events = vec![Event::Reestablished { outage_ms: ctx.now.saturating_sub(since) }];
+                        push_learnt(&mut events, changes);
+                        Step {
+                            next: Session::Live,
+                            events,
+                            notices: vec![Notice::Reestablished],
+                            invalid,
+                            timer: Timer::Cancel,
+                        }
+                    }
+                    Session::Live => {
+                        let mut events = Vec::new();
+                        push_learnt(&mut events, diff(ctx, ctx.known, good, &mut invalid));
+                        Step { events, invalid, ..Step::stay(Session::Live) }
+                    }
+                    Session::New | Session::Expired => {
+                        let mut events = vec![Event::Connected { kind: ctx.kind, endpoint }];
+                        push_learnt(&mut events, diff(ctx, ctx.known, good, &mut invalid));
+                        Step { next: Session::Live, events, notices: Vec::new(), invalid, timer: Timer::Cancel }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn lost(ctx: &Ctx<'_>, reason: String, invalid: Vec<Invalid>) -> Step {
+    Step {
+        next: Session::Lost { since: ctx.now },
+        events: vec![Event::Lost { reason }],
+        notices: vec![Notice::Lost],
+        invalid,
+        timer: Timer::Arm { at: ctx.now.saturating_add(ctx.grace_ms) },
+    }
+}
+
+fn push_learnt(events: &mut Vec<Event>, changes: Vec<Change>) {
+    if !changes.is_empty() {
+        events.push(Event::Learnt { changes });
+    }
+}
+
+fn adapter_rejects(hypervisor: &HypervisorId, rejected: Vec<Rejected>) -> Vec<Invalid> {
+    rejected
+        .into_iter()
+        .map(|r| Invalid::Adapter { hypervisor: hypervisor.clone(), what: r.what, why: r.why })
+        .collect()
+}
+
+/// Why an inventory looks like the symptom of an expired session rather than real data.
+fn hollow(facts: &[Fact]) -> Option<&'static str> {
+    if facts.is_empty() {
+        return Some("empty");
+    }
+    let blank = |f: &Fact| match f {
+        Fact::Host(h) => h.name.is_empty(),
+        Fact::Uplink(u) => u.mac.is_none() && u.port.is_none(),
+        Fact::Network(n) => n.name.is_empty(),
+        Fact::Vnic(v) => v.vm_name.is_empty() && v.mac.is_empty(),
+    };
+    facts.iter().all(blank).then_some("with every property missing")
+}
+
+/// Drops conflicting duplicates (every entry of a key that appears with different contents)
+/// and collapses identical ones.
+fn dedup<T: PartialEq>(
+    hypervisor: &HypervisorId,
+    items: Vec<T>,
+    key: impl Fn(&T) -> FactKey,
+    invalid: &mut Vec<Invalid>,
+) -> BTreeMap<FactKey, T> {
+    let mut out: BTreeMap<FactKey, T> = BTreeMap::new();
+    let mut conflicts: BTreeMap<FactKey, usize> = BTreeMap::new();
+    for item in items {
+        let k = key(&item);
+        if let Some(n) = conflicts.get_mut(&k) {
+            *n += 1;
+            continue;
+        }
+        match out.get(&k) {
+            Some(existing) if *existing == item => {}
+            Some(_) => {
+                out.remove(&k);
+                conflicts.insert(k, 2);
+            }
+            None => {
+                out.insert(k, item);
+            }
+        }
+    }
+    for (key, count) in conflicts {
+        invalid.push(Invalid::DuplicateKey { hypervisor: hypervisor.clone(), key, count });
+    }
+    out
+}
+
+/// The usable facts of an inventory, by key.
+fn validate_inventory(
+    hypervisor: &HypervisorId,
+    facts: Vec<Fact>,
+    invalid: &mut Vec<Invalid>,
+) -> BTreeMap<FactKey, Fact> {
+    let mut good = dedup(hypervisor, facts, Fact::key, invalid);
+    let networks: BTreeSet<(String, String)> = good
+        .values()
+        .filter_map(|f| match f {
+            Fact::Network(n) => Some((n.host.clone(), n.network.clone())),
+            _ => None,
+        })
+        .collect();
+    good.retain(|_, f| match f {
+        Fact::Vnic(v) if !networks.contains(&(v.host.clone(), v.network.clone())) => {
+            invalid.push(unknown_network(hypervisor, v));
+            false
+        }
+        _ => true,
+    });
+    good
+}
+
+fn unknown_network(hypervisor: &HypervisorId, v: &crate::fact::VnicFact) -> Invalid {
+    Invalid::UnknownNetwork {
+        hypervisor: hypervisor.clone(),
+        vm: v.vm.clone(),
+        nic: v.nic.clone(),
+        host: v.host.clone(),
+        network: v.network.clone(),
+    }
+}
+
+/// The changes that turn `known` into `good`; removals beyond the guard are held back.
+fn diff(
+    ctx: &Ctx<'_>,
+    known: Option<&Facts>,
+    good: BTreeMap<FactKey, Fact>,
+    invalid: &mut Vec<Invalid>,
+) -> Vec<Change> {
+    let mut removes: Vec<FactKey> = known
+        .map(|k| k.sorted().into_iter().map(|(key, _)| key).filter(|key| !good.contains_key(key)).collect())
+        .unwrap_or_default();
+    let mut changes: Vec<Change> = good
+        .into_iter()
+        .filter(|(key, f)| !known.and_then(|k| k.get(key)).is_some_and(|old| old.same_as(f)))
+        .map(|(_, f)| Change::Upsert(f))
+        .collect();
+    let known_len = known.map_or(0, Facts::len);
+    if ctx.guard.trips(removes.len(), known_len) {
+        invalid.push(Invalid::MassRemovalHeldBack {
+            hypervisor: ctx.hypervisor.clone(),
+            would_remove: removes.len(),
+            known: known_len,
+            share_pct: (ctx.guard.share * 100.0).round() as u32,
+        });
+        removes.clear();
+    }
+    changes.extend(removes.into_iter().rev().map(Change::Remove));
+    changes
+}
+
+/// The usable changes of a delta against the projected facts.
+fn validate_delta(ctx: &Ctx<'_>, changes: Vec<Change>, invalid: &mut Vec<Invalid>) -> Vec<Change> {
+    let hv = ctx.hypervisor;
+    let good = dedup(hv, changes, Change::key, invalid);
+    let network_after = |host: &str, network: &str| {
+        let key = FactKey::Network { host: host.to_owned(), network: network.to_owned() };
+        match good.get(&key) {
+            Some(Change::Upsert(_)) => true,
+            Some(Change::Remove(_)) => false,
+            None => ctx.known.is_some_and(|k| k.network(host, network).is_some()),
+        }
+    };
+    let mut out = Vec::with_capacity(good.len());
+    for (key, change) in &good {
+        let current = ctx.known.and_then(|k| k.get(key));
+        match change {
+            Change::Upsert(Fact::Vnic(v)) if !network_after(&v.host, &v.network) => {
+                invalid.push(unknown_network(hv, v));
+            }
+            Change::Upsert(f) if current.is_some_and(|c| c.same_as(f)) => {}
+            Change::Remove(k) if current.is_none() => {
+                invalid.push(Invalid::UnknownRemoval { hypervisor: hv.clone(), key: k.clone() });
+            }
+            _ => out.push(change.clone()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fact::{HostFact, NetworkFact, VlanSpec, VnicFact};
+    use crate::ids::VlanId;
+
+    fn hv() -> HypervisorId {
+        HypervisorId::new("vc-east").unwrap()
+    }
+
+    fn net(n: &str, vlan: u16) -> Fact {
+        Fact::Network(NetworkFact {
+            host: "h1".into(),
+            network: n.into(),
+            name: n.into(),
+            vlan: VlanSpec::Access(VlanId::new(vlan).unwrap()),
+            uplinks: vec!["vmnic0".into()],
+        })
+    }
+
+    fn vnic(vm: &str, network: &str) -> Fact {
+        Fact::Vnic(VnicFact {
+            vm: vm.into(),
+            vm_name: vm.into(),
+            nic: "4000".into(),
+            mac: "00:50:56:00:00:01".into(),
+            host: "h1".into(),
+            network: network.into(),
+            connected: true,
+            powered_on: true,
+        })
+    }
+
+    fn ctx<'a>(id: &'a HypervisorId, now: UnixMs, known: Option<&'a Facts>, guard: &'a MassRemoval) -> Ctx<'a> {
+        Ctx { hypervisor: id, kind: Kind::VMware, now, grace_ms: 180_000, known, guard }
+    }
+
+    fn inventory(facts: Vec<Fact>) -> Input {
+        Input::Observed(Observation::Inventory { endpoint: "https://vc".into(), facts, rejected: vec![] })
+    }
+
+    #[test]
+    fn first_inventory_connects_and_learns_every_fact() {
+        let (id, g) = (hv(), MassRemoval::default());
+        let s = Session::New.step(inventory(vec![net("pg", 10), vnic("vm-1", "pg")]), &ctx(&id, 5, None, &g));
+        assert_eq!(s.next, Session::Live);
+        assert!(matches!(&s.events[0], Event::Connected { kind: Kind::VMware, .. }));
+        assert!(matches!(&s.events[1], Event::Learnt { changes } if changes.len() == 2));
+        assert!(s.invalid.is_empty());
+    }
+
+    #[test]
+    fn vnic_on_unknown_network_is_refused_and_the_rest_learnt() {
+        let (id, g) = (hv(), MassRemoval::default());
+        let s = Session::New.step(inventory(vec![net("pg", 10), vnic("vm-1", "nope")]), &ctx(&id, 5, None, &g));
+        assert!(matches!(&s.events[1], Event::Learnt { changes } if changes.len() == 1));
+        assert!(matches!(&s.invalid[..], [Invalid::UnknownNetwork { network, .. }] if network == "nope"));
+    }
+
+    #[test]
+    fn conflicting_duplicates_are_all_refused() {
+        let (id, g) = (hv(), MassRemoval::default());
+        let host = |name: &str| Fact::Host(HostFact { host: "h1".into(), name: name.into() });
+        let s = Session::New.step(inventory(vec![host("a"), host("b"), net("pg", 10)]), &ctx(&id, 5, None, &g));
+        assert!(matches!(&s.events[1], Event::Learnt { changes } if changes.len() == 1));
+        assert!(matches!(&s.invalid[..], [Invalid::DuplicateKey { count: 2, .. }]));
+    }
+
+    #[test]
+    fn disconnect_while_lost_adds_nothing() {
+        let (id, g) = (hv(), MassRemoval::default());
+        let s = Session::Lost { since: 1 }
+            .step(Input::Observed(Observation::Disconnected { reason: "x".into() }), &ctx(&id, 5, None, &g));
+        assert_eq!(s, Step::stay(Session::Lost { since: 1 }));
+    }
+
+    #[test]
+    fn stale_grace_timer_rearms_instead_of_expiring() {
+        let (id, g) = (hv(), MassRemoval::default());
+        let s = Session::Lost { since: 1_000 }.step(Input::GraceElapsed, &ctx(&id, 2_000, None, &g));
+        assert_eq!(s.timer, Timer::Arm { at: 181_000 });
+        assert!(s.events.is_empty());
+        let s = Session::Lost { since: 1_000 }.step(Input::GraceElapsed, &ctx(&id, 181_000, None, &g));
+        assert_eq!(s.events, vec![Event::Expired]);
+        assert_eq!(s.notices, vec![Notice::Removing]);
+    }
+
+    #[test]
+    fn operator_lines_are_word_for_word() {
+        let id = HypervisorId::new("xen217").unwrap();
+        assert_eq!(
+            Notice::Lost.line(Kind::XenCitrix, &id),
+            "Xen-Citrix:Lost connection to hypervisor xen217. Retrying..."
+        );
+        assert_eq!(
+            Notice::Reestablished.line(Kind::VMware, &id),
+            "VMware:Reestablished connection with hypervisor xen217."
+        );
+        assert_eq!(
+            Notice::Removing.line(Kind::VMware, &id),
+            "VMware:Lost connection to hypervisor xen217. Removing learnt information."
+        );
+    }
+}

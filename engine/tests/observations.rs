@@ -1,0 +1,149 @@
+//! How the engine treats suspicious or bad observations: hollow inventories are a lost
+//! connection, big resync removals are held back, bad pieces are refused before anything is
+//! appended while the rest of the batch is still learnt.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use engine::runtime::{Engine, Metrics};
+use engine::{Change, Event, Fact, FactKey, HostFact, Invalid, Observation, Recorded, Rejected, Status};
+use store::{Log, MemoryLog};
+
+fn last_event(log: &MemoryLog<Recorded>) -> Event {
+    log.read(1).map(|e| e.unwrap().record.event).last().unwrap()
+}
+
+fn many_vms(n: usize) -> Vec<Fact> {
+    let mut f = host_facts("h1", "ethernet1/1/1", &[("pg-10", 10)]);
+    f.extend((0..n).map(|i| vm(&format!("vm-{i}"), "h1", "pg-10")));
+    f
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_inventory_is_a_lost_connection_not_a_mass_deletion() -> anyhow::Result<()> {
+    let (cap, _guard) = Capture::install();
+    let log = Arc::new(MemoryLog::<Recorded>::new());
+    let engine = Engine::start(log.clone(), config(), clock_at(T0)).await?;
+    let id = hv("vc-east");
+    engine.observe(id.clone(), VMWARE, inventory(many_vms(5))).await?;
+    let mut desired = engine.desired();
+    desired.borrow_and_update();
+
+    let out = engine.observe(id.clone(), VMWARE, inventory(vec![])).await?;
+
+    assert!(matches!(&out.invalid[..], [Invalid::HollowInventory { what: "empty", known: 9, .. }]), "{out:?}");
+    assert!(matches!(last_event(&log), Event::Lost { reason } if reason.contains("empty")));
+    assert_eq!(cap.operator_lines(), vec![info("VMware:Lost connection to hypervisor vc-east. Retrying...")]);
+    assert_eq!(engine.state().read(|s| s.facts_of(&id).unwrap().len()), 9);
+    assert!(!desired.has_changed()?);
+    assert_eq!(Metrics::get(&engine.metrics().hollow_inventories), 1);
+    engine.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_inventory_with_every_property_missing_is_a_lost_connection() -> anyhow::Result<()> {
+    let log = Arc::new(MemoryLog::<Recorded>::new());
+    let engine = Engine::start(log.clone(), config(), clock_at(T0)).await?;
+    let id = hv("xen217");
+    engine.observe(id.clone(), XEN, inventory(many_vms(3))).await?;
+    let blank = vec![Fact::Host(HostFact { host: "h1".into(), name: String::new() })];
+    let out = engine.observe(id.clone(), XEN, inventory(blank)).await?;
+    assert!(matches!(&out.invalid[..], [Invalid::HollowInventory { what: "with every property missing", .. }]));
+    assert!(matches!(
+        engine.state().read(|s| s.status(&id).unwrap().status),
+        Status::Lost { since } if since == T0
+    ));
+    engine.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resync_removing_most_facts_is_held_back_and_reported() -> anyhow::Result<()> {
+    let (cap, _guard) = Capture::install();
+    let log = Arc::new(MemoryLog::<Recorded>::new());
+    let engine = Engine::start(log.clone(), config(), clock_at(T0)).await?;
+    let id = hv("vc-east");
+    engine.observe(id.clone(), VMWARE, inventory(many_vms(40))).await?;
+    let before = engine.desired().borrow().clone();
+
+    // A re-login inventory that lost 40 of 44 facts but changed one.
+    let mut partial = host_facts("h1", "ethernet1/1/1", &[("pg-10", 10)]);
+    if let Some(Fact::Host(h)) = partial.first_mut() {
+        h.name = "renamed".into();
+    }
+    let out = engine.observe(id.clone(), VMWARE, inventory(partial)).await?;
+
+    assert!(
+        matches!(&out.invalid[..], [Invalid::MassRemovalHeldBack { would_remove: 40, known: 44, share_pct: 50, .. }]),
+        "{out:?}"
+    );
+    let Event::Learnt { changes } = last_event(&log) else { panic!("expected the change to be learnt") };
+    assert_eq!(changes.len(), 1);
+    assert!(matches!(&changes[0], Change::Upsert(Fact::Host(h)) if h.name == "renamed"));
+    assert_eq!(*engine.desired().borrow().as_ref(), *before.as_ref());
+    assert_eq!(Metrics::get(&engine.metrics().mass_removals_held_back), 1);
+    assert!(cap.all().iter().any(|l| l.level == tracing::Level::WARN && l.fields["error"].contains("held back")));
+    engine.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_pieces_are_refused_before_appending_and_the_rest_is_learnt() -> anyhow::Result<()> {
+    let log = Arc::new(MemoryLog::<Recorded>::new());
+    let engine = Engine::start(log.clone(), config(), clock_at(T0)).await?;
+    let id = hv("vc-east");
+    engine.observe(id.clone(), VMWARE, inventory(many_vms(1))).await?;
+
+    let good = vm("vm-good", "h1", "pg-10");
+    let dangling = vm("vm-dangling", "h1", "no-such-net");
+    let dup_a = vm("vm-dup", "h1", "pg-10");
+    let mut dup_b = vm("vm-dup", "h1", "pg-10");
+    if let Fact::Vnic(v) = &mut dup_b {
+        v.mac = "other".into();
+    }
+    let delta = Observation::Delta {
+        changes: vec![
+            Change::Upsert(good.clone()),
+            Change::Upsert(dangling),
+            Change::Upsert(dup_a),
+            Change::Upsert(dup_b),
+            Change::Remove(FactKey::Vnic { vm: "vm-never".into(), nic: "0".into() }),
+        ],
+        rejected: vec![Rejected { what: "port group \"pg-0\" on h1".into(), why: "VLAN 0 is reserved".into() }],
+    };
+    let out = engine.observe(id.clone(), VMWARE, delta).await?;
+
+    assert_eq!(out.invalid.len(), 4, "{:#?}", out.invalid);
+    assert!(out.invalid.iter().any(|i| matches!(i, Invalid::Adapter { why, .. } if why.contains("VLAN 0"))));
+    assert!(out
+        .invalid
+        .iter()
+        .any(|i| matches!(i, Invalid::UnknownNetwork { network, .. } if network == "no-such-net")));
+    assert!(out.invalid.iter().any(|i| matches!(i, Invalid::DuplicateKey { count: 2, .. })));
+    assert!(out.invalid.iter().any(|i| matches!(i, Invalid::UnknownRemoval { .. })));
+    assert!(out.invalid.iter().all(|i| !i.to_string().is_empty()));
+    assert_eq!(last_event(&log), Event::Learnt { changes: vec![Change::Upsert(good)] });
+    assert_eq!(Metrics::get(&engine.metrics().invalid_observations), 4);
+    engine.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delta_before_any_inventory_is_refused() -> anyhow::Result<()> {
+    let log = Arc::new(MemoryLog::<Recorded>::new());
+    let engine = Engine::start(log.clone(), config(), clock_at(T0)).await?;
+    let out = engine
+        .observe(
+            hv("x"),
+            XEN,
+            Observation::Delta { changes: vec![Change::Upsert(vm("a", "h", "n"))], rejected: vec![] },
+        )
+        .await?;
+    assert!(matches!(&out.invalid[..], [Invalid::DeltaOutOfSession { session: "new", .. }]));
+    assert_eq!(log.head(), 0);
+    engine.shutdown().await?;
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! The audit trail: every event as one line, human or JSON, filtered by hypervisor, time and
+//! event kind.
+
+use serde::Serialize;
+
+use engine::{Change, Envelope, Event, HypervisorId, UnixMs};
+
+use crate::point::format_time;
+
+/// Which events to show. Empty fields match everything.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub hypervisor: Option<HypervisorId>,
+    pub since: Option<UnixMs>,
+    /// Event kind by name, case-insensitive (`lost`, `Learnt`).
+    pub kind: Option<String>,
+}
+
+impl Filter {
+    pub fn matches(&self, e: &Envelope) -> bool {
+        self.hypervisor.as_ref().is_none_or(|h| *h == e.hypervisor)
+            && self.since.is_none_or(|t| e.at >= t)
+            && self.kind.as_ref().is_none_or(|k| k.eq_ignore_ascii_case(e.event.name()))
+    }
+}
+
+/// One human line: `seq  time  hypervisor  Event  detail`.
+pub fn line(e: &Envelope) -> String {
+    format!("{:>8}  {}  {:<12} {:<13} {}", e.seq, format_time(e.at), e.hypervisor, e.event.name(), detail(&e.event))
+}
+
+fn detail(event: &Event) -> String {
+    match event {
+        Event::Connected { kind, endpoint } => format!("{kind} at {endpoint}"),
+        Event::Learnt { changes } => {
+            let (up, rm) = changes.iter().fold((0, 0), |(u, r), c| match c {
+                Change::Upsert(_) => (u + 1, r),
+                Change::Remove(_) => (u, r + 1),
+            });
+            let sample: Vec<String> = changes.iter().take(3).map(change_text).collect();
+            let more = if changes.len() > 3 { format!(" (+{} more)", changes.len() - 3) } else { String::new() };
+            format!("{up} upserted, {rm} removed: {}{more}", sample.join("; "))
+        }
+        Event::Lost { reason } => format!("reason: {reason}"),
+        Event::Reestablished { outage_ms } => format!("after {:.1} s", *outage_ms as f64 / 1000.0),
+        Event::Expired => "grace period ran out: learnt information removed".to_string(),
+    }
+}
+
+/// A change in words: `+vnic vm-42/4000 (web-1) on net-120 at host-12`.
+pub fn change_text(c: &Change) -> String {
+    use engine::Fact;
+    match c {
+        Change::Remove(k) => format!("-{k}"),
+        Change::Upsert(Fact::Host(h)) => format!("+host {} ({})", h.host, h.name),
+        Change::Upsert(Fact::Uplink(u)) => match &u.port {
+            Some(p) => format!("+uplink {}/{} -> {p}", u.host, u.nic),
+            None => format!("+uplink {}/{} (neighbour unknown)", u.host, u.nic),
+        },
+        Change::Upsert(Fact::Network(n)) => format!("+network {} ({}) on {}: {}", n.network, n.name, n.host, n.vlan),
+        Change::Upsert(Fact::Vnic(v)) => format!(
+            "+vnic {}/{} ({}) on {} at {}{}{}",
+            v.vm,
+            v.nic,
+            v.vm_name,
+            v.network,
+            v.host,
+            if v.powered_on { "" } else { ", powered off" },
+            if v.connected { "" } else { ", disconnected" }
+        ),
+    }
+}
+
+/// The JSON-lines form of an event.
+#[derive(Serialize)]
+pub struct JsonLine<'a> {
+    pub seq: u64,
+    pub at: UnixMs,
+    pub time: String,
+    pub hypervisor: &'a HypervisorId,
+    pub kind: &'static str,
+    pub schema: u16,
+    /// Hash of the previous record, hex.
+    pub prev: String,
+    pub event: &'a Event,
+}
+
+pub fn json(e: &Envelope) -> String {
+    let prev: String = e.prev.iter().map(|b| format!("{b:02x}")).collect();
+    let line = JsonLine {
+        seq: e.seq,
+        at: e.at,
+        time: format_time(e.at),
+        hypervisor: &e.hypervisor,
+        kind: e.event.name(),
+        schema: e.schema,
+        prev,
+        event: &e.event,
+    };
+    // Serializing plain data with string keys cannot fail.
+    serde_json::to_string(&line).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}

@@ -1,0 +1,174 @@
+//! The command line: every subcommand and its flags (clap derive). Only parsing lives here.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "netfold",
+    version,
+    about = "Keeps a switch's VLANs in step with the VMs on the hypervisors behind it."
+)]
+pub struct Cli {
+    /// Log output format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the agent: a session per hypervisor, a reconciler per switch, until SIGINT/SIGTERM.
+    Run {
+        #[arg(short, long, default_value = "netfold.toml")]
+        config: PathBuf,
+    },
+    /// Run the embedded demo: simulators and netfold over loopback, a scripted scenario.
+    Demo(DemoArgs),
+    /// The audit trail: one line per event.
+    Log {
+        #[command(flatten)]
+        data: DataDir,
+        /// Keep printing new events as they are appended.
+        #[arg(long)]
+        follow: bool,
+        #[arg(long)]
+        hypervisor: Option<String>,
+        /// Only events at or after this time (RFC 3339, e.g. 2026-11-25T10:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only events of this kind (Connected, Learnt, Lost, Reestablished, Expired).
+        #[arg(long)]
+        kind: Option<String>,
+        /// JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The desired state and hypervisor statuses, now or at any point in history.
+    State {
+        #[command(flatten)]
+        data: DataDir,
+        /// A sequence number or an RFC 3339 time.
+        #[arg(long)]
+        at: Option<String>,
+        #[arg(long)]
+        switch: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Why a VLAN is (or was) on a port: the reasons and the events behind them.
+    Why {
+        #[command(flatten)]
+        data: DataDir,
+        /// SWITCH:PORT, e.g. tor1:eth1.
+        #[arg(long)]
+        port: String,
+        #[arg(long)]
+        vlan: u16,
+        #[arg(long)]
+        at: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// What changed in desired state between two points.
+    Diff {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+    },
+    /// Check the hash chain, every record, and replay determinism. Exit code 0 only if all hold.
+    Verify {
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Run a simulator on its own.
+    Sim {
+        #[command(subcommand)]
+        sim: SimCommand,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DataDir {
+    /// The agent's data directory.
+    #[arg(short, long, default_value = "netfold-data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Which switch the demo drives.
+    #[arg(long, value_enum, default_value_t = DemoSwitch::Memory)]
+    pub switch: DemoSwitch,
+    /// Where the demo keeps its log (default: a fresh directory under the system temp dir).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The grace period the demo uses, in seconds.
+    #[arg(long, default_value_t = 5)]
+    pub grace_secs: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DemoSwitch {
+    Memory,
+    Ovs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate a config file without connecting to anything.
+    Check {
+        #[arg(short, long, default_value = "netfold.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SimCommand {
+    /// A vCenter (vSphere SOAP) simulator.
+    Vcenter {
+        #[arg(long, default_value = "127.0.0.1:8989")]
+        listen: String,
+        #[arg(long, default_value_t = 4)]
+        hosts: usize,
+        #[arg(long, default_value_t = 10)]
+        vms_per_host: usize,
+        #[arg(long, default_value_t = 4)]
+        portgroups: usize,
+    },
+    /// A XenServer pool (XenAPI XML-RPC) simulator.
+    Xen {
+        #[arg(long, default_value = "127.0.0.1:8990")]
+        listen: String,
+        #[arg(long, default_value_t = 4)]
+        hosts: usize,
+        #[arg(long, default_value_t = 10)]
+        vms_per_host: usize,
+        #[arg(long, default_value_t = 4)]
+        vlans: usize,
+    },
+    /// An Arista eAPI switch fixture.
+    Eapi {
+        #[arg(long, default_value = "127.0.0.1:8991")]
+        listen: String,
+        /// Interfaces the fixture has (comma-separated).
+        #[arg(long, default_value = "Ethernet1,Ethernet2,Ethernet3,Ethernet4")]
+        interfaces: String,
+    },
+}
