@@ -17,7 +17,8 @@
 //!   exponential backoff and jitter; a dropped session (`NotAuthenticated`) logs in again at
 //!   once. After every (re-)login a fresh full `Inventory` is sent; the engine diffs it.
 //! - [`sim::Simulator::start`]`(SimOptions) -> SimHandle` (URL, credentials, control methods)
-//!   and [`sim::serve`] for `netfold sim vcenter`.
+//!   and [`sim::serve`]`(SimOptions, shutdown)` for `netfold sim vcenter` (prints URL and
+//!   credentials, serves until `shutdown` completes).
 //!
 //! Layout: [`config`], [`client`] (the only module owning reqwest), [`codec`] (pure SOAP
 //! decoding/encoding), [`mapping`] (vendor data → facts), [`sim`], [`error`].

@@ -129,8 +129,9 @@ impl Simulator {
     }
 }
 
-/// Runs a simulator until Ctrl-C, printing its URL and credentials (for `netfold sim vcenter`).
-pub async fn serve(opts: SimOptions) -> Result<()> {
+/// The `netfold sim vcenter` entry: starts the simulator, prints its URL and credentials to
+/// stdout, and serves until `shutdown` completes.
+pub async fn serve(opts: SimOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     let sim = Simulator::start(opts).await?;
     {
         let w = sim.world();
@@ -138,13 +139,14 @@ pub async fn serve(opts: SimOptions) -> Result<()> {
             "vCenter simulator: {} hosts, {} VMs, {} distributed port groups",
             w.hosts.len(),
             w.vms.len(),
-            w.dvpgs.len()
+            w.dvpgs.values().filter(|p| !p.uplink).count()
         );
     }
     println!("url:      {}", sim.url());
     println!("user:     {}", sim.user());
     println!("password: {}", sim.password());
-    let _ = tokio::signal::ctrl_c().await;
+    shutdown.await;
+    drop(sim);
     Ok(())
 }
 
