@@ -185,3 +185,17 @@ async fn the_simulator_answers_raw_soap_like_vcenter() {
         "nothing changed within maxWaitSeconds"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_receiver_stops_the_adapter_and_logs_out() {
+    let mut h = start(small(), |_| {}).await;
+    inventory(&mut h.rx).await;
+    steady(&h.sim).await;
+    assert_eq!(h.sim.session_count(), 1);
+    drop(h.rx);
+    let vm = h.sim.vm_ids()[0].clone();
+    h.sim.set_power(&vm, false).unwrap();
+    let r = tokio::time::timeout(DEADLINE, h.task).await.expect("stops").expect("joins");
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(h.sim.session_count(), 0, "logged out");
+}

@@ -147,14 +147,27 @@ impl Adapter {
         }
     }
 
+    /// One session: login, then [`Adapter::follow`] until it fails. When the receiver is gone
+    /// the session is logged out (best effort) so it does not linger on vCenter.
     async fn session(&self, tx: &mpsc::Sender<Observation>, steady: &mut bool) -> Result<Infallible, Stop> {
         self.config.tls.warn_if_insecure(&self.url);
         let s = Session::login(&self.http, &self.url, &self.config.user, &self.password).await?;
+        let r = self.follow(&s, tx, steady).await;
+        if let Err(Stop::Closed) = &r {
+            if let Err(e) = s.logout().await {
+                tracing::debug!(endpoint = %self.url, error = %e, "vSphere logout failed");
+            }
+        }
+        r
+    }
+
+    /// Full inventory, then updates and topology refreshes, until an error.
+    async fn follow(&self, s: &Session, tx: &mpsc::Sender<Observation>, steady: &mut bool) -> Result<Infallible, Stop> {
         let view = s.create_container_view(mapping::VIEW_TYPES).await?;
         let spec = codec::filter_spec(&view, &mapping::prop_specs());
         let mut inv = Inventory::from_contents(s.retrieve_all(&spec, self.config.page_size).await?);
         let systems = inv.network_systems();
-        refresh_hints(&s, &mut inv, systems).await?;
+        refresh_hints(s, &mut inv, systems).await?;
         let mut current = inv.facts();
         tracing::info!(
             endpoint = %self.url,
@@ -197,11 +210,11 @@ impl Adapter {
                             }
                         }
                         for obj in refetch {
-                            refetch_object(&s, &mut inv, &obj).await?;
+                            refetch_object(s, &mut inv, &obj).await?;
                         }
                         if !new_hosts.is_empty() {
                             let systems = inv.network_systems().into_iter().filter(|(h, _)| new_hosts.contains(h)).collect();
-                            refresh_hints(&s, &mut inv, systems).await?;
+                            refresh_hints(s, &mut inv, systems).await?;
                         }
                         if !us.truncated {
                             send_delta(tx, &inv, &mut current).await?;
@@ -211,7 +224,7 @@ impl Adapter {
                 }
                 _ = tick.tick(), if hints.is_none() => {
                     // Queried concurrently with the pending wait, so updates are not held up.
-                    hints = Some(Box::pin(query_hints(&s, inv.network_systems())));
+                    hints = Some(Box::pin(query_hints(s, inv.network_systems())));
                 }
                 r = async { hints.as_mut().expect("guarded by is_some").await }, if hints.is_some() => {
                     hints = None;
