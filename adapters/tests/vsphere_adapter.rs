@@ -199,3 +199,49 @@ async fn dropping_the_receiver_stops_the_adapter_and_logs_out() {
     assert!(r.is_ok(), "{r:?}");
     assert_eq!(h.sim.session_count(), 0, "logged out");
 }
+
+fn tls_options() -> SimOptions {
+    SimOptions { tls: true, ..small() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_certificates_are_verified_by_default() {
+    let sim = Simulator::start(tls_options()).await.unwrap();
+    assert!(sim.url().starts_with("https://"));
+    let http = HttpClient::new(&TlsOptions::default(), Duration::from_secs(5), 1 << 20).unwrap();
+    let e = Session::login(&http, &sim.url(), sim.user(), &Secret::new(sim.password())).await.unwrap_err();
+    let chain = e.chain();
+    assert!(chain.contains("certificate"), "the cause names the certificate: {chain}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_file_makes_the_simulator_trusted() {
+    let sim = Simulator::start(tls_options()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, sim.ca_pem().unwrap()).unwrap();
+    let mut c = config(&sim, &dir, sim.password());
+    c.tls.ca_file = Some(ca);
+    let (tx, mut rx) = mpsc::channel(4);
+    let task = tokio::spawn(Adapter::new(c).unwrap().run(tx));
+    match next(&mut rx).await {
+        Observation::Inventory { endpoint, facts, .. } => {
+            assert!(endpoint.starts_with("https://127.0.0.1:"), "{endpoint}");
+            assert!(!facts.is_empty());
+        }
+        other => panic!("expected Inventory, got {other:?}"),
+    }
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insecure_accepts_the_self_signed_certificate() {
+    let sim = Simulator::start(tls_options()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&sim, &dir, sim.password());
+    c.tls.insecure = true;
+    let (tx, mut rx) = mpsc::channel(4);
+    let task = tokio::spawn(Adapter::new(c).unwrap().run(tx));
+    assert!(matches!(next(&mut rx).await, Observation::Inventory { .. }));
+    task.abort();
+}

@@ -125,7 +125,7 @@ impl Adapter {
             };
             live |= steady;
             if !err.is_retryable() {
-                tracing::error!(endpoint = %self.url, error = %err, "vSphere adapter stopped");
+                tracing::error!(endpoint = %self.url, error = %err.chain(), "vSphere adapter stopped");
                 return Err(err);
             }
             if steady {
@@ -137,12 +137,12 @@ impl Adapter {
             }
             if live {
                 live = false;
-                if tx.send(Observation::Disconnected { reason: err.to_string() }).await.is_err() {
+                if tx.send(Observation::Disconnected { reason: err.chain() }).await.is_err() {
                     return Ok(());
                 }
             }
             let delay = backoff.next_delay(&mut rand::thread_rng());
-            tracing::warn!(endpoint = %self.url, error = %err, retry_in_ms = delay.as_millis() as u64, "vSphere connection failed");
+            tracing::warn!(endpoint = %self.url, error = %err.chain(), retry_in_ms = delay.as_millis() as u64, "vSphere connection failed");
             tokio::time::sleep(delay).await;
         }
     }

@@ -51,6 +51,9 @@ pub struct SimOptions {
     pub port_prefix: String,
     pub user: String,
     pub password: String,
+    /// Serve HTTPS with a freshly generated self-signed certificate for `localhost` and
+    /// `127.0.0.1` (see [`SimHandle::ca_pem`]).
+    pub tls: bool,
 }
 
 impl Default for SimOptions {
@@ -66,6 +69,7 @@ impl Default for SimOptions {
             port_prefix: "eth".into(),
             user: "administrator@vsphere.local".into(),
             password: "netfold-sim".into(),
+            tls: false,
         }
     }
 }
@@ -122,7 +126,8 @@ impl Simulator {
             .await
             .map_err(|source| Error::Listen { addr: opts.listen.to_string(), source })?;
         let addr = listener.local_addr().map_err(|source| Error::Listen { addr: opts.listen.to_string(), source })?;
-        let handle = SimHandle { shared, addr, serving: Mutex::new(None), opts };
+        let tls = if opts.tls { Some(self_signed()?) } else { None };
+        let handle = SimHandle { shared, addr, serving: Mutex::new(None), opts, tls };
         handle.serve_on(listener);
         tracing::info!(%addr, "vCenter simulator listening");
         Ok(handle)
@@ -172,6 +177,24 @@ pub struct SimHandle {
     addr: SocketAddr,
     serving: Mutex<Option<(CancellationToken, tokio::task::JoinHandle<()>)>>,
     opts: SimOptions,
+    /// The certificate (PEM) and TLS acceptor when serving HTTPS.
+    tls: Option<(String, tokio_rustls::TlsAcceptor)>,
+}
+
+/// A self-signed certificate for `localhost` / `127.0.0.1` and an acceptor serving it.
+fn self_signed() -> Result<(String, tokio_rustls::TlsAcceptor)> {
+    let tls_err = |e: &dyn std::fmt::Display| Error::Sim(format!("cannot set up TLS: {e}"));
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .map_err(|e| tls_err(&e))?;
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_err(&e))?
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .map_err(|e| tls_err(&e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((ck.cert.pem(), tokio_rustls::TlsAcceptor::from(Arc::new(config))))
 }
 
 impl Drop for SimHandle {
@@ -185,9 +208,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl SimHandle {
-    /// `http://127.0.0.1:PORT/sdk`.
+    /// `http://127.0.0.1:PORT/sdk` (`https://` with [`SimOptions::tls`]).
     pub fn url(&self) -> String {
-        format!("http://{}/sdk", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}/sdk", self.addr)
+    }
+
+    /// The self-signed certificate (PEM) when serving HTTPS: a CA file for clients.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|(pem, _)| pem.as_str())
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -205,6 +234,7 @@ impl SimHandle {
     fn serve_on(&self, listener: TcpListener) {
         let token = CancellationToken::new();
         let app = router(self.shared.clone());
+        let acceptor = self.tls.as_ref().map(|(_, a)| a.clone());
         let t = token.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -220,10 +250,24 @@ impl SimHandle {
                 };
                 let svc = TowerToHyperService::new(app.clone());
                 let t = t.clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let serve = async {
+                        match acceptor {
+                            None => {
+                                let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                            Some(a) => match a.accept(stream).await {
+                                Ok(tls) => {
+                                    let _ = http.serve_connection(TokioIo::new(tls), svc).await;
+                                }
+                                Err(e) => tracing::debug!(error = %e, "simulator TLS handshake failed"),
+                            },
+                        }
+                    };
                     tokio::select! {
-                        _ = conn => {}
+                        _ = serve => {}
                         _ = t.cancelled() => {}
                     }
                 });
