@@ -27,6 +27,11 @@ def main():
     si = SmartConnect(protocol="http", host=host, port=port, user=user, pwd=pwd)
     content = si.RetrieveContent()
     print("API", content.about.apiType, content.about.apiVersion)
+    # The everyday pyVmomi idiom: a container view's `view`, then each object's properties.
+    hosts = content.viewManager.CreateContainerView(content.rootFolder, [vim.HostSystem], True)
+    print("HOSTS", " ".join(sorted(h.name for h in hosts.view)))
+    vms = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+    print("VM-NAMES", len({v.name for v in vms.view}))
     pc = content.propertyCollector
     view = content.viewManager.CreateContainerView(
         content.rootFolder, [vim.HostSystem, vim.VirtualMachine, vim.dvs.DistributedVirtualPortgroup], True

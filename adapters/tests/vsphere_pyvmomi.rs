@@ -52,6 +52,8 @@ async fn pyvmomi_lists_the_inventory_and_follows_updates() {
     for expected in [
         "INVALID-LOGIN Cannot complete login due to an incorrect user name or password.",
         "API VirtualCenter 8.0.2.0",
+        "HOSTS esx-01.sim.local esx-02.sim.local",
+        "VM-NAMES 6",
         "PNICS vmnic0 vmnic1 vmnic2 vmnic3",
         "DVPG dvpg-200 vim.dvs.VmwareDistributedVirtualSwitch.VlanIdSpec",
         "DVPG dvSwitch-DVUplinks vim.dvs.VmwareDistributedVirtualSwitch.TrunkVlanSpec",

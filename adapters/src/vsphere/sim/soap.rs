@@ -272,13 +272,25 @@ fn dispatch(world: &World, sess: &mut SimSession, method: &str, req: &Node, this
             sess.filters.remove(this);
             ok(method, "")
         }
-        "RetrievePropertiesEx" => {
+        "RetrievePropertiesEx" | "RetrieveProperties" => {
             let mut objects = Vec::new();
             for s in req.all("specSet") {
                 let Some(spec) = parse_spec(s, sess) else { return Some(invalid_argument("specSet")) };
+                if let Target::Object(kind, id) = &spec.target {
+                    if kind == "ContainerView" {
+                        objects.extend(view_content(world, sess, &spec, id));
+                        continue;
+                    }
+                }
                 for (kind, id) in targets(world, &spec) {
                     objects.push(object_content(world, &spec, kind, &id));
                 }
+            }
+            if method == "RetrieveProperties" {
+                // The pre-Ex call: every `ObjectContent` is a `returnval` of its own, no paging.
+                let inner: String =
+                    objects.iter().map(|o| format!("<returnval>{}</returnval>", strip_objects(o))).collect();
+                return Some(ok(method, &inner));
             }
             let max = req
                 .child("options")
@@ -292,6 +304,33 @@ fn dispatch(world: &World, sess: &mut SimSession, method: &str, req: &Node, this
             let token = req.text_of("token").unwrap_or_default().trim().to_string();
             let Some((size, rest)) = sess.tokens.remove(&token) else { return Some(invalid_argument("token")) };
             page(sess, method, rest, size)
+        }
+        "Fetch" => {
+            // pyVmomi's property accessor: one property of one object.
+            let kind = req.child("_this").and_then(|t| t.type_attr.clone()).unwrap_or_default();
+            let prop = req.text_of("prop").unwrap_or_default().trim().to_string();
+            if kind == "ContainerView" && prop == "view" {
+                let Some(types) = sess.views.get(this) else { return Some(invalid_argument("_this")) };
+                let inner: String = world
+                    .objects(types)
+                    .into_iter()
+                    .map(|(k, id, _)| format!("<returnval type=\"{k}\">{}</returnval>", escape(&id)))
+                    .collect();
+                return Some(ok(method, &inner));
+            }
+            match world.render(&kind, this, &prop) {
+                Some(v) => ok(method, &value_xml("returnval", &prop, &v)),
+                None if world.gen_of(&kind, this).is_none() => fault(
+                    "The object has already been deleted or has not been completely created",
+                    "ManagedObjectNotFound",
+                    &format!("<obj type=\"{}\">{}</obj>", escape(&kind), escape(this)),
+                ),
+                None => fault(
+                    &format!("{prop} is not served by the simulator"),
+                    "InvalidProperty",
+                    &format!("<name>{}</name>", escape(&prop)),
+                ),
+            }
         }
         "QueryNetworkHint" => match world.hosts.values().find(|h| h.network_system == this) {
             Some(h) => ok(method, &render_hints(h)),
@@ -375,6 +414,30 @@ fn targets(world: &World, spec: &Spec) -> Vec<(&'static str, String)> {
             }
         }
     }
+}
+
+/// `<objects>…</objects>` → `…`.
+fn strip_objects(o: &str) -> &str {
+    o.strip_prefix("<objects>").and_then(|o| o.strip_suffix("</objects>")).unwrap_or(o)
+}
+
+/// A container view's own `view` property: the morefs of the objects it shows.
+fn view_content(world: &World, sess: &SimSession, spec: &Spec, id: &str) -> Option<String> {
+    let types = sess.views.get(id)?;
+    let mut s = format!("<objects><obj type=\"ContainerView\">{}</obj>", escape(id));
+    if paths_for(spec, "ContainerView").contains(&"view") {
+        s.push_str("<propSet><name>view</name><val xsi:type=\"ArrayOfManagedObjectReference\">");
+        for (kind, oid, _) in world.objects(types) {
+            let _ = write!(
+                s,
+                "<ManagedObjectReference type=\"{kind}\" xsi:type=\"ManagedObjectReference\">{}</ManagedObjectReference>",
+                escape(&oid)
+            );
+        }
+        s.push_str("</val></propSet>");
+    }
+    s.push_str("</objects>");
+    Some(s)
 }
 
 fn object_content(world: &World, spec: &Spec, kind: &str, id: &str) -> String {
