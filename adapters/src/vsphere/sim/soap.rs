@@ -141,7 +141,7 @@ pub async fn handle(shared: Arc<Shared>, headers: HeaderMap, body: axum::body::B
         Err(e) => return invalid_argument(&e.to_string()),
     };
     let this = req.text_of("_this").unwrap_or_default().trim().to_string();
-    let method = req.name.clone();
+    let method = req.name.to_string();
     match method.as_str() {
         "RetrieveServiceContent" => return ok(&method, &service_content()),
         "Login" => return login(&shared, &req),
@@ -206,7 +206,7 @@ fn service_content() -> String {
         .to_string()
 }
 
-fn login(shared: &Shared, req: &Node) -> Response {
+fn login(shared: &Shared, req: &Node<'_>) -> Response {
     let user = req.text_of("userName").unwrap_or_default();
     let password = req.text_of("password").unwrap_or_default();
     if user != shared.user || password != shared.password {
@@ -248,7 +248,7 @@ fn rfc3339_now() -> String {
 }
 
 /// Methods answered under the world lock. `None` for `Logout` and unknown methods.
-fn dispatch(world: &World, sess: &mut SimSession, method: &str, req: &Node, this: &str) -> Option<Response> {
+fn dispatch(world: &World, sess: &mut SimSession, method: &str, req: &Node<'_>, this: &str) -> Option<Response> {
     Some(match method {
         "CreateContainerView" => {
             let types: Vec<String> = req.all("type").map(|t| t.text.trim().to_string()).collect();
@@ -363,7 +363,7 @@ fn page(sess: &mut SimSession, method: &str, mut objects: Vec<String>, size: usi
     ok(method, &inner)
 }
 
-fn parse_spec(s: &Node, sess: &SimSession) -> Option<Spec> {
+fn parse_spec(s: &Node<'_>, sess: &SimSession) -> Option<Spec> {
     let props = s
         .all("propSet")
         .map(|p| {
@@ -515,7 +515,7 @@ fn collect_updates(world: &World, f: &mut Filter, max: usize) -> (Vec<String>, b
     (out, truncated)
 }
 
-async fn wait_for_updates(shared: &Shared, cookie: &str, this: &str, req: &Node) -> Response {
+async fn wait_for_updates(shared: &Shared, cookie: &str, this: &str, req: &Node<'_>) -> Response {
     let version = req.text_of("version").unwrap_or_default().trim().to_string();
     let opts = req.child("options");
     let max_wait = opts.and_then(|o| o.text_of("maxWaitSeconds")).and_then(|v| v.trim().parse::<u64>().ok());
