@@ -145,7 +145,7 @@ async fn the_simulator_answers_raw_soap_like_vcenter() {
     assert_eq!(r.status(), 500);
     assert!(matches!(codec::decode_login(&r.bytes().await.unwrap(), "u", "x"), Err(Error::InvalidLogin { .. })));
 
-    let r = post(codec::login(&sm, sim.user(), sim.password()), None).await.unwrap();
+    let r = post(codec::login(&sm, sim.user(), &sim.password()), None).await.unwrap();
     assert_eq!(r.status(), 200);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
     assert!(cookie.starts_with("vmware_soap_session=\""));
@@ -220,7 +220,7 @@ async fn a_ca_file_makes_the_simulator_trusted() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, sim.ca_pem().unwrap()).unwrap();
-    let mut c = config(&sim, &dir, sim.password());
+    let mut c = config(&sim, &dir, &sim.password());
     c.tls.ca_file = Some(ca);
     let (tx, mut rx) = mpsc::channel(4);
     let task = tokio::spawn(Adapter::new(c).unwrap().run(tx));
@@ -238,10 +238,24 @@ async fn a_ca_file_makes_the_simulator_trusted() {
 async fn insecure_accepts_the_self_signed_certificate() {
     let sim = Simulator::start(tls_options()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut c = config(&sim, &dir, sim.password());
+    let mut c = config(&sim, &dir, &sim.password());
     c.tls.insecure = true;
     let (tx, mut rx) = mpsc::channel(4);
     let task = tokio::spawn(Adapter::new(c).unwrap().run(tx));
     assert!(matches!(next(&mut rx).await, Observation::Inventory { .. }));
     task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_rotated_while_live_reports_disconnected_then_stops() {
+    let mut h = start(small(), |_| {}).await;
+    inventory(&mut h.rx).await;
+    h.sim.set_password("rotated");
+    h.sim.drop_sessions();
+    match next(&mut h.rx).await {
+        Observation::Disconnected { reason } => assert!(reason.contains("incorrect user name or password"), "{reason}"),
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+    let r = tokio::time::timeout(DEADLINE, h.task).await.expect("stops").expect("joins");
+    assert!(matches!(r, Err(Error::InvalidLogin { .. })), "{r:?}");
 }

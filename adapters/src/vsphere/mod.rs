@@ -126,6 +126,10 @@ impl Adapter {
             live |= steady;
             if !err.is_retryable() {
                 tracing::error!(endpoint = %self.url, error = %err.chain(), "vSphere adapter stopped");
+                if live {
+                    // The engine must learn the session is gone (its grace period starts).
+                    let _ = tx.send(Observation::Disconnected { reason: err.chain() }).await;
+                }
                 return Err(err);
             }
             if steady {

@@ -37,7 +37,7 @@ pub fn config(sim: &SimHandle, dir: &tempfile::TempDir, password: &str) -> Confi
 pub async fn start(opts: SimOptions, tweak: impl FnOnce(&mut Config)) -> Harness {
     let sim = Simulator::start(opts).await.expect("simulator starts");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut c = config(&sim, &dir, sim.password());
+    let mut c = config(&sim, &dir, &sim.password());
     tweak(&mut c);
     let (tx, rx) = mpsc::channel(64);
     let adapter = Adapter::new(c).expect("adapter builds");

@@ -92,7 +92,7 @@ pub(crate) struct Shared {
     /// `WaitForUpdatesEx` calls parked waiting for a change.
     parked: std::sync::atomic::AtomicUsize,
     user: String,
-    password: String,
+    password: Mutex<String>,
 }
 
 impl Shared {
@@ -120,7 +120,7 @@ impl Simulator {
             hang: watch::channel(false).0,
             parked: std::sync::atomic::AtomicUsize::new(0),
             user: opts.user.clone(),
-            password: opts.password.clone(),
+            password: Mutex::new(opts.password.clone()),
         });
         let listener = TcpListener::bind(opts.listen)
             .await
@@ -227,8 +227,14 @@ impl SimHandle {
         &self.opts.user
     }
 
-    pub fn password(&self) -> &str {
-        &self.opts.password
+    /// The current password (see [`SimHandle::set_password`]).
+    pub fn password(&self) -> String {
+        lock(&self.shared.password).clone()
+    }
+
+    /// Changes the password (as an operator rotating it); live sessions stay valid.
+    pub fn set_password(&self, password: &str) {
+        *lock(&self.shared.password) = password.to_string();
     }
 
     fn serve_on(&self, listener: TcpListener) {

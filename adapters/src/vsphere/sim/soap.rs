@@ -209,7 +209,8 @@ fn service_content() -> String {
 fn login(shared: &Shared, req: &Node<'_>) -> Response {
     let user = req.text_of("userName").unwrap_or_default();
     let password = req.text_of("password").unwrap_or_default();
-    if user != shared.user || password != shared.password {
+    let expected = shared.password.lock().map(|p| p.clone()).unwrap_or_default();
+    if user != shared.user || password != expected {
         return fault("Cannot complete login due to an incorrect user name or password.", "InvalidLogin", "");
     }
     let cookie = super::random_hex(20);
