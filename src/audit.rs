@@ -118,9 +118,17 @@ pub fn print_desired(st: &State, switch: Option<&str>) {
             let names: Vec<String> = reasons
                 .iter()
                 .take(3)
-                .map(|r| match &r.vnic {
-                    Some(v) => format!("{}:{} on {}@{}", r.hypervisor, v.vm_name, r.network, r.host),
-                    None => format!("{}:network {}@{}", r.hypervisor, r.network, r.host),
+                .map(|r| {
+                    // Human names where the facts have them, ids otherwise.
+                    let facts = st.facts_of(&r.hypervisor);
+                    let host = facts.and_then(|f| f.host(&r.host)).map_or(r.host.as_str(), |h| h.name.as_str());
+                    let net = facts
+                        .and_then(|f| f.network(&r.host, &r.network))
+                        .map_or(r.network.as_str(), |n| n.name.as_str());
+                    match &r.vnic {
+                        Some(v) => format!("{}: VM {} on {net} at {host}", r.hypervisor, v.vm_name),
+                        None => format!("{}: network {net} at {host}", r.hypervisor),
+                    }
                 })
                 .collect();
             let more = if reasons.len() > 3 { format!(" (+{} more)", reasons.len() - 3) } else { String::new() };

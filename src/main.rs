@@ -2,8 +2,15 @@
 //! parses arguments, installs the tracing subscriber, dispatches, and turns any error into one
 //! clear paragraph and a non-zero exit.
 
+mod agent;
 mod audit;
 mod cli;
+mod config;
+mod demo;
+mod http;
+mod metrics;
+mod run;
+mod sim;
 
 use std::process::ExitCode;
 
@@ -13,7 +20,8 @@ use cli::{Cli, Command, LogFormat};
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Human => builder.with_target(false).init(),
         LogFormat::Json => builder.json().init(),
@@ -22,7 +30,12 @@ fn init_tracing(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    // `run` may set the format in its config; a bad config is reported by `run` itself.
+    let from_config = match &cli.command {
+        Command::Run { config } => config::load(config).ok().and_then(|p| p.log_format),
+        _ => None,
+    };
+    init_tracing(cli.log_format.or(from_config).unwrap_or(LogFormat::Human));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -50,8 +63,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Why { data, port, vlan, at, json } => audit::why(&data, &port, vlan, at, json),
         Command::Diff { data, from, to } => audit::diff(&data, &from, &to),
         Command::Verify { data } => audit::verify(&data),
-        Command::Run { .. } | Command::Demo(_) | Command::Config { .. } | Command::Sim { .. } => {
-            anyhow::bail!("this command is not wired yet in this build")
-        }
+        Command::Run { config } => run::run(&config).await,
+        Command::Config { command: cli::ConfigCommand::Check { config } } => run::check(&config),
+        Command::Sim { sim } => sim::run(sim).await,
+        Command::Demo(args) => demo::run(args).await,
     }
 }

@@ -4,9 +4,13 @@
 //! - [`common`]: what every adapter shares — secrets (never logged), TLS options, the HTTP client.
 //! - [`vsphere`]: VMware vSphere (SOAP `urn:vim25`) adapter and vCenter simulator.
 //! - [`xen`]: Citrix XenServer / XCP-ng over XenAPI XML-RPC, with a pool simulator.
+//! - [`ovs`]: Open vSwitch over OVSDB (RFC 7047) as a managed switch.
+//! - [`eapi`]: Arista EOS eAPI as a managed switch, and its fixture server `eapi::sim`.
 //!
 //! Adapters report [`engine::Observation`]s; they never write events and know nothing of the log.
 
 pub mod common;
+pub mod eapi;
+pub mod ovs;
 pub mod vsphere;
 pub mod xen;

@@ -12,9 +12,9 @@ use engine::{Change, Fact, FactKey, NeighbourSource, Observation, SwitchPort, Vl
 use tokio::sync::mpsc;
 
 /// The change → delta bound. Asserted as 100 ms in optimised builds (`cargo test --release`);
-/// an unoptimised build decodes XML-RPC roughly 20× slower, so it is held to 500 ms there.
-const DELTA_BOUND: Duration =
-    if cfg!(debug_assertions) { Duration::from_millis(500) } else { Duration::from_millis(100) };
+/// an unoptimised build decodes XML-RPC some 20× slower (a VLAN added on 50 hosts is a 400 kB
+/// batch), so it is held to 1 s there.
+const DELTA_BOUND: Duration = if cfg!(debug_assertions) { Duration::from_secs(1) } else { Duration::from_millis(100) };
 
 /// Generous bound for real-network effects (reconnects, big inventories in debug builds).
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -73,6 +73,10 @@ async fn delta_after(
     }
 }
 
+/// The two 50-host tests take turns: on a 2-core machine they would otherwise measure each
+/// other.
+static BIG: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn big() -> SimOptions {
     SimOptions { hosts: 50, vms_per_host: 20, vlans: 10, ..SimOptions::default() }
 }
@@ -83,6 +87,7 @@ fn count(facts: &[Fact], f: impl Fn(&Fact) -> bool) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initial_inventory_of_50_hosts_and_1000_vms() {
+    let _turn = BIG.lock().await;
     let mut r = start(big()).await;
     let t0 = Instant::now();
     let (endpoint, facts) = inventory(&mut r.rx).await;
@@ -116,6 +121,7 @@ async fn initial_inventory_of_50_hosts_and_1000_vms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_change_arrives_as_the_exact_delta_within_100ms() {
+    let _turn = BIG.lock().await;
     let mut r = start(big()).await;
     let (_, facts) = inventory(&mut r.rx).await;
     let hosts = r.sim.hosts();
@@ -269,4 +275,32 @@ async fn bad_password_stops_with_a_clear_error_and_no_retry_loop() {
     assert!(!text.contains("wrong"), "the password must not appear: {text}");
     assert!(rx.recv().await.is_none(), "no observation for a pool never reached");
     assert_eq!(sim.last_event(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_event_token_surfaces_as_a_full_reread() {
+    use adapters::common::{Secret, TlsOptions};
+    use adapters::xen::client::{Client, Session};
+    use adapters::xen::Recovery;
+    let sim = Simulator::start(SimOptions::default()).await.unwrap();
+    let client =
+        Client::new(sim.url(), &TlsOptions::default(), Duration::from_secs(5), Duration::from_secs(10), 1 << 20)
+            .unwrap();
+    let session = Session::login(client, &sim.user(), &Secret::new(sim.password())).await.unwrap();
+    let err = session.event_from(&["VM"], "not-a-token", 1.0).await.unwrap_err();
+    assert_eq!(err.code(), Some("EVENT_FROM_TOKEN_PARSE_FAILURE"), "{err}");
+    assert_eq!(err.recovery(), Recovery::Reread);
+    let err = session.get_all_records("no_such_class").await.unwrap_err();
+    assert_eq!(err.code(), Some("MESSAGE_METHOD_UNKNOWN"), "{err}");
+    session.logout().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_over_the_size_limit_stops_with_a_clear_error() {
+    let sim = Simulator::start(SimOptions { hosts: 4, vms_per_host: 10, ..SimOptions::default() }).await.unwrap();
+    let (mut c, _dir) = config(&sim, &sim.password());
+    c.max_body_bytes = 4096;
+    let (tx, _rx) = mpsc::channel(8);
+    let err = tokio::time::timeout(DEADLINE, Adapter::new(c).unwrap().run(tx)).await.expect("returns").unwrap_err();
+    assert!(err.to_string().contains("exceeds the 4096-byte limit"), "{err}");
 }

@@ -8,7 +8,8 @@
 //! - [`record`]: how events are stored in the log (schema versions, upcasting).
 //! - [`projector`]: the pure fold of events into [`projector::State`] — statuses, facts and
 //!   desired state, incrementally; queries (`desired`, `desired_for`, `why`, `facts_of`,
-//!   `status`); deterministic bytes for snapshots and replay checks (`encode`, `state_hash`).
+//!   `status`, `desired_shared` for publishing); deterministic bytes for snapshots and replay
+//!   checks (`encode`, `decode`, `state_hash`).
 //! - [`session`]: the pure per-hypervisor state machine (`Session::step`) turning observations
 //!   and grace timers into events and operator notices.
 //! - [`config`]: grace periods, [`config::Policy`] (powered-off VMs, VM-less networks, static
@@ -19,8 +20,14 @@
 //!   grace that ran out while down, timers re-armed from the log); `attach(id, kind)` → an
 //!   `mpsc::Sender<Observation>`; `observe(id, kind, obs).await` → [`runtime::Outcome`];
 //!   `desired()` → `watch::Receiver<Arc<Desired>>`; `state()` → [`runtime::SharedState`];
-//!   `shutdown().await` (in-flight appends complete, a final snapshot is saved).
+//!   `shutdown().await` (the command being handled completes its append; a final snapshot is
+//!   saved; observations still queued are dropped — adapters resync with a full inventory).
+//!   `metrics()` counts appended events, refused pieces, held-back mass removals, hollow
+//!   inventories, append failures and snapshots.
 //! - [`error`]: [`Error`] (what the runtime failed to do) and [`Invalid`] (what was refused).
+//! - [`switch`]: the switch boundary trait, its operations and outcomes, and `MemorySwitch`.
+//! - [`plan`]: the pure reconcile planner (policy, ownership, blast-radius guard).
+//! - [`reconciler`]: the async shell that runs the planner per switch, with audit and ledger.
 //!
 //! The pure core (projector, session state machine, planner) does no IO and reads no clock; the
 //! async shell that runs it only wires.
@@ -33,10 +40,13 @@ pub mod event;
 pub mod fact;
 pub mod ids;
 pub mod observe;
+pub mod plan;
 pub mod projector;
+pub mod reconciler;
 pub mod record;
 pub mod runtime;
 pub mod session;
+pub mod switch;
 
 pub use desired::{Desired, Reason, VnicRef};
 pub use error::{Error, Invalid, Result};

@@ -149,6 +149,11 @@ proptest! {
             s.apply(e);
             prop_assert_eq!(s.desired(), &s.recompute_desired(), "after seq {}", e.seq);
         }
+        for (port, vlans) in &s.desired().ports {
+            for (vlan, reasons) in vlans {
+                prop_assert_eq!(s.why(port, *vlan), reasons.iter().cloned().collect::<Vec<_>>());
+            }
+        }
     }
 
     #[test]

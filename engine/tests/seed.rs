@@ -281,3 +281,37 @@ async fn flapping_ten_times_within_grace_removes_nothing() -> anyhow::Result<()>
     engine.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test(start_paused = true)]
+async fn each_hypervisor_expires_on_its_own_grace_period() -> anyhow::Result<()> {
+    let (cap, _guard) = Capture::install();
+    let log = Arc::new(MemoryLog::<Recorded>::new());
+    let mut config = config();
+    config.grace_secs_per_hypervisor.insert(hv("xen217"), 30);
+    let engine = Engine::start(log.clone(), config, clock_at(T0)).await?;
+
+    // Given two hypervisors, xen217 with a 30 s grace period, vc-east with the default 180 s.
+    engine.observe(hv("xen217"), XEN, inventory(host_facts("x1", "ethernet1/1/1", &[("n", 7)]))).await?;
+    engine.observe(hv("vc-east"), VMWARE, inventory(host_facts("h1", "ethernet1/1/2", &[("pg", 8)]))).await?;
+
+    // When both are lost at the same moment and 30 s pass.
+    engine.observe(hv("xen217"), XEN, disconnected()).await?;
+    engine.observe(hv("vc-east"), VMWARE, disconnected()).await?;
+    advance(30).await;
+
+    // Then only xen217 has expired.
+    assert_eq!(
+        cap.operator_lines(),
+        vec![
+            info("Xen-Citrix:Lost connection to hypervisor xen217. Retrying..."),
+            info("VMware:Lost connection to hypervisor vc-east. Retrying..."),
+            warn("Xen-Citrix:Lost connection to hypervisor xen217. Removing learnt information."),
+        ]
+    );
+    assert_eq!(vlans(&engine.desired().borrow()), expect(&[("ethernet1/1/2", &[8])]));
+    advance(150).await;
+    assert_eq!(cap.operator_lines().len(), 4);
+    assert!(engine.desired().borrow().ports.is_empty());
+    engine.shutdown().await?;
+    Ok(())
+}

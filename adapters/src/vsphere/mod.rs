@@ -17,8 +17,8 @@
 //!   exponential backoff and jitter; a dropped session (`NotAuthenticated`) logs in again at
 //!   once. After every (re-)login a fresh full `Inventory` is sent; the engine diffs it.
 //! - [`sim::Simulator::start`]`(SimOptions) -> SimHandle` (URL, credentials, control methods)
-//!   and [`sim::serve`]`(SimOptions, shutdown)` for `netfold sim vcenter` (prints URL and
-//!   credentials, serves until `shutdown` completes).
+//!   and [`sim::serve`]`(SimOptions)` for `netfold sim vcenter` (prints URL and credentials,
+//!   serves until Ctrl-C; [`sim::serve_until`] takes the shutdown future).
 //!
 //! Layout: [`config`], [`client`] (the only module owning reqwest), [`codec`] (pure SOAP
 //! decoding/encoding), [`mapping`] (vendor data → facts), [`sim`], [`error`].

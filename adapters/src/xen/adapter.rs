@@ -7,7 +7,8 @@
 //!    └──── Relogin / Reread / FollowMaster(addr) <─────┤
 //!    └──── backoff (capped, jittered) <── Disconnected ┘ transport loss
 //! ```
-//! The policy is [`super::Error::recovery`]; the delay is [`Backoff`]; both are pure.
+//! The policy is [`Retry::step`] over [`super::Error::recovery`]; the delay is [`Backoff`]; all
+//! three are pure.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use crate::common::Secret;
 use super::client::{Client, Session};
 use super::config::Config;
 use super::error::{Error, Recovery, Result};
-use super::mapping::{self, Mirror, CLASSES};
+use super::mapping::{Facts, Mirror, CLASSES};
 
 /// Capped exponential backoff with jitter. Pure: the caller supplies the random draw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +50,87 @@ pub fn master_url(current: &str, master: &str) -> String {
     let scheme = current.split_once("://").map_or("https", |(s, _)| s);
     let host = if master.parse::<std::net::Ipv6Addr>().is_ok() { format!("[{master}]") } else { master.to_string() };
     format!("{scheme}://{host}")
+}
+
+/// What the run loop does after a connection ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Connect to `url` after `delay` (zero: at once), first reporting `disconnected` if set.
+    Connect { url: String, delay: Duration, disconnected: Option<String> },
+    /// Give up: report `disconnected` if set, then return the error.
+    Stop { disconnected: Option<String> },
+    /// The observation channel is closed: return `Ok`.
+    Done,
+}
+
+/// The run loop's pure state machine: where to connect next, how many failures in a row, and
+/// whether the engine currently believes the pool is connected (so `Disconnected` is reported
+/// once per outage). [`Retry::step`] is the only transition; it does no IO and reads no clock.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Retry {
+    url: String,
+    backoff: Backoff,
+    /// Failures since the last inventory (the backoff exponent).
+    attempt: u32,
+    /// `HOST_IS_SLAVE` redirects since the last inventory.
+    redirects: u32,
+    /// An inventory was reported and no `Disconnected` since.
+    live: bool,
+}
+
+/// Redirects followed at once before `HOST_IS_SLAVE` ping-pong is backed off.
+const MAX_QUICK_REDIRECTS: u32 = 3;
+
+impl Retry {
+    pub fn new(url: &str, backoff: Backoff) -> Self {
+        Self { url: url.to_string(), backoff, attempt: 0, redirects: 0, live: false }
+    }
+
+    /// The endpoint to connect to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A connection ended with `error`; `reported` says whether it had sent an inventory.
+    /// `jitter ∈ [0, 1]` is the random draw for the backoff.
+    pub fn step(&mut self, error: &Error, reported: bool, jitter: f64) -> Next {
+        if reported {
+            self.live = true;
+            self.attempt = 0;
+            self.redirects = 0;
+        }
+        if matches!(error, Error::ChannelClosed) {
+            return Next::Done;
+        }
+        let mut disconnected = None;
+        let pause = match error.recovery() {
+            Recovery::Stop => {
+                let disconnected = std::mem::take(&mut self.live).then(|| error.to_string());
+                return Next::Stop { disconnected };
+            }
+            Recovery::FollowMaster(master) => {
+                self.url = master_url(&self.url, &master);
+                self.redirects += 1;
+                self.redirects > MAX_QUICK_REDIRECTS
+            }
+            // At once when the connection had got going; otherwise back off (no hot loop).
+            Recovery::Relogin | Recovery::Reread => !reported,
+            Recovery::Reconnect => {
+                if std::mem::take(&mut self.live) {
+                    disconnected = Some(error.to_string());
+                }
+                true
+            }
+        };
+        let delay = if pause {
+            let d = self.backoff.delay(self.attempt, jitter);
+            self.attempt = self.attempt.saturating_add(1);
+            d
+        } else {
+            Duration::ZERO
+        };
+        Next::Connect { url: self.url.clone(), delay, disconnected }
+    }
 }
 
 /// The XenAPI adapter for one pool.
@@ -86,63 +168,42 @@ impl Adapter {
     }
 
     /// Runs until `tx` is closed (returns `Ok`) or a failure that retrying cannot fix (bad
-    /// credentials, unusable config: returns the error).
+    /// credentials, unusable config, a response over the size limit: returns the error).
     pub async fn run(self, tx: mpsc::Sender<Observation>) -> Result<()> {
-        let mut url = self.config.url.clone();
-        let mut attempt: u32 = 0;
-        let mut live = false;
-        let mut redirects = 0u32;
+        let mut retry = Retry::new(&self.config.url, self.backoff());
         loop {
+            let url = retry.url().to_string();
             let span = tracing::info_span!("xen_session", endpoint = %url);
             let Ended { error, reported } = self.connection(&url, &tx).instrument(span).await;
-            if reported {
-                live = true;
-                attempt = 0;
-                redirects = 0;
-            }
-            let recovery = error.recovery();
-            let pause = match &recovery {
-                Recovery::Stop => {
-                    if matches!(error, Error::ChannelClosed) {
-                        return Ok(());
-                    }
+            let next = retry.step(&error, reported, rand::random::<f64>());
+            match next {
+                Next::Done => return Ok(()),
+                Next::Stop { disconnected } => {
                     error!(endpoint = %url, error = %error, "XenAPI adapter stopped");
-                    if live {
-                        let _ = tx.send(Observation::Disconnected { reason: error.to_string() }).await;
+                    if let Some(reason) = disconnected {
+                        let _ = tx.send(Observation::Disconnected { reason }).await;
                     }
                     return Err(error);
                 }
-                Recovery::FollowMaster(master) => {
-                    let next = master_url(&url, master);
-                    info!(from = %url, to = %next, "pool member is a slave; following the master");
-                    url = next;
-                    redirects += 1;
-                    // A pool that keeps redirecting is backed off like a transport failure.
-                    redirects > 3
-                }
-                Recovery::Relogin | Recovery::Reread => {
-                    info!(endpoint = %url, error = %error, ?recovery, "re-reading the pool");
-                    // Immediate when the connection had got going; otherwise avoid a hot loop.
-                    !reported
-                }
-                Recovery::Reconnect => {
-                    warn!(endpoint = %url, error = %error, attempt, "XenAPI connection lost");
-                    if live {
-                        live = false;
-                        if tx.send(Observation::Disconnected { reason: error.to_string() }).await.is_err() {
+                Next::Connect { url: to, delay, disconnected } => {
+                    match error.recovery() {
+                        Recovery::Reconnect => warn!(from = %url, to = %to, error = %error, "XenAPI connection lost"),
+                        recovery => {
+                            info!(from = %url, to = %to, error = %error, ?recovery, "XenAPI session restarting")
+                        }
+                    }
+                    if let Some(reason) = disconnected {
+                        if tx.send(Observation::Disconnected { reason }).await.is_err() {
                             return Ok(());
                         }
                     }
-                    true
-                }
-            };
-            if pause {
-                let delay = self.backoff().delay(attempt, rand::random::<f64>());
-                attempt = attempt.saturating_add(1);
-                debug!(delay_ms = delay.as_millis() as u64, attempt, "backing off");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = tx.closed() => return Ok(()),
+                    if !delay.is_zero() {
+                        debug!(delay_ms = delay.as_millis() as u64, "backing off");
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = tx.closed() => return Ok(()),
+                        }
+                    }
                 }
             }
         }
@@ -172,7 +233,13 @@ impl Adapter {
         // Mark "now" in the event stream before reading, so event.from resumes without a gap.
         // Without a pool object (or event.inject) the empty token re-delivers every object.
         let mut token = match session.get_all("pool").await?.first() {
-            Some(pool) => session.event_inject("pool", pool).await?,
+            Some(pool) => match session.event_inject("pool", pool).await {
+                Ok(t) => t,
+                // A xapi without event.inject: the empty token re-delivers every object, which
+                // the mirror absorbs without a change.
+                Err(e) if e.code() == Some("MESSAGE_METHOD_UNKNOWN") => String::new(),
+                Err(e) => return Err(e),
+            },
             None => String::new(),
         };
         let mut mirror = Mirror::default();
@@ -181,17 +248,11 @@ impl Adapter {
                 mirror.upsert(class, &r, &rec);
             }
         }
-        let (mut facts, mut rejected) = mirror.facts();
+        let mut facts = Facts::full(&mut mirror);
+        let rejected = facts.rejected();
         info!(facts = facts.len(), rejected = rejected.len(), "XenAPI inventory read");
-        send(
-            tx,
-            Observation::Inventory {
-                endpoint: url.to_string(),
-                facts: facts.values().cloned().collect(),
-                rejected: rejected.clone(),
-            },
-        )
-        .await?;
+        send(tx, Observation::Inventory { endpoint: url.to_string(), facts: facts.all().cloned().collect(), rejected })
+            .await?;
         *reported = true;
         loop {
             let batch = session.event_from(&CLASSES, &token, c.event_timeout_secs).await?;
@@ -202,15 +263,11 @@ impl Adapter {
             for e in &batch.events {
                 mirror.apply(e);
             }
-            let (next, next_rejected) = mirror.facts();
-            let changes = mapping::diff(&facts, &next);
-            let fresh = mapping::new_rejections(&rejected, &next_rejected);
+            let (changes, fresh) = facts.update(&mut mirror);
             debug!(events = batch.events.len(), changes = changes.len(), rejected = fresh.len(), "event batch");
             if !changes.is_empty() || !fresh.is_empty() {
                 send(tx, Observation::Delta { changes, rejected: fresh }).await?;
             }
-            facts = next;
-            rejected = next_rejected;
         }
     }
 }
@@ -242,6 +299,86 @@ mod tests {
         assert_eq!(b.delay(10, 1.0), Duration::from_secs(2));
         assert_eq!(b.delay(u32::MAX, 0.0), Duration::from_secs(1));
         assert_eq!(b.delay(0, 0.0), Duration::from_millis(50));
+    }
+
+    fn transport() -> Error {
+        Error::Status { method: "event.from".into(), url: "http://a".into(), status: 502 }
+    }
+
+    fn api(code: &str, params: &[&str]) -> Error {
+        Error::api("event.from", std::iter::once(code).chain(params.iter().copied()).map(String::from).collect())
+    }
+
+    fn retry() -> Retry {
+        Retry::new("http://a:1", Backoff { min: Duration::from_millis(100), max: Duration::from_secs(1) })
+    }
+
+    fn delay(n: &Next) -> Duration {
+        match n {
+            Next::Connect { delay, .. } => *delay,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_disconnected_per_outage_and_capped_growing_delays() {
+        let mut r = retry();
+        let first = r.step(&transport(), true, 1.0);
+        assert!(matches!(&first, Next::Connect { disconnected: Some(_), .. }), "{first:?}");
+        let delays: Vec<Duration> = std::iter::once(delay(&first))
+            .chain((0..5).map(|_| {
+                let n = r.step(&transport(), false, 1.0);
+                assert!(matches!(n, Next::Connect { disconnected: None, .. }), "reported once: {n:?}");
+                delay(&n)
+            }))
+            .collect();
+        let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [100, 200, 400, 800, 1000, 1000]);
+        // Back: the next outage is reported again and starts from the shortest delay.
+        let n = r.step(&transport(), true, 1.0);
+        assert_eq!(
+            n,
+            Next::Connect {
+                url: "http://a:1".into(),
+                delay: Duration::from_millis(100),
+                disconnected: Some(transport().to_string())
+            }
+        );
+    }
+
+    #[test]
+    fn session_invalid_reconnects_at_once_but_never_hot_loops() {
+        let mut r = retry();
+        let n = r.step(&api("SESSION_INVALID", &["OpaqueRef:x"]), true, 1.0);
+        assert_eq!(n, Next::Connect { url: "http://a:1".into(), delay: Duration::ZERO, disconnected: None });
+        // Failing again before any inventory: backed off.
+        assert!(delay(&r.step(&api("SESSION_INVALID", &[]), false, 1.0)) > Duration::ZERO);
+        assert!(delay(&r.step(&api("EVENT_FROM_TOKEN_PARSE_FAILURE", &["t"]), false, 1.0)) > Duration::ZERO);
+    }
+
+    #[test]
+    fn host_is_slave_follows_the_master_and_ping_pong_is_backed_off() {
+        let mut r = retry();
+        for i in 0..MAX_QUICK_REDIRECTS {
+            let n = r.step(&api("HOST_IS_SLAVE", &[if i % 2 == 0 { "10.0.0.2:1" } else { "a:1" }]), false, 1.0);
+            assert_eq!(delay(&n), Duration::ZERO);
+        }
+        assert_eq!(r.url(), "http://10.0.0.2:1");
+        let n = r.step(&api("HOST_IS_SLAVE", &["a:1"]), false, 1.0);
+        assert!(delay(&n) > Duration::ZERO, "{n:?}");
+        assert_eq!(r.url(), "http://a:1");
+    }
+
+    #[test]
+    fn bad_credentials_stop_and_a_closed_channel_ends() {
+        let mut r = retry();
+        let auth = Error::AuthenticationFailed { url: "http://a:1".into(), user: "root".into() };
+        assert_eq!(r.step(&auth, false, 0.5), Next::Stop { disconnected: None });
+        let mut r = retry();
+        assert!(matches!(r.step(&transport(), true, 0.5), Next::Connect { .. }));
+        r.step(&api("SESSION_INVALID", &[]), true, 0.5);
+        assert!(matches!(r.step(&auth, false, 0.5), Next::Stop { disconnected: Some(_) }));
+        assert_eq!(retry().step(&Error::ChannelClosed, true, 0.5), Next::Done);
     }
 
     #[test]

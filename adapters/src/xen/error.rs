@@ -72,7 +72,9 @@ impl Error {
     pub(crate) fn api(method: &str, desc: Vec<String>) -> Self {
         let mut it = desc.into_iter();
         let code = it.next().unwrap_or_else(|| "UNKNOWN_ERROR".to_string());
-        Error::Api { method: method.to_string(), code, params: it.collect() }
+        // SESSION_INVALID names the session ref, a credential: it never reaches a log line.
+        let params = if code == "SESSION_INVALID" { it.map(|_| "***".to_string()).collect() } else { it.collect() };
+        Error::Api { method: method.to_string(), code, params }
     }
 
     /// The XenAPI error code, when xapi returned one.
@@ -125,5 +127,12 @@ mod tests {
         assert_eq!(api(&["SESSION_AUTHENTICATION_FAILED"]).recovery(), Recovery::Stop);
         assert_eq!(api(&["INTERNAL_ERROR", "boom"]).recovery(), Recovery::Reconnect);
         assert_eq!(api(&[]).code(), Some("UNKNOWN_ERROR"));
+    }
+
+    #[test]
+    fn session_refs_never_appear_in_error_text() {
+        let e = api(&["SESSION_INVALID", "OpaqueRef:secret-session"]);
+        assert!(!e.to_string().contains("secret-session"), "{e}");
+        assert!(e.to_string().contains("SESSION_INVALID"));
     }
 }

@@ -169,6 +169,54 @@ pub struct Mirror {
     pub master: Option<String>,
     /// Records that could not be read, by (class, ref): reported with the facts.
     pub bad: BTreeMap<(String, String), Rejected>,
+    /// Which parts of the fact set the records changed since [`Mirror::take_dirty`].
+    dirty: Parts,
+}
+
+/// The three parts of the fact set, each derived from a few classes: hosts (host), links
+/// (host, network, PIF, VLAN, PIF_metrics → uplinks and networks), vnics (host, VM, VIF,
+/// network). A record change marks only the parts that read it, and only when a field the
+/// mapping reads changed (a VM's `VIFs` set growing marks nothing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Parts {
+    pub hosts: bool,
+    pub links: bool,
+    pub vnics: bool,
+}
+
+impl Parts {
+    pub const ALL: Parts = Parts { hosts: true, links: true, vnics: true };
+
+    fn of(class: &str) -> Parts {
+        match class {
+            "host" => Parts::ALL,
+            "vm" | "vif" => Parts { vnics: true, ..Parts::default() },
+            "network" => Parts { links: true, vnics: true, ..Parts::default() },
+            "pif" | "vlan" | "pif_metrics" => Parts { links: true, ..Parts::default() },
+            _ => Parts::default(),
+        }
+    }
+
+    fn add(&mut self, o: Parts) {
+        self.hosts |= o.hosts;
+        self.links |= o.links;
+        self.vnics |= o.vnics;
+    }
+
+    pub fn any(&self) -> bool {
+        self.hosts || self.links || self.vnics
+    }
+}
+
+/// Stores `v` under `r`; true when that changed anything.
+fn put<T: PartialEq>(map: &mut HashMap<String, T>, r: String, v: T) -> bool {
+    match map.get(&r) {
+        Some(old) if *old == v => false,
+        _ => {
+            map.insert(r, v);
+            true
+        }
+    }
 }
 
 impl Mirror {
@@ -190,90 +238,94 @@ impl Mirror {
     fn read(&mut self, class: &str, r: &str, rec: &Value) -> Result<(), Rejected> {
         let f = Fields::new(class, r, rec)?;
         let r = r.to_string();
-        match class {
-            "pool" => self.master = Some(f.str("master")?),
-            "host" => {
-                self.hosts.insert(r, Host { uuid: f.str("uuid")?, name_label: f.str("name_label")? });
+        let changed = match class {
+            "pool" => {
+                self.master = Some(f.str("master")?);
+                false
             }
-            "vm" => {
-                self.vms.insert(
-                    r,
-                    Vm {
-                        uuid: f.str("uuid")?,
-                        name_label: f.str("name_label")?,
-                        power_state: f.str("power_state")?,
-                        resident_on: f.str_or("resident_on", NULL_REF),
-                        affinity: f.str_or("affinity", NULL_REF),
-                        is_a_template: f.bool("is_a_template")?,
-                        is_a_snapshot: f.bool("is_a_snapshot").unwrap_or(false),
-                        is_control_domain: f.bool("is_control_domain")?,
-                    },
-                );
-            }
-            "vif" => {
-                self.vifs.insert(
-                    r,
-                    Vif {
-                        uuid: f.str("uuid")?,
-                        device: f.str("device")?,
-                        mac: f.str("MAC")?,
-                        vm: f.str("VM")?,
-                        network: f.str("network")?,
-                        currently_attached: f.bool("currently_attached")?,
-                    },
-                );
-            }
-            "network" => {
-                self.networks.insert(r, Network { uuid: f.str("uuid")?, name_label: f.str("name_label")? });
-            }
-            "pif" => {
-                self.pifs.insert(
-                    r,
-                    Pif {
-                        uuid: f.str("uuid")?,
-                        device: f.str("device")?,
-                        mac: f.str("MAC")?,
-                        host: f.str("host")?,
-                        network: f.str("network")?,
-                        vlan: f.int("VLAN")?,
-                        vlan_master_of: f.str_or("VLAN_master_of", NULL_REF),
-                        physical: f.bool("physical")?,
-                        metrics: f.str_or("metrics", NULL_REF),
-                    },
-                );
-            }
-            "vlan" => {
-                self.vlans.insert(
-                    r,
-                    Vlan {
-                        uuid: f.str("uuid")?,
-                        tag: f.int("tag")?,
-                        tagged_pif: f.str("tagged_PIF")?,
-                        untagged_pif: f.str("untagged_PIF")?,
-                    },
-                );
-            }
-            "pif_metrics" => {
-                self.metrics.insert(r, PifMetrics { other_config: f.string_map("other_config") });
-            }
-            _ => {}
+            "host" => put(&mut self.hosts, r, Host { uuid: f.str("uuid")?, name_label: f.str("name_label")? }),
+            "vm" => put(
+                &mut self.vms,
+                r,
+                Vm {
+                    uuid: f.str("uuid")?,
+                    name_label: f.str("name_label")?,
+                    power_state: f.str("power_state")?,
+                    resident_on: f.str_or("resident_on", NULL_REF),
+                    affinity: f.str_or("affinity", NULL_REF),
+                    is_a_template: f.bool("is_a_template")?,
+                    is_a_snapshot: f.bool("is_a_snapshot").unwrap_or(false),
+                    is_control_domain: f.bool("is_control_domain")?,
+                },
+            ),
+            "vif" => put(
+                &mut self.vifs,
+                r,
+                Vif {
+                    uuid: f.str("uuid")?,
+                    device: f.str("device")?,
+                    mac: f.str("MAC")?,
+                    vm: f.str("VM")?,
+                    network: f.str("network")?,
+                    currently_attached: f.bool("currently_attached")?,
+                },
+            ),
+            "network" => put(&mut self.networks, r, Network { uuid: f.str("uuid")?, name_label: f.str("name_label")? }),
+            "pif" => put(
+                &mut self.pifs,
+                r,
+                Pif {
+                    uuid: f.str("uuid")?,
+                    device: f.str("device")?,
+                    mac: f.str("MAC")?,
+                    host: f.str("host")?,
+                    network: f.str("network")?,
+                    vlan: f.int("VLAN")?,
+                    vlan_master_of: f.str_or("VLAN_master_of", NULL_REF),
+                    physical: f.bool("physical")?,
+                    metrics: f.str_or("metrics", NULL_REF),
+                },
+            ),
+            "vlan" => put(
+                &mut self.vlans,
+                r,
+                Vlan {
+                    uuid: f.str("uuid")?,
+                    tag: f.int("tag")?,
+                    tagged_pif: f.str("tagged_PIF")?,
+                    untagged_pif: f.str("untagged_PIF")?,
+                },
+            ),
+            "pif_metrics" => put(&mut self.metrics, r, PifMetrics { other_config: f.string_map("other_config") }),
+            _ => false,
+        };
+        if changed {
+            self.dirty.add(Parts::of(class));
         }
         Ok(())
+    }
+
+    /// The parts changed since the last call, and resets them.
+    pub fn take_dirty(&mut self) -> Parts {
+        std::mem::take(&mut self.dirty)
     }
 
     /// Forgets one record.
     pub fn remove(&mut self, class: &str, reference: &str) {
         let class = class.to_ascii_lowercase();
         self.bad.remove(&(class.clone(), reference.to_string()));
-        match class.as_str() {
-            "host" => drop(self.hosts.remove(reference)),
-            "vm" => drop(self.vms.remove(reference)),
-            "vif" => drop(self.vifs.remove(reference)),
-            "network" => drop(self.networks.remove(reference)),
-            "pif" => drop(self.pifs.remove(reference)),
-            "vlan" => drop(self.vlans.remove(reference)),
-            "pif_metrics" => drop(self.metrics.remove(reference)),
-            _ => {}
+        let removed = match class.as_str() {
+            "host" => self.hosts.remove(reference).is_some(),
+            "vm" => self.vms.remove(reference).is_some(),
+            "vif" => self.vifs.remove(reference).is_some(),
+            "network" => self.networks.remove(reference).is_some(),
+            "pif" => self.pifs.remove(reference).is_some(),
+            "vlan" => self.vlans.remove(reference).is_some(),
+            "pif_metrics" => self.metrics.remove(reference).is_some(),
+            _ => false,
+        };
+        if removed {
+            self.dirty.add(Parts::of(&class));
         }
     }
 
@@ -295,12 +347,30 @@ impl Mirror {
     pub fn facts(&self) -> (BTreeMap<FactKey, Fact>, Vec<Rejected>) {
         let mut facts = BTreeMap::new();
         let mut rejected: Vec<Rejected> = self.bad.values().cloned().collect();
+        for part in [Part::Hosts, Part::Links, Part::Vnics] {
+            self.part(part, &mut facts, &mut rejected);
+        }
+        rejected.sort_by(|a, b| (&a.what, &a.why).cmp(&(&b.what, &b.why)));
+        (facts, rejected)
+    }
+
+    /// Maps one part of the mirror.
+    pub fn part(&self, part: Part, facts: &mut BTreeMap<FactKey, Fact>, rejected: &mut Vec<Rejected>) {
         let mut put = |f: Fact| {
             facts.insert(f.key(), f);
         };
-        for h in self.hosts.values() {
-            put(Fact::Host(HostFact { host: h.uuid.clone(), name: h.name_label.clone() }));
+        match part {
+            Part::Hosts => {
+                for h in self.hosts.values() {
+                    put(Fact::Host(HostFact { host: h.uuid.clone(), name: h.name_label.clone() }));
+                }
+            }
+            Part::Links => self.links(&mut put, rejected),
+            Part::Vnics => self.vnics(&mut put, rejected),
         }
+    }
+
+    fn links(&self, put: &mut impl FnMut(Fact), rejected: &mut Vec<Rejected>) {
         for (pref, pif) in &self.pifs {
             let Some(host) = self.host_uuid(&pif.host) else {
                 rejected
@@ -359,6 +429,9 @@ impl Mirror {
                 uplinks: vec![uplink],
             }));
         }
+    }
+
+    fn vnics(&self, put: &mut impl FnMut(Fact), rejected: &mut Vec<Rejected>) {
         for vif in self.vifs.values() {
             let Some(vm) = self.vms.get(&vif.vm) else {
                 rejected.push(Rejected { what: format!("VIF {}", vif.uuid), why: format!("VM {} is unknown", vif.vm) });
@@ -386,8 +459,81 @@ impl Mirror {
                 powered_on: vm.power_state == "Running",
             }));
         }
-        rejected.sort_by(|a, b| (&a.what, &a.why).cmp(&(&b.what, &b.why)));
-        (facts, rejected)
+    }
+}
+
+/// One of the three parts of the fact set (see [`Parts`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    Hosts,
+    Links,
+    Vnics,
+}
+
+/// The fact set kept part by part, so an event batch re-maps only the parts it touched and
+/// diffs only those.
+#[derive(Clone, Debug, Default)]
+pub struct Facts {
+    parts: [BTreeMap<FactKey, Fact>; 3],
+    rejected: [Vec<Rejected>; 3],
+    bad: Vec<Rejected>,
+}
+
+impl Facts {
+    /// Maps every part of `m` (and clears its dirty marks).
+    pub fn full(m: &mut Mirror) -> Self {
+        let mut f = Facts::default();
+        f.refresh(m, Parts::ALL);
+        m.take_dirty();
+        f
+    }
+
+    /// Re-maps the parts `m` marks dirty; returns the changes and the rejections not reported
+    /// before.
+    pub fn update(&mut self, m: &mut Mirror) -> (Vec<Change>, Vec<Rejected>) {
+        let dirty = m.take_dirty();
+        let before = self.rejected();
+        let changes = self.refresh(m, dirty);
+        (changes, new_rejections(&before, &self.rejected()))
+    }
+
+    fn refresh(&mut self, m: &Mirror, dirty: Parts) -> Vec<Change> {
+        let mut changes = Vec::new();
+        for (i, (part, is_dirty)) in
+            [(Part::Hosts, dirty.hosts), (Part::Links, dirty.links), (Part::Vnics, dirty.vnics)].into_iter().enumerate()
+        {
+            if !is_dirty {
+                continue;
+            }
+            let mut facts = BTreeMap::new();
+            let mut rejected = Vec::new();
+            m.part(part, &mut facts, &mut rejected);
+            changes.extend(diff(&self.parts[i], &facts));
+            self.parts[i] = facts;
+            self.rejected[i] = rejected;
+        }
+        self.bad = m.bad.values().cloned().collect();
+        changes
+    }
+
+    /// Every fact, in key order within each part.
+    pub fn all(&self) -> impl Iterator<Item = &Fact> {
+        self.parts.iter().flat_map(|p| p.values())
+    }
+
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(BTreeMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every current rejection, sorted.
+    pub fn rejected(&self) -> Vec<Rejected> {
+        let mut r: Vec<Rejected> = self.bad.iter().chain(self.rejected.iter().flatten()).cloned().collect();
+        r.sort_by(|a, b| (&a.what, &a.why).cmp(&(&b.what, &b.why)));
+        r
     }
 }
 
@@ -568,5 +714,94 @@ mod tests {
         m.apply(&XenEvent { class: "vif".into(), operation: Operation::Del, reference: "VIF1".into(), snapshot: None });
         let changes = diff(&before, &m.facts().0);
         assert_eq!(changes, vec![Change::Remove(FactKey::Vnic { vm: "web-1".into(), nic: "0".into() })]);
+    }
+
+    /// The events the property test draws from: every class, add/mod/del, relevant and
+    /// irrelevant field changes.
+    fn event(i: usize) -> XenEvent {
+        let ev = |class: &str, op, r: &str, snap: Option<Value>| XenEvent {
+            class: class.into(),
+            operation: op,
+            reference: r.into(),
+            snapshot: snap,
+        };
+        let vif = |attached: bool, net: &str| {
+            rec(&[
+                ("uuid", s("VIF1")),
+                ("device", s("0")),
+                ("MAC", s("aa:bb:cc:00:00:01")),
+                ("VM", s("VM1")),
+                ("network", s(net)),
+                ("currently_attached", Value::Bool(attached)),
+            ])
+        };
+        let vm = |state: &str, vifs: usize| {
+            rec(&[
+                ("uuid", s("web-1")),
+                ("name_label", s("web-1")),
+                ("power_state", s(state)),
+                ("resident_on", s("H")),
+                ("is_a_template", Value::Bool(false)),
+                ("is_control_domain", Value::Bool(false)),
+                ("VIFs", Value::Array(vec![s("VIF1"); vifs])),
+            ])
+        };
+        let vlan = |tag: &str| {
+            rec(&[("uuid", s("v120")), ("tag", s(tag)), ("tagged_PIF", s("P0")), ("untagged_PIF", s("P120"))])
+        };
+        let host = |name: &str| rec(&[("uuid", s("h-uuid")), ("name_label", s(name))]);
+        let mut oc = BTreeMap::new();
+        oc.insert(LLDP_SYSTEM_NAME.to_string(), s("tor9"));
+        oc.insert(LLDP_PORT_ID.to_string(), s("et1"));
+        match i % 14 {
+            0 => ev("vif", Operation::Mod, "VIF1", Some(vif(false, "N120"))),
+            1 => ev("vif", Operation::Mod, "VIF1", Some(vif(true, "N0"))),
+            2 => ev("vif", Operation::Del, "VIF1", None),
+            3 => ev("vif", Operation::Add, "VIF1", Some(vif(true, "N120"))),
+            4 => ev("vm", Operation::Mod, "VM1", Some(vm("Halted", 1))),
+            5 => ev("vm", Operation::Mod, "VM1", Some(vm("Running", 3))),
+            6 => ev("vm", Operation::Del, "VM1", None),
+            7 => ev("vlan", Operation::Mod, "V120", Some(vlan("0"))),
+            8 => ev("vlan", Operation::Mod, "V120", Some(vlan("121"))),
+            9 => ev("host", Operation::Mod, "H", Some(host("xen-renamed"))),
+            10 => ev("pif_metrics", Operation::Mod, "M0", Some(rec(&[("other_config", Value::Struct(oc))]))),
+            11 => ev("network", Operation::Del, "N120", None),
+            12 => ev("network", Operation::Add, "N120", Some(rec(&[("uuid", s("n120")), ("name_label", s("VLAN x"))]))),
+            _ => ev("vif", Operation::Mod, "VIF1", Some(rec(&[("uuid", s("broken"))]))),
+        }
+    }
+
+    proptest::proptest! {
+        /// Re-mapping only the dirty parts gives exactly what a full re-map gives.
+        #[test]
+        fn incremental_facts_equal_a_full_remap(ops in proptest::collection::vec(0usize..14, 1..40)) {
+            let mut m = pool("120");
+            let mut inc = Facts::full(&mut m);
+            let mut model: BTreeMap<FactKey, Fact> = inc.all().map(|f| (f.key(), f.clone())).collect();
+            for i in ops {
+                m.apply(&event(i));
+                let (changes, _) = inc.update(&mut m);
+                for c in changes {
+                    match c {
+                        Change::Upsert(f) => { model.insert(f.key(), f); }
+                        Change::Remove(k) => { model.remove(&k); }
+                    }
+                }
+                let (full, rejected) = m.facts();
+                proptest::prop_assert_eq!(&model, &full);
+                proptest::prop_assert_eq!(inc.rejected(), rejected);
+            }
+        }
+    }
+
+    #[test]
+    fn a_vm_vifs_set_change_marks_nothing_dirty() {
+        let mut m = pool("120");
+        m.take_dirty();
+        m.apply(&event(5));
+        // power_state Running → Running, only VIFs changed: no part is dirty.
+        assert!(!m.take_dirty().any());
+        m.apply(&event(4));
+        assert_eq!(m.take_dirty(), Parts { vnics: true, ..Parts::default() });
     }
 }

@@ -8,15 +8,18 @@
 //!   [`crate::common::SecretSource`]), `tls` ([`crate::common::TlsOptions`]), `call_timeout_ms`,
 //!   `event_timeout_secs` (the HTTP timeout of `event.from` is this plus the call timeout),
 //!   `max_body_bytes`, `reconnect_min_ms` / `reconnect_max_ms`.
-//! - [`Adapter::new`]`(config)?.`[`run`](Adapter::run)`(tx)`: log in, read pool, host, VM, VIF,
-//!   network, PIF, VLAN and PIF_metrics with `get_all_records`, send
+//! - [`Adapter::new`]`(config)?.`[`run`](Adapter::run)`(tx)`: log in, mark the resume point
+//!   with `event.inject` on the pool object, read pool, host, VM, VIF, network, PIF, VLAN and
+//!   PIF_metrics with `get_all_records`, send
 //!   `Observation::Inventory { endpoint, facts, rejected }`, then follow `event.from` and send
-//!   `Observation::Delta` with exactly the facts that changed. Transport loss sends
+//!   `Observation::Delta` with exactly the facts that changed (only the parts of the fact set
+//!   a batch touched are re-mapped: [`mapping::Facts`]). Transport loss sends
 //!   `Observation::Disconnected { reason }` and retries with capped exponential backoff and
 //!   jitter; every reconnect sends a fresh full inventory. `SESSION_AUTHENTICATION_FAILED` stops
 //!   with [`Error::AuthenticationFailed`] (no retry loop); `SESSION_INVALID` logs in again;
 //!   `HOST_IS_SLAVE [master]` reconnects to the master named; `EVENT_FROM_TOKEN_PARSE_FAILURE`,
 //!   `EVENTS_LOST` and `HANDLE_INVALID` re-read everything. `run` returns `Ok` when `tx` closes.
+//!   The policy is the pure state machine [`Retry`] (`step` → [`Next`]).
 //! - [`sim::Simulator::start`]`(`[`sim::SimOptions`]`)` for tests, and [`sim::serve`] for
 //!   `netfold sim xen --listen ADDR --hosts N --vms-per-host M --vlans K`.
 //!
@@ -32,6 +35,6 @@ pub mod error;
 pub mod mapping;
 pub mod sim;
 
-pub use adapter::{Adapter, Backoff};
+pub use adapter::{Adapter, Backoff, Next, Retry};
 pub use config::Config;
 pub use error::{Error, Recovery, Result};

@@ -2,7 +2,7 @@
 //! hosts, uplinks by host and NIC, networks by host and network, vNICs by VM and NIC, and the
 //! index from a network on a host to the vNICs attached to it.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crate::fact::{Fact, FactKey, HostFact, NetworkFact, UplinkFact, VnicFact};
 
@@ -52,20 +52,15 @@ fn nested_get<'a, T>(m: &'a Nested<T>, a: &str, b: &str) -> Option<&'a T> {
     m.get(a).and_then(|inner| inner.get(b))
 }
 
-fn nested_insert<T>(m: &mut Nested<T>, a: &str, b: &str, v: T) -> Option<T> {
-    match m.get_mut(a) {
-        Some(inner) => match inner.get_mut(b) {
-            Some(slot) => Some(std::mem::replace(slot, v)),
-            None => {
-                inner.insert(b.to_owned(), v);
-                None
-            }
-        },
-        None => {
-            m.entry(a.to_owned()).or_default().insert(b.to_owned(), v);
-            None
-        }
+/// Inserts `v` under the two keys it names; allocates keys only for a new entry.
+fn nested_insert<T>(m: &mut Nested<T>, v: T, keys: impl Fn(&T) -> (&String, &String)) -> Option<T> {
+    let (a, b) = keys(&v);
+    if let Some(slot) = m.get_mut(a.as_str()).and_then(|inner| inner.get_mut(b.as_str())) {
+        return Some(std::mem::replace(slot, v));
     }
+    let (a, b) = (a.clone(), b.clone());
+    m.entry(a).or_default().insert(b, v);
+    None
 }
 
 fn nested_remove<T>(m: &mut Nested<T>, a: &str, b: &str) -> Option<T> {
@@ -164,14 +159,8 @@ impl Facts {
                     None
                 }
             },
-            Fact::Uplink(u) => {
-                let (host, nic) = (u.host.clone(), u.nic.clone());
-                nested_insert(&mut self.uplinks, &host, &nic, u).map(Fact::Uplink)
-            }
-            Fact::Network(n) => {
-                let (host, net) = (n.host.clone(), n.network.clone());
-                nested_insert(&mut self.networks, &host, &net, n).map(Fact::Network)
-            }
+            Fact::Uplink(u) => nested_insert(&mut self.uplinks, u, |u| (&u.host, &u.nic)).map(Fact::Uplink),
+            Fact::Network(n) => nested_insert(&mut self.networks, n, |n| (&n.host, &n.network)).map(Fact::Network),
             Fact::Vnic(v) => {
                 let moved = self.vnic(&v.vm, &v.nic).map(|o| (o.host != v.host || o.network != v.network, o));
                 match moved {
@@ -183,8 +172,7 @@ impl Facts {
                     }
                     None => self.index(&v),
                 }
-                let (vm, nic) = (v.vm.clone(), v.nic.clone());
-                nested_insert(&mut self.vnics, &vm, &nic, v).map(Fact::Vnic)
+                nested_insert(&mut self.vnics, v, |v| (&v.vm, &v.nic)).map(Fact::Vnic)
             }
         };
         if old.is_none() {

@@ -1,7 +1,7 @@
 //! The projector state's stored form: deterministic bytes (hypervisors in id order, facts in
 //! key order, bincode) for snapshots and for comparing a replayed state with the live one.
 //!
-//! Desired state is not stored: decoding rebuilds it from the facts with the policy in force,
+//! Desired state is not stored: decoding rebuilds its index from the facts with the policy in force,
 //! so a snapshot stays valid when the policy changes.
 
 use serde::{Deserialize, Serialize};
@@ -91,7 +91,7 @@ impl State {
             }
             state.hypervisors.insert(h.id, Hypervisor { kind: h.kind, endpoint: h.endpoint, status: h.status, facts });
         }
-        state.desired = state.recompute_desired();
+        state.rebuild_index();
         Ok(state)
     }
 }

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::config::StaticLink;
-use crate::fact::{HostFact, UplinkFact, VlanSpec};
+use crate::fact::{HostFact, NetworkFact, UplinkFact, VlanSpec, VnicFact};
 use crate::ids::VlanRange;
 
 fn id() -> HypervisorId {

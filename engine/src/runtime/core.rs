@@ -244,7 +244,7 @@ impl<L: store::Log<Recorded>> Core<L> {
     fn publish(&mut self) {
         let (version, desired) = self.state.read(|s| {
             let v = s.desired_version();
-            (v, (v != self.published_version).then(|| Arc::new(s.desired().clone())))
+            (v, (v != self.published_version).then(|| s.desired_shared()))
         });
         if let Some(d) = desired {
             self.desired.send_replace(d);

@@ -117,7 +117,7 @@ impl Engine {
         config.validate()?;
         let metrics = Arc::new(Metrics::default());
         let state = SharedState(Arc::new(RwLock::new(core::recover_state(&*log, &config)?)));
-        let initial = state.read(|s| Arc::new(s.desired().clone()));
+        let initial = state.read(State::desired_shared);
         let (desired_tx, desired) = watch::channel(initial);
         let (commands, rx) = mpsc::channel(QUEUE);
         let (stop, stop_rx) = watch::channel(false);

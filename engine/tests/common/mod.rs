@@ -41,22 +41,48 @@ impl Visit for Visitor<'_> {
     }
 }
 
-impl<S: Subscriber> Layer<S> for Capture {
+thread_local! {
+    /// The capture buffer of the test running on this thread, if it installed one.
+    static CURRENT: std::cell::RefCell<Option<Arc<Mutex<Vec<Line>>>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The process-wide subscriber: routes each event to the capture of the thread it happens on.
+/// (A global subscriber, not per-thread defaults: tracing caches callsite interest globally,
+/// and per-thread defaults in parallel tests can lose events.)
+struct Route;
+
+impl<S: Subscriber> Layer<S> for Route {
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
         let mut line = Line { level: *event.metadata().level(), message: String::new(), fields: BTreeMap::new() };
         event.record(&mut Visitor(&mut line));
-        self.0.lock().unwrap().push(line);
+        CURRENT.with(|c| {
+            if let Some(buf) = c.borrow().as_ref() {
+                buf.lock().unwrap().push(line);
+            }
+        });
+    }
+}
+
+/// Stops capturing on this thread when dropped.
+pub struct Installed;
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.borrow_mut().take());
     }
 }
 
 impl Capture {
-    /// Installs the capture for the current thread (the paused current-thread test runtime
-    /// runs every task there).
-    pub fn install() -> (Self, tracing::subscriber::DefaultGuard) {
+    /// Captures the events of the current thread (the paused current-thread test runtime runs
+    /// every task there) until the returned guard drops.
+    pub fn install() -> (Self, Installed) {
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Route));
+        });
         let cap = Capture::default();
-        let subscriber = tracing_subscriber::registry().with(cap.clone());
-        let guard = tracing::subscriber::set_default(subscriber);
-        (cap, guard)
+        CURRENT.with(|c| *c.borrow_mut() = Some(cap.0.clone()));
+        (cap, Installed)
     }
 
     /// The operator lines (the seed's connection messages), in order, with their level.

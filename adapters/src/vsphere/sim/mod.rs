@@ -135,8 +135,16 @@ impl Simulator {
 }
 
 /// The `netfold sim vcenter` entry: starts the simulator, prints its URL and credentials to
-/// stdout, and serves until `shutdown` completes.
-pub async fn serve(opts: SimOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+/// stdout, and serves until Ctrl-C.
+pub async fn serve(opts: SimOptions) -> Result<()> {
+    serve_until(opts, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+}
+
+/// [`serve`], until `shutdown` completes.
+pub async fn serve_until(opts: SimOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     let sim = Simulator::start(opts).await?;
     {
         let w = sim.world();

@@ -1,0 +1,316 @@
+//! A fixture eAPI server: an axum app on loopback that models an Arista switch's VLANs and
+//! per-interface trunk lists and answers `runCmds` with eAPI's JSON shapes — results per command,
+//! or a JSON-RPC error (codes 1000–1004) naming the failed command, with `data` holding the
+//! results of the commands run before it. Checks basic auth. Faults can be injected per command
+//! for tests; `netfold sim eapi` serves it for the demo.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::Engine as _;
+use engine::VlanId;
+use serde_json::{json, Value};
+
+use super::codec::{parse_vlan_list, render_vlan_list};
+use super::CommandError;
+
+/// One interface of the simulated switch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interface {
+    /// `trunk` or `access`.
+    pub mode: String,
+    pub allowed: BTreeSet<VlanId>,
+    pub access_vlan: u16,
+}
+
+/// A failure injected for one exact command text.
+#[derive(Clone, Debug)]
+struct Fault {
+    command: String,
+    error: CommandError,
+    message: String,
+    /// How many more times it fails (`None`: always).
+    remaining: Option<usize>,
+}
+
+#[derive(Debug, Default)]
+struct SimState {
+    vlans: BTreeMap<u16, String>,
+    interfaces: BTreeMap<String, Interface>,
+    faults: Vec<Fault>,
+    requests: usize,
+}
+
+/// The simulated switch. Clones share state.
+#[derive(Clone)]
+pub struct Sim {
+    state: Arc<Mutex<SimState>>,
+    auth: Arc<String>,
+}
+
+enum Mode {
+    Exec,
+    Enable,
+    Config,
+    Vlan,
+    Interface(String),
+}
+
+type CmdResult = Result<Value, (CommandError, String)>;
+
+fn invalid(what: impl Into<String>) -> (CommandError, String) {
+    (CommandError::Invalid, what.into())
+}
+
+impl Sim {
+    /// A switch with VLAN 1 only, accepting `username` / `password`.
+    pub fn new(username: &str, password: &str) -> Self {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+        let state = SimState { vlans: [(1, "default".to_string())].into(), ..SimState::default() };
+        Self { state: Arc::new(Mutex::new(state)), auth: Arc::new(format!("Basic {token}")) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
+        // A poisoned lock only means a handler panicked; the maps are still consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a trunk interface allowing `vlans` (the operator's configuration).
+    pub fn with_trunk(self, name: &str, vlans: &[u16]) -> Self {
+        self.set_trunk(name, vlans);
+        self
+    }
+
+    /// Adds an access interface in `vlan`.
+    pub fn with_access(self, name: &str, vlan: u16) -> Self {
+        self.lock()
+            .interfaces
+            .insert(name.into(), Interface { mode: "access".into(), allowed: BTreeSet::new(), access_vlan: vlan });
+        self
+    }
+
+    /// Operator edit: sets an interface's allowed list (creating it as a trunk if needed).
+    pub fn set_trunk(&self, name: &str, vlans: &[u16]) {
+        let allowed = vlans.iter().filter_map(|&v| VlanId::new(v).ok()).collect();
+        self.lock().interfaces.insert(name.into(), Interface { mode: "trunk".into(), allowed, access_vlan: 1 });
+    }
+
+    /// The allowed VLANs of a trunk interface.
+    pub fn trunk(&self, name: &str) -> Option<Vec<u16>> {
+        self.lock().interfaces.get(name).map(|i| i.allowed.iter().map(|v| v.get()).collect())
+    }
+
+    /// The EOS rendering of an interface's allowed list (`NONE`, `ALL`, `1-3`).
+    pub fn trunk_text(&self, name: &str) -> Option<String> {
+        self.lock().interfaces.get(name).map(|i| render_vlan_list(&i.allowed))
+    }
+
+    /// Whether VLAN `id` exists.
+    pub fn has_vlan(&self, id: u16) -> bool {
+        self.lock().vlans.contains_key(&id)
+    }
+
+    /// Makes `command` fail with `error` the next `times` times (`None`: until cleared).
+    pub fn fail(&self, command: &str, error: CommandError, message: &str, times: Option<usize>) {
+        self.lock().faults.push(Fault { command: command.into(), error, message: message.into(), remaining: times });
+    }
+
+    /// Removes every injected fault.
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
+    /// `runCmds` requests served so far.
+    pub fn requests(&self) -> usize {
+        self.lock().requests
+    }
+
+    /// The axum app (`POST /command-api`).
+    pub fn router(self) -> Router {
+        Router::new().route("/command-api", post(command_api)).with_state(self)
+    }
+
+    /// Serves on `addr` (use `127.0.0.1:0`); returns the bound address and the server task.
+    pub async fn serve(self, addr: SocketAddr) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let app = self.router();
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::warn!(error = %e, "eAPI simulator stopped");
+            }
+        });
+        Ok((local, task))
+    }
+
+    fn run(&self, cmd: &str, mode: &mut Mode) -> CmdResult {
+        let mut s = self.lock();
+        if let Some(f) = s.faults.iter_mut().find(|f| f.command == cmd && f.remaining != Some(0)) {
+            if let Some(n) = f.remaining.as_mut() {
+                *n -= 1;
+            }
+            return Err((f.error, f.message.clone()));
+        }
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        let configuring = matches!(mode, Mode::Config | Mode::Vlan | Mode::Interface(_));
+        match words.as_slice() {
+            ["enable"] => {
+                *mode = Mode::Enable;
+                Ok(json!({}))
+            }
+            ["configure"] | ["configure", "terminal"] if !matches!(mode, Mode::Exec) => {
+                *mode = Mode::Config;
+                Ok(json!({}))
+            }
+            ["exit"] | ["end"] if configuring => {
+                *mode = if words[0] == "end" { Mode::Enable } else { Mode::Config };
+                Ok(json!({}))
+            }
+            ["show", "vlan"] => Ok(show_vlan(&s)),
+            ["show", "interfaces", "switchport"] => Ok(show_switchports(&s, None)),
+            ["show", "interfaces", names, "switchport"] => {
+                let wanted: Vec<&str> = names.split(',').collect();
+                if let Some(missing) = wanted.iter().find(|n| !s.interfaces.contains_key(**n)) {
+                    return Err(invalid(format!("Interface {missing} does not exist")));
+                }
+                Ok(show_switchports(&s, Some(&wanted)))
+            }
+            ["vlan", id] if configuring => {
+                let v: VlanId = id.parse().map_err(|_| invalid(format!("Invalid input (at token 1: '{id}')")))?;
+                s.vlans.entry(v.get()).or_insert_with(|| format!("VLAN{:04}", v.get()));
+                *mode = Mode::Vlan;
+                Ok(json!({}))
+            }
+            ["interface", name] if configuring => {
+                if !s.interfaces.contains_key(*name) {
+                    return Err(invalid(format!("Interface {name} does not exist")));
+                }
+                *mode = Mode::Interface(name.to_string());
+                Ok(json!({}))
+            }
+            ["switchport", "trunk", "allowed", "vlan", action @ ("add" | "remove"), list] => {
+                let Mode::Interface(name) = &*mode else {
+                    return Err(invalid("Invalid input (not in interface configuration mode)"));
+                };
+                let set = parse_vlan_list(list).map_err(|e| invalid(format!("Invalid input: {e}")))?;
+                let iface = s.interfaces.get_mut(name).ok_or_else(|| invalid(format!("Interface {name} vanished")))?;
+                if *action == "add" {
+                    iface.allowed.extend(set);
+                } else {
+                    iface.allowed.retain(|v| !set.contains(v));
+                }
+                Ok(json!({}))
+            }
+            _ if !configuring && words.first().is_none_or(|w| *w != "show") => {
+                Err((CommandError::Incompatible, "Invalid input (privileged or configuration mode required)".into()))
+            }
+            _ => Err(invalid("Invalid input")),
+        }
+    }
+}
+
+fn show_vlan(s: &SimState) -> Value {
+    let vlans: serde_json::Map<String, Value> = s
+        .vlans
+        .iter()
+        .map(|(id, name)| {
+            let members: serde_json::Map<String, Value> = s
+                .interfaces
+                .iter()
+                .filter(|(_, i)| {
+                    VlanId::new(*id)
+                        .map(|v| if i.mode == "trunk" { i.allowed.contains(&v) } else { i.access_vlan == *id })
+                        .unwrap_or(false)
+                })
+                .map(|(n, _)| (n.clone(), json!({ "privatePromoted": false })))
+                .collect();
+            (id.to_string(), json!({ "name": name, "status": "active", "interfaces": members, "dynamic": false }))
+        })
+        .collect();
+    json!({ "vlans": vlans, "sourceDetail": "" })
+}
+
+fn show_switchports(s: &SimState, only: Option<&[&str]>) -> Value {
+    let ports: serde_json::Map<String, Value> = s
+        .interfaces
+        .iter()
+        .filter(|(n, _)| only.is_none_or(|o| o.contains(&n.as_str())))
+        .map(|(n, i)| {
+            (
+                n.clone(),
+                json!({
+                    "enabled": true,
+                    "switchportInfo": {
+                        "mode": i.mode,
+                        "accessVlanId": i.access_vlan,
+                        "accessVlanName": s.vlans.get(&i.access_vlan).cloned().unwrap_or_default(),
+                        "trunkingNativeVlanId": 1,
+                        "trunkAllowedVlans": render_vlan_list(&i.allowed),
+                        "staticTrunkGroups": [],
+                        "dynamicTrunkGroups": [],
+                    }
+                }),
+            )
+        })
+        .collect();
+    json!({ "switchports": ports })
+}
+
+fn rpc_error(id: &Value, code: i64, message: String, data: Vec<Value>) -> Response {
+    Json(json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message, "data": data } }))
+        .into_response()
+}
+
+async fn command_api(State(sim): State<Sim>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let authorized = headers.get("authorization").and_then(|h| h.to_str().ok()) == Some(sim.auth.as_str());
+    if !authorized {
+        return (StatusCode::UNAUTHORIZED, [("www-authenticate", "Basic realm=\"eAPI\"")], "Unauthorized")
+            .into_response();
+    }
+    sim.lock().requests += 1;
+    let req: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return rpc_error(&Value::Null, -32700, format!("Parse error: {e}"), vec![]),
+    };
+    let id = req.get("id").cloned().unwrap_or(Value::Null);
+    if req.get("method").and_then(Value::as_str) != Some("runCmds") {
+        return rpc_error(&id, -32601, "Method not found".into(), vec![]);
+    }
+    let Some(cmds) = req.pointer("/params/cmds").and_then(Value::as_array) else {
+        return rpc_error(&id, -32602, "Invalid params: cmds missing".into(), vec![]);
+    };
+    let texts: Vec<String> = cmds
+        .iter()
+        .map(|c| c.as_str().or_else(|| c.get("cmd").and_then(Value::as_str)).unwrap_or("").to_string())
+        .collect();
+    let mut mode = Mode::Exec;
+    let mut results = Vec::with_capacity(texts.len());
+    for (i, cmd) in texts.iter().enumerate() {
+        match sim.run(cmd, &mut mode) {
+            Ok(r) => results.push(r),
+            Err((kind, msg)) => {
+                let message = format!("CLI command {} of {} '{}' failed: {}", i + 1, texts.len(), cmd, kind_text(kind));
+                results.push(json!({ "errors": [msg] }));
+                return rpc_error(&id, kind.code(), message, results);
+            }
+        }
+    }
+    Json(json!({ "jsonrpc": "2.0", "id": id, "result": results })).into_response()
+}
+
+fn kind_text(kind: CommandError) -> &'static str {
+    match kind {
+        CommandError::General => "could not run command",
+        CommandError::Internal => "internal error",
+        CommandError::Invalid => "invalid command",
+        CommandError::Unconverted => "command has no JSON output",
+        CommandError::Incompatible => "command not permitted",
+        CommandError::Other(_) => "error",
+    }
+}

@@ -1,0 +1,285 @@
+//! The OVSDB wire format (RFC 7047), as pure functions: framing of back-to-back JSON-RPC
+//! messages, classification of incoming messages, the `transact` operations netfold sends, and
+//! decoding of OVSDB datum notation (`["set",[...]]`, bare atoms for one-element sets).
+//!
+//! Nothing here touches a socket; [`super::client`] owns the connection.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use engine::VlanId;
+use serde_json::{json, Value};
+
+use super::{Error, Result};
+
+/// The database netfold manages.
+pub const DB: &str = "Open_vSwitch";
+
+/// Splits the first complete JSON value off `buf`. OVSDB sends messages back to back without a
+/// delimiter, so this returns `Ok(None)` until a whole value has arrived, and otherwise the
+/// value and how many bytes it used.
+pub fn split_frame(buf: &[u8]) -> Result<Option<(Value, usize)>> {
+    let mut it = serde_json::Deserializer::from_slice(buf).into_iter::<Value>();
+    match it.next() {
+        None => Ok(None),
+        Some(Ok(v)) => Ok(Some((v, it.byte_offset()))),
+        Some(Err(e)) if e.is_eof() => Ok(None),
+        Some(Err(e)) => Err(Error::Codec(format!("malformed JSON-RPC message from the server: {e}"))),
+    }
+}
+
+/// A message from the server.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Incoming {
+    /// The answer to one of our requests.
+    Response { id: u64, result: Value, error: Value },
+    /// A request from the server (`echo`): must be answered with the same `id`.
+    Request { id: Value, method: String, params: Value },
+    /// A notification (`update` from a monitor).
+    Notification { method: String, params: Value },
+}
+
+/// Classifies one JSON-RPC message.
+pub fn classify(msg: Value) -> Result<Incoming> {
+    let Value::Object(mut m) = msg else {
+        return Err(Error::Codec(format!("JSON-RPC message is not an object: {msg}")));
+    };
+    let id = m.remove("id").unwrap_or(Value::Null);
+    match m.remove("method") {
+        Some(Value::String(method)) => {
+            let params = m.remove("params").unwrap_or(Value::Null);
+            if id.is_null() {
+                Ok(Incoming::Notification { method, params })
+            } else {
+                Ok(Incoming::Request { id, method, params })
+            }
+        }
+        Some(other) => Err(Error::Codec(format!("JSON-RPC method is not a string: {other}"))),
+        None => {
+            let id = id.as_u64().ok_or_else(|| Error::Codec(format!("response with an id we never sent: {id}")))?;
+            Ok(Incoming::Response {
+                id,
+                result: m.remove("result").unwrap_or(Value::Null),
+                error: m.remove("error").unwrap_or(Value::Null),
+            })
+        }
+    }
+}
+
+/// A request with our numeric `id`.
+pub fn request(id: u64, method: &str, params: Value) -> Value {
+    json!({ "id": id, "method": method, "params": params })
+}
+
+/// The reply to a server request (`echo` answers with its own params).
+pub fn reply(id: Value, result: Value) -> Value {
+    json!({ "id": id, "result": result, "error": null })
+}
+
+/// `monitor` on the `Port` table (name and trunks), so any change to a port is announced.
+pub fn monitor_ports_params(monitor_id: &str) -> Value {
+    json!([DB, monitor_id, { "Port": { "columns": ["name", "trunks"] } }])
+}
+
+/// A set datum.
+pub fn int_set(values: impl IntoIterator<Item = i64>) -> Value {
+    json!(["set", values.into_iter().collect::<Vec<_>>()])
+}
+
+/// `select` of every port's name and trunks.
+pub fn select_ports() -> Value {
+    json!({ "op": "select", "table": "Port", "where": [], "columns": ["name", "trunks"] })
+}
+
+/// `select` of one port's trunks (the state a transaction starts from).
+pub fn select_port(port: &str) -> Value {
+    json!({ "op": "select", "table": "Port", "where": [["name", "==", port]], "columns": ["name", "trunks"] })
+}
+
+/// Adds `vlan` to `port`'s trunks — only if it is not there yet and only if the trunk list is
+/// not empty (an empty list means *all* VLANs: adding one would narrow an open port).
+pub fn add_vlan(port: &str, vlan: VlanId) -> Value {
+    let v = int_set([i64::from(vlan.get())]);
+    json!({
+        "op": "mutate", "table": "Port",
+        "where": [["name", "==", port], ["trunks", "excludes", v], ["trunks", "!=", ["set", []]]],
+        "mutations": [["trunks", "insert", v]],
+    })
+}
+
+/// Removes `vlan` from `port`'s trunks, guarded so the list never becomes empty: a first
+/// mutation inserts the parking VLAN only when `vlan` is the sole member, then `vlan` is
+/// deleted if it is still there. Both run in one transaction (atomic).
+pub fn remove_vlan(port: &str, vlan: VlanId, parking: VlanId) -> [Value; 2] {
+    let v = int_set([i64::from(vlan.get())]);
+    [
+        json!({
+            "op": "mutate", "table": "Port",
+            "where": [["name", "==", port], ["trunks", "==", v]],
+            "mutations": [["trunks", "insert", int_set([i64::from(parking.get())])]],
+        }),
+        json!({
+            "op": "mutate", "table": "Port",
+            "where": [["name", "==", port], ["trunks", "includes", v]],
+            "mutations": [["trunks", "delete", v]],
+        }),
+    ]
+}
+
+/// Bumps `Open_vSwitch.next_cfg`, as `ovs-vsctl` does: ovs-vswitchd reconfigures its bridges
+/// when it sees `next_cfg` move, so without this a `trunks` change sits in the database without
+/// reaching the datapath (observed with the userspace datapath of OVS 3.1).
+pub fn bump_next_cfg() -> Value {
+    json!({ "op": "mutate", "table": "Open_vSwitch", "where": [], "mutations": [["next_cfg", "+=", 1]] })
+}
+
+/// `transact` params for `ops`.
+pub fn transact_params(ops: Vec<Value>) -> Value {
+    let mut p = vec![Value::String(DB.to_string())];
+    p.extend(ops);
+    Value::Array(p)
+}
+
+/// The result of one operation inside a `transact` reply.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OpReply {
+    /// `{"count": n}` of a mutate.
+    Count(u64),
+    /// `{"rows": [...]}` of a select.
+    Rows(Vec<Value>),
+    /// `{"error": "...", "details": "..."}`: this operation failed and the transaction aborted.
+    Error(String),
+    /// `null` (not executed because an earlier operation failed) or `{}`.
+    Other,
+}
+
+/// Splits a `transact` result array into per-operation replies. The array may be longer than the
+/// request (a commit error is appended) and holds `null` for operations not executed.
+pub fn op_replies(result: &Value) -> Result<Vec<OpReply>> {
+    let arr = result.as_array().ok_or_else(|| Error::Codec(format!("transact result is not an array: {result}")))?;
+    Ok(arr
+        .iter()
+        .map(|r| {
+            if let Some(e) = r.get("error") {
+                let error = e.as_str().unwrap_or("unknown error");
+                let details = r.get("details").and_then(Value::as_str).unwrap_or("");
+                OpReply::Error(if details.is_empty() { error.to_string() } else { format!("{error}: {details}") })
+            } else if let Some(c) = r.get("count").and_then(Value::as_u64) {
+                OpReply::Count(c)
+            } else if let Some(rows) = r.get("rows").and_then(Value::as_array) {
+                OpReply::Rows(rows.clone())
+            } else {
+                OpReply::Other
+            }
+        })
+        .collect())
+}
+
+/// Decodes a set of integers: `["set",[1,2]]`, `["set",[]]` or a bare atom `5`.
+pub fn decode_int_set(v: &Value) -> Result<BTreeSet<i64>> {
+    match v {
+        Value::Number(n) => n
+            .as_i64()
+            .map(|i| BTreeSet::from([i]))
+            .ok_or_else(|| Error::Codec(format!("set atom {n} is not an integer"))),
+        Value::Array(a) if a.len() == 2 && a[0] == "set" => a[1]
+            .as_array()
+            .ok_or_else(|| Error::Codec(format!("set members are not an array: {}", a[1])))?
+            .iter()
+            .map(|m| m.as_i64().ok_or_else(|| Error::Codec(format!("set member {m} is not an integer"))))
+            .collect(),
+        other => Err(Error::Codec(format!("expected an integer set, got {other}"))),
+    }
+}
+
+/// Decodes trunks into VLAN ids. OVS allows 0..=4095 in `trunks`; the reserved ids are reported
+/// as an error naming the port.
+pub fn decode_trunks(port: &str, v: &Value) -> Result<BTreeSet<VlanId>> {
+    decode_int_set(v)?
+        .into_iter()
+        .map(|i| VlanId::from_int(i).map_err(|e| Error::Codec(format!("port {port}: trunks holds {i}: {e}"))))
+        .collect()
+}
+
+/// Decodes `select` rows (`name`, `trunks`) into trunk sets per port name.
+pub fn decode_port_rows(rows: &[Value]) -> Result<BTreeMap<String, BTreeSet<VlanId>>> {
+    rows.iter()
+        .map(|row| {
+            let name = row
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| Error::Codec(format!("Port row without a string name: {row}")))?;
+            let trunks = row.get("trunks").ok_or_else(|| Error::Codec(format!("Port {name} row has no trunks")))?;
+            Ok((name.to_string(), decode_trunks(name, trunks)?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sets_decode_from_bare_atoms_and_set_notation() {
+        assert_eq!(decode_int_set(&json!(7)).unwrap(), BTreeSet::from([7]));
+        assert_eq!(decode_int_set(&json!(["set", []])).unwrap(), BTreeSet::new());
+        assert_eq!(decode_int_set(&json!(["set", [3, 1]])).unwrap(), BTreeSet::from([1, 3]));
+        assert!(decode_int_set(&json!("x")).is_err());
+        assert!(decode_int_set(&json!(["set", ["a"]])).is_err());
+    }
+
+    #[test]
+    fn reserved_vlan_in_trunks_is_an_error_naming_the_port() {
+        let e = decode_trunks("p1", &json!(["set", [0, 5]])).unwrap_err();
+        assert!(e.to_string().contains("p1"), "{e}");
+    }
+
+    #[test]
+    fn frames_split_back_to_back_and_wait_for_partial() {
+        let buf = br#"{"id":1,"result":[],"error":null}{"method":"echo","params":[],"id":"echo"}{"id":"#;
+        let (v, used) = split_frame(buf).unwrap().unwrap();
+        assert_eq!(v["id"], 1);
+        let (v2, used2) = split_frame(&buf[used..]).unwrap().unwrap();
+        assert_eq!(v2["method"], "echo");
+        assert_eq!(split_frame(&buf[used + used2..]).unwrap(), None);
+        assert!(split_frame(b"}garbage").is_err());
+    }
+
+    #[test]
+    fn messages_classify() {
+        assert_eq!(
+            classify(json!({"id":"echo","method":"echo","params":[]})).unwrap(),
+            Incoming::Request { id: json!("echo"), method: "echo".into(), params: json!([]) }
+        );
+        assert!(matches!(
+            classify(json!({"id":null,"method":"update","params":[1,{}]})).unwrap(),
+            Incoming::Notification { .. }
+        ));
+        assert!(matches!(
+            classify(json!({"id":4,"result":[],"error":null})).unwrap(),
+            Incoming::Response { id: 4, .. }
+        ));
+        assert!(classify(json!([1])).is_err());
+    }
+
+    #[test]
+    fn transact_errors_surface_per_operation() {
+        let r = json!([{"rows":[]}, {"count":1}, {"error":"constraint violation","details":"bad"}, null]);
+        assert_eq!(
+            op_replies(&r).unwrap(),
+            vec![
+                OpReply::Rows(vec![]),
+                OpReply::Count(1),
+                OpReply::Error("constraint violation: bad".into()),
+                OpReply::Other
+            ]
+        );
+    }
+
+    #[test]
+    fn removal_guards_against_an_empty_trunk_list() {
+        let [park, del] = remove_vlan("p1", VlanId::new(10).unwrap(), VlanId::new(4094).unwrap());
+        assert_eq!(park["where"][1], json!(["trunks", "==", ["set", [10]]]));
+        assert_eq!(park["mutations"][0], json!(["trunks", "insert", ["set", [4094]]]));
+        assert_eq!(del["mutations"][0], json!(["trunks", "delete", ["set", [10]]]));
+    }
+}

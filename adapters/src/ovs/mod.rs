@@ -1,0 +1,249 @@
+//! Open vSwitch as a managed switch, over OVSDB (RFC 7047).
+//!
+//! - [`codec`]: the wire format as pure functions (framing, datum decoding, guarded mutations).
+//! - [`client`]: the connection task (echo, monitor, reconnect).
+//! - [`OvsSwitch`]: the [`engine::switch::Switch`] implementation the reconciler drives.
+//!
+//! netfold manages the `trunks` column of `Port` rows and nothing else (`vlan_mode` and `tag`
+//! stay the operator's). An empty `trunks` means *all VLANs* in OVS, so netfold never empties
+//! it (a parking VLAN is inserted atomically when the last VLAN is removed) and never narrows an
+//! open port by adding to an empty list; see docs/adr/0001-ovs-never-empty-trunks.md.
+
+pub mod client;
+pub mod codec;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use engine::switch::{Observed, Op, OpResult, Outcome, Switch, SwitchError};
+use engine::VlanId;
+use serde::Deserialize;
+use tokio::sync::watch;
+
+pub use client::{Client, Endpoint};
+use codec::OpReply;
+
+/// An OVSDB failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid. Not retryable.
+    #[error("OVS configuration: {0}")]
+    Config(String),
+    /// Socket IO failed. Retryable.
+    #[error("OVSDB connection IO: {0}")]
+    Io(#[from] std::io::Error),
+    /// Not connected, or the connection dropped before the reply. Retryable.
+    #[error("OVSDB disconnected: {0}")]
+    Disconnected(String),
+    /// No reply in time. Retryable.
+    #[error("OVSDB request timed out after {0:?}")]
+    Timeout(Duration),
+    /// The server sent something this client cannot read. Not retryable without a fix.
+    #[error("OVSDB protocol: {0}")]
+    Codec(String),
+    /// The server answered a request with a JSON-RPC `error`. Not retryable as is.
+    #[error("OVSDB refused the request: {0}")]
+    Rpc(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whether the whole switch is unreachable (as opposed to a bad answer).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Io(_) | Error::Disconnected(_) | Error::Timeout(_))
+    }
+
+    fn into_switch(self, switch: &str) -> SwitchError {
+        let switch = switch.to_string();
+        if self.is_retryable() {
+            SwitchError::Unreachable { switch, reason: self.to_string() }
+        } else {
+            SwitchError::Protocol { switch, reason: self.to_string() }
+        }
+    }
+}
+
+fn default_parking() -> u16 {
+    4094
+}
+
+fn default_timeout_ms() -> u64 {
+    5_000
+}
+
+/// One Open vSwitch managed by netfold.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The switch's name in netfold (`SwitchPort::switch`).
+    pub name: String,
+    /// `tcp:127.0.0.1:6640` or `unix:/var/run/openvswitch/db.sock`.
+    pub endpoint: String,
+    /// A VLAN that carries no traffic anywhere, kept on a trunk instead of leaving it empty.
+    /// netfold refuses to add or remove it. Default 4094.
+    #[serde(default = "default_parking")]
+    pub parking_vlan: u16,
+    /// Per-request timeout in milliseconds (default 5000).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// An Open vSwitch driven over OVSDB.
+pub struct OvsSwitch {
+    name: String,
+    client: Client,
+    parking: VlanId,
+}
+
+impl OvsSwitch {
+    /// Validates `config` and starts the connection task (connection happens in the background;
+    /// calls fail with [`SwitchError::Unreachable`] until it is up). Must be called inside a Tokio
+    /// runtime: the connection task is spawned on it.
+    pub fn start(config: &Config) -> Result<Self> {
+        let endpoint: Endpoint = config.endpoint.parse()?;
+        let parking = VlanId::new(config.parking_vlan)
+            .map_err(|e| Error::Config(format!("switch {}: parking_vlan: {e}", config.name)))?;
+        let client = Client::start(endpoint, Duration::from_millis(config.timeout_ms), Duration::from_secs(5));
+        Ok(Self { name: config.name.clone(), client, parking })
+    }
+
+    /// The underlying connection.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Applies one port's operations in one transaction; on an abort, retries them one by one so
+    /// each operation gets its own outcome.
+    async fn apply_port(&self, port: &str, ops: &[&Op]) -> Result<Vec<Outcome>> {
+        let mut wire = vec![codec::select_port(port)];
+        let mut index = Vec::with_capacity(ops.len());
+        for op in ops {
+            match op {
+                Op::AddVlan { vlan, .. } => wire.push(codec::add_vlan(port, *vlan)),
+                Op::RemoveVlan { vlan, .. } => wire.extend(codec::remove_vlan(port, *vlan, self.parking)),
+            }
+            index.push(wire.len() - 1);
+        }
+        wire.push(codec::bump_next_cfg());
+        let replies = codec::op_replies(&self.client.transact(wire).await?)?;
+        if let Some(err) = replies.iter().find_map(|r| if let OpReply::Error(e) = r { Some(e.clone()) } else { None }) {
+            if ops.len() == 1 {
+                return Ok(vec![Outcome::failed(ops[0].clone(), format!("OVSDB transaction aborted: {err}"))]);
+            }
+            let mut out = Vec::with_capacity(ops.len());
+            for op in ops {
+                out.extend(Box::pin(self.apply_port(port, &[*op])).await?);
+            }
+            return Ok(out);
+        }
+        let before = match replies.first() {
+            Some(OpReply::Rows(rows)) => codec::decode_port_rows(rows)?.remove(port),
+            other => return Err(Error::Codec(format!("select of port {port} returned {other:?}"))),
+        };
+        ops.iter()
+            .zip(index)
+            .map(|(op, i)| {
+                let count = match replies.get(i) {
+                    Some(OpReply::Count(c)) => *c,
+                    other => return Err(Error::Codec(format!("mutate for `{op}` returned {other:?}"))),
+                };
+                let result = match (&before, count) {
+                    (_, c) if c > 0 => OpResult::Applied,
+                    (None, _) => OpResult::Failed(format!("no port {port} on switch {}", self.name)),
+                    (Some(t), _) if t.is_empty() && op.is_add() => OpResult::Failed(format!(
+                        "port {port} has an empty trunk list (it carries every VLAN): netfold will not narrow it"
+                    )),
+                    _ => OpResult::AlreadyDone,
+                };
+                Ok(Outcome { op: (*op).clone(), result })
+            })
+            .collect()
+    }
+}
+
+impl Switch for OvsSwitch {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn read(&self, ports: &BTreeSet<String>) -> Result<Observed, SwitchError> {
+        let result = self.client.transact(vec![codec::select_ports()]).await.map_err(|e| e.into_switch(&self.name))?;
+        let rows = match codec::op_replies(&result).map_err(|e| e.into_switch(&self.name))?.into_iter().next() {
+            Some(OpReply::Rows(rows)) => rows,
+            other => {
+                return Err(SwitchError::Protocol {
+                    switch: self.name.clone(),
+                    reason: format!("select on Port returned {other:?}"),
+                })
+            }
+        };
+        let all = codec::decode_port_rows(&rows).map_err(|e| e.into_switch(&self.name))?;
+        Ok(all.into_iter().filter(|(p, _)| ports.contains(p)).collect())
+    }
+
+    async fn apply(&self, ops: &[Op]) -> Result<Vec<Outcome>, SwitchError> {
+        let mut out: Vec<Option<Outcome>> = vec![None; ops.len()];
+        // Runs of same-kind operations, in order: all additions complete before any removal.
+        let mut start = 0;
+        let mut reached = false;
+        let mut last_err = None;
+        while start < ops.len() {
+            let kind = ops[start].is_add();
+            let end = ops[start..].iter().position(|o| o.is_add() != kind).map_or(ops.len(), |n| start + n);
+            let mut by_port: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+            for i in start..end {
+                if ops[i].vlan() == self.parking {
+                    out[i] = Some(Outcome::failed(
+                        ops[i].clone(),
+                        format!(
+                            "VLAN {} is the parking VLAN of switch {}: netfold never manages it",
+                            self.parking, self.name
+                        ),
+                    ));
+                } else {
+                    by_port.entry(ops[i].port()).or_default().push(i);
+                }
+            }
+            let results = futures::future::join_all(by_port.iter().map(|(port, idx)| async move {
+                let port_ops: Vec<&Op> = idx.iter().map(|&i| &ops[i]).collect();
+                (idx, port_ops.clone(), self.apply_port(port, &port_ops).await)
+            }))
+            .await;
+            for (idx, port_ops, r) in results {
+                match r {
+                    Ok(outcomes) => {
+                        reached = true;
+                        for (&i, o) in idx.iter().zip(outcomes) {
+                            out[i] = Some(o);
+                        }
+                    }
+                    Err(e) => {
+                        let why = e.to_string();
+                        for (&i, op) in idx.iter().zip(port_ops) {
+                            out[i] = Some(Outcome::failed(op.clone(), why.clone()));
+                        }
+                        if e.is_retryable() {
+                            last_err = Some(e);
+                        } else {
+                            reached = true;
+                        }
+                    }
+                }
+            }
+            start = end;
+        }
+        if let (false, Some(e)) = (reached, last_err) {
+            return Err(e.into_switch(&self.name));
+        }
+        Ok(out
+            .into_iter()
+            .zip(ops)
+            .map(|(o, op)| o.unwrap_or_else(|| Outcome::failed(op.clone(), "not attempted")))
+            .collect())
+    }
+
+    fn drift(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.client.drift())
+    }
+}

@@ -1,0 +1,236 @@
+//! Projector benchmarks: fold rate over a generated 1,000,000-event log, latency (with p99) of
+//! applying a one-change `Learnt` to a state of 1,000 hosts / 50,000 VMs, and that state's
+//! memory (resident-set growth while building it, and its snapshot size).
+//!
+//! The generated world: 10 hypervisors × 100 hosts, each host with 2 uplinks cabled to its
+//! own ports, 10 networks (one VLAN each) and 50 powered-on VMs.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use engine::config::Policy;
+use engine::projector::State;
+use engine::{
+    Change, Envelope, Event, Fact, HostFact, HypervisorId, Kind, NeighbourSource, NetworkFact, SwitchPort, UplinkFact,
+    VlanId, VlanSpec, VnicFact,
+};
+
+const HYPERVISORS: usize = 10;
+const HOSTS_PER_HV: usize = 100;
+const NETS_PER_HOST: usize = 10;
+const VMS_PER_HOST: usize = 50;
+const LOG_EVENTS: usize = 1_000_000;
+
+struct Gen {
+    envs: Vec<Envelope>,
+    vms: Vec<(HypervisorId, VnicFact)>,
+}
+
+impl Gen {
+    fn push(&mut self, hypervisor: &HypervisorId, event: Event) {
+        let seq = self.envs.len() as u64 + 1;
+        self.envs.push(Envelope { seq, at: seq, hypervisor: hypervisor.clone(), schema: 1, prev: [0; 32], event });
+    }
+}
+
+/// The inventory of the whole world: `Connected` + one `Learnt` per host.
+fn world() -> Gen {
+    let mut g = Gen { envs: Vec::new(), vms: Vec::new() };
+    for h in 0..HYPERVISORS {
+        let id = HypervisorId::new(format!("hv{h}")).unwrap();
+        g.push(&id, Event::Connected { kind: Kind::VMware, endpoint: format!("https://hv{h}") });
+        for host_i in 0..HOSTS_PER_HV {
+            let host = format!("host-{h}-{host_i}");
+            let mut facts = vec![Fact::Host(HostFact { host: host.clone(), name: format!("{host}.lab") })];
+            for nic in 0..2 {
+                facts.push(Fact::Uplink(UplinkFact {
+                    host: host.clone(),
+                    nic: format!("vmnic{nic}"),
+                    mac: Some(format!("02:00:00:{h:02x}:{host_i:02x}:{nic:02x}")),
+                    port: Some(SwitchPort::new(format!("tor{nic}"), format!("ethernet1/{h}/{host_i}")).unwrap()),
+                    source: Some(NeighbourSource::Lldp),
+                }));
+            }
+            for n in 0..NETS_PER_HOST {
+                facts.push(Fact::Network(NetworkFact {
+                    host: host.clone(),
+                    network: format!("pg-{n}"),
+                    name: format!("pg-{n}"),
+                    vlan: VlanSpec::Access(VlanId::new(100 + n as u16).unwrap()),
+                    uplinks: vec!["vmnic0".into(), "vmnic1".into()],
+                }));
+            }
+            for v in 0..VMS_PER_HOST {
+                let vnic = VnicFact {
+                    vm: format!("vm-{h}-{host_i}-{v}"),
+                    vm_name: format!("app-{h}-{host_i}-{v}"),
+                    nic: "4000".into(),
+                    mac: format!("00:50:56:{h:02x}:{host_i:02x}:{v:02x}"),
+                    host: host.clone(),
+                    network: format!("pg-{}", v % NETS_PER_HOST),
+                    connected: true,
+                    powered_on: true,
+                };
+                g.vms.push((id.clone(), vnic.clone()));
+                facts.push(Fact::Vnic(vnic));
+            }
+            g.push(&id, Event::Learnt { changes: facts.into_iter().map(Change::Upsert).collect() });
+        }
+    }
+    g
+}
+
+/// The world's inventory followed by one-change events (power toggles, network moves) and the
+/// occasional lost/reestablished pair, `LOG_EVENTS` in all.
+fn log() -> Vec<Envelope> {
+    let mut g = world();
+    let mut i = 0usize;
+    while g.envs.len() < LOG_EVENTS {
+        i += 1;
+        if i.is_multiple_of(10_000) {
+            let id = g.vms[i % g.vms.len()].0.clone();
+            g.push(&id, Event::Lost { reason: "timeout".into() });
+            g.push(&id, Event::Reestablished { outage_ms: 5_000 });
+            continue;
+        }
+        let k = (i * 7919) % g.vms.len();
+        let (id, mut v) = g.vms[k].clone();
+        if i.is_multiple_of(3) {
+            v.network = format!("pg-{}", (i / 3) % NETS_PER_HOST);
+        } else {
+            v.powered_on = !v.powered_on;
+        }
+        g.vms[k].1 = v.clone();
+        g.push(&id, Event::Learnt { changes: vec![Change::Upsert(Fact::Vnic(v))] });
+    }
+    g.envs.truncate(LOG_EVENTS);
+    g.envs
+}
+
+fn fold(envs: &[Envelope]) -> State {
+    let mut s = State::new(&Policy::default());
+    envs.iter().for_each(|e| s.apply(e));
+    s
+}
+
+/// CPU time this thread has run, ns (Linux): measures work, not waiting for a core on a
+/// shared machine.
+fn cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat").ok()?.split_whitespace().next()?.parse().ok()
+}
+
+/// Resident set size of this process, bytes (Linux).
+fn rss() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Power toggles for `n` VMs spread over the state: off for each, then on for each (the state returns to
+/// where it started after a full cycle).
+fn toggles(g: &Gen, n: usize) -> Vec<Envelope> {
+    let mut out = Vec::with_capacity(2 * n);
+    for powered_on in [false, true] {
+        for k in 0..n {
+            let (id, v) = &g.vms[(k * 7919) % g.vms.len()];
+            let v = VnicFact { powered_on, ..v.clone() };
+            out.push(Envelope {
+                seq: 0,
+                at: 0,
+                hypervisor: id.clone(),
+                schema: 1,
+                prev: [0; 32],
+                event: Event::Learnt { changes: vec![Change::Upsert(Fact::Vnic(v))] },
+            });
+        }
+    }
+    out
+}
+
+fn bench_fold(c: &mut Criterion) {
+    let envs = log();
+    let (start, cpu0) = (Instant::now(), cpu_ns());
+    let s = fold(&envs);
+    let (secs, cpu1) = (start.elapsed().as_secs_f64(), cpu_ns());
+    let cpu = cpu0.zip(cpu1).map(|(a, b)| (b - a) as f64 / 1e9).unwrap_or(f64::NAN);
+    println!(
+        "fold (single pass): {} events in {:.3} s wall = {:.0} events/s; {:.3} s on CPU = {:.0} events/s per CPU-second; {} ports desired",
+        envs.len(),
+        secs,
+        envs.len() as f64 / secs,
+        cpu,
+        envs.len() as f64 / cpu,
+        s.desired().ports.len()
+    );
+    drop(s);
+    let mut group = c.benchmark_group("fold");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(envs.len() as u64));
+    group.bench_function("1M generated events", |b| b.iter_with_large_drop(|| fold(black_box(&envs))));
+    group.finish();
+}
+
+fn bench_apply(c: &mut Criterion) {
+    let g = world();
+    let before = rss();
+    let t = Instant::now();
+    let mut state = fold(&g.envs);
+    let built = t.elapsed();
+    let after = rss();
+    println!("built the 1k-host/50k-VM state from {} events in {:.3} s", g.envs.len(), built.as_secs_f64());
+    let snapshot = state.encode().len();
+    let vnics: usize = state.hypervisors().map(|(id, _)| state.facts_of(id).map_or(0, |f| f.len())).sum();
+    let reasons: usize = state.desired().ports.values().flat_map(|p| p.values()).map(|r| r.len()).sum();
+    if let (Some(b), Some(a)) = (before, after) {
+        println!(
+            "memory: state of {} hosts / {} VMs ({} facts, {} reasons): RSS grew {:.1} MiB; snapshot {:.1} MiB",
+            HYPERVISORS * HOSTS_PER_HV,
+            g.vms.len(),
+            vnics,
+            reasons,
+            a.saturating_sub(b) as f64 / (1 << 20) as f64,
+            snapshot as f64 / (1 << 20) as f64
+        );
+    }
+
+    // Per-apply latency with percentiles (criterion reports mean/median only).
+    let ops = toggles(&g, 20_000);
+    let mut samples = Vec::with_capacity(ops.len() * 5);
+    let cpu0 = cpu_ns();
+    for _ in 0..5 {
+        for e in &ops {
+            let t = Instant::now();
+            state.apply(black_box(e));
+            samples.push(t.elapsed().as_nanos() as u64);
+        }
+    }
+    let cpu_per_op = cpu0.zip(cpu_ns()).map(|(a, b)| (b - a) / samples.len() as u64);
+    samples.sort_unstable();
+    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    println!(
+        "apply one-change Learnt @50k VMs (wall): n={} p50={} ns p90={} ns p99={} ns p99.9={} ns max={} ns; \
+         mean CPU time {:?} ns/op",
+        samples.len(),
+        pct(0.50),
+        pct(0.90),
+        pct(0.99),
+        pct(0.999),
+        samples[samples.len() - 1],
+        cpu_per_op
+    );
+
+    let mut i = 0usize;
+    c.bench_function("apply one-change Learnt @ 1k hosts/50k VMs", |b| {
+        b.iter(|| {
+            state.apply(black_box(&ops[i % ops.len()]));
+            i += 1;
+        })
+    });
+    c.bench_function("encode state @ 1k hosts/50k VMs", |b| {
+        b.iter_batched(|| (), |()| state.encode(), BatchSize::SmallInput)
+    });
+}
+
+criterion_group!(benches, bench_apply, bench_fold);
+criterion_main!(benches);

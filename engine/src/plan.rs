@@ -1,0 +1,372 @@
+//! The reconcile planner: a pure function from (desired, observed, owned ledger, policy) to a
+//! [`Plan`] of switch operations. No IO, no clock, no randomness: the reconciler's async shell
+//! reads the switch and the ledger, calls [`plan`], and executes the result.
+//!
+//! Rules, in the order they are applied:
+//! - **Policy first**: excluded ports get no operation; VLANs outside the allowed ranges are
+//!   neither added nor removed (desired ones are listed in [`Plan::refused`]).
+//! - **Ownership**: a VLAN is removed only if the ledger says netfold put it there. An operator's
+//!   VLAN stays even when nothing needs it.
+//! - **Blast-radius guard**: if more removals are due than [`Policy::max_removals`], none is
+//!   planned and [`Plan::held`] says why; additions still go ahead.
+//! - **Make before break**: every addition comes before every removal.
+//! - Ledger entries for VLANs no longer on their port (and not being re-added) are returned in
+//!   [`Plan::forget`] so a later operator edit is never mistaken for netfold's own.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{VlanId, VlanRange};
+use crate::switch::{Observed, Op};
+
+/// Per-port VLAN sets, keyed by port name (desired, observed, owned all use this shape).
+pub type PortSets = BTreeMap<String, BTreeSet<VlanId>>;
+
+/// What the operator allows netfold to do on one switch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// VLANs netfold may add or remove; empty means every VLAN (1..=4094).
+    pub allowed: Vec<VlanRange>,
+    /// Ports netfold never touches.
+    pub excluded_ports: BTreeSet<String>,
+    /// The most removals one cycle may plan; above it nothing is removed.
+    pub max_removals: usize,
+    /// Plan and log, apply nothing.
+    pub dry_run: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self { allowed: Vec::new(), excluded_ports: BTreeSet::new(), max_removals: 64, dry_run: false }
+    }
+}
+
+impl Policy {
+    /// Whether netfold may touch `vlan` at all.
+    pub fn allows(&self, vlan: VlanId) -> bool {
+        self.allowed.is_empty() || self.allowed.iter().any(|r| r.contains(vlan))
+    }
+
+    /// Whether netfold may touch `port` at all.
+    pub fn manages(&self, port: &str) -> bool {
+        !self.excluded_ports.contains(port)
+    }
+}
+
+/// Why a desired VLAN is not planned.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Refusal {
+    /// The VLAN is outside the switch's allowed ranges.
+    OutsideAllowed { port: String, vlan: VlanId },
+    /// The port is excluded by policy.
+    ExcludedPort { port: String, vlan: VlanId },
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::OutsideAllowed { port, vlan } => {
+                write!(f, "VLAN {vlan} on {port} is desired but outside the allowed VLAN ranges")
+            }
+            Refusal::ExcludedPort { port, vlan } => {
+                write!(f, "VLAN {vlan} on {port} is desired but the port is excluded")
+            }
+        }
+    }
+}
+
+/// Removals withheld by the blast-radius guard.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    /// The removals that were due (none of them is in the plan).
+    pub removals: Vec<Op>,
+    pub cap: usize,
+}
+
+impl fmt::Display for Held {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} removals are due but the cap is {} per cycle: nothing is removed until an operator raises \
+             max_removals or the desired state changes",
+            self.removals.len(),
+            self.cap
+        )
+    }
+}
+
+/// What one reconcile cycle should do.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Operations to apply, additions first, then removals; each group ordered by port, VLAN.
+    pub ops: Vec<Op>,
+    /// Desired memberships policy does not let netfold configure.
+    pub refused: Vec<Refusal>,
+    /// Set when the removal cap withheld every removal.
+    pub held: Option<Held>,
+    /// Ledger entries to drop: owned VLANs that are no longer on their port.
+    pub forget: Vec<(String, VlanId)>,
+    /// Copied from the policy: the shell must apply nothing.
+    pub dry_run: bool,
+}
+
+impl Plan {
+    /// No operation to apply (refusals and held removals may still be reported).
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// Plans one cycle. Pure: the same inputs always give the same plan.
+pub fn plan(desired: &PortSets, observed: &Observed, owned: &PortSets, policy: &Policy) -> Plan {
+    let empty = BTreeSet::new();
+    let ports: BTreeSet<&String> = desired.keys().chain(owned.keys()).collect();
+    let mut adds = Vec::new();
+    let mut removes = Vec::new();
+    let mut refused = Vec::new();
+    let mut forget = Vec::new();
+    for port in ports {
+        let want = desired.get(port).unwrap_or(&empty);
+        if !policy.manages(port) {
+            refused.extend(want.iter().map(|&vlan| Refusal::ExcludedPort { port: port.clone(), vlan }));
+            continue;
+        }
+        let have = observed.get(port).unwrap_or(&empty);
+        let mine = owned.get(port).unwrap_or(&empty);
+        // Sorted-set merges (linear), not a lookup per VLAN: the steady state is the common case.
+        for &vlan in want.difference(have) {
+            if policy.allows(vlan) {
+                adds.push(Op::AddVlan { port: port.clone(), vlan });
+            }
+        }
+        if !policy.allowed.is_empty() {
+            refused.extend(
+                want.iter()
+                    .filter(|v| !policy.allows(**v))
+                    .map(|&vlan| Refusal::OutsideAllowed { port: port.clone(), vlan }),
+            );
+        }
+        for &vlan in mine.difference(want) {
+            if have.contains(&vlan) {
+                if policy.allows(vlan) {
+                    removes.push(Op::RemoveVlan { port: port.clone(), vlan });
+                }
+            } else {
+                forget.push((port.clone(), vlan));
+            }
+        }
+        for &vlan in mine.intersection(want) {
+            // Owned and desired but gone from the port, and policy will not put it back.
+            if !have.contains(&vlan) && !policy.allows(vlan) {
+                forget.push((port.clone(), vlan));
+            }
+        }
+    }
+    let held = if removes.len() > policy.max_removals {
+        Some(Held { removals: std::mem::take(&mut removes), cap: policy.max_removals })
+    } else {
+        None
+    };
+    adds.extend(removes);
+    Plan { ops: adds, refused, held, forget, dry_run: policy.dry_run }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn v(n: u16) -> VlanId {
+        VlanId::new(n).unwrap()
+    }
+
+    fn sets(items: &[(&str, &[u16])]) -> PortSets {
+        items.iter().map(|(p, vs)| (p.to_string(), vs.iter().map(|&n| v(n)).collect())).collect()
+    }
+
+    fn add(p: &str, n: u16) -> Op {
+        Op::AddVlan { port: p.into(), vlan: v(n) }
+    }
+
+    fn rm(p: &str, n: u16) -> Op {
+        Op::RemoveVlan { port: p.into(), vlan: v(n) }
+    }
+
+    #[test]
+    fn adds_missing_and_removes_only_owned_undesired() {
+        let desired = sets(&[("e1", &[10, 20])]);
+        let observed = sets(&[("e1", &[20, 30, 40])]);
+        let owned = sets(&[("e1", &[20, 30])]);
+        let p = plan(&desired, &observed, &owned, &Policy::default());
+        assert_eq!(p.ops, vec![add("e1", 10), rm("e1", 30)]);
+        assert!(p.held.is_none() && p.refused.is_empty() && p.forget.is_empty());
+    }
+
+    #[test]
+    fn operator_vlan_is_never_removed() {
+        let p = plan(&PortSets::new(), &sets(&[("e1", &[99])]), &PortSets::new(), &Policy::default());
+        assert!(p.ops.is_empty());
+    }
+
+    #[test]
+    fn additions_come_before_removals_across_ports() {
+        // A VM moved from e2 to e1: the new port gets its VLAN before the old one loses it.
+        let desired = sets(&[("e1", &[100])]);
+        let observed = sets(&[("e1", &[]), ("e2", &[100])]);
+        let owned = sets(&[("e2", &[100])]);
+        let p = plan(&desired, &observed, &owned, &Policy::default());
+        assert_eq!(p.ops, vec![add("e1", 100), rm("e2", 100)]);
+    }
+
+    #[test]
+    fn removal_cap_holds_every_removal_and_says_why() {
+        let observed = sets(&[("e1", &[1, 2, 3]), ("e2", &[])]);
+        let owned = sets(&[("e1", &[1, 2, 3])]);
+        let desired = sets(&[("e2", &[7])]);
+        let policy = Policy { max_removals: 2, ..Policy::default() };
+        let p = plan(&desired, &observed, &owned, &policy);
+        assert_eq!(p.ops, vec![add("e2", 7)]);
+        let held = p.held.unwrap();
+        assert_eq!(held.removals.len(), 3);
+        assert!(held.to_string().contains("3 removals are due but the cap is 2"));
+    }
+
+    #[test]
+    fn policy_refuses_outside_ranges_and_excluded_ports() {
+        let desired = sets(&[("e1", &[10, 500]), ("mgmt", &[10])]);
+        let observed = sets(&[("e1", &[600]), ("mgmt", &[1])]);
+        let owned = sets(&[("e1", &[600]), ("mgmt", &[1])]);
+        let policy = Policy {
+            allowed: vec!["1-100".parse().unwrap()],
+            excluded_ports: ["mgmt".to_string()].into(),
+            ..Policy::default()
+        };
+        let p = plan(&desired, &observed, &owned, &policy);
+        assert_eq!(p.ops, vec![add("e1", 10)]);
+        assert_eq!(
+            p.refused,
+            vec![
+                Refusal::OutsideAllowed { port: "e1".into(), vlan: v(500) },
+                Refusal::ExcludedPort { port: "mgmt".into(), vlan: v(10) }
+            ]
+        );
+    }
+
+    #[test]
+    fn owned_vlan_gone_from_the_port_is_forgotten() {
+        let p = plan(&PortSets::new(), &sets(&[("e1", &[])]), &sets(&[("e1", &[5])]), &Policy::default());
+        assert!(p.ops.is_empty());
+        assert_eq!(p.forget, vec![("e1".to_string(), v(5))]);
+    }
+
+    #[test]
+    fn dry_run_is_carried_into_the_plan() {
+        let policy = Policy { dry_run: true, ..Policy::default() };
+        let p = plan(&sets(&[("e1", &[3])]), &PortSets::new(), &PortSets::new(), &policy);
+        assert!(p.dry_run);
+        assert_eq!(p.ops, vec![add("e1", 3)]);
+    }
+
+    // ---- properties ----
+
+    const PORTS: [&str; 4] = ["e1", "e2", "e3", "mgmt"];
+
+    fn port_sets() -> impl Strategy<Value = PortSets> {
+        proptest::collection::btree_map(
+            proptest::sample::select(&PORTS[..]).prop_map(String::from),
+            proptest::collection::btree_set((1u16..=40).prop_map(|n| VlanId::new(n).unwrap()), 0..12),
+            0..4,
+        )
+    }
+
+    fn policies() -> impl Strategy<Value = Policy> {
+        (proptest::option::of((1u16..=40, 0u16..=20)), any::<bool>()).prop_map(|(range, exclude)| Policy {
+            allowed: range
+                .map(|(a, len)| vec![VlanRange::new(v(a), v((a + len).min(4094))).unwrap()])
+                .unwrap_or_default(),
+            excluded_ports: if exclude { ["mgmt".to_string()].into() } else { BTreeSet::new() },
+            max_removals: usize::MAX,
+            dry_run: false,
+        })
+    }
+
+    /// Applies a plan to a model switch and ledger, as a perfect switch would.
+    fn execute(p: &Plan, observed: &mut Observed, owned: &mut PortSets) {
+        for op in &p.ops {
+            let port = observed.entry(op.port().to_string()).or_default();
+            match op {
+                Op::AddVlan { vlan, .. } => {
+                    if port.insert(*vlan) {
+                        owned.entry(op.port().to_string()).or_default().insert(*vlan);
+                    }
+                }
+                Op::RemoveVlan { vlan, .. } => {
+                    port.remove(vlan);
+                    owned.entry(op.port().to_string()).or_default().remove(vlan);
+                }
+            }
+        }
+        for (port, vlan) in &p.forget {
+            owned.entry(port.clone()).or_default().remove(vlan);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn converges_in_one_cycle_and_second_plan_is_empty(
+            desired in port_sets(), observed in port_sets(), owned_raw in port_sets(), policy in policies()
+        ) {
+            // The ledger only ever holds VLANs netfold may have added; take any subset of observed.
+            let owned: PortSets = owned_raw.iter().map(|(p, vs)| {
+                (p.clone(), vs.intersection(observed.get(p).unwrap_or(&BTreeSet::new())).copied().collect())
+            }).collect();
+            let (mut obs, mut own) = (observed.clone(), owned.clone());
+            let first = plan(&desired, &obs, &own, &policy);
+            execute(&first, &mut obs, &mut own);
+            for (port, want) in &desired {
+                if !policy.manages(port) { continue; }
+                let have = obs.get(port).cloned().unwrap_or_default();
+                for vlan in want.iter().filter(|v| policy.allows(**v)) {
+                    prop_assert!(have.contains(vlan), "{port} lacks desired {vlan}");
+                }
+                for vlan in own.get(port).into_iter().flatten() {
+                    prop_assert!(want.contains(vlan) || !policy.allows(*vlan));
+                }
+            }
+            let second = plan(&desired, &obs, &own, &policy);
+            prop_assert!(second.ops.is_empty(), "second plan not empty: {:?}", second.ops);
+            prop_assert!(second.forget.is_empty());
+        }
+
+        #[test]
+        fn never_removes_unowned_and_never_plans_outside_policy(
+            desired in port_sets(), observed in port_sets(), owned in port_sets(), policy in policies(),
+            cap in 0usize..6
+        ) {
+            let policy = Policy { max_removals: cap, ..policy };
+            let p = plan(&desired, &observed, &owned, &policy);
+            let mut seen_remove = false;
+            let removals = p.ops.iter().filter(|o| !o.is_add()).count();
+            prop_assert!(removals <= cap);
+            for op in &p.ops {
+                prop_assert!(policy.manages(op.port()), "touched excluded {}", op.port());
+                prop_assert!(policy.allows(op.vlan()), "touched disallowed {}", op.vlan());
+                match op {
+                    Op::RemoveVlan { port, vlan } => {
+                        seen_remove = true;
+                        prop_assert!(owned.get(port).is_some_and(|s| s.contains(vlan)), "removed unowned {vlan} on {port}");
+                        prop_assert!(!desired.get(port).is_some_and(|s| s.contains(vlan)));
+                    }
+                    Op::AddVlan { .. } => prop_assert!(!seen_remove, "an add after a remove"),
+                }
+            }
+        }
+
+        #[test]
+        fn planning_is_deterministic(desired in port_sets(), observed in port_sets(), owned in port_sets(), policy in policies()) {
+            prop_assert_eq!(plan(&desired, &observed, &owned, &policy), plan(&desired, &observed, &owned, &policy));
+        }
+    }
+}

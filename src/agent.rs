@@ -1,0 +1,172 @@
+//! The running agent, wired: the store in the data directory, the engine, one task per
+//! hypervisor adapter, one reconciler per switch, the metrics tap and the HTTP endpoint. `run`
+//! and `demo` both build on this; neither adds logic of its own.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use adapters::{vsphere, xen};
+use anyhow::{Context, Result};
+use engine::clock::{Clock, SystemClock};
+use engine::reconciler::{Ledger, Reconciler, SwitchRecord};
+use engine::switch::Switch;
+use engine::{Engine, HypervisorId, Kind, Recorded};
+use replay::history::{db_path, EVENTS_LOG, META_TABLE, POLICY_KEY};
+use store::{SledLog, Store};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Hypervisor;
+use crate::metrics::Metrics;
+
+/// The switch audit log's name in the store.
+pub const SWITCH_AUDIT_LOG: &str = "switch-audit";
+/// The ownership ledger's table.
+pub const LEDGER_TABLE: &str = "ledger";
+
+/// A hypervisor adapter's configuration.
+pub enum Adapter {
+    VMware(vsphere::Config),
+    Xen(xen::Config),
+}
+
+impl Adapter {
+    /// The adapter for a configured hypervisor, with the adapter's defaults for the rest.
+    pub fn from_config(kind: Kind, h: &Hypervisor) -> Self {
+        match kind {
+            Kind::VMware => {
+                let mut c = vsphere::Config::new(&h.url, &h.user, h.password.clone());
+                c.tls = h.tls.clone();
+                Adapter::VMware(c)
+            }
+            Kind::XenCitrix => {
+                let mut c = xen::Config::new(&h.url, &h.user, h.password.clone());
+                c.tls = h.tls.clone();
+                Adapter::Xen(c)
+            }
+        }
+    }
+}
+
+pub struct Agent {
+    pub engine: Engine,
+    pub metrics: Arc<Metrics>,
+    store: Store,
+    events: Arc<SledLog<Recorded>>,
+    audit: Arc<SledLog<SwitchRecord>>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Agent {
+    /// Opens (creating) the data directory and starts the engine on it: snapshot + tail,
+    /// expiry of hypervisors whose grace ran out while netfold was down.
+    pub async fn start(data_dir: &Path, config: engine::config::Config, clock: Arc<dyn Clock>) -> Result<Agent> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+        let path = db_path(data_dir);
+        let store = Store::open(&path).with_context(|| {
+            format!(
+                "cannot open the database at {} (is another netfold running on this data directory?)",
+                path.display()
+            )
+        })?;
+        store
+            .table(META_TABLE)
+            .and_then(|t| t.insert(POLICY_KEY, &config.policy))
+            .context("cannot record the policy in the data directory")?;
+        let events = Arc::new(store.log::<Recorded>(EVENTS_LOG).context("cannot open the event log")?);
+        let audit = Arc::new(store.log::<SwitchRecord>(SWITCH_AUDIT_LOG).context("cannot open the switch audit log")?);
+        let engine = Engine::start(events.clone(), config, clock)
+            .await
+            .with_context(|| format!("cannot recover state from {}", path.display()))?;
+        let (stop, _) = watch::channel(false);
+        let metrics = Arc::new(Metrics::default());
+        let mut agent = Agent { engine, metrics, store, events, audit, stop, tasks: Vec::new() };
+        let tap =
+            crate::metrics::tap(agent.metrics.clone(), agent.events.clone(), agent.audit.clone(), agent.engine.state());
+        agent.tasks.push(tokio::spawn(tap));
+        Ok(agent)
+    }
+
+    /// Starts the agent on the wall clock.
+    pub async fn start_now(data_dir: &Path, config: engine::config::Config) -> Result<Agent> {
+        Self::start(data_dir, config, Arc::new(SystemClock)).await
+    }
+
+    /// Starts the adapter for one hypervisor; it reports into the engine until the agent stops
+    /// (a fatal error, such as a refused password, is logged and ends that adapter).
+    pub fn add_hypervisor(&mut self, id: HypervisorId, kind: Kind, adapter: Adapter) -> Result<()> {
+        let tx = self.engine.attach(id.clone(), kind);
+        let mut stop = self.stop.subscribe();
+        let adapter: futures::future::BoxFuture<'static, Result<(), String>> = match adapter {
+            Adapter::VMware(c) => {
+                let a = vsphere::Adapter::new(c).with_context(|| format!("hypervisor {id}"))?;
+                Box::pin(async move { a.run(tx).await.map_err(|e| e.to_string()) })
+            }
+            Adapter::Xen(c) => {
+                let a = xen::Adapter::new(c).with_context(|| format!("hypervisor {id}"))?;
+                Box::pin(async move { a.run(tx).await.map_err(|e| e.to_string()) })
+            }
+        };
+        self.tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                r = adapter => if let Err(e) = r {
+                    tracing::error!(hypervisor = %id, error = %e, "adapter stopped");
+                },
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        }));
+        Ok(())
+    }
+
+    /// Starts a reconciler for `switch`.
+    pub fn add_switch<S: Switch>(&mut self, switch: Arc<S>, config: engine::reconciler::Config) -> Result<()> {
+        let table = self.store.table(LEDGER_TABLE).context("cannot open the ownership ledger")?;
+        let ledger = Ledger::new(table, switch.name());
+        let reconciler = Reconciler::new(switch, ledger, self.audit.clone(), self.engine.desired(), config);
+        let mut stop = self.stop.subscribe();
+        self.tasks.push(tokio::spawn(async move {
+            reconciler
+                .run(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        }));
+        Ok(())
+    }
+
+    /// Serves `/healthz`, `/metrics` and `/state` on `addr` until the agent stops.
+    pub async fn serve_http(&mut self, addr: std::net::SocketAddr) -> Result<std::net::SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for /healthz, /metrics and /state"))?;
+        let bound = listener.local_addr()?;
+        let app = crate::http::router(self.metrics.clone(), self.engine.state(), self.events.clone());
+        let mut stop = self.stop.subscribe();
+        self.tasks.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+                tracing::error!(error = %e, "http endpoint stopped");
+            }
+        }));
+        Ok(bound)
+    }
+
+    /// Stops adapters, reconcilers and the endpoint, lets in-flight appends complete, saves a
+    /// final snapshot and flushes the log.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        for mut t in self.tasks {
+            // Each task watches `stop`; one that does not finish its step in time is aborted.
+            if tokio::time::timeout(std::time::Duration::from_secs(3), &mut t).await.is_err() {
+                t.abort();
+            }
+        }
+        self.engine.shutdown().await.context("engine shutdown")?;
+        self.store.flush().context("flushing the data directory")?;
+        Ok(())
+    }
+}

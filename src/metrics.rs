@@ -1,0 +1,139 @@
+//! Prometheus metrics (prometheus-client): a tap that tails the event log and the switch audit
+//! log — so every count is of what is durable, not of what was attempted — plus gauges read
+//! from the projected state at scrape time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use engine::projector::Status;
+use engine::reconciler::{AuditResult, SwitchRecord};
+use engine::runtime::SharedState;
+use engine::switch::OpResult;
+use engine::{Envelope, Event, Recorded};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use store::{Log, SledLog};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HypervisorLabel {
+    pub hypervisor: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub hypervisor: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    pub switch: String,
+    pub op: String,
+    pub result: String,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    pub events: Family<KindLabel, Counter>,
+    pub reconnects: Family<HypervisorLabel, Counter>,
+    pub status: Family<StatusLabel, Gauge>,
+    pub switch_ops: Family<OpLabel, Counter>,
+    pub log_head: Gauge,
+    pub subscriber_lag: Gauge,
+    tapped: AtomicU64,
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self, state: &SharedState, head: u64) -> String {
+        let mut registry = Registry::with_prefix("netfold");
+        registry.register("events_appended", "Events appended to the log, by kind", self.events.clone());
+        registry.register(
+            "hypervisor_reconnects",
+            "Reestablished connections within the grace period",
+            self.reconnects.clone(),
+        );
+        self.status.clear();
+        state.read(|s| {
+            for (id, st) in s.hypervisors() {
+                let status = match st.status {
+                    Status::Live => "live",
+                    Status::Lost { .. } => "lost",
+                    Status::Expired => "expired",
+                };
+                self.status.get_or_create(&StatusLabel { hypervisor: id.to_string(), status: status.into() }).set(1);
+            }
+        });
+        registry.register("hypervisor_status", "1 for each hypervisor's current status", self.status.clone());
+        registry.register(
+            "switch_operations",
+            "Switch operations by result (from the audit log)",
+            self.switch_ops.clone(),
+        );
+        self.log_head.set(head as i64);
+        registry.register("log_head", "Sequence number of the last durable event", self.log_head.clone());
+        self.subscriber_lag.set(head.saturating_sub(self.tapped.load(Ordering::Relaxed)) as i64);
+        registry.register(
+            "subscriber_lag",
+            "Events the metrics subscriber has yet to read",
+            self.subscriber_lag.clone(),
+        );
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+
+    fn count_event(&self, e: &Envelope) {
+        self.events.get_or_create(&KindLabel { kind: e.event.name().into() }).inc();
+        if matches!(e.event, Event::Reestablished { .. }) {
+            self.reconnects.get_or_create(&HypervisorLabel { hypervisor: e.hypervisor.to_string() }).inc();
+        }
+        self.tapped.store(e.seq, Ordering::Relaxed);
+    }
+
+    fn count_op(&self, r: &SwitchRecord) {
+        let result = match &r.result {
+            AuditResult::DryRun => "dry_run",
+            AuditResult::Done(OpResult::Failed(_)) => "failed",
+            AuditResult::Done(_) => "applied",
+        };
+        let op = if r.op.is_add() { "add" } else { "remove" };
+        self.switch_ops
+            .get_or_create(&OpLabel { switch: r.switch.clone(), op: op.into(), result: result.into() })
+            .inc();
+    }
+}
+
+/// Tails both logs from their start, counting; runs until the agent stops.
+pub async fn tap(
+    metrics: Arc<Metrics>,
+    events: Arc<SledLog<Recorded>>,
+    audit: Arc<SledLog<SwitchRecord>>,
+    _state: SharedState,
+) {
+    let mut ev = events.subscribe(1);
+    let mut ops = audit.subscribe(1);
+    loop {
+        tokio::select! {
+            e = ev.next() => match e {
+                Some(Ok(e)) => metrics.count_event(&Envelope::from(e)),
+                Some(Err(e)) => { tracing::error!(error = %e, "metrics tap stopped reading the event log"); return }
+                None => return,
+            },
+            r = ops.next() => match r {
+                Some(Ok(r)) => metrics.count_op(&r.record),
+                Some(Err(e)) => { tracing::error!(error = %e, "metrics tap stopped reading the switch audit log"); return }
+                None => return,
+            },
+        }
+    }
+}
