@@ -113,15 +113,16 @@ impl Metrics {
     }
 }
 
-/// Tails both logs from their start, counting; runs until the agent stops.
+/// Tails both logs from their heads at start-up, counting (Prometheus counters restart with
+/// the process); runs until the agent stops.
 pub async fn tap(
     metrics: Arc<Metrics>,
     events: Arc<SledLog<Recorded>>,
     audit: Arc<SledLog<SwitchRecord>>,
     _state: SharedState,
 ) {
-    let mut ev = events.subscribe(1);
-    let mut ops = audit.subscribe(1);
+    let mut ev = events.subscribe(events.head() + 1);
+    let mut ops = audit.subscribe(audit.head() + 1);
     loop {
         tokio::select! {
             e = ev.next() => match e {
