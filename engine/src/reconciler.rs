@@ -188,6 +188,24 @@ pub struct Reconciler<S, L> {
     audit: Arc<L>,
     desired: watch::Receiver<Arc<Desired>>,
     config: Config,
+    stats: Arc<Stats>,
+}
+
+/// Counters of one reconciler, for metrics (read them while it runs).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Cycles run (every trigger: change, drift, resync, retry).
+    pub cycles: std::sync::atomic::AtomicU64,
+    /// Cycles that failed outright or had failed operations.
+    pub failed_cycles: std::sync::atomic::AtomicU64,
+    /// Cycles triggered by drift the switch announced.
+    pub drift_cycles: std::sync::atomic::AtomicU64,
+}
+
+impl Stats {
+    fn bump(counter: &std::sync::atomic::AtomicU64) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 fn now_ms() -> UnixMs {
@@ -215,7 +233,12 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
         desired: watch::Receiver<Arc<Desired>>,
         config: Config,
     ) -> Self {
-        Self { switch, ledger, audit, desired, config }
+        Self { switch, ledger, audit, desired, config, stats: Arc::default() }
+    }
+
+    /// This reconciler's counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
     }
 
     fn store_err(&self, context: &'static str) -> impl FnOnce(store::Error) -> Error + '_ {
@@ -304,6 +327,10 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
         loop {
             let span = info_span!("reconcile", switch = %name);
             let result = self.cycle().instrument(span.clone()).await;
+            Stats::bump(&self.stats.cycles);
+            if !matches!(&result, Ok(r) if r.failed() == 0) {
+                Stats::bump(&self.stats.failed_cycles);
+            }
             let delay = match result {
                 Ok(report) if report.failed() == 0 => {
                     if failures > 0 {
@@ -328,7 +355,10 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
             tokio::select! {
                 _ = &mut shutdown => return,
                 changed = self.desired.changed() => if changed.is_err() { return },
-                _ = drift_changed(&mut drift) => debug!(switch = %name, "drift"),
+                _ = drift_changed(&mut drift) => {
+                    Stats::bump(&self.stats.drift_cycles);
+                    debug!(switch = %name, "drift");
+                }
                 _ = tokio::time::sleep(delay) => {}
             }
         }
