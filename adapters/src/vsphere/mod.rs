@@ -284,7 +284,7 @@ async fn refresh_hints(s: &Session, inv: &mut Inventory, systems: Vec<(String, M
 /// changed (new rejections included).
 async fn send_delta(tx: &mpsc::Sender<Observation>, inv: &Inventory, current: &mut Mapped) -> Result<(), Stop> {
     let next = inv.facts();
-    let changes = mapping::diff(&current.facts, &next.facts);
+    let changes = engine::fact::diff(&current.facts, &next.facts);
     let rejected: Vec<Rejected> = next.rejected.iter().filter(|r| !current.rejected.contains(r)).cloned().collect();
     *current = next;
     if changes.is_empty() && rejected.is_empty() {
