@@ -292,37 +292,62 @@ impl Facts {
                     }
                 }
             }
-            Fact::Vnic(v) => self.upsert_vnic(v),
+            Fact::Vnic(v) => {
+                self.upsert_vnic(v);
+                false
+            }
         };
         if added {
             self.len += 1;
         }
     }
 
-    fn upsert_vnic(&mut self, v: &VnicFact) -> bool {
+    fn upsert_vnic(&mut self, v: &VnicFact) {
         let k = (self.names.intern(&v.vm), self.names.intern(&v.nic));
         let at = (self.names.intern(&v.host), self.names.intern(&v.network));
+        self.upsert_vnic_at(k, at, v)
+    }
+
+    /// Whether the vNIC with ids `k` is `v`, which is on (host, network) ids `at` (compares
+    /// ids and flags before strings).
+    pub(crate) fn vnic_is(&self, k: Pair, at: Pair, v: &VnicFact) -> bool {
+        self.vnics.get(&k).is_some_and(|o| {
+            (o.host, o.network) == at
+                && o.fact.powered_on == v.powered_on
+                && o.fact.connected == v.connected
+                && o.fact.vm_name == v.vm_name
+                && o.fact.mac == v.mac
+        })
+    }
+
+    /// Adds or replaces (in place) the vNIC `v`, whose (vm, nic) ids are `k` and whose (host,
+    /// network) ids are `at`.
+    pub(crate) fn upsert_vnic_at(&mut self, k: Pair, at: Pair, v: &VnicFact) {
         match self.vnics.get_mut(&k) {
             Some(slot) => {
                 let was = (slot.host, slot.network);
                 let f = &mut slot.fact;
                 set(&mut f.vm_name, &v.vm_name);
                 set(&mut f.mac, &v.mac);
-                set(&mut f.host, &v.host);
-                set(&mut f.network, &v.network);
                 f.connected = v.connected;
                 f.powered_on = v.powered_on;
-                (slot.host, slot.network) = at;
                 if was != at {
+                    // Equal ids are equal strings: copy only what moved.
+                    if was.0 != at.0 {
+                        set(&mut f.host, &v.host);
+                    }
+                    if was.1 != at.1 {
+                        set(&mut f.network, &v.network);
+                    }
+                    (slot.host, slot.network) = at;
                     self.unindex(was, k);
                     self.vnics_on.entry(at).or_default().insert(k);
                 }
-                false
             }
             None => {
                 self.vnics.insert(k, Vnic { fact: v.clone(), host: at.0, network: at.1 });
                 self.vnics_on.entry(at).or_default().insert(k);
-                true
+                self.len += 1;
             }
         }
     }

@@ -409,14 +409,29 @@ impl State {
     fn apply_change(&mut self, id: &HypervisorId, hv_ix: u32, change: &Change) {
         let Some(hv) = self.hypervisors.get_mut(id) else { return };
         let facts = &mut hv.facts;
-        if let Change::Upsert(f) = change {
-            if unchanged(facts, f) {
-                return;
-            }
-        }
         let mut affected = std::mem::take(&mut self.scratch);
         affected.clear();
-        affected_by(&self.rules, facts, change, hv_ix, &mut affected);
+        // A vNIC upsert (the common change) interns its ids once and is compared by them.
+        let vnic = match change {
+            Change::Upsert(Fact::Vnic(v)) => {
+                let k = (facts.intern(&v.vm), facts.intern(&v.nic));
+                let at = (facts.intern(&v.host), facts.intern(&v.network));
+                if facts.vnic_is(k, at, v) {
+                    self.scratch = affected;
+                    return;
+                }
+                affected.push(Rid { hv: hv_ix, vnic: true, a: k.0, b: k.1 });
+                Some((k, at, v))
+            }
+            Change::Upsert(f) if unchanged(facts, f) => {
+                self.scratch = affected;
+                return;
+            }
+            _ => {
+                affected_by(&self.rules, facts, change, hv_ix, &mut affected);
+                None
+            }
+        };
         let mut changed = false;
         let (vlans, desired) = (&mut self.vlans, &mut self.desired);
         for r in &affected {
@@ -424,9 +439,10 @@ impl State {
                 changed |= remove_reason(vlans, desired, p, vlan, r);
             });
         }
-        match change {
-            Change::Upsert(f) => facts.upsert(f, &mut self.ports),
-            Change::Remove(k) => facts.remove(k),
+        match (vnic, change) {
+            (Some((k, at, v)), _) => facts.upsert_vnic_at(k, at, v),
+            (None, Change::Upsert(f)) => facts.upsert(f, &mut self.ports),
+            (None, Change::Remove(k)) => facts.remove(k),
         }
         for r in &affected {
             contributions(&self.rules, facts, r, |p, vlan| {
