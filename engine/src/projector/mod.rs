@@ -17,7 +17,7 @@ mod intern;
 mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
@@ -126,18 +126,29 @@ struct Rid {
 /// an empty set.
 type Index = HashMap<(u32, VlanId), HashSet<Rid>>;
 
-/// What a read of desired state needs to bring the last built [`Desired`] up to date.
+/// Keys of desired-state entries: (port id, VLAN).
+type Keys = HashSet<(u32, VlanId)>;
+
+/// What a read of desired state needs to bring the last built [`Desired`] up to date, and the
+/// older values it may reuse instead of copying the whole state.
 #[derive(Clone, Debug, Default)]
 struct Pending {
     /// The last built value, once a change made it stale.
     base: Option<Arc<Desired>>,
-    /// The (port, VLAN) entries changed since `base` was built.
-    dirty: HashSet<(u32, VlanId)>,
+    /// The entries changed since `base` was built.
+    dirty: Keys,
+    /// The value the last build copied from (still held by whoever it was published to), and
+    /// the entries in which it differs from the last built value.
+    replaced: Option<(Weak<Desired>, Keys)>,
+    /// An older value handed back by the publisher ([`State::recycle_desired`]), and the
+    /// entries in which it differs from the last built value.
+    spare: Option<(Arc<Desired>, Keys)>,
 }
 
 /// [`Desired`] as last built, and what changed since: a read after a change rebuilds only the
-/// (port, VLAN) entries that changed (in place when nobody else holds the value, else on a
-/// copy), never the whole state from the index.
+/// (port, VLAN) entries that changed — in place when nobody else holds the value, else on a
+/// recycled older value when one was handed back, else on a copy — never the whole state from
+/// the index.
 #[derive(Debug, Default)]
 struct DesiredCache {
     built: OnceLock<Arc<Desired>>,
@@ -167,6 +178,16 @@ impl DesiredCache {
     fn reset(&mut self) {
         self.built = OnceLock::new();
         *self.pending.get_mut().unwrap_or_else(PoisonError::into_inner) = Pending::default();
+    }
+
+    /// Takes back `old`, a value this cache built earlier, to update instead of copying.
+    fn recycle(&mut self, old: Arc<Desired>) {
+        let pending = self.pending.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if pending.replaced.as_ref().is_some_and(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&old))) {
+            if let Some((_, keys)) = pending.replaced.take() {
+                pending.spare = Some((old, keys));
+            }
+        }
     }
 }
 
@@ -265,6 +286,13 @@ impl State {
     /// The desired VLAN state as a shared value (what the runtime publishes).
     pub fn desired_shared(&self) -> Arc<Desired> {
         self.desired.built.get_or_init(|| self.build_desired()).clone()
+    }
+
+    /// Hands back a value [`State::desired_shared`] gave earlier, once it is no longer
+    /// published: the next read after a change updates it (entry by entry) instead of copying
+    /// the whole desired state. Any other value is simply dropped.
+    pub fn recycle_desired(&mut self, old: Arc<Desired>) {
+        self.desired.recycle(old);
     }
 
     /// Bumped on every change to desired state; the runtime publishes when it moves.
@@ -372,13 +400,48 @@ impl State {
     /// The up-to-date [`Desired`]: the stale one with its changed entries rebuilt, or (the
     /// first time) everything built from the index.
     fn build_desired(&self) -> Arc<Desired> {
-        let mut pending = self.desired.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self.desired.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let pending = &mut *guard;
         let Some(mut base) = pending.base.take() else {
-            pending.dirty.clear();
+            *pending = Pending::default();
             return Arc::new(self.materialize());
         };
-        let d = Arc::make_mut(&mut base);
-        for (p, vlan) in pending.dirty.drain() {
+        let dirty = std::mem::take(&mut pending.dirty);
+        let spare_free = pending.spare.as_mut().is_some_and(|(s, _)| Arc::get_mut(s).is_some());
+        if Arc::get_mut(&mut base).is_some() {
+            // Nobody else holds it: update in place; older values fall further behind.
+            self.refresh(&mut base, &dirty);
+            if let Some((_, keys)) = &mut pending.replaced {
+                keys.extend(dirty.iter().copied());
+            }
+            if let Some((_, keys)) = &mut pending.spare {
+                keys.extend(dirty.iter().copied());
+            }
+            return base;
+        }
+        let (out, replaced_keys) = match pending.spare.take() {
+            Some((spare, mut keys)) if spare_free => {
+                // A recycled older value: bring it up to date entry by entry.
+                keys.extend(dirty.iter().copied());
+                let mut spare = spare;
+                self.refresh(&mut spare, &keys);
+                (spare, dirty)
+            }
+            _ => {
+                let mut copy = Arc::new(Desired::clone(&base));
+                self.refresh(&mut copy, &dirty);
+                (copy, dirty)
+            }
+        };
+        pending.replaced = Some((Arc::downgrade(&base), replaced_keys));
+        out
+    }
+
+    /// Rebuilds the `keys` entries of `d` from the index (copying `d` first if it is shared, so
+    /// a value someone holds never changes).
+    fn refresh(&self, d: &mut Arc<Desired>, keys: &Keys) {
+        let d = Arc::make_mut(d);
+        for &(p, vlan) in keys {
             let port = self.ports.value(p);
             let reasons = self.reasons(p, vlan);
             if reasons.is_empty() {
@@ -392,7 +455,6 @@ impl State {
                 d.ports.entry(port.clone()).or_default().insert(vlan, reasons);
             }
         }
-        base
     }
 
     fn materialize(&self) -> Desired {
