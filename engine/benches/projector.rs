@@ -225,6 +225,19 @@ fn bench_apply(c: &mut Criterion) {
         );
     }
 
+    // What one more copy of desired state costs (the runtime keeps one recycled copy beside the
+    // published one).
+    let before = rss();
+    let copy = engine::Desired::clone(state.desired());
+    if let (Some(b), Some(a)) = (before, rss()) {
+        println!(
+            "memory: one copy of desired state ({} ports): RSS grew {:.1} MiB",
+            copy.ports.len(),
+            a.saturating_sub(b) as f64 / (1 << 20) as f64
+        );
+    }
+    drop(copy);
+
     // Per-apply latency with percentiles (criterion reports mean/median only).
     let ops = toggles(&g, 20_000);
     let mut samples = Vec::with_capacity(ops.len() * 5);
