@@ -64,8 +64,7 @@ fn demo_runs_green_and_leaves_an_auditable_history() {
     // The vCenter's were removed when it expired, but were there at record 3.
     let gone = text(&netfold(&["why", "--data-dir", d, "--port", "tor1:Ethernet1/3", "--vlan", "100"]).stdout);
     assert!(gone.contains("is not desired"), "{gone}");
-    let was =
-        text(&netfold(&["why", "--data-dir", d, "--port", "tor1:Ethernet1/3", "--vlan", "100", "--at", "4"]).stdout);
+    let was = text(&netfold(&["why", "--data-dir", d, "--port", "tor1:Ethernet1/3", "--vlan", "100", "--at", "4"]).stdout);
     assert!(was.contains("VLAN 100 is on tor1:Ethernet1/3"), "{was}");
 
     let state = netfold(&["state", "--data-dir", d, "--json"]);
@@ -84,9 +83,7 @@ fn demo_runs_green_and_leaves_an_auditable_history() {
     let cfg = dir.path().join("netfold.toml");
     std::fs::write(
         &cfg,
-        format!(
-            "data_dir = \"{d}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[[switch]]\nname = \"tor1\"\nkind = \"memory\"\n"
-        ),
+        format!("data_dir = \"{d}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[[switch]]\nname = \"tor1\"\nkind = \"memory\"\n"),
     )
     .unwrap();
     assert_clear_failure(&netfold(&["run", "-c", cfg.to_str().unwrap()]), &["record 2"]);
@@ -112,8 +109,7 @@ fn tamper(db: &Path, seq: u64) {
 fn bad_config_names_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("netfold.toml");
-    std::fs::write(&cfg, "data_dir = \"/tmp/x\"\n[[switch]]\nname = \"tor1\"\nkind = \"memory\"\nmax_removal = 3\n")
-        .unwrap();
+    std::fs::write(&cfg, "data_dir = \"/tmp/x\"\n[[switch]]\nname = \"tor1\"\nkind = \"memory\"\nmax_removal = 3\n").unwrap();
     let c = cfg.to_str().unwrap();
     let para = assert_clear_failure(&netfold(&["config", "check", "-c", c]), &["netfold.toml:5:", "max_removal"]);
     assert!(para.contains("max_removals"), "says what is allowed: {para}");
@@ -121,10 +117,7 @@ fn bad_config_names_file_line_and_key() {
     std::fs::write(&cfg, "data_dir = \"/tmp/x\"\n[[hypervisor]]\nname = \"vc\"\nkind = \"vmware\"\nurl = \"https://vc/sdk\"\nuser = \"u\"\npassword = \"hunter2\"\n").unwrap();
     let para = assert_clear_failure(&netfold(&["config", "check", "-c", c]), &["refused", "password_env"]);
     assert!(!para.contains("hunter2"));
-    assert_clear_failure(
-        &netfold(&["config", "check", "-c", "/nonexistent/netfold.toml"]),
-        &["cannot read config file"],
-    );
+    assert_clear_failure(&netfold(&["config", "check", "-c", "/nonexistent/netfold.toml"]), &["cannot read config file"]);
 }
 
 #[test]
@@ -141,10 +134,7 @@ fn unreachable_hypervisor_and_switch_fail_start_up_clearly() {
         ),
     )
     .unwrap();
-    assert_clear_failure(
-        &netfold(&["run", "-c", cfg.to_str().unwrap()]),
-        &["hypervisor vc", "unreachable", "127.0.0.1:1"],
-    );
+    assert_clear_failure(&netfold(&["run", "-c", cfg.to_str().unwrap()]), &["hypervisor vc", "unreachable", "127.0.0.1:1"]);
     std::fs::write(
         &cfg,
         format!(
@@ -159,10 +149,7 @@ fn unreachable_hypervisor_and_switch_fail_start_up_clearly() {
 #[test]
 fn a_directory_that_is_not_a_data_directory_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    assert_clear_failure(
-        &netfold(&["log", "--data-dir", dir.path().to_str().unwrap()]),
-        &["not a netfold data directory"],
-    );
+    assert_clear_failure(&netfold(&["log", "--data-dir", dir.path().to_str().unwrap()]), &["not a netfold data directory"]);
     let db = dir.path().join("db");
     std::fs::create_dir_all(&db).unwrap();
     std::fs::write(db.join("conf"), b"\xff\xfe garbage").unwrap();
