@@ -394,8 +394,8 @@ fn vm_facts(m: &MoRef, p: &BTreeMap<String, Value>, out: &mut Mapped) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use engine::{fact::diff, Change};
     use crate::vsphere::codec::{CdpInfo, LldpInfo, PhysicalNic, PortGroup, VirtualSwitch};
+    use engine::{fact::diff, Change};
 
     fn host_with(vlan: i64) -> Inventory {
         let props = vec![
