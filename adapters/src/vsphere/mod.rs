@@ -50,27 +50,24 @@ pub use error::{Error, Result};
 /// How many `QueryNetworkHint` calls run at once.
 const HINT_CONCURRENCY: usize = 8;
 
-/// Capped exponential backoff with jitter: attempt *n* waits a random time in
-/// `[d/2, d]` where `d = min(max, initial * 2^n)`.
+/// The reconnect schedule: [`engine::backoff::Backoff`] and how many attempts have failed since
+/// the last session reached steady state.
 #[derive(Clone, Debug)]
 pub struct Backoff {
-    initial: Duration,
-    max: Duration,
+    schedule: engine::backoff::Backoff,
     attempt: u32,
 }
 
 impl Backoff {
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Self { initial, max, attempt: 0 }
+        Self { schedule: engine::backoff::Backoff::new(initial, max), attempt: 0 }
     }
 
-    /// The next delay.
+    /// The next delay: attempt *n* waits a random time in `[d/2, d]`, `d = min(max, initial·2^n)`.
     pub fn next_delay(&mut self, rng: &mut impl Rng) -> Duration {
-        let factor = 2u32.saturating_pow(self.attempt.min(31));
-        let d = self.initial.saturating_mul(factor).min(self.max);
+        let d = self.schedule.delay(self.attempt, rng.gen_range(0.0..=1.0));
         self.attempt = self.attempt.saturating_add(1);
-        let half = d / 2;
-        half + Duration::from_nanos(rng.gen_range(0..=u64::try_from(half.as_nanos()).unwrap_or(u64::MAX)))
+        d
     }
 
     /// Back to the initial delay (after a session reached steady state).
