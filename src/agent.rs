@@ -133,7 +133,9 @@ impl Agent {
     pub fn add_switch<S: Switch>(&mut self, switch: Arc<S>, config: engine::reconciler::Config) -> Result<()> {
         let table = self.store.table(LEDGER_TABLE).context("cannot open the ownership ledger")?;
         let ledger = Ledger::new(table, switch.name());
+        let name = switch.name().to_string();
         let reconciler = Reconciler::new(switch, ledger, self.audit.clone(), self.engine.desired(), config);
+        self.metrics.add_switch(name, reconciler.stats());
         let mut stop = self.stop.subscribe();
         self.tasks.push(tokio::spawn(async move {
             reconciler

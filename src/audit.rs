@@ -9,7 +9,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use replay::audit::{self, Filter};
 use replay::point::format_time;
 use replay::{History, Point};
-use store::Log;
 
 use crate::cli::DataDir;
 
@@ -35,15 +34,9 @@ fn progress() -> (ProgressBar, impl Fn(u64, u64)) {
     })
 }
 
-pub async fn log(
-    data: &DataDir,
-    follow: bool,
-    hypervisor: Option<String>,
-    since: Option<String>,
-    kind: Option<String>,
-    json: bool,
-) -> Result<()> {
-    let filter = Filter {
+/// The audit filter from the command line.
+pub fn filter(hypervisor: Option<String>, since: Option<String>, kind: Option<String>) -> Result<Filter> {
+    Ok(Filter {
         hypervisor: hypervisor.map(HypervisorId::new).transpose()?,
         since: match since {
             None => None,
@@ -53,20 +46,48 @@ pub async fn log(
             },
         },
         kind,
-    };
+    })
+}
+
+fn print_event(out: &mut impl Write, env: &engine::Envelope, json: bool) -> bool {
+    let line = if json { audit::json(env) } else { audit::line(env) };
+    writeln!(out, "{line}").is_ok()
+}
+
+/// The audit trail from the data directory.
+pub fn log(data: &DataDir, filter: &Filter, json: bool) -> Result<()> {
     let h = open(data)?;
     let mut out = std::io::stdout().lock();
-    let mut sub = h.log().subscribe(1);
-    loop {
-        if !follow && sub.position() > h.head() {
-            return Ok(());
+    for env in h.events(1) {
+        let env = env?;
+        if filter.matches(&env) && !print_event(&mut out, &env, json) {
+            return Ok(()); // reader went away (e.g. `| head`)
         }
-        let Some(entry) = sub.next().await else { return Ok(()) };
-        let env = engine::Envelope::from(entry?);
-        if filter.matches(&env) {
-            let line = if json { audit::json(&env) } else { audit::line(&env) };
-            if writeln!(out, "{line}").is_err() {
-                return Ok(()); // reader went away (e.g. `| head`)
+    }
+    Ok(())
+}
+
+/// The audit trail from the running agent, following new events until interrupted.
+pub async fn follow(agent: &str, filter: &Filter, json: bool) -> Result<()> {
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
+    let mut from = 1;
+    let mut out = std::io::stdout().lock();
+    loop {
+        let url = format!("{}/log?from={from}", agent.trim_end_matches('/'));
+        let body = client
+            .get(&url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .with_context(|| format!("no netfold agent answering at {agent} (--follow reads the running agent; without one, drop --follow to read the data directory)"))?
+            .text()
+            .await?;
+        for line in body.lines() {
+            let env =
+                audit::from_json(line).map_err(|e| anyhow::anyhow!("the agent sent a malformed /log line: {e}"))?;
+            from = env.seq + 1;
+            if filter.matches(&env) && !print_event(&mut out, &env, json) {
+                return Ok(());
             }
         }
     }

@@ -38,9 +38,13 @@ pub enum Command {
     Log {
         #[command(flatten)]
         data: DataDir,
-        /// Keep printing new events as they are appended.
+        /// Keep printing new events as the running agent appends them (read from its HTTP
+        /// endpoint: the data directory is the agent's alone while it runs).
         #[arg(long)]
         follow: bool,
+        /// The running agent's HTTP endpoint, for --follow.
+        #[arg(long, default_value = "http://127.0.0.1:9187")]
+        agent: String,
         #[arg(long)]
         hypervisor: Option<String>,
         /// Only events at or after this time (RFC 3339, e.g. 2026-11-25T10:00:00Z).

@@ -329,6 +329,13 @@ port = "tor1:eth5"
     }
 
     #[test]
+    fn the_shipped_example_validates() {
+        let text = include_str!("../netfold.example.toml");
+        let plan = parse(text, Path::new("netfold.example.toml")).unwrap();
+        assert_eq!((plan.hypervisors.len(), plan.switches.len()), (2, 2));
+    }
+
+    #[test]
     fn a_full_config_validates() {
         let plan = parse(GOOD, Path::new("netfold.toml")).unwrap();
         assert_eq!(plan.hypervisors.len(), 2);

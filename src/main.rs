@@ -56,8 +56,13 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Log { data, follow, hypervisor, since, kind, json } => {
-            audit::log(&data, follow, hypervisor, since, kind, json).await
+        Command::Log { data, follow, agent, hypervisor, since, kind, json } => {
+            let filter = audit::filter(hypervisor, since, kind)?;
+            if follow {
+                audit::follow(&agent, &filter, json).await
+            } else {
+                audit::log(&data, &filter, json)
+            }
         }
         Command::State { data, at, switch, json } => audit::state(&data, at, switch, json),
         Command::Why { data, port, vlan, at, json } => audit::why(&data, &port, vlan, at, json),

@@ -40,8 +40,14 @@ pub struct OpLabel {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SwitchLabel {
+    pub switch: String,
+}
+
 #[derive(Default)]
 pub struct Metrics {
+    switches: std::sync::Mutex<Vec<(String, Arc<engine::reconciler::Stats>)>>,
     pub events: Family<KindLabel, Counter>,
     pub reconnects: Family<HypervisorLabel, Counter>,
     pub status: Family<StatusLabel, Gauge>,
@@ -52,6 +58,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Registers a running reconciler's counters.
+    pub fn add_switch(&self, name: String, stats: Arc<engine::reconciler::Stats>) {
+        self.switches.lock().unwrap_or_else(|p| p.into_inner()).push((name, stats));
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self, state: &SharedState, head: u64) -> String {
         let mut registry = Registry::with_prefix("netfold");
@@ -78,6 +89,21 @@ impl Metrics {
             "Switch operations by result (from the audit log)",
             self.switch_ops.clone(),
         );
+        let (cycles, failed, drift) = (
+            Family::<SwitchLabel, Gauge>::default(),
+            Family::<SwitchLabel, Gauge>::default(),
+            Family::<SwitchLabel, Gauge>::default(),
+        );
+        for (name, st) in self.switches.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let l = SwitchLabel { switch: name.clone() };
+            cycles.get_or_create(&l).set(st.cycles.load(Ordering::Relaxed) as i64);
+            failed.get_or_create(&l).set(st.failed_cycles.load(Ordering::Relaxed) as i64);
+            drift.get_or_create(&l).set(st.drift_cycles.load(Ordering::Relaxed) as i64);
+        }
+        // Exposed as gauges mirroring the reconcilers' monotonic counters.
+        registry.register("reconcile_cycles", "Reconcile cycles run per switch", cycles);
+        registry.register("reconcile_failed_cycles", "Cycles with a failure per switch", failed);
+        registry.register("reconcile_drift_repairs", "Cycles triggered by drift on the switch", drift);
         self.log_head.set(head as i64);
         registry.register("log_head", "Sequence number of the last durable event", self.log_head.clone());
         self.subscriber_lag.set(head.saturating_sub(self.tapped.load(Ordering::Relaxed)) as i64);
@@ -113,15 +139,16 @@ impl Metrics {
     }
 }
 
-/// Tails both logs from their start, counting; runs until the agent stops.
+/// Tails both logs from their heads at start-up, counting (Prometheus counters restart with
+/// the process); runs until the agent stops.
 pub async fn tap(
     metrics: Arc<Metrics>,
     events: Arc<SledLog<Recorded>>,
     audit: Arc<SledLog<SwitchRecord>>,
     _state: SharedState,
 ) {
-    let mut ev = events.subscribe(1);
-    let mut ops = audit.subscribe(1);
+    let mut ev = events.subscribe(events.head() + 1);
+    let mut ops = audit.subscribe(audit.head() + 1);
     loop {
         tokio::select! {
             e = ev.next() => match e {
@@ -134,6 +161,38 @@ pub async fn tap(
                 Some(Err(e)) => { tracing::error!(error = %e, "metrics tap stopped reading the switch audit log"); return }
                 None => return,
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::{HypervisorId, Kind};
+
+    fn env(seq: u64, event: Event) -> Envelope {
+        Envelope { seq, at: seq * 1000, hypervisor: HypervisorId::new("vc").unwrap(), schema: 1, prev: [0; 32], event }
+    }
+
+    #[test]
+    fn renders_counts_by_kind_reconnects_and_lag() {
+        let m = Metrics::default();
+        m.count_event(&env(1, Event::Connected { kind: Kind::VMware, endpoint: "x".into() }));
+        m.count_event(&env(2, Event::Lost { reason: "timeout".into() }));
+        m.count_event(&env(3, Event::Reestablished { outage_ms: 10 }));
+        let stats = Arc::new(engine::reconciler::Stats::default());
+        stats.cycles.store(4, Ordering::Relaxed);
+        m.add_switch("tor1".into(), stats);
+        let state = engine::runtime::SharedState::from(engine::State::new(&Default::default()));
+        let text = m.render(&state, 5);
+        for want in [
+            r#"netfold_events_appended_total{kind="Lost"} 1"#,
+            r#"netfold_hypervisor_reconnects_total{hypervisor="vc"} 1"#,
+            r#"netfold_reconcile_cycles{switch="tor1"} 4"#,
+            "netfold_log_head 5",
+            "netfold_subscriber_lag 2",
+        ] {
+            assert!(text.contains(want), "`{want}` missing from:\n{text}");
         }
     }
 }

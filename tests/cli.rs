@@ -6,8 +6,24 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// Runs netfold to completion; one still running after 60 s is killed and fails the test.
 fn netfold(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_netfold")).args(args).env("RUST_LOG", "info").output().expect("run netfold")
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netfold"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run netfold");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("netfold {args:?} still running after 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("collect output")
 }
 
 fn text(b: &[u8]) -> String {
@@ -64,7 +80,8 @@ fn demo_runs_green_and_leaves_an_auditable_history() {
     // The vCenter's were removed when it expired, but were there at record 3.
     let gone = text(&netfold(&["why", "--data-dir", d, "--port", "tor1:Ethernet1/3", "--vlan", "100"]).stdout);
     assert!(gone.contains("is not desired"), "{gone}");
-    let was = text(&netfold(&["why", "--data-dir", d, "--port", "tor1:Ethernet1/3", "--vlan", "100", "--at", "4"]).stdout);
+    let was =
+        text(&netfold(&["why", "--data-dir", d, "--port", "tor1:Ethernet1/3", "--vlan", "100", "--at", "4"]).stdout);
     assert!(was.contains("VLAN 100 is on tor1:Ethernet1/3"), "{was}");
 
     let state = netfold(&["state", "--data-dir", d, "--json"]);
@@ -76,14 +93,18 @@ fn demo_runs_green_and_leaves_an_auditable_history() {
     assert!(verify.status.success(), "{}", text(&verify.stderr));
     assert!(text(&verify.stdout).contains("verify OK"));
 
-    // Tamper with one record: verify fails, naming it; so does an agent started on it.
+    // Tamper with one record: verify fails, naming it. An agent starting without a snapshot to
+    // lean on folds the whole log and refuses to run on it.
     tamper(&data.join("db"), 2);
+    drop_snapshots(&data.join("db"));
     let verify = netfold(&["verify", "--data-dir", d]);
     assert_clear_failure(&verify, &["record 2"]);
     let cfg = dir.path().join("netfold.toml");
     std::fs::write(
         &cfg,
-        format!("data_dir = \"{d}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[[switch]]\nname = \"tor1\"\nkind = \"memory\"\n"),
+        format!(
+            "data_dir = \"{d}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[[switch]]\nname = \"tor1\"\nkind = \"memory\"\n"
+        ),
     )
     .unwrap();
     assert_clear_failure(&netfold(&["run", "-c", cfg.to_str().unwrap()]), &["record 2"]);
@@ -105,11 +126,18 @@ fn tamper(db: &Path, seq: u64) {
     db.flush().unwrap();
 }
 
+fn drop_snapshots(db: &Path) {
+    let db = sled::open(db).unwrap();
+    db.open_tree("events.snapshots").unwrap().clear().unwrap();
+    db.flush().unwrap();
+}
+
 #[test]
 fn bad_config_names_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("netfold.toml");
-    std::fs::write(&cfg, "data_dir = \"/tmp/x\"\n[[switch]]\nname = \"tor1\"\nkind = \"memory\"\nmax_removal = 3\n").unwrap();
+    std::fs::write(&cfg, "data_dir = \"/tmp/x\"\n[[switch]]\nname = \"tor1\"\nkind = \"memory\"\nmax_removal = 3\n")
+        .unwrap();
     let c = cfg.to_str().unwrap();
     let para = assert_clear_failure(&netfold(&["config", "check", "-c", c]), &["netfold.toml:5:", "max_removal"]);
     assert!(para.contains("max_removals"), "says what is allowed: {para}");
@@ -117,7 +145,10 @@ fn bad_config_names_file_line_and_key() {
     std::fs::write(&cfg, "data_dir = \"/tmp/x\"\n[[hypervisor]]\nname = \"vc\"\nkind = \"vmware\"\nurl = \"https://vc/sdk\"\nuser = \"u\"\npassword = \"hunter2\"\n").unwrap();
     let para = assert_clear_failure(&netfold(&["config", "check", "-c", c]), &["refused", "password_env"]);
     assert!(!para.contains("hunter2"));
-    assert_clear_failure(&netfold(&["config", "check", "-c", "/nonexistent/netfold.toml"]), &["cannot read config file"]);
+    assert_clear_failure(
+        &netfold(&["config", "check", "-c", "/nonexistent/netfold.toml"]),
+        &["cannot read config file"],
+    );
 }
 
 #[test]
@@ -134,7 +165,10 @@ fn unreachable_hypervisor_and_switch_fail_start_up_clearly() {
         ),
     )
     .unwrap();
-    assert_clear_failure(&netfold(&["run", "-c", cfg.to_str().unwrap()]), &["hypervisor vc", "unreachable", "127.0.0.1:1"]);
+    assert_clear_failure(
+        &netfold(&["run", "-c", cfg.to_str().unwrap()]),
+        &["hypervisor vc", "unreachable", "127.0.0.1:1"],
+    );
     std::fs::write(
         &cfg,
         format!(
@@ -149,10 +183,17 @@ fn unreachable_hypervisor_and_switch_fail_start_up_clearly() {
 #[test]
 fn a_directory_that_is_not_a_data_directory_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    assert_clear_failure(&netfold(&["log", "--data-dir", dir.path().to_str().unwrap()]), &["not a netfold data directory"]);
+    assert_clear_failure(
+        &netfold(&["log", "--data-dir", dir.path().to_str().unwrap()]),
+        &["not a netfold data directory"],
+    );
     let db = dir.path().join("db");
     std::fs::create_dir_all(&db).unwrap();
     std::fs::write(db.join("conf"), b"\xff\xfe garbage").unwrap();
     std::fs::write(db.join("db"), vec![0xa5u8; 4096]).unwrap();
     assert_clear_failure(&netfold(&["verify", "--data-dir", dir.path().to_str().unwrap()]), &["cannot"]);
+    let cfg = dir.path().join("netfold.toml");
+    std::fs::write(&cfg, format!("data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n", dir.path().display()))
+        .unwrap();
+    assert_clear_failure(&netfold(&["run", "-c", cfg.to_str().unwrap()]), &["cannot open the database"]);
 }

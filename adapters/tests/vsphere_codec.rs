@@ -292,3 +292,36 @@ fn updates_apply_to_the_mirror_and_nested_paths_ask_for_a_refetch() {
     assert!(m.rejected.iter().any(|r| r.what.contains("web-01") && r.why.contains("runtime.host")), "{:?}", m.rejected);
     assert!(m.rejected.iter().any(|r| r.why.contains("pvlanId 502")));
 }
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = codec::decode_retrieve(&bytes, "RetrievePropertiesEx");
+            let _ = codec::decode_updates(&bytes);
+            let _ = codec::decode_network_hints(&bytes);
+        }
+
+        #[test]
+        fn on_mutated_samples(
+            which in 0usize..4,
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        ) {
+            let name = ["retrieve_page1_hosts.xml", "continue_retrieve_page2_last.xml", "wait_modify_leave.xml", "query_network_hint.xml"][which];
+            let mut xml = golden(name);
+            for (at, byte) in edits {
+                let i = at.index(xml.len());
+                xml[i] = byte;
+            }
+            let _ = codec::decode_retrieve(&xml, "RetrievePropertiesEx");
+            let _ = codec::decode_retrieve(&xml, "ContinueRetrievePropertiesEx");
+            let _ = codec::decode_updates(&xml);
+            let _ = codec::decode_network_hints(&xml);
+        }
+    }
+}

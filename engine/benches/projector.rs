@@ -108,6 +108,21 @@ fn log() -> Vec<Envelope> {
     g.envs
 }
 
+/// Sums every byte of an event's strings (touches all of its heap memory).
+fn touch(e: &Envelope) -> u64 {
+    let bytes = |s: &str| s.bytes().map(u64::from).sum::<u64>();
+    let mut n = bytes(e.hypervisor.as_str());
+    if let Event::Learnt { changes } = &e.event {
+        for c in changes {
+            if let Change::Upsert(Fact::Vnic(v)) = c {
+                n +=
+                    [&v.vm, &v.vm_name, &v.nic, &v.mac, &v.host, &v.network].into_iter().map(|s| bytes(s)).sum::<u64>();
+            }
+        }
+    }
+    n
+}
+
 fn fold(envs: &[Envelope]) -> State {
     let mut s = State::new(&Policy::default());
     envs.iter().for_each(|e| s.apply(e));
@@ -164,6 +179,22 @@ fn bench_fold(c: &mut Criterion) {
         s.desired().ports.len()
     );
     drop(s);
+
+    // The floor set by the events themselves: reading every string byte of every decoded
+    // event (each event's strings are separate heap blocks), with no state at all.
+    let (start, cpu0) = (Instant::now(), cpu_ns());
+    let sum: u64 = envs.iter().map(touch).sum();
+    let (secs, cpu1) = (start.elapsed().as_secs_f64(), cpu_ns());
+    let cpu = cpu0.zip(cpu1).map(|(a, b)| (b - a) as f64 / 1e9).unwrap_or(f64::NAN);
+    println!(
+        "reading the events alone (no fold): {:.3} s wall = {:.0} events/s; {:.3} s on CPU = {:.0} events/s per CPU-second ({})",
+        secs,
+        envs.len() as f64 / secs,
+        cpu,
+        envs.len() as f64 / cpu,
+        black_box(sum) % 2
+    );
+
     let mut group = c.benchmark_group("fold");
     group.sample_size(10);
     group.throughput(Throughput::Elements(envs.len() as u64));
@@ -194,6 +225,19 @@ fn bench_apply(c: &mut Criterion) {
         );
     }
 
+    // What one more copy of desired state costs (the runtime keeps one recycled copy beside the
+    // published one).
+    let before = rss();
+    let copy = engine::Desired::clone(state.desired());
+    if let (Some(b), Some(a)) = (before, rss()) {
+        println!(
+            "memory: one copy of desired state ({} ports): RSS grew {:.1} MiB",
+            copy.ports.len(),
+            a.saturating_sub(b) as f64 / (1 << 20) as f64
+        );
+    }
+    drop(copy);
+
     // Per-apply latency with percentiles (criterion reports mean/median only).
     let ops = toggles(&g, 20_000);
     let mut samples = Vec::with_capacity(ops.len() * 5);
@@ -218,6 +262,53 @@ fn bench_apply(c: &mut Criterion) {
         pct(0.999),
         samples[samples.len() - 1],
         cpu_per_op
+    );
+
+    // Reading desired state after one change: what the runtime does to publish. `held` plays
+    // the part of the last published value (the runtime's watch channel keeps it).
+    let n = 50;
+    let mut read = Vec::with_capacity(n);
+    for e in &ops[..n] {
+        state.apply(e);
+        let t = Instant::now();
+        black_box(state.desired());
+        read.push(t.elapsed().as_nanos() as u64);
+    }
+    // As the runtime does: the published value stays held until the next publish replaces it,
+    // then goes back to the state to be recycled.
+    let mut publish = Vec::with_capacity(n);
+    let mut published = state.desired_shared();
+    for e in &ops[n..2 * n] {
+        state.apply(e);
+        let t = Instant::now();
+        let old = std::mem::replace(&mut published, state.desired_shared());
+        state.recycle_desired(old);
+        publish.push(t.elapsed().as_nanos() as u64);
+    }
+    // A subscriber that keeps each value until the next one arrives and never hands it back:
+    // each publish must copy.
+    let m = 10;
+    let mut copy = Vec::with_capacity(m);
+    let mut kept = state.desired_shared();
+    for e in &ops[2 * n..2 * n + m] {
+        state.apply(e);
+        let t = Instant::now();
+        kept = state.desired_shared();
+        copy.push(t.elapsed().as_nanos() as u64);
+    }
+    drop((published, kept));
+    copy.sort_unstable();
+    read.sort_unstable();
+    publish.sort_unstable();
+    println!(
+        "desired after one change @50k VMs (wall): read (sole owner) p50={} ns max={} ns; \
+         publish + recycle (runtime) p50={} ns max={} ns; publish, old value kept elsewhere p50={} ns max={} ns",
+        read[n / 2],
+        read[n - 1],
+        publish[n / 2],
+        publish[n - 1],
+        copy[m / 2],
+        copy[m - 1]
     );
 
     let mut i = 0usize;

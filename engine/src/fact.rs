@@ -2,6 +2,7 @@
 //! removed. Adapters map vendor data into these; the session diffs them into `Learnt` events;
 //! the projector folds them into desired VLAN state.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -168,4 +169,18 @@ impl Change {
             Change::Remove(k) => k.clone(),
         }
     }
+}
+
+/// The changes that turn `old` into `new`, in key order: an upsert for every added or changed
+/// fact, a removal for every key that is gone. Adapters use it to turn two snapshots of vendor
+/// state into one explicit delta.
+pub fn diff(old: &BTreeMap<FactKey, Fact>, new: &BTreeMap<FactKey, Fact>) -> Vec<Change> {
+    let mut out: Vec<Change> = new
+        .iter()
+        .filter(|(k, f)| old.get(*k) != Some(*f))
+        .map(|(_, f)| Change::Upsert(f.clone()))
+        .chain(old.keys().filter(|k| !new.contains_key(*k)).map(|k| Change::Remove(k.clone())))
+        .collect();
+    out.sort_by_key(Change::key);
+    out
 }

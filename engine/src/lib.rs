@@ -14,6 +14,7 @@
 //!   and grace timers into events and operator notices.
 //! - [`config`]: grace periods, [`config::Policy`] (powered-off VMs, VM-less networks, static
 //!   links), the mass-removal guard, the snapshot interval.
+//! - [`backoff`]: the one capped-exponential-backoff schedule every retry loop uses.
 //! - [`clock`]: the injected clock ([`clock::TokioClock`] follows paused tokio time).
 //! - [`runtime`]: the async shell that only wires — [`runtime::Engine`]:
 //!   `Engine::start(Arc<log>, Config, Arc<dyn Clock>).await` (snapshot + tail, `Expired` for
@@ -32,6 +33,7 @@
 //! The pure core (projector, session state machine, planner) does no IO and reads no clock; the
 //! async shell that runs it only wires.
 
+pub mod backoff;
 pub mod clock;
 pub mod config;
 pub mod desired;

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+pub use crate::backoff::Backoff;
 use crate::desired::Desired;
 use crate::event::UnixMs;
 use crate::ids::VlanId;
@@ -128,29 +129,6 @@ impl Ledger {
     }
 }
 
-/// Capped exponential backoff; the jitter is supplied by the caller so this stays pure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Backoff {
-    pub initial: Duration,
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self { initial: Duration::from_millis(500), max: Duration::from_secs(60) }
-    }
-}
-
-impl Backoff {
-    /// The wait after the `failures`-th consecutive failure (1-based): `initial * 2^(failures-1)`,
-    /// capped at `max`, then scaled into `[50%, 100%]` by `jitter` in `0.0..=1.0` ("equal jitter").
-    pub fn delay(&self, failures: u32, jitter: f64) -> Duration {
-        let exp = self.initial.saturating_mul(1u32 << failures.saturating_sub(1).min(20));
-        let capped = exp.min(self.max);
-        capped.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
-    }
-}
-
 /// How one switch is reconciled.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -162,7 +140,11 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { policy: Policy::default(), resync: Duration::from_secs(30), backoff: Backoff::default() }
+        Self {
+            policy: Policy::default(),
+            resync: Duration::from_secs(30),
+            backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
+        }
     }
 }
 
@@ -188,6 +170,24 @@ pub struct Reconciler<S, L> {
     audit: Arc<L>,
     desired: watch::Receiver<Arc<Desired>>,
     config: Config,
+    stats: Arc<Stats>,
+}
+
+/// Counters of one reconciler, for metrics (read them while it runs).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Cycles run (every trigger: change, drift, resync, retry).
+    pub cycles: std::sync::atomic::AtomicU64,
+    /// Cycles that failed outright or had failed operations.
+    pub failed_cycles: std::sync::atomic::AtomicU64,
+    /// Cycles triggered by drift the switch announced.
+    pub drift_cycles: std::sync::atomic::AtomicU64,
+}
+
+impl Stats {
+    fn bump(counter: &std::sync::atomic::AtomicU64) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 fn now_ms() -> UnixMs {
@@ -215,7 +215,12 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
         desired: watch::Receiver<Arc<Desired>>,
         config: Config,
     ) -> Self {
-        Self { switch, ledger, audit, desired, config }
+        Self { switch, ledger, audit, desired, config, stats: Arc::default() }
+    }
+
+    /// This reconciler's counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
     }
 
     fn store_err(&self, context: &'static str) -> impl FnOnce(store::Error) -> Error + '_ {
@@ -304,6 +309,10 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
         loop {
             let span = info_span!("reconcile", switch = %name);
             let result = self.cycle().instrument(span.clone()).await;
+            Stats::bump(&self.stats.cycles);
+            if !matches!(&result, Ok(r) if r.failed() == 0) {
+                Stats::bump(&self.stats.failed_cycles);
+            }
             let delay = match result {
                 Ok(report) if report.failed() == 0 => {
                     if failures > 0 {
@@ -314,13 +323,13 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
                 }
                 Ok(report) => {
                     failures = failures.saturating_add(1);
-                    let d = self.config.backoff.delay(failures, rand::random::<f64>());
+                    let d = self.config.backoff.delay(failures - 1, rand::random::<f64>());
                     warn!(parent: &span, failed = report.failed(), retry_in_ms = d.as_millis() as u64, "partial failure");
                     d
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    let d = self.config.backoff.delay(failures, rand::random::<f64>());
+                    let d = self.config.backoff.delay(failures - 1, rand::random::<f64>());
                     warn!(parent: &span, error = %e, retry_in_ms = d.as_millis() as u64, "cycle failed");
                     d
                 }
@@ -328,7 +337,10 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
             tokio::select! {
                 _ = &mut shutdown => return,
                 changed = self.desired.changed() => if changed.is_err() { return },
-                _ = drift_changed(&mut drift) => debug!(switch = %name, "drift"),
+                _ = drift_changed(&mut drift) => {
+                    Stats::bump(&self.stats.drift_cycles);
+                    debug!(switch = %name, "drift");
+                }
                 _ = tokio::time::sleep(delay) => {}
             }
         }
@@ -434,15 +446,6 @@ mod tests {
         assert!(rig.sw.vlans("e1").unwrap().is_empty());
         assert_eq!(audit(&rig)[0].result, AuditResult::DryRun);
         assert!(rig.ledger.load().unwrap().is_empty());
-    }
-
-    #[test]
-    fn backoff_grows_is_capped_and_jittered() {
-        let b = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(1) };
-        assert_eq!(b.delay(1, 1.0), Duration::from_millis(100));
-        assert_eq!(b.delay(3, 1.0), Duration::from_millis(400));
-        assert_eq!(b.delay(30, 1.0), Duration::from_secs(1));
-        assert_eq!(b.delay(30, 0.0), Duration::from_millis(500));
     }
 
     async fn until(what: &str, mut f: impl FnMut() -> bool) {

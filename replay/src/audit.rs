@@ -1,7 +1,7 @@
 //! The audit trail: every event as one line, human or JSON, filtered by hypervisor, time and
 //! event kind.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use engine::{Change, Envelope, Event, HypervisorId, UnixMs};
 
@@ -71,32 +71,58 @@ pub fn change_text(c: &Change) -> String {
     }
 }
 
-/// The JSON-lines form of an event.
-#[derive(Serialize)]
-pub struct JsonLine<'a> {
+/// The JSON-lines form of an event (`log --json`, the agent's `/log`).
+#[derive(Serialize, Deserialize)]
+pub struct JsonLine {
     pub seq: u64,
     pub at: UnixMs,
     pub time: String,
-    pub hypervisor: &'a HypervisorId,
-    pub kind: &'static str,
+    pub hypervisor: HypervisorId,
+    pub kind: String,
     pub schema: u16,
     /// Hash of the previous record, hex.
     pub prev: String,
-    pub event: &'a Event,
+    pub event: Event,
 }
 
 pub fn json(e: &Envelope) -> String {
-    let prev: String = e.prev.iter().map(|b| format!("{b:02x}")).collect();
     let line = JsonLine {
         seq: e.seq,
         at: e.at,
         time: format_time(e.at),
-        hypervisor: &e.hypervisor,
-        kind: e.event.name(),
+        hypervisor: e.hypervisor.clone(),
+        kind: e.event.name().to_string(),
         schema: e.schema,
-        prev,
-        event: &e.event,
+        prev: hex::encode(e.prev),
+        event: e.event.clone(),
     };
     // Serializing plain data with string keys cannot fail.
     serde_json::to_string(&line).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+/// Reads back a line [`json`] wrote.
+pub fn from_json(line: &str) -> Result<Envelope, String> {
+    let l: JsonLine = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let mut prev = [0u8; 32];
+    hex::decode_to_slice(&l.prev, &mut prev).map_err(|e| format!("prev: {e}"))?;
+    Ok(Envelope { seq: l.seq, at: l.at, hypervisor: l.hypervisor, schema: l.schema, prev, event: l.event })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_round_trip() {
+        let e = Envelope {
+            seq: 7,
+            at: 1_700_000_000_000,
+            hypervisor: HypervisorId::new("vc-east").unwrap(),
+            schema: 1,
+            prev: [0xab; 32],
+            event: Event::Lost { reason: "timeout".into() },
+        };
+        assert_eq!(from_json(&json(&e)).unwrap(), e);
+        assert!(from_json("{").is_err());
+    }
 }

@@ -21,10 +21,6 @@ pub struct Report {
     pub snapshot_seq: Option<u64>,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Runs every check; the first failure is the error (naming the sequence number involved).
 pub fn verify(history: &History, progress: Progress<'_>) -> Result<Report> {
     let verified = history.log().verify().map_err(Error::Log)?;
@@ -45,5 +41,10 @@ pub fn verify(history: &History, progress: Progress<'_>) -> Result<Report> {
             Some(snap.seq)
         }
     };
-    Ok(Report { records: verified.head, tip: hex(&verified.tip), state_hash: hex(&full_hash), snapshot_seq })
+    Ok(Report {
+        records: verified.head,
+        tip: hex::encode(verified.tip),
+        state_hash: hex::encode(full_hash),
+        snapshot_seq,
+    })
 }

@@ -204,9 +204,12 @@ impl Writer {
     }
 }
 
+/// A record's sequence number and stored bytes.
+type RawRecord = (Seq, Vec<u8>);
+
 impl Trees {
     /// Records `from..=head` as `(seq, bytes)`, expanded from the blocks that hold them.
-    fn values_from(&self, from: Seq, head: Seq) -> Box<dyn Iterator<Item = Result<(Seq, Vec<u8>)>> + Send + '_> {
+    fn values_from(&self, from: Seq, head: Seq) -> Box<dyn Iterator<Item = Result<RawRecord>> + Send + '_> {
         let from = from.max(1);
         if from > head {
             return Box::new(std::iter::empty());
@@ -220,7 +223,7 @@ impl Trees {
         Box::new(
             self.log
                 .range(start..=key(head).to_vec())
-                .map(move |item| -> Result<Vec<Result<(Seq, Vec<u8>)>>> {
+                .map(move |item| -> Result<Vec<Result<RawRecord>>> {
                     let (k, block) = item.map_err(Error::db("reading the log"))?;
                     let first = seq_of(&k, last)?;
                     let records = codec::split_block(first, &block)?;

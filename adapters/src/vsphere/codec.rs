@@ -55,32 +55,34 @@ impl Ns {
 
 /// One element of a decoded document: local name, namespace, resolved `xsi:type`, the `type`
 /// attribute (of a `ManagedObjectReference`), text and children.
+/// Names and text borrow from the input where they can (no escapes), so building the tree
+/// allocates little beyond the child vectors.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Node {
-    pub name: String,
+pub struct Node<'a> {
+    pub name: &'a str,
     pub ns: Option<Ns>,
     /// `xsi:type`, resolved: `(namespace, local name)`.
     pub xsi_type: Option<(Ns, String)>,
     /// The plain `type` attribute (managed object references).
     pub type_attr: Option<String>,
-    pub text: String,
-    pub children: Vec<Node>,
+    pub text: Cow<'a, str>,
+    pub children: Vec<Node<'a>>,
 }
 
-impl Node {
+impl<'a> Node<'a> {
     /// The first child with this local name.
-    pub fn child(&self, name: &str) -> Option<&Node> {
+    pub fn child(&self, name: &str) -> Option<&Node<'a>> {
         self.children.iter().find(|c| c.name == name)
     }
 
     /// Every child with this local name (arrays: absent means empty).
-    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
+    pub fn all<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s Node<'a>> + 's {
         self.children.iter().filter(move |c| c.name == name)
     }
 
     /// The text of a child, if present.
     pub fn text_of(&self, name: &str) -> Option<&str> {
-        self.child(name).map(|c| c.text.as_str())
+        self.child(name).map(|c| c.text.as_ref())
     }
 
     /// The local name of the `xsi:type`, when it is in the vim25 or XML Schema namespace.
@@ -108,17 +110,15 @@ impl Node {
 }
 
 /// Parses an XML document into a [`Node`] tree (the root element).
-pub fn parse_tree(xml: &[u8]) -> Result<Node> {
+pub fn parse_tree(xml: &[u8]) -> Result<Node<'_>> {
     let mut reader = NsReader::from_reader(xml);
     reader.config_mut().trim_text(false);
-    let mut stack: Vec<Node> = Vec::new();
-    let mut root: Option<Node> = None;
-    let mut buf = Vec::new();
+    let mut stack: Vec<Node<'_>> = Vec::new();
+    let mut root: Option<Node<'_>> = None;
     loop {
         let pos = reader.buffer_position();
-        let (res, ev) = reader
-            .read_resolved_event_into(&mut buf)
-            .map_err(|e| Error::malformed("XML", format!("at byte {pos}: {e}")))?;
+        let (res, ev) =
+            reader.read_resolved_event().map_err(|e| Error::malformed("XML", format!("at byte {pos}: {e}")))?;
         let ns = Ns::of(&res);
         match ev {
             Event::Start(ref s) | Event::Empty(ref s) => {
@@ -128,7 +128,7 @@ pub fn parse_tree(xml: &[u8]) -> Result<Node> {
                 if stack.len() >= MAX_DEPTH {
                     return Err(Error::malformed("XML", format!("nesting deeper than {MAX_DEPTH} at byte {pos}")));
                 }
-                let node = start_node(&reader, s, ns, pos)?;
+                let node = start_node(&reader, xml, s, ns, pos)?;
                 if matches!(ev, Event::Empty(_)) {
                     attach(&mut stack, &mut root, node);
                 } else {
@@ -142,19 +142,18 @@ pub fn parse_tree(xml: &[u8]) -> Result<Node> {
             }
             Event::Text(t) => {
                 if let Some(top) = stack.last_mut() {
-                    let s = t.unescape().map_err(|e| Error::malformed("XML text", format!("at byte {pos}: {e}")))?;
-                    top.text.push_str(&s);
+                    let text = text_of_event(t.into_inner(), pos)?;
+                    append(&mut top.text, text);
                 }
             }
             Event::CData(c) => {
                 if let Some(top) = stack.last_mut() {
-                    top.text.push_str(&String::from_utf8_lossy(&c));
+                    append(&mut top.text, Cow::Owned(String::from_utf8_lossy(&c).into_owned()));
                 }
             }
             Event::Eof => break,
             _ => {}
         }
-        buf.clear();
     }
     if !stack.is_empty() {
         return Err(Error::malformed("XML", format!("truncated document: <{}> is never closed", stack[0].name)));
@@ -162,27 +161,77 @@ pub fn parse_tree(xml: &[u8]) -> Result<Node> {
     root.ok_or_else(|| Error::malformed("XML", "empty document"))
 }
 
-fn attach(stack: &mut [Node], root: &mut Option<Node>, node: Node) {
+/// Text content: borrowed when it holds no entity references, unescaped otherwise.
+fn text_of_event(raw: Cow<'_, [u8]>, pos: u64) -> Result<Cow<'_, str>> {
+    let bad = |e: &dyn std::fmt::Display| Error::malformed("XML text", format!("at byte {pos}: {e}"));
+    match raw {
+        Cow::Borrowed(b) => {
+            let s = std::str::from_utf8(b).map_err(|e| bad(&e))?;
+            match quick_xml::escape::unescape(s).map_err(|e| bad(&e))? {
+                Cow::Borrowed(_) => Ok(Cow::Borrowed(s)),
+                Cow::Owned(o) => Ok(Cow::Owned(o)),
+            }
+        }
+        Cow::Owned(b) => {
+            let s = String::from_utf8(b).map_err(|e| bad(&e))?;
+            Ok(Cow::Owned(quick_xml::escape::unescape(&s).map_err(|e| bad(&e))?.into_owned()))
+        }
+    }
+}
+
+fn append<'a>(to: &mut Cow<'a, str>, more: Cow<'a, str>) {
+    if to.is_empty() {
+        *to = more;
+    } else {
+        to.to_mut().push_str(&more);
+    }
+}
+
+fn attach<'a>(stack: &mut [Node<'a>], root: &mut Option<Node<'a>>, node: Node<'a>) {
     match stack.last_mut() {
         Some(parent) => parent.children.push(node),
         None => *root = Some(node),
     }
 }
 
-fn start_node(reader: &NsReader<&[u8]>, s: &BytesStart<'_>, ns: Ns, pos: u64) -> Result<Node> {
-    let name = String::from_utf8_lossy(s.local_name().as_ref()).into_owned();
+/// The element's local name, borrowed from the input.
+fn local_name<'a>(xml: &'a [u8], qname: &[u8], pos: u64) -> Result<&'a str> {
+    let off = (qname.as_ptr() as usize).wrapping_sub(xml.as_ptr() as usize);
+    let raw = match xml.get(off..off.wrapping_add(qname.len())) {
+        Some(r) if r == qname => r,
+        _ => return Err(Error::malformed("XML", format!("element name not found in the input at byte {pos}"))),
+    };
+    let local = match raw.iter().position(|&b| b == b':') {
+        Some(i) => &raw[i + 1..],
+        None => raw,
+    };
+    std::str::from_utf8(local).map_err(|e| Error::malformed("XML", format!("element name at byte {pos}: {e}")))
+}
+
+fn start_node<'a>(
+    reader: &NsReader<&'a [u8]>,
+    xml: &'a [u8],
+    s: &BytesStart<'a>,
+    ns: Ns,
+    pos: u64,
+) -> Result<Node<'a>> {
+    let name = local_name(xml, s.name().as_ref(), pos)?;
     let mut node = Node { name, ns: Some(ns), ..Node::default() };
     for a in s.attributes() {
         let a = a.map_err(|e| Error::malformed("XML attribute", format!("at byte {pos}: {e}")))?;
         let (ans, local) = reader.resolve_attribute(a.key);
-        let value: Cow<'_, str> =
-            a.unescape_value().map_err(|e| Error::malformed("XML attribute", format!("at byte {pos}: {e}")))?;
         match (Ns::of(&ans), local.as_ref()) {
             (Ns::Other, b"type") if is_xsi(&ans) => {
+                let value: Cow<'_, str> =
+                    a.unescape_value().map_err(|e| Error::malformed("XML attribute", format!("at byte {pos}: {e}")))?;
                 let (tns, tlocal) = reader.resolve_element(QName(value.as_bytes()));
                 node.xsi_type = Some((Ns::of(&tns), String::from_utf8_lossy(tlocal.as_ref()).into_owned()));
             }
-            (Ns::None, b"type") => node.type_attr = Some(value.into_owned()),
+            (Ns::None, b"type") => {
+                let value: Cow<'_, str> =
+                    a.unescape_value().map_err(|e| Error::malformed("XML attribute", format!("at byte {pos}: {e}")))?;
+                node.type_attr = Some(value.into_owned());
+            }
             _ => {}
         }
     }
@@ -206,7 +255,7 @@ impl Fault {
     fn from_node(n: &Node) -> Fault {
         let fault_type = n.child("detail").and_then(|d| d.children.first()).map(|f| match f.vim_type() {
             Some(t) => t.to_string(),
-            None => f.name.strip_suffix("Fault").unwrap_or(&f.name).to_string(),
+            None => f.name.strip_suffix("Fault").unwrap_or(f.name).to_string(),
         });
         Fault {
             code: n.text_of("faultcode").unwrap_or_default().trim().to_string(),
@@ -231,13 +280,13 @@ impl Fault {
 
 /// The body of a SOAP envelope: either the response element or a fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Body {
-    Response(Node),
+pub enum Body<'a> {
+    Response(Node<'a>),
     Fault(Fault),
 }
 
 /// Parses a SOAP envelope and returns its first body element (response or fault).
-pub fn parse_envelope(xml: &[u8]) -> Result<Body> {
+pub fn parse_envelope(xml: &[u8]) -> Result<Body<'_>> {
     let root = parse_tree(xml)?;
     if root.name != "Envelope" || root.ns != Some(Ns::SoapEnv) {
         return Err(Error::malformed(
@@ -258,7 +307,7 @@ pub fn parse_envelope(xml: &[u8]) -> Result<Body> {
 }
 
 /// Parses a response and checks its element is `<{call}Response>`; a fault becomes its error.
-pub fn response(xml: &[u8], call: &str, url: &str, user: &str) -> Result<Node> {
+pub fn response<'a>(xml: &'a [u8], call: &str, url: &str, user: &str) -> Result<Node<'a>> {
     match parse_envelope(xml)? {
         Body::Fault(f) => Err(f.into_error(call, url, user)),
         Body::Response(n) => {
@@ -463,12 +512,12 @@ pub fn decode_value(n: &Node) -> Result<Value> {
     let Some(t) = n.vim_type() else {
         return Ok(match &n.xsi_type {
             Some((_, t)) => Value::Other(t.clone()),
-            None => Value::Str(n.text.clone()),
+            None => Value::Str(n.text.to_string()),
         });
     };
     Ok(match t {
         "string" | "HostSystemConnectionState" | "VirtualMachinePowerState" | "HostSystemPowerState" => {
-            Value::Str(n.text.clone())
+            Value::Str(n.text.to_string())
         }
         "int" | "long" | "short" | "byte" => Value::Int(
             n.text.trim().parse().map_err(|_| Error::malformed(what, format!("`{}` is not an integer", n.text)))?,

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use engine::{
-    Change, Fact, FactKey, HostFact, NeighbourSource, NetworkFact, Rejected, SwitchPort, UplinkFact, VlanId, VlanRange,
+    Fact, FactKey, HostFact, NeighbourSource, NetworkFact, Rejected, SwitchPort, UplinkFact, VlanId, VlanRange,
     VlanSpec, VnicFact,
 };
 
@@ -391,27 +391,11 @@ fn vm_facts(m: &MoRef, p: &BTreeMap<String, Value>, out: &mut Mapped) {
     }
 }
 
-/// The changes that turn `old` into `new`, in key order.
-pub fn diff(old: &BTreeMap<FactKey, Fact>, new: &BTreeMap<FactKey, Fact>) -> Vec<Change> {
-    let mut out = Vec::new();
-    for (k, f) in new {
-        if old.get(k) != Some(f) {
-            out.push(Change::Upsert(f.clone()));
-        }
-    }
-    for k in old.keys() {
-        if !new.contains_key(k) {
-            out.push(Change::Remove(k.clone()));
-        }
-    }
-    out.sort_by_key(Change::key);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::vsphere::codec::{CdpInfo, LldpInfo, PhysicalNic, PortGroup, VirtualSwitch};
+    use engine::{fact::diff, Change};
 
     fn host_with(vlan: i64) -> Inventory {
         let props = vec![

@@ -17,7 +17,8 @@
 //!   exponential backoff and jitter; a dropped session (`NotAuthenticated`) logs in again at
 //!   once. After every (re-)login a fresh full `Inventory` is sent; the engine diffs it.
 //! - [`sim::Simulator::start`]`(SimOptions) -> SimHandle` (URL, credentials, control methods)
-//!   and [`sim::serve`] for `netfold sim vcenter`.
+//!   and [`sim::serve`]`(SimOptions)` for `netfold sim vcenter` (prints URL and credentials,
+//!   serves until Ctrl-C; [`sim::serve_until`] takes the shutdown future).
 //!
 //! Layout: [`config`], [`client`] (the only module owning reqwest), [`codec`] (pure SOAP
 //! decoding/encoding), [`mapping`] (vendor data → facts), [`sim`], [`error`].
@@ -49,27 +50,24 @@ pub use error::{Error, Result};
 /// How many `QueryNetworkHint` calls run at once.
 const HINT_CONCURRENCY: usize = 8;
 
-/// Capped exponential backoff with jitter: attempt *n* waits a random time in
-/// `[d/2, d]` where `d = min(max, initial * 2^n)`.
+/// The reconnect schedule: [`engine::backoff::Backoff`] and how many attempts have failed since
+/// the last session reached steady state.
 #[derive(Clone, Debug)]
 pub struct Backoff {
-    initial: Duration,
-    max: Duration,
+    schedule: engine::backoff::Backoff,
     attempt: u32,
 }
 
 impl Backoff {
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Self { initial, max, attempt: 0 }
+        Self { schedule: engine::backoff::Backoff::new(initial, max), attempt: 0 }
     }
 
-    /// The next delay.
+    /// The next delay: attempt *n* waits a random time in `[d/2, d]`, `d = min(max, initial·2^n)`.
     pub fn next_delay(&mut self, rng: &mut impl Rng) -> Duration {
-        let factor = 2u32.saturating_pow(self.attempt.min(31));
-        let d = self.initial.saturating_mul(factor).min(self.max);
+        let d = self.schedule.delay(self.attempt, rng.gen_range(0.0..=1.0));
         self.attempt = self.attempt.saturating_add(1);
-        let half = d / 2;
-        half + Duration::from_nanos(rng.gen_range(0..=u64::try_from(half.as_nanos()).unwrap_or(u64::MAX)))
+        d
     }
 
     /// Back to the initial delay (after a session reached steady state).
@@ -124,7 +122,11 @@ impl Adapter {
             };
             live |= steady;
             if !err.is_retryable() {
-                tracing::error!(endpoint = %self.url, error = %err, "vSphere adapter stopped");
+                tracing::error!(endpoint = %self.url, error = %err.chain(), "vSphere adapter stopped");
+                if live {
+                    // The engine must learn the session is gone (its grace period starts).
+                    let _ = tx.send(Observation::Disconnected { reason: err.chain() }).await;
+                }
                 return Err(err);
             }
             if steady {
@@ -136,24 +138,37 @@ impl Adapter {
             }
             if live {
                 live = false;
-                if tx.send(Observation::Disconnected { reason: err.to_string() }).await.is_err() {
+                if tx.send(Observation::Disconnected { reason: err.chain() }).await.is_err() {
                     return Ok(());
                 }
             }
             let delay = backoff.next_delay(&mut rand::thread_rng());
-            tracing::warn!(endpoint = %self.url, error = %err, retry_in_ms = delay.as_millis() as u64, "vSphere connection failed");
+            tracing::warn!(endpoint = %self.url, error = %err.chain(), retry_in_ms = delay.as_millis() as u64, "vSphere connection failed");
             tokio::time::sleep(delay).await;
         }
     }
 
+    /// One session: login, then [`Adapter::follow`] until it fails. When the receiver is gone
+    /// the session is logged out (best effort) so it does not linger on vCenter.
     async fn session(&self, tx: &mpsc::Sender<Observation>, steady: &mut bool) -> Result<Infallible, Stop> {
         self.config.tls.warn_if_insecure(&self.url);
         let s = Session::login(&self.http, &self.url, &self.config.user, &self.password).await?;
+        let r = self.follow(&s, tx, steady).await;
+        if let Err(Stop::Closed) = &r {
+            if let Err(e) = s.logout().await {
+                tracing::debug!(endpoint = %self.url, error = %e, "vSphere logout failed");
+            }
+        }
+        r
+    }
+
+    /// Full inventory, then updates and topology refreshes, until an error.
+    async fn follow(&self, s: &Session, tx: &mpsc::Sender<Observation>, steady: &mut bool) -> Result<Infallible, Stop> {
         let view = s.create_container_view(mapping::VIEW_TYPES).await?;
         let spec = codec::filter_spec(&view, &mapping::prop_specs());
         let mut inv = Inventory::from_contents(s.retrieve_all(&spec, self.config.page_size).await?);
         let systems = inv.network_systems();
-        refresh_hints(&s, &mut inv, systems).await?;
+        refresh_hints(s, &mut inv, systems).await?;
         let mut current = inv.facts();
         tracing::info!(
             endpoint = %self.url,
@@ -178,6 +193,7 @@ impl Adapter {
         let refresh = self.config.topology_refresh();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + refresh, refresh);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut hints: Option<std::pin::Pin<Box<HintsFuture<'_>>>> = None;
         loop {
             tokio::select! {
                 r = &mut wait => {
@@ -195,11 +211,11 @@ impl Adapter {
                             }
                         }
                         for obj in refetch {
-                            refetch_object(&s, &mut inv, &obj).await?;
+                            refetch_object(s, &mut inv, &obj).await?;
                         }
                         if !new_hosts.is_empty() {
                             let systems = inv.network_systems().into_iter().filter(|(h, _)| new_hosts.contains(h)).collect();
-                            refresh_hints(&s, &mut inv, systems).await?;
+                            refresh_hints(s, &mut inv, systems).await?;
                         }
                         if !us.truncated {
                             send_delta(tx, &inv, &mut current).await?;
@@ -207,9 +223,15 @@ impl Adapter {
                     }
                     wait.set(s.wait_for_updates(version.clone(), wait_s, page));
                 }
-                _ = tick.tick() => {
-                    let systems = inv.network_systems();
-                    refresh_hints(&s, &mut inv, systems).await?;
+                _ = tick.tick(), if hints.is_none() => {
+                    // Queried concurrently with the pending wait, so updates are not held up.
+                    hints = Some(Box::pin(query_hints(s, inv.network_systems())));
+                }
+                r = async { hints.as_mut().expect("guarded by is_some").await }, if hints.is_some() => {
+                    hints = None;
+                    for (host, h) in r? {
+                        inv.set_hints(&host, h);
+                    }
                     send_delta(tx, &inv, &mut current).await?;
                 }
             }
@@ -226,22 +248,31 @@ async fn refetch_object(s: &Session, inv: &mut Inventory, obj: &MoRef) -> Result
     Ok(())
 }
 
-/// `QueryNetworkHint` for these hosts. A fault on one host (disconnected host) is logged and
-/// skipped; transport and session errors end the session.
-async fn refresh_hints(s: &Session, inv: &mut Inventory, systems: Vec<(String, MoRef)>) -> Result<()> {
+type HintsFuture<'a> = dyn std::future::Future<Output = Result<Vec<(String, Vec<codec::PnicHint>)>>> + Send + 'a;
+
+/// `QueryNetworkHint` for these hosts, a few at a time. A fault on one host (a disconnected
+/// host) is logged and that host skipped; transport and session errors end the session.
+async fn query_hints(s: &Session, systems: Vec<(String, MoRef)>) -> Result<Vec<(String, Vec<codec::PnicHint>)>> {
     let mut results = futures::stream::iter(systems)
         .map(|(host, ns)| async move { (host, s.query_network_hint(&ns).await) })
         .buffer_unordered(HINT_CONCURRENCY);
+    let mut out = Vec::new();
     while let Some((host, r)) = results.next().await {
         match r {
-            Ok(h) => {
-                inv.set_hints(&host, h);
-            }
+            Ok(h) => out.push((host, h)),
             Err(Error::Fault { fault_type, message, .. }) => {
                 tracing::warn!(host = %host, fault_type, message, "QueryNetworkHint failed; keeping the last topology");
             }
             Err(e) => return Err(e),
         }
+    }
+    Ok(out)
+}
+
+/// [`query_hints`] stored into the mirror.
+async fn refresh_hints(s: &Session, inv: &mut Inventory, systems: Vec<(String, MoRef)>) -> Result<()> {
+    for (host, h) in query_hints(s, systems).await? {
+        inv.set_hints(&host, h);
     }
     Ok(())
 }
@@ -250,7 +281,7 @@ async fn refresh_hints(s: &Session, inv: &mut Inventory, systems: Vec<(String, M
 /// changed (new rejections included).
 async fn send_delta(tx: &mpsc::Sender<Observation>, inv: &Inventory, current: &mut Mapped) -> Result<(), Stop> {
     let next = inv.facts();
-    let changes = mapping::diff(&current.facts, &next.facts);
+    let changes = engine::fact::diff(&current.facts, &next.facts);
     let rejected: Vec<Rejected> = next.rejected.iter().filter(|r| !current.rejected.contains(r)).cloned().collect();
     *current = next;
     if changes.is_empty() && rejected.is_empty() {

@@ -22,23 +22,9 @@ use crate::common::Secret;
 use super::client::{Client, Session};
 use super::config::Config;
 use super::error::{Error, Recovery, Result};
+pub use engine::backoff::Backoff;
+
 use super::mapping::{Facts, Mirror, CLASSES};
-
-/// Capped exponential backoff with jitter. Pure: the caller supplies the random draw.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Backoff {
-    pub min: Duration,
-    pub max: Duration,
-}
-
-impl Backoff {
-    /// The delay before retry number `attempt` (0-based): `min · 2^attempt`, capped at `max`,
-    /// then scaled into `[½, 1]` of itself by `jitter ∈ [0, 1]`.
-    pub fn delay(&self, attempt: u32, jitter: f64) -> Duration {
-        let base = self.min.saturating_mul(2u32.saturating_pow(attempt.min(30))).min(self.max);
-        base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
-    }
-}
 
 /// Where to reconnect when a pool member answers `HOST_IS_SLAVE [master]`: the master's
 /// address with the current URL's scheme. xapi names the master by address alone (port
@@ -161,10 +147,10 @@ impl Adapter {
     }
 
     fn backoff(&self) -> Backoff {
-        Backoff {
-            min: Duration::from_millis(self.config.reconnect_min_ms),
-            max: Duration::from_millis(self.config.reconnect_max_ms),
-        }
+        Backoff::new(
+            Duration::from_millis(self.config.reconnect_min_ms),
+            Duration::from_millis(self.config.reconnect_max_ms),
+        )
     }
 
     /// Runs until `tx` is closed (returns `Ok`) or a failure that retrying cannot fix (bad
@@ -291,16 +277,6 @@ pub fn sorted(mut r: Vec<Rejected>) -> Vec<Rejected> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn backoff_doubles_and_caps_with_jitter_in_the_upper_half() {
-        let b = Backoff { min: Duration::from_millis(100), max: Duration::from_secs(2) };
-        assert_eq!(b.delay(0, 1.0), Duration::from_millis(100));
-        assert_eq!(b.delay(3, 1.0), Duration::from_millis(800));
-        assert_eq!(b.delay(10, 1.0), Duration::from_secs(2));
-        assert_eq!(b.delay(u32::MAX, 0.0), Duration::from_secs(1));
-        assert_eq!(b.delay(0, 0.0), Duration::from_millis(50));
-    }
-
     fn transport() -> Error {
         Error::Status { method: "event.from".into(), url: "http://a".into(), status: 502 }
     }
@@ -310,7 +286,7 @@ mod tests {
     }
 
     fn retry() -> Retry {
-        Retry::new("http://a:1", Backoff { min: Duration::from_millis(100), max: Duration::from_secs(1) })
+        Retry::new("http://a:1", Backoff::new(Duration::from_millis(100), Duration::from_secs(1)))
     }
 
     fn delay(n: &Next) -> Duration {

@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use engine::fact::diff;
 use engine::{
     Change, Fact, FactKey, HostFact, NeighbourSource, NetworkFact, Rejected, SwitchPort, UplinkFact, VlanId, VlanSpec,
     VnicFact,
@@ -535,23 +536,6 @@ impl Facts {
         r.sort_by(|a, b| (&a.what, &a.why).cmp(&(&b.what, &b.why)));
         r
     }
-}
-
-/// The changes that turn `old` into `new`: upserts for added or changed facts, removals for
-/// facts that are gone. Ordered by key.
-pub fn diff(old: &BTreeMap<FactKey, Fact>, new: &BTreeMap<FactKey, Fact>) -> Vec<Change> {
-    let mut out = Vec::new();
-    for (k, f) in new {
-        if old.get(k) != Some(f) {
-            out.push(Change::Upsert(f.clone()));
-        }
-    }
-    for k in old.keys() {
-        if !new.contains_key(k) {
-            out.push(Change::Remove(k.clone()));
-        }
-    }
-    out
 }
 
 /// Rejections in `new` that were not already reported in `old`.

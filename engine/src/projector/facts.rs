@@ -1,10 +1,18 @@
-//! One hypervisor's facts, keyed for the lookups the projector needs without allocating:
-//! hosts, uplinks by host and NIC, networks by host and network, vNICs by VM and NIC, and the
-//! index from a network on a host to the vNICs attached to it.
+//! One hypervisor's facts, keyed by interned ids for the lookups the projector needs: hosts,
+//! uplinks by host and NIC (each with the id of the switch port it leads to), networks by host
+//! and network (each with the ids of its uplinks), vNICs by VM and NIC (each with the ids of
+//! its host and network), and the indexes from a network on a host to the vNICs attached to it
+//! and from a host to its networks.
+//!
+//! Strings are interned per hypervisor; switch ports are interned by the state (they are shared
+//! between hypervisors) and passed in. Upserting a fact that already exists updates it in place,
+//! reusing its strings' buffers.
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
+use super::intern::Interner;
 use crate::fact::{Fact, FactKey, HostFact, NetworkFact, UplinkFact, VnicFact};
+use crate::ids::SwitchPort;
 
 /// A borrowed fact of any kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,45 +54,70 @@ impl FactRef<'_> {
     }
 }
 
-type Nested<T> = HashMap<String, HashMap<String, T>>;
+/// A pair of interned ids: (host, nic), (host, network) or (vm, nic).
+pub(crate) type Pair = (u32, u32);
 
-fn nested_get<'a, T>(m: &'a Nested<T>, a: &str, b: &str) -> Option<&'a T> {
-    m.get(a).and_then(|inner| inner.get(b))
+/// An uplink and the switch port its reported neighbour is (interned by the state).
+#[derive(Clone, Debug)]
+pub(crate) struct Uplink {
+    fact: UplinkFact,
+    port: Option<u32>,
 }
 
-/// Inserts `v` under the two keys it names; allocates keys only for a new entry.
-fn nested_insert<T>(m: &mut Nested<T>, v: T, keys: impl Fn(&T) -> (&String, &String)) -> Option<T> {
-    let (a, b) = keys(&v);
-    if let Some(slot) = m.get_mut(a.as_str()).and_then(|inner| inner.get_mut(b.as_str())) {
-        return Some(std::mem::replace(slot, v));
-    }
-    let (a, b) = (a.clone(), b.clone());
-    m.entry(a).or_default().insert(b, v);
-    None
+/// A network and the ids of the uplink NICs that carry it.
+#[derive(Clone, Debug)]
+pub(crate) struct Network {
+    pub(crate) fact: NetworkFact,
+    pub(crate) uplinks: Vec<u32>,
 }
 
-fn nested_remove<T>(m: &mut Nested<T>, a: &str, b: &str) -> Option<T> {
-    let inner = m.get_mut(a)?;
-    let out = inner.remove(b);
-    if inner.is_empty() {
-        m.remove(a);
+/// A vNIC and the ids of its host and network.
+#[derive(Clone, Debug)]
+pub(crate) struct Vnic {
+    pub(crate) fact: VnicFact,
+    pub(crate) host: u32,
+    pub(crate) network: u32,
+}
+
+/// Overwrites `dst` with `src`, reusing `dst`'s buffers.
+fn set(dst: &mut String, src: &str) {
+    if dst != src {
+        dst.clear();
+        dst.push_str(src);
     }
-    out
 }
 
 /// Every fact one hypervisor reported, with the indexes desired-state maintenance walks.
 #[derive(Clone, Debug, Default)]
 pub struct Facts {
-    hosts: HashMap<String, HostFact>,
-    uplinks: Nested<UplinkFact>,
-    networks: Nested<NetworkFact>,
-    vnics: Nested<VnicFact>,
-    /// host → network → (vm, nic) of the vNICs attached to that network on that host.
-    vnics_on: Nested<HashSet<(String, String)>>,
+    names: Interner<String>,
+    hosts: HashMap<u32, HostFact>,
+    uplinks: HashMap<Pair, Uplink>,
+    networks: HashMap<Pair, Network>,
+    vnics: HashMap<Pair, Vnic>,
+    /// host → the networks reported on it.
+    networks_by_host: HashMap<u32, HashSet<u32>>,
+    /// (host, network) → (vm, nic) of the vNICs attached to that network on that host.
+    vnics_on: HashMap<Pair, HashSet<Pair>>,
+    /// Static links (host, nic) → port: they win over the reported neighbour.
+    links: HashMap<Pair, u32>,
     len: usize,
 }
 
 impl Facts {
+    /// No facts, with the static links configured for this hypervisor (host → NIC → port).
+    pub(crate) fn with_links<'a>(
+        links: impl IntoIterator<Item = (&'a str, &'a str, &'a SwitchPort)>,
+        ports: &mut Interner<SwitchPort>,
+    ) -> Self {
+        let mut f = Facts::default();
+        for (host, nic, port) in links {
+            let key = (f.names.intern(host), f.names.intern(nic));
+            f.links.insert(key, ports.intern(port));
+        }
+        f
+    }
+
     /// How many facts.
     pub fn len(&self) -> usize {
         self.len
@@ -94,33 +127,43 @@ impl Facts {
         self.len == 0
     }
 
+    fn pair(&self, a: &str, b: &str) -> Option<Pair> {
+        Some((self.names.get(a)?, self.names.get(b)?))
+    }
+
     pub fn host(&self, host: &str) -> Option<&HostFact> {
-        self.hosts.get(host)
+        self.hosts.get(&self.names.get(host)?)
     }
 
     pub fn uplink(&self, host: &str, nic: &str) -> Option<&UplinkFact> {
-        nested_get(&self.uplinks, host, nic)
+        self.uplinks.get(&self.pair(host, nic)?).map(|u| &u.fact)
     }
 
     pub fn network(&self, host: &str, network: &str) -> Option<&NetworkFact> {
-        nested_get(&self.networks, host, network)
+        self.networks.get(&self.pair(host, network)?).map(|n| &n.fact)
     }
 
     pub fn vnic(&self, vm: &str, nic: &str) -> Option<&VnicFact> {
-        nested_get(&self.vnics, vm, nic)
+        self.vnics.get(&self.pair(vm, nic)?).map(|v| &v.fact)
     }
 
     /// The networks reported on `host`.
     pub fn networks_on(&self, host: &str) -> impl Iterator<Item = &NetworkFact> {
-        self.networks.get(host).into_iter().flat_map(|m| m.values())
+        let h = self.names.get(host);
+        h.and_then(|h| self.networks_by_host.get(&h).map(|s| (h, s)))
+            .into_iter()
+            .flat_map(move |(h, s)| s.iter().filter_map(move |n| self.networks.get(&(h, *n))))
+            .map(|n| &n.fact)
     }
 
     /// The vNICs attached to `network` on `host`.
     pub fn vnics_on(&self, host: &str, network: &str) -> impl Iterator<Item = &VnicFact> {
-        nested_get(&self.vnics_on, host, network)
+        self.pair(host, network)
+            .and_then(|k| self.vnics_on.get(&k))
             .into_iter()
             .flat_map(|s| s.iter())
-            .filter_map(|(vm, nic)| self.vnic(vm, nic))
+            .filter_map(|k| self.vnics.get(k))
+            .map(|v| &v.fact)
     }
 
     /// The fact with this key.
@@ -136,9 +179,9 @@ impl Facts {
     /// Every fact, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = FactRef<'_>> {
         let hosts = self.hosts.values().map(FactRef::Host);
-        let uplinks = self.uplinks.values().flat_map(|m| m.values()).map(FactRef::Uplink);
-        let networks = self.networks.values().flat_map(|m| m.values()).map(FactRef::Network);
-        let vnics = self.vnics.values().flat_map(|m| m.values()).map(FactRef::Vnic);
+        let uplinks = self.uplinks.values().map(|u| FactRef::Uplink(&u.fact));
+        let networks = self.networks.values().map(|n| FactRef::Network(&n.fact));
+        let vnics = self.vnics.values().map(|v| FactRef::Vnic(&v.fact));
         hosts.chain(uplinks).chain(networks).chain(vnics)
     }
 
@@ -149,80 +192,204 @@ impl Facts {
         v
     }
 
-    /// Adds or replaces a fact; returns the one it replaced.
-    pub(crate) fn upsert(&mut self, fact: Fact) -> Option<Fact> {
-        let old = match fact {
-            Fact::Host(h) => match self.hosts.get_mut(&h.host) {
-                Some(slot) => Some(Fact::Host(std::mem::replace(slot, h))),
-                None => {
-                    self.hosts.insert(h.host.clone(), h);
-                    None
-                }
-            },
-            Fact::Uplink(u) => nested_insert(&mut self.uplinks, u, |u| (&u.host, &u.nic)).map(Fact::Uplink),
-            Fact::Network(n) => nested_insert(&mut self.networks, n, |n| (&n.host, &n.network)).map(Fact::Network),
-            Fact::Vnic(v) => {
-                let moved = self.vnic(&v.vm, &v.nic).map(|o| (o.host != v.host || o.network != v.network, o));
-                match moved {
-                    Some((false, _)) => {}
-                    Some((true, o)) => {
-                        let (h, n, vm, nic) = (o.host.clone(), o.network.clone(), o.vm.clone(), o.nic.clone());
-                        self.unindex(&h, &n, vm, nic);
-                        self.index(&v);
+    // ----- crate-internal access by id -----
+
+    /// The id of a string, interning it when new.
+    pub(crate) fn intern(&mut self, s: &str) -> u32 {
+        self.names.intern(s)
+    }
+
+    /// The id of a string, if any fact (or static link) ever used it.
+    pub(crate) fn id(&self, s: &str) -> Option<u32> {
+        self.names.get(s)
+    }
+
+    pub(crate) fn name(&self, id: u32) -> &str {
+        self.names.value(id)
+    }
+
+    pub(crate) fn vnic_by_id(&self, k: Pair) -> Option<&Vnic> {
+        self.vnics.get(&k)
+    }
+
+    pub(crate) fn network_by_id(&self, k: Pair) -> Option<&Network> {
+        self.networks.get(&k)
+    }
+
+    /// The switch port (host, nic) leads to: the static link, else the reported neighbour.
+    pub(crate) fn port_of(&self, k: Pair) -> Option<u32> {
+        if !self.links.is_empty() {
+            if let Some(&p) = self.links.get(&k) {
+                return Some(p);
+            }
+        }
+        self.uplinks.get(&k).and_then(|u| u.port)
+    }
+
+    /// The ids of the networks on `host`.
+    pub(crate) fn network_ids_on(&self, host: u32) -> impl Iterator<Item = u32> + '_ {
+        self.networks_by_host.get(&host).into_iter().flat_map(|s| s.iter().copied())
+    }
+
+    /// The (vm, nic) ids of the vNICs attached to (host, network).
+    pub(crate) fn vnic_ids_on(&self, k: Pair) -> impl Iterator<Item = Pair> + '_ {
+        self.vnics_on.get(&k).into_iter().flat_map(|s| s.iter().copied())
+    }
+
+    /// Every vNIC's (vm, nic) ids and every network's (host, network) ids.
+    pub(crate) fn vnic_and_network_ids(&self) -> impl Iterator<Item = (bool, Pair)> + '_ {
+        self.vnics.keys().map(|k| (true, *k)).chain(self.networks.keys().map(|k| (false, *k)))
+    }
+
+    /// Adds or replaces a fact (in place when it exists).
+    pub(crate) fn upsert(&mut self, fact: &Fact, ports: &mut Interner<SwitchPort>) {
+        let added = match fact {
+            Fact::Host(h) => {
+                let k = self.names.intern(&h.host);
+                match self.hosts.get_mut(&k) {
+                    Some(slot) => {
+                        set(&mut slot.name, &h.name);
+                        false
                     }
-                    None => self.index(&v),
+                    None => {
+                        self.hosts.insert(k, h.clone());
+                        true
+                    }
                 }
-                nested_insert(&mut self.vnics, v, |v| (&v.vm, &v.nic)).map(Fact::Vnic)
+            }
+            Fact::Uplink(u) => {
+                let k = (self.names.intern(&u.host), self.names.intern(&u.nic));
+                let port = u.port.as_ref().map(|p| ports.intern(p));
+                match self.uplinks.get_mut(&k) {
+                    Some(slot) => {
+                        slot.fact.mac.clone_from(&u.mac);
+                        slot.fact.port.clone_from(&u.port);
+                        slot.fact.source = u.source;
+                        slot.port = port;
+                        false
+                    }
+                    None => {
+                        self.uplinks.insert(k, Uplink { fact: u.clone(), port });
+                        true
+                    }
+                }
+            }
+            Fact::Network(n) => {
+                let k = (self.names.intern(&n.host), self.names.intern(&n.network));
+                let uplinks: Vec<u32> = n.uplinks.iter().map(|u| self.names.intern(u)).collect();
+                match self.networks.get_mut(&k) {
+                    Some(slot) => {
+                        set(&mut slot.fact.name, &n.name);
+                        slot.fact.vlan.clone_from(&n.vlan);
+                        slot.fact.uplinks.clone_from(&n.uplinks);
+                        slot.uplinks = uplinks;
+                        false
+                    }
+                    None => {
+                        self.networks.insert(k, Network { fact: n.clone(), uplinks });
+                        self.networks_by_host.entry(k.0).or_default().insert(k.1);
+                        true
+                    }
+                }
+            }
+            Fact::Vnic(v) => {
+                self.upsert_vnic(v);
+                false
             }
         };
-        if old.is_none() {
+        if added {
             self.len += 1;
         }
-        old
     }
 
-    /// Removes the fact with this key; returns it.
-    pub(crate) fn remove(&mut self, key: &FactKey) -> Option<Fact> {
-        let old = match key {
-            FactKey::Host { host } => self.hosts.remove(host).map(Fact::Host),
-            FactKey::Uplink { host, nic } => nested_remove(&mut self.uplinks, host, nic).map(Fact::Uplink),
-            FactKey::Network { host, network } => nested_remove(&mut self.networks, host, network).map(Fact::Network),
-            FactKey::Vnic { vm, nic } => {
-                let old = nested_remove(&mut self.vnics, vm, nic);
-                if let Some(o) = &old {
-                    self.unindex(&o.host, &o.network, o.vm.clone(), o.nic.clone());
+    fn upsert_vnic(&mut self, v: &VnicFact) {
+        let k = (self.names.intern(&v.vm), self.names.intern(&v.nic));
+        let at = (self.names.intern(&v.host), self.names.intern(&v.network));
+        self.upsert_vnic_at(k, at, v)
+    }
+
+    /// Whether the vNIC with ids `k` is `v`, which is on (host, network) ids `at` (compares
+    /// ids and flags before strings).
+    pub(crate) fn vnic_is(&self, k: Pair, at: Pair, v: &VnicFact) -> bool {
+        self.vnics.get(&k).is_some_and(|o| {
+            (o.host, o.network) == at
+                && o.fact.powered_on == v.powered_on
+                && o.fact.connected == v.connected
+                && o.fact.vm_name == v.vm_name
+                && o.fact.mac == v.mac
+        })
+    }
+
+    /// Adds or replaces (in place) the vNIC `v`, whose (vm, nic) ids are `k` and whose (host,
+    /// network) ids are `at`.
+    pub(crate) fn upsert_vnic_at(&mut self, k: Pair, at: Pair, v: &VnicFact) {
+        match self.vnics.get_mut(&k) {
+            Some(slot) => {
+                let was = (slot.host, slot.network);
+                let f = &mut slot.fact;
+                set(&mut f.vm_name, &v.vm_name);
+                set(&mut f.mac, &v.mac);
+                f.connected = v.connected;
+                f.powered_on = v.powered_on;
+                if was != at {
+                    // Equal ids are equal strings: copy only what moved.
+                    if was.0 != at.0 {
+                        set(&mut f.host, &v.host);
+                    }
+                    if was.1 != at.1 {
+                        set(&mut f.network, &v.network);
+                    }
+                    (slot.host, slot.network) = at;
+                    self.unindex(was, k);
+                    self.vnics_on.entry(at).or_default().insert(k);
                 }
-                old.map(Fact::Vnic)
-            }
-        };
-        if old.is_some() {
-            self.len -= 1;
-        }
-        old
-    }
-
-    fn index(&mut self, v: &VnicFact) {
-        let key = (v.vm.clone(), v.nic.clone());
-        match self.vnics_on.get_mut(&v.host).and_then(|m| m.get_mut(&v.network)) {
-            Some(set) => {
-                set.insert(key);
             }
             None => {
-                self.vnics_on.entry(v.host.clone()).or_default().entry(v.network.clone()).or_default().insert(key);
+                self.vnics.insert(k, Vnic { fact: v.clone(), host: at.0, network: at.1 });
+                self.vnics_on.entry(at).or_default().insert(k);
+                self.len += 1;
             }
         }
     }
 
-    fn unindex(&mut self, host: &str, network: &str, vm: String, nic: String) {
-        if let Some(inner) = self.vnics_on.get_mut(host) {
-            if let Some(set) = inner.get_mut(network) {
-                set.remove(&(vm, nic));
-                if set.is_empty() {
-                    inner.remove(network);
+    /// Removes the fact with this key.
+    pub(crate) fn remove(&mut self, key: &FactKey) {
+        let removed = match key {
+            FactKey::Host { host } => self.id(host).and_then(|h| self.hosts.remove(&h)).is_some(),
+            FactKey::Uplink { host, nic } => self.pair(host, nic).and_then(|k| self.uplinks.remove(&k)).is_some(),
+            FactKey::Network { host, network } => match self.pair(host, network) {
+                Some(k) if self.networks.remove(&k).is_some() => {
+                    if let Some(s) = self.networks_by_host.get_mut(&k.0) {
+                        s.remove(&k.1);
+                        if s.is_empty() {
+                            self.networks_by_host.remove(&k.0);
+                        }
+                    }
+                    true
                 }
-            }
-            if inner.is_empty() {
-                self.vnics_on.remove(host);
+                _ => false,
+            },
+            FactKey::Vnic { vm, nic } => match self.pair(vm, nic) {
+                Some(k) => match self.vnics.remove(&k) {
+                    Some(old) => {
+                        self.unindex((old.host, old.network), k);
+                        true
+                    }
+                    None => false,
+                },
+                None => false,
+            },
+        };
+        if removed {
+            self.len -= 1;
+        }
+    }
+
+    fn unindex(&mut self, at: Pair, k: Pair) {
+        if let Some(set) = self.vnics_on.get_mut(&at) {
+            set.remove(&k);
+            if set.is_empty() {
+                self.vnics_on.remove(&at);
             }
         }
     }

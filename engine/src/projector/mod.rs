@@ -13,16 +13,20 @@
 //! network also does so itself (a reason with `vnic: None`).
 
 mod facts;
+mod intern;
 mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
 
 pub use facts::{FactRef, Facts};
 pub use snapshot::SnapshotError;
+
+use facts::Pair;
+use intern::Interner;
 
 use crate::config::Policy;
 use crate::desired::{Desired, PortVlans, Reason, VnicRef};
@@ -58,8 +62,8 @@ pub(crate) struct Hypervisor {
 }
 
 impl Hypervisor {
-    fn new(status: Status) -> Self {
-        Self { kind: None, endpoint: String::new(), status, facts: Facts::default() }
+    fn new(status: Status, facts: Facts) -> Self {
+        Self { kind: None, endpoint: String::new(), status, facts }
     }
 }
 
@@ -88,6 +92,16 @@ impl Rules {
         Self { count_powered_off: policy.count_powered_off, count_vmless_networks: policy.count_vmless_networks, links }
     }
 
+    /// No facts, with the static links configured for hypervisor `id`.
+    fn empty_facts(&self, id: &HypervisorId, ports: &mut Interner<SwitchPort>) -> Facts {
+        let links = self.links.get(id).into_iter().flat_map(|hosts| {
+            hosts
+                .iter()
+                .flat_map(|(host, nics)| nics.iter().map(move |(nic, port)| (host.as_str(), nic.as_str(), port)))
+        });
+        Facts::with_links(links, ports)
+    }
+
     fn vnic_counts(&self, v: &crate::fact::VnicFact) -> bool {
         if v.powered_on {
             v.connected
@@ -97,56 +111,84 @@ impl Rules {
     }
 }
 
-/// Interned strings (and values), each with a dense id.
-#[derive(Clone, Debug)]
-struct Interner<T> {
-    ids: HashMap<T, u32>,
-    values: Vec<T>,
-}
-
-impl<T> Default for Interner<T> {
-    fn default() -> Self {
-        Self { ids: HashMap::default(), values: Vec::new() }
-    }
-}
-
-impl<T: std::hash::Hash + Eq + Clone> Interner<T> {
-    fn intern<Q>(&mut self, v: &Q) -> u32
-    where
-        T: std::borrow::Borrow<Q>,
-        Q: std::hash::Hash + Eq + ToOwned<Owned = T> + ?Sized,
-    {
-        if let Some(&i) = self.ids.get(v) {
-            return i;
-        }
-        let i = self.values.len() as u32;
-        self.values.push(v.to_owned());
-        self.ids.insert(v.to_owned(), i);
-        i
-    }
-
-    fn get<Q>(&self, v: &Q) -> Option<u32>
-    where
-        T: std::borrow::Borrow<Q>,
-        Q: std::hash::Hash + Eq + ?Sized,
-    {
-        self.ids.get(v).copied()
-    }
-
-    fn value(&self, i: u32) -> &T {
-        &self.values[i as usize]
-    }
-}
-
 /// The compact identity of a reason: its hypervisor and the fact that contributes it — a vNIC
 /// (`a` = VM, `b` = NIC) or, with VM-less networks counting, a network (`a` = host, `b` =
-/// network), as interned ids.
+/// network), as ids interned by that hypervisor's [`Facts`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Rid {
     hv: u32,
     vnic: bool,
     a: u32,
     b: u32,
+}
+
+/// The desired-state index: (port id, VLAN) → the reasons holding the VLAN there. Never holds
+/// an empty set.
+type Index = HashMap<(u32, VlanId), HashSet<Rid>>;
+
+/// Keys of desired-state entries: (port id, VLAN).
+type Keys = HashSet<(u32, VlanId)>;
+
+/// What a read of desired state needs to bring the last built [`Desired`] up to date, and the
+/// older values it may reuse instead of copying the whole state.
+#[derive(Clone, Debug, Default)]
+struct Pending {
+    /// The last built value, once a change made it stale.
+    base: Option<Arc<Desired>>,
+    /// The entries changed since `base` was built.
+    dirty: Keys,
+    /// The value the last build copied from (still held by whoever it was published to), and
+    /// the entries in which it differs from the last built value.
+    replaced: Option<(Weak<Desired>, Keys)>,
+    /// An older value handed back by the publisher ([`State::recycle_desired`]), and the
+    /// entries in which it differs from the last built value.
+    spare: Option<(Arc<Desired>, Keys)>,
+}
+
+/// [`Desired`] as last built, and what changed since: a read after a change rebuilds only the
+/// (port, VLAN) entries that changed — in place when nobody else holds the value, else on a
+/// recycled older value when one was handed back, else on a copy — never the whole state from
+/// the index.
+#[derive(Debug, Default)]
+struct DesiredCache {
+    built: OnceLock<Arc<Desired>>,
+    pending: Mutex<Pending>,
+}
+
+impl Clone for DesiredCache {
+    fn clone(&self) -> Self {
+        let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        Self { built: self.built.clone(), pending: Mutex::new(pending) }
+    }
+}
+
+impl DesiredCache {
+    /// Records that the reasons of (port, VLAN) changed.
+    fn mark(&mut self, key: (u32, VlanId)) {
+        let pending = self.pending.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some(d) = self.built.take() {
+            pending.base = Some(d);
+        }
+        if pending.base.is_some() {
+            pending.dirty.insert(key);
+        }
+    }
+
+    /// Forgets everything built (the index was rebuilt).
+    fn reset(&mut self) {
+        self.built = OnceLock::new();
+        *self.pending.get_mut().unwrap_or_else(PoisonError::into_inner) = Pending::default();
+    }
+
+    /// Takes back `old`, a value this cache built earlier, to update instead of copying.
+    fn recycle(&mut self, old: Arc<Desired>) {
+        let pending = self.pending.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if pending.replaced.as_ref().is_some_and(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&old))) {
+            if let Some((_, keys)) = pending.replaced.take() {
+                pending.spare = Some((old, keys));
+            }
+        }
+    }
 }
 
 /// The projected state: hypervisors, their facts, and desired VLANs per port.
@@ -157,12 +199,9 @@ pub struct State {
     seq: u64,
     hypervisors: BTreeMap<HypervisorId, Hypervisor>,
     hv_ids: Interner<HypervisorId>,
-    names: Interner<String>,
     ports: Interner<SwitchPort>,
-    /// (port, VLAN) → the reasons holding the VLAN there. Never holds an empty set.
-    vlans: HashMap<(u32, VlanId), HashSet<Rid>>,
-    /// [`Desired`] built from `vlans`, on first read after a change.
-    desired: OnceLock<Arc<Desired>>,
+    vlans: Index,
+    desired: DesiredCache,
     /// Bumped on every change to desired state (not part of the state's bytes).
     desired_version: u64,
     /// Reused buffer of the reasons a change affects.
@@ -178,10 +217,9 @@ impl State {
             seq: 0,
             hypervisors: BTreeMap::new(),
             hv_ids: Interner::default(),
-            names: Interner::default(),
             ports: Interner::default(),
             vlans: HashMap::default(),
-            desired: OnceLock::new(),
+            desired: DesiredCache::default(),
             desired_version: 0,
             scratch: Vec::new(),
         }
@@ -199,7 +237,6 @@ impl State {
 
     /// Folds one event in.
     pub fn apply(&mut self, env: &Envelope) {
-        let before = self.desired_version;
         self.seq = self.seq.max(env.seq);
         let id = &env.hypervisor;
         match &env.event {
@@ -228,28 +265,34 @@ impl State {
                 self.forget(id);
             }
         }
-        if self.desired_version != before {
-            self.desired = OnceLock::new();
-        }
     }
 
     fn entry(&mut self, id: &HypervisorId, status: Status) -> &mut Hypervisor {
         if !self.hypervisors.contains_key(id) {
             self.hv_ids.intern(id);
-            self.hypervisors.insert(id.clone(), Hypervisor::new(status));
+            let facts = self.rules.empty_facts(id, &mut self.ports);
+            self.hypervisors.insert(id.clone(), Hypervisor::new(status, facts));
         }
         // Present: inserted just above when missing.
         self.hypervisors.get_mut(id).expect("hypervisor entry exists")
     }
 
-    /// The desired VLAN state (built on first read after a change, then cached).
+    /// The desired VLAN state (brought up to date on the first read after a change, touching
+    /// only the entries that changed, then cached).
     pub fn desired(&self) -> &Desired {
-        self.desired.get_or_init(|| Arc::new(self.materialize()))
+        self.desired.built.get_or_init(|| self.build_desired())
     }
 
     /// The desired VLAN state as a shared value (what the runtime publishes).
     pub fn desired_shared(&self) -> Arc<Desired> {
-        self.desired.get_or_init(|| Arc::new(self.materialize())).clone()
+        self.desired.built.get_or_init(|| self.build_desired()).clone()
+    }
+
+    /// Hands back a value [`State::desired_shared`] gave earlier, once it is no longer
+    /// published: the next read after a change updates it (entry by entry) instead of copying
+    /// the whole desired state. Any other value is simply dropped.
+    pub fn recycle_desired(&mut self, old: Arc<Desired>) {
+        self.desired.recycle(old);
     }
 
     /// Bumped on every change to desired state; the runtime publishes when it moves.
@@ -266,8 +309,7 @@ impl State {
     /// is not desired there).
     pub fn why(&self, port: &SwitchPort, vlan: VlanId) -> Vec<Reason> {
         let Some(p) = self.ports.get(port) else { return Vec::new() };
-        let Some(rids) = self.vlans.get(&(p, vlan)) else { return Vec::new() };
-        rids.iter().filter_map(|r| self.reason(r)).collect::<BTreeSet<_>>().into_iter().collect()
+        self.reasons(p, vlan).into_iter().collect()
     }
 
     /// The facts of a hypervisor (`None` if the log never mentioned it).
@@ -332,9 +374,8 @@ impl State {
     fn reason(&self, r: &Rid) -> Option<Reason> {
         let id = self.hv_ids.value(r.hv);
         let facts = &self.hypervisors.get(id)?.facts;
-        let (a, b) = (self.names.value(r.a), self.names.value(r.b));
         if r.vnic {
-            let v = facts.vnic(a, b)?;
+            let v = &facts.vnic_by_id((r.a, r.b))?.fact;
             Some(Reason {
                 hypervisor: id.clone(),
                 host: v.host.clone(),
@@ -342,14 +383,84 @@ impl State {
                 vnic: Some(VnicRef { vm: v.vm.clone(), vm_name: v.vm_name.clone(), nic: v.nic.clone() }),
             })
         } else {
-            Some(Reason { hypervisor: id.clone(), host: a.clone(), network: b.clone(), vnic: None })
+            Some(Reason {
+                hypervisor: id.clone(),
+                host: facts.name(r.a).to_string(),
+                network: facts.name(r.b).to_string(),
+                vnic: None,
+            })
+        }
+    }
+
+    /// The reasons holding `vlan` on port `p` (empty: none).
+    fn reasons(&self, p: u32, vlan: VlanId) -> BTreeSet<Reason> {
+        self.vlans.get(&(p, vlan)).map(|rids| rids.iter().filter_map(|r| self.reason(r)).collect()).unwrap_or_default()
+    }
+
+    /// The up-to-date [`Desired`]: the stale one with its changed entries rebuilt, or (the
+    /// first time) everything built from the index.
+    fn build_desired(&self) -> Arc<Desired> {
+        let mut guard = self.desired.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let pending = &mut *guard;
+        let Some(mut base) = pending.base.take() else {
+            *pending = Pending::default();
+            return Arc::new(self.materialize());
+        };
+        let dirty = std::mem::take(&mut pending.dirty);
+        let spare_free = pending.spare.as_mut().is_some_and(|(s, _)| Arc::get_mut(s).is_some());
+        if Arc::get_mut(&mut base).is_some() {
+            // Nobody else holds it: update in place; older values fall further behind.
+            self.refresh(&mut base, &dirty);
+            if let Some((_, keys)) = &mut pending.replaced {
+                keys.extend(dirty.iter().copied());
+            }
+            if let Some((_, keys)) = &mut pending.spare {
+                keys.extend(dirty.iter().copied());
+            }
+            return base;
+        }
+        let (out, replaced_keys) = match pending.spare.take() {
+            Some((spare, mut keys)) if spare_free => {
+                // A recycled older value: bring it up to date entry by entry.
+                keys.extend(dirty.iter().copied());
+                let mut spare = spare;
+                self.refresh(&mut spare, &keys);
+                (spare, dirty)
+            }
+            _ => {
+                let mut copy = Arc::new(Desired::clone(&base));
+                self.refresh(&mut copy, &dirty);
+                (copy, dirty)
+            }
+        };
+        pending.replaced = Some((Arc::downgrade(&base), replaced_keys));
+        out
+    }
+
+    /// Rebuilds the `keys` entries of `d` from the index (copying `d` first if it is shared, so
+    /// a value someone holds never changes).
+    fn refresh(&self, d: &mut Arc<Desired>, keys: &Keys) {
+        let d = Arc::make_mut(d);
+        for &(p, vlan) in keys {
+            let port = self.ports.value(p);
+            let reasons = self.reasons(p, vlan);
+            if reasons.is_empty() {
+                if let Some(vlans) = d.ports.get_mut(port) {
+                    vlans.remove(&vlan);
+                    if vlans.is_empty() {
+                        d.ports.remove(port);
+                    }
+                }
+            } else {
+                d.ports.entry(port.clone()).or_default().insert(vlan, reasons);
+            }
         }
     }
 
     fn materialize(&self) -> Desired {
         let mut d = Desired::default();
-        for (&(p, vlan), rids) in &self.vlans {
-            let reasons: BTreeSet<Reason> = rids.iter().filter_map(|r| self.reason(r)).collect();
+        for &(p, vlan) in self.vlans.keys() {
+            let reasons = self.reasons(p, vlan);
             if !reasons.is_empty() {
                 d.ports.entry(self.ports.value(p).clone()).or_default().insert(vlan, reasons);
             }
@@ -359,27 +470,45 @@ impl State {
 
     fn apply_change(&mut self, id: &HypervisorId, hv_ix: u32, change: &Change) {
         let Some(hv) = self.hypervisors.get_mut(id) else { return };
+        let facts = &mut hv.facts;
         let mut affected = std::mem::take(&mut self.scratch);
         affected.clear();
-        affected_by(&self.rules, &hv.facts, change, hv_ix, &mut self.names, &mut affected);
+        // A vNIC upsert (the common change) interns its ids once and is compared by them.
+        let vnic = match change {
+            Change::Upsert(Fact::Vnic(v)) => {
+                let k = (facts.intern(&v.vm), facts.intern(&v.nic));
+                let at = (facts.intern(&v.host), facts.intern(&v.network));
+                if facts.vnic_is(k, at, v) {
+                    self.scratch = affected;
+                    return;
+                }
+                affected.push(Rid { hv: hv_ix, vnic: true, a: k.0, b: k.1 });
+                Some((k, at, v))
+            }
+            Change::Upsert(f) if unchanged(facts, f) => {
+                self.scratch = affected;
+                return;
+            }
+            _ => {
+                affected_by(&self.rules, facts, change, hv_ix, &mut affected);
+                None
+            }
+        };
         let mut changed = false;
-        let links = self.rules.links.get(id);
+        let (vlans, desired) = (&mut self.vlans, &mut self.desired);
         for r in &affected {
-            contributions(&self.rules, links, &hv.facts, &self.names, r, |port, vlan| {
-                changed |= remove_reason(&mut self.vlans, &self.ports, port, vlan, r);
+            contributions(&self.rules, facts, r, |p, vlan| {
+                changed |= remove_reason(vlans, desired, p, vlan, r);
             });
         }
-        match change {
-            Change::Upsert(f) => {
-                hv.facts.upsert(f.clone());
-            }
-            Change::Remove(k) => {
-                hv.facts.remove(k);
-            }
+        match (vnic, change) {
+            (Some((k, at, v)), _) => facts.upsert_vnic_at(k, at, v),
+            (None, Change::Upsert(f)) => facts.upsert(f, &mut self.ports),
+            (None, Change::Remove(k)) => facts.remove(k),
         }
         for r in &affected {
-            contributions(&self.rules, links, &hv.facts, &self.names, r, |port, vlan| {
-                changed |= add_reason(&mut self.vlans, &mut self.ports, port, vlan, *r);
+            contributions(&self.rules, facts, r, |p, vlan| {
+                changed |= add_reason(vlans, desired, p, vlan, *r);
             });
         }
         self.scratch = affected;
@@ -388,85 +517,104 @@ impl State {
         }
     }
 
-    /// Every reason a hypervisor's facts give, for `f`.
-    fn all_rids(&mut self, id: &HypervisorId) -> Vec<Rid> {
-        let hv_ix = self.hv_ids.intern(id);
-        let Some(hv) = self.hypervisors.get(id) else { return Vec::new() };
-        let names = &mut self.names;
-        hv.facts
-            .iter()
-            .filter_map(|f| match f {
-                FactRef::Vnic(v) => {
-                    Some(Rid { hv: hv_ix, vnic: true, a: names.intern(&v.vm), b: names.intern(&v.nic) })
-                }
-                FactRef::Network(n) => {
-                    Some(Rid { hv: hv_ix, vnic: false, a: names.intern(&n.host), b: names.intern(&n.network) })
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
     /// Drops every fact of a hypervisor, and with them its reasons.
     fn forget(&mut self, id: &HypervisorId) {
-        let rids = self.all_rids(id);
-        let Some(hv) = self.hypervisors.get_mut(id) else { return };
-        let links = self.rules.links.get(id);
+        let hv_ix = self.hv_ids.intern(id);
+        let Some(hv) = self.hypervisors.get(id) else { return };
+        let rids = all_rids(hv_ix, &hv.facts);
         let mut changed = false;
+        let (vlans, desired) = (&mut self.vlans, &mut self.desired);
         for r in &rids {
-            contributions(&self.rules, links, &hv.facts, &self.names, r, |port, vlan| {
-                changed |= remove_reason(&mut self.vlans, &self.ports, port, vlan, r);
+            contributions(&self.rules, &hv.facts, r, |p, vlan| {
+                changed |= remove_reason(vlans, desired, p, vlan, r);
             });
         }
-        hv.facts = Facts::default();
+        let facts = self.rules.empty_facts(id, &mut self.ports);
+        if let Some(hv) = self.hypervisors.get_mut(id) {
+            hv.facts = facts;
+        }
         if changed {
             self.desired_version += 1;
         }
     }
 
+    /// Adds a decoded hypervisor with its facts (the index is rebuilt afterwards).
+    fn insert_decoded(&mut self, id: HypervisorId, mut hv: Hypervisor, facts: &[Fact]) {
+        self.hv_ids.intern(&id);
+        let mut f = self.rules.empty_facts(&id, &mut self.ports);
+        for fact in facts {
+            f.upsert(fact, &mut self.ports);
+        }
+        hv.facts = f;
+        self.hypervisors.insert(id, hv);
+    }
+
     /// Rebuilds the desired-state index from the facts (after decoding a snapshot).
     fn rebuild_index(&mut self) {
         self.vlans.clear();
-        let ids: Vec<HypervisorId> = self.hypervisors.keys().cloned().collect();
-        for id in ids {
-            let rids = self.all_rids(&id);
-            let Some(hv) = self.hypervisors.get(&id) else { continue };
-            let links = self.rules.links.get(&id);
-            for r in &rids {
-                contributions(&self.rules, links, &hv.facts, &self.names, r, |port, vlan| {
-                    add_reason(&mut self.vlans, &mut self.ports, port, vlan, *r);
+        self.desired.reset();
+        for (id, hv) in &self.hypervisors {
+            let Some(hv_ix) = self.hv_ids.get(id) else { continue };
+            for r in &all_rids(hv_ix, &hv.facts) {
+                contributions(&self.rules, &hv.facts, r, |p, vlan| {
+                    self.vlans.entry((p, vlan)).or_default().insert(*r);
                 });
             }
         }
-        self.desired = OnceLock::new();
+    }
+}
+
+/// Every reason a hypervisor's facts give.
+fn all_rids(hv_ix: u32, facts: &Facts) -> Vec<Rid> {
+    facts.vnic_and_network_ids().map(|(vnic, (a, b))| Rid { hv: hv_ix, vnic, a, b }).collect()
+}
+
+/// Whether upserting `f` would leave the facts as they are (it is there already, unchanged).
+fn unchanged(facts: &Facts, f: &Fact) -> bool {
+    match f {
+        Fact::Host(h) => facts.host(&h.host) == Some(h),
+        Fact::Uplink(u) => facts.uplink(&u.host, &u.nic) == Some(u),
+        Fact::Network(n) => facts.network(&n.host, &n.network) == Some(n),
+        Fact::Vnic(v) => facts.vnic(&v.vm, &v.nic) == Some(v),
     }
 }
 
 /// Pushes onto `out` the reasons whose contributions may change when `change` is applied.
-fn affected_by(
-    rules: &Rules,
-    facts: &Facts,
-    change: &Change,
-    hv: u32,
-    names: &mut Interner<String>,
-    out: &mut Vec<Rid>,
-) {
-    let network_and_vnics = |host: &str, network: &str, names: &mut Interner<String>, out: &mut Vec<Rid>| {
+fn affected_by(rules: &Rules, facts: &mut Facts, change: &Change, hv: u32, out: &mut Vec<Rid>) {
+    // An upsert interns its key (the fact is about to exist); a removal of a key never seen
+    // affects nothing.
+    let upsert = matches!(change, Change::Upsert(_));
+    let ids = |facts: &mut Facts, a: &str, b: &str| -> Option<Pair> {
+        if upsert {
+            Some((facts.intern(a), facts.intern(b)))
+        } else {
+            Some((facts.id(a)?, facts.id(b)?))
+        }
+    };
+    let network_and_vnics = |facts: &Facts, (h, n): Pair, out: &mut Vec<Rid>| {
         if rules.count_vmless_networks {
-            out.push(Rid { hv, vnic: false, a: names.intern(host), b: names.intern(network) });
+            out.push(Rid { hv, vnic: false, a: h, b: n });
         }
-        for v in facts.vnics_on(host, network) {
-            out.push(Rid { hv, vnic: true, a: names.intern(&v.vm), b: names.intern(&v.nic) });
-        }
+        out.extend(facts.vnic_ids_on((h, n)).map(|(a, b)| Rid { hv, vnic: true, a, b }));
     };
     match change.key_ref() {
         KeyRef::Host => {}
-        KeyRef::Vnic(vm, nic) => out.push(Rid { hv, vnic: true, a: names.intern(vm), b: names.intern(nic) }),
-        KeyRef::Network(host, network) => network_and_vnics(host, network, names, out),
+        KeyRef::Vnic(vm, nic) => {
+            if let Some((a, b)) = ids(facts, vm, nic) {
+                out.push(Rid { hv, vnic: true, a, b });
+            }
+        }
+        KeyRef::Network(host, network) => {
+            if let Some(k) = ids(facts, host, network) {
+                network_and_vnics(facts, k, out);
+            }
+        }
         KeyRef::Uplink(host, nic) => {
-            for n in facts.networks_on(host) {
-                if n.uplinks.iter().any(|u| u == nic) {
-                    network_and_vnics(host, &n.network, names, out);
+            if let Some((h, nic)) = ids(facts, host, nic) {
+                for n in facts.network_ids_on(h) {
+                    if facts.network_by_id((h, n)).is_some_and(|net| net.uplinks.contains(&nic)) {
+                        network_and_vnics(facts, (h, n), out);
+                    }
                 }
             }
         }
@@ -495,65 +643,47 @@ impl Change {
     }
 }
 
-/// Calls `f(port, vlan)` for everything reason `r` puts in desired state now.
-fn contributions(
-    rules: &Rules,
-    links: Option<&HashMap<String, HashMap<String, SwitchPort>>>,
-    facts: &Facts,
-    names: &Interner<String>,
-    r: &Rid,
-    mut f: impl FnMut(&SwitchPort, VlanId),
-) {
-    let (a, b) = (names.value(r.a), names.value(r.b));
-    let network = if r.vnic {
-        let Some(v) = facts.vnic(a, b) else { return };
-        if !rules.vnic_counts(v) {
+/// Calls `f(port id, vlan)` for everything reason `r` puts in desired state now.
+fn contributions(rules: &Rules, facts: &Facts, r: &Rid, mut f: impl FnMut(u32, VlanId)) {
+    let at = if r.vnic {
+        let Some(v) = facts.vnic_by_id((r.a, r.b)) else { return };
+        if !rules.vnic_counts(&v.fact) {
             return;
         }
-        facts.network(&v.host, &v.network)
+        (v.host, v.network)
     } else if rules.count_vmless_networks {
-        facts.network(a, b)
+        (r.a, r.b)
     } else {
-        None
+        return;
     };
-    let Some(network) = network else { return };
-    if network.uplinks.is_empty() || network.vlan.vlans().next().is_none() {
+    let Some(network) = facts.network_by_id(at) else { return };
+    if network.uplinks.is_empty() || network.fact.vlan.vlans().next().is_none() {
         return;
     }
-    let links = links.and_then(|h| h.get(&network.host));
-    for nic in &network.uplinks {
-        let port =
-            links.and_then(|l| l.get(nic)).or_else(|| facts.uplink(&network.host, nic).and_then(|u| u.port.as_ref()));
-        let Some(port) = port else { continue };
-        for vlan in network.vlan.vlans() {
-            f(port, vlan);
+    for &nic in &network.uplinks {
+        let Some(p) = facts.port_of((at.0, nic)) else { continue };
+        for vlan in network.fact.vlan.vlans() {
+            f(p, vlan);
         }
     }
 }
 
-fn add_reason(
-    vlans: &mut HashMap<(u32, VlanId), HashSet<Rid>>,
-    ports: &mut Interner<SwitchPort>,
-    port: &SwitchPort,
-    vlan: VlanId,
-    r: Rid,
-) -> bool {
-    let p = ports.intern(port);
-    vlans.entry((p, vlan)).or_default().insert(r)
+fn add_reason(vlans: &mut Index, desired: &mut DesiredCache, p: u32, vlan: VlanId, r: Rid) -> bool {
+    let added = vlans.entry((p, vlan)).or_default().insert(r);
+    if added {
+        desired.mark((p, vlan));
+    }
+    added
 }
 
-fn remove_reason(
-    vlans: &mut HashMap<(u32, VlanId), HashSet<Rid>>,
-    ports: &Interner<SwitchPort>,
-    port: &SwitchPort,
-    vlan: VlanId,
-    r: &Rid,
-) -> bool {
-    let Some(p) = ports.get(port) else { return false };
+fn remove_reason(vlans: &mut Index, desired: &mut DesiredCache, p: u32, vlan: VlanId, r: &Rid) -> bool {
     let Some(set) = vlans.get_mut(&(p, vlan)) else { return false };
     let removed = set.remove(r);
     if set.is_empty() {
         vlans.remove(&(p, vlan));
+    }
+    if removed {
+        desired.mark((p, vlan));
     }
     removed
 }

@@ -85,11 +85,8 @@ impl State {
         let mut state = State::new(policy);
         state.seq = stored.seq;
         for h in stored.hypervisors {
-            let mut facts = Facts::default();
-            for f in h.facts {
-                facts.upsert(f);
-            }
-            state.hypervisors.insert(h.id, Hypervisor { kind: h.kind, endpoint: h.endpoint, status: h.status, facts });
+            let hv = Hypervisor { kind: h.kind, endpoint: h.endpoint, status: h.status, facts: Facts::default() };
+            state.insert_decoded(h.id, hv, &h.facts);
         }
         state.rebuild_index();
         Ok(state)

@@ -72,6 +72,13 @@ impl Metrics {
 #[derive(Clone)]
 pub struct SharedState(Arc<RwLock<State>>);
 
+impl From<State> for SharedState {
+    /// A shared view of a state no engine runs (tests, tools).
+    fn from(state: State) -> Self {
+        SharedState(Arc::new(RwLock::new(state)))
+    }
+}
+
 impl SharedState {
     /// Runs `f` on the current state (a read lock held for its duration: keep it short).
     pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {

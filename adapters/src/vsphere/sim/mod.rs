@@ -51,6 +51,9 @@ pub struct SimOptions {
     pub port_prefix: String,
     pub user: String,
     pub password: String,
+    /// Serve HTTPS with a freshly generated self-signed certificate for `localhost` and
+    /// `127.0.0.1` (see [`SimHandle::ca_pem`]).
+    pub tls: bool,
 }
 
 impl Default for SimOptions {
@@ -66,6 +69,7 @@ impl Default for SimOptions {
             port_prefix: "eth".into(),
             user: "administrator@vsphere.local".into(),
             password: "netfold-sim".into(),
+            tls: false,
         }
     }
 }
@@ -85,8 +89,10 @@ pub(crate) struct Shared {
     sessions: Mutex<HashMap<String, soap::SimSession>>,
     changed: watch::Sender<u64>,
     hang: watch::Sender<bool>,
+    /// `WaitForUpdatesEx` calls parked waiting for a change.
+    parked: std::sync::atomic::AtomicUsize,
     user: String,
-    password: String,
+    password: Mutex<String>,
 }
 
 impl Shared {
@@ -112,22 +118,33 @@ impl Simulator {
             sessions: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
             hang: watch::channel(false).0,
+            parked: std::sync::atomic::AtomicUsize::new(0),
             user: opts.user.clone(),
-            password: opts.password.clone(),
+            password: Mutex::new(opts.password.clone()),
         });
         let listener = TcpListener::bind(opts.listen)
             .await
             .map_err(|source| Error::Listen { addr: opts.listen.to_string(), source })?;
         let addr = listener.local_addr().map_err(|source| Error::Listen { addr: opts.listen.to_string(), source })?;
-        let handle = SimHandle { shared, addr, serving: Mutex::new(None), opts };
+        let tls = if opts.tls { Some(self_signed()?) } else { None };
+        let handle = SimHandle { shared, addr, serving: Mutex::new(None), opts, tls };
         handle.serve_on(listener);
         tracing::info!(%addr, "vCenter simulator listening");
         Ok(handle)
     }
 }
 
-/// Runs a simulator until Ctrl-C, printing its URL and credentials (for `netfold sim vcenter`).
+/// The `netfold sim vcenter` entry: starts the simulator, prints its URL and credentials to
+/// stdout, and serves until Ctrl-C.
 pub async fn serve(opts: SimOptions) -> Result<()> {
+    serve_until(opts, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+}
+
+/// [`serve`], until `shutdown` completes.
+pub async fn serve_until(opts: SimOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     let sim = Simulator::start(opts).await?;
     {
         let w = sim.world();
@@ -135,13 +152,14 @@ pub async fn serve(opts: SimOptions) -> Result<()> {
             "vCenter simulator: {} hosts, {} VMs, {} distributed port groups",
             w.hosts.len(),
             w.vms.len(),
-            w.dvpgs.len()
+            w.dvpgs.values().filter(|p| !p.uplink).count()
         );
     }
     println!("url:      {}", sim.url());
     println!("user:     {}", sim.user());
     println!("password: {}", sim.password());
-    let _ = tokio::signal::ctrl_c().await;
+    shutdown.await;
+    drop(sim);
     Ok(())
 }
 
@@ -167,6 +185,24 @@ pub struct SimHandle {
     addr: SocketAddr,
     serving: Mutex<Option<(CancellationToken, tokio::task::JoinHandle<()>)>>,
     opts: SimOptions,
+    /// The certificate (PEM) and TLS acceptor when serving HTTPS.
+    tls: Option<(String, tokio_rustls::TlsAcceptor)>,
+}
+
+/// A self-signed certificate for `localhost` / `127.0.0.1` and an acceptor serving it.
+fn self_signed() -> Result<(String, tokio_rustls::TlsAcceptor)> {
+    let tls_err = |e: &dyn std::fmt::Display| Error::Sim(format!("cannot set up TLS: {e}"));
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .map_err(|e| tls_err(&e))?;
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_err(&e))?
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .map_err(|e| tls_err(&e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((ck.cert.pem(), tokio_rustls::TlsAcceptor::from(Arc::new(config))))
 }
 
 impl Drop for SimHandle {
@@ -180,9 +216,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl SimHandle {
-    /// `http://127.0.0.1:PORT/sdk`.
+    /// `http://127.0.0.1:PORT/sdk` (`https://` with [`SimOptions::tls`]).
     pub fn url(&self) -> String {
-        format!("http://{}/sdk", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}/sdk", self.addr)
+    }
+
+    /// The self-signed certificate (PEM) when serving HTTPS: a CA file for clients.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|(pem, _)| pem.as_str())
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -193,13 +235,20 @@ impl SimHandle {
         &self.opts.user
     }
 
-    pub fn password(&self) -> &str {
-        &self.opts.password
+    /// The current password (see [`SimHandle::set_password`]).
+    pub fn password(&self) -> String {
+        lock(&self.shared.password).clone()
+    }
+
+    /// Changes the password (as an operator rotating it); live sessions stay valid.
+    pub fn set_password(&self, password: &str) {
+        *lock(&self.shared.password) = password.to_string();
     }
 
     fn serve_on(&self, listener: TcpListener) {
         let token = CancellationToken::new();
         let app = router(self.shared.clone());
+        let acceptor = self.tls.as_ref().map(|(_, a)| a.clone());
         let t = token.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -215,10 +264,24 @@ impl SimHandle {
                 };
                 let svc = TowerToHyperService::new(app.clone());
                 let t = t.clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let serve = async {
+                        match acceptor {
+                            None => {
+                                let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                            Some(a) => match a.accept(stream).await {
+                                Ok(tls) => {
+                                    let _ = http.serve_connection(TokioIo::new(tls), svc).await;
+                                }
+                                Err(e) => tracing::debug!(error = %e, "simulator TLS handshake failed"),
+                            },
+                        }
+                    };
                     tokio::select! {
-                        _ = conn => {}
+                        _ = serve => {}
                         _ = t.cancelled() => {}
                     }
                 });
@@ -267,6 +330,12 @@ impl SimHandle {
     pub fn drop_sessions(&self) {
         lock(&self.shared.sessions).clear();
         self.shared.notify();
+    }
+
+    /// Number of `WaitForUpdatesEx` calls currently parked waiting for a change: once a client
+    /// has one parked it has caught up with every change so far.
+    pub fn parked_waits(&self) -> usize {
+        self.shared.parked.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Number of live sessions.

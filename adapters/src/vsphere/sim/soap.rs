@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -140,7 +141,7 @@ pub async fn handle(shared: Arc<Shared>, headers: HeaderMap, body: axum::body::B
         Err(e) => return invalid_argument(&e.to_string()),
     };
     let this = req.text_of("_this").unwrap_or_default().trim().to_string();
-    let method = req.name.clone();
+    let method = req.name.to_string();
     match method.as_str() {
         "RetrieveServiceContent" => return ok(&method, &service_content()),
         "Login" => return login(&shared, &req),
@@ -205,10 +206,11 @@ fn service_content() -> String {
         .to_string()
 }
 
-fn login(shared: &Shared, req: &Node) -> Response {
+fn login(shared: &Shared, req: &Node<'_>) -> Response {
     let user = req.text_of("userName").unwrap_or_default();
     let password = req.text_of("password").unwrap_or_default();
-    if user != shared.user || password != shared.password {
+    let expected = shared.password.lock().map(|p| p.clone()).unwrap_or_default();
+    if user != shared.user || password != expected {
         return fault("Cannot complete login due to an incorrect user name or password.", "InvalidLogin", "");
     }
     let cookie = super::random_hex(20);
@@ -247,7 +249,7 @@ fn rfc3339_now() -> String {
 }
 
 /// Methods answered under the world lock. `None` for `Logout` and unknown methods.
-fn dispatch(world: &World, sess: &mut SimSession, method: &str, req: &Node, this: &str) -> Option<Response> {
+fn dispatch(world: &World, sess: &mut SimSession, method: &str, req: &Node<'_>, this: &str) -> Option<Response> {
     Some(match method {
         "CreateContainerView" => {
             let types: Vec<String> = req.all("type").map(|t| t.text.trim().to_string()).collect();
@@ -271,13 +273,25 @@ fn dispatch(world: &World, sess: &mut SimSession, method: &str, req: &Node, this
             sess.filters.remove(this);
             ok(method, "")
         }
-        "RetrievePropertiesEx" => {
+        "RetrievePropertiesEx" | "RetrieveProperties" => {
             let mut objects = Vec::new();
             for s in req.all("specSet") {
                 let Some(spec) = parse_spec(s, sess) else { return Some(invalid_argument("specSet")) };
+                if let Target::Object(kind, id) = &spec.target {
+                    if kind == "ContainerView" {
+                        objects.extend(view_content(world, sess, &spec, id));
+                        continue;
+                    }
+                }
                 for (kind, id) in targets(world, &spec) {
                     objects.push(object_content(world, &spec, kind, &id));
                 }
+            }
+            if method == "RetrieveProperties" {
+                // The pre-Ex call: every `ObjectContent` is a `returnval` of its own, no paging.
+                let inner: String =
+                    objects.iter().map(|o| format!("<returnval>{}</returnval>", strip_objects(o))).collect();
+                return Some(ok(method, &inner));
             }
             let max = req
                 .child("options")
@@ -291,6 +305,33 @@ fn dispatch(world: &World, sess: &mut SimSession, method: &str, req: &Node, this
             let token = req.text_of("token").unwrap_or_default().trim().to_string();
             let Some((size, rest)) = sess.tokens.remove(&token) else { return Some(invalid_argument("token")) };
             page(sess, method, rest, size)
+        }
+        "Fetch" => {
+            // pyVmomi's property accessor: one property of one object.
+            let kind = req.child("_this").and_then(|t| t.type_attr.clone()).unwrap_or_default();
+            let prop = req.text_of("prop").unwrap_or_default().trim().to_string();
+            if kind == "ContainerView" && prop == "view" {
+                let Some(types) = sess.views.get(this) else { return Some(invalid_argument("_this")) };
+                let inner: String = world
+                    .objects(types)
+                    .into_iter()
+                    .map(|(k, id, _)| format!("<returnval type=\"{k}\">{}</returnval>", escape(&id)))
+                    .collect();
+                return Some(ok(method, &inner));
+            }
+            match world.render(&kind, this, &prop) {
+                Some(v) => ok(method, &value_xml("returnval", &prop, &v)),
+                None if world.gen_of(&kind, this).is_none() => fault(
+                    "The object has already been deleted or has not been completely created",
+                    "ManagedObjectNotFound",
+                    &format!("<obj type=\"{}\">{}</obj>", escape(&kind), escape(this)),
+                ),
+                None => fault(
+                    &format!("{prop} is not served by the simulator"),
+                    "InvalidProperty",
+                    &format!("<name>{}</name>", escape(&prop)),
+                ),
+            }
         }
         "QueryNetworkHint" => match world.hosts.values().find(|h| h.network_system == this) {
             Some(h) => ok(method, &render_hints(h)),
@@ -323,7 +364,7 @@ fn page(sess: &mut SimSession, method: &str, mut objects: Vec<String>, size: usi
     ok(method, &inner)
 }
 
-fn parse_spec(s: &Node, sess: &SimSession) -> Option<Spec> {
+fn parse_spec(s: &Node<'_>, sess: &SimSession) -> Option<Spec> {
     let props = s
         .all("propSet")
         .map(|p| {
@@ -374,6 +415,30 @@ fn targets(world: &World, spec: &Spec) -> Vec<(&'static str, String)> {
             }
         }
     }
+}
+
+/// `<objects>…</objects>` → `…`.
+fn strip_objects(o: &str) -> &str {
+    o.strip_prefix("<objects>").and_then(|o| o.strip_suffix("</objects>")).unwrap_or(o)
+}
+
+/// A container view's own `view` property: the morefs of the objects it shows.
+fn view_content(world: &World, sess: &SimSession, spec: &Spec, id: &str) -> Option<String> {
+    let types = sess.views.get(id)?;
+    let mut s = format!("<objects><obj type=\"ContainerView\">{}</obj>", escape(id));
+    if paths_for(spec, "ContainerView").contains(&"view") {
+        s.push_str("<propSet><name>view</name><val xsi:type=\"ArrayOfManagedObjectReference\">");
+        for (kind, oid, _) in world.objects(types) {
+            let _ = write!(
+                s,
+                "<ManagedObjectReference type=\"{kind}\" xsi:type=\"ManagedObjectReference\">{}</ManagedObjectReference>",
+                escape(&oid)
+            );
+        }
+        s.push_str("</val></propSet>");
+    }
+    s.push_str("</objects>");
+    Some(s)
 }
 
 fn object_content(world: &World, spec: &Spec, kind: &str, id: &str) -> String {
@@ -451,7 +516,7 @@ fn collect_updates(world: &World, f: &mut Filter, max: usize) -> (Vec<String>, b
     (out, truncated)
 }
 
-async fn wait_for_updates(shared: &Shared, cookie: &str, this: &str, req: &Node) -> Response {
+async fn wait_for_updates(shared: &Shared, cookie: &str, this: &str, req: &Node<'_>) -> Response {
     let version = req.text_of("version").unwrap_or_default().trim().to_string();
     let opts = req.child("options");
     let max_wait = opts.and_then(|o| o.text_of("maxWaitSeconds")).and_then(|v| v.trim().parse::<u64>().ok());
@@ -504,9 +569,26 @@ async fn wait_for_updates(shared: &Shared, cookie: &str, this: &str, req: &Node)
                 None => std::future::pending().await,
             }
         };
+        let _parked = Parked::new(&shared.parked);
         tokio::select! {
             r = changed.changed() => if r.is_err() { return ok("WaitForUpdatesEx", "") },
             _ = timeout => return ok("WaitForUpdatesEx", ""),
         }
+    }
+}
+
+/// Counts a parked `WaitForUpdatesEx` for as long as it lives.
+struct Parked<'a>(&'a AtomicUsize);
+
+impl<'a> Parked<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Self(n)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
