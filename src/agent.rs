@@ -82,6 +82,8 @@ impl Agent {
             .with_context(|| format!("cannot recover state from {}", path.display()))?;
         let (stop, _) = watch::channel(false);
         let metrics = Arc::new(Metrics::default());
+        let m = metrics.clone();
+        engine.metrics().observe_appends(move |took| m.append_latency.observe(took.as_secs_f64()));
         let mut agent = Agent { engine, metrics, store, events, audit, stop, tasks: Vec::new() };
         let tap =
             crate::metrics::tap(agent.metrics.clone(), agent.events.clone(), agent.audit.clone(), agent.engine.state());

@@ -14,6 +14,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use store::{Log, SledLog};
 
@@ -45,8 +46,9 @@ pub struct SwitchLabel {
     pub switch: String,
 }
 
-#[derive(Default)]
 pub struct Metrics {
+    /// Seconds per durable append of a session's events (fed by the engine).
+    pub append_latency: Histogram,
     switches: std::sync::Mutex<Vec<(String, Arc<engine::reconciler::Stats>)>>,
     pub events: Family<KindLabel, Counter>,
     pub reconnects: Family<HypervisorLabel, Counter>,
@@ -55,6 +57,23 @@ pub struct Metrics {
     pub log_head: Gauge,
     pub subscriber_lag: Gauge,
     tapped: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            // 50 µs .. ~0.8 s.
+            append_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 15)),
+            switches: Default::default(),
+            events: Default::default(),
+            reconnects: Default::default(),
+            status: Default::default(),
+            switch_ops: Default::default(),
+            log_head: Default::default(),
+            subscriber_lag: Default::default(),
+            tapped: Default::default(),
+        }
+    }
 }
 
 impl Metrics {
@@ -104,6 +123,11 @@ impl Metrics {
         registry.register("reconcile_cycles", "Reconcile cycles run per switch", cycles);
         registry.register("reconcile_failed_cycles", "Cycles with a failure per switch", failed);
         registry.register("reconcile_drift_repairs", "Cycles triggered by drift on the switch", drift);
+        registry.register(
+            "append_latency_seconds",
+            "Durable append latency of session events",
+            self.append_latency.clone(),
+        );
         self.log_head.set(head as i64);
         registry.register("log_head", "Sequence number of the last durable event", self.log_head.clone());
         self.subscriber_lag.set(head.saturating_sub(self.tapped.load(Ordering::Relaxed)) as i64);
@@ -184,6 +208,7 @@ mod tests {
         stats.cycles.store(4, Ordering::Relaxed);
         m.add_switch("tor1".into(), stats);
         let state = engine::runtime::SharedState::from(engine::State::new(&Default::default()));
+        m.append_latency.observe(0.0003);
         let text = m.render(&state, 5);
         for want in [
             r#"netfold_events_appended_total{kind="Lost"} 1"#,
@@ -191,6 +216,7 @@ mod tests {
             r#"netfold_reconcile_cycles{switch="tor1"} 4"#,
             "netfold_log_head 5",
             "netfold_subscriber_lag 2",
+            "netfold_append_latency_seconds_count 1",
         ] {
             assert!(text.contains(want), "`{want}` missing from:\n{text}");
         }

@@ -193,8 +193,12 @@ impl<L: store::Log<Recorded>> Core<L> {
             let records: Vec<Recorded> =
                 step.events.into_iter().map(|event| Recorded { at: now, hypervisor: id.clone(), event }).collect();
             let count = records.len() as u64;
+            let started = std::time::Instant::now();
             let range = match self.log.append(records).await {
-                Ok(r) => r,
+                Ok(r) => {
+                    self.metrics.appended_in(started.elapsed());
+                    r
+                }
                 Err(e) => {
                     Metrics::bump(&self.metrics.append_failures, 1);
                     return Err(Error::Log { context: "appending events", source: e });

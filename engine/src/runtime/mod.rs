@@ -47,7 +47,7 @@ pub struct Outcome {
 }
 
 /// Counters for metrics.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Metrics {
     pub events_appended: AtomicU64,
     pub invalid_observations: AtomicU64,
@@ -55,9 +55,33 @@ pub struct Metrics {
     pub hollow_inventories: AtomicU64,
     pub append_failures: AtomicU64,
     pub snapshots_saved: AtomicU64,
+    /// Told how long every durable append took (the binary feeds a histogram with it).
+    append_observer: std::sync::OnceLock<Box<dyn Fn(std::time::Duration) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("events_appended", &self.events_appended)
+            .field("append_failures", &self.append_failures)
+            .field("snapshots_saved", &self.snapshots_saved)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Metrics {
+    /// Has `f` told the wall-clock duration of every durable append from now on. Only the
+    /// first observer is kept; returns whether this one was.
+    pub fn observe_appends(&self, f: impl Fn(std::time::Duration) + Send + Sync + 'static) -> bool {
+        self.append_observer.set(Box::new(f)).is_ok()
+    }
+
+    fn appended_in(&self, took: std::time::Duration) {
+        if let Some(f) = self.append_observer.get() {
+            f(took);
+        }
+    }
+
     fn bump(counter: &AtomicU64, by: u64) {
         counter.fetch_add(by, Ordering::Relaxed);
     }
