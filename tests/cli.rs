@@ -112,7 +112,7 @@ fn demo_runs_green_and_leaves_an_auditable_history() {
 
 /// Flips a byte inside record `seq` (block layout: `[count u32]` then `[len u32][record]`).
 fn tamper(db: &Path, seq: u64) {
-    let db = sled::open(db).unwrap();
+    let db = store::open_db(db).unwrap();
     let tree = db.open_tree("events.log").unwrap();
     let (k, block) = tree.range(..=seq.to_be_bytes()).next_back().unwrap().unwrap();
     let first = u64::from_be_bytes(k.as_ref().try_into().unwrap());
@@ -127,7 +127,7 @@ fn tamper(db: &Path, seq: u64) {
 }
 
 fn drop_snapshots(db: &Path) {
-    let db = sled::open(db).unwrap();
+    let db = store::open_db(db).unwrap();
     db.open_tree("events.snapshots").unwrap().clear().unwrap();
     db.flush().unwrap();
 }

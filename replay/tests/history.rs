@@ -136,7 +136,7 @@ async fn verify_passes_then_names_a_tampered_record() {
     }
     // Tamper: flip a byte inside record 2 (the only block holds records 1..=6).
     {
-        let db = sled::open(db_path(dir.path())).unwrap();
+        let db = store::open_db(&db_path(dir.path())).unwrap();
         let tree = db.open_tree(format!("{EVENTS_LOG}.log")).unwrap();
         let (k, v) = tree.first().unwrap().unwrap();
         let mut v = v.to_vec();

@@ -14,6 +14,10 @@ pub enum Error {
         #[source]
         source: sled::Error,
     },
+    /// Another process holds the database (sled allows one at a time). Retryable once that
+    /// process has stopped.
+    #[error("the database {} is in use by another process (a running netfold agent?)", path.display())]
+    InUse { path: std::path::PathBuf },
     /// A record's payload does not decode. Not retryable: the stored bytes are bad.
     #[error("record {seq} does not decode: {reason}")]
     Decode { seq: Seq, reason: String },

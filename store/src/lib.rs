@@ -23,7 +23,7 @@ use std::ops::RangeInclusive;
 pub use codec::{hash_record, FORMAT};
 pub use error::{Error, Result};
 pub use memory::MemoryLog;
-pub use sled_log::{SledLog, Store};
+pub use sled_log::{open_db, SledLog, Store};
 pub use subscribe::Subscription;
 pub use table::Table;
 

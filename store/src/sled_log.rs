@@ -10,6 +10,7 @@ use std::marker::PhantomData;
 use std::ops::RangeInclusive;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -25,6 +26,27 @@ const MAX_GROUP: usize = 1 << 16;
 const MAX_BLOCK: usize = 4096;
 /// Snapshots kept per log (older ones are pruned on save).
 const KEEP_SNAPSHOTS: usize = 3;
+/// How long opening waits for the database's lock file. sled releases it from background
+/// threads shortly *after* its last handle is dropped, so reopening in the same process can
+/// find it held for a few milliseconds; another process holding it is reported after this.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// Opens the raw sled database in `path`, waiting up to [`LOCK_WAIT`] for its lock. For tools
+/// (and tests) that inspect or repair trees below the log format; netfold itself uses [`Store`].
+pub fn open_db(path: &Path) -> Result<sled::Db> {
+    let started = Instant::now();
+    loop {
+        match sled::Config::new().path(path).open() {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if started.elapsed() >= LOCK_WAIT {
+                    return Err(Error::InUse { path: path.to_path_buf() });
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            opened => return opened.map_err(Error::db("opening the database")),
+        }
+    }
+}
 
 /// One sled database holding netfold's logs and tables.
 #[derive(Clone)]
@@ -34,9 +56,9 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the database in directory `path`.
+    /// A database another process holds is [`Error::InUse`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let db = sled::Config::new().path(path.as_ref()).open().map_err(Error::db("opening the database"))?;
-        Ok(Self { db })
+        Ok(Self { db: open_db(path.as_ref())? })
     }
 
     /// A throw-away database in a temporary directory, removed on drop (tests, dry runs).

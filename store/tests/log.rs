@@ -135,7 +135,7 @@ async fn snapshots_keep_the_latest() {
 /// Rewrites one stored record of a closed sled log directly in the database, using the block
 /// layout documented in `store::codec`: `[count u32]` then `[len u32][record]` per record.
 fn rewrite_value(dir: &std::path::Path, seq: u64, f: impl FnOnce(&mut Vec<u8>)) {
-    let db = sled::open(dir).unwrap();
+    let db = store::open_db(dir).unwrap();
     let tree = db.open_tree("events.log").unwrap();
     let (k, block) = tree.range(..=seq.to_be_bytes()).next_back().unwrap().unwrap();
     let first = u64::from_be_bytes(k.as_ref().try_into().unwrap());
@@ -236,7 +236,7 @@ async fn a_missing_record_is_reported_not_skipped() {
         }
     }
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = store::open_db(dir.path()).unwrap();
         db.open_tree("events.log").unwrap().remove(3u64.to_be_bytes()).unwrap();
         db.flush().unwrap();
     }
@@ -262,4 +262,32 @@ async fn an_empty_batch_appends_nothing() {
     assert!(log.append(vec![]).await.unwrap().is_empty());
     assert_eq!(log.head(), 0);
     assert_eq!(log.verify().unwrap().head, 0);
+}
+
+#[tokio::test]
+async fn reopening_right_after_drop_waits_for_sleds_lock() {
+    // sled releases its lock file from background threads just after the last handle drops;
+    // opening again at once must wait for it rather than fail (the flaky CI failure of 2026-11).
+    let dir = tempfile::tempdir().unwrap();
+    for round in 1..=30u64 {
+        let store = Store::open(dir.path()).unwrap();
+        let log = store.log::<Rec>("events").unwrap();
+        log.append(vec![Rec::new(round)]).await.unwrap();
+        drop(log);
+        drop(store);
+        let raw = store::open_db(dir.path()).unwrap();
+        raw.insert(b"scratch", &round.to_be_bytes()).unwrap();
+        raw.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.log::<Rec>("events").unwrap().head(), 30);
+}
+
+#[test]
+fn a_database_held_elsewhere_is_reported_in_use_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let _holder = Store::open(dir.path()).unwrap();
+    let err = Store::open(dir.path()).err().expect("a second open must fail");
+    assert!(matches!(err, Error::InUse { .. }), "{err}");
+    assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
 }
