@@ -112,8 +112,8 @@ pub(crate) fn chain(head: Seq, tip: Hash, schema: u16, payloads: &[Vec<u8>]) -> 
 
 /// Walks `(seq, value)` pairs from the first record, checking sequence continuity, decodability
 /// and the chain. Returns the head and tip.
-pub(crate) fn verify_values<R: Record>(
-    values: impl Iterator<Item = Result<(Seq, Vec<u8>)>>,
+pub(crate) fn verify_values<R: Record, V: AsRef<[u8]>>(
+    values: impl Iterator<Item = Result<(Seq, V)>>,
     head: Seq,
 ) -> Result<crate::Verified> {
     let mut expected = 1;
@@ -123,11 +123,12 @@ pub(crate) fn verify_values<R: Record>(
         if seq != expected {
             return Err(Error::Missing { seq: expected, head });
         }
-        let entry = decode_entry::<R>(seq, &value)?;
+        let value = value.as_ref();
+        let entry = decode_entry::<R>(seq, value)?;
         if entry.prev != tip {
             return Err(Error::Chain { seq });
         }
-        tip = hash_record(seq, &value);
+        tip = hash_record(seq, value);
         expected += 1;
     }
     if expected - 1 < head {
@@ -138,8 +139,8 @@ pub(crate) fn verify_values<R: Record>(
 
 /// Decodes up to `max` consecutive records from `from`: the shared body of every log's chunked
 /// read. Returns the records before the first failure (a gap or a bad record) and that failure.
-pub(crate) fn decode_run<R: Record>(
-    values: impl Iterator<Item = Result<(Seq, Vec<u8>)>>,
+pub(crate) fn decode_run<R: Record, V: AsRef<[u8]>>(
+    values: impl Iterator<Item = Result<(Seq, V)>>,
     from: Seq,
     max: usize,
     head: Seq,
@@ -151,7 +152,7 @@ pub(crate) fn decode_run<R: Record>(
             if seq != expected {
                 return Err(Error::Missing { seq: expected, head });
             }
-            decode_entry(seq, &value)
+            decode_entry(seq, value.as_ref())
         });
         match entry {
             Ok(e) => out.push(e),
@@ -178,9 +179,9 @@ pub(crate) fn encode_block(values: &[(Seq, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
-/// Splits a block whose first record is `first` into its records' bytes. A length that runs
-/// past the end names the record it belongs to.
-pub(crate) fn split_block(first: Seq, block: &[u8]) -> Result<Vec<(Seq, &[u8])>> {
+/// Splits a block whose first record is `first` into where each record's bytes lie in it. A
+/// length that runs past the end names the record it belongs to.
+pub(crate) fn split_block(first: Seq, block: &[u8]) -> Result<Vec<(Seq, std::ops::Range<usize>)>> {
     let take_u32 = |at: usize, seq: Seq| -> Result<u32> {
         block.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok_or(Error::Truncated {
             seq,
@@ -195,9 +196,10 @@ pub(crate) fn split_block(first: Seq, block: &[u8]) -> Result<Vec<(Seq, &[u8])>>
         let seq = first + i as Seq;
         let len = take_u32(at, seq)? as usize;
         at += 4;
-        let bytes =
-            block.get(at..at + len).ok_or(Error::Truncated { seq, len: block.len().saturating_sub(at), need: len })?;
-        out.push((seq, bytes));
+        if block.len() - at < len {
+            return Err(Error::Truncated { seq, len: block.len() - at, need: len });
+        }
+        out.push((seq, at..at + len));
         at += len;
     }
     Ok(out)

@@ -110,7 +110,7 @@ impl<R: Record> Log<R> for MemoryLog<R> {
 
     fn verify(&self) -> Result<Verified> {
         let head = self.head();
-        codec::verify_values::<R>(self.inner.values(1, head).into_iter(), head)
+        codec::verify_values::<R, _>(self.inner.values(1, head).into_iter(), head)
     }
 
     fn save_snapshot(&self, seq: Seq, bytes: Vec<u8>) -> Result<()> {

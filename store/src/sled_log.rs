@@ -129,7 +129,7 @@ impl<R: Record> SledLog<R> {
                 let first = seq_of(&k, 0)?;
                 let records = codec::split_block(first, &block)?;
                 match records.last() {
-                    Some((seq, value)) => (*seq, codec::hash_record(*seq, value)),
+                    Some((seq, at)) => (*seq, codec::hash_record(*seq, &block[at.clone()])),
                     None => return Err(Error::Truncated { seq: first, len: block.len(), need: 8 }),
                 }
             }
@@ -226,8 +226,20 @@ impl Writer {
     }
 }
 
+/// A record's stored bytes: a slice of the block that holds it, shared, not copied.
+struct Stored {
+    block: sled::IVec,
+    at: std::ops::Range<usize>,
+}
+
+impl AsRef<[u8]> for Stored {
+    fn as_ref(&self) -> &[u8] {
+        &self.block[self.at.clone()]
+    }
+}
+
 /// A record's sequence number and stored bytes.
-type RawRecord = (Seq, Vec<u8>);
+type RawRecord = (Seq, Stored);
 
 impl Trees {
     /// Records `from..=head` as `(seq, bytes)`, expanded from the blocks that hold them.
@@ -253,7 +265,7 @@ impl Trees {
                     Ok(records
                         .into_iter()
                         .filter(|(seq, _)| (from..=head).contains(seq))
-                        .map(|(seq, v)| Ok((seq, v.to_vec())))
+                        .map(|(seq, at)| Ok((seq, Stored { block: block.clone(), at })))
                         .collect())
                 })
                 .flat_map(|block| match block {
@@ -303,7 +315,7 @@ impl<R: Record> Log<R> for SledLog<R> {
                     return Err(Error::Missing { seq: expected, head });
                 }
                 expected += 1;
-                codec::decode_entry(seq, &value)
+                codec::decode_entry(seq, value.as_ref())
             });
             failed = out.is_err();
             Some(out)
@@ -316,7 +328,7 @@ impl<R: Record> Log<R> for SledLog<R> {
 
     fn verify(&self) -> Result<Verified> {
         let head = self.head();
-        codec::verify_values::<R>(self.trees.values_from(1, head), head)
+        codec::verify_values::<R, _>(self.trees.values_from(1, head), head)
     }
 
     fn save_snapshot(&self, seq: Seq, bytes: Vec<u8>) -> Result<()> {
