@@ -101,6 +101,15 @@ pub struct Switch {
     pub dry_run: bool,
     /// Periodic resync, seconds (default 30).
     pub resync_secs: Option<u64>,
+    /// ovs and eapi: how long one request to the switch may take, seconds (default 5).
+    pub timeout_secs: Option<u64>,
+}
+
+impl Switch {
+    /// Per-request timeout of the switch's management API.
+    pub fn timeout_ms(&self) -> u64 {
+        self.timeout_secs.unwrap_or(5) * 1000
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,6 +249,14 @@ fn validate(c: Config) -> Result<Plan> {
         only("password", s.password.is_some(), "eapi")?;
         only("tls", s.tls.is_some(), "eapi")?;
         only("parking_vlan", s.parking_vlan.is_some(), "ovs")?;
+        if s.kind == "memory" && s.timeout_secs.is_some() {
+            bail!("{at}: key `timeout_secs` applies to kinds `ovs` and `eapi` only (this switch is `memory`)");
+        }
+        if let Some(t) = s.timeout_secs {
+            if !(1..=300).contains(&t) {
+                bail!("{at}: key `timeout_secs`: {t} is out of range; allowed: 1 to 300 seconds");
+            }
+        }
         if s.kind == "eapi" {
             if s.user.is_none() || s.password.is_none() {
                 bail!("{at}: keys `user` and `password` are required for kind `eapi`");
@@ -342,7 +359,19 @@ port = "tor1:eth5"
         assert_eq!(plan.hypervisors[1].kind, Kind::XenCitrix);
         assert_eq!(plan.engine.grace_for(&HypervisorId::new("vc-east").unwrap()), Duration::from_secs(300));
         assert_eq!(plan.switches[0].reconcile.policy.max_removals, 20);
+        assert_eq!(plan.switches[0].entry.timeout_ms(), 5_000, "the default request timeout");
         assert_eq!(plan.engine.policy.static_links.len(), 1);
+    }
+
+    #[test]
+    fn a_switch_request_timeout_is_read_and_bounded() {
+        let with = |t: &str| GOOD.replace("max_removals = 20", &format!("max_removals = 20\ntimeout_secs = {t}"));
+        let plan = parse(&with("12"), Path::new("netfold.toml")).unwrap();
+        assert_eq!(plan.switches[0].entry.timeout_ms(), 12_000);
+        let e = err(&with("0"));
+        assert!(e.contains("`tor1`: key `timeout_secs`: 0 is out of range; allowed: 1 to 300 seconds"), "{e}");
+        let memory = with("3").replace(r#"kind = "ovs""#, r#"kind = "memory""#);
+        assert!(err(&memory).contains("key `timeout_secs` applies to kinds `ovs` and `eapi` only"));
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub async fn add_switch(agent: &mut Agent, s: &SwitchPlan) -> Result<()> {
                 name: e.name.clone(),
                 endpoint: e.address.clone().unwrap_or_default(),
                 parking_vlan: e.parking_vlan.unwrap_or(4094),
-                timeout_ms: 5_000,
+                timeout_ms: e.timeout_ms(),
             };
             let sw = Arc::new(ovs::OvsSwitch::start(&c).with_context(|| format!("switch {}", e.name))?);
             preflight_switch(&*sw).await?;
@@ -72,7 +72,7 @@ pub async fn add_switch(agent: &mut Agent, s: &SwitchPlan) -> Result<()> {
                 username: e.user.clone().unwrap_or_default(),
                 password: e.password.clone().context("eapi password")?,
                 tls: e.tls.clone().unwrap_or_default(),
-                timeout_ms: 5_000,
+                timeout_ms: e.timeout_ms(),
             };
             let sw = Arc::new(eapi::EapiSwitch::new(&c).with_context(|| format!("switch {}", e.name))?);
             preflight_switch(&*sw).await?;
