@@ -26,24 +26,24 @@ async fn advance(secs: u64) {
     settle().await;
 }
 
-/// Opens the sled store in `dir`, waiting (bounded) for the previous process's handle — a
-/// writer thread that is winding down — to release it.
-fn reopen(dir: &Path) -> Store {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match Store::open(dir) {
-            Ok(s) => return s,
-            Err(e) if std::time::Instant::now() > deadline => panic!("cannot reopen the store: {e}"),
-            Err(_) => std::thread::yield_now(),
-        }
-    }
+/// An engine over a fresh in-memory log, its clock at `T0`.
+async fn on_memory(config: engine::config::Config) -> anyhow::Result<(Arc<MemoryLog<Recorded>>, Engine)> {
+    let log = Arc::new(MemoryLog::<Recorded>::new());
+    let engine = Engine::start(log.clone(), config, clock_at(T0)).await?;
+    Ok((log, engine))
+}
+
+/// An engine over the sled log in `dir` (opened, or reopened from disk), its clock at `now`.
+async fn on_disk(dir: &Path, now: u64) -> anyhow::Result<(Arc<SledLog<Recorded>>, Engine)> {
+    let log = Arc::new(Store::open(dir)?.log("events")?);
+    let engine = Engine::start(log.clone(), config(), clock_at(now)).await?;
+    Ok((log, engine))
 }
 
 #[tokio::test(start_paused = true)]
 async fn lost_then_back_within_grace_removes_no_vlan() -> anyhow::Result<()> {
     let (cap, _guard) = Capture::install();
-    let log = Arc::new(MemoryLog::<Recorded>::new());
-    let engine = Engine::start(log.clone(), config(), clock_at(T0)).await?;
+    let (log, engine) = on_memory(config()).await?;
     let id = hv("vc-east");
     let facts = host_facts("h1", "ethernet1/1/1", &[("pg-10", 10), ("pg-20", 20)]);
 
@@ -78,8 +78,7 @@ async fn lost_then_back_within_grace_removes_no_vlan() -> anyhow::Result<()> {
 #[tokio::test(start_paused = true)]
 async fn resync_after_an_outage_learns_only_what_changed_during_it() -> anyhow::Result<()> {
     let (cap, _guard) = Capture::install();
-    let log = Arc::new(MemoryLog::<Recorded>::new());
-    let engine = Engine::start(log.clone(), config(), clock_at(T0)).await?;
+    let (log, engine) = on_memory(config()).await?;
     let id = hv("vc-east");
     let facts = host_facts("h1", "ethernet1/1/1", &[("pg-10", 10), ("pg-20", 20)]);
     engine.observe(id.clone(), VMWARE, inventory(facts.clone())).await?;
@@ -107,8 +106,7 @@ async fn resync_after_an_outage_learns_only_what_changed_during_it() -> anyhow::
 #[tokio::test(start_paused = true)]
 async fn lost_past_grace_removes_its_vlans_and_keeps_shared_ones() -> anyhow::Result<()> {
     let (cap, _guard) = Capture::install();
-    let log = Arc::new(MemoryLog::<Recorded>::new());
-    let engine = Engine::start(log.clone(), config(), clock_at(T0)).await?;
+    let (log, engine) = on_memory(config()).await?;
     let (vc, xen) = (hv("vc-east"), hv("xen217"));
 
     // Given vc-east needing 10 and 20 on ethernet1/1/1 and 30 on ethernet1/1/2, and xen217
@@ -155,9 +153,7 @@ async fn lost_past_grace_removes_its_vlans_and_keeps_shared_ones() -> anyhow::Re
 /// Runs netfold once: a live hypervisor, lost at `T0 + 10 s`, then netfold stops at
 /// `T0 + 40 s`. Leaves the log in `dir`.
 async fn first_run_lost_then_stop(dir: &Path) -> anyhow::Result<()> {
-    let store = Store::open(dir)?;
-    let log: Arc<SledLog<Recorded>> = Arc::new(store.log("events")?);
-    let engine = Engine::start(log.clone(), config(), clock_at(T0)).await?;
+    let (_log, engine) = on_disk(dir, T0).await?;
     let id = hv("xen217");
     engine.observe(id.clone(), XEN, inventory(host_facts("x1", "ethernet1/1/5", &[("net-7", 7)]))).await?;
     advance(10).await;
@@ -178,9 +174,7 @@ async fn restart_while_lost_continues_the_grace_period_from_the_log() -> anyhow:
     assert_eq!(cap.operator_lines(), vec![info("Xen-Citrix:Lost connection to hypervisor xen217. Retrying...")]);
 
     // When it starts again 100 s after the loss (log reopened from disk).
-    let store = reopen(dir.path());
-    let log: Arc<SledLog<Recorded>> = Arc::new(store.log("events")?);
-    let engine = Engine::start(log.clone(), config(), clock_at(T0 + 110_000)).await?;
+    let (log, engine) = on_disk(dir.path(), T0 + 110_000).await?;
     let mut desired = engine.desired();
     let status = engine.state().read(|s| s.status(&id)).unwrap();
     assert_eq!(status.status, Status::Lost { since: T0 + 10_000 });
@@ -218,9 +212,7 @@ async fn restart_after_the_grace_ran_out_expires_at_start_up() -> anyhow::Result
     first_run_lost_then_stop(dir.path()).await?;
 
     // When it starts again 200 s after the loss: the grace ran out while it was down.
-    let store = reopen(dir.path());
-    let log: Arc<SledLog<Recorded>> = Arc::new(store.log("events")?);
-    let engine = Engine::start(log.clone(), config(), clock_at(T0 + 210_000)).await?;
+    let (log, engine) = on_disk(dir.path(), T0 + 210_000).await?;
 
     // Then `Expired` is appended at start-up, stamped with the start-up time.
     assert_eq!(
@@ -241,8 +233,7 @@ async fn restart_after_the_grace_ran_out_expires_at_start_up() -> anyhow::Result
 #[tokio::test(start_paused = true)]
 async fn flapping_ten_times_within_grace_removes_nothing() -> anyhow::Result<()> {
     let (cap, _guard) = Capture::install();
-    let log = Arc::new(MemoryLog::<Recorded>::new());
-    let engine = Engine::start(log.clone(), config(), clock_at(T0)).await?;
+    let (log, engine) = on_memory(config()).await?;
     let id = hv("vc-east");
     let facts = host_facts("h1", "ethernet1/1/1", &[("pg-10", 10), ("pg-20", 20)]);
 
@@ -285,10 +276,9 @@ async fn flapping_ten_times_within_grace_removes_nothing() -> anyhow::Result<()>
 #[tokio::test(start_paused = true)]
 async fn each_hypervisor_expires_on_its_own_grace_period() -> anyhow::Result<()> {
     let (cap, _guard) = Capture::install();
-    let log = Arc::new(MemoryLog::<Recorded>::new());
     let mut config = config();
     config.grace_secs_per_hypervisor.insert(hv("xen217"), 30);
-    let engine = Engine::start(log.clone(), config, clock_at(T0)).await?;
+    let (_log, engine) = on_memory(config).await?;
 
     // Given two hypervisors, xen217 with a 30 s grace period, vc-east with the default 180 s.
     engine.observe(hv("xen217"), XEN, inventory(host_facts("x1", "ethernet1/1/1", &[("n", 7)]))).await?;
