@@ -93,6 +93,11 @@ pub struct Switch {
     /// VLANs netfold may add or remove (`["100-199", "300"]`); empty: all.
     #[serde(default)]
     pub allowed_vlans: Vec<String>,
+    /// The ports facing hypervisor hosts, the only ones netfold configures; empty: every port
+    /// desired state names.
+    #[serde(default)]
+    pub managed_ports: BTreeSet<String>,
+    /// Ports netfold never touches, even if listed in `managed_ports`.
     #[serde(default)]
     pub excluded_ports: BTreeSet<String>,
     /// Most removals per cycle (blast-radius guard, default 64).
@@ -272,6 +277,7 @@ fn validate(c: Config) -> Result<Plan> {
             .collect::<Result<Vec<_>>>()?;
         let mut policy = engine::plan::Policy {
             allowed,
+            managed_ports: s.managed_ports.clone(),
             excluded_ports: s.excluded_ports.clone(),
             dry_run: s.dry_run,
             ..engine::plan::Policy::default()
@@ -331,6 +337,7 @@ name = "tor1"
 kind = "ovs"
 address = "tcp:127.0.0.1:6640"
 allowed_vlans = ["100-199", "300"]
+managed_ports = ["eth5", "eth48"]
 excluded_ports = ["eth48"]
 max_removals = 20
 
@@ -360,6 +367,8 @@ port = "tor1:eth5"
         assert_eq!(plan.engine.grace_for(&HypervisorId::new("vc-east").unwrap()), Duration::from_secs(300));
         assert_eq!(plan.switches[0].reconcile.policy.max_removals, 20);
         assert_eq!(plan.switches[0].entry.timeout_ms(), 5_000, "the default request timeout");
+        let policy = &plan.switches[0].reconcile.policy;
+        assert!(policy.manages("eth5") && !policy.manages("eth48") && !policy.manages("eth49"));
         assert_eq!(plan.engine.policy.static_links.len(), 1);
     }
 

@@ -29,7 +29,10 @@ pub type PortSets = BTreeMap<String, BTreeSet<VlanId>>;
 pub struct Policy {
     /// VLANs netfold may add or remove; empty means every VLAN (1..=4094).
     pub allowed: Vec<VlanRange>,
-    /// Ports netfold never touches.
+    /// The only ports netfold configures (the ones facing hypervisor hosts); empty means every
+    /// port desired state names.
+    pub managed_ports: BTreeSet<String>,
+    /// Ports netfold never touches, even when listed in `managed_ports`.
     pub excluded_ports: BTreeSet<String>,
     /// The most removals one cycle may plan; above it nothing is removed.
     pub max_removals: usize,
@@ -39,7 +42,13 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Self { allowed: Vec::new(), excluded_ports: BTreeSet::new(), max_removals: 64, dry_run: false }
+        Self {
+            allowed: Vec::new(),
+            managed_ports: BTreeSet::new(),
+            excluded_ports: BTreeSet::new(),
+            max_removals: 64,
+            dry_run: false,
+        }
     }
 }
 
@@ -51,7 +60,17 @@ impl Policy {
 
     /// Whether netfold may touch `port` at all.
     pub fn manages(&self, port: &str) -> bool {
-        !self.excluded_ports.contains(port)
+        !self.excluded_ports.contains(port) && (self.managed_ports.is_empty() || self.managed_ports.contains(port))
+    }
+
+    /// Why `vlan` may not be configured on `port`, a port this policy does not manage.
+    fn port_refusal(&self, port: &str, vlan: VlanId) -> Refusal {
+        let port = port.to_string();
+        if self.excluded_ports.contains(&port) {
+            Refusal::ExcludedPort { port, vlan }
+        } else {
+            Refusal::UnmanagedPort { port, vlan }
+        }
     }
 }
 
@@ -62,6 +81,8 @@ pub enum Refusal {
     OutsideAllowed { port: String, vlan: VlanId },
     /// The port is excluded by policy.
     ExcludedPort { port: String, vlan: VlanId },
+    /// The port is not one of the switch's managed ports.
+    UnmanagedPort { port: String, vlan: VlanId },
 }
 
 impl fmt::Display for Refusal {
@@ -72,6 +93,9 @@ impl fmt::Display for Refusal {
             }
             Refusal::ExcludedPort { port, vlan } => {
                 write!(f, "VLAN {vlan} on {port} is desired but the port is excluded")
+            }
+            Refusal::UnmanagedPort { port, vlan } => {
+                write!(f, "VLAN {vlan} on {port} is desired but the port is not in managed_ports")
             }
         }
     }
@@ -130,7 +154,7 @@ pub fn plan(desired: &PortSets, observed: &Observed, owned: &PortSets, policy: &
     for port in ports {
         let want = desired.get(port).unwrap_or(&empty);
         if !policy.manages(port) {
-            refused.extend(want.iter().map(|&vlan| Refusal::ExcludedPort { port: port.clone(), vlan }));
+            refused.extend(want.iter().map(|&vlan| policy.port_refusal(port, vlan)));
             continue;
         }
         let have = observed.get(port).unwrap_or(&empty);
@@ -255,6 +279,27 @@ mod tests {
     }
 
     #[test]
+    fn only_managed_ports_are_configured_and_exclusion_wins() {
+        let desired = sets(&[("e1", &[10]), ("e2", &[20]), ("e3", &[30])]);
+        let observed = sets(&[("e1", &[]), ("e2", &[]), ("e3", &[])]);
+        let policy = Policy {
+            managed_ports: ["e1".to_string(), "e3".to_string()].into(),
+            excluded_ports: ["e3".to_string()].into(),
+            ..Policy::default()
+        };
+        let p = plan(&desired, &observed, &PortSets::new(), &policy);
+        assert_eq!(p.ops, vec![add("e1", 10)]);
+        assert_eq!(
+            p.refused,
+            vec![
+                Refusal::UnmanagedPort { port: "e2".into(), vlan: v(20) },
+                Refusal::ExcludedPort { port: "e3".into(), vlan: v(30) }
+            ]
+        );
+        assert!(p.refused[0].to_string().contains("not in managed_ports"));
+    }
+
+    #[test]
     fn owned_vlan_gone_from_the_port_is_forgotten() {
         let p = plan(&PortSets::new(), &sets(&[("e1", &[])]), &sets(&[("e1", &[5])]), &Policy::default());
         assert!(p.ops.is_empty());
@@ -282,14 +327,17 @@ mod tests {
     }
 
     fn policies() -> impl Strategy<Value = Policy> {
-        (proptest::option::of((1u16..=40, 0u16..=20)), any::<bool>()).prop_map(|(range, exclude)| Policy {
-            allowed: range
-                .map(|(a, len)| vec![VlanRange::new(v(a), v((a + len).min(4094))).unwrap()])
-                .unwrap_or_default(),
-            excluded_ports: if exclude { ["mgmt".to_string()].into() } else { BTreeSet::new() },
-            max_removals: usize::MAX,
-            dry_run: false,
-        })
+        (proptest::option::of((1u16..=40, 0u16..=20)), any::<bool>(), any::<bool>()).prop_map(
+            |(range, exclude, only)| Policy {
+                allowed: range
+                    .map(|(a, len)| vec![VlanRange::new(v(a), v((a + len).min(4094))).unwrap()])
+                    .unwrap_or_default(),
+                managed_ports: if only { ["e1".to_string(), "mgmt".to_string()].into() } else { BTreeSet::new() },
+                excluded_ports: if exclude { ["mgmt".to_string()].into() } else { BTreeSet::new() },
+                max_removals: usize::MAX,
+                dry_run: false,
+            },
+        )
     }
 
     /// Applies a plan to a model switch and ledger, as a perfect switch would.
