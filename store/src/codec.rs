@@ -11,6 +11,10 @@
 //! record's hash is `blake3(seq BE || value bytes)`, and it is the next record's `prev`; binding
 //! the sequence number means a record moved to another place breaks the chain too.
 
+use std::ops::Range;
+
+use rayon::prelude::*;
+
 use crate::{Entry, Error, Hash, Record, Result, Seq};
 
 /// The storage format this build writes and reads.
@@ -86,6 +90,25 @@ pub(crate) fn decode_entry<R: Record>(seq: Seq, value: &[u8]) -> Result<Entry<R>
     let raw = split_value(seq, value)?;
     let record = R::decode(raw.schema, raw.payload).map_err(|reason| Error::Decode { seq, reason })?;
     Ok(Entry { seq, schema: raw.schema, prev: raw.prev, record })
+}
+
+/// Blocks at least this long are decoded on every core.
+const PARALLEL_FROM: usize = 256;
+
+/// Decodes the records of one block (`(seq, where its bytes lie)`, consecutive), in order, up to
+/// and including the first failure. Decoding dominates reading, so a large block is decoded on
+/// every core (rayon); the order of the result is the log's.
+pub(crate) fn decode_block<R: Record>(block: &[u8], records: &[(Seq, Range<usize>)]) -> Vec<Result<Entry<R>>> {
+    let decode = |(seq, at): &(Seq, Range<usize>)| decode_entry::<R>(*seq, &block[at.clone()]);
+    let mut out: Vec<_> = if records.len() >= PARALLEL_FROM {
+        records.par_iter().map(decode).collect()
+    } else {
+        records.iter().map(decode).collect()
+    };
+    if let Some(bad) = out.iter().position(Result::is_err) {
+        out.truncate(bad + 1);
+    }
+    out
 }
 
 /// Encodes every record's payload (done by the appender, off the writer's critical path).
@@ -181,7 +204,7 @@ pub(crate) fn encode_block(values: &[(Seq, Vec<u8>)]) -> Vec<u8> {
 
 /// Splits a block whose first record is `first` into where each record's bytes lie in it. A
 /// length that runs past the end names the record it belongs to.
-pub(crate) fn split_block(first: Seq, block: &[u8]) -> Result<Vec<(Seq, std::ops::Range<usize>)>> {
+pub(crate) fn split_block(first: Seq, block: &[u8]) -> Result<Vec<(Seq, Range<usize>)>> {
     let take_u32 = |at: usize, seq: Seq| -> Result<u32> {
         block.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok_or(Error::Truncated {
             seq,

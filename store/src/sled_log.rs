@@ -4,10 +4,11 @@
 //! Appends go through one writer thread per log. It takes every request queued since its last
 //! flush, chains and inserts them in one sled batch, flushes once, then acknowledges them all:
 //! group commit. The head other readers see moves only after the flush, so nothing that is not
-//! durable is ever read.
+//! durable is ever read. Reads hand out slices of the stored blocks, and decode a large block's
+//! records on every core.
 
 use std::marker::PhantomData;
-use std::ops::RangeInclusive;
+use std::ops::{Range, RangeInclusive};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -229,7 +230,7 @@ impl Writer {
 /// A record's stored bytes: a slice of the block that holds it, shared, not copied.
 struct Stored {
     block: sled::IVec,
-    at: std::ops::Range<usize>,
+    at: Range<usize>,
 }
 
 impl AsRef<[u8]> for Stored {
@@ -238,12 +239,15 @@ impl AsRef<[u8]> for Stored {
     }
 }
 
-/// A record's sequence number and stored bytes.
-type RawRecord = (Seq, Stored);
+/// One stored block and where its wanted records lie in it (never none).
+struct Block {
+    bytes: sled::IVec,
+    records: Vec<(Seq, Range<usize>)>,
+}
 
 impl Trees {
-    /// Records `from..=head` as `(seq, bytes)`, expanded from the blocks that hold them.
-    fn values_from(&self, from: Seq, head: Seq) -> Box<dyn Iterator<Item = Result<RawRecord>> + Send + '_> {
+    /// The blocks holding records `from..=head`, each with only those records.
+    fn blocks_from(&self, from: Seq, head: Seq) -> Box<dyn Iterator<Item = Result<Block>> + Send + '_> {
         let from = from.max(1);
         if from > head {
             return Box::new(std::iter::empty());
@@ -254,25 +258,30 @@ impl Trees {
             _ => key(from).to_vec(),
         };
         let mut last = from - 1;
-        Box::new(
-            self.log
-                .range(start..=key(head).to_vec())
-                .map(move |item| -> Result<Vec<Result<RawRecord>>> {
-                    let (k, block) = item.map_err(Error::db("reading the log"))?;
-                    let first = seq_of(&k, last)?;
-                    let records = codec::split_block(first, &block)?;
-                    last = first + records.len() as Seq - 1;
-                    Ok(records
-                        .into_iter()
-                        .filter(|(seq, _)| (from..=head).contains(seq))
-                        .map(|(seq, at)| Ok((seq, Stored { block: block.clone(), at })))
-                        .collect())
-                })
-                .flat_map(|block| match block {
-                    Ok(records) => records,
-                    Err(e) => vec![Err(e)],
-                }),
-        )
+        Box::new(self.log.range(start..=key(head).to_vec()).filter_map(move |item| {
+            let block = (|| {
+                let (k, bytes) = item.map_err(Error::db("reading the log"))?;
+                let first = seq_of(&k, last)?;
+                let mut records = codec::split_block(first, &bytes)?;
+                last = first + records.len() as Seq - 1;
+                records.retain(|(seq, _)| (from..=head).contains(seq));
+                Ok(Block { bytes, records })
+            })();
+            match block {
+                Ok(b) if b.records.is_empty() => None,
+                other => Some(other),
+            }
+        }))
+    }
+
+    /// Records `from..=head` as `(seq, bytes)`.
+    fn values_from(&self, from: Seq, head: Seq) -> impl Iterator<Item = Result<(Seq, Stored)>> + Send + '_ {
+        self.blocks_from(from, head).flat_map(|block| match block {
+            Ok(Block { bytes, records }) => {
+                records.into_iter().map(|(seq, at)| Ok((seq, Stored { block: bytes.clone(), at }))).collect()
+            }
+            Err(e) => vec![Err(e)],
+        })
     }
 }
 
@@ -306,19 +315,20 @@ impl<R: Record> Log<R> for SledLog<R> {
         let head = self.head();
         let mut expected = from.max(1);
         let mut failed = false;
-        Box::new(self.trees.values_from(from, head).map_while(move |item| {
+        Box::new(self.trees.blocks_from(from, head).flat_map(move |block| {
             if failed {
-                return None;
+                return Vec::new();
             }
-            let out = item.and_then(|(seq, value)| {
-                if seq != expected {
-                    return Err(Error::Missing { seq: expected, head });
+            let out = match block {
+                Err(e) => vec![Err(e)],
+                Ok(b) if b.records[0].0 != expected => vec![Err(Error::Missing { seq: expected, head })],
+                Ok(b) => {
+                    expected += b.records.len() as Seq;
+                    codec::decode_block(&b.bytes, &b.records)
                 }
-                expected += 1;
-                codec::decode_entry(seq, value.as_ref())
-            });
-            failed = out.is_err();
-            Some(out)
+            };
+            failed = out.last().is_some_and(|r| r.is_err());
+            out
         }))
     }
 

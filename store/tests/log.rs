@@ -291,3 +291,23 @@ fn a_database_held_elsewhere_is_reported_in_use_with_its_path() {
     assert!(matches!(err, Error::InUse { .. }), "{err}");
     assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
 }
+
+#[tokio::test]
+async fn a_corrupt_record_in_a_large_block_ends_the_read_in_order() {
+    // 1,000 records in one block: the block is decoded in parallel, the result stays in order.
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 1000).await;
+    rewrite_value(dir.path(), 700, |v| {
+        let last = v.len() - 1;
+        v[last] ^= 0x01;
+    });
+    let store = Store::open(dir.path()).unwrap();
+    let log = store.log::<Rec>("events").unwrap();
+    let read: Vec<_> = log.read(1).collect();
+    assert_eq!(read.len(), 700, "records 1..=699, then the error, then nothing");
+    for (i, r) in read[..699].iter().enumerate() {
+        assert_eq!(r.as_ref().unwrap().seq, i as u64 + 1);
+    }
+    assert!(matches!(read[699], Err(Error::Corrupt { seq: 700 })), "{:?}", read[699]);
+    assert_eq!(log.read(650).count(), 51, "a read from inside the block stops there too");
+}
