@@ -8,6 +8,7 @@
 //! between hypervisors) and passed in. Upserting a fact that already exists updates it in place,
 //! reusing its strings' buffers.
 
+use compact_str::CompactString;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::intern::Interner;
@@ -90,7 +91,7 @@ fn set(dst: &mut String, src: &str) {
 /// Every fact one hypervisor reported, with the indexes desired-state maintenance walks.
 #[derive(Clone, Debug, Default)]
 pub struct Facts {
-    names: Interner<String>,
+    names: Interner<CompactString>,
     hosts: HashMap<u32, HostFact>,
     uplinks: HashMap<Pair, Uplink>,
     networks: HashMap<Pair, Network>,
@@ -245,7 +246,7 @@ impl Facts {
     pub(crate) fn upsert(&mut self, fact: &Fact, ports: &mut Interner<SwitchPort>) {
         let added = match fact {
             Fact::Host(h) => {
-                let k = self.names.intern(&h.host);
+                let k = self.names.intern(h.host.as_str());
                 match self.hosts.get_mut(&k) {
                     Some(slot) => {
                         set(&mut slot.name, &h.name);
@@ -258,7 +259,7 @@ impl Facts {
                 }
             }
             Fact::Uplink(u) => {
-                let k = (self.names.intern(&u.host), self.names.intern(&u.nic));
+                let k = (self.names.intern(u.host.as_str()), self.names.intern(u.nic.as_str()));
                 let port = u.port.as_ref().map(|p| ports.intern(p));
                 match self.uplinks.get_mut(&k) {
                     Some(slot) => {
@@ -275,8 +276,8 @@ impl Facts {
                 }
             }
             Fact::Network(n) => {
-                let k = (self.names.intern(&n.host), self.names.intern(&n.network));
-                let uplinks: Vec<u32> = n.uplinks.iter().map(|u| self.names.intern(u)).collect();
+                let k = (self.names.intern(n.host.as_str()), self.names.intern(n.network.as_str()));
+                let uplinks: Vec<u32> = n.uplinks.iter().map(|u| self.names.intern(u.as_str())).collect();
                 match self.networks.get_mut(&k) {
                     Some(slot) => {
                         set(&mut slot.fact.name, &n.name);
@@ -303,8 +304,8 @@ impl Facts {
     }
 
     fn upsert_vnic(&mut self, v: &VnicFact) {
-        let k = (self.names.intern(&v.vm), self.names.intern(&v.nic));
-        let at = (self.names.intern(&v.host), self.names.intern(&v.network));
+        let k = (self.names.intern(v.vm.as_str()), self.names.intern(v.nic.as_str()));
+        let at = (self.names.intern(v.host.as_str()), self.names.intern(v.network.as_str()));
         self.upsert_vnic_at(k, at, v)
     }
 

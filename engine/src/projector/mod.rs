@@ -197,8 +197,11 @@ pub struct State {
     rules: Rules,
     policy: Policy,
     seq: u64,
-    hypervisors: BTreeMap<HypervisorId, Hypervisor>,
+    /// Every hypervisor the log mentions, by its id in `hv_ids` (each interned id has one).
+    hypervisors: Vec<Hypervisor>,
     hv_ids: Interner<HypervisorId>,
+    /// The hypervisors' ids in name order (queries and the stored form walk them so).
+    order: BTreeMap<HypervisorId, u32>,
     ports: Interner<SwitchPort>,
     vlans: Index,
     desired: DesiredCache,
@@ -215,8 +218,9 @@ impl State {
             rules: Rules::new(policy),
             policy: policy.clone(),
             seq: 0,
-            hypervisors: BTreeMap::new(),
+            hypervisors: Vec::new(),
             hv_ids: Interner::default(),
+            order: BTreeMap::new(),
             ports: Interner::default(),
             vlans: HashMap::default(),
             desired: DesiredCache::default(),
@@ -241,40 +245,58 @@ impl State {
         let id = &env.hypervisor;
         match &env.event {
             Event::Connected { kind, endpoint } => {
-                let hv = self.entry(id, Status::Live);
+                let (_, hv) = self.entry(id, Status::Live);
                 hv.kind = Some(*kind);
                 hv.endpoint.clone_from(endpoint);
                 hv.status = Status::Live;
             }
             Event::Learnt { changes } => {
-                self.entry(id, Status::Live);
-                let hv = self.hv_ids.intern(id);
+                let (hv, _) = self.entry(id, Status::Live);
                 for change in changes {
-                    self.apply_change(id, hv, change);
+                    self.apply_change(hv, change);
                 }
             }
             Event::Lost { .. } => {
-                let hv = self.entry(id, Status::Lost { since: env.at });
+                let (_, hv) = self.entry(id, Status::Lost { since: env.at });
                 hv.status = Status::Lost { since: env.at };
             }
             Event::Reestablished { .. } => {
-                self.entry(id, Status::Live).status = Status::Live;
+                self.entry(id, Status::Live).1.status = Status::Live;
             }
             Event::Expired => {
-                self.entry(id, Status::Expired).status = Status::Expired;
-                self.forget(id);
+                let (hv, entry) = self.entry(id, Status::Expired);
+                entry.status = Status::Expired;
+                self.forget(id, hv);
             }
         }
     }
 
-    fn entry(&mut self, id: &HypervisorId, status: Status) -> &mut Hypervisor {
-        if !self.hypervisors.contains_key(id) {
-            self.hv_ids.intern(id);
-            let facts = self.rules.empty_facts(id, &mut self.ports);
-            self.hypervisors.insert(id.clone(), Hypervisor::new(status, facts));
-        }
-        // Present: inserted just above when missing.
-        self.hypervisors.get_mut(id).expect("hypervisor entry exists")
+    /// The hypervisor's id and entry, made with `status` and no facts when new.
+    fn entry(&mut self, id: &HypervisorId, status: Status) -> (u32, &mut Hypervisor) {
+        let ix = match self.hv_ids.get(id) {
+            Some(ix) => ix,
+            None => self.add_hypervisor(id, Hypervisor::new(status, Facts::default())),
+        };
+        // Every interned id has its entry (`add_hypervisor` keeps them in step).
+        (ix, &mut self.hypervisors[ix as usize])
+    }
+
+    /// Interns `id` and stores `hv` as its entry, with no facts but the static links.
+    fn add_hypervisor(&mut self, id: &HypervisorId, mut hv: Hypervisor) -> u32 {
+        let ix = self.hv_ids.intern(id);
+        hv.facts = self.rules.empty_facts(id, &mut self.ports);
+        self.hypervisors.push(hv);
+        self.order.insert(id.clone(), ix);
+        ix
+    }
+
+    fn hypervisor(&self, id: &HypervisorId) -> Option<&Hypervisor> {
+        self.hypervisors.get(self.hv_ids.get(id)? as usize)
+    }
+
+    /// Every hypervisor in name order, with its id.
+    fn sorted_hypervisors(&self) -> impl Iterator<Item = (&HypervisorId, u32, &Hypervisor)> {
+        self.order.iter().filter_map(|(id, &ix)| Some((id, ix, self.hypervisors.get(ix as usize)?)))
     }
 
     /// The desired VLAN state (brought up to date on the first read after a change, touching
@@ -314,29 +336,29 @@ impl State {
 
     /// The facts of a hypervisor (`None` if the log never mentioned it).
     pub fn facts_of(&self, id: &HypervisorId) -> Option<&Facts> {
-        self.hypervisors.get(id).map(|h| &h.facts)
+        self.hypervisor(id).map(|h| &h.facts)
     }
 
     /// A hypervisor's status and kind (`None` if the log never mentioned it).
     pub fn status(&self, id: &HypervisorId) -> Option<HypervisorStatus> {
-        self.hypervisors.get(id).map(|h| HypervisorStatus { kind: h.kind, status: h.status })
+        self.hypervisor(id).map(|h| HypervisorStatus { kind: h.kind, status: h.status })
     }
 
     /// The endpoint of the hypervisor's last `Connected`.
     pub fn endpoint(&self, id: &HypervisorId) -> Option<&str> {
-        self.hypervisors.get(id).map(|h| h.endpoint.as_str())
+        self.hypervisor(id).map(|h| h.endpoint.as_str())
     }
 
     /// Every hypervisor the log mentions, with its status.
     pub fn hypervisors(&self) -> impl Iterator<Item = (&HypervisorId, HypervisorStatus)> {
-        self.hypervisors.iter().map(|(id, h)| (id, HypervisorStatus { kind: h.kind, status: h.status }))
+        self.sorted_hypervisors().map(|(id, _, h)| (id, HypervisorStatus { kind: h.kind, status: h.status }))
     }
 
     /// Desired state recomputed naively from the facts, straight from the rule with no index
     /// (the reference the incremental maintenance must equal).
     pub fn recompute_desired(&self) -> Desired {
         let mut d = Desired::default();
-        for (id, hv) in &self.hypervisors {
+        for (id, _, hv) in self.sorted_hypervisors() {
             let links = self.rules.links.get(id);
             for f in hv.facts.iter() {
                 let (network, vnic) = match f {
@@ -373,7 +395,7 @@ impl State {
 
     fn reason(&self, r: &Rid) -> Option<Reason> {
         let id = self.hv_ids.value(r.hv);
-        let facts = &self.hypervisors.get(id)?.facts;
+        let facts = &self.hypervisors.get(r.hv as usize)?.facts;
         if r.vnic {
             let v = &facts.vnic_by_id((r.a, r.b))?.fact;
             Some(Reason {
@@ -468,8 +490,8 @@ impl State {
         d
     }
 
-    fn apply_change(&mut self, id: &HypervisorId, hv_ix: u32, change: &Change) {
-        let Some(hv) = self.hypervisors.get_mut(id) else { return };
+    fn apply_change(&mut self, hv_ix: u32, change: &Change) {
+        let Some(hv) = self.hypervisors.get_mut(hv_ix as usize) else { return };
         let facts = &mut hv.facts;
         let mut affected = std::mem::take(&mut self.scratch);
         affected.clear();
@@ -518,9 +540,8 @@ impl State {
     }
 
     /// Drops every fact of a hypervisor, and with them its reasons.
-    fn forget(&mut self, id: &HypervisorId) {
-        let hv_ix = self.hv_ids.intern(id);
-        let Some(hv) = self.hypervisors.get(id) else { return };
+    fn forget(&mut self, id: &HypervisorId, hv_ix: u32) {
+        let Some(hv) = self.hypervisors.get(hv_ix as usize) else { return };
         let rids = all_rids(hv_ix, &hv.facts);
         let mut changed = false;
         let (vlans, desired) = (&mut self.vlans, &mut self.desired);
@@ -530,7 +551,7 @@ impl State {
             });
         }
         let facts = self.rules.empty_facts(id, &mut self.ports);
-        if let Some(hv) = self.hypervisors.get_mut(id) {
+        if let Some(hv) = self.hypervisors.get_mut(hv_ix as usize) {
             hv.facts = facts;
         }
         if changed {
@@ -539,22 +560,28 @@ impl State {
     }
 
     /// Adds a decoded hypervisor with its facts (the index is rebuilt afterwards).
-    fn insert_decoded(&mut self, id: HypervisorId, mut hv: Hypervisor, facts: &[Fact]) {
-        self.hv_ids.intern(&id);
-        let mut f = self.rules.empty_facts(&id, &mut self.ports);
+    /// (A hypervisor stored twice keeps the last.)
+    fn insert_decoded(&mut self, id: HypervisorId, hv: Hypervisor, facts: &[Fact]) {
+        let ix = match self.hv_ids.get(&id) {
+            Some(ix) => {
+                let facts = self.rules.empty_facts(&id, &mut self.ports);
+                self.hypervisors[ix as usize] = Hypervisor { facts, ..hv };
+                ix
+            }
+            None => self.add_hypervisor(&id, hv),
+        };
+        let f = &mut self.hypervisors[ix as usize].facts;
         for fact in facts {
             f.upsert(fact, &mut self.ports);
         }
-        hv.facts = f;
-        self.hypervisors.insert(id, hv);
     }
 
     /// Rebuilds the desired-state index from the facts (after decoding a snapshot).
     fn rebuild_index(&mut self) {
         self.vlans.clear();
         self.desired.reset();
-        for (id, hv) in &self.hypervisors {
-            let Some(hv_ix) = self.hv_ids.get(id) else { continue };
+        for (hv_ix, hv) in self.hypervisors.iter().enumerate() {
+            let hv_ix = hv_ix as u32;
             for r in &all_rids(hv_ix, &hv.facts) {
                 contributions(&self.rules, &hv.facts, r, |p, vlan| {
                     self.vlans.entry((p, vlan)).or_default().insert(*r);
