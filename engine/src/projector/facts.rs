@@ -2,7 +2,7 @@
 //! uplinks by host and NIC (each with the id of the switch port it leads to), networks by host
 //! and network (each with the ids of its uplinks), vNICs by VM and NIC (each with the ids of
 //! its host and network), and the indexes from a network on a host to the vNICs attached to it
-//! and from a host to its networks.
+//! (with how many of them count under the policy) and from a host to its networks.
 //!
 //! Strings are interned per hypervisor; switch ports are interned by the state (they are shared
 //! between hypervisors) and passed in. Upserting a fact that already exists updates it in place,
@@ -80,6 +80,14 @@ pub(crate) struct Vnic {
     pub(crate) network: u32,
 }
 
+/// The vNICs attached to one network on one host, and how many of them count (powered on and
+/// connected; with the policy's `count_powered_off`, powered-off ones too).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Attached {
+    pub(crate) vnics: HashSet<Pair>,
+    pub(crate) counting: u32,
+}
+
 /// Overwrites `dst` with `src`, reusing `dst`'s buffers.
 fn set(dst: &mut String, src: &str) {
     if dst != src {
@@ -99,19 +107,23 @@ pub struct Facts {
     /// host → the networks reported on it.
     networks_by_host: HashMap<u32, HashSet<u32>>,
     /// (host, network) → (vm, nic) of the vNICs attached to that network on that host.
-    vnics_on: HashMap<Pair, HashSet<Pair>>,
+    vnics_on: HashMap<Pair, Attached>,
     /// Static links (host, nic) → port: they win over the reported neighbour.
     links: HashMap<Pair, u32>,
     len: usize,
+    /// Whether powered-off vNICs count (the policy's `count_powered_off`).
+    count_powered_off: bool,
 }
 
 impl Facts {
-    /// No facts, with the static links configured for this hypervisor (host → NIC → port).
+    /// No facts, with the static links configured for this hypervisor (host → NIC → port),
+    /// counting powered-off vNICs or not.
     pub(crate) fn with_links<'a>(
         links: impl IntoIterator<Item = (&'a str, &'a str, &'a SwitchPort)>,
         ports: &mut Interner<SwitchPort>,
+        count_powered_off: bool,
     ) -> Self {
-        let mut f = Facts::default();
+        let mut f = Facts { count_powered_off, ..Facts::default() };
         for (host, nic, port) in links {
             let key = (f.names.intern(host), f.names.intern(nic));
             f.links.insert(key, ports.intern(port));
@@ -162,7 +174,7 @@ impl Facts {
         self.pair(host, network)
             .and_then(|k| self.vnics_on.get(&k))
             .into_iter()
-            .flat_map(|s| s.iter())
+            .flat_map(|s| s.vnics.iter())
             .filter_map(|k| self.vnics.get(k))
             .map(|v| &v.fact)
     }
@@ -232,14 +244,29 @@ impl Facts {
         self.networks_by_host.get(&host).into_iter().flat_map(|s| s.iter().copied())
     }
 
-    /// The (vm, nic) ids of the vNICs attached to (host, network).
-    pub(crate) fn vnic_ids_on(&self, k: Pair) -> impl Iterator<Item = Pair> + '_ {
-        self.vnics_on.get(&k).into_iter().flat_map(|s| s.iter().copied())
+    /// The vNICs attached to (host, network) ids, and how many of them count.
+    pub(crate) fn attached(&self, k: Pair) -> Option<&Attached> {
+        self.vnics_on.get(&k)
     }
 
-    /// Every vNIC's (vm, nic) ids and every network's (host, network) ids.
-    pub(crate) fn vnic_and_network_ids(&self) -> impl Iterator<Item = (bool, Pair)> + '_ {
-        self.vnics.keys().map(|k| (true, *k)).chain(self.networks.keys().map(|k| (false, *k)))
+    /// How many vNICs attached to (host, network) ids count.
+    pub(crate) fn counting_on(&self, k: Pair) -> u32 {
+        self.vnics_on.get(&k).map_or(0, |a| a.counting)
+    }
+
+    /// Whether a vNIC counts: powered on and connected, or powered off when the policy counts
+    /// powered-off VMs.
+    pub(crate) fn counts(&self, v: &VnicFact) -> bool {
+        if v.powered_on {
+            v.connected
+        } else {
+            self.count_powered_off
+        }
+    }
+
+    /// Every network's (host, network) ids.
+    pub(crate) fn network_ids(&self) -> impl Iterator<Item = Pair> + '_ {
+        self.networks.keys().copied()
     }
 
     /// Adds or replaces a fact (in place when it exists).
@@ -321,12 +348,19 @@ impl Facts {
         })
     }
 
+    /// Where the vNIC with ids `k` is attached ((host, network) ids) and whether it counts.
+    pub(crate) fn vnic_at(&self, k: Pair) -> Option<(Pair, bool)> {
+        self.vnics.get(&k).map(|o| ((o.host, o.network), self.counts(&o.fact)))
+    }
+
     /// Adds or replaces (in place) the vNIC `v`, whose (vm, nic) ids are `k` and whose (host,
     /// network) ids are `at`.
     pub(crate) fn upsert_vnic_at(&mut self, k: Pair, at: Pair, v: &VnicFact) {
+        let counts = self.counts(v);
         match self.vnics.get_mut(&k) {
             Some(slot) => {
                 let was = (slot.host, slot.network);
+                let counted = if slot.fact.powered_on { slot.fact.connected } else { self.count_powered_off };
                 let f = &mut slot.fact;
                 set(&mut f.vm_name, &v.vm_name);
                 set(&mut f.mac, &v.mac);
@@ -341,13 +375,21 @@ impl Facts {
                         set(&mut f.network, &v.network);
                     }
                     (slot.host, slot.network) = at;
-                    self.unindex(was, k);
-                    self.vnics_on.entry(at).or_default().insert(k);
+                    self.unindex(was, k, counted);
+                    self.index(at, k, counts);
+                } else if counted != counts {
+                    if let Some(a) = self.vnics_on.get_mut(&at) {
+                        if counts {
+                            a.counting += 1;
+                        } else {
+                            a.counting = a.counting.saturating_sub(1);
+                        }
+                    }
                 }
             }
             None => {
                 self.vnics.insert(k, Vnic { fact: v.clone(), host: at.0, network: at.1 });
-                self.vnics_on.entry(at).or_default().insert(k);
+                self.index(at, k, counts);
                 self.len += 1;
             }
         }
@@ -373,7 +415,8 @@ impl Facts {
             FactKey::Vnic { vm, nic } => match self.pair(vm, nic) {
                 Some(k) => match self.vnics.remove(&k) {
                     Some(old) => {
-                        self.unindex((old.host, old.network), k);
+                        let counted = self.counts(&old.fact);
+                        self.unindex((old.host, old.network), k, counted);
                         true
                     }
                     None => false,
@@ -386,10 +429,17 @@ impl Facts {
         }
     }
 
-    fn unindex(&mut self, at: Pair, k: Pair) {
-        if let Some(set) = self.vnics_on.get_mut(&at) {
-            set.remove(&k);
-            if set.is_empty() {
+    fn index(&mut self, at: Pair, k: Pair, counts: bool) {
+        let a = self.vnics_on.entry(at).or_default();
+        a.vnics.insert(k);
+        a.counting += u32::from(counts);
+    }
+
+    fn unindex(&mut self, at: Pair, k: Pair, counted: bool) {
+        if let Some(a) = self.vnics_on.get_mut(&at) {
+            a.vnics.remove(&k);
+            a.counting = a.counting.saturating_sub(u32::from(counted));
+            if a.vnics.is_empty() {
                 self.vnics_on.remove(&at);
             }
         }

@@ -99,7 +99,7 @@ impl Rules {
                 .iter()
                 .flat_map(|(host, nics)| nics.iter().map(move |(nic, port)| (host.as_str(), nic.as_str(), port)))
         });
-        Facts::with_links(links, ports)
+        Facts::with_links(links, ports, self.count_powered_off)
     }
 
     fn vnic_counts(&self, v: &crate::fact::VnicFact) -> bool {
@@ -111,20 +111,21 @@ impl Rules {
     }
 }
 
-/// The compact identity of a reason: its hypervisor and the fact that contributes it — a vNIC
-/// (`a` = VM, `b` = NIC) or, with VM-less networks counting, a network (`a` = host, `b` =
-/// network), as ids interned by that hypervisor's [`Facts`].
+/// A network that puts VLANs in desired state: its hypervisor and its (host, network) ids as
+/// interned by that hypervisor's [`Facts`]. Its reasons are read from the facts when desired
+/// state is built: the network itself (with VM-less networks counting) and each counting vNIC
+/// attached to it. So a vNIC's change touches the index only when its network starts or stops
+/// having reasons.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct Rid {
+struct Nid {
     hv: u32,
-    vnic: bool,
-    a: u32,
-    b: u32,
+    host: u32,
+    network: u32,
 }
 
-/// The desired-state index: (port id, VLAN) → the reasons holding the VLAN there. Never holds
-/// an empty set.
-type Index = HashMap<(u32, VlanId), HashSet<Rid>>;
+/// The desired-state index: (port id, VLAN) → the networks with reasons holding the VLAN
+/// there. Never holds an empty set.
+type Index = HashMap<(u32, VlanId), HashSet<Nid>>;
 
 /// Keys of desired-state entries: (port id, VLAN).
 type Keys = HashSet<(u32, VlanId)>;
@@ -174,6 +175,11 @@ impl DesiredCache {
         }
     }
 
+    /// Whether a read was made since the last reset, so changes must be marked.
+    fn tracking(&mut self) -> bool {
+        self.built.get().is_some() || self.pending.get_mut().unwrap_or_else(PoisonError::into_inner).base.is_some()
+    }
+
     /// Forgets everything built (the index was rebuilt).
     fn reset(&mut self) {
         self.built = OnceLock::new();
@@ -207,8 +213,8 @@ pub struct State {
     desired: DesiredCache,
     /// Bumped on every change to desired state (not part of the state's bytes).
     desired_version: u64,
-    /// Reused buffer of the reasons a change affects.
-    scratch: Vec<Rid>,
+    /// Reused buffer of the networks a change affects.
+    scratch: Vec<Pair>,
 }
 
 impl State {
@@ -393,30 +399,41 @@ impl State {
         d
     }
 
-    fn reason(&self, r: &Rid) -> Option<Reason> {
-        let id = self.hv_ids.value(r.hv);
-        let facts = &self.hypervisors.get(r.hv as usize)?.facts;
-        if r.vnic {
-            let v = &facts.vnic_by_id((r.a, r.b))?.fact;
-            Some(Reason {
+    /// Adds to `out` the reasons network `n` gives: the network itself (with VM-less networks
+    /// counting) and each counting vNIC attached to it.
+    fn reasons_of(&self, n: &Nid, out: &mut BTreeSet<Reason>) {
+        let Some(hv) = self.hypervisors.get(n.hv as usize) else { return };
+        let id = self.hv_ids.value(n.hv);
+        let facts = &hv.facts;
+        if self.rules.count_vmless_networks {
+            out.insert(Reason {
                 hypervisor: id.clone(),
-                host: v.host.clone(),
-                network: v.network.clone(),
-                vnic: Some(VnicRef { vm: v.vm.clone(), vm_name: v.vm_name.clone(), nic: v.nic.clone() }),
-            })
-        } else {
-            Some(Reason {
-                hypervisor: id.clone(),
-                host: facts.name(r.a).to_string(),
-                network: facts.name(r.b).to_string(),
+                host: facts.name(n.host).to_string(),
+                network: facts.name(n.network).to_string(),
                 vnic: None,
-            })
+            });
+        }
+        let Some(attached) = facts.attached((n.host, n.network)) else { return };
+        for k in &attached.vnics {
+            let Some(v) = facts.vnic_by_id(*k).map(|v| &v.fact) else { continue };
+            if facts.counts(v) {
+                out.insert(Reason {
+                    hypervisor: id.clone(),
+                    host: v.host.clone(),
+                    network: v.network.clone(),
+                    vnic: Some(VnicRef { vm: v.vm.clone(), vm_name: v.vm_name.clone(), nic: v.nic.clone() }),
+                });
+            }
         }
     }
 
     /// The reasons holding `vlan` on port `p` (empty: none).
     fn reasons(&self, p: u32, vlan: VlanId) -> BTreeSet<Reason> {
-        self.vlans.get(&(p, vlan)).map(|rids| rids.iter().filter_map(|r| self.reason(r)).collect()).unwrap_or_default()
+        let mut out = BTreeSet::new();
+        for n in self.vlans.get(&(p, vlan)).into_iter().flatten() {
+            self.reasons_of(n, &mut out);
+        }
+        out
     }
 
     /// The up-to-date [`Desired`]: the stale one with its changed entries rebuilt, or (the
@@ -493,47 +510,86 @@ impl State {
     fn apply_change(&mut self, hv_ix: u32, change: &Change) {
         let Some(hv) = self.hypervisors.get_mut(hv_ix as usize) else { return };
         let facts = &mut hv.facts;
-        let mut affected = std::mem::take(&mut self.scratch);
-        affected.clear();
-        // A vNIC upsert (the common change) interns its ids once and is compared by them.
-        let vnic = match change {
+        let rules = &self.rules;
+        // A vNIC change (the common one) moves one reason: the index changes only where its
+        // network starts or stops having reasons; elsewhere the entries are marked.
+        let (k, new) = match change {
             Change::Upsert(Fact::Vnic(v)) => {
                 let k = (facts.intern(&v.vm), facts.intern(&v.nic));
                 let at = (facts.intern(&v.host), facts.intern(&v.network));
                 if facts.vnic_is(k, at, v) {
-                    self.scratch = affected;
                     return;
                 }
-                affected.push(Rid { hv: hv_ix, vnic: true, a: k.0, b: k.1 });
-                Some((k, at, v))
+                (Some(k), Some((at, facts.counts(v))))
             }
-            Change::Upsert(f) if unchanged(facts, f) => {
-                self.scratch = affected;
+            Change::Remove(FactKey::Vnic { vm, nic }) => (facts.id(vm).zip(facts.id(nic)), None),
+            Change::Upsert(f) if unchanged(facts, f) => return,
+            _ => (None, None),
+        };
+        let vnic = matches!(change, Change::Upsert(Fact::Vnic(_)) | Change::Remove(FactKey::Vnic { .. }));
+        let (vlans, desired) = (&mut self.vlans, &mut self.desired);
+        let mut changed = false;
+        if vnic {
+            let Some(k) = k else { return };
+            let old = facts.vnic_at(k);
+            if old.is_none() && new.is_none() {
                 return;
             }
-            _ => {
-                affected_by(&self.rules, facts, change, hv_ix, &mut affected);
-                None
+            // The networks the vNIC leaves and joins, with whether each had reasons before.
+            let nets = [old.map(|o| o.0), new.map(|n| n.0)];
+            let before = nets.map(|n| n.map(|n| contributes(rules, facts, n)));
+            match (change, new) {
+                (Change::Upsert(Fact::Vnic(v)), Some((at, _))) => facts.upsert_vnic_at(k, at, v),
+                _ => facts.remove(&change.key()),
             }
-        };
-        let mut changed = false;
-        let (vlans, desired) = (&mut self.vlans, &mut self.desired);
-        for r in &affected {
-            contributions(&self.rules, facts, r, |p, vlan| {
-                changed |= remove_reason(vlans, desired, p, vlan, r);
-            });
+            for (i, n) in nets.iter().enumerate() {
+                let (Some(n), Some(before)) = (*n, before[i]) else { continue };
+                if i == 1 && nets[0] == Some(n) {
+                    continue;
+                }
+                let after = contributes(rules, facts, n);
+                let nid = Nid { hv: hv_ix, host: n.0, network: n.1 };
+                let counted = [old, new].iter().flatten().any(|&(at, counts)| at == n && counts);
+                match (before, after) {
+                    (false, true) => entries(facts, n, |p, vlan| changed |= add_reason(vlans, desired, p, vlan, nid)),
+                    (true, false) => {
+                        entries(facts, n, |p, vlan| changed |= remove_reason(vlans, desired, p, vlan, &nid))
+                    }
+                    (true, true) if counted => {
+                        if desired.tracking() {
+                            entries(facts, n, |p, vlan| {
+                                desired.mark((p, vlan));
+                                changed = true;
+                            });
+                        } else {
+                            changed |= has_entries(facts, n);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            let mut affected = std::mem::take(&mut self.scratch);
+            affected.clear();
+            affected_by(facts, change, &mut affected);
+            for &n in &affected {
+                if contributes(rules, facts, n) {
+                    let nid = Nid { hv: hv_ix, host: n.0, network: n.1 };
+                    entries(facts, n, |p, vlan| changed |= remove_reason(vlans, desired, p, vlan, &nid));
+                }
+            }
+            match change {
+                Change::Upsert(f) => facts.upsert(f, &mut self.ports),
+                Change::Remove(k) => facts.remove(k),
+            }
+            for &n in &affected {
+                if contributes(rules, facts, n) {
+                    let nid = Nid { hv: hv_ix, host: n.0, network: n.1 };
+                    entries(facts, n, |p, vlan| changed |= add_reason(vlans, desired, p, vlan, nid));
+                }
+            }
+            self.scratch = affected;
         }
-        match (vnic, change) {
-            (Some((k, at, v)), _) => facts.upsert_vnic_at(k, at, v),
-            (None, Change::Upsert(f)) => facts.upsert(f, &mut self.ports),
-            (None, Change::Remove(k)) => facts.remove(k),
-        }
-        for r in &affected {
-            contributions(&self.rules, facts, r, |p, vlan| {
-                changed |= add_reason(vlans, desired, p, vlan, *r);
-            });
-        }
-        self.scratch = affected;
         if changed {
             self.desired_version += 1;
         }
@@ -542,13 +598,14 @@ impl State {
     /// Drops every fact of a hypervisor, and with them its reasons.
     fn forget(&mut self, id: &HypervisorId, hv_ix: u32) {
         let Some(hv) = self.hypervisors.get(hv_ix as usize) else { return };
-        let rids = all_rids(hv_ix, &hv.facts);
+        let facts = &hv.facts;
         let mut changed = false;
         let (vlans, desired) = (&mut self.vlans, &mut self.desired);
-        for r in &rids {
-            contributions(&self.rules, &hv.facts, r, |p, vlan| {
-                changed |= remove_reason(vlans, desired, p, vlan, r);
-            });
+        for n in facts.network_ids() {
+            if contributes(&self.rules, facts, n) {
+                let nid = Nid { hv: hv_ix, host: n.0, network: n.1 };
+                entries(facts, n, |p, vlan| changed |= remove_reason(vlans, desired, p, vlan, &nid));
+            }
         }
         let facts = self.rules.empty_facts(id, &mut self.ports);
         if let Some(hv) = self.hypervisors.get_mut(hv_ix as usize) {
@@ -581,19 +638,17 @@ impl State {
         self.vlans.clear();
         self.desired.reset();
         for (hv_ix, hv) in self.hypervisors.iter().enumerate() {
-            let hv_ix = hv_ix as u32;
-            for r in &all_rids(hv_ix, &hv.facts) {
-                contributions(&self.rules, &hv.facts, r, |p, vlan| {
-                    self.vlans.entry((p, vlan)).or_default().insert(*r);
-                });
+            let hv_ix = u32::try_from(hv_ix).unwrap_or(u32::MAX);
+            for n in hv.facts.network_ids() {
+                if contributes(&self.rules, &hv.facts, n) {
+                    let nid = Nid { hv: hv_ix, host: n.0, network: n.1 };
+                    entries(&hv.facts, n, |p, vlan| {
+                        self.vlans.entry((p, vlan)).or_default().insert(nid);
+                    });
+                }
             }
         }
     }
-}
-
-/// Every reason a hypervisor's facts give.
-fn all_rids(hv_ix: u32, facts: &Facts) -> Vec<Rid> {
-    facts.vnic_and_network_ids().map(|(vnic, (a, b))| Rid { hv: hv_ix, vnic, a, b }).collect()
 }
 
 /// Whether upserting `f` would leave the facts as they are (it is there already, unchanged).
@@ -606,8 +661,9 @@ fn unchanged(facts: &Facts, f: &Fact) -> bool {
     }
 }
 
-/// Pushes onto `out` the reasons whose contributions may change when `change` is applied.
-fn affected_by(rules: &Rules, facts: &mut Facts, change: &Change, hv: u32, out: &mut Vec<Rid>) {
+/// Pushes onto `out` the networks ((host, network) ids) whose entries may change when a host,
+/// uplink or network `change` is applied.
+fn affected_by(facts: &mut Facts, change: &Change, out: &mut Vec<Pair>) {
     // An upsert interns its key (the fact is about to exist); a removal of a key never seen
     // affects nothing.
     let upsert = matches!(change, Change::Upsert(_));
@@ -618,29 +674,14 @@ fn affected_by(rules: &Rules, facts: &mut Facts, change: &Change, hv: u32, out: 
             Some((facts.id(a)?, facts.id(b)?))
         }
     };
-    let network_and_vnics = |facts: &Facts, (h, n): Pair, out: &mut Vec<Rid>| {
-        if rules.count_vmless_networks {
-            out.push(Rid { hv, vnic: false, a: h, b: n });
-        }
-        out.extend(facts.vnic_ids_on((h, n)).map(|(a, b)| Rid { hv, vnic: true, a, b }));
-    };
     match change.key_ref() {
-        KeyRef::Host => {}
-        KeyRef::Vnic(vm, nic) => {
-            if let Some((a, b)) = ids(facts, vm, nic) {
-                out.push(Rid { hv, vnic: true, a, b });
-            }
-        }
-        KeyRef::Network(host, network) => {
-            if let Some(k) = ids(facts, host, network) {
-                network_and_vnics(facts, k, out);
-            }
-        }
+        KeyRef::Host | KeyRef::Vnic => {}
+        KeyRef::Network(host, network) => out.extend(ids(facts, host, network)),
         KeyRef::Uplink(host, nic) => {
             if let Some((h, nic)) = ids(facts, host, nic) {
                 for n in facts.network_ids_on(h) {
                     if facts.network_by_id((h, n)).is_some_and(|net| net.uplinks.contains(&nic)) {
-                        network_and_vnics(facts, (h, n), out);
+                        out.push((h, n));
                     }
                 }
             }
@@ -653,7 +694,7 @@ enum KeyRef<'a> {
     Host,
     Uplink(&'a str, &'a str),
     Network(&'a str, &'a str),
-    Vnic(&'a str, &'a str),
+    Vnic,
 }
 
 impl Change {
@@ -662,50 +703,53 @@ impl Change {
             Change::Upsert(Fact::Host(_)) | Change::Remove(FactKey::Host { .. }) => KeyRef::Host,
             Change::Upsert(Fact::Uplink(u)) => KeyRef::Uplink(&u.host, &u.nic),
             Change::Upsert(Fact::Network(n)) => KeyRef::Network(&n.host, &n.network),
-            Change::Upsert(Fact::Vnic(v)) => KeyRef::Vnic(&v.vm, &v.nic),
+            Change::Upsert(Fact::Vnic(_)) => KeyRef::Vnic,
             Change::Remove(FactKey::Uplink { host, nic }) => KeyRef::Uplink(host, nic),
             Change::Remove(FactKey::Network { host, network }) => KeyRef::Network(host, network),
-            Change::Remove(FactKey::Vnic { vm, nic }) => KeyRef::Vnic(vm, nic),
+            Change::Remove(FactKey::Vnic { .. }) => KeyRef::Vnic,
         }
     }
 }
 
-/// Calls `f(port id, vlan)` for everything reason `r` puts in desired state now.
-fn contributions(rules: &Rules, facts: &Facts, r: &Rid, mut f: impl FnMut(u32, VlanId)) {
-    let at = if r.vnic {
-        let Some(v) = facts.vnic_by_id((r.a, r.b)) else { return };
-        if !rules.vnic_counts(&v.fact) {
-            return;
-        }
-        (v.host, v.network)
-    } else if rules.count_vmless_networks {
-        (r.a, r.b)
-    } else {
-        return;
-    };
-    let Some(network) = facts.network_by_id(at) else { return };
+/// Whether network `n` ((host, network) ids) has reasons: it exists, and it counts itself
+/// (VM-less networks counting) or a counting vNIC is attached to it.
+fn contributes(rules: &Rules, facts: &Facts, n: Pair) -> bool {
+    (rules.count_vmless_networks || facts.counting_on(n) > 0) && facts.network_by_id(n).is_some()
+}
+
+/// Calls `f(port id, vlan)` for every entry network `n`'s reasons go to: each VLAN it carries on
+/// each port its uplinks lead to.
+fn entries(facts: &Facts, n: Pair, mut f: impl FnMut(u32, VlanId)) {
+    let Some(network) = facts.network_by_id(n) else { return };
     if network.uplinks.is_empty() || network.fact.vlan.vlans().next().is_none() {
         return;
     }
     for &nic in &network.uplinks {
-        let Some(p) = facts.port_of((at.0, nic)) else { continue };
+        let Some(p) = facts.port_of((n.0, nic)) else { continue };
         for vlan in network.fact.vlan.vlans() {
             f(p, vlan);
         }
     }
 }
 
-fn add_reason(vlans: &mut Index, desired: &mut DesiredCache, p: u32, vlan: VlanId, r: Rid) -> bool {
-    let added = vlans.entry((p, vlan)).or_default().insert(r);
+/// Whether network `n` has any entry (a VLAN and an uplink leading to a port).
+fn has_entries(facts: &Facts, n: Pair) -> bool {
+    facts.network_by_id(n).is_some_and(|network| {
+        network.fact.vlan.vlans().next().is_some() && network.uplinks.iter().any(|&nic| facts.port_of((n.0, nic)).is_some())
+    })
+}
+
+fn add_reason(vlans: &mut Index, desired: &mut DesiredCache, p: u32, vlan: VlanId, n: Nid) -> bool {
+    let added = vlans.entry((p, vlan)).or_default().insert(n);
     if added {
         desired.mark((p, vlan));
     }
     added
 }
 
-fn remove_reason(vlans: &mut Index, desired: &mut DesiredCache, p: u32, vlan: VlanId, r: &Rid) -> bool {
+fn remove_reason(vlans: &mut Index, desired: &mut DesiredCache, p: u32, vlan: VlanId, n: &Nid) -> bool {
     let Some(set) = vlans.get_mut(&(p, vlan)) else { return false };
-    let removed = set.remove(r);
+    let removed = set.remove(n);
     if set.is_empty() {
         vlans.remove(&(p, vlan));
     }
