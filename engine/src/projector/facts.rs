@@ -7,6 +7,10 @@
 //! Strings are interned per hypervisor; switch ports are interned by the state (they are shared
 //! between hypervisors) and passed in. Upserting a fact that already exists updates it in place,
 //! reusing its strings' buffers.
+//!
+//! vNICs (the bulk of the facts and of the changes) are stored compactly: their VM, NIC, host
+//! and network as interned ids and their VM name and MAC as inline [`CompactString`]s, one small
+//! record with no heap blocks of its own; a [`VnicFact`] is rebuilt when asked for.
 
 use compact_str::CompactString;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
@@ -15,13 +19,13 @@ use super::intern::Interner;
 use crate::fact::{Fact, FactKey, HostFact, NetworkFact, UplinkFact, VnicFact};
 use crate::ids::SwitchPort;
 
-/// A borrowed fact of any kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A fact of any kind: borrowed, or (a vNIC) rebuilt from its compact stored form.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FactRef<'a> {
     Host(&'a HostFact),
     Uplink(&'a UplinkFact),
     Network(&'a NetworkFact),
-    Vnic(&'a VnicFact),
+    Vnic(VnicFact),
 }
 
 impl FactRef<'_> {
@@ -30,11 +34,11 @@ impl FactRef<'_> {
             FactRef::Host(f) => Fact::Host(f.clone()),
             FactRef::Uplink(f) => Fact::Uplink(f.clone()),
             FactRef::Network(f) => Fact::Network(f.clone()),
-            FactRef::Vnic(f) => Fact::Vnic(f.clone()),
+            FactRef::Vnic(f) => Fact::Vnic(f),
         }
     }
 
-    pub fn key(self) -> FactKey {
+    pub fn key(&self) -> FactKey {
         match self {
             FactRef::Host(h) => FactKey::Host { host: h.host.clone() },
             FactRef::Uplink(u) => FactKey::Uplink { host: u.host.clone(), nic: u.nic.clone() },
@@ -44,11 +48,11 @@ impl FactRef<'_> {
     }
 
     /// Whether `fact` is this very fact (same key, same content).
-    pub fn same_as(self, fact: &Fact) -> bool {
+    pub fn same_as(&self, fact: &Fact) -> bool {
         match (self, fact) {
-            (FactRef::Host(a), Fact::Host(b)) => a == b,
-            (FactRef::Uplink(a), Fact::Uplink(b)) => a == b,
-            (FactRef::Network(a), Fact::Network(b)) => a == b,
+            (FactRef::Host(a), Fact::Host(b)) => *a == b,
+            (FactRef::Uplink(a), Fact::Uplink(b)) => *a == b,
+            (FactRef::Network(a), Fact::Network(b)) => *a == b,
             (FactRef::Vnic(a), Fact::Vnic(b)) => a == b,
             _ => false,
         }
@@ -72,12 +76,25 @@ pub(crate) struct Network {
     pub(crate) uplinks: Vec<u32>,
 }
 
-/// A vNIC and the ids of its host and network.
+/// A vNIC (its VM and NIC ids are its key): the ids of its host and network, its VM name and MAC
+/// inline, its flags.
 #[derive(Clone, Debug)]
 pub(crate) struct Vnic {
-    pub(crate) fact: VnicFact,
     pub(crate) host: u32,
     pub(crate) network: u32,
+    pub(crate) vm_name: CompactString,
+    mac: CompactString,
+    connected: bool,
+    powered_on: bool,
+}
+
+/// Whether a vNIC with these flags counts (see [`Facts::counts`]).
+fn counting(powered_on: bool, connected: bool, count_powered_off: bool) -> bool {
+    if powered_on {
+        connected
+    } else {
+        count_powered_off
+    }
 }
 
 /// The vNICs attached to one network on one host, and how many of them count (powered on and
@@ -90,6 +107,14 @@ pub(crate) struct Attached {
 
 /// Overwrites `dst` with `src`, reusing `dst`'s buffers.
 fn set(dst: &mut String, src: &str) {
+    if dst != src {
+        dst.clear();
+        dst.push_str(src);
+    }
+}
+
+/// Overwrites `dst` with `src`.
+fn set_compact(dst: &mut CompactString, src: &str) {
     if dst != src {
         dst.clear();
         dst.push_str(src);
@@ -156,8 +181,10 @@ impl Facts {
         self.networks.get(&self.pair(host, network)?).map(|n| &n.fact)
     }
 
-    pub fn vnic(&self, vm: &str, nic: &str) -> Option<&VnicFact> {
-        self.vnics.get(&self.pair(vm, nic)?).map(|v| &v.fact)
+    /// The vNIC with this key (rebuilt from its stored form).
+    pub fn vnic(&self, vm: &str, nic: &str) -> Option<VnicFact> {
+        let k = self.pair(vm, nic)?;
+        self.vnics.get(&k).map(|v| self.vnic_fact(k, v))
     }
 
     /// The networks reported on `host`.
@@ -170,13 +197,12 @@ impl Facts {
     }
 
     /// The vNICs attached to `network` on `host`.
-    pub fn vnics_on(&self, host: &str, network: &str) -> impl Iterator<Item = &VnicFact> {
+    pub fn vnics_on(&self, host: &str, network: &str) -> impl Iterator<Item = VnicFact> + '_ {
         self.pair(host, network)
             .and_then(|k| self.vnics_on.get(&k))
             .into_iter()
             .flat_map(|s| s.vnics.iter())
-            .filter_map(|k| self.vnics.get(k))
-            .map(|v| &v.fact)
+            .filter_map(|k| self.vnics.get(k).map(|v| self.vnic_fact(*k, v)))
     }
 
     /// The fact with this key.
@@ -194,7 +220,7 @@ impl Facts {
         let hosts = self.hosts.values().map(FactRef::Host);
         let uplinks = self.uplinks.values().map(|u| FactRef::Uplink(&u.fact));
         let networks = self.networks.values().map(|n| FactRef::Network(&n.fact));
-        let vnics = self.vnics.values().map(|v| FactRef::Vnic(&v.fact));
+        let vnics = self.vnics.iter().map(|(k, v)| FactRef::Vnic(self.vnic_fact(*k, v)));
         hosts.chain(uplinks).chain(networks).chain(vnics)
     }
 
@@ -223,6 +249,25 @@ impl Facts {
 
     pub(crate) fn vnic_by_id(&self, k: Pair) -> Option<&Vnic> {
         self.vnics.get(&k)
+    }
+
+    /// The [`VnicFact`] stored as `v` under (vm, nic) ids `k`.
+    pub(crate) fn vnic_fact(&self, k: Pair, v: &Vnic) -> VnicFact {
+        VnicFact {
+            vm: self.name(k.0).to_string(),
+            vm_name: v.vm_name.to_string(),
+            nic: self.name(k.1).to_string(),
+            mac: v.mac.to_string(),
+            host: self.name(v.host).to_string(),
+            network: self.name(v.network).to_string(),
+            connected: v.connected,
+            powered_on: v.powered_on,
+        }
+    }
+
+    /// Whether the stored vNIC `v` counts.
+    pub(crate) fn stored_counts(&self, v: &Vnic) -> bool {
+        counting(v.powered_on, v.connected, self.count_powered_off)
     }
 
     pub(crate) fn network_by_id(&self, k: Pair) -> Option<&Network> {
@@ -257,11 +302,7 @@ impl Facts {
     /// Whether a vNIC counts: powered on and connected, or powered off when the policy counts
     /// powered-off VMs.
     pub(crate) fn counts(&self, v: &VnicFact) -> bool {
-        if v.powered_on {
-            v.connected
-        } else {
-            self.count_powered_off
-        }
+        counting(v.powered_on, v.connected, self.count_powered_off)
     }
 
     /// Every network's (host, network) ids.
@@ -341,16 +382,16 @@ impl Facts {
     pub(crate) fn vnic_is(&self, k: Pair, at: Pair, v: &VnicFact) -> bool {
         self.vnics.get(&k).is_some_and(|o| {
             (o.host, o.network) == at
-                && o.fact.powered_on == v.powered_on
-                && o.fact.connected == v.connected
-                && o.fact.vm_name == v.vm_name
-                && o.fact.mac == v.mac
+                && o.powered_on == v.powered_on
+                && o.connected == v.connected
+                && o.vm_name == v.vm_name
+                && o.mac == v.mac
         })
     }
 
     /// Where the vNIC with ids `k` is attached ((host, network) ids) and whether it counts.
     pub(crate) fn vnic_at(&self, k: Pair) -> Option<(Pair, bool)> {
-        self.vnics.get(&k).map(|o| ((o.host, o.network), self.counts(&o.fact)))
+        self.vnics.get(&k).map(|o| ((o.host, o.network), self.stored_counts(o)))
     }
 
     /// Adds or replaces (in place) the vNIC `v`, whose (vm, nic) ids are `k` and whose (host,
@@ -360,20 +401,12 @@ impl Facts {
         match self.vnics.get_mut(&k) {
             Some(slot) => {
                 let was = (slot.host, slot.network);
-                let counted = if slot.fact.powered_on { slot.fact.connected } else { self.count_powered_off };
-                let f = &mut slot.fact;
-                set(&mut f.vm_name, &v.vm_name);
-                set(&mut f.mac, &v.mac);
-                f.connected = v.connected;
-                f.powered_on = v.powered_on;
+                let counted = counting(slot.powered_on, slot.connected, self.count_powered_off);
+                set_compact(&mut slot.vm_name, &v.vm_name);
+                set_compact(&mut slot.mac, &v.mac);
+                slot.connected = v.connected;
+                slot.powered_on = v.powered_on;
                 if was != at {
-                    // Equal ids are equal strings: copy only what moved.
-                    if was.0 != at.0 {
-                        set(&mut f.host, &v.host);
-                    }
-                    if was.1 != at.1 {
-                        set(&mut f.network, &v.network);
-                    }
                     (slot.host, slot.network) = at;
                     self.unindex(was, k, counted);
                     self.index(at, k, counts);
@@ -388,7 +421,15 @@ impl Facts {
                 }
             }
             None => {
-                self.vnics.insert(k, Vnic { fact: v.clone(), host: at.0, network: at.1 });
+                let vnic = Vnic {
+                    host: at.0,
+                    network: at.1,
+                    vm_name: CompactString::from(v.vm_name.as_str()),
+                    mac: CompactString::from(v.mac.as_str()),
+                    connected: v.connected,
+                    powered_on: v.powered_on,
+                };
+                self.vnics.insert(k, vnic);
                 self.index(at, k, counts);
                 self.len += 1;
             }
@@ -415,7 +456,7 @@ impl Facts {
             FactKey::Vnic { vm, nic } => match self.pair(vm, nic) {
                 Some(k) => match self.vnics.remove(&k) {
                     Some(old) => {
-                        let counted = self.counts(&old.fact);
+                        let counted = self.stored_counts(&old);
                         self.unindex((old.host, old.network), k, counted);
                         true
                     }

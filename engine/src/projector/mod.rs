@@ -367,12 +367,12 @@ impl State {
         for (id, _, hv) in self.sorted_hypervisors() {
             let links = self.rules.links.get(id);
             for f in hv.facts.iter() {
-                let (network, vnic) = match f {
+                let (network, vnic) = match &f {
                     FactRef::Vnic(v) if self.rules.vnic_counts(v) => match hv.facts.network(&v.host, &v.network) {
                         Some(n) => (n, Some(v)),
                         None => continue,
                     },
-                    FactRef::Network(n) if self.rules.count_vmless_networks => (n, None),
+                    FactRef::Network(n) if self.rules.count_vmless_networks => (*n, None),
                     _ => continue,
                 };
                 for nic in &network.uplinks {
@@ -414,14 +414,18 @@ impl State {
             });
         }
         let Some(attached) = facts.attached((n.host, n.network)) else { return };
-        for k in &attached.vnics {
-            let Some(v) = facts.vnic_by_id(*k).map(|v| &v.fact) else { continue };
-            if facts.counts(v) {
+        for &(vm, nic) in &attached.vnics {
+            let Some(v) = facts.vnic_by_id((vm, nic)) else { continue };
+            if facts.stored_counts(v) {
                 out.insert(Reason {
                     hypervisor: id.clone(),
-                    host: v.host.clone(),
-                    network: v.network.clone(),
-                    vnic: Some(VnicRef { vm: v.vm.clone(), vm_name: v.vm_name.clone(), nic: v.nic.clone() }),
+                    host: facts.name(v.host).to_string(),
+                    network: facts.name(v.network).to_string(),
+                    vnic: Some(VnicRef {
+                        vm: facts.name(vm).to_string(),
+                        vm_name: v.vm_name.to_string(),
+                        nic: facts.name(nic).to_string(),
+                    }),
                 });
             }
         }
@@ -657,7 +661,7 @@ fn unchanged(facts: &Facts, f: &Fact) -> bool {
         Fact::Host(h) => facts.host(&h.host) == Some(h),
         Fact::Uplink(u) => facts.uplink(&u.host, &u.nic) == Some(u),
         Fact::Network(n) => facts.network(&n.host, &n.network) == Some(n),
-        Fact::Vnic(v) => facts.vnic(&v.vm, &v.nic) == Some(v),
+        Fact::Vnic(v) => facts.vnic(&v.vm, &v.nic).as_ref() == Some(v),
     }
 }
 
