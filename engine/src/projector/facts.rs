@@ -74,6 +74,9 @@ pub(crate) struct Uplink {
 pub(crate) struct Network {
     pub(crate) fact: NetworkFact,
     pub(crate) uplinks: Vec<u32>,
+    /// Whether it carries a VLAN and one of its uplinks leads to a port (kept up to date on
+    /// every network and uplink change): whether its reasons reach desired state at all.
+    pub(crate) reaches: bool,
 }
 
 /// A vNIC (its VM and NIC ids are its key): the ids of its host and network, its VM name and MAC
@@ -335,10 +338,12 @@ impl Facts {
                         slot.fact.port.clone_from(&u.port);
                         slot.fact.source = u.source;
                         slot.port = port;
+                        self.refresh_reach_via(k);
                         false
                     }
                     None => {
                         self.uplinks.insert(k, Uplink { fact: u.clone(), port });
+                        self.refresh_reach_via(k);
                         true
                     }
                 }
@@ -352,11 +357,13 @@ impl Facts {
                         slot.fact.vlan.clone_from(&n.vlan);
                         slot.fact.uplinks.clone_from(&n.uplinks);
                         slot.uplinks = uplinks;
+                        self.refresh_reach(k);
                         false
                     }
                     None => {
-                        self.networks.insert(k, Network { fact: n.clone(), uplinks });
+                        self.networks.insert(k, Network { fact: n.clone(), uplinks, reaches: false });
                         self.networks_by_host.entry(k.0).or_default().insert(k.1);
+                        self.refresh_reach(k);
                         true
                     }
                 }
@@ -440,7 +447,13 @@ impl Facts {
     pub(crate) fn remove(&mut self, key: &FactKey) {
         let removed = match key {
             FactKey::Host { host } => self.id(host).and_then(|h| self.hosts.remove(&h)).is_some(),
-            FactKey::Uplink { host, nic } => self.pair(host, nic).and_then(|k| self.uplinks.remove(&k)).is_some(),
+            FactKey::Uplink { host, nic } => match self.pair(host, nic) {
+                Some(k) if self.uplinks.remove(&k).is_some() => {
+                    self.refresh_reach_via(k);
+                    true
+                }
+                _ => false,
+            },
             FactKey::Network { host, network } => match self.pair(host, network) {
                 Some(k) if self.networks.remove(&k).is_some() => {
                     if let Some(s) = self.networks_by_host.get_mut(&k.0) {
@@ -468,6 +481,43 @@ impl Facts {
         if removed {
             self.len -= 1;
         }
+    }
+
+    /// Recomputes [`Network::reaches`] for network `k` ((host, network) ids).
+    fn refresh_reach(&mut self, k: Pair) {
+        let Some(n) = self.networks.get(&k) else { return };
+        let reaches =
+            n.fact.vlan.vlans().next().is_some() && n.uplinks.iter().any(|&nic| self.port_of((k.0, nic)).is_some());
+        if let Some(n) = self.networks.get_mut(&k) {
+            n.reaches = reaches;
+        }
+    }
+
+    /// Recomputes [`Network::reaches`] for the networks using uplink `k` ((host, nic) ids).
+    fn refresh_reach_via(&mut self, (host, nic): Pair) {
+        let using: Vec<u32> = self
+            .network_ids_on(host)
+            .filter(|&n| self.networks.get(&(host, n)).is_some_and(|net| net.uplinks.contains(&nic)))
+            .collect();
+        for n in using {
+            self.refresh_reach((host, n));
+        }
+    }
+
+    /// The (host, network) ids of the vNIC with ids `k` were it `v`: its stored ids when the
+    /// names are the same (no lookup by string), else interned from `v`.
+    pub(crate) fn vnic_place(&mut self, k: Pair, v: &VnicFact) -> Pair {
+        let stored = self.vnics.get(&k).map(|o| (o.host, o.network));
+        let same = |facts: &Self, id: Option<u32>, name: &str| id.filter(|&i| facts.names.value(i).as_str() == name);
+        let host = match same(self, stored.map(|s| s.0), &v.host) {
+            Some(h) => h,
+            None => self.names.intern(v.host.as_str()),
+        };
+        let network = match same(self, stored.map(|s| s.1), &v.network) {
+            Some(n) => n,
+            None => self.names.intern(v.network.as_str()),
+        };
+        (host, network)
     }
 
     fn index(&mut self, at: Pair, k: Pair, counts: bool) {

@@ -520,7 +520,7 @@ impl State {
         let (k, new) = match change {
             Change::Upsert(Fact::Vnic(v)) => {
                 let k = (facts.intern(&v.vm), facts.intern(&v.nic));
-                let at = (facts.intern(&v.host), facts.intern(&v.network));
+                let at = facts.vnic_place(k, v);
                 if facts.vnic_is(k, at, v) {
                     return;
                 }
@@ -724,10 +724,7 @@ fn contributes(rules: &Rules, facts: &Facts, n: Pair) -> bool {
 /// Calls `f(port id, vlan)` for every entry network `n`'s reasons go to: each VLAN it carries on
 /// each port its uplinks lead to.
 fn entries(facts: &Facts, n: Pair, mut f: impl FnMut(u32, VlanId)) {
-    let Some(network) = facts.network_by_id(n) else { return };
-    if network.uplinks.is_empty() || network.fact.vlan.vlans().next().is_none() {
-        return;
-    }
+    let Some(network) = facts.network_by_id(n).filter(|n| n.reaches) else { return };
     for &nic in &network.uplinks {
         let Some(p) = facts.port_of((n.0, nic)) else { continue };
         for vlan in network.fact.vlan.vlans() {
@@ -738,9 +735,7 @@ fn entries(facts: &Facts, n: Pair, mut f: impl FnMut(u32, VlanId)) {
 
 /// Whether network `n` has any entry (a VLAN and an uplink leading to a port).
 fn has_entries(facts: &Facts, n: Pair) -> bool {
-    facts.network_by_id(n).is_some_and(|network| {
-        network.fact.vlan.vlans().next().is_some() && network.uplinks.iter().any(|&nic| facts.port_of((n.0, nic)).is_some())
-    })
+    facts.network_by_id(n).is_some_and(|network| network.reaches)
 }
 
 fn add_reason(vlans: &mut Index, desired: &mut DesiredCache, p: u32, vlan: VlanId, n: Nid) -> bool {
