@@ -384,18 +384,6 @@ impl Facts {
         self.upsert_vnic_at(k, at, v)
     }
 
-    /// Whether the vNIC with ids `k` is `v`, which is on (host, network) ids `at` (compares
-    /// ids and flags before strings).
-    pub(crate) fn vnic_is(&self, k: Pair, at: Pair, v: &VnicFact) -> bool {
-        self.vnics.get(&k).is_some_and(|o| {
-            (o.host, o.network) == at
-                && o.powered_on == v.powered_on
-                && o.connected == v.connected
-                && o.vm_name == v.vm_name
-                && o.mac == v.mac
-        })
-    }
-
     /// Where the vNIC with ids `k` is attached ((host, network) ids) and whether it counts.
     pub(crate) fn vnic_at(&self, k: Pair) -> Option<(Pair, bool)> {
         self.vnics.get(&k).map(|o| ((o.host, o.network), self.stored_counts(o)))
@@ -504,20 +492,38 @@ impl Facts {
         }
     }
 
-    /// The (host, network) ids of the vNIC with ids `k` were it `v`: its stored ids when the
-    /// names are the same (no lookup by string), else interned from `v`.
-    pub(crate) fn vnic_place(&mut self, k: Pair, v: &VnicFact) -> Pair {
-        let stored = self.vnics.get(&k).map(|o| (o.host, o.network));
-        let same = |facts: &Self, id: Option<u32>, name: &str| id.filter(|&i| facts.names.value(i).as_str() == name);
-        let host = match same(self, stored.map(|s| s.0), &v.host) {
-            Some(h) => h,
-            None => self.names.intern(v.host.as_str()),
-        };
-        let network = match same(self, stored.map(|s| s.1), &v.network) {
-            Some(n) => n,
-            None => self.names.intern(v.network.as_str()),
-        };
-        (host, network)
+    /// What upserting `v` as the vNIC with (vm, nic) ids `k` would change, from one lookup of
+    /// the stored vNIC: `None` when it is stored so already; else where it was (its (host,
+    /// network) ids and whether it counted) if stored, and the (host, network) ids it goes to
+    /// (the stored ids when the names are the same, else interned from `v`).
+    #[allow(clippy::type_complexity)] // (where it was and whether it counted, where it goes)
+    pub(crate) fn vnic_change(&mut self, k: Pair, v: &VnicFact) -> Option<(Option<(Pair, bool)>, Pair)> {
+        let stored = self.vnics.get(&k).map(|o| {
+            let same_host = self.names.value(o.host).as_str() == v.host.as_str();
+            let same_network = self.names.value(o.network).as_str() == v.network.as_str();
+            let same_rest = o.powered_on == v.powered_on
+                && o.connected == v.connected
+                && o.vm_name.as_str() == v.vm_name.as_str()
+                && o.mac.as_str() == v.mac.as_str();
+            let counted = counting(o.powered_on, o.connected, self.count_powered_off);
+            ((o.host, o.network), counted, same_host, same_network, same_rest)
+        });
+        match stored {
+            Some((_, _, true, true, true)) => None,
+            Some((was, counted, same_host, same_network, _)) => {
+                let host = if same_host { was.0 } else { self.names.intern(v.host.as_str()) };
+                let network = if same_network { was.1 } else { self.names.intern(v.network.as_str()) };
+                Some((Some((was, counted)), (host, network)))
+            }
+            None => Some((None, (self.names.intern(v.host.as_str()), self.names.intern(v.network.as_str())))),
+        }
+    }
+
+    /// Network `k`'s standing before a vNIC change: whether it exists, whether it reaches a
+    /// port, and how many vNICs on it count.
+    pub(crate) fn network_standing(&self, k: Pair) -> (bool, bool, u32) {
+        let n = self.networks.get(&k);
+        (n.is_some(), n.is_some_and(|n| n.reaches), self.counting_on(k))
     }
 
     fn index(&mut self, at: Pair, k: Pair, counts: bool) {

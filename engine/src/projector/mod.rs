@@ -517,56 +517,55 @@ impl State {
         let rules = &self.rules;
         // A vNIC change (the common one) moves one reason: the index changes only where its
         // network starts or stops having reasons; elsewhere the entries are marked.
-        let (k, new) = match change {
+        let vnic = match change {
             Change::Upsert(Fact::Vnic(v)) => {
                 let k = (facts.intern(&v.vm), facts.intern(&v.nic));
-                let at = facts.vnic_place(k, v);
-                if facts.vnic_is(k, at, v) {
-                    return;
-                }
-                (Some(k), Some((at, facts.counts(v))))
+                let Some((old, at)) = facts.vnic_change(k, v) else { return };
+                Some((k, old, Some((at, facts.counts(v)))))
             }
-            Change::Remove(FactKey::Vnic { vm, nic }) => (facts.id(vm).zip(facts.id(nic)), None),
+            Change::Remove(FactKey::Vnic { vm, nic }) => {
+                let Some(k) = facts.id(vm).zip(facts.id(nic)) else { return };
+                let Some(old) = facts.vnic_at(k) else { return };
+                Some((k, Some(old), None))
+            }
             Change::Upsert(f) if unchanged(facts, f) => return,
-            _ => (None, None),
+            _ => None,
         };
-        let vnic = matches!(change, Change::Upsert(Fact::Vnic(_)) | Change::Remove(FactKey::Vnic { .. }));
         let (vlans, desired) = (&mut self.vlans, &mut self.desired);
         let mut changed = false;
-        if vnic {
-            let Some(k) = k else { return };
-            let old = facts.vnic_at(k);
-            if old.is_none() && new.is_none() {
-                return;
-            }
-            // The networks the vNIC leaves and joins, with whether each had reasons before.
-            let nets = [old.map(|o| o.0), new.map(|n| n.0)];
-            let before = nets.map(|n| n.map(|n| contributes(rules, facts, n)));
+        if let Some((k, old, new)) = vnic {
+            // The networks the vNIC leaves and joins (where it was and goes, and whether it
+            // counts there), with each one's standing before the change.
+            let nets = [old, new];
+            let before = nets.map(|n| n.map(|(n, _)| facts.network_standing(n)));
             match (change, new) {
                 (Change::Upsert(Fact::Vnic(v)), Some((at, _))) => facts.upsert_vnic_at(k, at, v),
                 _ => facts.remove(&change.key()),
             }
-            for (i, n) in nets.iter().enumerate() {
-                let (Some(n), Some(before)) = (*n, before[i]) else { continue };
-                if i == 1 && nets[0] == Some(n) {
+            for (i, (n, before)) in nets.iter().zip(before).enumerate() {
+                let (Some((n, _)), Some((exists, reaches, count))) = (*n, before) else { continue };
+                if i == 1 && old.is_some_and(|o| o.0 == n) {
                     continue;
                 }
-                let after = contributes(rules, facts, n);
+                // The count after the change, from the one before: the vNIC left and/or joined.
+                let left = u32::from(old.is_some_and(|(at, counted)| at == n && counted));
+                let joined = u32::from(new.is_some_and(|(at, counts)| at == n && counts));
+                let after = count.saturating_sub(left) + joined;
+                let vmless = rules.count_vmless_networks;
                 let nid = Nid { hv: hv_ix, host: n.0, network: n.1 };
-                let counted = [old, new].iter().flatten().any(|&(at, counts)| at == n && counts);
-                match (before, after) {
+                match (exists && (vmless || count > 0), exists && (vmless || after > 0)) {
                     (false, true) => entries(facts, n, |p, vlan| changed |= add_reason(vlans, desired, p, vlan, nid)),
                     (true, false) => {
                         entries(facts, n, |p, vlan| changed |= remove_reason(vlans, desired, p, vlan, &nid))
                     }
-                    (true, true) if counted => {
+                    (true, true) if left + joined > 0 => {
                         if desired.tracking() {
                             entries(facts, n, |p, vlan| {
                                 desired.mark((p, vlan));
                                 changed = true;
                             });
                         } else {
-                            changed |= has_entries(facts, n);
+                            changed |= reaches;
                         }
                     }
                     _ => {}
@@ -731,11 +730,6 @@ fn entries(facts: &Facts, n: Pair, mut f: impl FnMut(u32, VlanId)) {
             f(p, vlan);
         }
     }
-}
-
-/// Whether network `n` has any entry (a VLAN and an uplink leading to a port).
-fn has_entries(facts: &Facts, n: Pair) -> bool {
-    facts.network_by_id(n).is_some_and(|network| network.reaches)
 }
 
 fn add_reason(vlans: &mut Index, desired: &mut DesiredCache, p: u32, vlan: VlanId, n: Nid) -> bool {
