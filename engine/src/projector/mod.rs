@@ -3,8 +3,13 @@
 //!
 //! [`State::apply`] is synchronous and infallible and does no IO, reads no clock and logs
 //! nothing: the same events give the same state, byte for byte, live or in replay. It is
-//! incremental: a change touches only the desired-state contributions that depend on the fact
-//! it changes (a vNIC; a network and the vNICs on it; an uplink's networks and their vNICs).
+//! incremental: a change touches only the desired-state entries that depend on the fact it
+//! changes. The index maps each (port, VLAN) to the networks that have reasons there; the
+//! reasons themselves (the network with VM-less networks counting, each counting vNIC on it)
+//! are read from the facts when desired state is built. So a vNIC change updates its record
+//! and its network's count of counting vNICs, and touches the index only when that network
+//! starts or stops having reasons; a network or uplink change re-indexes the networks it
+//! concerns.
 //!
 //! The rule: a counting vNIC (powered on and connected; with [`Policy::count_powered_off`],
 //! powered-off too) on a network with VLANs, on a host whose uplink for that network is cabled
