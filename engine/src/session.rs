@@ -384,7 +384,7 @@ fn validate_delta(ctx: &Ctx<'_>, changes: Vec<Change>, invalid: &mut Vec<Invalid
             Change::Upsert(Fact::Vnic(v)) if !network_after(&v.host, &v.network) => {
                 invalid.push(unknown_network(hv, v));
             }
-            Change::Upsert(f) if current.is_some_and(|c| c.same_as(f)) => {}
+            Change::Upsert(f) if current.as_ref().is_some_and(|c| c.same_as(f)) => {}
             Change::Remove(k) if current.is_none() => {
                 invalid.push(Invalid::UnknownRemoval { hypervisor: hv.clone(), key: k.clone() });
             }

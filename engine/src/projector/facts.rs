@@ -2,25 +2,30 @@
 //! uplinks by host and NIC (each with the id of the switch port it leads to), networks by host
 //! and network (each with the ids of its uplinks), vNICs by VM and NIC (each with the ids of
 //! its host and network), and the indexes from a network on a host to the vNICs attached to it
-//! and from a host to its networks.
+//! (with how many of them count under the policy) and from a host to its networks.
 //!
 //! Strings are interned per hypervisor; switch ports are interned by the state (they are shared
 //! between hypervisors) and passed in. Upserting a fact that already exists updates it in place,
 //! reusing its strings' buffers.
+//!
+//! vNICs (the bulk of the facts and of the changes) are stored compactly: their VM, NIC, host
+//! and network as interned ids and their VM name and MAC as inline [`CompactString`]s, one small
+//! record with no heap blocks of its own; a [`VnicFact`] is rebuilt when asked for.
 
+use compact_str::CompactString;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::intern::Interner;
 use crate::fact::{Fact, FactKey, HostFact, NetworkFact, UplinkFact, VnicFact};
 use crate::ids::SwitchPort;
 
-/// A borrowed fact of any kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A fact of any kind: borrowed, or (a vNIC) rebuilt from its compact stored form.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FactRef<'a> {
     Host(&'a HostFact),
     Uplink(&'a UplinkFact),
     Network(&'a NetworkFact),
-    Vnic(&'a VnicFact),
+    Vnic(VnicFact),
 }
 
 impl FactRef<'_> {
@@ -29,11 +34,11 @@ impl FactRef<'_> {
             FactRef::Host(f) => Fact::Host(f.clone()),
             FactRef::Uplink(f) => Fact::Uplink(f.clone()),
             FactRef::Network(f) => Fact::Network(f.clone()),
-            FactRef::Vnic(f) => Fact::Vnic(f.clone()),
+            FactRef::Vnic(f) => Fact::Vnic(f),
         }
     }
 
-    pub fn key(self) -> FactKey {
+    pub fn key(&self) -> FactKey {
         match self {
             FactRef::Host(h) => FactKey::Host { host: h.host.clone() },
             FactRef::Uplink(u) => FactKey::Uplink { host: u.host.clone(), nic: u.nic.clone() },
@@ -43,11 +48,11 @@ impl FactRef<'_> {
     }
 
     /// Whether `fact` is this very fact (same key, same content).
-    pub fn same_as(self, fact: &Fact) -> bool {
+    pub fn same_as(&self, fact: &Fact) -> bool {
         match (self, fact) {
-            (FactRef::Host(a), Fact::Host(b)) => a == b,
-            (FactRef::Uplink(a), Fact::Uplink(b)) => a == b,
-            (FactRef::Network(a), Fact::Network(b)) => a == b,
+            (FactRef::Host(a), Fact::Host(b)) => *a == b,
+            (FactRef::Uplink(a), Fact::Uplink(b)) => *a == b,
+            (FactRef::Network(a), Fact::Network(b)) => *a == b,
             (FactRef::Vnic(a), Fact::Vnic(b)) => a == b,
             _ => false,
         }
@@ -69,14 +74,38 @@ pub(crate) struct Uplink {
 pub(crate) struct Network {
     pub(crate) fact: NetworkFact,
     pub(crate) uplinks: Vec<u32>,
+    /// Whether it carries a VLAN and one of its uplinks leads to a port (kept up to date on
+    /// every network and uplink change): whether its reasons reach desired state at all.
+    pub(crate) reaches: bool,
 }
 
-/// A vNIC and the ids of its host and network.
+/// A vNIC (its VM and NIC ids are its key): the ids of its host and network, its VM name and MAC
+/// inline, its flags.
 #[derive(Clone, Debug)]
 pub(crate) struct Vnic {
-    pub(crate) fact: VnicFact,
     pub(crate) host: u32,
     pub(crate) network: u32,
+    pub(crate) vm_name: CompactString,
+    mac: CompactString,
+    connected: bool,
+    powered_on: bool,
+}
+
+/// Whether a vNIC with these flags counts (see [`Facts::counts`]).
+fn counting(powered_on: bool, connected: bool, count_powered_off: bool) -> bool {
+    if powered_on {
+        connected
+    } else {
+        count_powered_off
+    }
+}
+
+/// The vNICs attached to one network on one host, and how many of them count (powered on and
+/// connected; with the policy's `count_powered_off`, powered-off ones too).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Attached {
+    pub(crate) vnics: HashSet<Pair>,
+    pub(crate) counting: u32,
 }
 
 /// Overwrites `dst` with `src`, reusing `dst`'s buffers.
@@ -87,10 +116,18 @@ fn set(dst: &mut String, src: &str) {
     }
 }
 
+/// Overwrites `dst` with `src`.
+fn set_compact(dst: &mut CompactString, src: &str) {
+    if dst != src {
+        dst.clear();
+        dst.push_str(src);
+    }
+}
+
 /// Every fact one hypervisor reported, with the indexes desired-state maintenance walks.
 #[derive(Clone, Debug, Default)]
 pub struct Facts {
-    names: Interner<String>,
+    names: Interner<CompactString>,
     hosts: HashMap<u32, HostFact>,
     uplinks: HashMap<Pair, Uplink>,
     networks: HashMap<Pair, Network>,
@@ -98,19 +135,23 @@ pub struct Facts {
     /// host → the networks reported on it.
     networks_by_host: HashMap<u32, HashSet<u32>>,
     /// (host, network) → (vm, nic) of the vNICs attached to that network on that host.
-    vnics_on: HashMap<Pair, HashSet<Pair>>,
+    vnics_on: HashMap<Pair, Attached>,
     /// Static links (host, nic) → port: they win over the reported neighbour.
     links: HashMap<Pair, u32>,
     len: usize,
+    /// Whether powered-off vNICs count (the policy's `count_powered_off`).
+    count_powered_off: bool,
 }
 
 impl Facts {
-    /// No facts, with the static links configured for this hypervisor (host → NIC → port).
+    /// No facts, with the static links configured for this hypervisor (host → NIC → port),
+    /// counting powered-off vNICs or not.
     pub(crate) fn with_links<'a>(
         links: impl IntoIterator<Item = (&'a str, &'a str, &'a SwitchPort)>,
         ports: &mut Interner<SwitchPort>,
+        count_powered_off: bool,
     ) -> Self {
-        let mut f = Facts::default();
+        let mut f = Facts { count_powered_off, ..Facts::default() };
         for (host, nic, port) in links {
             let key = (f.names.intern(host), f.names.intern(nic));
             f.links.insert(key, ports.intern(port));
@@ -143,8 +184,10 @@ impl Facts {
         self.networks.get(&self.pair(host, network)?).map(|n| &n.fact)
     }
 
-    pub fn vnic(&self, vm: &str, nic: &str) -> Option<&VnicFact> {
-        self.vnics.get(&self.pair(vm, nic)?).map(|v| &v.fact)
+    /// The vNIC with this key (rebuilt from its stored form).
+    pub fn vnic(&self, vm: &str, nic: &str) -> Option<VnicFact> {
+        let k = self.pair(vm, nic)?;
+        self.vnics.get(&k).map(|v| self.vnic_fact(k, v))
     }
 
     /// The networks reported on `host`.
@@ -157,13 +200,12 @@ impl Facts {
     }
 
     /// The vNICs attached to `network` on `host`.
-    pub fn vnics_on(&self, host: &str, network: &str) -> impl Iterator<Item = &VnicFact> {
+    pub fn vnics_on(&self, host: &str, network: &str) -> impl Iterator<Item = VnicFact> + '_ {
         self.pair(host, network)
             .and_then(|k| self.vnics_on.get(&k))
             .into_iter()
-            .flat_map(|s| s.iter())
-            .filter_map(|k| self.vnics.get(k))
-            .map(|v| &v.fact)
+            .flat_map(|s| s.vnics.iter())
+            .filter_map(|k| self.vnics.get(k).map(|v| self.vnic_fact(*k, v)))
     }
 
     /// The fact with this key.
@@ -181,7 +223,7 @@ impl Facts {
         let hosts = self.hosts.values().map(FactRef::Host);
         let uplinks = self.uplinks.values().map(|u| FactRef::Uplink(&u.fact));
         let networks = self.networks.values().map(|n| FactRef::Network(&n.fact));
-        let vnics = self.vnics.values().map(|v| FactRef::Vnic(&v.fact));
+        let vnics = self.vnics.iter().map(|(k, v)| FactRef::Vnic(self.vnic_fact(*k, v)));
         hosts.chain(uplinks).chain(networks).chain(vnics)
     }
 
@@ -212,6 +254,25 @@ impl Facts {
         self.vnics.get(&k)
     }
 
+    /// The [`VnicFact`] stored as `v` under (vm, nic) ids `k`.
+    pub(crate) fn vnic_fact(&self, k: Pair, v: &Vnic) -> VnicFact {
+        VnicFact {
+            vm: self.name(k.0).to_string(),
+            vm_name: v.vm_name.to_string(),
+            nic: self.name(k.1).to_string(),
+            mac: v.mac.to_string(),
+            host: self.name(v.host).to_string(),
+            network: self.name(v.network).to_string(),
+            connected: v.connected,
+            powered_on: v.powered_on,
+        }
+    }
+
+    /// Whether the stored vNIC `v` counts.
+    pub(crate) fn stored_counts(&self, v: &Vnic) -> bool {
+        counting(v.powered_on, v.connected, self.count_powered_off)
+    }
+
     pub(crate) fn network_by_id(&self, k: Pair) -> Option<&Network> {
         self.networks.get(&k)
     }
@@ -231,21 +292,32 @@ impl Facts {
         self.networks_by_host.get(&host).into_iter().flat_map(|s| s.iter().copied())
     }
 
-    /// The (vm, nic) ids of the vNICs attached to (host, network).
-    pub(crate) fn vnic_ids_on(&self, k: Pair) -> impl Iterator<Item = Pair> + '_ {
-        self.vnics_on.get(&k).into_iter().flat_map(|s| s.iter().copied())
+    /// The vNICs attached to (host, network) ids, and how many of them count.
+    pub(crate) fn attached(&self, k: Pair) -> Option<&Attached> {
+        self.vnics_on.get(&k)
     }
 
-    /// Every vNIC's (vm, nic) ids and every network's (host, network) ids.
-    pub(crate) fn vnic_and_network_ids(&self) -> impl Iterator<Item = (bool, Pair)> + '_ {
-        self.vnics.keys().map(|k| (true, *k)).chain(self.networks.keys().map(|k| (false, *k)))
+    /// How many vNICs attached to (host, network) ids count.
+    pub(crate) fn counting_on(&self, k: Pair) -> u32 {
+        self.vnics_on.get(&k).map_or(0, |a| a.counting)
+    }
+
+    /// Whether a vNIC counts: powered on and connected, or powered off when the policy counts
+    /// powered-off VMs.
+    pub(crate) fn counts(&self, v: &VnicFact) -> bool {
+        counting(v.powered_on, v.connected, self.count_powered_off)
+    }
+
+    /// Every network's (host, network) ids.
+    pub(crate) fn network_ids(&self) -> impl Iterator<Item = Pair> + '_ {
+        self.networks.keys().copied()
     }
 
     /// Adds or replaces a fact (in place when it exists).
     pub(crate) fn upsert(&mut self, fact: &Fact, ports: &mut Interner<SwitchPort>) {
         let added = match fact {
             Fact::Host(h) => {
-                let k = self.names.intern(&h.host);
+                let k = self.names.intern(h.host.as_str());
                 match self.hosts.get_mut(&k) {
                     Some(slot) => {
                         set(&mut slot.name, &h.name);
@@ -258,7 +330,7 @@ impl Facts {
                 }
             }
             Fact::Uplink(u) => {
-                let k = (self.names.intern(&u.host), self.names.intern(&u.nic));
+                let k = (self.names.intern(u.host.as_str()), self.names.intern(u.nic.as_str()));
                 let port = u.port.as_ref().map(|p| ports.intern(p));
                 match self.uplinks.get_mut(&k) {
                     Some(slot) => {
@@ -266,28 +338,32 @@ impl Facts {
                         slot.fact.port.clone_from(&u.port);
                         slot.fact.source = u.source;
                         slot.port = port;
+                        self.refresh_reach_via(k);
                         false
                     }
                     None => {
                         self.uplinks.insert(k, Uplink { fact: u.clone(), port });
+                        self.refresh_reach_via(k);
                         true
                     }
                 }
             }
             Fact::Network(n) => {
-                let k = (self.names.intern(&n.host), self.names.intern(&n.network));
-                let uplinks: Vec<u32> = n.uplinks.iter().map(|u| self.names.intern(u)).collect();
+                let k = (self.names.intern(n.host.as_str()), self.names.intern(n.network.as_str()));
+                let uplinks: Vec<u32> = n.uplinks.iter().map(|u| self.names.intern(u.as_str())).collect();
                 match self.networks.get_mut(&k) {
                     Some(slot) => {
                         set(&mut slot.fact.name, &n.name);
                         slot.fact.vlan.clone_from(&n.vlan);
                         slot.fact.uplinks.clone_from(&n.uplinks);
                         slot.uplinks = uplinks;
+                        self.refresh_reach(k);
                         false
                     }
                     None => {
-                        self.networks.insert(k, Network { fact: n.clone(), uplinks });
+                        self.networks.insert(k, Network { fact: n.clone(), uplinks, reaches: false });
                         self.networks_by_host.entry(k.0).or_default().insert(k.1);
+                        self.refresh_reach(k);
                         true
                     }
                 }
@@ -303,50 +379,53 @@ impl Facts {
     }
 
     fn upsert_vnic(&mut self, v: &VnicFact) {
-        let k = (self.names.intern(&v.vm), self.names.intern(&v.nic));
-        let at = (self.names.intern(&v.host), self.names.intern(&v.network));
+        let k = (self.names.intern(v.vm.as_str()), self.names.intern(v.nic.as_str()));
+        let at = (self.names.intern(v.host.as_str()), self.names.intern(v.network.as_str()));
         self.upsert_vnic_at(k, at, v)
     }
 
-    /// Whether the vNIC with ids `k` is `v`, which is on (host, network) ids `at` (compares
-    /// ids and flags before strings).
-    pub(crate) fn vnic_is(&self, k: Pair, at: Pair, v: &VnicFact) -> bool {
-        self.vnics.get(&k).is_some_and(|o| {
-            (o.host, o.network) == at
-                && o.fact.powered_on == v.powered_on
-                && o.fact.connected == v.connected
-                && o.fact.vm_name == v.vm_name
-                && o.fact.mac == v.mac
-        })
+    /// Where the vNIC with ids `k` is attached ((host, network) ids) and whether it counts.
+    pub(crate) fn vnic_at(&self, k: Pair) -> Option<(Pair, bool)> {
+        self.vnics.get(&k).map(|o| ((o.host, o.network), self.stored_counts(o)))
     }
 
     /// Adds or replaces (in place) the vNIC `v`, whose (vm, nic) ids are `k` and whose (host,
     /// network) ids are `at`.
     pub(crate) fn upsert_vnic_at(&mut self, k: Pair, at: Pair, v: &VnicFact) {
+        let counts = self.counts(v);
         match self.vnics.get_mut(&k) {
             Some(slot) => {
                 let was = (slot.host, slot.network);
-                let f = &mut slot.fact;
-                set(&mut f.vm_name, &v.vm_name);
-                set(&mut f.mac, &v.mac);
-                f.connected = v.connected;
-                f.powered_on = v.powered_on;
+                let counted = counting(slot.powered_on, slot.connected, self.count_powered_off);
+                set_compact(&mut slot.vm_name, &v.vm_name);
+                set_compact(&mut slot.mac, &v.mac);
+                slot.connected = v.connected;
+                slot.powered_on = v.powered_on;
                 if was != at {
-                    // Equal ids are equal strings: copy only what moved.
-                    if was.0 != at.0 {
-                        set(&mut f.host, &v.host);
-                    }
-                    if was.1 != at.1 {
-                        set(&mut f.network, &v.network);
-                    }
                     (slot.host, slot.network) = at;
-                    self.unindex(was, k);
-                    self.vnics_on.entry(at).or_default().insert(k);
+                    self.unindex(was, k, counted);
+                    self.index(at, k, counts);
+                } else if counted != counts {
+                    if let Some(a) = self.vnics_on.get_mut(&at) {
+                        if counts {
+                            a.counting += 1;
+                        } else {
+                            a.counting = a.counting.saturating_sub(1);
+                        }
+                    }
                 }
             }
             None => {
-                self.vnics.insert(k, Vnic { fact: v.clone(), host: at.0, network: at.1 });
-                self.vnics_on.entry(at).or_default().insert(k);
+                let vnic = Vnic {
+                    host: at.0,
+                    network: at.1,
+                    vm_name: CompactString::from(v.vm_name.as_str()),
+                    mac: CompactString::from(v.mac.as_str()),
+                    connected: v.connected,
+                    powered_on: v.powered_on,
+                };
+                self.vnics.insert(k, vnic);
+                self.index(at, k, counts);
                 self.len += 1;
             }
         }
@@ -356,7 +435,13 @@ impl Facts {
     pub(crate) fn remove(&mut self, key: &FactKey) {
         let removed = match key {
             FactKey::Host { host } => self.id(host).and_then(|h| self.hosts.remove(&h)).is_some(),
-            FactKey::Uplink { host, nic } => self.pair(host, nic).and_then(|k| self.uplinks.remove(&k)).is_some(),
+            FactKey::Uplink { host, nic } => match self.pair(host, nic) {
+                Some(k) if self.uplinks.remove(&k).is_some() => {
+                    self.refresh_reach_via(k);
+                    true
+                }
+                _ => false,
+            },
             FactKey::Network { host, network } => match self.pair(host, network) {
                 Some(k) if self.networks.remove(&k).is_some() => {
                     if let Some(s) = self.networks_by_host.get_mut(&k.0) {
@@ -372,7 +457,8 @@ impl Facts {
             FactKey::Vnic { vm, nic } => match self.pair(vm, nic) {
                 Some(k) => match self.vnics.remove(&k) {
                     Some(old) => {
-                        self.unindex((old.host, old.network), k);
+                        let counted = self.stored_counts(&old);
+                        self.unindex((old.host, old.network), k, counted);
                         true
                     }
                     None => false,
@@ -385,10 +471,72 @@ impl Facts {
         }
     }
 
-    fn unindex(&mut self, at: Pair, k: Pair) {
-        if let Some(set) = self.vnics_on.get_mut(&at) {
-            set.remove(&k);
-            if set.is_empty() {
+    /// Recomputes [`Network::reaches`] for network `k` ((host, network) ids).
+    fn refresh_reach(&mut self, k: Pair) {
+        let Some(n) = self.networks.get(&k) else { return };
+        let reaches =
+            n.fact.vlan.vlans().next().is_some() && n.uplinks.iter().any(|&nic| self.port_of((k.0, nic)).is_some());
+        if let Some(n) = self.networks.get_mut(&k) {
+            n.reaches = reaches;
+        }
+    }
+
+    /// Recomputes [`Network::reaches`] for the networks using uplink `k` ((host, nic) ids).
+    fn refresh_reach_via(&mut self, (host, nic): Pair) {
+        let using: Vec<u32> = self
+            .network_ids_on(host)
+            .filter(|&n| self.networks.get(&(host, n)).is_some_and(|net| net.uplinks.contains(&nic)))
+            .collect();
+        for n in using {
+            self.refresh_reach((host, n));
+        }
+    }
+
+    /// What upserting `v` as the vNIC with (vm, nic) ids `k` would change, from one lookup of
+    /// the stored vNIC: `None` when it is stored so already; else where it was (its (host,
+    /// network) ids and whether it counted) if stored, and the (host, network) ids it goes to
+    /// (the stored ids when the names are the same, else interned from `v`).
+    #[allow(clippy::type_complexity)] // (where it was and whether it counted, where it goes)
+    pub(crate) fn vnic_change(&mut self, k: Pair, v: &VnicFact) -> Option<(Option<(Pair, bool)>, Pair)> {
+        let stored = self.vnics.get(&k).map(|o| {
+            let same_host = self.names.value(o.host).as_str() == v.host.as_str();
+            let same_network = self.names.value(o.network).as_str() == v.network.as_str();
+            let same_rest = o.powered_on == v.powered_on
+                && o.connected == v.connected
+                && o.vm_name.as_str() == v.vm_name.as_str()
+                && o.mac.as_str() == v.mac.as_str();
+            let counted = counting(o.powered_on, o.connected, self.count_powered_off);
+            ((o.host, o.network), counted, same_host, same_network, same_rest)
+        });
+        match stored {
+            Some((_, _, true, true, true)) => None,
+            Some((was, counted, same_host, same_network, _)) => {
+                let host = if same_host { was.0 } else { self.names.intern(v.host.as_str()) };
+                let network = if same_network { was.1 } else { self.names.intern(v.network.as_str()) };
+                Some((Some((was, counted)), (host, network)))
+            }
+            None => Some((None, (self.names.intern(v.host.as_str()), self.names.intern(v.network.as_str())))),
+        }
+    }
+
+    /// Network `k`'s standing before a vNIC change: whether it exists, whether it reaches a
+    /// port, and how many vNICs on it count.
+    pub(crate) fn network_standing(&self, k: Pair) -> (bool, bool, u32) {
+        let n = self.networks.get(&k);
+        (n.is_some(), n.is_some_and(|n| n.reaches), self.counting_on(k))
+    }
+
+    fn index(&mut self, at: Pair, k: Pair, counts: bool) {
+        let a = self.vnics_on.entry(at).or_default();
+        a.vnics.insert(k);
+        a.counting += u32::from(counts);
+    }
+
+    fn unindex(&mut self, at: Pair, k: Pair, counted: bool) {
+        if let Some(a) = self.vnics_on.get_mut(&at) {
+            a.vnics.remove(&k);
+            a.counting = a.counting.saturating_sub(u32::from(counted));
+            if a.vnics.is_empty() {
                 self.vnics_on.remove(&at);
             }
         }

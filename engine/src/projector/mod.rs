@@ -3,8 +3,13 @@
 //!
 //! [`State::apply`] is synchronous and infallible and does no IO, reads no clock and logs
 //! nothing: the same events give the same state, byte for byte, live or in replay. It is
-//! incremental: a change touches only the desired-state contributions that depend on the fact
-//! it changes (a vNIC; a network and the vNICs on it; an uplink's networks and their vNICs).
+//! incremental: a change touches only the desired-state entries that depend on the fact it
+//! changes. The index maps each (port, VLAN) to the networks that have reasons there; the
+//! reasons themselves (the network with VM-less networks counting, each counting vNIC on it)
+//! are read from the facts when desired state is built. So a vNIC change updates its record
+//! and its network's count of counting vNICs, and touches the index only when that network
+//! starts or stops having reasons; a network or uplink change re-indexes the networks it
+//! concerns.
 //!
 //! The rule: a counting vNIC (powered on and connected; with [`Policy::count_powered_off`],
 //! powered-off too) on a network with VLANs, on a host whose uplink for that network is cabled
@@ -99,7 +104,7 @@ impl Rules {
                 .iter()
                 .flat_map(|(host, nics)| nics.iter().map(move |(nic, port)| (host.as_str(), nic.as_str(), port)))
         });
-        Facts::with_links(links, ports)
+        Facts::with_links(links, ports, self.count_powered_off)
     }
 
     fn vnic_counts(&self, v: &crate::fact::VnicFact) -> bool {
@@ -111,20 +116,21 @@ impl Rules {
     }
 }
 
-/// The compact identity of a reason: its hypervisor and the fact that contributes it — a vNIC
-/// (`a` = VM, `b` = NIC) or, with VM-less networks counting, a network (`a` = host, `b` =
-/// network), as ids interned by that hypervisor's [`Facts`].
+/// A network that puts VLANs in desired state: its hypervisor and its (host, network) ids as
+/// interned by that hypervisor's [`Facts`]. Its reasons are read from the facts when desired
+/// state is built: the network itself (with VM-less networks counting) and each counting vNIC
+/// attached to it. So a vNIC's change touches the index only when its network starts or stops
+/// having reasons.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct Rid {
+struct Nid {
     hv: u32,
-    vnic: bool,
-    a: u32,
-    b: u32,
+    host: u32,
+    network: u32,
 }
 
-/// The desired-state index: (port id, VLAN) → the reasons holding the VLAN there. Never holds
-/// an empty set.
-type Index = HashMap<(u32, VlanId), HashSet<Rid>>;
+/// The desired-state index: (port id, VLAN) → the networks with reasons holding the VLAN
+/// there. Never holds an empty set.
+type Index = HashMap<(u32, VlanId), HashSet<Nid>>;
 
 /// Keys of desired-state entries: (port id, VLAN).
 type Keys = HashSet<(u32, VlanId)>;
@@ -174,6 +180,11 @@ impl DesiredCache {
         }
     }
 
+    /// Whether a read was made since the last reset, so changes must be marked.
+    fn tracking(&mut self) -> bool {
+        self.built.get().is_some() || self.pending.get_mut().unwrap_or_else(PoisonError::into_inner).base.is_some()
+    }
+
     /// Forgets everything built (the index was rebuilt).
     fn reset(&mut self) {
         self.built = OnceLock::new();
@@ -197,15 +208,18 @@ pub struct State {
     rules: Rules,
     policy: Policy,
     seq: u64,
-    hypervisors: BTreeMap<HypervisorId, Hypervisor>,
+    /// Every hypervisor the log mentions, by its id in `hv_ids` (each interned id has one).
+    hypervisors: Vec<Hypervisor>,
     hv_ids: Interner<HypervisorId>,
+    /// The hypervisors' ids in name order (queries and the stored form walk them so).
+    order: BTreeMap<HypervisorId, u32>,
     ports: Interner<SwitchPort>,
     vlans: Index,
     desired: DesiredCache,
     /// Bumped on every change to desired state (not part of the state's bytes).
     desired_version: u64,
-    /// Reused buffer of the reasons a change affects.
-    scratch: Vec<Rid>,
+    /// Reused buffer of the networks a change affects.
+    scratch: Vec<Pair>,
 }
 
 impl State {
@@ -215,8 +229,9 @@ impl State {
             rules: Rules::new(policy),
             policy: policy.clone(),
             seq: 0,
-            hypervisors: BTreeMap::new(),
+            hypervisors: Vec::new(),
             hv_ids: Interner::default(),
+            order: BTreeMap::new(),
             ports: Interner::default(),
             vlans: HashMap::default(),
             desired: DesiredCache::default(),
@@ -241,40 +256,58 @@ impl State {
         let id = &env.hypervisor;
         match &env.event {
             Event::Connected { kind, endpoint } => {
-                let hv = self.entry(id, Status::Live);
+                let (_, hv) = self.entry(id, Status::Live);
                 hv.kind = Some(*kind);
                 hv.endpoint.clone_from(endpoint);
                 hv.status = Status::Live;
             }
             Event::Learnt { changes } => {
-                self.entry(id, Status::Live);
-                let hv = self.hv_ids.intern(id);
+                let (hv, _) = self.entry(id, Status::Live);
                 for change in changes {
-                    self.apply_change(id, hv, change);
+                    self.apply_change(hv, change);
                 }
             }
             Event::Lost { .. } => {
-                let hv = self.entry(id, Status::Lost { since: env.at });
+                let (_, hv) = self.entry(id, Status::Lost { since: env.at });
                 hv.status = Status::Lost { since: env.at };
             }
             Event::Reestablished { .. } => {
-                self.entry(id, Status::Live).status = Status::Live;
+                self.entry(id, Status::Live).1.status = Status::Live;
             }
             Event::Expired => {
-                self.entry(id, Status::Expired).status = Status::Expired;
-                self.forget(id);
+                let (hv, entry) = self.entry(id, Status::Expired);
+                entry.status = Status::Expired;
+                self.forget(id, hv);
             }
         }
     }
 
-    fn entry(&mut self, id: &HypervisorId, status: Status) -> &mut Hypervisor {
-        if !self.hypervisors.contains_key(id) {
-            self.hv_ids.intern(id);
-            let facts = self.rules.empty_facts(id, &mut self.ports);
-            self.hypervisors.insert(id.clone(), Hypervisor::new(status, facts));
-        }
-        // Present: inserted just above when missing.
-        self.hypervisors.get_mut(id).expect("hypervisor entry exists")
+    /// The hypervisor's id and entry, made with `status` and no facts when new.
+    fn entry(&mut self, id: &HypervisorId, status: Status) -> (u32, &mut Hypervisor) {
+        let ix = match self.hv_ids.get(id) {
+            Some(ix) => ix,
+            None => self.add_hypervisor(id, Hypervisor::new(status, Facts::default())),
+        };
+        // Every interned id has its entry (`add_hypervisor` keeps them in step).
+        (ix, &mut self.hypervisors[ix as usize])
+    }
+
+    /// Interns `id` and stores `hv` as its entry, with no facts but the static links.
+    fn add_hypervisor(&mut self, id: &HypervisorId, mut hv: Hypervisor) -> u32 {
+        let ix = self.hv_ids.intern(id);
+        hv.facts = self.rules.empty_facts(id, &mut self.ports);
+        self.hypervisors.push(hv);
+        self.order.insert(id.clone(), ix);
+        ix
+    }
+
+    fn hypervisor(&self, id: &HypervisorId) -> Option<&Hypervisor> {
+        self.hypervisors.get(self.hv_ids.get(id)? as usize)
+    }
+
+    /// Every hypervisor in name order, with its id.
+    fn sorted_hypervisors(&self) -> impl Iterator<Item = (&HypervisorId, u32, &Hypervisor)> {
+        self.order.iter().filter_map(|(id, &ix)| Some((id, ix, self.hypervisors.get(ix as usize)?)))
     }
 
     /// The desired VLAN state (brought up to date on the first read after a change, touching
@@ -314,37 +347,37 @@ impl State {
 
     /// The facts of a hypervisor (`None` if the log never mentioned it).
     pub fn facts_of(&self, id: &HypervisorId) -> Option<&Facts> {
-        self.hypervisors.get(id).map(|h| &h.facts)
+        self.hypervisor(id).map(|h| &h.facts)
     }
 
     /// A hypervisor's status and kind (`None` if the log never mentioned it).
     pub fn status(&self, id: &HypervisorId) -> Option<HypervisorStatus> {
-        self.hypervisors.get(id).map(|h| HypervisorStatus { kind: h.kind, status: h.status })
+        self.hypervisor(id).map(|h| HypervisorStatus { kind: h.kind, status: h.status })
     }
 
     /// The endpoint of the hypervisor's last `Connected`.
     pub fn endpoint(&self, id: &HypervisorId) -> Option<&str> {
-        self.hypervisors.get(id).map(|h| h.endpoint.as_str())
+        self.hypervisor(id).map(|h| h.endpoint.as_str())
     }
 
     /// Every hypervisor the log mentions, with its status.
     pub fn hypervisors(&self) -> impl Iterator<Item = (&HypervisorId, HypervisorStatus)> {
-        self.hypervisors.iter().map(|(id, h)| (id, HypervisorStatus { kind: h.kind, status: h.status }))
+        self.sorted_hypervisors().map(|(id, _, h)| (id, HypervisorStatus { kind: h.kind, status: h.status }))
     }
 
     /// Desired state recomputed naively from the facts, straight from the rule with no index
     /// (the reference the incremental maintenance must equal).
     pub fn recompute_desired(&self) -> Desired {
         let mut d = Desired::default();
-        for (id, hv) in &self.hypervisors {
+        for (id, _, hv) in self.sorted_hypervisors() {
             let links = self.rules.links.get(id);
             for f in hv.facts.iter() {
-                let (network, vnic) = match f {
+                let (network, vnic) = match &f {
                     FactRef::Vnic(v) if self.rules.vnic_counts(v) => match hv.facts.network(&v.host, &v.network) {
                         Some(n) => (n, Some(v)),
                         None => continue,
                     },
-                    FactRef::Network(n) if self.rules.count_vmless_networks => (n, None),
+                    FactRef::Network(n) if self.rules.count_vmless_networks => (*n, None),
                     _ => continue,
                 };
                 for nic in &network.uplinks {
@@ -371,30 +404,45 @@ impl State {
         d
     }
 
-    fn reason(&self, r: &Rid) -> Option<Reason> {
-        let id = self.hv_ids.value(r.hv);
-        let facts = &self.hypervisors.get(id)?.facts;
-        if r.vnic {
-            let v = &facts.vnic_by_id((r.a, r.b))?.fact;
-            Some(Reason {
+    /// Adds to `out` the reasons network `n` gives: the network itself (with VM-less networks
+    /// counting) and each counting vNIC attached to it.
+    fn reasons_of(&self, n: &Nid, out: &mut BTreeSet<Reason>) {
+        let Some(hv) = self.hypervisors.get(n.hv as usize) else { return };
+        let id = self.hv_ids.value(n.hv);
+        let facts = &hv.facts;
+        if self.rules.count_vmless_networks {
+            out.insert(Reason {
                 hypervisor: id.clone(),
-                host: v.host.clone(),
-                network: v.network.clone(),
-                vnic: Some(VnicRef { vm: v.vm.clone(), vm_name: v.vm_name.clone(), nic: v.nic.clone() }),
-            })
-        } else {
-            Some(Reason {
-                hypervisor: id.clone(),
-                host: facts.name(r.a).to_string(),
-                network: facts.name(r.b).to_string(),
+                host: facts.name(n.host).to_string(),
+                network: facts.name(n.network).to_string(),
                 vnic: None,
-            })
+            });
+        }
+        let Some(attached) = facts.attached((n.host, n.network)) else { return };
+        for &(vm, nic) in &attached.vnics {
+            let Some(v) = facts.vnic_by_id((vm, nic)) else { continue };
+            if facts.stored_counts(v) {
+                out.insert(Reason {
+                    hypervisor: id.clone(),
+                    host: facts.name(v.host).to_string(),
+                    network: facts.name(v.network).to_string(),
+                    vnic: Some(VnicRef {
+                        vm: facts.name(vm).to_string(),
+                        vm_name: v.vm_name.to_string(),
+                        nic: facts.name(nic).to_string(),
+                    }),
+                });
+            }
         }
     }
 
     /// The reasons holding `vlan` on port `p` (empty: none).
     fn reasons(&self, p: u32, vlan: VlanId) -> BTreeSet<Reason> {
-        self.vlans.get(&(p, vlan)).map(|rids| rids.iter().filter_map(|r| self.reason(r)).collect()).unwrap_or_default()
+        let mut out = BTreeSet::new();
+        for n in self.vlans.get(&(p, vlan)).into_iter().flatten() {
+            self.reasons_of(n, &mut out);
+        }
+        out
     }
 
     /// The up-to-date [`Desired`]: the stale one with its changed entries rebuilt, or (the
@@ -468,69 +516,107 @@ impl State {
         d
     }
 
-    fn apply_change(&mut self, id: &HypervisorId, hv_ix: u32, change: &Change) {
-        let Some(hv) = self.hypervisors.get_mut(id) else { return };
+    fn apply_change(&mut self, hv_ix: u32, change: &Change) {
+        let Some(hv) = self.hypervisors.get_mut(hv_ix as usize) else { return };
         let facts = &mut hv.facts;
-        let mut affected = std::mem::take(&mut self.scratch);
-        affected.clear();
-        // A vNIC upsert (the common change) interns its ids once and is compared by them.
+        let rules = &self.rules;
+        // A vNIC change (the common one) moves one reason: the index changes only where its
+        // network starts or stops having reasons; elsewhere the entries are marked.
         let vnic = match change {
             Change::Upsert(Fact::Vnic(v)) => {
                 let k = (facts.intern(&v.vm), facts.intern(&v.nic));
-                let at = (facts.intern(&v.host), facts.intern(&v.network));
-                if facts.vnic_is(k, at, v) {
-                    self.scratch = affected;
-                    return;
-                }
-                affected.push(Rid { hv: hv_ix, vnic: true, a: k.0, b: k.1 });
-                Some((k, at, v))
+                let Some((old, at)) = facts.vnic_change(k, v) else { return };
+                Some((k, old, Some((at, facts.counts(v)))))
             }
-            Change::Upsert(f) if unchanged(facts, f) => {
-                self.scratch = affected;
-                return;
+            Change::Remove(FactKey::Vnic { vm, nic }) => {
+                let Some(k) = facts.id(vm).zip(facts.id(nic)) else { return };
+                let Some(old) = facts.vnic_at(k) else { return };
+                Some((k, Some(old), None))
             }
-            _ => {
-                affected_by(&self.rules, facts, change, hv_ix, &mut affected);
-                None
-            }
+            Change::Upsert(f) if unchanged(facts, f) => return,
+            _ => None,
         };
-        let mut changed = false;
         let (vlans, desired) = (&mut self.vlans, &mut self.desired);
-        for r in &affected {
-            contributions(&self.rules, facts, r, |p, vlan| {
-                changed |= remove_reason(vlans, desired, p, vlan, r);
-            });
+        let mut changed = false;
+        if let Some((k, old, new)) = vnic {
+            // The networks the vNIC leaves and joins (where it was and goes, and whether it
+            // counts there), with each one's standing before the change.
+            let nets = [old, new];
+            let before = nets.map(|n| n.map(|(n, _)| facts.network_standing(n)));
+            match (change, new) {
+                (Change::Upsert(Fact::Vnic(v)), Some((at, _))) => facts.upsert_vnic_at(k, at, v),
+                _ => facts.remove(&change.key()),
+            }
+            for (i, (n, before)) in nets.iter().zip(before).enumerate() {
+                let (Some((n, _)), Some((exists, reaches, count))) = (*n, before) else { continue };
+                if i == 1 && old.is_some_and(|o| o.0 == n) {
+                    continue;
+                }
+                // The count after the change, from the one before: the vNIC left and/or joined.
+                let left = u32::from(old.is_some_and(|(at, counted)| at == n && counted));
+                let joined = u32::from(new.is_some_and(|(at, counts)| at == n && counts));
+                let after = count.saturating_sub(left) + joined;
+                let vmless = rules.count_vmless_networks;
+                let nid = Nid { hv: hv_ix, host: n.0, network: n.1 };
+                match (exists && (vmless || count > 0), exists && (vmless || after > 0)) {
+                    (false, true) => entries(facts, n, |p, vlan| changed |= add_reason(vlans, desired, p, vlan, nid)),
+                    (true, false) => {
+                        entries(facts, n, |p, vlan| changed |= remove_reason(vlans, desired, p, vlan, &nid))
+                    }
+                    (true, true) if left + joined > 0 => {
+                        if desired.tracking() {
+                            entries(facts, n, |p, vlan| {
+                                desired.mark((p, vlan));
+                                changed = true;
+                            });
+                        } else {
+                            changed |= reaches;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            let mut affected = std::mem::take(&mut self.scratch);
+            affected.clear();
+            affected_by(facts, change, &mut affected);
+            for &n in &affected {
+                if contributes(rules, facts, n) {
+                    let nid = Nid { hv: hv_ix, host: n.0, network: n.1 };
+                    entries(facts, n, |p, vlan| changed |= remove_reason(vlans, desired, p, vlan, &nid));
+                }
+            }
+            match change {
+                Change::Upsert(f) => facts.upsert(f, &mut self.ports),
+                Change::Remove(k) => facts.remove(k),
+            }
+            for &n in &affected {
+                if contributes(rules, facts, n) {
+                    let nid = Nid { hv: hv_ix, host: n.0, network: n.1 };
+                    entries(facts, n, |p, vlan| changed |= add_reason(vlans, desired, p, vlan, nid));
+                }
+            }
+            self.scratch = affected;
         }
-        match (vnic, change) {
-            (Some((k, at, v)), _) => facts.upsert_vnic_at(k, at, v),
-            (None, Change::Upsert(f)) => facts.upsert(f, &mut self.ports),
-            (None, Change::Remove(k)) => facts.remove(k),
-        }
-        for r in &affected {
-            contributions(&self.rules, facts, r, |p, vlan| {
-                changed |= add_reason(vlans, desired, p, vlan, *r);
-            });
-        }
-        self.scratch = affected;
         if changed {
             self.desired_version += 1;
         }
     }
 
     /// Drops every fact of a hypervisor, and with them its reasons.
-    fn forget(&mut self, id: &HypervisorId) {
-        let hv_ix = self.hv_ids.intern(id);
-        let Some(hv) = self.hypervisors.get(id) else { return };
-        let rids = all_rids(hv_ix, &hv.facts);
+    fn forget(&mut self, id: &HypervisorId, hv_ix: u32) {
+        let Some(hv) = self.hypervisors.get(hv_ix as usize) else { return };
+        let facts = &hv.facts;
         let mut changed = false;
         let (vlans, desired) = (&mut self.vlans, &mut self.desired);
-        for r in &rids {
-            contributions(&self.rules, &hv.facts, r, |p, vlan| {
-                changed |= remove_reason(vlans, desired, p, vlan, r);
-            });
+        for n in facts.network_ids() {
+            if contributes(&self.rules, facts, n) {
+                let nid = Nid { hv: hv_ix, host: n.0, network: n.1 };
+                entries(facts, n, |p, vlan| changed |= remove_reason(vlans, desired, p, vlan, &nid));
+            }
         }
         let facts = self.rules.empty_facts(id, &mut self.ports);
-        if let Some(hv) = self.hypervisors.get_mut(id) {
+        if let Some(hv) = self.hypervisors.get_mut(hv_ix as usize) {
             hv.facts = facts;
         }
         if changed {
@@ -539,34 +625,38 @@ impl State {
     }
 
     /// Adds a decoded hypervisor with its facts (the index is rebuilt afterwards).
-    fn insert_decoded(&mut self, id: HypervisorId, mut hv: Hypervisor, facts: &[Fact]) {
-        self.hv_ids.intern(&id);
-        let mut f = self.rules.empty_facts(&id, &mut self.ports);
+    /// (A hypervisor stored twice keeps the last.)
+    fn insert_decoded(&mut self, id: HypervisorId, hv: Hypervisor, facts: &[Fact]) {
+        let ix = match self.hv_ids.get(&id) {
+            Some(ix) => {
+                let facts = self.rules.empty_facts(&id, &mut self.ports);
+                self.hypervisors[ix as usize] = Hypervisor { facts, ..hv };
+                ix
+            }
+            None => self.add_hypervisor(&id, hv),
+        };
+        let f = &mut self.hypervisors[ix as usize].facts;
         for fact in facts {
             f.upsert(fact, &mut self.ports);
         }
-        hv.facts = f;
-        self.hypervisors.insert(id, hv);
     }
 
     /// Rebuilds the desired-state index from the facts (after decoding a snapshot).
     fn rebuild_index(&mut self) {
         self.vlans.clear();
         self.desired.reset();
-        for (id, hv) in &self.hypervisors {
-            let Some(hv_ix) = self.hv_ids.get(id) else { continue };
-            for r in &all_rids(hv_ix, &hv.facts) {
-                contributions(&self.rules, &hv.facts, r, |p, vlan| {
-                    self.vlans.entry((p, vlan)).or_default().insert(*r);
-                });
+        for (hv_ix, hv) in self.hypervisors.iter().enumerate() {
+            let hv_ix = u32::try_from(hv_ix).unwrap_or(u32::MAX);
+            for n in hv.facts.network_ids() {
+                if contributes(&self.rules, &hv.facts, n) {
+                    let nid = Nid { hv: hv_ix, host: n.0, network: n.1 };
+                    entries(&hv.facts, n, |p, vlan| {
+                        self.vlans.entry((p, vlan)).or_default().insert(nid);
+                    });
+                }
             }
         }
     }
-}
-
-/// Every reason a hypervisor's facts give.
-fn all_rids(hv_ix: u32, facts: &Facts) -> Vec<Rid> {
-    facts.vnic_and_network_ids().map(|(vnic, (a, b))| Rid { hv: hv_ix, vnic, a, b }).collect()
 }
 
 /// Whether upserting `f` would leave the facts as they are (it is there already, unchanged).
@@ -575,12 +665,13 @@ fn unchanged(facts: &Facts, f: &Fact) -> bool {
         Fact::Host(h) => facts.host(&h.host) == Some(h),
         Fact::Uplink(u) => facts.uplink(&u.host, &u.nic) == Some(u),
         Fact::Network(n) => facts.network(&n.host, &n.network) == Some(n),
-        Fact::Vnic(v) => facts.vnic(&v.vm, &v.nic) == Some(v),
+        Fact::Vnic(v) => facts.vnic(&v.vm, &v.nic).as_ref() == Some(v),
     }
 }
 
-/// Pushes onto `out` the reasons whose contributions may change when `change` is applied.
-fn affected_by(rules: &Rules, facts: &mut Facts, change: &Change, hv: u32, out: &mut Vec<Rid>) {
+/// Pushes onto `out` the networks ((host, network) ids) whose entries may change when a host,
+/// uplink or network `change` is applied.
+fn affected_by(facts: &mut Facts, change: &Change, out: &mut Vec<Pair>) {
     // An upsert interns its key (the fact is about to exist); a removal of a key never seen
     // affects nothing.
     let upsert = matches!(change, Change::Upsert(_));
@@ -591,29 +682,14 @@ fn affected_by(rules: &Rules, facts: &mut Facts, change: &Change, hv: u32, out: 
             Some((facts.id(a)?, facts.id(b)?))
         }
     };
-    let network_and_vnics = |facts: &Facts, (h, n): Pair, out: &mut Vec<Rid>| {
-        if rules.count_vmless_networks {
-            out.push(Rid { hv, vnic: false, a: h, b: n });
-        }
-        out.extend(facts.vnic_ids_on((h, n)).map(|(a, b)| Rid { hv, vnic: true, a, b }));
-    };
     match change.key_ref() {
-        KeyRef::Host => {}
-        KeyRef::Vnic(vm, nic) => {
-            if let Some((a, b)) = ids(facts, vm, nic) {
-                out.push(Rid { hv, vnic: true, a, b });
-            }
-        }
-        KeyRef::Network(host, network) => {
-            if let Some(k) = ids(facts, host, network) {
-                network_and_vnics(facts, k, out);
-            }
-        }
+        KeyRef::Host | KeyRef::Vnic => {}
+        KeyRef::Network(host, network) => out.extend(ids(facts, host, network)),
         KeyRef::Uplink(host, nic) => {
             if let Some((h, nic)) = ids(facts, host, nic) {
                 for n in facts.network_ids_on(h) {
                     if facts.network_by_id((h, n)).is_some_and(|net| net.uplinks.contains(&nic)) {
-                        network_and_vnics(facts, (h, n), out);
+                        out.push((h, n));
                     }
                 }
             }
@@ -626,7 +702,7 @@ enum KeyRef<'a> {
     Host,
     Uplink(&'a str, &'a str),
     Network(&'a str, &'a str),
-    Vnic(&'a str, &'a str),
+    Vnic,
 }
 
 impl Change {
@@ -635,50 +711,43 @@ impl Change {
             Change::Upsert(Fact::Host(_)) | Change::Remove(FactKey::Host { .. }) => KeyRef::Host,
             Change::Upsert(Fact::Uplink(u)) => KeyRef::Uplink(&u.host, &u.nic),
             Change::Upsert(Fact::Network(n)) => KeyRef::Network(&n.host, &n.network),
-            Change::Upsert(Fact::Vnic(v)) => KeyRef::Vnic(&v.vm, &v.nic),
+            Change::Upsert(Fact::Vnic(_)) => KeyRef::Vnic,
             Change::Remove(FactKey::Uplink { host, nic }) => KeyRef::Uplink(host, nic),
             Change::Remove(FactKey::Network { host, network }) => KeyRef::Network(host, network),
-            Change::Remove(FactKey::Vnic { vm, nic }) => KeyRef::Vnic(vm, nic),
+            Change::Remove(FactKey::Vnic { .. }) => KeyRef::Vnic,
         }
     }
 }
 
-/// Calls `f(port id, vlan)` for everything reason `r` puts in desired state now.
-fn contributions(rules: &Rules, facts: &Facts, r: &Rid, mut f: impl FnMut(u32, VlanId)) {
-    let at = if r.vnic {
-        let Some(v) = facts.vnic_by_id((r.a, r.b)) else { return };
-        if !rules.vnic_counts(&v.fact) {
-            return;
-        }
-        (v.host, v.network)
-    } else if rules.count_vmless_networks {
-        (r.a, r.b)
-    } else {
-        return;
-    };
-    let Some(network) = facts.network_by_id(at) else { return };
-    if network.uplinks.is_empty() || network.fact.vlan.vlans().next().is_none() {
-        return;
-    }
+/// Whether network `n` ((host, network) ids) has reasons: it exists, and it counts itself
+/// (VM-less networks counting) or a counting vNIC is attached to it.
+fn contributes(rules: &Rules, facts: &Facts, n: Pair) -> bool {
+    (rules.count_vmless_networks || facts.counting_on(n) > 0) && facts.network_by_id(n).is_some()
+}
+
+/// Calls `f(port id, vlan)` for every entry network `n`'s reasons go to: each VLAN it carries on
+/// each port its uplinks lead to.
+fn entries(facts: &Facts, n: Pair, mut f: impl FnMut(u32, VlanId)) {
+    let Some(network) = facts.network_by_id(n).filter(|n| n.reaches) else { return };
     for &nic in &network.uplinks {
-        let Some(p) = facts.port_of((at.0, nic)) else { continue };
+        let Some(p) = facts.port_of((n.0, nic)) else { continue };
         for vlan in network.fact.vlan.vlans() {
             f(p, vlan);
         }
     }
 }
 
-fn add_reason(vlans: &mut Index, desired: &mut DesiredCache, p: u32, vlan: VlanId, r: Rid) -> bool {
-    let added = vlans.entry((p, vlan)).or_default().insert(r);
+fn add_reason(vlans: &mut Index, desired: &mut DesiredCache, p: u32, vlan: VlanId, n: Nid) -> bool {
+    let added = vlans.entry((p, vlan)).or_default().insert(n);
     if added {
         desired.mark((p, vlan));
     }
     added
 }
 
-fn remove_reason(vlans: &mut Index, desired: &mut DesiredCache, p: u32, vlan: VlanId, r: &Rid) -> bool {
+fn remove_reason(vlans: &mut Index, desired: &mut DesiredCache, p: u32, vlan: VlanId, n: &Nid) -> bool {
     let Some(set) = vlans.get_mut(&(p, vlan)) else { return false };
-    let removed = set.remove(r);
+    let removed = set.remove(n);
     if set.is_empty() {
         vlans.remove(&(p, vlan));
     }

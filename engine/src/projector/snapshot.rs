@@ -52,9 +52,8 @@ impl State {
             format: FORMAT,
             seq: self.seq,
             hypervisors: self
-                .hypervisors
-                .iter()
-                .map(|(id, h)| StoredHypervisor {
+                .sorted_hypervisors()
+                .map(|(id, _, h)| StoredHypervisor {
                     id: id.clone(),
                     kind: h.kind,
                     endpoint: h.endpoint.clone(),

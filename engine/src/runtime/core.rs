@@ -286,3 +286,101 @@ async fn sleep_or_never(wait: Option<Duration>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use store::{Log, MemoryLog};
+
+    use super::*;
+    use crate::event::Event;
+    use crate::fact::{Change, Fact, NetworkFact, UplinkFact, VlanSpec, VnicFact};
+    use crate::ids::{SwitchPort, VlanId};
+
+    /// A log of one hypervisor whose facts put VLAN 10 on `tor1 e1`, then a power toggle.
+    async fn log() -> MemoryLog<Recorded> {
+        let id = HypervisorId::new("vc").unwrap();
+        let vnic = |powered_on| {
+            Fact::Vnic(VnicFact {
+                vm: "vm-1".into(),
+                vm_name: "app".into(),
+                nic: "4000".into(),
+                mac: "m".into(),
+                host: "h1".into(),
+                network: "pg".into(),
+                connected: true,
+                powered_on,
+            })
+        };
+        let facts = vec![
+            Fact::Uplink(UplinkFact {
+                host: "h1".into(),
+                nic: "vmnic0".into(),
+                mac: None,
+                port: Some(SwitchPort::new("tor1", "e1").unwrap()),
+                source: None,
+            }),
+            Fact::Network(NetworkFact {
+                host: "h1".into(),
+                network: "pg".into(),
+                name: "pg".into(),
+                vlan: VlanSpec::Access(VlanId::new(10).unwrap()),
+                uplinks: vec!["vmnic0".into()],
+            }),
+            vnic(true),
+        ];
+        let events = vec![
+            Event::Connected { kind: Kind::VMware, endpoint: "https://vc".into() },
+            Event::Learnt { changes: facts.into_iter().map(Change::Upsert).collect() },
+            Event::Learnt { changes: vec![Change::Upsert(vnic(false))] },
+            Event::Learnt { changes: vec![Change::Upsert(vnic(true))] },
+        ];
+        let log = MemoryLog::new();
+        let batch = events.into_iter().map(|event| Recorded { at: 1, hypervisor: id.clone(), event }).collect();
+        log.append(batch).await.unwrap();
+        log
+    }
+
+    fn full_fold(log: &MemoryLog<Recorded>, config: &Config) -> State {
+        let mut s = State::new(&config.policy);
+        for e in log.read(1) {
+            s.apply(&Envelope::from(e.unwrap()));
+        }
+        s
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_that_cannot_be_read_is_ignored_and_the_whole_log_folded() {
+        let config = Config::default();
+        let log = log().await;
+        let expected = full_fold(&log, &config);
+        assert_eq!(expected.desired().ports.len(), 1);
+        // Bytes that do not decode, then a snapshot of another format version.
+        for bytes in [vec![0xff; 7], {
+            let mut b = State::new(&config.policy).encode();
+            b[0] = 2; // the format field leads the stored form
+            b
+        }] {
+            assert!(State::decode(&bytes, &config.policy).is_err());
+            log.save_snapshot(2, bytes).unwrap();
+            let state = recover_state(&log, &config).unwrap();
+            assert_eq!(state.seq(), 4);
+            assert_eq!(state.state_hash(), expected.state_hash());
+            assert_eq!(state.desired(), expected.desired());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_readable_snapshot_is_loaded_and_only_the_tail_folded() {
+        let config = Config::default();
+        let log = log().await;
+        let expected = full_fold(&log, &config);
+        let mut at_two = State::new(&config.policy);
+        for e in log.read(1).take(2) {
+            at_two.apply(&Envelope::from(e.unwrap()));
+        }
+        log.save_snapshot(2, at_two.encode()).unwrap();
+        let state = recover_state(&log, &config).unwrap();
+        assert_eq!(state.state_hash(), expected.state_hash());
+        assert_eq!(state.desired(), expected.desired());
+    }
+}
