@@ -92,14 +92,14 @@ pub(crate) fn decode_entry<R: Record>(seq: Seq, value: &[u8]) -> Result<Entry<R>
     Ok(Entry { seq, schema: raw.schema, prev: raw.prev, record })
 }
 
-/// Blocks at least this long are decoded on every core.
+/// Runs of at least this many records are decoded on every core.
 const PARALLEL_FROM: usize = 256;
 
-/// Decodes the records of one block (`(seq, where its bytes lie)`, consecutive), in order, up to
-/// and including the first failure. Decoding dominates reading, so a large block is decoded on
-/// every core (rayon); the order of the result is the log's.
-pub(crate) fn decode_block<R: Record>(block: &[u8], records: &[(Seq, Range<usize>)]) -> Vec<Result<Entry<R>>> {
-    let decode = |(seq, at): &(Seq, Range<usize>)| decode_entry::<R>(*seq, &block[at.clone()]);
+/// Decodes consecutive records, in order, up to and including the first failure. Decoding
+/// dominates reading, so a long run is decoded on every core (rayon); the result keeps the log's
+/// order.
+pub(crate) fn decode_all<R: Record>(records: &[(Seq, &[u8])]) -> Vec<Result<Entry<R>>> {
+    let decode = |&(seq, bytes): &(Seq, &[u8])| decode_entry::<R>(seq, bytes);
     let mut out: Vec<_> = if records.len() >= PARALLEL_FROM {
         records.par_iter().map(decode).collect()
     } else {

@@ -4,7 +4,7 @@
 //! Appends go through one writer thread per log. It takes every request queued since its last
 //! flush, chains and inserts them in one sled batch, flushes once, then acknowledges them all:
 //! group commit. The head other readers see moves only after the flush, so nothing that is not
-//! durable is ever read. Reads hand out slices of the stored blocks, and decode a large block's
+//! durable is ever read. Reads hand out slices of the stored blocks, and decode long runs of
 //! records on every core.
 
 use std::marker::PhantomData;
@@ -23,8 +23,13 @@ use crate::{Entry, Error, Hash, Log, Record, Result, Seq, Snapshot, Subscription
 const QUEUE: usize = 4096;
 /// Most records one group commit takes, so one flush never grows without bound.
 const MAX_GROUP: usize = 1 << 16;
-/// Most records per stored block (a large group is written as several blocks).
-const MAX_BLOCK: usize = 4096;
+/// Most bytes per stored block (a large group is written as several blocks) (a record larger than this gets a block of its own). sled keeps up
+/// to 16 entries per leaf and stores a leaf over ~128 KiB as a separate "blob" file that it reads
+/// back whole, CRC and all, every time the database opens; keeping leaves under that keeps opening
+/// independent of the log's size (ADR 0001).
+const MAX_BLOCK_BYTES: usize = 6 * 1024;
+/// Records a read gathers (from consecutive blocks) before decoding them together.
+const READ_RUN: usize = 4096;
 /// Snapshots kept per log (older ones are pruned on save).
 const KEEP_SNAPSHOTS: usize = 3;
 /// How long opening waits for the database's lock file. sled releases it from background
@@ -202,7 +207,7 @@ impl Writer {
             head += req.payloads.len() as Seq;
             tip = new_tip;
         }
-        for block in values.chunks(MAX_BLOCK) {
+        for block in blocks(&values) {
             batch.insert(&key(block[0].0), codec::encode_block(block));
         }
         let written = self.log.apply_batch(batch).and_then(|()| self.db.flush().map(|_| ()));
@@ -225,6 +230,29 @@ impl Writer {
             }
         }
     }
+}
+
+/// `values` cut into consecutive blocks of at most [`MAX_BLOCK_BYTES`] bytes (or one record, if
+/// that alone is larger).
+fn blocks(values: &[(Seq, Vec<u8>)]) -> impl Iterator<Item = &[(Seq, Vec<u8>)]> {
+    let mut rest = values;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let n = rest
+            .iter()
+            .take_while(|(_, v)| {
+                bytes += 4 + v.len();
+                bytes <= MAX_BLOCK_BYTES
+            })
+            .count()
+            .max(1);
+        let (block, tail) = rest.split_at(n);
+        rest = tail;
+        Some(block)
+    })
 }
 
 /// A record's stored bytes: a slice of the block that holds it, shared, not copied.
@@ -313,23 +341,51 @@ impl<R: Record> Log<R> for SledLog<R> {
 
     fn read(&self, from: Seq) -> Box<dyn Iterator<Item = Result<Entry<R>>> + Send + '_> {
         let head = self.head();
+        let mut blocks = self.trees.blocks_from(from, head);
         let mut expected = from.max(1);
-        let mut failed = false;
-        Box::new(self.trees.blocks_from(from, head).flat_map(move |block| {
-            if failed {
-                return Vec::new();
-            }
-            let out = match block {
-                Err(e) => vec![Err(e)],
-                Ok(b) if b.records[0].0 != expected => vec![Err(Error::Missing { seq: expected, head })],
-                Ok(b) => {
-                    expected += b.records.len() as Seq;
-                    codec::decode_block(&b.bytes, &b.records)
+        let mut done = false;
+        // Blocks are small (a few KiB), so records are gathered across blocks into runs long
+        // enough to decode in parallel.
+        Box::new(
+            std::iter::from_fn(move || {
+                if done {
+                    return None;
                 }
-            };
-            failed = out.last().is_some_and(|r| r.is_err());
-            out
-        }))
+                let mut run: Vec<Block> = Vec::new();
+                let mut records = 0;
+                let mut error = None;
+                while records < READ_RUN {
+                    match blocks.next() {
+                        None => {
+                            done = true;
+                            break;
+                        }
+                        Some(Err(e)) => error = Some(e),
+                        Some(Ok(b)) if b.records[0].0 != expected => {
+                            error = Some(Error::Missing { seq: expected, head })
+                        }
+                        Some(Ok(b)) => {
+                            expected += b.records.len() as Seq;
+                            records += b.records.len();
+                            run.push(b);
+                            continue;
+                        }
+                    }
+                    break;
+                }
+                let slices: Vec<(Seq, &[u8])> =
+                    run.iter().flat_map(|b| b.records.iter().map(|(seq, at)| (*seq, &b.bytes[at.clone()]))).collect();
+                let mut out = codec::decode_all::<R>(&slices);
+                if out.last().is_some_and(Result::is_err) {
+                    done = true;
+                } else if let Some(e) = error {
+                    out.push(Err(e));
+                    done = true;
+                }
+                (!out.is_empty()).then_some(out)
+            })
+            .flatten(),
+        )
     }
 
     fn subscribe(&self, from: Seq) -> Subscription<R> {
@@ -384,5 +440,31 @@ impl<R: Record> Log<R> for SledLog<R> {
     fn set_checkpoint(&self, name: &str, seq: Seq) -> Result<()> {
         self.trees.checkpoints.insert(name, &key(seq)).map_err(Error::db("saving a checkpoint"))?;
         self.trees.db.flush().map(|_| ()).map_err(Error::db("flushing a checkpoint"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sized(lens: &[usize]) -> Vec<(Seq, Vec<u8>)> {
+        lens.iter().enumerate().map(|(i, &n)| (i as Seq + 1, vec![0; n])).collect()
+    }
+
+    #[test]
+    fn blocks_keep_order_and_respect_the_size_cap() {
+        let values = sized(&[1000; 20]);
+        let cut: Vec<_> = blocks(&values).collect();
+        assert!(cut.iter().all(|b| b.iter().map(|(_, v)| 4 + v.len()).sum::<usize>() <= MAX_BLOCK_BYTES));
+        assert_eq!(cut.iter().map(|b| b.len()).sum::<usize>(), 20);
+        assert_eq!(cut.concat(), values, "every record once, in order");
+        assert_eq!(cut[0].len(), MAX_BLOCK_BYTES / 1004, "a block is filled up to the cap");
+    }
+
+    #[test]
+    fn a_record_larger_than_a_block_gets_a_block_of_its_own() {
+        let values = sized(&[10, MAX_BLOCK_BYTES * 3, 10]);
+        let cut: Vec<_> = blocks(&values).map(|b| b.len()).collect();
+        assert_eq!(cut, [1, 1, 1]);
     }
 }

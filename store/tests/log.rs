@@ -293,8 +293,8 @@ fn a_database_held_elsewhere_is_reported_in_use_with_its_path() {
 }
 
 #[tokio::test]
-async fn a_corrupt_record_in_a_large_block_ends_the_read_in_order() {
-    // 1,000 records in one block: the block is decoded in parallel, the result stays in order.
+async fn a_corrupt_record_deep_in_a_long_read_ends_it_in_order() {
+    // 1,000 records read as one run, decoded in parallel: the result stays in order.
     let dir = tempfile::tempdir().unwrap();
     fill(dir.path(), 1000).await;
     rewrite_value(dir.path(), 700, |v| {
@@ -309,5 +309,5 @@ async fn a_corrupt_record_in_a_large_block_ends_the_read_in_order() {
         assert_eq!(r.as_ref().unwrap().seq, i as u64 + 1);
     }
     assert!(matches!(read[699], Err(Error::Corrupt { seq: 700 })), "{:?}", read[699]);
-    assert_eq!(log.read(650).count(), 51, "a read from inside the block stops there too");
+    assert_eq!(log.read(650).count(), 51, "a read from further on stops there too");
 }

@@ -2,6 +2,8 @@
 //! fold: 10 hypervisors × 100 hosts, each host with 2 uplinks cabled to its own ports, 10
 //! networks (one VLAN each) and 50 powered-on VMs; the log is that inventory followed by
 //! one-change events (power toggles, network moves) and the occasional lost/reestablished pair.
+// Each benchmark and example that includes this module uses a part of it.
+#![allow(dead_code)]
 
 use engine::{
     Change, Envelope, Event, Fact, HostFact, HypervisorId, Kind, NeighbourSource, NetworkFact, SwitchPort, UplinkFact,
@@ -80,22 +82,31 @@ pub fn log() -> Vec<Envelope> {
     let mut i = 0usize;
     while g.envs.len() < LOG_EVENTS {
         i += 1;
-        if i.is_multiple_of(10_000) {
-            let id = g.vms[i % g.vms.len()].0.clone();
-            g.push(&id, Event::Lost { reason: "timeout".into() });
-            g.push(&id, Event::Reestablished { outage_ms: 5_000 });
-            continue;
+        for (id, event) in step(&mut g, i) {
+            g.push(&id, event);
         }
-        let k = (i * 7919) % g.vms.len();
-        let (id, mut v) = g.vms[k].clone();
-        if i.is_multiple_of(3) {
-            v.network = format!("pg-{}", (i / 3) % NETS_PER_HOST);
-        } else {
-            v.powered_on = !v.powered_on;
-        }
-        g.vms[k].1 = v.clone();
-        g.push(&id, Event::Learnt { changes: vec![Change::Upsert(Fact::Vnic(v))] });
     }
     g.envs.truncate(LOG_EVENTS);
     g.envs
+}
+
+/// The events of step `i` (from 1) after the inventory: every 10,000th step a lost/reestablished
+/// pair, otherwise one vNIC's power toggle or network move (which `g` remembers).
+pub fn step(g: &mut Gen, i: usize) -> Vec<(HypervisorId, Event)> {
+    if i.is_multiple_of(10_000) {
+        let id = g.vms[i % g.vms.len()].0.clone();
+        return vec![
+            (id.clone(), Event::Lost { reason: "timeout".into() }),
+            (id, Event::Reestablished { outage_ms: 5_000 }),
+        ];
+    }
+    let k = (i * 7919) % g.vms.len();
+    let (id, mut v) = g.vms[k].clone();
+    if i.is_multiple_of(3) {
+        v.network = format!("pg-{}", (i / 3) % NETS_PER_HOST);
+    } else {
+        v.powered_on = !v.powered_on;
+    }
+    g.vms[k].1 = v.clone();
+    vec![(id, Event::Learnt { changes: vec![Change::Upsert(Fact::Vnic(v))] })]
 }
