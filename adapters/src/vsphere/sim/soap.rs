@@ -497,7 +497,16 @@ fn walk<'w: 'x, 'x>(
     after: Option<(&'x str, &'x str)>,
 ) -> Box<dyn Iterator<Item = (&'static str, &'w str, u64)> + 'x> {
     match &spec.target {
-        Target::View(types) => Box::new(world.walk(types, after).filter(move |(k, _, _)| wanted(spec, k))),
+        Target::View(types) => {
+            // Decided once per type, not per object: the walk covers every object at scale.
+            let want = [HOST, VM, DVPG, DVS].map(|k| wanted(spec, k));
+            Box::new(world.walk(types, after).filter(move |(k, _, _)| match *k {
+                HOST => want[0],
+                VM => want[1],
+                DVPG => want[2],
+                _ => want[3],
+            }))
+        }
         Target::Object(kind, id) => {
             let k: Option<&'static str> = [HOST, VM, DVPG, DVS].into_iter().find(|k| k == kind);
             let one = k.filter(|_| after.is_none()).and_then(|k| world.lookup(k, id).map(|(id, g)| (k, id, g)));
