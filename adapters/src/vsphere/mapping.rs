@@ -657,29 +657,29 @@ mod tests {
         assert_eq!(mapper.all(), inv.facts());
 
         // Each step: the synced changes equal the diff of the full mapping before and after.
-        let steps: Vec<Box<dyn Fn(&mut Inventory)>> = vec![
-            Box::new(|inv| {
+        let steps: Vec<fn(&mut Inventory)> = vec![
+            |inv| {
                 inv.apply_update(&update(UpdateKind::Modify, MoRef::new(VM, "vm-1"), &vm_props("web2", "host-1")));
-            }),
-            Box::new(|inv| {
+            },
+            |inv| {
                 let lldp = LldpInfo {
                     chassis_id: None,
                     port_id: Some("eth9".into()),
                     parameters: vec![("System Name".into(), "tor2".into())],
                 };
                 inv.set_hints("host-1", vec![PnicHint { device: "vmnic0".into(), cdp: None, lldp: Some(lldp) }]);
-            }),
-            Box::new(|inv| {
+            },
+            |inv| {
                 let pg = PortGroup { name: "pg".into(), vlan_id: 5000, vswitch_name: "vSwitch0".into() };
                 inv.apply_update(&update(
                     UpdateKind::Modify,
                     MoRef::new(HOST, "host-1"),
                     &[("config.network.portgroup", Value::Portgroups(vec![pg]))],
                 ));
-            }),
-            Box::new(|inv| {
+            },
+            |inv| {
                 inv.apply_update(&update(UpdateKind::Leave, MoRef::new(VM, "vm-1"), &[]));
-            }),
+            },
         ];
         for (i, step) in steps.iter().enumerate() {
             let before = inv.facts();
