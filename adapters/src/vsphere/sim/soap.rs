@@ -521,7 +521,9 @@ fn collect_updates(world: &World, f: &mut Filter, max: usize) -> (Vec<String>, b
     let incremental = f.synced.filter(|_| matches!(f.spec.target, Target::View(_)));
     if let Some(synced) = incremental {
         // Only objects changed since the last complete pass can differ from the snapshot.
-        let changed: Vec<(&'static str, &str, u64)> = walk(world, &f.spec, None).filter(|o| o.2 > synced).collect();
+        // No generation above `synced`: nothing changed (the usual call that then parks).
+        let changed: Vec<(&'static str, &str, u64)> =
+            if world.gen > synced { walk(world, &f.spec, None).filter(|o| o.2 > synced).collect() } else { Vec::new() };
         let fresh = changed.iter().filter(|(k, id, _)| f.reported_gen(k, id).is_none()).count();
         let expected = f.reported_len() + fresh;
         for (kind, id, gen) in changed {
