@@ -231,9 +231,23 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
     pub async fn cycle(&mut self) -> Result<CycleReport> {
         let name = self.switch.name().to_string();
         let desired = self.desired.borrow_and_update().clone();
-        let want = desired.vlans_for(&name);
         let mut owned = self.ledger.load().map_err(self.store_err("loading the ownership ledger"))?;
         let policy = &self.config.policy;
+        // Excluded ports are left out before planning (and before copying): at scale most cabled
+        // ports may be excluded, and refusing each of their VLANs again on every cycle is work
+        // and noise, not news.
+        let mut excluded = 0usize;
+        let mut want = PortSets::new();
+        for (p, vlans) in desired.ports.iter().filter(|(p, _)| p.switch == name) {
+            if policy.manages(&p.port) {
+                want.insert(p.port.clone(), vlans.keys().copied().collect());
+            } else {
+                excluded += 1;
+            }
+        }
+        if excluded > 0 {
+            debug!(switch = %name, ports = excluded, "desired VLANs on excluded ports not planned");
+        }
         let ports: BTreeSet<String> = want.keys().chain(owned.keys()).filter(|p| policy.manages(p)).cloned().collect();
         let observed = self.switch.read(&ports).await?;
         let plan = plan(&want, &observed, &owned, policy);
@@ -412,6 +426,19 @@ mod tests {
         assert_eq!(rig.sw.vlans("e2").unwrap(), BTreeSet::new());
         assert!(rig.ledger.load().unwrap().is_empty());
         assert_eq!(audit(&rig).len(), 4);
+    }
+
+    #[tokio::test]
+    async fn excluded_ports_are_left_out_of_the_plan_and_never_touched() {
+        let sw = MemorySwitch::new("tor1").with_port("e1", []).with_port("e2", [v(5)]);
+        let (rig, mut r) = rig(sw);
+        r.config.policy.excluded_ports = ["e2".to_string()].into();
+        rig.tx.send_replace(desired("tor1", &[("e1", &[10]), ("e2", &[20, 21])]));
+        let report = r.cycle().await.unwrap();
+        assert_eq!(report.plan.ops, vec![Op::AddVlan { port: "e1".into(), vlan: v(10) }]);
+        assert!(report.plan.refused.is_empty(), "excluded ports are not planned at all: {:?}", report.plan.refused);
+        assert_eq!(rig.sw.vlans("e2").unwrap(), [v(5)].into());
+        assert!(!rig.ledger.load().unwrap().contains_key("e2"));
     }
 
     #[tokio::test]

@@ -42,7 +42,7 @@ use tokio::sync::mpsc;
 use crate::common::{HttpClient, Secret};
 use client::Session;
 use codec::MoRef;
-use mapping::{Inventory, Mapped};
+use mapping::{Inventory, Mapper};
 
 pub use config::Config;
 pub use error::{Error, Result};
@@ -169,7 +169,9 @@ impl Adapter {
         let mut inv = Inventory::from_contents(s.retrieve_all(&spec, self.config.page_size).await?);
         let systems = inv.network_systems();
         refresh_hints(s, &mut inv, systems).await?;
-        let mut current = inv.facts();
+        let mut mapper = Mapper::default();
+        mapper.sync(&mut inv);
+        let current = mapper.all();
         tracing::info!(
             endpoint = %self.url,
             hosts = inv.count(mapping::HOST),
@@ -203,11 +205,13 @@ impl Adapter {
                         let mut refetch = BTreeSet::new();
                         let mut new_hosts = Vec::new();
                         for u in &us.objects {
+                            // A new filter's first update set re-sends hosts already known:
+                            // only hosts new to the mirror need their topology read.
+                            if u.obj.kind == mapping::HOST && u.kind == codec::UpdateKind::Enter && !inv.contains(&u.obj) {
+                                new_hosts.push(u.obj.value.clone());
+                            }
                             if inv.apply_update(u) {
                                 refetch.insert(u.obj.clone());
-                            }
-                            if u.obj.kind == mapping::HOST && u.kind == codec::UpdateKind::Enter {
-                                new_hosts.push(u.obj.value.clone());
                             }
                         }
                         for obj in refetch {
@@ -218,7 +222,7 @@ impl Adapter {
                             refresh_hints(s, &mut inv, systems).await?;
                         }
                         if !us.truncated {
-                            send_delta(tx, &inv, &mut current).await?;
+                            send_delta(tx, &mut inv, &mut mapper).await?;
                         }
                     }
                     wait.set(s.wait_for_updates(version.clone(), wait_s, page));
@@ -232,7 +236,7 @@ impl Adapter {
                     for (host, h) in r? {
                         inv.set_hints(&host, h);
                     }
-                    send_delta(tx, &inv, &mut current).await?;
+                    send_delta(tx, &mut inv, &mut mapper).await?;
                 }
             }
         }
@@ -277,13 +281,10 @@ async fn refresh_hints(s: &Session, inv: &mut Inventory, systems: Vec<(String, M
     Ok(())
 }
 
-/// Maps the mirror, diffs it against the last sent facts and sends the `Delta` if anything
-/// changed (new rejections included).
-async fn send_delta(tx: &mpsc::Sender<Observation>, inv: &Inventory, current: &mut Mapped) -> Result<(), Stop> {
-    let next = inv.facts();
-    let changes = engine::fact::diff(&current.facts, &next.facts);
-    let rejected: Vec<Rejected> = next.rejected.iter().filter(|r| !current.rejected.contains(r)).cloned().collect();
-    *current = next;
+/// Maps the objects changed since the last delta, diffs their facts against what was sent and
+/// sends the `Delta` if anything changed (new rejections included).
+async fn send_delta(tx: &mpsc::Sender<Observation>, inv: &mut Inventory, mapper: &mut Mapper) -> Result<(), Stop> {
+    let (changes, rejected): (_, Vec<Rejected>) = mapper.sync(inv);
     if changes.is_empty() && rejected.is_empty() {
         return Ok(());
     }

@@ -31,12 +31,45 @@ pub enum Target {
     Object(String, String),
 }
 
-/// A property filter with what it last reported per object: `(type, id) → (gen, path → XML)`.
+/// What a filter last reported of one object: its generation and each property's value XML.
+type Reported = (u64, BTreeMap<String, String>);
+
+/// A property filter with what it last reported per object (`type → id → (gen, path → XML)`).
+///
+/// A *pass* compares every covered object with the snapshot; a pass cut short by
+/// `maxObjectUpdates` resumes after the last object it reached (`cursor`), so paging through a
+/// large inventory costs one walk in all. Once a pass completed, `synced` holds the world
+/// generation it started at: later calls look only at objects with a newer generation, plus a
+/// scan for objects that left when the object count says some did.
 #[derive(Debug)]
 pub struct Filter {
     pub spec: Spec,
     pub version: u64,
-    pub snapshot: BTreeMap<(String, String), (u64, BTreeMap<String, String>)>,
+    pub snapshot: BTreeMap<&'static str, BTreeMap<String, Reported>>,
+    cursor: Option<(&'static str, String)>,
+    pass_start: u64,
+    synced: Option<u64>,
+}
+
+impl Filter {
+    pub fn new(spec: Spec) -> Self {
+        Self { spec, version: 0, snapshot: BTreeMap::new(), cursor: None, pass_start: 0, synced: None }
+    }
+
+    /// Forgets what was reported: the next call reports every object (`enter`).
+    pub fn reset(&mut self) {
+        self.snapshot.clear();
+        self.cursor = None;
+        self.synced = None;
+    }
+
+    fn reported_gen(&self, kind: &str, id: &str) -> Option<u64> {
+        self.snapshot.get(kind).and_then(|m| m.get(id)).map(|(g, _)| *g)
+    }
+
+    fn reported_len(&self) -> usize {
+        self.snapshot.values().map(BTreeMap::len).sum()
+    }
 }
 
 /// One logged-in session.
@@ -266,7 +299,7 @@ fn dispatch(world: &World, sess: &mut SimSession, method: &str, req: &Node<'_>, 
                 return Some(invalid_argument("spec"));
             };
             let id = sess.id();
-            sess.filters.insert(id.clone(), Filter { spec, version: 0, snapshot: BTreeMap::new() });
+            sess.filters.insert(id.clone(), Filter::new(spec));
             ok(method, &format!("<returnval type=\"PropertyFilter\">{}</returnval>", escape(&id)))
         }
         "DestroyPropertyFilter" => {
@@ -452,68 +485,147 @@ fn object_content(world: &World, spec: &Spec, kind: &str, id: &str) -> String {
     s
 }
 
+/// Which object types a spec reads properties of.
+fn wanted(spec: &Spec, kind: &str) -> bool {
+    !paths_for(spec, kind).is_empty() || spec.props.iter().any(|(t, _)| t == kind)
+}
+
+/// The objects a spec covers, `(type, id, gen)`, in walk order, after `after` when given.
+fn walk<'w: 'x, 'x>(
+    world: &'w World,
+    spec: &'x Spec,
+    after: Option<(&'x str, &'x str)>,
+) -> Box<dyn Iterator<Item = (&'static str, &'w str, u64)> + 'x> {
+    match &spec.target {
+        Target::View(types) => {
+            // Decided once per type, not per object: the walk covers every object at scale.
+            let want = [HOST, VM, DVPG, DVS].map(|k| wanted(spec, k));
+            Box::new(world.walk(types, after).filter(move |(k, _, _)| match *k {
+                HOST => want[0],
+                VM => want[1],
+                DVPG => want[2],
+                _ => want[3],
+            }))
+        }
+        Target::Object(kind, id) => {
+            let k: Option<&'static str> = [HOST, VM, DVPG, DVS].into_iter().find(|k| k == kind);
+            let one = k.filter(|_| after.is_none()).and_then(|k| world.lookup(k, id).map(|(id, g)| (k, id, g)));
+            Box::new(one.into_iter())
+        }
+    }
+}
+
 /// Object updates of a filter since its snapshot, at most `max`; updates the snapshot.
 fn collect_updates(world: &World, f: &mut Filter, max: usize) -> (Vec<String>, bool) {
     let mut out = Vec::new();
-    let current = targets(world, &f.spec);
-    let mut seen = std::collections::BTreeSet::new();
-    let mut truncated = false;
-    for (kind, id) in current {
-        let key = (kind.to_string(), id.clone());
-        seen.insert(key.clone());
-        let gen = world.gen_of(kind, &id).unwrap_or(0);
-        if f.snapshot.get(&key).is_some_and(|(g, _)| *g == gen) {
-            continue;
-        }
-        if out.len() >= max {
-            truncated = true;
-            continue;
-        }
-        let paths = paths_for(&f.spec, kind);
-        let rendered: BTreeMap<String, String> = paths
-            .iter()
-            .filter_map(|p| world.render(kind, &id, p).map(|v| (p.to_string(), value_xml("val", p, &v))))
-            .collect();
-        let (enter, old) = match f.snapshot.get(&key) {
-            None => (true, BTreeMap::new()),
-            Some((_, old)) => (false, old.clone()),
-        };
-        let mut changes = String::new();
-        for p in &paths {
-            let new = rendered.get(*p);
-            if !enter && new == old.get(*p) {
+    let incremental = f.synced.filter(|_| matches!(f.spec.target, Target::View(_)));
+    if let Some(synced) = incremental {
+        // Only objects changed since the last complete pass can differ from the snapshot.
+        // No generation above `synced`: nothing changed (the usual call that then parks).
+        let changed: Vec<(&'static str, &str, u64)> =
+            if world.gen > synced { walk(world, &f.spec, None).filter(|o| o.2 > synced).collect() } else { Vec::new() };
+        let fresh = changed.iter().filter(|(k, id, _)| f.reported_gen(k, id).is_none()).count();
+        let expected = f.reported_len() + fresh;
+        for (kind, id, gen) in changed {
+            if f.reported_gen(kind, id) == Some(gen) {
                 continue;
             }
-            match new {
-                Some(v) => {
-                    let _ = write!(changes, "<changeSet><name>{}</name><op>assign</op>{v}</changeSet>", escape(*p));
-                }
-                None if !enter => {
-                    let _ = write!(changes, "<changeSet><name>{}</name><op>assign</op></changeSet>", escape(*p));
-                }
-                None => {}
+            if out.len() >= max {
+                return (out, true);
             }
+            report(world, f, kind, id, gen, &mut out);
         }
-        f.snapshot.insert(key, (gen, rendered));
-        if !enter && changes.is_empty() {
+        let Target::View(types) = &f.spec.target else { return (out, false) };
+        // Fewer objects than reported plus new ones: some left.
+        if world.count(types) != expected && leaves(world, f, max, &mut out) {
+            return (out, true);
+        }
+        f.synced = Some(world.gen);
+        return (out, false);
+    }
+    if f.cursor.is_none() {
+        f.pass_start = world.gen;
+    }
+    let cursor = f.cursor.take();
+    let after = cursor.as_ref().map(|(k, id)| (*k, id.as_str()));
+    let pending: Vec<(&'static str, &str, u64)> = walk(world, &f.spec, after).collect();
+    // The last object visited: a truncated pass resumes after it.
+    let mut last = cursor.as_ref().map(|(k, id)| (*k, id.as_str()));
+    for (kind, id, gen) in pending {
+        if f.reported_gen(kind, id) != Some(gen) {
+            if out.len() >= max {
+                // `max` > 0, so at least one object was visited and `last` is set.
+                f.cursor = last.map(|(k, id)| (k, id.to_string()));
+                return (out, true);
+            }
+            report(world, f, kind, id, gen, &mut out);
+        }
+        last = Some((kind, id));
+    }
+    if leaves(world, f, max, &mut out) {
+        return (out, true);
+    }
+    f.synced = Some(f.pass_start);
+    (out, false)
+}
+
+/// Reports `leave` for snapshot objects that no longer exist (at most up to `max` updates in
+/// `out`); returns whether some were left for the next call.
+fn leaves(world: &World, f: &mut Filter, max: usize, out: &mut Vec<String>) -> bool {
+    let gone: Vec<(&'static str, String)> = f
+        .snapshot
+        .iter()
+        .flat_map(|(k, m)| m.keys().map(move |id| (*k, id)))
+        .filter(|(k, id)| world.gen_of(k, id).is_none())
+        .map(|(k, id)| (k, id.clone()))
+        .collect();
+    for (kind, id) in gone {
+        if out.len() >= max {
+            return true;
+        }
+        if let Some(m) = f.snapshot.get_mut(kind) {
+            m.remove(&id);
+        }
+        out.push(format!("<objectSet><kind>leave</kind><obj type=\"{kind}\">{}</obj></objectSet>", escape(&id)));
+    }
+    false
+}
+
+/// Renders one object, compares it with the snapshot and pushes its `enter` or `modify` update
+/// (nothing when no reported property changed); records it in the snapshot.
+fn report(world: &World, f: &mut Filter, kind: &'static str, id: &str, gen: u64, out: &mut Vec<String>) {
+    let paths = paths_for(&f.spec, kind);
+    let rendered: BTreeMap<String, String> = paths
+        .iter()
+        .filter_map(|p| world.render(kind, id, p).map(|v| (p.to_string(), value_xml("val", p, &v))))
+        .collect();
+    let old = f.snapshot.get(kind).and_then(|m| m.get(id)).map(|(_, old)| old);
+    let enter = old.is_none();
+    let mut changes = String::new();
+    for p in &paths {
+        let new = rendered.get(*p);
+        if !enter && new == old.and_then(|o| o.get(*p)) {
             continue;
         }
-        out.push(format!(
-            "<objectSet><kind>{}</kind><obj type=\"{kind}\">{}</obj>{changes}</objectSet>",
-            if enter { "enter" } else { "modify" },
-            escape(&id)
-        ));
-    }
-    let gone: Vec<_> = f.snapshot.keys().filter(|k| !seen.contains(*k)).cloned().collect();
-    for key in gone {
-        if out.len() >= max {
-            truncated = true;
-            break;
+        match new {
+            Some(v) => {
+                let _ = write!(changes, "<changeSet><name>{}</name><op>assign</op>{v}</changeSet>", escape(*p));
+            }
+            None if !enter => {
+                let _ = write!(changes, "<changeSet><name>{}</name><op>assign</op></changeSet>", escape(*p));
+            }
+            None => {}
         }
-        f.snapshot.remove(&key);
-        out.push(format!("<objectSet><kind>leave</kind><obj type=\"{}\">{}</obj></objectSet>", key.0, escape(&key.1)));
     }
-    (out, truncated)
+    f.snapshot.entry(kind).or_default().insert(id.to_string(), (gen, rendered));
+    if !enter && changes.is_empty() {
+        return;
+    }
+    out.push(format!(
+        "<objectSet><kind>{}</kind><obj type=\"{kind}\">{}</obj>{changes}</objectSet>",
+        if enter { "enter" } else { "modify" },
+        escape(id)
+    ));
 }
 
 async fn wait_for_updates(shared: &Shared, cookie: &str, this: &str, req: &Node<'_>) -> Response {
@@ -539,7 +651,7 @@ async fn wait_for_updates(shared: &Shared, cookie: &str, this: &str, req: &Node<
             let mut any_truncated = false;
             for (id, f) in sess.filters.iter_mut() {
                 if first && version.is_empty() {
-                    f.snapshot.clear();
+                    f.reset();
                 }
                 let (updates, truncated) = collect_updates(&world, f, max_objects);
                 any_truncated |= truncated;
@@ -590,5 +702,120 @@ impl<'a> Parked<'a> {
 impl Drop for Parked<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vsphere::sim::world::{SimNet, SimNic, SimVm};
+    use crate::vsphere::sim::{generate, SimOptions};
+
+    fn spec() -> Spec {
+        Spec {
+            props: vec![(HOST.into(), vec!["name".into()]), (VM.into(), vec!["name".into(), "runtime.host".into()])],
+            target: Target::View(vec![HOST.into(), VM.into()]),
+        }
+    }
+
+    /// `(kind, id)` of each object update, in order.
+    fn updates(out: &[String]) -> Vec<(String, String)> {
+        out.iter()
+            .map(|u| {
+                let between = |a: &str, b: &str| {
+                    let s = &u[u.find(a).unwrap() + a.len()..];
+                    s[..s.find(b).unwrap()].to_string()
+                };
+                (between("<kind>", "</kind>"), between("\">", "</obj>"))
+            })
+            .collect()
+    }
+
+    /// Calls until a call is not truncated; every call's updates.
+    fn drain(w: &World, f: &mut Filter, max: usize) -> Vec<Vec<(String, String)>> {
+        let mut calls = Vec::new();
+        loop {
+            let (out, truncated) = collect_updates(w, f, max);
+            assert!(out.len() <= max);
+            calls.push(updates(&out));
+            if !truncated {
+                return calls;
+            }
+        }
+    }
+
+    fn add_vm(w: &mut World, host: &str) -> String {
+        let id = w.id("vm");
+        let gen = w.bump();
+        let nic = SimNic { key: 4000, mac: w.mac(), connected: true, network: SimNet::Standard("pg-100".into()) };
+        w.vms.insert(
+            id.clone(),
+            SimVm { name: "late".into(), gen, host: host.into(), powered_on: true, nics: vec![nic] },
+        );
+        id
+    }
+
+    #[test]
+    fn paged_first_pass_reports_every_object_once_and_later_calls_only_changes() {
+        let mut w = generate(&SimOptions { hosts: 10, vms_per_host: 5, ..SimOptions::default() });
+        let mut f = Filter::new(spec());
+        // Hosts are walked first: 10 hosts and the first 5 VMs.
+        let (first, truncated) = collect_updates(&w, &mut f, 15);
+        assert!(truncated);
+        assert_eq!(first.len(), 15);
+
+        // Between pages: change an object already reported, remove one already reported and
+        // one not reached yet, add one.
+        let reported = updates(&first);
+        let seen_vm = reported.iter().find(|(_, id)| id.starts_with("vm-")).unwrap().1.clone();
+        let gone_seen = reported.iter().filter(|(_, id)| id.starts_with("vm-")).nth(1).unwrap().1.clone();
+        let gone_unseen = w.vms.keys().last().unwrap().clone();
+        let gen = w.bump();
+        let v = w.vms.get_mut(&seen_vm).unwrap();
+        v.name = "renamed".into();
+        v.gen = gen;
+        w.vms.remove(&gone_seen);
+        w.vms.remove(&gone_unseen);
+        let host = w.hosts.keys().next().unwrap().clone();
+        let late = add_vm(&mut w, &host);
+
+        let rest: Vec<(String, String)> = drain(&w, &mut f, 7).concat();
+        let mut all: Vec<(String, String)> = reported.iter().cloned().chain(rest.iter().cloned()).collect();
+        assert!(all.contains(&("leave".into(), gone_seen.clone())), "{all:?}");
+        // Changes behind the cursor (the rename, the late VM if it sorts before the cursor)
+        // arrive by the end of the pass or in the next call.
+        all.extend(drain(&w, &mut f, 7).concat());
+        assert!(all.contains(&("modify".into(), seen_vm.clone())), "{all:?}");
+        // The pass resumes where it stopped: no object is entered twice, the unreached removed
+        // one never appears, and the late one does.
+        let enters: Vec<&String> = all.iter().filter(|(k, _)| k == "enter").map(|(_, id)| id).collect();
+        let unique: std::collections::BTreeSet<&String> = enters.iter().copied().collect();
+        assert_eq!(enters.len(), unique.len(), "entered twice: {all:?}");
+        assert!(!unique.contains(&gone_unseen));
+        assert!(unique.contains(&late));
+        assert_eq!(unique.len(), 10 + 50 - 1 + 1, "every object that existed when reached");
+
+        assert_eq!(drain(&w, &mut f, 7).concat(), vec![], "steady: nothing to report");
+        assert!(f.synced.is_some(), "a completed pass switches to looking at newer generations only");
+
+        // Incremental calls: a change, and a removal with an addition (same object count).
+        let gen = w.bump();
+        let v = w.vms.get_mut(&late).unwrap();
+        v.host = w.hosts.keys().nth(1).unwrap().clone();
+        v.gen = gen;
+        assert_eq!(drain(&w, &mut f, 7).concat(), vec![("modify".to_string(), late.clone())]);
+        w.vms.remove(&seen_vm);
+        let newer = add_vm(&mut w, &host);
+        let mut got = drain(&w, &mut f, 7).concat();
+        got.sort();
+        assert_eq!(got, vec![("enter".to_string(), newer), ("leave".to_string(), seen_vm)]);
+        assert_eq!(drain(&w, &mut f, 7).concat(), vec![]);
+
+        // A reset (a new `WaitForUpdatesEx("")`) reports everything again.
+        f.reset();
+        let again = drain(&w, &mut f, 500).concat();
+        assert_eq!(again.len(), w.hosts.len() + w.vms.len());
+        assert_eq!(again.len(), 10 + 50 - 3 + 2, "three VMs removed, two added");
+        assert!(again.iter().all(|(k, _)| k == "enter"));
     }
 }

@@ -94,6 +94,27 @@ pub const VM: &str = "VirtualMachine";
 pub const DVPG: &str = "DistributedVirtualPortgroup";
 pub const DVS: &str = "VmwareDistributedVirtualSwitch";
 
+/// The order in which [`World::walk`] visits object types.
+const WALK_ORDER: [&str; 4] = [HOST, VM, DVPG, DVS];
+
+/// Whether a container view over `types` shows objects of `kind`.
+fn wants(types: &[String], kind: &str) -> bool {
+    types
+        .iter()
+        .any(|t| t == kind || (kind == DVS && t == "DistributedVirtualSwitch") || (kind == DVPG && t == "Network"))
+}
+
+/// `(id, generation)` of a map's objects, after `from` when given.
+fn gens<'w: 'x, 'x, V>(
+    m: &'w BTreeMap<String, V>,
+    from: Option<&'x str>,
+    gen: fn(&V) -> u64,
+) -> Box<dyn Iterator<Item = (&'w str, u64)> + 'x> {
+    use std::ops::Bound;
+    let lower = from.map_or(Bound::Unbounded, Bound::Excluded);
+    Box::new(m.range::<str, _>((lower, Bound::Unbounded)).map(move |(k, v)| (k.as_str(), gen(v))))
+}
+
 /// Every simulated object.
 #[derive(Debug, Default)]
 pub struct World {
@@ -140,6 +161,52 @@ impl World {
             out.extend(self.dvs.iter().map(|(id, s)| (DVS, id.clone(), s.gen)));
         }
         out
+    }
+
+    /// `(type, id, generation)` of every object of these types, in a fixed order (hosts, VMs,
+    /// distributed port groups, distributed switches; by id within a type), starting after
+    /// `after` when given: what property filters walk, resuming a truncated pass where it stopped.
+    pub fn walk<'w: 'x, 'x>(
+        &'w self,
+        types: &'x [String],
+        after: Option<(&'x str, &'x str)>,
+    ) -> impl Iterator<Item = (&'static str, &'w str, u64)> + 'x {
+        let start = after.and_then(|(k, _)| WALK_ORDER.iter().position(|o| *o == k)).unwrap_or(0);
+        WALK_ORDER[start..].iter().filter(move |k| wants(types, k)).flat_map(move |&kind| {
+            let from = after.filter(|(k, _)| *k == kind).map(|(_, id)| id);
+            let it: Box<dyn Iterator<Item = (&'w str, u64)> + 'x> = match kind {
+                HOST => gens(&self.hosts, from, |h| h.gen),
+                VM => gens(&self.vms, from, |v| v.gen),
+                DVPG => gens(&self.dvpgs, from, |p| p.gen),
+                _ => gens(&self.dvs, from, |s| s.gen),
+            };
+            it.map(move |(id, gen)| (kind, id, gen))
+        })
+    }
+
+    /// One object's id as the world stores it, and its generation.
+    pub fn lookup(&self, kind: &str, id: &str) -> Option<(&str, u64)> {
+        match kind {
+            HOST => self.hosts.get_key_value(id).map(|(k, h)| (k.as_str(), h.gen)),
+            VM => self.vms.get_key_value(id).map(|(k, v)| (k.as_str(), v.gen)),
+            DVPG => self.dvpgs.get_key_value(id).map(|(k, p)| (k.as_str(), p.gen)),
+            DVS => self.dvs.get_key_value(id).map(|(k, s)| (k.as_str(), s.gen)),
+            _ => None,
+        }
+    }
+
+    /// How many objects of these types exist.
+    pub fn count(&self, types: &[String]) -> usize {
+        WALK_ORDER
+            .iter()
+            .filter(|k| wants(types, k))
+            .map(|&k| match k {
+                HOST => self.hosts.len(),
+                VM => self.vms.len(),
+                DVPG => self.dvpgs.len(),
+                _ => self.dvs.len(),
+            })
+            .sum()
     }
 
     /// The generation of one object, if it exists.
