@@ -37,7 +37,7 @@ pub struct Desired {
 }
 
 impl Desired {
-    /// The VLAN sets of one switch's ports, keyed by port name: what the planner needs.
+    /// The VLAN sets of one switch's ports, keyed by port name.
     pub fn vlans_for(&self, switch: &str) -> BTreeMap<String, BTreeSet<VlanId>> {
         self.ports
             .iter()

@@ -233,20 +233,20 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
         let desired = self.desired.borrow_and_update().clone();
         let mut owned = self.ledger.load().map_err(self.store_err("loading the ownership ledger"))?;
         let policy = &self.config.policy;
-        // Excluded ports are left out before planning (and before copying): at scale most cabled
-        // ports may be excluded, and refusing each of their VLANs again on every cycle is work
-        // and noise, not news.
-        let mut excluded = 0usize;
+        // Ports policy does not manage (excluded, or not in managed_ports) are left out before
+        // planning (and before copying): at scale most cabled ports may be unmanaged, and refusing
+        // each of their VLANs again on every cycle is work and noise, not news.
+        let mut unmanaged = 0usize;
         let mut want = PortSets::new();
         for (p, vlans) in desired.ports.iter().filter(|(p, _)| p.switch == name) {
             if policy.manages(&p.port) {
                 want.insert(p.port.clone(), vlans.keys().copied().collect());
             } else {
-                excluded += 1;
+                unmanaged += 1;
             }
         }
-        if excluded > 0 {
-            debug!(switch = %name, ports = excluded, "desired VLANs on excluded ports not planned");
+        if unmanaged > 0 {
+            debug!(switch = %name, ports = unmanaged, "desired VLANs on unmanaged ports not planned");
         }
         let ports: BTreeSet<String> = want.keys().chain(owned.keys()).filter(|p| policy.manages(p)).cloned().collect();
         let observed = self.switch.read(&ports).await?;
