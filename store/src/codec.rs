@@ -3,8 +3,8 @@
 //! A record's bytes: `[FORMAT: u8][schema: u16 BE][prev: 32 bytes][crc32: u32 BE][payload]`.
 //! Records are stored in blocks, one sled entry per block: key = the first record's sequence
 //! number, big-endian (sled's order is the log's order); value = `[count: u32 BE]` then, per
-//! record, `[len: u32 BE][record bytes]`. One group commit writes one block, so sled's per-key
-//! cost is paid per commit, not per event.
+//! record, `[len: u32 BE][record bytes]`. A group commit writes its records as a few blocks of
+//! at most 6 KiB (ADR 0001), so sled's per-key cost is paid per block, not per event.
 //!
 //! Two checks, for two threats: the CRC (over the sequence number, header and payload) pins
 //! accidental corruption to the exact record; the hash chain makes deliberate edits evident. A
