@@ -23,10 +23,11 @@ use crate::{Entry, Error, Hash, Log, Record, Result, Seq, Snapshot, Subscription
 const QUEUE: usize = 4096;
 /// Most records one group commit takes, so one flush never grows without bound.
 const MAX_GROUP: usize = 1 << 16;
-/// Most bytes per stored block (a large group is written as several blocks) (a record larger than this gets a block of its own). sled keeps up
-/// to 16 entries per leaf and stores a leaf over ~128 KiB as a separate "blob" file that it reads
-/// back whole, CRC and all, every time the database opens; keeping leaves under that keeps opening
-/// independent of the log's size (ADR 0001).
+/// Most bytes per stored block: a large group is written as several blocks, and a record larger
+/// than this gets a block of its own. sled keeps up to 16 entries per leaf and stores a leaf over
+/// ~128 KiB as a separate "blob" file that it reads back whole, CRC and all, every time the
+/// database opens; keeping leaves under that keeps opening independent of the log's size
+/// (ADR 0001).
 const MAX_BLOCK_BYTES: usize = 6 * 1024;
 /// Records a read gathers (from consecutive blocks) before decoding them together.
 const READ_RUN: usize = 4096;
