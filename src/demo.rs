@@ -46,29 +46,12 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     println!("netfold demo — grace period {} s (production default 180 s)", args.grace_secs);
     println!("data directory: {}\n", data_dir.display());
 
-    let vc = vsphere::sim::Simulator::start(vsphere::sim::SimOptions {
-        hosts: 2,
-        vms_per_host: 2,
-        portgroups: 2,
-        first_vlan: 100,
-        switch_name: SWITCH.into(),
-        port_prefix: "Ethernet1/".into(),
-        ..Default::default()
-    })
-    .await
-    .context("starting the vCenter simulator")?;
-    let xs = xen::sim::Simulator::start(xen::sim::SimOptions {
-        hosts: 2,
-        vms_per_host: 2,
-        vlans: 2,
-        first_vlan: 100,
-        nics_per_host: 1,
-        switch_name: SWITCH.into(),
-        port_prefix: "Ethernet2/".into(),
-        ..Default::default()
-    })
-    .await
-    .context("starting the XenServer simulator")?;
+    let vc = vsphere::sim::Simulator::start(vsphere::sim::SimOptions::lab(SWITCH, "Ethernet1/"))
+        .await
+        .context("starting the vCenter simulator")?;
+    let xs = xen::sim::Simulator::start(xen::sim::SimOptions::lab(SWITCH, "Ethernet2/"))
+        .await
+        .context("starting the XenServer simulator")?;
     println!("vCenter simulator   {}  (SOAP, urn:vim25)", vc.url());
     println!("XenServer simulator {}  (XenAPI XML-RPC)\n", xs.url());
 

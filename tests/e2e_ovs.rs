@@ -198,29 +198,8 @@ async fn seed_scenario_on_real_ovs_with_a_restart_while_the_vcenter_is_lost() {
     })
     .await
     .unwrap();
-    let vc = vsphere::sim::Simulator::start(vsphere::sim::SimOptions {
-        hosts: 2,
-        vms_per_host: 2,
-        portgroups: 2,
-        first_vlan: 100,
-        switch_name: SWITCH.into(),
-        port_prefix: "Ethernet1/".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let xs = xen::sim::Simulator::start(xen::sim::SimOptions {
-        hosts: 2,
-        vms_per_host: 2,
-        vlans: 2,
-        first_vlan: 100,
-        nics_per_host: 1,
-        switch_name: SWITCH.into(),
-        port_prefix: "Ethernet2/".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let vc = vsphere::sim::Simulator::start(vsphere::sim::SimOptions::lab(SWITCH, "Ethernet1/")).await.unwrap();
+    let xs = xen::sim::Simulator::start(xen::sim::SimOptions::lab(SWITCH, "Ethernet2/")).await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -74,6 +74,23 @@ impl Default for SimOptions {
     }
 }
 
+impl SimOptions {
+    /// The demo's two-host lab (2 hosts × 2 VMs on 2 port groups, VLANs 100 and 101), its pnics
+    /// cabled to `switch` ports `{port_prefix}1..=4`. `netfold demo` and the end-to-end tests
+    /// play their scenario on it.
+    pub fn lab(switch: &str, port_prefix: &str) -> Self {
+        Self {
+            hosts: 2,
+            vms_per_host: 2,
+            portgroups: 2,
+            first_vlan: 100,
+            switch_name: switch.into(),
+            port_prefix: port_prefix.into(),
+            ..Self::default()
+        }
+    }
+}
+
 /// How a connectivity cut behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cut {

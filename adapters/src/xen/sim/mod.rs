@@ -72,6 +72,24 @@ impl Default for SimOptions {
     }
 }
 
+impl SimOptions {
+    /// The demo's two-host pool (2 hosts × 2 VMs on VLANs 100 and 101, one NIC per host), its
+    /// NICs cabled to `switch` ports `{port_prefix}1..=2`. `netfold demo` and the end-to-end
+    /// tests play their scenario on it.
+    pub fn lab(switch: &str, port_prefix: &str) -> Self {
+        Self {
+            hosts: 2,
+            vms_per_host: 2,
+            vlans: 2,
+            first_vlan: 100,
+            nics_per_host: 1,
+            switch_name: switch.into(),
+            port_prefix: port_prefix.into(),
+            ..Self::default()
+        }
+    }
+}
+
 /// A control operation that named something the pool does not hold, or a bind failure.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
