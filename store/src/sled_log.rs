@@ -44,6 +44,7 @@ pub fn open_db(path: &Path) -> Result<sled::Db> {
     let started = Instant::now();
     loop {
         match sled::Config::new().path(path).open() {
+            // sled reports a held lock only as an IO error with this text.
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
                 if started.elapsed() >= LOCK_WAIT {
                     return Err(Error::InUse { path: path.to_path_buf() });
@@ -303,6 +304,54 @@ impl Trees {
         }))
     }
 
+    /// Records `from..=last` of a log whose head is `head`, decoded, as runs: blocks are small (a
+    /// few KiB), so records are gathered across blocks into runs long enough to decode in
+    /// parallel. A gap (including records missing before `last`) or a bad record ends the runs
+    /// with its error.
+    fn runs<R: Record>(
+        &self,
+        from: Seq,
+        last: Seq,
+        head: Seq,
+    ) -> impl Iterator<Item = Vec<Result<Entry<R>>>> + Send + '_ {
+        let mut blocks = self.blocks_from(from, last);
+        let mut expected = from.max(1);
+        let mut done = false;
+        std::iter::from_fn(move || {
+            if done {
+                return None;
+            }
+            let mut run: Vec<Block> = Vec::new();
+            let mut records = 0;
+            let mut error = None;
+            while records < READ_RUN {
+                match blocks.next() {
+                    None if expected <= last => error = Some(Error::Missing { seq: expected, head }),
+                    None => done = true,
+                    Some(Err(e)) => error = Some(e),
+                    Some(Ok(b)) if b.records[0].0 != expected => error = Some(Error::Missing { seq: expected, head }),
+                    Some(Ok(b)) => {
+                        expected += b.records.len() as Seq;
+                        records += b.records.len();
+                        run.push(b);
+                        continue;
+                    }
+                }
+                break;
+            }
+            let slices: Vec<(Seq, &[u8])> =
+                run.iter().flat_map(|b| b.records.iter().map(|(seq, at)| (*seq, &b.bytes[at.clone()]))).collect();
+            let mut out = codec::decode_all::<R>(&slices);
+            if out.last().is_some_and(Result::is_err) {
+                done = true;
+            } else if let Some(e) = error {
+                out.push(Err(e));
+                done = true;
+            }
+            (!out.is_empty()).then_some(out)
+        })
+    }
+
     /// Records `from..=head` as `(seq, bytes)`.
     fn values_from(&self, from: Seq, head: Seq) -> impl Iterator<Item = Result<(Seq, Stored)>> + Send + '_ {
         self.blocks_from(from, head).flat_map(|block| match block {
@@ -317,7 +366,15 @@ impl Trees {
 impl<R: Record> Source<R> for Trees {
     fn read_chunk(&self, from: Seq, max: usize) -> (Vec<Entry<R>>, Option<Error>) {
         let head = *self.head.borrow();
-        codec::decode_run(self.values_from(from, head), from, max, head)
+        let last = from.max(1).saturating_add(max as Seq).saturating_sub(1).min(head);
+        let mut out = Vec::with_capacity(max.min(READ_RUN));
+        for entry in self.runs(from, last, head).flatten() {
+            match entry {
+                Ok(e) => out.push(e),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+        (out, None)
     }
 }
 
@@ -342,51 +399,7 @@ impl<R: Record> Log<R> for SledLog<R> {
 
     fn read(&self, from: Seq) -> Box<dyn Iterator<Item = Result<Entry<R>>> + Send + '_> {
         let head = self.head();
-        let mut blocks = self.trees.blocks_from(from, head);
-        let mut expected = from.max(1);
-        let mut done = false;
-        // Blocks are small (a few KiB), so records are gathered across blocks into runs long
-        // enough to decode in parallel.
-        Box::new(
-            std::iter::from_fn(move || {
-                if done {
-                    return None;
-                }
-                let mut run: Vec<Block> = Vec::new();
-                let mut records = 0;
-                let mut error = None;
-                while records < READ_RUN {
-                    match blocks.next() {
-                        None => {
-                            done = true;
-                            break;
-                        }
-                        Some(Err(e)) => error = Some(e),
-                        Some(Ok(b)) if b.records[0].0 != expected => {
-                            error = Some(Error::Missing { seq: expected, head })
-                        }
-                        Some(Ok(b)) => {
-                            expected += b.records.len() as Seq;
-                            records += b.records.len();
-                            run.push(b);
-                            continue;
-                        }
-                    }
-                    break;
-                }
-                let slices: Vec<(Seq, &[u8])> =
-                    run.iter().flat_map(|b| b.records.iter().map(|(seq, at)| (*seq, &b.bytes[at.clone()]))).collect();
-                let mut out = codec::decode_all::<R>(&slices);
-                if out.last().is_some_and(Result::is_err) {
-                    done = true;
-                } else if let Some(e) = error {
-                    out.push(Err(e));
-                    done = true;
-                }
-                (!out.is_empty()).then_some(out)
-            })
-            .flatten(),
-        )
+        Box::new(self.trees.runs(from, head, head).flatten())
     }
 
     fn subscribe(&self, from: Seq) -> Subscription<R> {
