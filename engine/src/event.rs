@@ -25,6 +25,13 @@ pub enum Event {
     Reestablished { outage_ms: u64 },
     /// The grace period ran out while lost: every fact of the hypervisor is dropped.
     Expired,
+    /// A full read would have removed more of the hypervisor's facts than the mass-removal
+    /// guard allows, so none were removed. `sample`: the first keys that would have gone.
+    /// Held until released (an operator, or a later full read that no longer trips the guard).
+    RemovalHeld { would_remove: u64, known: u64, sample: Vec<crate::fact::FactKey> },
+    /// A held removal was let through or is moot; `by`: `operator` or `resync` (a later full
+    /// read no longer trips the guard).
+    RemovalReleased { by: String },
 }
 
 impl Event {
@@ -36,6 +43,8 @@ impl Event {
             Event::Lost { .. } => "Lost",
             Event::Reestablished { .. } => "Reestablished",
             Event::Expired => "Expired",
+            Event::RemovalHeld { .. } => "RemovalHeld",
+            Event::RemovalReleased { .. } => "RemovalReleased",
         }
     }
 }
