@@ -97,6 +97,16 @@ pub enum Command {
         #[command(flatten)]
         data: DataDir,
     },
+    /// Let a mass removal held back by the guard through (on the running agent): the
+    /// hypervisor is read again and what it no longer reports is removed.
+    Release {
+        /// The hypervisor whose held removal to release.
+        #[arg(long)]
+        hypervisor: String,
+        /// The running agent's HTTP endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:9187")]
+        agent: String,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]

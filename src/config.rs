@@ -72,6 +72,20 @@ pub struct Hypervisor {
     pub tls: TlsOptions,
     /// This hypervisor's grace period, seconds (default: `engine.grace_secs`, else 180).
     pub grace_secs: Option<u64>,
+    /// Session timing; each unset key keeps the adapter's default (see netfold.example.toml).
+    pub backoff_initial_ms: Option<u64>,
+    pub backoff_max_ms: Option<u64>,
+    pub fatal_retry_secs: Option<u64>,
+    pub connect_timeout_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
+    pub liveness_secs: Option<u64>,
+    /// How long the hypervisor holds an update poll open (`WaitForUpdatesEx` maxWaitSeconds,
+    /// `event.from` timeout); below `liveness_secs`.
+    pub wait_secs: Option<u32>,
+    pub resync_secs: Option<u64>,
+    /// vmware only: objects per `RetrievePropertiesEx` page.
+    pub page_size: Option<u32>,
+    pub max_body_bytes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,11 +141,21 @@ pub struct Link {
     pub port: String,
 }
 
-/// A validated hypervisor entry.
+/// A validated hypervisor entry, with its adapter's configuration built and checked.
 pub struct HypervisorPlan {
     pub id: HypervisorId,
     pub kind: Kind,
-    pub entry: Hypervisor,
+    pub adapter: crate::agent::Adapter,
+}
+
+/// The longest grace period accepted: one week.
+pub const MAX_GRACE_SECS: u64 = 604_800;
+
+fn check_grace(key: &str, g: u64) -> Result<()> {
+    if !(1..=MAX_GRACE_SECS).contains(&g) {
+        bail!("key `{key}`: {g} is out of range; allowed: 1 to {MAX_GRACE_SECS} seconds (one week)");
+    }
+    Ok(())
 }
 
 /// A validated switch entry.
@@ -196,6 +220,7 @@ fn validate(c: Config) -> Result<Plan> {
         ..engine::config::Config::default()
     };
     if let Some(g) = c.engine.grace_secs {
+        check_grace("grace_secs", g).map_err(|e| anyhow!("[engine]: {e}"))?;
         engine.grace_secs = g;
     }
     if let Some(n) = c.engine.snapshot_every {
@@ -219,9 +244,14 @@ fn validate(c: Config) -> Result<Plan> {
         }
         check_secret(&h.password).map_err(|e| anyhow!("{at}: key `password`: {e}"))?;
         if let Some(g) = h.grace_secs {
+            check_grace("grace_secs", g).map_err(|e| anyhow!("{at}: {e}"))?;
             engine.grace_secs_per_hypervisor.insert(id.clone(), g);
         }
-        hypervisors.push(HypervisorPlan { id, kind, entry: h });
+        if kind == Kind::XenCitrix && h.page_size.is_some() {
+            bail!("{at}: key `page_size` applies to kind `vmware` only (XenAPI reads whole tables)");
+        }
+        let adapter = crate::agent::Adapter::from_config(kind, &h).map_err(|e| anyhow!("{at}: {e}"))?;
+        hypervisors.push(HypervisorPlan { id, kind, adapter });
     }
     engine.validate().map_err(|e| anyhow!("[engine]: {e}"))?;
 

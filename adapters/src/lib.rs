@@ -10,6 +10,7 @@
 //! Adapters report [`engine::Observation`]s; they never write events and know nothing of the log.
 
 pub mod common;
+pub mod driver;
 pub mod eapi;
 pub mod ovs;
 pub mod vsphere;

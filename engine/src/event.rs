@@ -19,8 +19,10 @@ pub enum Event {
     Connected { kind: Kind, endpoint: String },
     /// Facts were added, changed or removed; one event per observed batch.
     Learnt { changes: Vec<Change> },
-    /// The session broke; facts are kept while the grace period runs.
-    Lost { reason: String },
+    /// The session broke; facts are kept while the grace period runs, which counts from
+    /// `since`: the last time the hypervisor answered (unix ms; schema 2 — schema 1 records
+    /// are upcast with `since` = the record's time).
+    Lost { reason: String, since: UnixMs },
     /// Back within the grace period after `outage_ms`.
     Reestablished { outage_ms: u64 },
     /// The grace period ran out while lost: every fact of the hypervisor is dropped.

@@ -279,7 +279,7 @@ fn expire(s: Session) -> Step {
 fn lost(ctx: &Ctx<'_>, since: UnixMs, reason: String, invalid: Vec<Invalid>) -> Step {
     Step {
         next: Session::Lost { since },
-        events: vec![Event::Lost { reason }],
+        events: vec![Event::Lost { reason, since }],
         notices: vec![Notice::Lost],
         invalid,
         timer: Timer::Arm { at: since.saturating_add(ctx.grace_ms) },
@@ -657,7 +657,7 @@ mod tests {
         let c = ctx(&id, 5_000, st.facts_of(&id), &g);
         let s = Session::Live.step(inventory(vec![]), &c);
         assert_eq!(s.next, Session::Lost { since: 5_000 });
-        assert_eq!(s.events, vec![Event::Lost { reason: "inventory came back empty".into() }]);
+        assert_eq!(s.events, vec![Event::Lost { reason: "inventory came back empty".into(), since: 5_000 }]);
         assert_eq!(s.ask, Some(Ask::Reread { reason: "inventory came back empty".into() }));
         // Still hollow while lost: nothing appended, asked again.
         let s = Session::Lost { since: 5_000 }.step(inventory(vec![]), &c);

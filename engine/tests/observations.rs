@@ -34,7 +34,7 @@ async fn an_empty_inventory_is_a_lost_connection_not_a_mass_deletion() -> anyhow
     let out = engine.observe(id.clone(), VMWARE, inventory(vec![])).await?;
 
     assert!(matches!(&out.invalid[..], [Invalid::HollowInventory { what: "empty", known: 9, .. }]), "{out:?}");
-    assert!(matches!(last_event(&log), Event::Lost { reason } if reason.contains("empty")));
+    assert!(matches!(last_event(&log), Event::Lost { reason, .. } if reason.contains("empty")));
     assert_eq!(cap.operator_lines(), vec![info("VMware:Lost connection to hypervisor vc-east. Retrying...")]);
     assert_eq!(engine.state().read(|s| s.facts_of(&id).unwrap().len()), 9);
     assert!(!desired.has_changed()?);

@@ -87,7 +87,7 @@ fn event() -> impl Strategy<Value = Event> {
         1 => proptest::sample::select(&[Kind::VMware, Kind::XenCitrix][..])
             .prop_map(|kind| Event::Connected { kind, endpoint: "e".into() }),
         6 => proptest::collection::vec(change(), 1..6).prop_map(|changes| Event::Learnt { changes }),
-        1 => Just(Event::Lost { reason: "r".into() }),
+        1 => (0u64..1_000_000).prop_map(|since| Event::Lost { reason: "r".into(), since }),
         1 => (0u64..1000).prop_map(|outage_ms| Event::Reestablished { outage_ms }),
         1 => Just(Event::Expired),
         1 => (1u64..100).prop_map(|would_remove| Event::RemovalHeld { would_remove, known: 100, sample: vec![] }),

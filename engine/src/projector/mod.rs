@@ -284,9 +284,9 @@ impl State {
                     self.apply_change(hv, change);
                 }
             }
-            Event::Lost { .. } => {
-                let (_, hv) = self.entry(id, Status::Lost { since: env.at });
-                hv.status = Status::Lost { since: env.at };
+            Event::Lost { since, .. } => {
+                let (_, hv) = self.entry(id, Status::Lost { since: *since });
+                hv.status = Status::Lost { since: *since };
             }
             Event::Reestablished { .. } => {
                 self.entry(id, Status::Live).1.status = Status::Live;

@@ -156,7 +156,7 @@ fn expired_drops_every_fact_and_lost_keeps_them() {
         2,
         vec![uplink("nic0", Some("p1")), network("pg", VlanSpec::Access(v(10))), vnic("vm", "pg", true, true)],
     ));
-    s.apply(&env(3, Event::Lost { reason: "x".into() }));
+    s.apply(&env(3, Event::Lost { reason: "x".into(), since: 3000 }));
     assert_eq!(s.status(&id()).unwrap().status, Status::Lost { since: 3000 });
     assert_eq!(vlans_on(&s, "p1"), [10]);
     let before = s.desired_version();

@@ -153,6 +153,22 @@ pub struct Link {
     pub asks: mpsc::Receiver<Ask>,
 }
 
+/// Releases held mass removals ([`Engine::release`]); cheap to clone.
+#[derive(Clone)]
+pub struct Releaser(mpsc::Sender<Command>);
+
+impl Releaser {
+    /// See [`Engine::release`].
+    pub async fn release(&self, hypervisor: HypervisorId) -> Result<u64> {
+        let (reply, answer) = oneshot::channel();
+        self.0
+            .send(Command::Release { hypervisor, reply })
+            .await
+            .map_err(|_| Error::Stopped("the core task is not running"))?;
+        answer.await.map_err(|_| Error::Stopped("the core task stopped before answering"))?
+    }
+}
+
 /// The running engine. Dropping it without [`Engine::shutdown`] stops the core task once its
 /// senders are gone.
 pub struct Engine {
@@ -205,12 +221,12 @@ impl Engine {
     /// Lets `hypervisor`'s held mass removal through at its next full read (which the adapter
     /// is asked for now). Returns how many removals were held.
     pub async fn release(&self, hypervisor: HypervisorId) -> Result<u64> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Release { hypervisor, reply })
-            .await
-            .map_err(|_| Error::Stopped("the core task is not running"))?;
-        answer.await.map_err(|_| Error::Stopped("the core task stopped before answering"))?
+        self.releaser().release(hypervisor).await
+    }
+
+    /// A handle that releases held removals (for the HTTP endpoint).
+    pub fn releaser(&self) -> Releaser {
+        Releaser(self.commands.clone())
     }
 
     fn forward(&self, hypervisor: HypervisorId, kind: Kind) -> mpsc::Sender<Observation> {

@@ -43,6 +43,8 @@ type Reported = (u64, BTreeMap<String, String>);
 /// scan for objects that left when the object count says some did.
 #[derive(Debug)]
 pub struct Filter {
+    /// The `PropertyCollector` the filter was created on (its updates go to that collector).
+    pub collector: String,
     pub spec: Spec,
     pub version: u64,
     pub snapshot: BTreeMap<&'static str, BTreeMap<String, Reported>>,
@@ -52,8 +54,16 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn new(spec: Spec) -> Self {
-        Self { spec, version: 0, snapshot: BTreeMap::new(), cursor: None, pass_start: 0, synced: None }
+    pub fn new(collector: &str, spec: Spec) -> Self {
+        Self {
+            collector: collector.to_string(),
+            spec,
+            version: 0,
+            snapshot: BTreeMap::new(),
+            cursor: None,
+            pass_start: 0,
+            synced: None,
+        }
     }
 
     /// Forgets what was reported: the next call reports every object (`enter`).
@@ -78,16 +88,34 @@ pub struct SimSession {
     pub key: String,
     pub views: HashMap<String, Vec<String>>,
     pub filters: BTreeMap<String, Filter>,
+    /// Collectors made with `CreatePropertyCollector` (besides the service's own).
+    pub collectors: std::collections::BTreeSet<String>,
     /// Pending `RetrievePropertiesEx` pages: token → (page size, remaining objects).
     pub tokens: HashMap<String, (usize, Vec<String>)>,
     pub next: u64,
 }
+
+/// The service's own collector, as `RetrieveServiceContent` names it.
+const DEFAULT_COLLECTOR: &str = "propertyCollector";
 
 impl SimSession {
     fn id(&mut self) -> String {
         self.next += 1;
         format!("session[{}]{}", self.key, self.next)
     }
+
+    /// Whether `this` names a collector this session may use.
+    fn has_collector(&self, this: &str) -> bool {
+        this == DEFAULT_COLLECTOR || self.collectors.contains(this)
+    }
+}
+
+fn collector_not_found(this: &str) -> Response {
+    fault(
+        "The object has already been deleted or has not been completely created",
+        "ManagedObjectNotFound",
+        &format!("<obj type=\"PropertyCollector\">{}</obj>", escape(this)),
+    )
 }
 
 const ENVELOPE_HEAD: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<soapenv:Envelope xmlns:soapenc=\"http://schemas.xmlsoap.org/soap/encoding/\" \
@@ -294,17 +322,37 @@ fn dispatch(world: &World, sess: &mut SimSession, method: &str, req: &Node<'_>, 
             sess.views.remove(this);
             ok(method, "")
         }
+        "CreatePropertyCollector" if sess.has_collector(this) => {
+            let id = format!("{}-pc", sess.id());
+            sess.collectors.insert(id.clone());
+            ok(method, &format!("<returnval type=\"PropertyCollector\">{}</returnval>", escape(&id)))
+        }
+        "DestroyPropertyCollector" if sess.collectors.remove(this) => {
+            sess.filters.retain(|_, f| f.collector != this);
+            ok(method, "")
+        }
+        "CreatePropertyCollector" | "DestroyPropertyCollector" => collector_not_found(this),
         "CreateFilter" => {
+            if !sess.has_collector(this) {
+                return Some(collector_not_found(this));
+            }
             let Some(spec) = req.child("spec").and_then(|s| parse_spec(s, sess)) else {
                 return Some(invalid_argument("spec"));
             };
             let id = sess.id();
-            sess.filters.insert(id.clone(), Filter::new(spec));
+            sess.filters.insert(id.clone(), Filter::new(this, spec));
             ok(method, &format!("<returnval type=\"PropertyFilter\">{}</returnval>", escape(&id)))
         }
-        "DestroyPropertyFilter" => {
-            sess.filters.remove(this);
-            ok(method, "")
+        "DestroyPropertyFilter" => match sess.filters.remove(this) {
+            Some(_) => ok(method, ""),
+            None => fault(
+                "The object has already been deleted or has not been completely created",
+                "ManagedObjectNotFound",
+                &format!("<obj type=\"PropertyFilter\">{}</obj>", escape(this)),
+            ),
+        },
+        "RetrievePropertiesEx" | "RetrieveProperties" | "ContinueRetrievePropertiesEx" if !sess.has_collector(this) => {
+            collector_not_found(this)
         }
         "RetrievePropertiesEx" | "RetrieveProperties" => {
             let mut objects = Vec::new();
@@ -647,9 +695,12 @@ async fn wait_for_updates(shared: &Shared, cookie: &str, this: &str, req: &Node<
                 return fault("simulator state poisoned", "SystemError", "");
             };
             let Some(sess) = sessions.get_mut(cookie) else { return not_authenticated(this) };
+            if !sess.has_collector(this) {
+                return collector_not_found(this);
+            }
             let mut filter_sets = String::new();
             let mut any_truncated = false;
-            for (id, f) in sess.filters.iter_mut() {
+            for (id, f) in sess.filters.iter_mut().filter(|(_, f)| f.collector == this) {
                 if first && version.is_empty() {
                     f.reset();
                 }
@@ -758,7 +809,7 @@ mod tests {
     #[test]
     fn paged_first_pass_reports_every_object_once_and_later_calls_only_changes() {
         let mut w = generate(&SimOptions { hosts: 10, vms_per_host: 5, ..SimOptions::default() });
-        let mut f = Filter::new(spec());
+        let mut f = Filter::new(DEFAULT_COLLECTOR, spec());
         // Hosts are walked first: 10 hosts and the first 5 VMs.
         let (first, truncated) = collect_updates(&w, &mut f, 15);
         assert!(truncated);

@@ -155,6 +155,11 @@ impl Simulator {
         self.shared.lock_pool().password.clone()
     }
 
+    /// Changes the root password (as `session.change_password` would); sessions stay valid.
+    pub fn set_password(&self, password: &str) {
+        self.shared.lock_pool().password = password.to_string();
+    }
+
     /// The id of the last event logged (for tests that count events).
     pub fn last_event(&self) -> u64 {
         self.shared.lock_pool().last_event()
