@@ -119,6 +119,19 @@ pub enum Command {
     },
 }
 
+/// What both hypervisor simulators take besides their inventory size.
+#[derive(clap::Args, Debug)]
+pub struct SimCommon {
+    /// The demo's small lab inventory instead, cabled to `SWITCH` ports `PREFIX1`, `PREFIX2`, …
+    /// (e.g. `tor1:Ethernet2/`); the size options are then ignored.
+    #[arg(long, value_name = "SWITCH:PREFIX")]
+    pub lab: Option<String>,
+    /// Also serve the test control API on this address: `POST /fault/{none|hollow|garbage|
+    /// oversize|fail-follow}`, `POST /password/{new}`, `GET /counts`.
+    #[arg(long)]
+    pub control: Option<String>,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct DataDir {
     /// The agent's data directory.
@@ -166,6 +179,8 @@ pub enum SimCommand {
         vms_per_host: usize,
         #[arg(long, default_value_t = 4)]
         portgroups: usize,
+        #[command(flatten)]
+        common: SimCommon,
     },
     /// A XenServer pool (XenAPI XML-RPC) simulator.
     Xen {
@@ -177,6 +192,8 @@ pub enum SimCommand {
         vms_per_host: usize,
         #[arg(long, default_value_t = 4)]
         vlans: usize,
+        #[command(flatten)]
+        common: SimCommon,
     },
     /// An Arista eAPI switch fixture.
     Eapi {

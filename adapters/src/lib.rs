@@ -13,5 +13,6 @@ pub mod common;
 pub mod driver;
 pub mod eapi;
 pub mod ovs;
+pub mod sim_fault;
 pub mod vsphere;
 pub mod xen;

@@ -16,9 +16,8 @@
 //!   (`maxWaitSeconds` below the liveness bound, so a hung vCenter fails a request) and sends one
 //!   `Delta` per update set with exactly the facts that changed; CDP/LLDP is re-read every
 //!   `topology_refresh_ms`. Logout destroys the collector (and its filters) first.
-//! - [`sim::Simulator::start`]`(SimOptions) -> SimHandle` (URL, credentials, control methods)
-//!   and [`sim::serve`]`(SimOptions)` for `netfold sim vcenter` (prints URL and credentials,
-//!   serves until Ctrl-C; [`sim::serve_until`] takes the shutdown future).
+//! - [`sim::Simulator::start`]`(SimOptions) -> SimHandle` (URL, credentials, control methods,
+//!   faults from [`crate::sim_fault`]); `netfold sim vcenter` runs it on its own.
 //!
 //! Layout: [`config`], [`client`] (the only module owning reqwest), [`codec`] (pure SOAP
 //! decoding/encoding), [`mapping`] (vendor data → facts), [`sim`], [`error`].

@@ -19,8 +19,9 @@
 //!   batch touched are re-mapped: [`mapping::Facts`]). `SESSION_INVALID`, `EVENTS_LOST`,
 //!   `HANDLE_INVALID` and a bad token log in again and re-read; `SESSION_AUTHENTICATION_FAILED`
 //!   and a reply over the size cap retry on the slow schedule.
-//! - [`sim::Simulator::start`]`(`[`sim::SimOptions`]`)` for tests, and [`sim::serve`] for
-//!   `netfold sim xen --listen ADDR --hosts N --vms-per-host M --vlans K`.
+//! - [`sim::Simulator::start`]`(`[`sim::SimOptions`]`)` for tests (faults from
+//!   [`crate::sim_fault`]); `netfold sim xen --listen ADDR [--lab SWITCH:PREFIX] [--control ADDR]`
+//!   runs it on its own.
 //!
 //! The fact mapping and the LLDP keys read from `PIF_metrics.other_config`
 //! ([`mapping::LLDP_SYSTEM_NAME`], [`mapping::LLDP_PORT_ID`]) are documented in [`mapping`].

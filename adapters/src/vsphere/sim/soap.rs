@@ -16,6 +16,7 @@ use quick_xml::escape::escape;
 
 use super::world::{render_hints, value_xml, World, DVPG, DVS, HOST, VM};
 use super::Shared;
+use crate::sim_fault::{Fault, OVERSIZE_BYTES};
 use crate::vsphere::codec::{self, Body, Node};
 
 /// What a filter or a retrieve reads: types and paths, over a container view or one object.
@@ -208,31 +209,54 @@ pub async fn handle(shared: Arc<Shared>, headers: HeaderMap, body: axum::body::B
         "Login" => return login(&shared, &req),
         _ => {}
     }
+    let misbehaviour = shared.fault.lock().map(|f| *f).unwrap_or_default();
     let Some(cookie) = session_cookie(&headers) else { return not_authenticated(&this) };
     if !shared.sessions.lock().map(|s| s.contains_key(&cookie)).unwrap_or(false) {
         return not_authenticated(&this);
     }
     match method.as_str() {
+        "WaitForUpdatesEx" if misbehaviour == Fault::FailFollow => fault("simulated failure", "SystemError", ""),
         "WaitForUpdatesEx" => wait_for_updates(&shared, &cookie, &this, &req).await,
+        "RetrievePropertiesEx" | "RetrieveProperties" if misbehaviour == Fault::Hollow => {
+            ok(&method, if method == "RetrieveProperties" { "" } else { "<returnval></returnval>" })
+        }
         _ => {
-            let mut sessions = match shared.sessions.lock() {
-                Ok(s) => s,
-                Err(_) => return fault("simulator state poisoned", "SystemError", ""),
-            };
-            let world = match shared.world.lock() {
-                Ok(w) => w,
-                Err(_) => return fault("simulator state poisoned", "SystemError", ""),
-            };
-            let Some(sess) = sessions.get_mut(&cookie) else { return not_authenticated(&this) };
-            match dispatch(&world, sess, &method, &req, &this) {
-                Some(r) => r,
-                None => {
-                    drop(world);
-                    logout_or_unknown(&shared, &method, &cookie, &mut sessions)
-                }
+            let r = dispatch_locked(&shared, &method, &req, &this, &cookie);
+            if misbehaviour == Fault::Oversize && method.starts_with("RetrieveProperties") {
+                oversize(r).await
+            } else {
+                r
             }
         }
     }
+}
+
+/// Every method but `WaitForUpdatesEx`, answered under the session and world locks.
+fn dispatch_locked(shared: &Shared, method: &str, req: &Node<'_>, this: &str, cookie: &str) -> Response {
+    let mut sessions = match shared.sessions.lock() {
+        Ok(s) => s,
+        Err(_) => return fault("simulator state poisoned", "SystemError", ""),
+    };
+    let world = match shared.world.lock() {
+        Ok(w) => w,
+        Err(_) => return fault("simulator state poisoned", "SystemError", ""),
+    };
+    let Some(sess) = sessions.get_mut(cookie) else { return not_authenticated(this) };
+    match dispatch(&world, sess, method, req, this) {
+        Some(r) => r,
+        None => {
+            drop(world);
+            logout_or_unknown(shared, method, cookie, &mut sessions)
+        }
+    }
+}
+
+/// The reply with its body padded past [`OVERSIZE_BYTES`] (whitespace after the envelope).
+async fn oversize(r: Response) -> Response {
+    let (parts, body) = r.into_parts();
+    let mut bytes = axum::body::to_bytes(body, usize::MAX).await.map(|b| b.to_vec()).unwrap_or_default();
+    bytes.resize(bytes.len() + OVERSIZE_BYTES, b' ');
+    Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
 fn logout_or_unknown(
@@ -242,7 +266,11 @@ fn logout_or_unknown(
     sessions: &mut HashMap<String, SimSession>,
 ) -> Response {
     if method == "Logout" {
-        sessions.remove(cookie);
+        if sessions.remove(cookie).is_some() {
+            if let Ok(mut c) = shared.counts.lock() {
+                c.logouts += 1;
+            }
+        }
         shared.notify();
         return ok(method, "");
     }
@@ -285,6 +313,9 @@ fn login(shared: &Shared, req: &Node<'_>) -> Response {
     );
     if let Ok(mut s) = shared.sessions.lock() {
         s.insert(cookie.clone(), SimSession { key, ..SimSession::default() });
+    }
+    if let Ok(mut c) = shared.counts.lock() {
+        c.logins += 1;
     }
     let mut r = ok("Login", &inner);
     if let Ok(v) = format!("vmware_soap_session=\"{cookie}\"; Path=/; HttpOnly; Secure;").parse() {
