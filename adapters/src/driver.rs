@@ -107,7 +107,7 @@ pub struct Timing {
     pub fatal_retry: Duration,
     /// Between full re-reads of a live session.
     pub resync: Duration,
-    /// The longest a logout may take.
+    /// The longest a logout may take (a hung peer must not hold up the next attempt).
     pub logout: Duration,
 }
 

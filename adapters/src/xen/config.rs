@@ -130,7 +130,7 @@ impl Config {
             grace,
             fatal_retry: Duration::from_secs(self.fatal_retry_secs),
             resync: Duration::from_secs(self.resync_secs),
-            logout: Duration::from_millis(self.connect_timeout_ms).max(Duration::from_secs(5)),
+            logout: Duration::from_millis(self.connect_timeout_ms),
         }
     }
 

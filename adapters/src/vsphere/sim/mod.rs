@@ -28,8 +28,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::sim_fault::{Counts, Fault};
 use super::error::{Error, Result};
+use crate::sim_fault::{Counts, Fault};
 pub use world::{Neighbour, SimNet, SimVlan};
 use world::{SimDvpg, SimDvs, SimHost, SimNic, SimPnic, SimVm, World};
 
@@ -156,7 +156,6 @@ impl Simulator {
         Ok(handle)
     }
 }
-
 
 fn router(shared: Arc<Shared>) -> Router {
     let hang = shared.hang.clone();

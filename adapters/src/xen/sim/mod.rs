@@ -385,4 +385,3 @@ impl Shared {
         self.pool.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
-
