@@ -474,3 +474,216 @@ async fn logout<P: Peer>(peer: &P, timing: &Timing, session: Option<P::Session>,
     }
     health.update(|h| h.logouts += 1);
 }
+
+#[cfg(test)]
+mod tests {
+    //! The driver's rules against a scripted peer, on paused time.
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0:?}")]
+    struct E(Class);
+
+    /// What the peer does at each step, in order; when a script runs out the step hangs.
+    #[derive(Default)]
+    struct Script {
+        logins: Mutex<VecDeque<Result<(), Class>>>,
+        /// Each follow step: wait this long, then answer (`Ok`) or fail.
+        follows: Mutex<VecDeque<(Duration, Result<(), Class>)>>,
+        login_count: AtomicU32,
+        logout_count: AtomicU32,
+    }
+
+    struct Fake(Arc<Script>);
+
+    impl Peer for Fake {
+        type Session = ();
+        type Error = E;
+        const PROTOCOL: &'static str = "fake";
+
+        fn class(e: &E) -> Class {
+            e.0
+        }
+
+        fn endpoint(&self) -> String {
+            "fake://peer".into()
+        }
+
+        async fn login(&self) -> Result<(), E> {
+            self.0.login_count.fetch_add(1, Ordering::SeqCst);
+            let next = self.0.logins.lock().unwrap().pop_front();
+            match next {
+                Some(r) => r.map_err(E),
+                None => std::future::pending().await,
+            }
+        }
+
+        async fn read(&self, _: &mut ()) -> Result<Inventory, E> {
+            Ok(Inventory { endpoint: "fake://peer".into(), facts: vec![], rejected: vec![] })
+        }
+
+        async fn follow(&self, _: &mut (), out: &Follow) -> Result<Infallible, E> {
+            loop {
+                let next = self.0.follows.lock().unwrap().pop_front();
+                let Some((after, r)) = next else { return std::future::pending().await };
+                tokio::time::sleep(after).await;
+                match r {
+                    Ok(()) => out.answered(),
+                    Err(c) => return Err(E(c)),
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+
+        async fn logout(&self, _: ()) {
+            self.0.logout_count.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn timing() -> Timing {
+        Timing {
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+            grace: Duration::from_secs(100),
+            fatal_retry: Duration::from_secs(300),
+            resync: Duration::from_secs(3600),
+            logout: Duration::from_secs(1),
+        }
+    }
+
+    struct Running {
+        script: Arc<Script>,
+        rx: mpsc::Receiver<Observation>,
+        asks: mpsc::Sender<Ask>,
+        health: Arc<Health>,
+    }
+
+    fn start(script: Script, timing: Timing) -> Running {
+        let script = Arc::new(script);
+        let (tx, rx) = mpsc::channel(16);
+        let (asks, asks_rx) = mpsc::channel(4);
+        let health = Health::new("fake://peer");
+        tokio::spawn(run(Fake(script.clone()), timing, Link { observations: tx, asks: asks_rx }, health.clone()));
+        Running { script, rx, asks, health }
+    }
+
+    fn script(logins: &[Result<(), Class>], follows: &[Result<(), Class>]) -> Script {
+        let follows = follows.iter().map(|r| (Duration::ZERO, *r)).collect();
+        Script {
+            logins: Mutex::new(logins.iter().copied().collect()),
+            follows: Mutex::new(follows),
+            ..Script::default()
+        }
+    }
+
+    /// The next observation and how long (paused time) it took to come.
+    async fn next(r: &mut Running) -> (Observation, Duration) {
+        let t = Instant::now();
+        let o = tokio::time::timeout(Duration::from_secs(3600), r.rx.recv()).await.expect("an observation").unwrap();
+        (o, t.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_failed_attempt_is_reported_even_before_any_inventory() {
+        let mut r = start(script(&[Err(Class::Transport)], &[]), timing());
+        let (o, _) = next(&mut r).await;
+        assert!(matches!(o, Observation::Disconnected { silent_ms: 0, .. }), "{o:?}");
+        assert_eq!(r.health.get().state, LinkState::Retrying);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn while_lost_attempts_are_at_most_a_tenth_of_the_grace_apart() {
+        let mut r = start(script(&[Err(Class::Transport); 12], &[]), timing());
+        let mut gaps = Vec::new();
+        for _ in 0..12 {
+            let (o, took) = next(&mut r).await;
+            assert!(matches!(o, Observation::Disconnected { .. }));
+            gaps.push(took);
+        }
+        // Backoff 1, 2, 4, 8, 16, 32, 60 s would follow; the grace of 100 s caps it at 10 s.
+        assert!(gaps.iter().all(|g| *g <= Duration::from_secs(10)), "{gaps:?}");
+        assert!(gaps[6..].iter().all(|g| *g >= Duration::from_secs(5)), "the backoff still grows: {gaps:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_last_attempt_ask_ends_the_wait_at_once() {
+        let mut t = timing();
+        t.grace = Duration::from_secs(1000);
+        let mut r = start(script(&[Err(Class::Transport); 8], &[]), t);
+        for _ in 0..6 {
+            next(&mut r).await;
+        }
+        // The backoff is now 32-64 s; the ask makes the next attempt immediate.
+        r.asks.send(Ask::LastAttempt).await.unwrap();
+        let (_, took) = next(&mut r).await;
+        assert!(took < Duration::from_millis(10), "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fatal_errors_retry_on_the_slow_schedule_and_show_as_failing() {
+        let mut r = start(script(&[Err(Class::Fatal), Err(Class::Fatal), Ok(())], &[]), timing());
+        next(&mut r).await;
+        assert_eq!(r.health.get().state, LinkState::Failing);
+        let (_, took) = next(&mut r).await;
+        assert_eq!(took, Duration::from_secs(300));
+        let (o, took) = next(&mut r).await;
+        assert!(matches!(o, Observation::Inventory { .. }), "{o:?}");
+        assert_eq!(took, Duration::from_secs(300));
+        assert_eq!(r.health.get().state, LinkState::Live);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_dropped_after_steady_state_logs_in_again_at_once_without_a_loss() {
+        let mut r = start(script(&[Ok(()), Ok(())], &[Ok(()), Err(Class::SessionGone)]), timing());
+        assert!(matches!(next(&mut r).await.0, Observation::Inventory { .. }));
+        let (o, took) = next(&mut r).await;
+        assert!(matches!(o, Observation::Inventory { .. }), "no Disconnected: {o:?}");
+        assert!(took < Duration::from_millis(10), "at once: {took:?}");
+        assert_eq!(r.script.logout_count.load(Ordering::SeqCst), 1, "the dropped session was logged out");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sessions_dropped_before_steady_state_back_off_and_each_is_logged_out() {
+        // Every follow fails at once: no steady state, so the backoff grows (a storm is one
+        // login per backoff step) and nothing is reported lost (each read succeeded).
+        let logins = [Ok(()); 6];
+        let follows = [Err(Class::SessionGone); 5];
+        let mut r = start(script(&logins, &follows), timing());
+        let mut gaps = Vec::new();
+        for _ in 0..6 {
+            let (o, took) = next(&mut r).await;
+            assert!(matches!(o, Observation::Inventory { .. }), "{o:?}");
+            gaps.push(took);
+        }
+        assert!(gaps[5] >= Duration::from_secs(8), "growing backoff: {gaps:?}");
+        assert_eq!(r.script.login_count.load(Ordering::SeqCst), 6);
+        assert_eq!(r.script.logout_count.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reread_ask_drops_the_session_and_reads_again_after_the_backoff() {
+        let mut r = start(script(&[Ok(()), Ok(())], &[Ok(())]), timing());
+        assert!(matches!(next(&mut r).await.0, Observation::Inventory { .. }));
+        r.asks.send(Ask::Reread { reason: "inventory came back empty".into() }).await.unwrap();
+        let (o, took) = next(&mut r).await;
+        assert!(matches!(o, Observation::Inventory { .. }), "{o:?}");
+        assert!(took >= Duration::from_millis(500) && took <= Duration::from_secs(1), "{took:?}");
+        assert_eq!(r.script.logout_count.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_loss_carries_how_long_the_peer_was_silent() {
+        let s = script(&[Ok(())], &[]);
+        *s.follows.lock().unwrap() =
+            [(Duration::ZERO, Ok(())), (Duration::from_secs(7), Err(Class::Transport))].into_iter().collect();
+        let mut r = start(s, timing());
+        assert!(matches!(next(&mut r).await.0, Observation::Inventory { .. }));
+        let (o, took) = next(&mut r).await;
+        assert_eq!(took, Duration::from_secs(7));
+        let Observation::Disconnected { silent_ms, .. } = o else { panic!("{o:?}") };
+        assert_eq!(silent_ms, 7_000, "silent since the last answer");
+        assert_eq!(r.health.get().losses, 1);
+    }
+}
