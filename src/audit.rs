@@ -141,7 +141,15 @@ pub fn print_statuses(st: &State) {
             Status::Expired => "expired".to_string(),
         };
         let facts = st.facts_of(id).map_or(0, |f| f.len());
-        println!("  {id:<14} {kind:<11} {status:<36} {facts} facts");
+        let held = s.held.map_or(String::new(), |h| {
+            format!(
+                "  HELD: removal of {} facts since {} (seq {}; netfold release --hypervisor {id})",
+                h.would_remove,
+                format_time(h.since),
+                h.seq
+            )
+        });
+        println!("  {id:<14} {kind:<11} {status:<36} {facts} facts{held}");
     }
 }
 
@@ -188,6 +196,7 @@ fn state_json(st: &State, switch: Option<&str>) -> serde_json::Value {
                 "name": id,
                 "kind": s.kind.map(|k| k.to_string()),
                 "status": s.status,
+                "held": s.held,
                 "facts": st.facts_of(id).map_or(0, |f| f.len()),
             })
         })

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use adapters::common::{SecretSource, TlsOptions};
 use anyhow::{anyhow, bail, Result};
-use engine::config::{MassRemoval, Policy, StaticLink};
+use engine::config::{MassRemoval, Policy, StaticLink, MAX_GRACE_SECS};
 use engine::{HypervisorId, Kind, SwitchPort, VlanRange};
 use serde::Deserialize;
 
@@ -147,9 +147,6 @@ pub struct HypervisorPlan {
     pub kind: Kind,
     pub adapter: crate::agent::Adapter,
 }
-
-/// The longest grace period accepted: one week.
-pub const MAX_GRACE_SECS: u64 = 604_800;
 
 fn check_grace(key: &str, g: u64) -> Result<()> {
     if !(1..=MAX_GRACE_SECS).contains(&g) {
@@ -439,5 +436,34 @@ port = "tor1:eth5"
         assert!(e.contains("key `user` applies to kind `eapi` only"), "{e}");
         let twice = GOOD.replace(r#"name = "xen217""#, r#"name = "vc-east""#);
         assert!(err(&twice).contains("used twice"));
+    }
+
+    #[test]
+    fn grace_periods_are_bounded_to_one_week_and_never_wrap() {
+        for bad in ["0", "604801", "18446744073709552"] {
+            let e = err(&GOOD.replace("grace_secs = 180", &format!("grace_secs = {bad}")));
+            assert!(e.contains("[engine]: key `grace_secs`") && e.contains("1 to 604800"), "{bad}: {e}");
+            let e = err(&GOOD.replace("grace_secs = 300", &format!("grace_secs = {bad}")));
+            assert!(e.contains("`vc-east`: key `grace_secs`") && e.contains("out of range"), "{bad}: {e}");
+        }
+        assert!(parse(&GOOD.replace("grace_secs = 300", "grace_secs = 604800"), Path::new("n.toml")).is_ok());
+    }
+
+    #[test]
+    fn session_knobs_reach_the_adapter_and_are_validated_there() {
+        let knobs = "grace_secs = 300\nliveness_secs = 20\nwait_secs = 15\nbackoff_max_ms = 10000\nresync_secs = 60\npage_size = 100";
+        let plan = parse(&GOOD.replace("grace_secs = 300", knobs), Path::new("n.toml")).unwrap();
+        let crate::agent::Adapter::VMware(c) = &plan.hypervisors[0].adapter else { panic!("vc-east is vmware") };
+        assert_eq!(
+            (c.liveness_secs, c.wait_max_seconds, c.backoff_max_ms, c.resync_secs, c.page_size),
+            (20, 15, 10_000, 60, 100)
+        );
+        let e = err(&GOOD.replace("grace_secs = 300", "grace_secs = 300\nwait_secs = 15"));
+        assert!(
+            e.contains("`vc-east`") && e.contains("wait_max_seconds (15)") && e.contains("liveness_secs (15)"),
+            "{e}"
+        );
+        let xen_page = GOOD.replace("kind = \"xen\"", "kind = \"xen\"\npage_size = 10");
+        assert!(err(&xen_page).contains("`xen217`: key `page_size` applies to kind `vmware` only"));
     }
 }
