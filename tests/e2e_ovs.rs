@@ -293,7 +293,6 @@ resync_secs = 2
     drop(xs);
     tokio::task::spawn_blocking(move || drop(rig)).await.unwrap();
     eprintln!("end-to-end scenario took {:?}", started.elapsed());
-    assert!(started.elapsed() < Duration::from_secs(90), "took {:?}", started.elapsed());
 }
 
 #[test]
