@@ -27,7 +27,9 @@
 //!   inventories, append failures and snapshots.
 //! - [`error`]: [`Error`] (what the runtime failed to do) and [`Invalid`] (what was refused).
 //! - [`switch`]: the switch boundary trait, its operations and outcomes, and `MemorySwitch`.
-//! - [`plan`]: the pure reconcile planner (policy, ownership, blast-radius guard).
+//! - [`plan`]: the pure reconcile planner (policy, ownership, blast-radius guard) and the pure
+//!   settlement of write-ahead intents.
+//! - [`port`]: [`port::PortName`], port names validated per switch grammar (names are data).
 //! - [`reconciler`]: the async shell that runs the planner per switch, with audit and ledger.
 //!
 //! The pure core (projector, session state machine, planner) does no IO and reads no clock; the
@@ -43,6 +45,7 @@ pub mod fact;
 pub mod ids;
 pub mod observe;
 pub mod plan;
+pub mod port;
 pub mod projector;
 pub mod reconciler;
 pub mod record;
