@@ -18,7 +18,7 @@ pub mod lab;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use engine::switch::{Observed, Op, OpResult, Outcome, Switch, SwitchError};
+use engine::switch::{Grammar, Observed, Op, OpResult, Outcome, PortName, Switch, SwitchError};
 use engine::VlanId;
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -47,6 +47,10 @@ pub enum Error {
     /// The server answered a request with a JSON-RPC `error`. Not retryable as is.
     #[error("OVSDB refused the request: {0}")]
     Rpc(String),
+    /// The server sent a message larger than the limit without ending it; the connection is
+    /// dropped (and re-made). Retryable, but a server that keeps doing it needs an operator.
+    #[error("OVSDB message exceeds the {limit}-byte limit without ending; connection dropped")]
+    MessageTooLarge { limit: usize },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -118,7 +122,7 @@ impl OvsSwitch {
 
     /// Applies one port's operations in one transaction; on an abort, retries them one by one so
     /// each operation gets its own outcome.
-    async fn apply_port(&self, port: &str, ops: &[&Op]) -> Result<Vec<Outcome>> {
+    async fn apply_port(&self, port: &PortName, ops: &[&Op]) -> Result<Vec<Outcome>> {
         let mut wire = vec![codec::select_port(port)];
         let mut index = Vec::with_capacity(ops.len());
         for op in ops {
@@ -141,7 +145,7 @@ impl OvsSwitch {
             return Ok(out);
         }
         let before = match replies.first() {
-            Some(OpReply::Rows(rows)) => codec::decode_port_rows(rows)?.remove(port),
+            Some(OpReply::Rows(rows)) => codec::decode_port_rows(rows)?.remove(port.as_str()),
             other => return Err(Error::Codec(format!("select of port {port} returned {other:?}"))),
         };
         ops.iter()
@@ -170,7 +174,11 @@ impl Switch for OvsSwitch {
         &self.name
     }
 
-    async fn read(&self, ports: &BTreeSet<String>) -> Result<Observed, SwitchError> {
+    fn grammar(&self) -> Grammar {
+        Grammar::Ovs
+    }
+
+    async fn read(&self, ports: &BTreeSet<PortName>) -> Result<Observed, SwitchError> {
         let result = self.client.transact(vec![codec::select_ports()]).await.map_err(|e| e.into_switch(&self.name))?;
         let rows = match codec::op_replies(&result).map_err(|e| e.into_switch(&self.name))?.into_iter().next() {
             Some(OpReply::Rows(rows)) => rows,
@@ -182,7 +190,13 @@ impl Switch for OvsSwitch {
             }
         };
         let all = codec::decode_port_rows(&rows).map_err(|e| e.into_switch(&self.name))?;
-        Ok(all.into_iter().filter(|(p, _)| ports.contains(p)).collect())
+        // Ports whose names netfold could not address (the grammar refuses them) cannot be
+        // asked for, so they are simply not looked up.
+        Ok(all
+            .into_iter()
+            .filter_map(|(p, v)| PortName::parse(Grammar::Ovs, &p).ok().map(|p| (p, v)))
+            .filter(|(p, _)| ports.contains(p))
+            .collect())
     }
 
     async fn apply(&self, ops: &[Op]) -> Result<Vec<Outcome>, SwitchError> {
@@ -194,7 +208,7 @@ impl Switch for OvsSwitch {
         while start < ops.len() {
             let kind = ops[start].is_add();
             let end = ops[start..].iter().position(|o| o.is_add() != kind).map_or(ops.len(), |n| start + n);
-            let mut by_port: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+            let mut by_port: BTreeMap<&PortName, Vec<usize>> = BTreeMap::new();
             for i in start..end {
                 if ops[i].vlan() == self.parking {
                     out[i] = Some(Outcome::failed(
