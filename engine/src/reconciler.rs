@@ -738,7 +738,8 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
             return Ok(self.report(plan, Vec::new(), bad_names, &ledger, settled.recheck_at));
         }
 
-        // Write-ahead: every add's intent is durable (one flush) before the switch is told.
+        // Write-ahead: every add's intent is durable (one ledger flush for all of them) before the
+        // switch is told; the audit records them too, so they show after a crash.
         let mut intended = false;
         for op in plan.ops.iter().filter(|o| o.is_add()) {
             ledger.intents.entry(op.port().clone()).or_default().insert(op.vlan(), now);
@@ -749,6 +750,10 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
         if intended || !touched.is_empty() {
             self.ledger.save(&ledger, &touched).map_err(self.store_err("recording intents in the ownership ledger"))?;
             touched.clear();
+        }
+        if intended {
+            // The audit shows the intents even if netfold dies before the reply.
+            self.append(std::mem::take(&mut records)).await?;
         }
         if plan.ops.is_empty() {
             self.append(records).await?;
