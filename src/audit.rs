@@ -13,7 +13,9 @@ use replay::audit::{self, Filter};
 use replay::point::format_time;
 use replay::{History, Point};
 
-use store::Log;
+use std::sync::Arc;
+
+use store::{Log, SledLog};
 
 use crate::agent::SWITCH_AUDIT_LOG;
 use crate::cli::DataDir;
@@ -108,6 +110,83 @@ fn switch_matches(filter: &Filter, r: &SwitchRecord) -> bool {
             .hypervisor
             .as_ref()
             .is_none_or(|h| cause.is_some_and(|c| c.reasons.iter().any(|reason| reason.hypervisor == *h)))
+}
+
+/// Most switch audit records one `/switch-log` answer carries.
+const SWITCH_LOG_PAGE: usize = 1000;
+
+#[derive(serde::Deserialize)]
+struct SwitchLogFrom {
+    from: u64,
+}
+
+/// `/switch-log?from=SEQ` on the agent's endpoint: the switch audit (every switch) as JSON lines
+/// from `from` on, long-polling up to 20 s for the first — what `netfold log --switch --follow`
+/// reads while the agent holds the data directory.
+pub fn switch_log_router(audit: Arc<SledLog<SwitchRecord>>) -> axum::Router {
+    use axum::extract::{Query, State};
+    use axum::response::IntoResponse;
+    async fn lines(
+        State(audit): State<Arc<SledLog<SwitchRecord>>>,
+        Query(q): Query<SwitchLogFrom>,
+    ) -> impl IntoResponse {
+        let mut sub = audit.subscribe(q.from.max(1));
+        let mut body = String::new();
+        let mut wait = std::time::Duration::from_secs(20);
+        for _ in 0..SWITCH_LOG_PAGE {
+            match tokio::time::timeout(wait, sub.next()).await {
+                Ok(Some(Ok(e))) => {
+                    body.push_str(&switch_json(e.seq, &e.record).to_string());
+                    body.push('\n');
+                    wait = std::time::Duration::ZERO;
+                }
+                Ok(Some(Err(e))) => {
+                    tracing::error!(error = %e, "cannot serve /switch-log");
+                    break;
+                }
+                _ => break,
+            }
+        }
+        ([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], body)
+    }
+    axum::Router::new().route("/switch-log", axum::routing::get(lines)).with_state(audit)
+}
+
+/// The switch audit of `switch` from the running agent, following new entries until interrupted.
+pub async fn follow_switch(agent: &str, switch: &str, filter: &Filter, json: bool) -> Result<()> {
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
+    let mut from = 1;
+    let mut out = std::io::stdout().lock();
+    loop {
+        let url = format!("{}/switch-log?from={from}", agent.trim_end_matches('/'));
+        let body = client
+            .get(&url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .with_context(|| format!("no netfold agent answering at {agent} (--follow reads the running agent; without one, drop --follow to read the data directory)"))?
+            .text()
+            .await?;
+        for line in body.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| anyhow::anyhow!("the agent sent a malformed /switch-log line: {e}"))?;
+            let seq = v["seq"].as_u64().context("a /switch-log line without seq")?;
+            from = seq + 1;
+            let record = SwitchRecord {
+                at: v["at"].as_u64().unwrap_or(0),
+                switch: v["switch"].as_str().unwrap_or_default().to_string(),
+                entry: serde_json::from_value(v["entry"].clone())
+                    .map_err(|e| anyhow::anyhow!("the agent sent a malformed /switch-log entry: {e}"))?,
+            };
+            if record.switch != switch || !switch_matches(filter, &record) {
+                continue;
+            }
+            let text = if json { line.to_string() } else { switch_line(seq, &record) };
+            if writeln!(out, "{text}").is_err() {
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// The switch audit of `switch` from the data directory.

@@ -50,7 +50,7 @@ pub enum Command {
         /// The switch audit of this switch instead of the event log: intents, applied changes,
         /// failures, settlements, refusals and held removals, each with its cause (`--kind`
         /// then takes intent, applied, already, failed, settled, refused, held or dry-run).
-        #[arg(long, conflicts_with = "follow")]
+        #[arg(long)]
         switch: Option<String>,
         /// Only events at or after this time (RFC 3339, e.g. 2026-11-25T10:00:00Z).
         #[arg(long)]

@@ -64,7 +64,11 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Log { data, follow, agent, hypervisor, switch, since, kind, json } => {
             let filter = audit::filter(hypervisor, since, kind)?;
             if let Some(switch) = switch {
-                audit::switch_log(&data, &switch, &filter, json)
+                if follow {
+                    audit::follow_switch(&agent, &switch, &filter, json).await
+                } else {
+                    audit::switch_log(&data, &switch, &filter, json)
+                }
             } else if follow {
                 audit::follow(&agent, &filter, json).await
             } else {

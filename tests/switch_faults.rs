@@ -392,10 +392,23 @@ resync_secs = 2
     );
     let env = [("FAULTS_VC_PASSWORD", vc.password()), ("FAULTS_EAPI_PASSWORD", "eapi-pw".to_string())];
     let mut nf = Netfold::start(&config, dir.path().join("run.log"), &env);
-    nf.http().await;
+    let base = nf.http().await;
     // The one well-named port is configured; that is how we know the cycle ran.
     until("Ethernet1/4 configured", || !vlans(&sim, "Ethernet1/4").is_empty(), || nf.log()).await;
     nf.wait_line("refused VLAN").await;
+    // `--follow` reads the refusals from the running agent.
+    let followed = dir.path().join("follow.out");
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_netfold"))
+        .args(["log", "--switch", SWITCH, "--follow", "--agent", &base, "--kind", "refused"])
+        .stdout(std::fs::File::create(&followed).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("netfold log --follow");
+    let read = || std::fs::read_to_string(&followed).unwrap_or_default();
+    until("--follow prints the three refusals", || read().lines().count() >= 3, read).await;
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+    assert!(read().lines().all(|l| l.contains("refused")), "{}", read());
     let run = nf.stop().await;
 
     for p in ["Ethernet1/1", "Ethernet1/2", "Ethernet1/3", "Ethernet1/9"] {
