@@ -30,7 +30,8 @@
 //! - [`plan`]: the pure reconcile planner (policy, ownership, blast-radius guard) and the pure
 //!   settlement of write-ahead intents.
 //! - [`port`]: [`port::PortName`], port names validated per switch grammar (names are data).
-//! - [`reconciler`]: the async shell that runs the planner per switch, with audit and ledger.
+//! - [`reconciler`]: the async shell that runs the planner per switch: write-ahead ownership
+//!   ledger (intents settled by reading the switch), switch audit with causes, per-switch health.
 //!
 //! The pure core (projector, session state machine, planner) does no IO and reads no clock; the
 //! async shell that runs it only wires.

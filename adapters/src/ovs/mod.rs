@@ -9,7 +9,7 @@
 //! netfold manages the `trunks` column of `Port` rows and nothing else (`vlan_mode` and `tag`
 //! stay the operator's). An empty `trunks` means *all VLANs* in OVS, so netfold never empties
 //! it (a parking VLAN is inserted atomically when the last VLAN is removed) and never narrows an
-//! open port by adding to an empty list; see docs/adr/0001-ovs-never-empty-trunks.md.
+//! open port by adding to an empty list; see docs/adr/0002-ovs-never-empty-trunks.md.
 
 pub mod client;
 pub mod codec;
