@@ -655,15 +655,17 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
         let mut found = Vec::new();
         let mut bad_names = 0;
         for (key, why) in &wanted.bad {
+            let shown = crate::port::escaped(&key.port);
             for &vlan in desired.ports[*key].keys() {
                 bad_names += 1;
-                let why = format!("{} is not {grammar}: {why}; nothing is sent", crate::port::escaped(&key.port));
-                found.push((
-                    crate::port::escaped(&key.port),
-                    vlan,
-                    why,
-                    cause_of(&desired, std::iter::once(*key), vlan),
-                ));
+                let cause = cause_of(&desired, std::iter::once(*key), vlan);
+                // Name where the name came from: the hypervisor hosts whose uplinks reported it.
+                let from: BTreeSet<String> =
+                    cause.reasons.iter().map(|r| format!("{} host {}", r.hypervisor, r.host)).collect();
+                let from = from.into_iter().collect::<Vec<_>>().join(", ");
+                let why =
+                    format!("{shown} (the neighbour port reported by {from}) is not {grammar}: {why}; nothing is sent");
+                found.push((shown.clone(), vlan, why, cause));
             }
         }
         self.stats.refused_names.store(bad_names as u64, Ordering::Relaxed);
@@ -1017,6 +1019,7 @@ mod tests {
         assert_eq!(refused.len(), 3, "{refused:?}");
         assert!(refused.iter().any(|t| t.contains(r#""eth1\nshutdown""#) && t.contains("control")), "{refused:?}");
         assert!(refused.iter().all(|t| t.contains("nothing is sent") && t.contains("vc: VM web-7")), "{refused:?}");
+        assert!(refused.iter().all(|t| t.contains("reported by vc host h1")), "{refused:?}");
         assert_eq!(r.stats().health().refused_names, 3);
         r.cycle().await.unwrap();
         assert_eq!(audit(&rig).iter().filter(|r| r.entry.kind() == "refused").count(), 3, "recorded once");
