@@ -434,3 +434,133 @@ resync_secs = 2
     let out = netfold(&["log", "--data-dir", &d, "--switch", SWITCH, "--kind", "refused"]);
     assert!(text(&out.stdout).lines().count() >= 3 && text(&out.stdout).contains("refused"), "{}", text(&out.stdout));
 }
+
+/// The leak as first reported: an eAPI reply held longer than `timeout_secs` (no crash). The add
+/// landed; the intent is settled on the retry; the VLAN goes once unneeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_eapi_reply_slower_than_the_timeout_leaks_no_vlan() {
+    let sim = eapi_sim();
+    let (sim_addr, _sim_task) = sim.clone().serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let proxy = Proxy::start(sim_addr).await;
+    proxy.set_for(b"switchport trunk allowed vlan add", Mode::Delay(Duration::from_secs(4)));
+    let vc = vcenter().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("data").to_str().unwrap().to_string();
+    let config = write_config(
+        dir.path(),
+        &d,
+        &format!(
+            r#"{}
+[[switch]]
+name = "{SWITCH}"
+kind = "eapi"
+address = "http://{}"
+user = "netfold"
+password = {{ password_env = "FAULTS_EAPI_PASSWORD" }}
+timeout_secs = 1
+resync_secs = 2
+"#,
+            hypervisor_toml(&vc),
+            proxy.addr()
+        ),
+    );
+    let env = [("FAULTS_VC_PASSWORD", vc.password()), ("FAULTS_EAPI_PASSWORD", "eapi-pw".to_string())];
+    let mut nf = Netfold::start(&config, dir.path().join("run.log"), &env);
+    nf.http().await;
+    let diag = || format!("{:?}", ports().iter().map(|p| vlans(&sim, p)).collect::<Vec<_>>());
+    until("the switch applied netfold's adds", || vlans(&sim, "Ethernet1/1").contains(&101), diag).await;
+    nf.wait_line("intents stay until the switch is read").await;
+    proxy.set(Mode::Pass);
+    vc.set_portgroup_vlan("pg-101", 150).unwrap();
+    until(
+        "101 removed where netfold put it, 150 added",
+        || {
+            ports().iter().all(|p| {
+                let v = vlans(&sim, p);
+                (p == "Ethernet1/4" || !v.contains(&101)) && v.contains(&150)
+            })
+        },
+        diag,
+    )
+    .await;
+    nf.stop().await;
+    assert!(vlans(&sim, "Ethernet1/1").contains(&OPERATOR), "the operator's VLAN stays: {}", diag());
+    assert!(vlans(&sim, "Ethernet1/4").contains(&101), "the operator's 101 on Ethernet1/4 stays: {}", diag());
+    let log = switch_log(&d);
+    assert!(entries(&log, "settled").iter().any(|e| e["entry"]["Settled"]["present"] == true), "{log:?}");
+}
+
+/// The proxy does what its docs say (other fault tests rely on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fault_proxy_passes_delays_cuts_hangs_and_refuses() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An upstream that answers every read with the same bytes, doubled.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = upstream.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&[&buf[..n], &buf[..n]].concat()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let proxy = Proxy::start(up_addr).await;
+    let ask = |req: &'static [u8], within: Duration| {
+        let addr = proxy.addr();
+        async move {
+            let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+                return ("reset", Vec::new()); // reset before connect() even returned
+            };
+            if s.write_all(req).await.is_err() {
+                return ("reset", Vec::new());
+            }
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            let r = tokio::time::timeout(within, async {
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) => return "closed",
+                        Err(_) => return "reset",
+                        Ok(n) => {
+                            got.extend_from_slice(&buf[..n]);
+                            if got.len() >= 2 * req.len() {
+                                return "complete";
+                            }
+                        }
+                    }
+                }
+            })
+            .await
+            .unwrap_or("silent");
+            (r, got)
+        }
+    };
+    assert_eq!(ask(b"ping", Duration::from_secs(5)).await, ("complete", b"pingping".to_vec()));
+
+    proxy.set(Mode::Delay(Duration::from_millis(800)));
+    let t = Instant::now();
+    assert_eq!(ask(b"ping", Duration::from_secs(5)).await.0, "complete");
+    assert!(t.elapsed() >= Duration::from_millis(800), "delayed only {:?}", t.elapsed());
+
+    proxy.set_for(b"slow", Mode::Delay(Duration::from_secs(3)));
+    let t = Instant::now();
+    assert_eq!(ask(b"fast", Duration::from_secs(5)).await.0, "complete");
+    assert!(t.elapsed() < Duration::from_secs(2), "a reply to a request without the needle passes");
+
+    proxy.set(Mode::Cut(3));
+    assert_eq!(ask(b"ping", Duration::from_secs(5)).await, ("closed", b"pin".to_vec()));
+
+    proxy.set(Mode::Hang);
+    let (r, got) = ask(b"ping", Duration::from_millis(800)).await;
+    assert_eq!((r, got.len()), ("silent", 0), "hung: nothing forwarded, the connection kept open");
+
+    proxy.set(Mode::Refuse);
+    let (r, got) = ask(b"ping", Duration::from_secs(5)).await;
+    assert_eq!((r, got.len()), ("reset", 0), "refused: the connection is reset");
+    assert_eq!(proxy.accepted(), 6, "one connection per request");
+}
