@@ -95,6 +95,13 @@ impl PortName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A name read from an audit record an older netfold wrote, before names were validated. It
+    /// is only ever displayed, never sent: the upcast must not fail on a name that is invalid
+    /// today (that very name may be why the record matters).
+    pub(crate) fn from_old_record(raw: String) -> PortName {
+        PortName(raw)
+    }
 }
 
 impl fmt::Display for PortName {

@@ -264,7 +264,7 @@ impl store::Record for SwitchRecord {
                     v1::Op::AddVlan { port, vlan } => (port, vlan, true),
                     v1::Op::RemoveVlan { port, vlan } => (port, vlan, false),
                 };
-                let port = PortName::parse(Grammar::Memory, &port).map_err(|e| e.to_string())?;
+                let port = PortName::from_old_record(port);
                 let op = if add { Op::AddVlan { port, vlan } } else { Op::RemoveVlan { port, vlan } };
                 let cause = Cause::default();
                 let entry = match old.result {
@@ -1069,6 +1069,19 @@ mod tests {
         assert!(rig.sw.vlans("e1").unwrap().is_empty());
         assert_eq!(kinds(&rig), ["dry-run"]);
         assert!(owned(&rig.ledger).is_empty());
+    }
+
+    #[test]
+    fn schema_1_records_with_names_invalid_today_still_upcast() {
+        let old = v1::SwitchRecord {
+            at: 5,
+            switch: "tor1".into(),
+            op: v1::Op::AddVlan { port: "eth1-4,eth9".into(), vlan: v(10) },
+            result: v1::AuditResult::Done(OpResult::Failed("bad".into())),
+        };
+        let bytes = bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap();
+        let rec = <SwitchRecord as store::Record>::decode(1, &bytes).unwrap();
+        assert_eq!(rec.entry.op().unwrap().port().as_str(), "eth1-4,eth9");
     }
 
     #[test]
