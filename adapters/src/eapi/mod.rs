@@ -12,6 +12,11 @@
 //! marks the operations before it applied and runs the rest again, so one bad operation never
 //! blocks the others. On EOS an empty allowed list is `NONE`, so removing the last VLAN closes
 //! the trunk rather than opening it.
+//!
+//! Interfaces are [`PortName`]s of [`Grammar::Eos`] (canonical `Ethernet1/3`, `Port-Channel10`),
+//! so no range, list or stray syntax from a hypervisor ever reaches a command. A reply body is
+//! read up to 16 MiB and refused beyond, with an error naming the limit; switch text quoted in an
+//! error is cut to a few hundred bytes.
 
 pub mod client;
 pub mod codec;

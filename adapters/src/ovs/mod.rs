@@ -4,7 +4,9 @@
 //! - [`client`]: the connection task (echo, monitor, reconnect).
 //! - [`lab`]: a private Open vSwitch (own ovsdb-server and ovs-vswitchd, netdev bridge) for the
 //!   demo and the end-to-end tests.
-//! - [`OvsSwitch`]: the [`engine::switch::Switch`] implementation the reconciler drives.
+//! - [`OvsSwitch`]: the [`engine::switch::Switch`] implementation the reconciler drives; ports
+//!   are [`PortName`]s of [`Grammar::Ovs`]; incoming messages are limited to
+//!   [`codec::MAX_MESSAGE`] bytes.
 //!
 //! netfold manages the `trunks` column of `Port` rows and nothing else (`vlan_mode` and `tag`
 //! stay the operator's). An empty `trunks` means *all VLANs* in OVS, so netfold never empties
