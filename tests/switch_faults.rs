@@ -13,18 +13,21 @@
 //!
 //! Needs Open vSwitch (`apt-get install -y openvswitch-switch`) and root, like tests/e2e_ovs.rs.
 
+#[path = "support/netfold.rs"]
+mod netfold;
 #[path = "support/proxy.rs"]
 mod proxy;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use adapters::eapi::sim::Sim as EapiSim;
 use adapters::ovs::lab::Lab;
 use adapters::vsphere;
 use adapters::vsphere::sim::Neighbour;
+use netfold::{netfold, text, Netfold, STEP};
 use proxy::{Mode, Proxy};
 use serde_json::Value;
 
@@ -32,110 +35,9 @@ const SWITCH: &str = "tor1";
 const PARKING: u16 = 4094;
 /// An operator's VLAN, on the switch before netfold ever ran and never desired.
 const OPERATOR: u16 = 999;
-/// Generous bound for any one real-network effect on a loaded 2-core machine.
-const STEP: Duration = Duration::from_secs(40);
 
 fn ports() -> Vec<String> {
     (1..=4).map(|n| format!("Ethernet1/{n}")).collect()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// One `netfold run`, its stderr captured in a file.
-struct Netfold {
-    child: Child,
-    stderr: PathBuf,
-}
-
-impl Netfold {
-    fn start(config: &Path, stderr: PathBuf, env: &[(&str, String)]) -> Netfold {
-        let file = std::fs::File::create(&stderr).expect("stderr file");
-        let child = Command::new(env!("CARGO_BIN_EXE_netfold"))
-            .args(["run", "-c", config.to_str().expect("utf-8 path")])
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("start netfold");
-        Netfold { child, stderr }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    async fn wait_line(&mut self, needle: &str) {
-        let deadline = Instant::now() + STEP;
-        loop {
-            if self.log().contains(needle) {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("netfold exited ({status}) before logging `{needle}`:\n{}", self.log());
-            }
-            assert!(Instant::now() < deadline, "no `{needle}` within {STEP:?}:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// The HTTP endpoint's address, from the `netfold running http=…` line.
-    async fn http(&mut self) -> String {
-        self.wait_line("netfold running").await;
-        let log = self.log();
-        let line = log.lines().find(|l| l.contains("netfold running")).expect("running line");
-        let addr = line.split_whitespace().find_map(|w| w.strip_prefix("http=")).expect("http= field");
-        format!("http://{addr}")
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.id().to_string();
-        let out = Command::new("kill").args([sig, &pid]).output().expect("run kill");
-        assert!(out.status.success(), "kill {sig} {pid}: {}", text(&out.stderr));
-    }
-
-    async fn exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + STEP;
-        loop {
-            if let Some(s) = self.child.try_wait().expect("wait netfold") {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "netfold did not exit within {STEP:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// SIGKILL: no shutdown code runs.
-    async fn kill9(mut self) -> String {
-        self.signal("-KILL");
-        let status = self.exit().await;
-        assert!(!status.success(), "SIGKILL must not look like a clean exit: {status}");
-        self.log()
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    async fn stop(mut self) -> String {
-        self.signal("-TERM");
-        let status = self.exit().await;
-        let log = self.log();
-        assert!(status.success(), "netfold exited with {status} on SIGTERM:\n{log}");
-        log
-    }
-}
-
-impl Drop for Netfold {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn netfold(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_netfold")).args(args).output().expect("run netfold")
 }
 
 /// `netfold log --switch tor1 --json`, parsed.
