@@ -18,6 +18,11 @@ use super::{Error, Result};
 /// The database netfold manages.
 pub const DB: &str = "Open_vSwitch";
 
+/// Server data quoted in an error: cut to a few hundred bytes (a row can be megabytes).
+pub fn shown(v: &impl std::fmt::Display) -> String {
+    engine::reconciler::cut(&v.to_string(), engine::reconciler::MAX_ERROR_TEXT)
+}
+
 /// The default largest message netfold reads from an OVSDB server (bytes).
 pub const MAX_MESSAGE: usize = 32 * 1024 * 1024;
 
@@ -128,7 +133,7 @@ pub enum Incoming {
 /// Classifies one JSON-RPC message.
 pub fn classify(msg: Value) -> Result<Incoming> {
     let Value::Object(mut m) = msg else {
-        return Err(Error::Codec(format!("JSON-RPC message is not an object: {msg}")));
+        return Err(Error::Codec(format!("JSON-RPC message is not an object: {}", shown(&msg))));
     };
     let id = m.remove("id").unwrap_or(Value::Null);
     match m.remove("method") {
@@ -140,9 +145,11 @@ pub fn classify(msg: Value) -> Result<Incoming> {
                 Ok(Incoming::Request { id, method, params })
             }
         }
-        Some(other) => Err(Error::Codec(format!("JSON-RPC method is not a string: {other}"))),
+        Some(other) => Err(Error::Codec(format!("JSON-RPC method is not a string: {}", shown(&other)))),
         None => {
-            let id = id.as_u64().ok_or_else(|| Error::Codec(format!("response with an id we never sent: {id}")))?;
+            let id = id
+                .as_u64()
+                .ok_or_else(|| Error::Codec(format!("response with an id we never sent: {}", shown(&id))))?;
             Ok(Incoming::Response {
                 id,
                 result: m.remove("result").unwrap_or(Value::Null),
@@ -244,14 +251,19 @@ pub enum OpReply {
 /// Splits a `transact` result array into per-operation replies. The array may be longer than the
 /// request (a commit error is appended) and holds `null` for operations not executed.
 pub fn op_replies(result: &Value) -> Result<Vec<OpReply>> {
-    let arr = result.as_array().ok_or_else(|| Error::Codec(format!("transact result is not an array: {result}")))?;
+    let arr =
+        result.as_array().ok_or_else(|| Error::Codec(format!("transact result is not an array: {}", shown(result))))?;
     Ok(arr
         .iter()
         .map(|r| {
             if let Some(e) = r.get("error") {
                 let error = e.as_str().unwrap_or("unknown error");
                 let details = r.get("details").and_then(Value::as_str).unwrap_or("");
-                OpReply::Error(if details.is_empty() { error.to_string() } else { format!("{error}: {details}") })
+                OpReply::Error(shown(&if details.is_empty() {
+                    error.to_string()
+                } else {
+                    format!("{error}: {details}")
+                }))
             } else if let Some(c) = r.get("count").and_then(Value::as_u64) {
                 OpReply::Count(c)
             } else if let Some(rows) = r.get("rows").and_then(Value::as_array) {
@@ -272,11 +284,11 @@ pub fn decode_int_set(v: &Value) -> Result<BTreeSet<i64>> {
             .ok_or_else(|| Error::Codec(format!("set atom {n} is not an integer"))),
         Value::Array(a) if a.len() == 2 && a[0] == "set" => a[1]
             .as_array()
-            .ok_or_else(|| Error::Codec(format!("set members are not an array: {}", a[1])))?
+            .ok_or_else(|| Error::Codec(format!("set members are not an array: {}", shown(&a[1]))))?
             .iter()
-            .map(|m| m.as_i64().ok_or_else(|| Error::Codec(format!("set member {m} is not an integer"))))
+            .map(|m| m.as_i64().ok_or_else(|| Error::Codec(format!("set member {} is not an integer", shown(m)))))
             .collect(),
-        other => Err(Error::Codec(format!("expected an integer set, got {other}"))),
+        other => Err(Error::Codec(format!("expected an integer set, got {}", shown(other)))),
     }
 }
 
@@ -296,8 +308,9 @@ pub fn decode_port_rows(rows: &[Value]) -> Result<BTreeMap<String, BTreeSet<Vlan
             let name = row
                 .get("name")
                 .and_then(Value::as_str)
-                .ok_or_else(|| Error::Codec(format!("Port row without a string name: {row}")))?;
-            let trunks = row.get("trunks").ok_or_else(|| Error::Codec(format!("Port {name} row has no trunks")))?;
+                .ok_or_else(|| Error::Codec(format!("Port row without a string name: {}", shown(row))))?;
+            let trunks =
+                row.get("trunks").ok_or_else(|| Error::Codec(format!("Port {} row has no trunks", shown(&name))))?;
             Ok((name.to_string(), decode_trunks(name, trunks)?))
         })
         .collect()

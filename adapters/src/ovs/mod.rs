@@ -148,14 +148,24 @@ impl OvsSwitch {
         }
         let before = match replies.first() {
             Some(OpReply::Rows(rows)) => codec::decode_port_rows(rows)?.remove(port.as_str()),
-            other => return Err(Error::Codec(format!("select of port {port} returned {other:?}"))),
+            other => {
+                return Err(Error::Codec(format!(
+                    "select of port {port} returned {}",
+                    codec::shown(&format!("{other:?}"))
+                )))
+            }
         };
         ops.iter()
             .zip(index)
             .map(|(op, i)| {
                 let count = match replies.get(i) {
                     Some(OpReply::Count(c)) => *c,
-                    other => return Err(Error::Codec(format!("mutate for `{op}` returned {other:?}"))),
+                    other => {
+                        return Err(Error::Codec(format!(
+                            "mutate for `{op}` returned {}",
+                            codec::shown(&format!("{other:?}"))
+                        )))
+                    }
                 };
                 let result = match (&before, count) {
                     (_, c) if c > 0 => OpResult::Applied,
@@ -187,7 +197,7 @@ impl Switch for OvsSwitch {
             other => {
                 return Err(SwitchError::Protocol {
                     switch: self.name.clone(),
-                    reason: format!("select on Port returned {other:?}"),
+                    reason: format!("select on Port returned {}", codec::shown(&format!("{other:?}"))),
                 })
             }
         };
