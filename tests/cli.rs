@@ -1,7 +1,8 @@
 //! End-to-end tests of the `netfold` binary as an operator uses it: the demo runs green and
 //! leaves a history that `log`, `state`, `why` and `verify` answer from; bad config, an
-//! unreachable hypervisor, an unreachable switch and a corrupt data directory each give one
-//! clear paragraph and a non-zero exit — never a panic.
+//! unreachable hypervisor the log has never known and a corrupt data directory each give one
+//! clear paragraph and a non-zero exit — never a panic. (An unreachable switch does not stop
+//! start-up: tests/switch_faults.rs shows netfold running and reporting it.)
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -152,7 +153,7 @@ fn bad_config_names_file_line_and_key() {
 }
 
 #[test]
-fn unreachable_hypervisor_and_switch_fail_start_up_clearly() {
+fn an_unreachable_hypervisor_fails_start_up_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("netfold.toml");
     let data = dir.path().join("data");
@@ -169,15 +170,6 @@ fn unreachable_hypervisor_and_switch_fail_start_up_clearly() {
         &netfold(&["run", "-c", cfg.to_str().unwrap()]),
         &["hypervisor vc", "unreachable", "127.0.0.1:1"],
     );
-    std::fs::write(
-        &cfg,
-        format!(
-            "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[[switch]]\nname = \"tor1\"\nkind = \"ovs\"\naddress = \"tcp:127.0.0.1:1\"\n",
-            data.display()
-        ),
-    )
-    .unwrap();
-    assert_clear_failure(&netfold(&["run", "-c", cfg.to_str().unwrap()]), &["switch tor1 is unreachable"]);
 }
 
 #[test]
