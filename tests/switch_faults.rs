@@ -466,3 +466,26 @@ async fn the_fault_proxy_passes_delays_cuts_hangs_and_refuses() {
     assert_eq!((r, got.len()), ("reset", 0), "refused: the connection is reset");
     assert_eq!(proxy.accepted(), 6, "one connection per request");
 }
+
+/// `kind = "memory"` without `ports`: ports come into being on first use, so netfold configures
+/// them (and the audit says so) instead of failing every operation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_switch_without_ports_creates_them_on_first_use() {
+    let vc = vcenter().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("data").to_str().unwrap().to_string();
+    let config = write_config(
+        dir.path(),
+        &d,
+        &format!("{}\n[[switch]]\nname = \"{SWITCH}\"\nkind = \"memory\"\n", hypervisor_toml(&vc)),
+    );
+    let env = [("FAULTS_VC_PASSWORD", vc.password())];
+    let mut nf = Netfold::start(&config, dir.path().join("run.log"), &env);
+    nf.wait_line(&format!("{SWITCH} Ethernet1/1: added VLAN 100 (vc-east: VM")).await;
+    let run = nf.stop().await;
+    assert!(!run.contains("failed to add"), "{run}");
+    let log = switch_log(&d);
+    let applied = entries(&log, "applied").len();
+    assert!(applied >= 8, "both VLANs on the four ports: {applied} applied\n{log:?}");
+    assert!(entries(&log, "failed").is_empty(), "{log:?}");
+}
