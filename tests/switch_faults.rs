@@ -5,11 +5,16 @@
 //! - netfold is SIGKILLed after the eAPI switch applied an add and before its reply arrived; on
 //!   restart the intent is settled by reading the switch and the VLAN is removed once nothing
 //!   needs it. An operator VLAN configured before start is never removed.
-//! - OVS's reply to a `mutate` is held longer than `timeout_secs` (no crash): the same holds. The
-//!   switch is unreachable when netfold starts: netfold starts anyway, learns, reports the switch
-//!   failing in `/metrics`, and converges once it answers.
+//! - OVS's reply to a `mutate`, and the eAPI simulator's reply to an add, are held longer than
+//!   `timeout_secs` (no crash): the same holds. The OVS switch is unreachable when netfold starts:
+//!   netfold starts anyway, learns, reports the switch failing in `/metrics`, and converges once
+//!   it answers.
 //! - A hypervisor reports port names that are ranges, lists, or hold spaces or newlines: they are
-//!   refused, nothing is sent for them, and `netfold log --switch` shows each refusal.
+//!   refused, nothing is sent for them, and `netfold log --switch` (also `--follow`) shows each
+//!   refusal.
+//! - A `memory` switch without `ports` is configured (ports made on first use).
+//! - The fault proxy itself: pass, delay (all replies, or only those to matching requests), cut,
+//!   hang, refuse.
 //!
 //! Needs Open vSwitch (`apt-get install -y openvswitch-switch`) and root, like tests/e2e_ovs.rs.
 
