@@ -377,7 +377,25 @@ impl Ledger {
         self.batch(state, ports, store::TableBatch::default())
     }
 
-    fn batch(&self, state: &Owned, ports: &BTreeSet<PortName>, mut batch: store::TableBatch) -> store::Result<()> {
+    /// [`Ledger::save`] without waiting for the disk: durable with the store's next flush (the
+    /// switch audit append that follows it in a cycle, when the audit log is in the same store).
+    pub fn stage(&self, state: &Owned, ports: &BTreeSet<PortName>) -> store::Result<()> {
+        if ports.is_empty() {
+            return Ok(());
+        }
+        self.table.stage(self.writes(state, ports, store::TableBatch::default())?)
+    }
+
+    fn batch(&self, state: &Owned, ports: &BTreeSet<PortName>, batch: store::TableBatch) -> store::Result<()> {
+        self.table.apply(self.writes(state, ports, batch)?)
+    }
+
+    fn writes(
+        &self,
+        state: &Owned,
+        ports: &BTreeSet<PortName>,
+        mut batch: store::TableBatch,
+    ) -> store::Result<store::TableBatch> {
         for port in ports {
             let owned = self.key(OWNED, port.as_str());
             match state.owned.get(port).filter(|s| !s.is_empty()) {
@@ -390,7 +408,7 @@ impl Ledger {
                 None => batch.remove(&intent),
             }
         }
-        self.table.apply(batch)
+        Ok(batch)
     }
 }
 
@@ -599,6 +617,9 @@ fn cause_of<'a>(desired: &Desired, keys: impl Iterator<Item = &'a SwitchPort>, v
 }
 
 impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
+    /// A reconciler of `switch`. `audit` must be a log of the same `store::Store` as the
+    /// ledger's table (as the agent wires them): a cycle stages its ledger writes and lets the
+    /// audit append's flush make both durable — one flush before the switch is told, one after.
     pub fn new(
         switch: Arc<S>,
         ledger: Ledger,
@@ -735,13 +756,13 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
                 info!(switch = %name, port = %op.port(), vlan = op.vlan().get(), "{name} {entry}");
                 records.push(self.record(now, entry));
             }
-            self.ledger.save(&ledger, &touched).map_err(self.store_err("writing the ownership ledger"))?;
-            self.append(records).await?;
+            self.persist(&ledger, &touched, records).await?;
             return Ok(self.report(plan, Vec::new(), bad_names, &ledger, settled.recheck_at));
         }
 
-        // Write-ahead: every add's intent is durable (one ledger flush for all of them) before the
-        // switch is told; the audit records them too, so they show after a crash.
+        // Write-ahead: every add's intent is durable before the switch is told — staged in the
+        // ledger and recorded in the audit, one flush for both — so it survives a crash and shows
+        // in `netfold log --switch`.
         let mut intended = false;
         for op in plan.ops.iter().filter(|o| o.is_add()) {
             ledger.intents.entry(op.port().clone()).or_default().insert(op.vlan(), now);
@@ -749,16 +770,12 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
             records.push(self.record(now, AuditEntry::Intent { op: op.clone(), cause: cause(op) }));
             intended = true;
         }
-        if intended || !touched.is_empty() {
-            self.ledger.save(&ledger, &touched).map_err(self.store_err("recording intents in the ownership ledger"))?;
+        if intended {
+            self.persist(&ledger, &touched, std::mem::take(&mut records)).await?;
             touched.clear();
         }
-        if intended {
-            // The audit shows the intents even if netfold dies before the reply.
-            self.append(std::mem::take(&mut records)).await?;
-        }
         if plan.ops.is_empty() {
-            self.append(records).await?;
+            self.persist(&ledger, &touched, records).await?;
             return Ok(self.report(plan, Vec::new(), bad_names, &ledger, settled.recheck_at));
         }
 
@@ -767,7 +784,7 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
             Err(e) => {
                 // Nothing is known to have happened: the intents stay, a later cycle settles them.
                 warn!(switch = %name, error = %cut(&e.to_string(), MAX_ERROR_TEXT), ops = plan.ops.len(), "{name}: applying {} change(s) failed; intents stay until the switch is read", plan.ops.len());
-                self.append(records).await?;
+                self.persist(&ledger, &touched, records).await?;
                 return Err(e.into());
             }
         };
@@ -810,8 +827,7 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
             }
             records.push(self.record(now, entry));
         }
-        self.ledger.save(&ledger, &touched).map_err(self.store_err("writing the ownership ledger"))?;
-        self.append(records).await?;
+        self.persist(&ledger, &touched, records).await?;
         Ok(self.report(plan, outcomes, bad_names, &ledger, settled.recheck_at))
     }
 
@@ -833,6 +849,17 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
             None
         };
         CycleReport { plan, outcomes, bad_names, recheck_at }
+    }
+
+    /// Writes the ledger entries of `ports` and appends `records`, durable on return with one
+    /// flush: the ledger is staged and the audit append's flush carries it (the agent keeps both in
+    /// one store). Without records, the ledger write flushes itself.
+    async fn persist(&self, ledger: &Owned, ports: &BTreeSet<PortName>, records: Vec<SwitchRecord>) -> Result<()> {
+        if records.is_empty() {
+            return self.ledger.save(ledger, ports).map_err(self.store_err("writing the ownership ledger"));
+        }
+        self.ledger.stage(ledger, ports).map_err(self.store_err("writing the ownership ledger"))?;
+        self.append(records).await
     }
 
     async fn append(&self, records: Vec<SwitchRecord>) -> Result<()> {

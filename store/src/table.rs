@@ -56,6 +56,13 @@ impl Table {
         self.flush()
     }
 
+    /// Applies every write of `batch` atomically without waiting for the disk: it becomes durable
+    /// with the next flush of the same store (any log append, a flushed table write,
+    /// `Store::flush`). For a caller whose next step is such a flush anyway: one fsync, not two.
+    pub fn stage(&self, batch: TableBatch) -> Result<()> {
+        self.tree.apply_batch(batch.0).map_err(Error::db("writing a table"))
+    }
+
     /// Every `(key, value)` whose key starts with `prefix`, in key order.
     pub fn scan<V: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, V)>> {
         self.tree
