@@ -128,7 +128,11 @@ async fn partial_failure_converges_on_retry() {
     let (rig, r) = Rig::new(sw, config);
     rig.set(&[("Ethernet1", &[10, 20]), ("Ethernet2", &[30])]);
     let task = tokio::spawn(r.run(std::future::pending()));
-    until("convergence", Duration::from_secs(5), || sim.trunk("Ethernet1").unwrap() == vec![10, 20]).await;
+    // The switch state first, then the ledger the reconciler writes after the reply.
+    until("convergence", Duration::from_secs(5), || {
+        sim.trunk("Ethernet1").unwrap() == vec![10, 20] && rig.owned("Ethernet1") == [v(10), v(20)].into()
+    })
+    .await;
     assert_eq!(sim.trunk("Ethernet2").unwrap(), vec![30]);
     let audit = rig.audit();
     let failed = audit.iter().filter(|a| a.entry.kind() == "failed").count();
