@@ -29,6 +29,7 @@ use adapters::ovs::{self, OvsSwitch};
 use adapters::vsphere::sim::{SimHandle, SimNet, SimOptions, Simulator};
 use anyhow::{bail, Context, Result};
 use engine::switch::Switch;
+use engine::switch::{Grammar, PortName};
 
 const PARKING: u16 = 4094;
 const VLAN_A: u16 = 3000;
@@ -96,7 +97,7 @@ impl Drop for Netfold {
 async fn until(
     sw: &OvsSwitch,
     drift: &mut tokio::sync::watch::Receiver<u64>,
-    ports: &BTreeSet<String>,
+    ports: &BTreeSet<PortName>,
     limit: Duration,
     cond: impl Fn(&engine::switch::Observed) -> bool,
 ) -> Result<engine::switch::Observed> {
@@ -193,7 +194,7 @@ async fn scenario(label: &str, hosts: usize, vms_per_host: usize, managed: usize
         timeout_ms: 30_000,
     })?;
     let mut drift = sw.drift().context("the OVS switch has no monitor")?;
-    let all: BTreeSet<String> = ports.iter().cloned().collect();
+    let all: BTreeSet<PortName> = ports.iter().map(|p| PortName::parse(Grammar::Ovs, p)).collect::<Result<_, _>>()?;
     let learnt = until(&sw, &mut drift, &all, LEARN_LIMIT, |o| {
         o.len() == n_ports
             && o.values().all(|v| v.iter().any(|v| v.get() == 100) && v.iter().any(|v| v.get() == 101))
@@ -202,7 +203,7 @@ async fn scenario(label: &str, hosts: usize, vms_per_host: usize, managed: usize
     .await
     .with_context(|| log_tail(dir.path()))?;
     let learn = t.elapsed();
-    let watched: BTreeSet<String> =
+    let watched: BTreeSet<PortName> =
         learnt.iter().filter(|(_, v)| v.iter().any(|v| v.get() == VLAN_A)).map(|(p, _)| p.clone()).collect();
     let (rss, hwm) = rss_mib(pid);
     let (own, own_hwm) = rss_mib(std::process::id());

@@ -192,14 +192,16 @@ impl Agent {
         Ok(())
     }
 
-    /// Serves `/healthz`, `/metrics` and `/state` on `addr` until the agent stops.
+    /// Serves `/healthz`, `/metrics`, `/state`, `/log` and `/switch-log` (the switch audit, for
+    /// `netfold log --switch --follow`) on `addr` until the agent stops.
     pub async fn serve_http(&mut self, addr: std::net::SocketAddr) -> Result<std::net::SocketAddr> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} for /healthz, /metrics and /state"))?;
         let bound = listener.local_addr()?;
         let app =
-            crate::http::router(self.metrics.clone(), self.engine.state(), self.events.clone(), self.engine.releaser());
+            crate::http::router(self.metrics.clone(), self.engine.state(), self.events.clone(), self.engine.releaser())
+                .merge(crate::audit::switch_log_router(self.audit.clone()));
         let mut stop = self.stop.subscribe();
         self.tasks.push(tokio::spawn(async move {
             let shutdown = async move {

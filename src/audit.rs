@@ -1,15 +1,23 @@
 //! `netfold log | state | why | diff | verify`: open the data directory, ask `replay`, print.
+//! `netfold log --switch NAME` prints the switch audit instead: intents, applied changes,
+//! failures, settlements, refusals and held removals, each with its cause.
 
 use std::io::{IsTerminal, Write};
 
 use anyhow::{bail, Context, Result};
 use engine::projector::{State, Status};
+use engine::reconciler::{AuditEntry, SwitchRecord};
 use engine::{HypervisorId, SwitchPort, VlanId};
 use indicatif::{ProgressBar, ProgressStyle};
 use replay::audit::{self, Filter};
 use replay::point::format_time;
 use replay::{History, Point};
 
+use std::sync::Arc;
+
+use store::{Log, SledLog};
+
+use crate::agent::SWITCH_AUDIT_LOG;
 use crate::cli::DataDir;
 
 fn open(data: &DataDir) -> Result<History> {
@@ -63,6 +71,153 @@ pub fn log(data: &DataDir, filter: &Filter, json: bool) -> Result<()> {
         if filter.matches(&env) && !print_event(&mut out, &env, json) {
             return Ok(()); // reader went away (e.g. `| head`)
         }
+    }
+    Ok(())
+}
+
+/// One switch audit record for people: `seq  time  switch  kind  what (cause)`.
+pub fn switch_line(seq: u64, r: &SwitchRecord) -> String {
+    format!("{seq:>8}  {}  {:<10} {:<8} {}", format_time(r.at), r.switch, r.entry.kind(), r.entry)
+}
+
+/// One switch audit record as a JSON line: the entry as stored plus its kind and text.
+pub fn switch_json(seq: u64, r: &SwitchRecord) -> serde_json::Value {
+    serde_json::json!({
+        "seq": seq,
+        "at": r.at,
+        "time": format_time(r.at),
+        "switch": r.switch,
+        "kind": r.entry.kind(),
+        "text": r.entry.to_string(),
+        "entry": r.entry,
+    })
+}
+
+/// Whether a switch audit record passes the command line's filter (`--kind` names an entry kind
+/// here: intent, applied, already, failed, settled, refused, held, dry-run; `--hypervisor` keeps
+/// entries one of whose reasons is that hypervisor's).
+fn switch_matches(filter: &Filter, r: &SwitchRecord) -> bool {
+    let cause = match &r.entry {
+        AuditEntry::Intent { cause, .. }
+        | AuditEntry::Done { cause, .. }
+        | AuditEntry::DryRun { cause, .. }
+        | AuditEntry::Refused { cause, .. } => Some(cause),
+        AuditEntry::Held { .. } | AuditEntry::Settled { .. } => None,
+    };
+    filter.since.is_none_or(|t| r.at >= t)
+        && filter.kind.as_ref().is_none_or(|k| k.eq_ignore_ascii_case(r.entry.kind()))
+        && filter
+            .hypervisor
+            .as_ref()
+            .is_none_or(|h| cause.is_some_and(|c| c.reasons.iter().any(|reason| reason.hypervisor == *h)))
+}
+
+/// Most switch audit records one `/switch-log` answer carries.
+const SWITCH_LOG_PAGE: usize = 1000;
+
+#[derive(serde::Deserialize)]
+struct SwitchLogFrom {
+    from: u64,
+}
+
+/// `/switch-log?from=SEQ` on the agent's endpoint: the switch audit (every switch) as JSON lines
+/// from `from` on, long-polling up to 20 s for the first — what `netfold log --switch --follow`
+/// reads while the agent holds the data directory.
+pub fn switch_log_router(audit: Arc<SledLog<SwitchRecord>>) -> axum::Router {
+    use axum::extract::{Query, State};
+    use axum::response::IntoResponse;
+    async fn lines(
+        State(audit): State<Arc<SledLog<SwitchRecord>>>,
+        Query(q): Query<SwitchLogFrom>,
+    ) -> impl IntoResponse {
+        let mut sub = audit.subscribe(q.from.max(1));
+        let mut body = String::new();
+        let mut wait = std::time::Duration::from_secs(20);
+        for _ in 0..SWITCH_LOG_PAGE {
+            match tokio::time::timeout(wait, sub.next()).await {
+                Ok(Some(Ok(e))) => {
+                    body.push_str(&switch_json(e.seq, &e.record).to_string());
+                    body.push('\n');
+                    wait = std::time::Duration::ZERO;
+                }
+                Ok(Some(Err(e))) => {
+                    tracing::error!(error = %e, "cannot serve /switch-log");
+                    break;
+                }
+                _ => break,
+            }
+        }
+        ([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], body)
+    }
+    axum::Router::new().route("/switch-log", axum::routing::get(lines)).with_state(audit)
+}
+
+/// The switch audit of `switch` from the running agent, following new entries until interrupted.
+pub async fn follow_switch(agent: &str, switch: &str, filter: &Filter, json: bool) -> Result<()> {
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
+    let mut from = 1;
+    let mut out = std::io::stdout().lock();
+    loop {
+        let url = format!("{}/switch-log?from={from}", agent.trim_end_matches('/'));
+        let body = client
+            .get(&url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .with_context(|| format!("no netfold agent answering at {agent} (--follow reads the running agent; without one, drop --follow to read the data directory)"))?
+            .text()
+            .await?;
+        for line in body.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| anyhow::anyhow!("the agent sent a malformed /switch-log line: {e}"))?;
+            let seq = v["seq"].as_u64().context("a /switch-log line without seq")?;
+            from = seq + 1;
+            let record = SwitchRecord {
+                at: v["at"].as_u64().unwrap_or(0),
+                switch: v["switch"].as_str().unwrap_or_default().to_string(),
+                entry: serde_json::from_value(v["entry"].clone())
+                    .map_err(|e| anyhow::anyhow!("the agent sent a malformed /switch-log entry: {e}"))?,
+            };
+            if record.switch != switch || !switch_matches(filter, &record) {
+                continue;
+            }
+            let text = if json { line.to_string() } else { switch_line(seq, &record) };
+            if writeln!(out, "{text}").is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The switch audit of `switch` from the data directory.
+pub fn switch_log(data: &DataDir, switch: &str, filter: &Filter, json: bool) -> Result<()> {
+    let h = open(data)?;
+    let log = h
+        .store()
+        .log::<SwitchRecord>(SWITCH_AUDIT_LOG)
+        .with_context(|| format!("cannot open the switch audit log in {}", data.data_dir.display()))?;
+    let mut out = std::io::stdout().lock();
+    let mut seen = false;
+    for entry in log.read(1) {
+        let entry = entry.with_context(|| "cannot read the switch audit log")?;
+        if entry.record.switch != switch {
+            continue;
+        }
+        seen = true;
+        if !switch_matches(filter, &entry.record) {
+            continue;
+        }
+        let line = if json {
+            switch_json(entry.seq, &entry.record).to_string()
+        } else {
+            switch_line(entry.seq, &entry.record)
+        };
+        if writeln!(out, "{line}").is_err() {
+            return Ok(()); // reader went away (e.g. `| head`)
+        }
+    }
+    if !seen {
+        eprintln!("no switch audit entries for switch `{switch}` in {}", data.data_dir.display());
     }
     Ok(())
 }

@@ -47,6 +47,11 @@ pub enum Command {
         agent: String,
         #[arg(long)]
         hypervisor: Option<String>,
+        /// The switch audit of this switch instead of the event log: intents, applied changes,
+        /// failures, settlements, refusals and held removals, each with its cause (`--kind`
+        /// then takes intent, applied, already, failed, settled, refused, held or dry-run).
+        #[arg(long)]
+        switch: Option<String>,
         /// Only events at or after this time (RFC 3339, e.g. 2026-11-25T10:00:00Z).
         #[arg(long)]
         since: Option<String>,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use adapters::common::{SecretSource, TlsOptions};
 use anyhow::{anyhow, bail, Result};
 use engine::config::{MassRemoval, Policy, StaticLink, MAX_GRACE_SECS};
+use engine::port::{Grammar, PortName};
 use engine::{HypervisorId, Kind, SwitchPort, VlanRange};
 use serde::Deserialize;
 
@@ -122,12 +123,24 @@ pub struct Switch {
     pub resync_secs: Option<u64>,
     /// ovs and eapi: how long one request to the switch may take, seconds (default 5).
     pub timeout_secs: Option<u64>,
+    /// memory only: the switch's ports (with no VLANs); without it, ports come into being the
+    /// first time netfold configures them.
+    pub ports: Option<Vec<String>>,
 }
 
 impl Switch {
     /// Per-request timeout of the switch's management API.
     pub fn timeout_ms(&self) -> u64 {
         self.timeout_secs.unwrap_or(5) * 1000
+    }
+
+    /// Whose port-name grammar this switch's ports follow.
+    pub fn grammar(&self) -> Grammar {
+        match self.kind.as_str() {
+            "eapi" => Grammar::Eos,
+            "ovs" => Grammar::Ovs,
+            _ => Grammar::Memory,
+        }
     }
 }
 
@@ -256,8 +269,8 @@ fn validate(c: Config) -> Result<Plan> {
     let mut switches = Vec::new();
     for s in c.switches {
         let at = format!("[[switch]] `{}`", s.name);
-        if s.name.is_empty() || s.name.contains(':') {
-            bail!("{at}: key `name`: must be non-empty and without `:`");
+        if s.name.is_empty() || s.name.contains(':') || s.name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            bail!("{at}: key `name`: must be non-empty, without `:`, spaces or control characters");
         }
         if !switch_names.insert(s.name.clone()) {
             bail!("{at}: key `name`: the name is used twice; switch names must be unique");
@@ -281,6 +294,7 @@ fn validate(c: Config) -> Result<Plan> {
         only("password", s.password.is_some(), "eapi")?;
         only("tls", s.tls.is_some(), "eapi")?;
         only("parking_vlan", s.parking_vlan.is_some(), "ovs")?;
+        only("ports", s.ports.is_some(), "memory")?;
         if s.kind == "memory" && s.timeout_secs.is_some() {
             bail!("{at}: key `timeout_secs` applies to kinds `ovs` and `eapi` only (this switch is `memory`)");
         }
@@ -302,17 +316,27 @@ fn validate(c: Config) -> Result<Plan> {
             .iter()
             .map(|r| r.parse::<VlanRange>().map_err(|e| anyhow!("{at}: key `allowed_vlans`: `{r}`: {e}")))
             .collect::<Result<Vec<_>>>()?;
+        let grammar = s.grammar();
+        let names = |key: &str, list: &mut dyn Iterator<Item = &String>| -> Result<BTreeSet<PortName>> {
+            list.map(|p| PortName::parse(grammar, p).map_err(|e| anyhow!("{at}: key `{key}`: {e}"))).collect()
+        };
+        if let Some(ports) = &s.ports {
+            names("ports", &mut ports.iter())?;
+        }
         let mut policy = engine::plan::Policy {
             allowed,
-            managed_ports: s.managed_ports.clone(),
-            excluded_ports: s.excluded_ports.clone(),
+            managed_ports: names("managed_ports", &mut s.managed_ports.iter())?,
+            excluded_ports: names("excluded_ports", &mut s.excluded_ports.iter())?,
             dry_run: s.dry_run,
             ..engine::plan::Policy::default()
         };
         if let Some(m) = s.max_removals {
             policy.max_removals = m;
         }
-        let mut reconcile = engine::reconciler::Config { policy, ..engine::reconciler::Config::default() };
+        // An intent whose VLAN is absent is dropped only once no request still queued on the
+        // switch can land: twice the request timeout, at least 10 s.
+        let settle = Duration::from_millis(s.timeout_ms() * 2).max(Duration::from_secs(10));
+        let mut reconcile = engine::reconciler::Config { policy, settle, ..engine::reconciler::Config::default() };
         if let Some(r) = s.resync_secs {
             if r == 0 {
                 bail!("{at}: key `resync_secs`: must be at least 1");
@@ -395,7 +419,8 @@ port = "tor1:eth5"
         assert_eq!(plan.switches[0].reconcile.policy.max_removals, 20);
         assert_eq!(plan.switches[0].entry.timeout_ms(), 5_000, "the default request timeout");
         let policy = &plan.switches[0].reconcile.policy;
-        assert!(policy.manages("eth5") && !policy.manages("eth48") && !policy.manages("eth49"));
+        let port = |p: &str| PortName::parse(Grammar::Ovs, p).unwrap();
+        assert!(policy.manages(&port("eth5")) && !policy.manages(&port("eth48")) && !policy.manages(&port("eth49")));
         assert_eq!(plan.engine.policy.static_links.len(), 1);
     }
 
@@ -408,6 +433,27 @@ port = "tor1:eth5"
         assert!(e.contains("`tor1`: key `timeout_secs`: 0 is out of range; allowed: 1 to 300 seconds"), "{e}");
         let memory = with("3").replace(r#"kind = "ovs""#, r#"kind = "memory""#);
         assert!(err(&memory).contains("key `timeout_secs` applies to kinds `ovs` and `eapi` only"));
+    }
+
+    #[test]
+    fn switch_port_lists_are_checked_and_matched_in_the_switch_grammar() {
+        let eapi = GOOD
+            .replace(r#"kind = "ovs""#, "kind = \"eapi\"\nuser = \"netfold\"\npassword = { password_env = \"P\" }")
+            .replace(r#"address = "tcp:127.0.0.1:6640""#, r#"address = "https://tor1""#)
+            .replace(r#"managed_ports = ["eth5", "eth48"]"#, r#"managed_ports = ["Et1/1", "ethernet1/2"]"#)
+            .replace(r#"excluded_ports = ["eth48"]"#, r#"excluded_ports = ["Ethernet1/2"]"#);
+        let plan = parse(&eapi, Path::new("netfold.toml")).unwrap();
+        let policy = &plan.switches[0].reconcile.policy;
+        let eos = |p: &str| PortName::parse(Grammar::Eos, p).unwrap();
+        assert!(policy.manages(&eos("Ethernet1/1")) && policy.manages(&eos("ETH1/1")));
+        assert!(!policy.manages(&eos("et1/2")), "excluded under another spelling");
+        let e = err(&eapi.replace(r#"["Ethernet1/2"]"#, r#"["Ethernet1/2-4"]"#));
+        assert!(e.contains("`tor1`: key `excluded_ports`") && e.contains("range"), "{e}");
+        let e = err(&GOOD.replace(r#"excluded_ports = ["eth48"]"#, r#"excluded_ports = ["eth4,eth8"]"#));
+        assert!(e.contains("key `excluded_ports`") && e.contains("`,`"), "{e}");
+        let memory = GOOD.replace(r#"kind = "ovs""#, "kind = \"memory\"\nports = [\"eth5\", \"eth 6\"]");
+        assert!(err(&memory).contains("key `ports`"), "{}", err(&memory));
+        assert_eq!(plan.switches[0].reconcile.settle, Duration::from_secs(10), "twice the 5 s timeout, at least 10 s");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use adapters::ovs::lab::Lab;
 use adapters::{ovs, vsphere, xen};
 use anyhow::{bail, Context, Result};
 use engine::projector::Status;
-use engine::switch::{MemorySwitch, Switch};
+use engine::switch::{MemorySwitch, PortName, Switch};
 use engine::{HypervisorId, Kind, VlanId};
 use tokio::time::Instant;
 
@@ -254,11 +254,19 @@ impl<S: Switch> Demo<'_, S> {
             s.desired().ports.keys().filter(|p| p.switch == SWITCH).map(|p| p.port.clone()).collect::<BTreeSet<_>>()
         });
         ports.extend(self.ports.iter().cloned());
-        let observed = self.switch.read(&ports).await.with_context(|| format!("reading switch {SWITCH}"))?;
+        let grammar = self.switch.grammar();
+        let names: BTreeSet<PortName> = ports.iter().filter_map(|p| PortName::parse(grammar, p).ok()).collect();
+        let observed = self.switch.read(&names).await.with_context(|| format!("reading switch {SWITCH}"))?;
         Ok(ports
             .into_iter()
             .map(|p| {
-                let v = observed.get(&p).into_iter().flatten().map(|v| v.get()).filter(|v| Some(*v) != self.parking);
+                let name = PortName::parse(grammar, &p).ok();
+                let v = name
+                    .and_then(|n| observed.get(&n))
+                    .into_iter()
+                    .flatten()
+                    .map(|v| v.get())
+                    .filter(|v| Some(*v) != self.parking);
                 (p, v.collect())
             })
             .collect())

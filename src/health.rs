@@ -1,8 +1,9 @@
 //! What `/healthz` says: `200 {"status":"ok",…}` only while everything works; otherwise `503`
 //! with `"status":"degraded"` and one reason per thing that does not — an adapter that is not
 //! live (connecting, retrying, failing, with its last error), a hypervisor the log holds as
-//! lost, a held mass removal, a switch whose last reconcile cycle failed. The body also lists
-//! every hypervisor's adapter health, so one request answers "what is wrong, and since when".
+//! lost, a held mass removal, a switch whose last reconcile cycle failed or that has refused port
+//! names or unsettled intents. The body also lists every adapter's and switch's health, so one
+//! request answers "what is wrong, and since when".
 
 use engine::projector::Status;
 use engine::runtime::SharedState;
@@ -41,6 +42,19 @@ pub fn reasons(metrics: &Metrics, state: &SharedState) -> Vec<String> {
             }
         }
     });
+    for (name, h) in metrics.switch_health() {
+        if h.failing {
+            let since = h.failing_since.map(replay::point::format_time).unwrap_or_default();
+            let error = h.last_error.as_deref().unwrap_or("no detail");
+            out.push(format!(
+                "switch {name}: cannot be reconciled since {since} ({} cycles failed in a row): {error}",
+                h.consecutive_failures
+            ));
+        }
+        if h.refused_names > 0 {
+            out.push(format!("switch {name}: {} desired memberships refused: invalid port names", h.refused_names));
+        }
+    }
     out
 }
 
@@ -58,6 +72,12 @@ pub fn report(metrics: &Metrics, state: &SharedState) -> (bool, Value) {
             (id.to_string(), v)
         })
         .collect();
+    let switches: serde_json::Map<String, Value> = metrics
+        .switch_health()
+        .into_iter()
+        .map(|(name, h)| (name, serde_json::to_value(&h).unwrap_or(Value::Null)))
+        .collect();
     let ok = reasons.is_empty();
-    (ok, json!({ "status": if ok { "ok" } else { "degraded" }, "reasons": reasons, "hypervisors": adapters }))
+    let status = if ok { "ok" } else { "degraded" };
+    (ok, json!({ "status": status, "reasons": reasons, "hypervisors": adapters, "switches": switches }))
 }

@@ -62,9 +62,15 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Log { data, follow, agent, hypervisor, since, kind, json } => {
+        Command::Log { data, follow, agent, hypervisor, switch, since, kind, json } => {
             let filter = audit::filter(hypervisor, since, kind)?;
-            if follow {
+            if let Some(switch) = switch {
+                if follow {
+                    audit::follow_switch(&agent, &switch, &filter, json).await
+                } else {
+                    audit::switch_log(&data, &switch, &filter, json)
+                }
+            } else if follow {
                 audit::follow(&agent, &filter, json).await
             } else {
                 audit::log(&data, &filter, json)

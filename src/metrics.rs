@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use adapters::driver::{Health, LinkHealth};
 use engine::projector::Status;
-use engine::reconciler::{AuditResult, SwitchRecord};
+use engine::reconciler::{AuditEntry, SwitchRecord};
 use engine::runtime::SharedState;
 use engine::switch::OpResult;
 use engine::{Envelope, Event, Recorded};
@@ -104,6 +104,12 @@ impl Metrics {
         adapters.iter().map(|a| (a.id.clone(), a.kind, a.health.get())).collect()
     }
 
+    /// Every reconciler's health, by switch name.
+    pub fn switch_health(&self) -> Vec<(String, engine::reconciler::Health)> {
+        let switches = self.switches.lock().unwrap_or_else(|p| p.into_inner());
+        switches.iter().map(|(name, st)| (name.clone(), st.health())).collect()
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self, state: &SharedState, head: u64) -> String {
         let mut registry = Registry::with_prefix("netfold");
@@ -170,17 +176,32 @@ impl Metrics {
             "Switch operations by result (from the audit log)",
             self.switch_ops.clone(),
         );
-        let (cycles, failed, drift) = (
-            Family::<SwitchLabel, Gauge>::default(),
-            Family::<SwitchLabel, Gauge>::default(),
-            Family::<SwitchLabel, Gauge>::default(),
-        );
+        let gauges = || Family::<SwitchLabel, Gauge>::default();
+        let (cycles, failed, drift) = (gauges(), gauges(), gauges());
+        let (failing, consecutive, unresolved, refused) = (gauges(), gauges(), gauges(), gauges());
         for (name, st) in self.switches.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             let l = SwitchLabel { switch: name.clone() };
             cycles.get_or_create(&l).set(st.cycles.load(Ordering::Relaxed) as i64);
             failed.get_or_create(&l).set(st.failed_cycles.load(Ordering::Relaxed) as i64);
             drift.get_or_create(&l).set(st.drift_cycles.load(Ordering::Relaxed) as i64);
+            let h = st.health();
+            failing.get_or_create(&l).set(i64::from(h.failing));
+            consecutive.get_or_create(&l).set(h.consecutive_failures as i64);
+            unresolved.get_or_create(&l).set(h.unresolved_intents as i64);
+            refused.get_or_create(&l).set(h.refused_names as i64);
         }
+        registry.register("switch_failing", "1 while the switch's last reconcile cycle failed", failing);
+        registry.register("switch_consecutive_failures", "Reconcile cycles failed in a row per switch", consecutive);
+        registry.register(
+            "switch_unresolved_intents",
+            "VLAN adds sent without a reply yet, to be settled by reading the switch",
+            unresolved,
+        );
+        registry.register(
+            "switch_refused_port_names",
+            "Desired VLANs on ports whose names the switch grammar refuses",
+            refused,
+        );
         // Exposed as gauges mirroring the reconcilers' monotonic counters.
         registry.register("reconcile_cycles", "Reconcile cycles run per switch", cycles);
         registry.register("reconcile_failed_cycles", "Cycles with a failure per switch", failed);
@@ -213,12 +234,14 @@ impl Metrics {
     }
 
     fn count_op(&self, r: &SwitchRecord) {
-        let result = match &r.result {
-            AuditResult::DryRun => "dry_run",
-            AuditResult::Done(OpResult::Failed(_)) => "failed",
-            AuditResult::Done(_) => "applied",
+        let (op, result) = match &r.entry {
+            AuditEntry::DryRun { op, .. } => (op, "dry_run"),
+            AuditEntry::Done { op, result: OpResult::Failed(_), .. } => (op, "failed"),
+            AuditEntry::Done { op, .. } => (op, "applied"),
+            // Intents, settlements, refusals and held removals are not operations done.
+            _ => return,
         };
-        let op = if r.op.is_add() { "add" } else { "remove" };
+        let op = if op.is_add() { "add" } else { "remove" };
         self.switch_ops
             .get_or_create(&OpLabel { switch: r.switch.clone(), op: op.into(), result: result.into() })
             .inc();

@@ -2,18 +2,18 @@
 //! SIGINT/SIGTERM, shut down gracefully.
 //!
 //! Start-up fails fast, with one clear paragraph, on what an operator must fix: a bad config, a
-//! data directory that cannot be opened or recovered, a switch that cannot be reached. Whatever
-//! hypervisor is unreachable, netfold starts: a hypervisor the log shows as live is lost at its
-//! adapter's first failed attempt (the seed's `Retrying...` line, grace armed), one never learnt
-//! is retried and shows in `/healthz` until it answers.
+//! data directory that cannot be opened or recovered. Whatever hypervisor or switch is
+//! unreachable, netfold starts: a hypervisor the log shows as live is lost at its adapter's
+//! first failed attempt (the seed's `Retrying...` line, grace armed), one never learnt is retried
+//! and shows in `/healthz` until it answers; a switch's reconciler retries with backoff and
+//! reports it failing, while every other switch and every hypervisor session proceeds.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use adapters::{eapi, ovs};
-use anyhow::{bail, Context, Result};
-use engine::switch::{MemorySwitch, Switch};
+use anyhow::{Context, Result};
+use engine::switch::MemorySwitch;
 
 use crate::agent::Agent;
 use crate::config::{self, SwitchPlan};
@@ -46,7 +46,9 @@ pub async fn run(path: &Path) -> Result<()> {
     agent.shutdown().await
 }
 
-/// Builds the switch's client, checks it answers, and starts its reconciler.
+/// Builds the switch's client and starts its reconciler. Nothing here waits for the switch:
+/// one that does not answer is retried by its reconciler (and shows as failing in `/healthz` and
+/// `/metrics`).
 pub async fn add_switch(agent: &mut Agent, s: &SwitchPlan) -> Result<()> {
     let e = &s.entry;
     match e.kind.as_str() {
@@ -58,7 +60,6 @@ pub async fn add_switch(agent: &mut Agent, s: &SwitchPlan) -> Result<()> {
                 timeout_ms: e.timeout_ms(),
             };
             let sw = Arc::new(ovs::OvsSwitch::start(&c).with_context(|| format!("switch {}", e.name))?);
-            preflight_switch(&*sw).await?;
             agent.add_switch(sw, s.reconcile.clone())
         }
         "eapi" => {
@@ -71,23 +72,15 @@ pub async fn add_switch(agent: &mut Agent, s: &SwitchPlan) -> Result<()> {
                 timeout_ms: e.timeout_ms(),
             };
             let sw = Arc::new(eapi::EapiSwitch::new(&c).with_context(|| format!("switch {}", e.name))?);
-            preflight_switch(&*sw).await?;
             agent.add_switch(sw, s.reconcile.clone())
         }
-        _ => agent.add_switch(Arc::new(MemorySwitch::new(&e.name)), s.reconcile.clone()),
-    }
-}
-
-/// A switch must answer a read within 10 s at start-up.
-async fn preflight_switch<S: Switch>(sw: &S) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match sw.read(&Default::default()).await {
-            Ok(_) => return Ok(()),
-            Err(e) if tokio::time::Instant::now() >= deadline => {
-                bail!("switch {} is unreachable at start-up, so netfold cannot reconcile it: {e}. Check its address and that its management service is up, then start netfold again", sw.name())
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        _ => {
+            // Port names were checked by the config's validation.
+            let sw = match &e.ports {
+                Some(ports) => ports.iter().fold(MemorySwitch::new(&e.name), |sw, p| sw.with_port(p, [])),
+                None => MemorySwitch::new(&e.name).creating_ports(),
+            };
+            agent.add_switch(Arc::new(sw), s.reconcile.clone())
         }
     }
 }

@@ -248,7 +248,7 @@ async fn down_while_netfold_was_down(sigkill: bool) {
     rig.learnt().await;
     let nf = rig.nf.take().expect("running");
     if sigkill {
-        nf.kill9();
+        nf.kill9().await;
     } else {
         nf.stop().await;
     }

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use adapters::common::SecretSource;
 use adapters::eapi::sim::Sim;
 use adapters::eapi::{CommandError, Config, EapiSwitch};
-use engine::reconciler::{AuditResult, Backoff, Config as RConfig};
+use engine::reconciler::{Backoff, Config as RConfig};
 use engine::switch::{Op, OpResult, Switch, SwitchError};
-use rig::{v, Rig};
+use rig::{eos, v, Rig};
 
 const PW_ENV: &str = "NETFOLD_TEST_EAPI_PASSWORD";
 
@@ -55,13 +55,14 @@ async fn add_and_remove_follow_desired_state_and_operator_vlan_is_never_touched(
     assert_eq!(sim.trunk("Ethernet1").unwrap(), vec![10, 20, 99]);
     assert_eq!(sim.trunk("Ethernet2").unwrap(), vec![30]);
     assert!(sim.has_vlan(10) && sim.has_vlan(30), "VLANs are created where they did not exist");
-    assert_eq!(rig.ledger.load().unwrap()["Ethernet1"], [v(10), v(20)].into());
+    assert_eq!(rig.owned("Ethernet1"), [v(10), v(20)].into());
 
     rig.set(&[("Ethernet1", &[20])]);
     assert_eq!(r.cycle().await.unwrap().failed(), 0);
     assert_eq!(sim.trunk("Ethernet1").unwrap(), vec![20, 99], "operator VLAN 99 stays");
     assert_eq!(sim.trunk_text("Ethernet2").unwrap(), "NONE", "last VLAN removed: the trunk is closed, not ALL");
-    assert!(rig.audit().iter().all(|a| a.result == AuditResult::Done(OpResult::Applied)));
+    assert_eq!(rig.count("failed") + rig.count("already"), 0, "{:?}", rig.audit());
+    assert_eq!(rig.count("applied"), rig.count("intent") + 2, "every add had its intent; two removals");
     assert!(r.cycle().await.unwrap().plan.ops.is_empty(), "idempotent");
 }
 
@@ -97,10 +98,10 @@ async fn command_errors_are_typed_and_name_the_failed_command() {
 
     sim.fail("vlan 20", CommandError::General, "VLAN table full", None);
     let ops = [
-        Op::AddVlan { port: "Ethernet1".into(), vlan: v(10) },
-        Op::AddVlan { port: "Ethernet1".into(), vlan: v(20) },
-        Op::AddVlan { port: "Ethernet1".into(), vlan: v(30) },
-        Op::AddVlan { port: "Ethernet9".into(), vlan: v(40) },
+        Op::AddVlan { port: eos("Ethernet1"), vlan: v(10) },
+        Op::AddVlan { port: eos("Ethernet1"), vlan: v(20) },
+        Op::AddVlan { port: eos("Ethernet1"), vlan: v(30) },
+        Op::AddVlan { port: eos("Ethernet9"), vlan: v(40) },
     ];
     let out = sw.apply(&ops).await.unwrap();
     assert_eq!(out[0].result, OpResult::Applied);
@@ -127,12 +128,16 @@ async fn partial_failure_converges_on_retry() {
     let (rig, r) = Rig::new(sw, config);
     rig.set(&[("Ethernet1", &[10, 20]), ("Ethernet2", &[30])]);
     let task = tokio::spawn(r.run(std::future::pending()));
-    until("convergence", Duration::from_secs(5), || sim.trunk("Ethernet1").unwrap() == vec![10, 20]).await;
+    // The switch state first, then the ledger the reconciler writes after the reply.
+    until("convergence", Duration::from_secs(5), || {
+        sim.trunk("Ethernet1").unwrap() == vec![10, 20] && rig.owned("Ethernet1") == [v(10), v(20)].into()
+    })
+    .await;
     assert_eq!(sim.trunk("Ethernet2").unwrap(), vec![30]);
     let audit = rig.audit();
-    let failed = audit.iter().filter(|a| matches!(a.result, AuditResult::Done(OpResult::Failed(_)))).count();
+    let failed = audit.iter().filter(|a| a.entry.kind() == "failed").count();
     assert_eq!(failed, 2, "both refusals are in the audit trail: {audit:?}");
-    assert_eq!(rig.ledger.load().unwrap()["Ethernet1"], [v(10), v(20)].into());
+    assert_eq!(rig.owned("Ethernet1"), [v(10), v(20)].into());
     task.abort();
 }
 

@@ -1,19 +1,23 @@
 //! The OVSDB client against a scripted JSON-RPC peer on loopback: it answers the server's `echo`
 //! probes, turns `update` notifications into drift, fails pending calls when the connection
-//! drops, and reconnects (re-issuing its `monitor`) without the caller doing anything.
+//! drops, and reconnects (re-issuing its `monitor`) without the caller doing anything; a message
+//! that never ends is cut off at the limit (bounded memory), with an error naming the limit.
 
 use std::time::Duration;
 
 use adapters::ovs::client::{Client, Endpoint};
+use adapters::ovs::codec::JsonFrames;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::bytes::BytesMut;
+use tokio_util::codec::Decoder;
 
 /// Reads one JSON value from the peer (messages arrive back to back, no delimiter).
-async fn next(s: &mut TcpStream, buf: &mut Vec<u8>) -> Value {
+async fn next(s: &mut TcpStream, buf: &mut BytesMut) -> Value {
+    let mut frames = JsonFrames::new(64 * 1024 * 1024);
     loop {
-        if let Some((v, used)) = adapters::ovs::codec::split_frame(buf).unwrap() {
-            buf.drain(..used);
+        if let Some(v) = frames.decode(buf).unwrap() {
             return v;
         }
         let mut chunk = [0u8; 4096];
@@ -38,7 +42,7 @@ async fn answers_echo_reports_updates_and_reconnects() {
     let mut drift = client.drift();
 
     let (mut s, _) = listener.accept().await.unwrap();
-    let mut buf = Vec::new();
+    let mut buf = BytesMut::new();
     let monitor = next(&mut s, &mut buf).await;
     assert_eq!(monitor["method"], "monitor");
     assert_eq!(monitor["params"][2]["Port"]["columns"], json!(["name", "trunks"]));
@@ -67,7 +71,7 @@ async fn answers_echo_reports_updates_and_reconnects() {
 
     // The client reconnects on its own and monitors again; calls work once more.
     let (mut s, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept()).await.expect("reconnect").unwrap();
-    let mut buf = Vec::new();
+    let mut buf = BytesMut::new();
     let monitor = next(&mut s, &mut buf).await;
     assert_eq!(monitor["method"], "monitor");
     send(&mut s, json!({"id": monitor["id"], "result": {}, "error": null})).await;
@@ -96,7 +100,7 @@ async fn full_buffers_both_ways_do_not_deadlock() {
     let addr = listener.local_addr().unwrap();
     let client = Client::start(Endpoint::Tcp(addr.to_string()), Duration::from_secs(60), Duration::from_millis(200));
     let (mut s, _) = listener.accept().await.unwrap();
-    let mut buf = Vec::new();
+    let mut buf = BytesMut::new();
     let monitor = next(&mut s, &mut buf).await;
     send(&mut s, json!({"id": monitor["id"], "result": {}, "error": null})).await;
 
@@ -129,4 +133,55 @@ async fn full_buffers_both_ways_do_not_deadlock() {
             json!([{}])
         );
     }
+}
+
+/// Resident memory of this process, in KiB (Linux).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS line");
+    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("VmRSS value")
+}
+
+/// A peer that answers a call with a message that never ends (300 MB and counting): the client
+/// stops at its limit, fails the call with an error naming the limit, drops the connection and
+/// reconnects; memory stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unterminated_message_is_cut_off_at_the_limit_with_bounded_memory() {
+    const LIMIT: usize = 1024 * 1024;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client =
+        Client::start_with(Endpoint::Tcp(addr.to_string()), Duration::from_secs(60), Duration::from_millis(200), LIMIT);
+    let (mut s, _) = listener.accept().await.unwrap();
+    let mut buf = BytesMut::new();
+    let monitor = next(&mut s, &mut buf).await;
+    send(&mut s, json!({"id": monitor["id"], "result": {}, "error": null})).await;
+    let before = rss_kib();
+    let c = client.clone();
+    let call = tokio::spawn(async move { c.transact(vec![]).await });
+    let req = next(&mut s, &mut buf).await;
+    assert_eq!(req["method"], "transact");
+    let flood = async move {
+        s.write_all(format!(r#"{{"id":{},"result":[{{"rows":[{{"name":""#, req["id"]).as_bytes()).await.unwrap();
+        let chunk = vec![b'a'; 64 * 1024];
+        let mut sent = 0usize;
+        // Until the client hangs up (it must), or 300 MB if it never does.
+        while sent < 300 * 1024 * 1024 {
+            if s.write_all(&chunk).await.is_err() {
+                return sent;
+            }
+            sent += chunk.len();
+        }
+        sent
+    };
+    let sent = tokio::time::timeout(Duration::from_secs(60), flood).await.expect("the flood finished");
+    let err = tokio::time::timeout(Duration::from_secs(10), call).await.expect("the call ended").unwrap().unwrap_err();
+    assert!(err.to_string().contains("1048576-byte limit"), "{err}");
+    assert!(sent < 300 * 1024 * 1024, "the client hung up after {sent} bytes");
+    let grown = rss_kib().saturating_sub(before);
+    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB while the peer sent {sent} bytes");
+    // And it reconnects on its own.
+    let (mut s, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept()).await.expect("reconnect").unwrap();
+    let monitor = next(&mut s, &mut BytesMut::new()).await;
+    assert_eq!(monitor["method"], "monitor");
 }

@@ -10,10 +10,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use adapters::ovs::{Config, OvsSwitch};
-use engine::reconciler::{AuditResult, Config as RConfig};
+use engine::reconciler::Config as RConfig;
 use engine::switch::{Op, OpResult, Switch};
 use ovs::{wait_for, Ovs};
-use rig::{v, Rig};
+use rig::{ovs as pn, v, Rig};
 
 fn switch(endpoint: String) -> OvsSwitch {
     OvsSwitch::start(&Config { name: "ovs1".into(), endpoint, parking_vlan: 4094, timeout_ms: 5000 }).unwrap()
@@ -44,16 +44,15 @@ async fn add_and_remove_follow_desired_state_and_operator_vlan_is_never_touched(
     assert_eq!(ovs.trunks("p1"), vec![10, 20, 99]);
     assert_eq!(ovs.trunks("p2"), vec![30, 98]);
     // 99 was already there: the operator's, not claimed.
-    let owned = rig.ledger.load().unwrap();
-    assert_eq!(owned["p1"], [v(10), v(20)].into());
+    assert_eq!(rig.owned("p1"), [v(10), v(20)].into());
 
     rig.set(&[("p1", &[20])]);
     r.cycle().await.unwrap();
     assert_eq!(ovs.trunks("p1"), vec![20, 99], "10 removed, operator VLAN 99 kept although not desired");
     assert_eq!(ovs.trunks("p2"), vec![98], "30 removed, operator VLAN 98 kept");
     let audit = rig.audit();
-    assert_eq!(audit.len(), 5);
-    assert!(audit.iter().all(|a| a.result == AuditResult::Done(OpResult::Applied)));
+    assert_eq!(audit.len(), 8, "3 intents, 3 adds, 2 removals: {audit:?}");
+    assert_eq!(rig.count("applied"), 5);
     assert!(r.cycle().await.unwrap().plan.ops.is_empty(), "second cycle is idempotent");
 }
 
@@ -101,11 +100,11 @@ async fn an_open_trunk_is_not_narrowed_and_errors_are_per_operation() {
     let sw = switch(ovs.unix_endpoint());
     connected(&sw).await;
     let ops = vec![
-        Op::AddVlan { port: "open".into(), vlan: v(10) },
-        Op::AddVlan { port: "p1".into(), vlan: v(10) },
-        Op::AddVlan { port: "p1".into(), vlan: v(99) },
-        Op::AddVlan { port: "nosuch".into(), vlan: v(10) },
-        Op::AddVlan { port: "p1".into(), vlan: v(4094) },
+        Op::AddVlan { port: pn("open"), vlan: v(10) },
+        Op::AddVlan { port: pn("p1"), vlan: v(10) },
+        Op::AddVlan { port: pn("p1"), vlan: v(99) },
+        Op::AddVlan { port: pn("nosuch"), vlan: v(10) },
+        Op::AddVlan { port: pn("p1"), vlan: v(4094) },
     ];
     let out = sw.apply(&ops).await.unwrap();
     assert!(matches!(&out[0].result, OpResult::Failed(m) if m.contains("empty trunk list")), "{:?}", out[0]);
@@ -125,11 +124,11 @@ async fn reads_decode_bare_atoms_empty_sets_and_larger_sets() {
     ovs.add_trunk_port("many", &[1, 2, 3]);
     let sw = switch(ovs.unix_endpoint());
     connected(&sw).await;
-    let obs = sw.read(&["one", "none", "many", "absent"].map(String::from).into()).await.unwrap();
-    assert_eq!(obs["one"], [v(7)].into());
-    assert!(obs["none"].is_empty());
-    assert_eq!(obs["many"], [v(1), v(2), v(3)].into());
-    assert!(!obs.contains_key("absent"));
+    let obs = sw.read(&["one", "none", "many", "absent"].map(pn).into()).await.unwrap();
+    assert_eq!(obs[&pn("one")], [v(7)].into());
+    assert!(obs[&pn("none")].is_empty());
+    assert_eq!(obs[&pn("many")], [v(1), v(2), v(3)].into());
+    assert!(!obs.contains_key(&pn("absent")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,6 +150,6 @@ async fn down_server_is_unreachable_then_reconnects() {
         .expect("ovs-appctl");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     connected(&sw).await;
-    let obs = sw.read(&["p1".to_string()].into()).await.unwrap();
-    assert_eq!(obs["p1"], [v(99)].into());
+    let obs = sw.read(&[pn("p1")].into()).await.unwrap();
+    assert_eq!(obs[&pn("p1")], [v(99)].into());
 }

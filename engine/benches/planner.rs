@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use engine::plan::{plan, Policy, PortSets};
+use engine::port::{Grammar, PortName};
 use engine::VlanId;
 
 fn all_vlans() -> BTreeSet<VlanId> {
@@ -13,7 +14,8 @@ fn all_vlans() -> BTreeSet<VlanId> {
 
 fn bench(c: &mut Criterion) {
     let vlans = all_vlans();
-    let desired: PortSets = (0..1000).map(|p| (format!("ethernet1/{p}"), vlans.clone())).collect();
+    let desired: PortSets =
+        (0..1000).map(|p| (PortName::parse(Grammar::Eos, &format!("ethernet1/{p}")).unwrap(), vlans.clone())).collect();
     let empty: PortSets = desired.keys().map(|p| (p.clone(), BTreeSet::new())).collect();
     let policy = Policy::default();
     let mut g = c.benchmark_group("planner_1000_ports_x_4094_vlans");

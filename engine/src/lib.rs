@@ -27,8 +27,11 @@
 //!   inventories, append failures and snapshots.
 //! - [`error`]: [`Error`] (what the runtime failed to do) and [`Invalid`] (what was refused).
 //! - [`switch`]: the switch boundary trait, its operations and outcomes, and `MemorySwitch`.
-//! - [`plan`]: the pure reconcile planner (policy, ownership, blast-radius guard).
-//! - [`reconciler`]: the async shell that runs the planner per switch, with audit and ledger.
+//! - [`plan`]: the pure reconcile planner (policy, ownership, blast-radius guard) and the pure
+//!   settlement of write-ahead intents.
+//! - [`port`]: [`port::PortName`], port names validated per switch grammar (names are data).
+//! - [`reconciler`]: the async shell that runs the planner per switch: write-ahead ownership
+//!   ledger (intents settled by reading the switch), switch audit with causes, per-switch health.
 //!
 //! The pure core (projector, session state machine, planner) does no IO and reads no clock; the
 //! async shell that runs it only wires.
@@ -43,6 +46,7 @@ pub mod fact;
 pub mod ids;
 pub mod observe;
 pub mod plan;
+pub mod port;
 pub mod projector;
 pub mod reconciler;
 pub mod record;

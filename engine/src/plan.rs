@@ -12,17 +12,28 @@
 //! - **Make before break**: every addition comes before every removal.
 //! - Ledger entries for VLANs no longer on their port (and not being re-added) are returned in
 //!   [`Plan::forget`] so a later operator edit is never mistaken for netfold's own.
+//!
+//! [`settle`] is the other pure half of ownership: write-ahead intents (an `AddVlan` recorded
+//! before it was sent, whose reply never came) are settled against what the switch shows —
+//! present → owned, absent → dropped once no late reply can still land (see
+//! docs/adr/0003-write-ahead-ownership.md).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::event::UnixMs;
 use crate::ids::{VlanId, VlanRange};
+use crate::port::PortName;
 use crate::switch::{Observed, Op};
 
 /// Per-port VLAN sets, keyed by port name (desired, observed, owned all use this shape).
-pub type PortSets = BTreeMap<String, BTreeSet<VlanId>>;
+pub type PortSets = BTreeMap<PortName, BTreeSet<VlanId>>;
+
+/// Write-ahead intents: per port, each VLAN netfold is adding (or was, when it crashed or the
+/// reply timed out), with the time the intent was made durable.
+pub type Intents = BTreeMap<PortName, BTreeMap<VlanId, UnixMs>>;
 
 /// What the operator allows netfold to do on one switch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,9 +42,9 @@ pub struct Policy {
     pub allowed: Vec<VlanRange>,
     /// The only ports netfold configures (the ones facing hypervisor hosts); empty means every
     /// port desired state names.
-    pub managed_ports: BTreeSet<String>,
+    pub managed_ports: BTreeSet<PortName>,
     /// Ports netfold never touches, even when listed in `managed_ports`.
-    pub excluded_ports: BTreeSet<String>,
+    pub excluded_ports: BTreeSet<PortName>,
     /// The most removals one cycle may plan; above it nothing is removed.
     pub max_removals: usize,
     /// Plan and log, apply nothing.
@@ -59,13 +70,13 @@ impl Policy {
     }
 
     /// Whether netfold may touch `port` at all.
-    pub fn manages(&self, port: &str) -> bool {
+    pub fn manages(&self, port: &PortName) -> bool {
         !self.excluded_ports.contains(port) && (self.managed_ports.is_empty() || self.managed_ports.contains(port))
     }
 
     /// Why `vlan` may not be configured on `port`, a port this policy does not manage.
-    fn port_refusal(&self, port: &str, vlan: VlanId) -> Refusal {
-        let port = port.to_string();
+    fn port_refusal(&self, port: &PortName, vlan: VlanId) -> Refusal {
+        let port = port.clone();
         if self.excluded_ports.contains(&port) {
             Refusal::ExcludedPort { port, vlan }
         } else {
@@ -78,11 +89,29 @@ impl Policy {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Refusal {
     /// The VLAN is outside the switch's allowed ranges.
-    OutsideAllowed { port: String, vlan: VlanId },
+    OutsideAllowed { port: PortName, vlan: VlanId },
     /// The port is excluded by policy.
-    ExcludedPort { port: String, vlan: VlanId },
+    ExcludedPort { port: PortName, vlan: VlanId },
     /// The port is not one of the switch's managed ports.
-    UnmanagedPort { port: String, vlan: VlanId },
+    UnmanagedPort { port: PortName, vlan: VlanId },
+}
+
+impl Refusal {
+    pub fn port(&self) -> &PortName {
+        match self {
+            Refusal::OutsideAllowed { port, .. }
+            | Refusal::ExcludedPort { port, .. }
+            | Refusal::UnmanagedPort { port, .. } => port,
+        }
+    }
+
+    pub fn vlan(&self) -> VlanId {
+        match self {
+            Refusal::OutsideAllowed { vlan, .. }
+            | Refusal::ExcludedPort { vlan, .. }
+            | Refusal::UnmanagedPort { vlan, .. } => *vlan,
+        }
+    }
 }
 
 impl fmt::Display for Refusal {
@@ -131,7 +160,7 @@ pub struct Plan {
     /// Set when the removal cap withheld every removal.
     pub held: Option<Held>,
     /// Ledger entries to drop: owned VLANs that are no longer on their port.
-    pub forget: Vec<(String, VlanId)>,
+    pub forget: Vec<(PortName, VlanId)>,
     /// Copied from the policy: the shell must apply nothing.
     pub dry_run: bool,
 }
@@ -146,7 +175,7 @@ impl Plan {
 /// Plans one cycle. Pure: the same inputs always give the same plan.
 pub fn plan(desired: &PortSets, observed: &Observed, owned: &PortSets, policy: &Policy) -> Plan {
     let empty = BTreeSet::new();
-    let ports: BTreeSet<&String> = desired.keys().chain(owned.keys()).collect();
+    let ports: BTreeSet<&PortName> = desired.keys().chain(owned.keys()).collect();
     let mut adds = Vec::new();
     let mut removes = Vec::new();
     let mut refused = Vec::new();
@@ -197,6 +226,41 @@ pub fn plan(desired: &PortSets, observed: &Observed, owned: &PortSets, policy: &
     Plan { ops: adds, refused, held, forget, dry_run: policy.dry_run }
 }
 
+/// What settling the unresolved intents against the switch decided.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settlement {
+    /// On the switch: netfold's add landed, so the VLAN is netfold's (owned). With the intent's
+    /// time.
+    pub claimed: Vec<(PortName, VlanId, UnixMs)>,
+    /// Not on the switch and older than the settle time: the add never landed (dropped).
+    pub dropped: Vec<(PortName, VlanId, UnixMs)>,
+    /// The earliest time a still-unresolved intent (absent, younger than the settle time: a late
+    /// reply could still land) may be dropped; `None` when none is left.
+    pub recheck_at: Option<UnixMs>,
+}
+
+/// Settles `intents` against `observed` at `now`: present → claimed; absent for at least
+/// `settle_ms` since the intent → dropped; absent and younger → left for a later cycle (a request
+/// the switch has not carried out yet may still land). Pure.
+pub fn settle(intents: &Intents, observed: &Observed, now: UnixMs, settle_ms: u64) -> Settlement {
+    let mut out = Settlement::default();
+    let empty = BTreeSet::new();
+    for (port, vlans) in intents {
+        let have = observed.get(port).unwrap_or(&empty);
+        for (&vlan, &at) in vlans {
+            if have.contains(&vlan) {
+                out.claimed.push((port.clone(), vlan, at));
+            } else if now.saturating_sub(at) >= settle_ms {
+                out.dropped.push((port.clone(), vlan, at));
+            } else {
+                let due = at.saturating_add(settle_ms);
+                out.recheck_at = Some(out.recheck_at.map_or(due, |r: UnixMs| r.min(due)));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,16 +270,31 @@ mod tests {
         VlanId::new(n).unwrap()
     }
 
+    fn p(s: &str) -> PortName {
+        PortName::parse(crate::port::Grammar::Memory, s).unwrap()
+    }
+
     fn sets(items: &[(&str, &[u16])]) -> PortSets {
-        items.iter().map(|(p, vs)| (p.to_string(), vs.iter().map(|&n| v(n)).collect())).collect()
+        items.iter().map(|(port, vs)| (p(port), vs.iter().map(|&n| v(n)).collect())).collect()
     }
 
-    fn add(p: &str, n: u16) -> Op {
-        Op::AddVlan { port: p.into(), vlan: v(n) }
+    fn add(port: &str, n: u16) -> Op {
+        Op::AddVlan { port: p(port), vlan: v(n) }
     }
 
-    fn rm(p: &str, n: u16) -> Op {
-        Op::RemoveVlan { port: p.into(), vlan: v(n) }
+    fn rm(port: &str, n: u16) -> Op {
+        Op::RemoveVlan { port: p(port), vlan: v(n) }
+    }
+
+    #[test]
+    fn intents_settle_present_to_owned_and_absent_to_dropped_after_the_settle_time() {
+        let intents: Intents =
+            [(p("e1"), [(v(10), 1_000), (v(11), 1_000), (v(12), 9_000)].into_iter().collect())].into();
+        let observed = sets(&[("e1", &[10])]);
+        let s = settle(&intents, &observed, 10_000, 5_000);
+        assert_eq!(s.claimed, vec![(p("e1"), v(10), 1_000)]);
+        assert_eq!(s.dropped, vec![(p("e1"), v(11), 1_000)]);
+        assert_eq!(s.recheck_at, Some(14_000), "the young absent intent waits for a late reply");
     }
 
     #[test]
@@ -262,18 +341,15 @@ mod tests {
         let desired = sets(&[("e1", &[10, 500]), ("mgmt", &[10])]);
         let observed = sets(&[("e1", &[600]), ("mgmt", &[1])]);
         let owned = sets(&[("e1", &[600]), ("mgmt", &[1])]);
-        let policy = Policy {
-            allowed: vec!["1-100".parse().unwrap()],
-            excluded_ports: ["mgmt".to_string()].into(),
-            ..Policy::default()
-        };
-        let p = plan(&desired, &observed, &owned, &policy);
-        assert_eq!(p.ops, vec![add("e1", 10)]);
+        let policy =
+            Policy { allowed: vec!["1-100".parse().unwrap()], excluded_ports: [p("mgmt")].into(), ..Policy::default() };
+        let pl = plan(&desired, &observed, &owned, &policy);
+        assert_eq!(pl.ops, vec![add("e1", 10)]);
         assert_eq!(
-            p.refused,
+            pl.refused,
             vec![
-                Refusal::OutsideAllowed { port: "e1".into(), vlan: v(500) },
-                Refusal::ExcludedPort { port: "mgmt".into(), vlan: v(10) }
+                Refusal::OutsideAllowed { port: p("e1"), vlan: v(500) },
+                Refusal::ExcludedPort { port: p("mgmt"), vlan: v(10) }
             ]
         );
     }
@@ -282,28 +358,25 @@ mod tests {
     fn only_managed_ports_are_configured_and_exclusion_wins() {
         let desired = sets(&[("e1", &[10]), ("e2", &[20]), ("e3", &[30])]);
         let observed = sets(&[("e1", &[]), ("e2", &[]), ("e3", &[])]);
-        let policy = Policy {
-            managed_ports: ["e1".to_string(), "e3".to_string()].into(),
-            excluded_ports: ["e3".to_string()].into(),
-            ..Policy::default()
-        };
-        let p = plan(&desired, &observed, &PortSets::new(), &policy);
-        assert_eq!(p.ops, vec![add("e1", 10)]);
+        let policy =
+            Policy { managed_ports: [p("e1"), p("e3")].into(), excluded_ports: [p("e3")].into(), ..Policy::default() };
+        let pl = plan(&desired, &observed, &PortSets::new(), &policy);
+        assert_eq!(pl.ops, vec![add("e1", 10)]);
         assert_eq!(
-            p.refused,
+            pl.refused,
             vec![
-                Refusal::UnmanagedPort { port: "e2".into(), vlan: v(20) },
-                Refusal::ExcludedPort { port: "e3".into(), vlan: v(30) }
+                Refusal::UnmanagedPort { port: p("e2"), vlan: v(20) },
+                Refusal::ExcludedPort { port: p("e3"), vlan: v(30) }
             ]
         );
-        assert!(p.refused[0].to_string().contains("not in managed_ports"));
+        assert!(pl.refused[0].to_string().contains("not in managed_ports"));
     }
 
     #[test]
     fn owned_vlan_gone_from_the_port_is_forgotten() {
-        let p = plan(&PortSets::new(), &sets(&[("e1", &[])]), &sets(&[("e1", &[5])]), &Policy::default());
-        assert!(p.ops.is_empty());
-        assert_eq!(p.forget, vec![("e1".to_string(), v(5))]);
+        let pl = plan(&PortSets::new(), &sets(&[("e1", &[])]), &sets(&[("e1", &[5])]), &Policy::default());
+        assert!(pl.ops.is_empty());
+        assert_eq!(pl.forget, vec![(p("e1"), v(5))]);
     }
 
     #[test]
@@ -320,7 +393,7 @@ mod tests {
 
     fn port_sets() -> impl Strategy<Value = PortSets> {
         proptest::collection::btree_map(
-            proptest::sample::select(&PORTS[..]).prop_map(String::from),
+            proptest::sample::select(&PORTS[..]).prop_map(p),
             proptest::collection::btree_set((1u16..=40).prop_map(|n| VlanId::new(n).unwrap()), 0..12),
             0..4,
         )
@@ -332,8 +405,8 @@ mod tests {
                 allowed: range
                     .map(|(a, len)| vec![VlanRange::new(v(a), v((a + len).min(4094))).unwrap()])
                     .unwrap_or_default(),
-                managed_ports: if only { ["e1".to_string(), "mgmt".to_string()].into() } else { BTreeSet::new() },
-                excluded_ports: if exclude { ["mgmt".to_string()].into() } else { BTreeSet::new() },
+                managed_ports: if only { [p("e1"), p("mgmt")].into() } else { BTreeSet::new() },
+                excluded_ports: if exclude { [p("mgmt")].into() } else { BTreeSet::new() },
                 max_removals: usize::MAX,
                 dry_run: false,
             },
@@ -343,16 +416,16 @@ mod tests {
     /// Applies a plan to a model switch and ledger, as a perfect switch would.
     fn execute(p: &Plan, observed: &mut Observed, owned: &mut PortSets) {
         for op in &p.ops {
-            let port = observed.entry(op.port().to_string()).or_default();
+            let port = observed.entry(op.port().clone()).or_default();
             match op {
                 Op::AddVlan { vlan, .. } => {
                     if port.insert(*vlan) {
-                        owned.entry(op.port().to_string()).or_default().insert(*vlan);
+                        owned.entry(op.port().clone()).or_default().insert(*vlan);
                     }
                 }
                 Op::RemoveVlan { vlan, .. } => {
                     port.remove(vlan);
-                    owned.entry(op.port().to_string()).or_default().remove(vlan);
+                    owned.entry(op.port().clone()).or_default().remove(vlan);
                 }
             }
         }

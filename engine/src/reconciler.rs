@@ -1,15 +1,39 @@
 //! The reconciler: the async shell that keeps one switch in step with desired state.
 //!
 //! One [`Reconciler`] runs per switch (as its own task, so a switch that is down never blocks
-//! another). Each *cycle* reads the switch, loads the ownership [`Ledger`], calls the pure
-//! [`crate::plan::plan`], applies the result, records every operation's outcome in the audit log
-//! ([`SwitchRecord`], a `store::Log` of its own) and updates the ledger. Cycles run on every
-//! desired-state change (a `watch` channel of [`Desired`]), on drift announced by the switch, on
-//! a periodic resync and, after a failure, on a capped exponential [`Backoff`] with jitter.
+//! another, and learning from hypervisors never waits for a switch). Each *cycle*:
+//!
+//! ```text
+//! desired ──parse port names (switch grammar)──> refused names ──────────────┐
+//!    │                                                                        │
+//! ledger (owned + intents) ─┐                                                 v
+//! switch.read ──────────────┴─> settle intents ─> plan ─> intents durable ─> apply ─> confirm /
+//!                                (present→owned,          (ledger, one       roll back in the
+//!                                 absent→dropped)          flush)            ledger; audit; INFO
+//! ```
+//!
+//! Ownership is write-ahead (docs/adr/0003-write-ahead-ownership.md): before an `AddVlan` is
+//! sent its intent is durable in the [`Ledger`]; after the reply it becomes owned (applied) or is
+//! dropped (already there, so not netfold's). An intent whose reply never came — netfold was
+//! killed, the reply was slower than the timeout, the connection broke — is settled by a later
+//! cycle by reading the switch: present → owned, absent → dropped once [`Config::settle`] has
+//! passed (a request still queued on the switch may land late). A VLAN netfold added is
+//! therefore removed once nothing needs it, whatever happened in between; a VLAN that was on the
+//! port before any intent is the operator's and is never touched.
+//!
+//! Every intent, applied change, failure, settlement, refusal and held removal is recorded in
+//! the switch audit log ([`SwitchRecord`], a `store::Log` of its own) with its cause (the
+//! desired-state reasons), and every change and failure is logged at INFO/WARN as one line:
+//! `tor1 Ethernet1/3: added VLAN 120 (vc-east: VM web-7 on pg-120)`. Cycles run on every
+//! desired-state change, on drift announced by the switch, on a periodic resync and, after a
+//! failure, on a capped exponential [`Backoff`] with jitter; [`Stats`] tells whether the switch is
+//! failing, since when and why.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -17,10 +41,11 @@ use tokio::sync::watch;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 pub use crate::backoff::Backoff;
-use crate::desired::Desired;
+use crate::desired::{Desired, Reason};
 use crate::event::UnixMs;
-use crate::ids::VlanId;
-use crate::plan::{plan, Plan, Policy, PortSets};
+use crate::ids::{SwitchPort, VlanId};
+use crate::plan::{plan, settle, Intents, Plan, Policy, PortSets};
+use crate::port::{Grammar, PortName};
 use crate::switch::{Op, OpResult, Outcome, Switch, SwitchError};
 
 /// A reconcile failure. Both kinds are retried with backoff by [`Reconciler::run`].
@@ -42,27 +67,189 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What the audit trail says happened to one planned operation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AuditResult {
-    /// The switch reported this result.
-    Done(OpResult),
-    /// Dry-run: planned, not applied.
-    DryRun,
+/// Most reasons one audit entry lists (the rest are counted in [`Cause::more`]).
+const CAUSE_REASONS: usize = 3;
+/// Most bytes of a switch's failure text kept in a log line or an audit entry.
+pub const MAX_ERROR_TEXT: usize = 300;
+
+/// Why netfold did something: the desired-state reasons behind a VLAN on a port (the first
+/// few; `netfold why` lists them all with the events that taught them).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cause {
+    pub reasons: Vec<Reason>,
+    /// How many more reasons there are.
+    pub more: usize,
 }
 
-/// One audit entry: an operation on a switch and what became of it.
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.reasons.is_empty() {
+            return f.write_str("nothing needs it any more");
+        }
+        for (i, r) in self.reasons.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            match &r.vnic {
+                Some(v) => write!(f, "{}: VM {} on {}", r.hypervisor, v.vm_name, r.network)?,
+                None => write!(f, "{}: network {} at host {}", r.hypervisor, r.network, r.host)?,
+            }
+        }
+        if self.more > 0 {
+            write!(f, " (+{} more)", self.more)?;
+        }
+        Ok(())
+    }
+}
+
+/// One entry of the switch audit trail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuditEntry {
+    /// An `AddVlan` whose intent was made durable in the ledger before it was sent.
+    Intent { op: Op, cause: Cause },
+    /// The switch's answer to an operation.
+    Done { op: Op, result: OpResult, cause: Cause },
+    /// Dry-run: planned, not applied.
+    DryRun { op: Op, cause: Cause },
+    /// A desired VLAN netfold will not configure: the port name is not one the switch grammar
+    /// accepts, or policy does not allow the VLAN. Recorded when the refusal first appears.
+    Refused { port: String, vlan: VlanId, why: String, cause: Cause },
+    /// Removals withheld by the blast-radius guard. Recorded when the set of held removals
+    /// changes.
+    Held { removals: Vec<Op>, cap: usize },
+    /// An intent whose reply never came, settled by reading the switch: `present` → owned,
+    /// absent → dropped.
+    Settled { op: Op, intent_at: UnixMs, present: bool },
+}
+
+impl AuditEntry {
+    /// The operation, for entries that have one.
+    pub fn op(&self) -> Option<&Op> {
+        match self {
+            AuditEntry::Intent { op, .. }
+            | AuditEntry::Done { op, .. }
+            | AuditEntry::DryRun { op, .. }
+            | AuditEntry::Settled { op, .. } => Some(op),
+            AuditEntry::Refused { .. } | AuditEntry::Held { .. } => None,
+        }
+    }
+
+    /// A short name of the entry's kind (`intent`, `applied`, `already`, `failed`, `dry-run`,
+    /// `refused`, `held`, `settled`), as `netfold log --switch` prints and filters it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuditEntry::Intent { .. } => "intent",
+            AuditEntry::Done { result: OpResult::Applied, .. } => "applied",
+            AuditEntry::Done { result: OpResult::AlreadyDone, .. } => "already",
+            AuditEntry::Done { result: OpResult::Failed(_), .. } => "failed",
+            AuditEntry::DryRun { .. } => "dry-run",
+            AuditEntry::Refused { .. } => "refused",
+            AuditEntry::Held { .. } => "held",
+            AuditEntry::Settled { .. } => "settled",
+        }
+    }
+}
+
+/// One line per entry, the way operators read it (`Ethernet1/3: added VLAN 120 (…)`).
+impl fmt::Display for AuditEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuditEntry::Intent { op, cause } => write!(f, "{}: intends to {} ({cause})", op.port(), verb(op, false)),
+            AuditEntry::Done { op, result: OpResult::Applied, cause } => {
+                write!(f, "{}: {} ({cause})", op.port(), verb(op, true))
+            }
+            AuditEntry::Done { op, result: OpResult::AlreadyDone, cause } => {
+                write!(f, "{}: VLAN {} was already as wanted, not claimed ({cause})", op.port(), op.vlan())
+            }
+            AuditEntry::Done { op, result: OpResult::Failed(why), cause } => {
+                write!(f, "{}: failed to {}: {why} ({cause})", op.port(), verb(op, false))
+            }
+            AuditEntry::DryRun { op, cause } => {
+                write!(f, "{}: dry-run, would {} ({cause})", op.port(), verb(op, false))
+            }
+            AuditEntry::Refused { port, vlan, why, cause } => {
+                write!(f, "{port}: refused VLAN {vlan}: {why} ({cause})")
+            }
+            AuditEntry::Held { removals, cap } => {
+                write!(f, "{}", crate::plan::Held { removals: removals.clone(), cap: *cap })
+            }
+            AuditEntry::Settled { op, intent_at, present } => write!(
+                f,
+                "{}: intent to add VLAN {} (made at {intent_at} ms, no reply) settled by reading the switch: {}",
+                op.port(),
+                op.vlan(),
+                if *present { "present, so netfold's" } else { "absent, dropped" }
+            ),
+        }
+    }
+}
+
+fn verb(op: &Op, done: bool) -> String {
+    match (op, done) {
+        (Op::AddVlan { vlan, .. }, true) => format!("added VLAN {vlan}"),
+        (Op::RemoveVlan { vlan, .. }, true) => format!("removed VLAN {vlan}"),
+        (Op::AddVlan { vlan, .. }, false) => format!("add VLAN {vlan}"),
+        (Op::RemoveVlan { vlan, .. }, false) => format!("remove VLAN {vlan}"),
+    }
+}
+
+/// `text` cut to at most `max` bytes (at a character boundary), saying how much was cut.
+pub fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} more bytes)", &text[..end], text.len() - end)
+}
+
+/// One audit record: an entry about a switch, dated.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SwitchRecord {
-    /// When the cycle applied it (unix ms, the shell's clock).
+    /// When the cycle recorded it (unix ms, the shell's clock).
     pub at: UnixMs,
     pub switch: String,
-    pub op: Op,
-    pub result: AuditResult,
+    pub entry: AuditEntry,
+}
+
+/// Schema 1 of the switch audit: only operations and their results.
+mod v1 {
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub enum Op {
+        AddVlan { port: String, vlan: crate::ids::VlanId },
+        RemoveVlan { port: String, vlan: crate::ids::VlanId },
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub enum AuditResult {
+        Done(crate::switch::OpResult),
+        DryRun,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct SwitchRecord {
+        pub at: crate::event::UnixMs,
+        pub switch: String,
+        pub op: Op,
+        pub result: AuditResult,
+    }
+}
+
+fn decode_exact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, String> {
+    let (rec, used) =
+        bincode::serde::decode_from_slice::<T, _>(bytes, bincode::config::standard()).map_err(|e| e.to_string())?;
+    if used != bytes.len() {
+        return Err(format!("{} trailing bytes after the switch record", bytes.len() - used));
+    }
+    Ok(rec)
 }
 
 impl store::Record for SwitchRecord {
-    const SCHEMA: u16 = 1;
+    const SCHEMA: u16 = 2;
 
     fn encode(&self) -> std::result::Result<Vec<u8>, String> {
         bincode::serde::encode_to_vec(self, bincode::config::standard()).map_err(|e| e.to_string())
@@ -71,61 +258,157 @@ impl store::Record for SwitchRecord {
     fn decode(schema: u16, bytes: &[u8]) -> std::result::Result<Self, String> {
         match schema {
             1 => {
-                let (rec, used) =
-                    bincode::serde::decode_from_slice::<SwitchRecord, _>(bytes, bincode::config::standard())
-                        .map_err(|e| e.to_string())?;
-                if used != bytes.len() {
-                    return Err(format!("{} trailing bytes after the switch record", bytes.len() - used));
-                }
-                Ok(rec)
+                // Upcast: an operation and its result, with no cause recorded.
+                let old: v1::SwitchRecord = decode_exact(bytes)?;
+                let (port, vlan, add) = match old.op {
+                    v1::Op::AddVlan { port, vlan } => (port, vlan, true),
+                    v1::Op::RemoveVlan { port, vlan } => (port, vlan, false),
+                };
+                let port = PortName::from_old_record(port);
+                let op = if add { Op::AddVlan { port, vlan } } else { Op::RemoveVlan { port, vlan } };
+                let cause = Cause::default();
+                let entry = match old.result {
+                    v1::AuditResult::Done(result) => AuditEntry::Done { op, result, cause },
+                    v1::AuditResult::DryRun => AuditEntry::DryRun { op, cause },
+                };
+                Ok(SwitchRecord { at: old.at, switch: old.switch, entry })
             }
-            other => Err(format!("unknown switch-audit schema version {other} (this build reads 1)")),
+            2 => decode_exact(bytes),
+            other => Err(format!("unknown switch-audit schema version {other} (this build reads 1 and 2)")),
         }
     }
 }
 
-/// The durable ownership ledger of one switch: which VLANs netfold put on which port. Stored in a
-/// `store::Table` under `switch \0 port`, so several switches can share one table.
+/// What the ledger holds for one switch: the VLANs netfold put on each port, and the adds it
+/// has sent (or was about to) without a reply yet.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Owned {
+    pub owned: PortSets,
+    pub intents: Intents,
+}
+
+/// The durable ownership ledger of one switch, in a `store::Table` shared by every switch:
+/// owned sets under `switch \0 port`, write-ahead intents under `switch \x01 port`.
 #[derive(Clone)]
 pub struct Ledger {
     table: store::Table,
     switch: String,
 }
 
+const OWNED: u8 = 0;
+const INTENT: u8 = 1;
+
 impl Ledger {
+    /// The ledger of `switch` (a name without control characters, as the config requires).
     pub fn new(table: store::Table, switch: impl Into<String>) -> Self {
         Self { table, switch: switch.into() }
     }
 
-    fn prefix(&self) -> Vec<u8> {
+    fn prefix(&self, kind: u8) -> Vec<u8> {
         let mut k = self.switch.as_bytes().to_vec();
-        k.push(0);
+        k.push(kind);
         k
     }
 
-    fn key(&self, port: &str) -> Vec<u8> {
-        let mut k = self.prefix();
+    fn key(&self, kind: u8, port: &str) -> Vec<u8> {
+        let mut k = self.prefix(kind);
         k.extend_from_slice(port.as_bytes());
         k
     }
 
-    /// Every port's owned VLANs.
-    pub fn load(&self) -> store::Result<PortSets> {
-        let prefix = self.prefix();
-        self.table
-            .scan::<BTreeSet<VlanId>>(&prefix)?
-            .into_iter()
-            .map(|(k, v)| Ok((String::from_utf8_lossy(&k[prefix.len()..]).into_owned(), v)))
-            .collect()
+    /// Every port's owned VLANs and unresolved intents, with port names in `grammar`'s canonical
+    /// form. Entries stored under another spelling (before names were canonical) are merged and
+    /// rewritten under the canonical one; an entry whose name the grammar refuses is reported
+    /// and left alone (netfold cannot address that port).
+    pub fn load(&self, grammar: Grammar) -> store::Result<Owned> {
+        let mut out = Owned::default();
+        let mut rewrite = store::TableBatch::default();
+        let mut rewritten = BTreeSet::new();
+        let owned_prefix = self.prefix(OWNED);
+        for (k, vlans) in self.table.scan::<BTreeSet<VlanId>>(&owned_prefix)? {
+            if let Some(port) = self.canonical(grammar, &k, owned_prefix.len(), &mut rewrite, &mut rewritten) {
+                out.owned.entry(port).or_default().extend(vlans);
+            }
+        }
+        let intent_prefix = self.prefix(INTENT);
+        for (k, vlans) in self.table.scan::<BTreeMap<VlanId, UnixMs>>(&intent_prefix)? {
+            if let Some(port) = self.canonical(grammar, &k, intent_prefix.len(), &mut rewrite, &mut rewritten) {
+                out.intents.entry(port).or_default().extend(vlans);
+            }
+        }
+        if !rewritten.is_empty() {
+            self.batch(&out, &rewritten, rewrite)?;
+        }
+        Ok(out)
     }
 
-    /// Replaces one port's owned set (durable on return); an empty set removes the entry.
-    pub fn store(&self, port: &str, vlans: &BTreeSet<VlanId>) -> store::Result<()> {
-        if vlans.is_empty() {
-            self.table.remove(&self.key(port))
-        } else {
-            self.table.insert(&self.key(port), vlans)
+    /// The canonical port of ledger key `key`; a key under another spelling is queued for
+    /// removal (its entry is rewritten under the canonical name).
+    fn canonical(
+        &self,
+        grammar: Grammar,
+        key: &[u8],
+        prefix: usize,
+        rewrite: &mut store::TableBatch,
+        rewritten: &mut BTreeSet<PortName>,
+    ) -> Option<PortName> {
+        let raw = String::from_utf8_lossy(&key[prefix..]);
+        match PortName::parse(grammar, &raw) {
+            Ok(port) => {
+                if port.as_str() != raw {
+                    rewrite.remove(key);
+                    rewritten.insert(port.clone());
+                }
+                Some(port)
+            }
+            Err(e) => {
+                warn!(switch = %self.switch, error = %e, "ownership ledger entry names no port of this switch; left alone");
+                None
+            }
         }
+    }
+
+    /// Writes `state`'s entries for `ports` (owned sets and intents; empty ones are removed) in
+    /// one atomic write, durable on return.
+    pub fn save(&self, state: &Owned, ports: &BTreeSet<PortName>) -> store::Result<()> {
+        if ports.is_empty() {
+            return Ok(());
+        }
+        self.batch(state, ports, store::TableBatch::default())
+    }
+
+    /// [`Ledger::save`] without waiting for the disk: durable with the store's next flush (the
+    /// switch audit append that follows it in a cycle, when the audit log is in the same store).
+    pub fn stage(&self, state: &Owned, ports: &BTreeSet<PortName>) -> store::Result<()> {
+        if ports.is_empty() {
+            return Ok(());
+        }
+        self.table.stage(self.writes(state, ports, store::TableBatch::default())?)
+    }
+
+    fn batch(&self, state: &Owned, ports: &BTreeSet<PortName>, batch: store::TableBatch) -> store::Result<()> {
+        self.table.apply(self.writes(state, ports, batch)?)
+    }
+
+    fn writes(
+        &self,
+        state: &Owned,
+        ports: &BTreeSet<PortName>,
+        mut batch: store::TableBatch,
+    ) -> store::Result<store::TableBatch> {
+        for port in ports {
+            let owned = self.key(OWNED, port.as_str());
+            match state.owned.get(port).filter(|s| !s.is_empty()) {
+                Some(set) => batch.insert(&owned, set)?,
+                None => batch.remove(&owned),
+            }
+            let intent = self.key(INTENT, port.as_str());
+            match state.intents.get(port).filter(|s| !s.is_empty()) {
+                Some(set) => batch.insert(&intent, set)?,
+                None => batch.remove(&intent),
+            }
+        }
+        Ok(batch)
     }
 }
 
@@ -136,6 +419,10 @@ pub struct Config {
     /// Periodic resync even when nothing announced a change (default 30 s).
     pub resync: Duration,
     pub backoff: Backoff,
+    /// How long an unresolved intent whose VLAN is absent is kept before it is dropped: long
+    /// enough that a request the switch has not carried out yet cannot land after it (default
+    /// 30 s; `netfold run` uses twice the switch's request timeout, at least 10 s).
+    pub settle: Duration,
 }
 
 impl Default for Config {
@@ -144,6 +431,7 @@ impl Default for Config {
             policy: Policy::default(),
             resync: Duration::from_secs(30),
             backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
+            settle: Duration::from_secs(30),
         }
     }
 }
@@ -154,12 +442,23 @@ pub struct CycleReport {
     pub plan: Plan,
     /// One per applied operation (empty in dry-run).
     pub outcomes: Vec<Outcome>,
+    /// Desired memberships on ports whose names the switch grammar refuses.
+    pub bad_names: usize,
+    /// When an unresolved intent may next be settled (absent and still young).
+    pub recheck_at: Option<UnixMs>,
 }
 
 impl CycleReport {
     /// Operations the switch failed.
     pub fn failed(&self) -> usize {
         self.outcomes.iter().filter(|o| matches!(o.result, OpResult::Failed(_))).count()
+    }
+
+    fn first_failure(&self) -> Option<String> {
+        self.outcomes.iter().find_map(|o| match &o.result {
+            OpResult::Failed(why) => Some(format!("{}: {}", o.op, cut(why, MAX_ERROR_TEXT))),
+            _ => None,
+        })
     }
 }
 
@@ -171,22 +470,77 @@ pub struct Reconciler<S, L> {
     desired: watch::Receiver<Arc<Desired>>,
     config: Config,
     stats: Arc<Stats>,
+    /// Refusals and held removals already recorded (they are audited when they first appear).
+    refused: BTreeSet<(String, VlanId, String)>,
+    held: Option<Vec<Op>>,
 }
 
-/// Counters of one reconciler, for metrics (read them while it runs).
+/// Counters and health of one reconciler, for `/metrics` and `/healthz` (read them while it
+/// runs; [`Stats::health`] gives a consistent copy of the health fields).
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Cycles run (every trigger: change, drift, resync, retry).
-    pub cycles: std::sync::atomic::AtomicU64,
+    pub cycles: AtomicU64,
     /// Cycles that failed outright or had failed operations.
-    pub failed_cycles: std::sync::atomic::AtomicU64,
+    pub failed_cycles: AtomicU64,
     /// Cycles triggered by drift the switch announced.
-    pub drift_cycles: std::sync::atomic::AtomicU64,
+    pub drift_cycles: AtomicU64,
+    /// Whether the last cycle failed (outright or with a failed operation).
+    pub failing: AtomicBool,
+    /// Cycles failed in a row (0 once one succeeds).
+    pub consecutive_failures: AtomicU64,
+    /// Unix ms of the first failure of the current run of failures (0 when not failing).
+    pub failing_since: AtomicU64,
+    /// The last failure's text (kept after recovery, cut to [`MAX_ERROR_TEXT`]).
+    pub last_error: Mutex<Option<String>>,
+    /// Intents left unresolved by the last cycle (an add with no reply, not settled yet).
+    pub unresolved_intents: AtomicU64,
+    /// Desired memberships the last cycle refused because the port name is invalid.
+    pub refused_names: AtomicU64,
+}
+
+/// A copy of a reconciler's health, for `/healthz`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Health {
+    pub failing: bool,
+    pub consecutive_failures: u64,
+    /// Unix ms the current run of failures began (`None` when not failing).
+    pub failing_since: Option<UnixMs>,
+    pub last_error: Option<String>,
+    pub unresolved_intents: u64,
+    pub refused_names: u64,
 }
 
 impl Stats {
-    fn bump(counter: &std::sync::atomic::AtomicU64) {
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The health fields, read together.
+    pub fn health(&self) -> Health {
+        let since = self.failing_since.load(Ordering::Relaxed);
+        Health {
+            failing: self.failing.load(Ordering::Relaxed),
+            consecutive_failures: self.consecutive_failures.load(Ordering::Relaxed),
+            failing_since: (since != 0).then_some(since),
+            last_error: self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            unresolved_intents: self.unresolved_intents.load(Ordering::Relaxed),
+            refused_names: self.refused_names.load(Ordering::Relaxed),
+        }
+    }
+
+    fn failed(&self, error: String, now: UnixMs) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+        if !self.failing.swap(true, Ordering::Relaxed) {
+            self.failing_since.store(now, Ordering::Relaxed);
+        }
+        Stats::bump(&self.consecutive_failures);
+    }
+
+    fn succeeded(&self) {
+        self.failing.store(false, Ordering::Relaxed);
+        self.failing_since.store(0, Ordering::Relaxed);
+        self.consecutive_failures.store(0, Ordering::Relaxed);
     }
 }
 
@@ -207,7 +561,65 @@ async fn drift_changed(drift: &mut Option<watch::Receiver<u64>>) {
     }
 }
 
+/// This switch's desired ports by canonical name, each with the desired-state keys (hypervisor
+/// spellings) that map to it.
+struct Wanted<'a> {
+    want: PortSets,
+    keys: BTreeMap<PortName, Vec<&'a SwitchPort>>,
+    /// Desired memberships on ports whose names the grammar refuses: `(key, error)`.
+    bad: Vec<(&'a SwitchPort, String)>,
+    unmanaged: usize,
+}
+
+impl<'a> Wanted<'a> {
+    fn new(desired: &'a Desired, switch: &str, grammar: Grammar, policy: &Policy) -> Self {
+        let mut w = Wanted { want: PortSets::new(), keys: BTreeMap::new(), bad: Vec::new(), unmanaged: 0 };
+        for (key, vlans) in desired.ports.iter().filter(|(p, _)| p.switch == switch) {
+            let port = match PortName::parse(grammar, &key.port) {
+                Ok(p) => p,
+                Err(e) => {
+                    w.bad.push((key, e.why));
+                    continue;
+                }
+            };
+            // Ports policy does not manage (excluded, or not in managed_ports) are left out
+            // before planning: at scale most cabled ports may be unmanaged, and refusing each of
+            // their VLANs again on every cycle is work and noise, not news.
+            if !policy.manages(&port) {
+                w.unmanaged += 1;
+                continue;
+            }
+            w.want.entry(port.clone()).or_default().extend(vlans.keys().copied());
+            w.keys.entry(port).or_default().push(key);
+        }
+        w
+    }
+
+    /// The reasons behind `vlan` on `port` (empty when nothing desires it).
+    fn cause(&self, desired: &Desired, port: &PortName, vlan: VlanId) -> Cause {
+        let keys = self.keys.get(port).map(Vec::as_slice).unwrap_or_default();
+        cause_of(desired, keys.iter().copied(), vlan)
+    }
+}
+
+fn cause_of<'a>(desired: &Desired, keys: impl Iterator<Item = &'a SwitchPort>, vlan: VlanId) -> Cause {
+    let mut cause = Cause::default();
+    for key in keys {
+        for r in desired.ports.get(key).and_then(|v| v.get(&vlan)).into_iter().flatten() {
+            if cause.reasons.len() < CAUSE_REASONS {
+                cause.reasons.push(r.clone());
+            } else {
+                cause.more += 1;
+            }
+        }
+    }
+    cause
+}
+
 impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
+    /// A reconciler of `switch`. `audit` must be a log of the same `store::Store` as the
+    /// ledger's table (as the agent wires them): a cycle stages its ledger writes and lets the
+    /// audit append's flush make both durable — one flush before the switch is told, one after.
     pub fn new(
         switch: Arc<S>,
         ledger: Ledger,
@@ -215,10 +627,10 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
         desired: watch::Receiver<Arc<Desired>>,
         config: Config,
     ) -> Self {
-        Self { switch, ledger, audit, desired, config, stats: Arc::default() }
+        Self { switch, ledger, audit, desired, config, stats: Arc::default(), refused: BTreeSet::new(), held: None }
     }
 
-    /// This reconciler's counters.
+    /// This reconciler's counters and health.
     pub fn stats(&self) -> Arc<Stats> {
         self.stats.clone()
     }
@@ -227,94 +639,239 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
         move |source| Error::Store { switch: self.switch.name().to_string(), context, source }
     }
 
-    /// One reconcile cycle: read, plan, apply, audit, update the ledger.
+    fn record(&self, at: UnixMs, entry: AuditEntry) -> SwitchRecord {
+        SwitchRecord { at, switch: self.switch.name().to_string(), entry }
+    }
+
+    /// Records refusals that were not recorded before (and forgets those that no longer hold).
+    fn refusals(&mut self, now: UnixMs, found: Vec<(String, VlanId, String, Cause)>, records: &mut Vec<SwitchRecord>) {
+        let name = self.switch.name().to_string();
+        let mut current = BTreeSet::new();
+        for (port, vlan, why, cause) in found {
+            let key = (port.clone(), vlan, why.clone());
+            if !self.refused.contains(&key) {
+                let entry = AuditEntry::Refused { port, vlan, why, cause };
+                warn!(switch = %name, vlan = vlan.get(), "{name} {entry}");
+                records.push(self.record(now, entry));
+            }
+            current.insert(key);
+        }
+        self.refused = current;
+    }
+
+    /// One reconcile cycle: read, settle intents, plan, make intents durable, apply, confirm or
+    /// roll back, audit.
     pub async fn cycle(&mut self) -> Result<CycleReport> {
         let name = self.switch.name().to_string();
+        let grammar = self.switch.grammar();
         let desired = self.desired.borrow_and_update().clone();
-        let mut owned = self.ledger.load().map_err(self.store_err("loading the ownership ledger"))?;
-        let policy = &self.config.policy;
-        // Ports policy does not manage (excluded, or not in managed_ports) are left out before
-        // planning (and before copying): at scale most cabled ports may be unmanaged, and refusing
-        // each of their VLANs again on every cycle is work and noise, not news.
-        let mut unmanaged = 0usize;
-        let mut want = PortSets::new();
-        for (p, vlans) in desired.ports.iter().filter(|(p, _)| p.switch == name) {
-            if policy.manages(&p.port) {
-                want.insert(p.port.clone(), vlans.keys().copied().collect());
-            } else {
-                unmanaged += 1;
+        let mut ledger = self.ledger.load(grammar).map_err(self.store_err("loading the ownership ledger"))?;
+        let policy = self.config.policy.clone();
+        let wanted = Wanted::new(&desired, &name, grammar, &policy);
+        if wanted.unmanaged > 0 {
+            debug!(switch = %name, ports = wanted.unmanaged, "desired VLANs on unmanaged ports not planned");
+        }
+        let now = now_ms();
+        let mut records = Vec::new();
+        let mut found = Vec::new();
+        let mut bad_names = 0;
+        for (key, why) in &wanted.bad {
+            let shown = crate::port::escaped(&key.port);
+            for &vlan in desired.ports[*key].keys() {
+                bad_names += 1;
+                let cause = cause_of(&desired, std::iter::once(*key), vlan);
+                // Name where the name came from: the hypervisor hosts whose uplinks reported it.
+                let from: BTreeSet<String> =
+                    cause.reasons.iter().map(|r| format!("{} host {}", r.hypervisor, r.host)).collect();
+                let from = from.into_iter().collect::<Vec<_>>().join(", ");
+                let why =
+                    format!("{shown} (the neighbour port reported by {from}) is not {grammar}: {why}; nothing is sent");
+                found.push((shown.clone(), vlan, why, cause));
             }
         }
-        if unmanaged > 0 {
-            debug!(switch = %name, ports = unmanaged, "desired VLANs on unmanaged ports not planned");
-        }
-        let ports: BTreeSet<String> = want.keys().chain(owned.keys()).filter(|p| policy.manages(p)).cloned().collect();
-        let observed = self.switch.read(&ports).await?;
-        let plan = plan(&want, &observed, &owned, policy);
-        for r in &plan.refused {
-            debug!(switch = %name, refusal = %r, "refused by policy");
-        }
-        if let Some(held) = &plan.held {
-            warn!(switch = %name, due = held.removals.len(), cap = held.cap, reason = %held, "removals held");
-        }
+        self.stats.refused_names.store(bad_names as u64, Ordering::Relaxed);
+
+        let ports: BTreeSet<PortName> = wanted
+            .want
+            .keys()
+            .chain(ledger.owned.keys().filter(|p| policy.manages(p)))
+            .chain(ledger.intents.keys())
+            .cloned()
+            .collect();
+        let observed = match self.switch.read(&ports).await {
+            Ok(o) => o,
+            Err(e) => {
+                self.refusals(now, found, &mut records);
+                self.append(records).await?;
+                return Err(e.into());
+            }
+        };
+
+        // Intents from a cycle whose reply never came: settle them against what the switch shows.
         let mut touched = BTreeSet::new();
+        let settled = settle(&ledger.intents, &observed, now, self.config.settle.as_millis() as u64);
+        for (port, vlan, intent_at, present) in settled
+            .claimed
+            .iter()
+            .map(|(p, v, a)| (p, *v, *a, true))
+            .chain(settled.dropped.iter().map(|(p, v, a)| (p, *v, *a, false)))
+        {
+            if let Some(i) = ledger.intents.get_mut(port) {
+                i.remove(&vlan);
+            }
+            if present {
+                ledger.owned.entry(port.clone()).or_default().insert(vlan);
+            }
+            touched.insert(port.clone());
+            let entry = AuditEntry::Settled { op: Op::AddVlan { port: port.clone(), vlan }, intent_at, present };
+            info!(switch = %name, port = %port, vlan = vlan.get(), present, "{name} {entry}");
+            records.push(self.record(now, entry));
+        }
+
+        let plan = plan(&wanted.want, &observed, &ledger.owned, &policy);
+        for r in &plan.refused {
+            found.push((r.port().to_string(), r.vlan(), r.to_string(), wanted.cause(&desired, r.port(), r.vlan())));
+        }
+        self.refusals(now, found, &mut records);
+        let held = plan.held.as_ref().map(|h| h.removals.clone());
+        if held != self.held {
+            if let Some(h) = &plan.held {
+                warn!(switch = %name, due = h.removals.len(), cap = h.cap, reason = %h, "removals held");
+                records.push(self.record(now, AuditEntry::Held { removals: h.removals.clone(), cap: h.cap }));
+            }
+            self.held = held;
+        }
         for (port, vlan) in &plan.forget {
-            owned.entry(port.clone()).or_default().remove(vlan);
+            ledger.owned.entry(port.clone()).or_default().remove(vlan);
             touched.insert(port.clone());
         }
-        let at = now_ms();
-        let (outcomes, records) = if plan.dry_run {
-            for op in &plan.ops {
-                info!(switch = %name, op = %op, "dry-run: would apply");
-            }
-            let recs = plan
-                .ops
-                .iter()
-                .map(|op| SwitchRecord { at, switch: name.clone(), op: op.clone(), result: AuditResult::DryRun })
-                .collect::<Vec<_>>();
-            (Vec::new(), recs)
-        } else if plan.ops.is_empty() {
-            (Vec::new(), Vec::new())
-        } else {
-            let outcomes = self.switch.apply(&plan.ops).await?;
-            let mut recs = Vec::with_capacity(outcomes.len());
-            for o in &outcomes {
-                let port = o.op.port().to_string();
-                match (&o.op, &o.result) {
-                    (Op::AddVlan { vlan, .. }, OpResult::Applied) => {
-                        owned.entry(port.clone()).or_default().insert(*vlan);
-                        touched.insert(port);
-                    }
-                    (Op::RemoveVlan { vlan, .. }, OpResult::Applied | OpResult::AlreadyDone) => {
-                        owned.entry(port.clone()).or_default().remove(vlan);
-                        touched.insert(port);
-                    }
-                    _ => {}
-                }
-                match &o.result {
-                    OpResult::Failed(why) => warn!(switch = %name, op = %o.op, error = %why, "operation failed"),
-                    r => debug!(switch = %name, op = %o.op, result = ?r, "operation done"),
-                }
-                recs.push(SwitchRecord {
-                    at,
-                    switch: name.clone(),
-                    op: o.op.clone(),
-                    result: AuditResult::Done(o.result.clone()),
-                });
-            }
-            (outcomes, recs)
+        let cause = |op: &Op| match op {
+            Op::AddVlan { port, vlan } => wanted.cause(&desired, port, *vlan),
+            Op::RemoveVlan { .. } => Cause::default(),
         };
-        for port in &touched {
-            let set = owned.get(port).cloned().unwrap_or_default();
-            self.ledger.store(port, &set).map_err(self.store_err("writing the ownership ledger"))?;
+
+        if plan.dry_run {
+            for op in &plan.ops {
+                let entry = AuditEntry::DryRun { op: op.clone(), cause: cause(op) };
+                info!(switch = %name, port = %op.port(), vlan = op.vlan().get(), "{name} {entry}");
+                records.push(self.record(now, entry));
+            }
+            self.persist(&ledger, &touched, records).await?;
+            return Ok(self.report(plan, Vec::new(), bad_names, &ledger, settled.recheck_at));
         }
+
+        // Write-ahead: every add's intent is durable before the switch is told — staged in the
+        // ledger and recorded in the audit, one flush for both — so it survives a crash and shows
+        // in `netfold log --switch`.
+        let mut intended = false;
+        for op in plan.ops.iter().filter(|o| o.is_add()) {
+            ledger.intents.entry(op.port().clone()).or_default().insert(op.vlan(), now);
+            touched.insert(op.port().clone());
+            records.push(self.record(now, AuditEntry::Intent { op: op.clone(), cause: cause(op) }));
+            intended = true;
+        }
+        if intended {
+            self.persist(&ledger, &touched, std::mem::take(&mut records)).await?;
+            touched.clear();
+        }
+        if plan.ops.is_empty() {
+            self.persist(&ledger, &touched, records).await?;
+            return Ok(self.report(plan, Vec::new(), bad_names, &ledger, settled.recheck_at));
+        }
+
+        let outcomes = match self.switch.apply(&plan.ops).await {
+            Ok(o) => o,
+            Err(e) => {
+                // Nothing is known to have happened: the intents stay, a later cycle settles them.
+                warn!(switch = %name, error = %cut(&e.to_string(), MAX_ERROR_TEXT), ops = plan.ops.len(), "{name}: applying {} change(s) failed; intents stay until the switch is read", plan.ops.len());
+                self.persist(&ledger, &touched, records).await?;
+                return Err(e.into());
+            }
+        };
+        for o in &outcomes {
+            let port = o.op.port().clone();
+            match (&o.op, &o.result) {
+                (Op::AddVlan { vlan, .. }, OpResult::Applied) => {
+                    ledger.owned.entry(port.clone()).or_default().insert(*vlan);
+                    if let Some(i) = ledger.intents.get_mut(&port) {
+                        i.remove(vlan);
+                    }
+                    touched.insert(port);
+                }
+                (Op::AddVlan { vlan, .. }, OpResult::AlreadyDone) => {
+                    // Someone else put it there: not netfold's.
+                    if let Some(i) = ledger.intents.get_mut(&port) {
+                        i.remove(vlan);
+                    }
+                    touched.insert(port);
+                }
+                // A failed add may still have landed (a reply lost mid-batch): its intent stays
+                // and a later cycle settles it by reading the switch.
+                (Op::AddVlan { .. }, OpResult::Failed(_)) => {}
+                (Op::RemoveVlan { vlan, .. }, OpResult::Applied | OpResult::AlreadyDone) => {
+                    ledger.owned.entry(port.clone()).or_default().remove(vlan);
+                    touched.insert(port);
+                }
+                (Op::RemoveVlan { .. }, OpResult::Failed(_)) => {}
+            }
+            let result = match &o.result {
+                OpResult::Failed(why) => OpResult::Failed(cut(why, MAX_ERROR_TEXT)),
+                r => r.clone(),
+            };
+            let entry = AuditEntry::Done { op: o.op.clone(), result, cause: cause(&o.op) };
+            match &o.result {
+                OpResult::Failed(_) => {
+                    warn!(switch = %name, port = %o.op.port(), vlan = o.op.vlan().get(), "{name} {entry}")
+                }
+                _ => info!(switch = %name, port = %o.op.port(), vlan = o.op.vlan().get(), "{name} {entry}"),
+            }
+            records.push(self.record(now, entry));
+        }
+        self.persist(&ledger, &touched, records).await?;
+        Ok(self.report(plan, outcomes, bad_names, &ledger, settled.recheck_at))
+    }
+
+    fn report(
+        &self,
+        plan: Plan,
+        outcomes: Vec<Outcome>,
+        bad_names: usize,
+        ledger: &Owned,
+        recheck_at: Option<UnixMs>,
+    ) -> CycleReport {
+        let unresolved: usize = ledger.intents.values().map(BTreeMap::len).sum();
+        self.stats.unresolved_intents.store(unresolved as u64, Ordering::Relaxed);
+        // An intent left by a failed add of this cycle is settled after the settle time too.
+        let recheck_at = if unresolved > 0 {
+            let due = now_ms().saturating_add(self.config.settle.as_millis() as u64);
+            Some(recheck_at.map_or(due, |r| r.min(due)))
+        } else {
+            None
+        };
+        CycleReport { plan, outcomes, bad_names, recheck_at }
+    }
+
+    /// Writes the ledger entries of `ports` and appends `records`, durable on return with one
+    /// flush: the ledger is staged and the audit append's flush carries it (the agent keeps both in
+    /// one store). Without records, the ledger write flushes itself.
+    async fn persist(&self, ledger: &Owned, ports: &BTreeSet<PortName>, records: Vec<SwitchRecord>) -> Result<()> {
+        if records.is_empty() {
+            return self.ledger.save(ledger, ports).map_err(self.store_err("writing the ownership ledger"));
+        }
+        self.ledger.stage(ledger, ports).map_err(self.store_err("writing the ownership ledger"))?;
+        self.append(records).await
+    }
+
+    async fn append(&self, records: Vec<SwitchRecord>) -> Result<()> {
         if !records.is_empty() {
             self.audit.append(records).await.map_err(self.store_err("appending to the switch audit log"))?;
         }
-        Ok(CycleReport { plan, outcomes })
+        Ok(())
     }
 
-    /// Runs cycles until `shutdown` resolves or the desired-state sender is dropped.
+    /// Runs cycles until `shutdown` resolves or the desired-state sender is dropped. A switch
+    /// that cannot be reached (at start-up or later) is retried with backoff; its [`Stats`] say
+    /// it is failing meanwhile.
     pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) {
         let name = self.switch.name().to_string();
         let mut drift = self.switch.drift();
@@ -324,30 +881,37 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
             let span = info_span!("reconcile", switch = %name);
             let result = self.cycle().instrument(span.clone()).await;
             Stats::bump(&self.stats.cycles);
-            if !matches!(&result, Ok(r) if r.failed() == 0) {
-                Stats::bump(&self.stats.failed_cycles);
-            }
-            let delay = match result {
+            let now = now_ms();
+            let (mut delay, recheck_at) = match result {
                 Ok(report) if report.failed() == 0 => {
                     if failures > 0 {
-                        info!(parent: &span, failures, "switch converged after failures");
+                        info!(parent: &span, failures, "{name}: switch converged after {failures} failed cycle(s)");
                     }
                     failures = 0;
-                    self.config.resync
+                    self.stats.succeeded();
+                    (self.config.resync, report.recheck_at)
                 }
                 Ok(report) => {
+                    Stats::bump(&self.stats.failed_cycles);
                     failures = failures.saturating_add(1);
+                    self.stats.failed(report.first_failure().unwrap_or_default(), now);
                     let d = self.config.backoff.delay(failures - 1, rand::random::<f64>());
                     warn!(parent: &span, failed = report.failed(), retry_in_ms = d.as_millis() as u64, "partial failure");
-                    d
+                    (d, report.recheck_at)
                 }
                 Err(e) => {
+                    Stats::bump(&self.stats.failed_cycles);
                     failures = failures.saturating_add(1);
+                    let text = cut(&e.to_string(), MAX_ERROR_TEXT);
                     let d = self.config.backoff.delay(failures - 1, rand::random::<f64>());
-                    warn!(parent: &span, error = %e, retry_in_ms = d.as_millis() as u64, "cycle failed");
-                    d
+                    warn!(parent: &span, error = %text, retry_in_ms = d.as_millis() as u64, "{name}: reconcile cycle failed; retrying");
+                    self.stats.failed(text, now);
+                    (d, None)
                 }
             };
+            if let Some(at) = recheck_at {
+                delay = delay.min(Duration::from_millis(at.saturating_sub(now).max(1)));
+            }
             tokio::select! {
                 _ = &mut shutdown => return,
                 changed = self.desired.changed() => if changed.is_err() { return },
@@ -364,23 +928,35 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::Reason;
+    use crate::desired::{Reason, VnicRef};
     use crate::ids::{HypervisorId, SwitchPort};
     use crate::switch::MemorySwitch;
+    use futures::FutureExt;
     use store::{Log, MemoryLog};
 
     fn v(n: u16) -> VlanId {
         VlanId::new(n).unwrap()
     }
 
+    fn p(s: &str) -> PortName {
+        PortName::parse(Grammar::Memory, s).unwrap()
+    }
+
+    fn reason() -> Reason {
+        Reason {
+            hypervisor: HypervisorId::new("vc").unwrap(),
+            host: "h1".into(),
+            network: "pg-120".into(),
+            vnic: Some(VnicRef { vm: "vm-7".into(), vm_name: "web-7".into(), nic: "4000".into() }),
+        }
+    }
+
     fn desired(switch: &str, items: &[(&str, &[u16])]) -> Arc<Desired> {
-        let reason =
-            Reason { hypervisor: HypervisorId::new("vc").unwrap(), host: "h1".into(), network: "n".into(), vnic: None };
         let mut d = Desired::default();
         for (port, vlans) in items {
             let e = d.ports.entry(SwitchPort::new(switch, *port).unwrap()).or_default();
             for n in *vlans {
-                e.entry(v(*n)).or_default().insert(reason.clone());
+                e.entry(v(*n)).or_default().insert(reason());
             }
         }
         Arc::new(d)
@@ -408,6 +984,14 @@ mod tests {
         rig.audit.read(1).map(|e| e.unwrap().record).collect()
     }
 
+    fn kinds(rig: &Rig) -> Vec<&'static str> {
+        audit(rig).iter().map(|r| r.entry.kind()).collect()
+    }
+
+    fn owned(ledger: &Ledger) -> PortSets {
+        ledger.load(Grammar::Memory).unwrap().owned
+    }
+
     #[tokio::test]
     async fn cycle_applies_records_every_outcome_and_claims_only_what_it_added() {
         let (rig, mut r) = rig(MemorySwitch::new("tor1").with_port("e1", [v(99)]).with_port("e2", []));
@@ -415,30 +999,57 @@ mod tests {
         let report = r.cycle().await.unwrap();
         assert_eq!(report.failed(), 0);
         assert_eq!(rig.sw.vlans("e1").unwrap(), [v(10), v(99)].into());
-        let owned = rig.ledger.load().unwrap();
-        assert_eq!(owned["e1"], [v(10)].into(), "operator VLAN 99 must not be claimed");
-        assert_eq!(audit(&rig).len(), 2);
+        assert_eq!(owned(&rig.ledger)[&p("e1")], [v(10)].into(), "operator VLAN 99 must not be claimed");
+        assert!(rig.ledger.load(Grammar::Memory).unwrap().intents.is_empty(), "every intent confirmed");
+        assert_eq!(kinds(&rig), ["intent", "intent", "applied", "applied"]);
+        assert_eq!(
+            audit(&rig)[2].entry.to_string(),
+            "e1: added VLAN 10 (vc: VM web-7 on pg-120)",
+            "the audit names the change and its cause"
+        );
 
         // Nothing desired any more: netfold removes its own VLANs, leaves the operator's 99.
         rig.tx.send_replace(desired("tor1", &[]));
         r.cycle().await.unwrap();
         assert_eq!(rig.sw.vlans("e1").unwrap(), [v(99)].into());
         assert_eq!(rig.sw.vlans("e2").unwrap(), BTreeSet::new());
-        assert!(rig.ledger.load().unwrap().is_empty());
-        assert_eq!(audit(&rig).len(), 4);
+        assert!(owned(&rig.ledger).is_empty());
+        assert_eq!(audit(&rig).len(), 6);
+        assert_eq!(audit(&rig)[5].entry.to_string(), "e2: removed VLAN 20 (nothing needs it any more)");
     }
 
     #[tokio::test]
-    async fn excluded_ports_are_left_out_of_the_plan_and_never_touched() {
+    async fn excluded_ports_match_canonical_names_and_are_never_touched() {
         let sw = MemorySwitch::new("tor1").with_port("e1", []).with_port("e2", [v(5)]);
         let (rig, mut r) = rig(sw);
-        r.config.policy.excluded_ports = ["e2".to_string()].into();
+        r.config.policy.excluded_ports = [p("e2")].into();
         rig.tx.send_replace(desired("tor1", &[("e1", &[10]), ("e2", &[20, 21])]));
         let report = r.cycle().await.unwrap();
-        assert_eq!(report.plan.ops, vec![Op::AddVlan { port: "e1".into(), vlan: v(10) }]);
+        assert_eq!(report.plan.ops, vec![Op::AddVlan { port: p("e1"), vlan: v(10) }]);
         assert!(report.plan.refused.is_empty(), "excluded ports are not planned at all: {:?}", report.plan.refused);
         assert_eq!(rig.sw.vlans("e2").unwrap(), [v(5)].into());
-        assert!(!rig.ledger.load().unwrap().contains_key("e2"));
+        assert!(!owned(&rig.ledger).contains_key(&p("e2")));
+    }
+
+    #[tokio::test]
+    async fn port_names_the_grammar_refuses_are_audited_once_and_nothing_is_sent() {
+        let (rig, mut r) = rig(MemorySwitch::new("tor1").with_port("e1", []).creating_ports());
+        let bad = ["eth1-4,eth9", "eth 1", "eth1\nshutdown"];
+        let mut items: Vec<(&str, &[u16])> = bad.iter().map(|b| (*b, &[30u16][..])).collect();
+        items.push(("e1", &[10]));
+        rig.tx.send_replace(desired("tor1", &items));
+        let report = r.cycle().await.unwrap();
+        assert_eq!(report.bad_names, 3);
+        assert_eq!(rig.sw.applied(), vec![Op::AddVlan { port: p("e1"), vlan: v(10) }], "only the valid port");
+        let refused: Vec<String> =
+            audit(&rig).iter().filter(|r| r.entry.kind() == "refused").map(|r| r.entry.to_string()).collect();
+        assert_eq!(refused.len(), 3, "{refused:?}");
+        assert!(refused.iter().any(|t| t.contains(r#""eth1\nshutdown""#) && t.contains("control")), "{refused:?}");
+        assert!(refused.iter().all(|t| t.contains("nothing is sent") && t.contains("vc: VM web-7")), "{refused:?}");
+        assert!(refused.iter().all(|t| t.contains("reported by vc host h1")), "{refused:?}");
+        assert_eq!(r.stats().health().refused_names, 3);
+        r.cycle().await.unwrap();
+        assert_eq!(audit(&rig).iter().filter(|r| r.entry.kind() == "refused").count(), 3, "recorded once");
     }
 
     #[tokio::test]
@@ -456,12 +1067,24 @@ mod tests {
         // A new process: the ledger is read back from disk.
         let store = store::Store::open(dir.path()).unwrap();
         let ledger = Ledger::new(store.table("ledger").unwrap(), "tor1");
-        assert_eq!(ledger.load().unwrap()["e1"], [v(7)].into());
+        assert_eq!(owned(&ledger)[&p("e1")], [v(7)].into());
         Reconciler::new(sw.clone(), ledger, audit.clone(), rx, Config::default()).cycle().await.unwrap();
         assert_eq!(sw.vlans("e1").unwrap(), BTreeSet::new(), "VLAN added before the restart is removed after it");
-        let recs: Vec<_> = audit.read(1).map(|e| e.unwrap().record).collect();
-        assert_eq!(recs.len(), 2);
-        assert!(matches!(recs[1].op, Op::RemoveVlan { .. }));
+        let recs: Vec<_> = audit.read(1).map(|e| e.unwrap().record.entry.kind()).collect();
+        assert_eq!(recs, ["intent", "applied", "applied"]);
+    }
+
+    #[tokio::test]
+    async fn ledger_entries_under_another_spelling_are_canonicalised() {
+        let store = store::Store::temporary().unwrap();
+        let table = store.table("ledger").unwrap();
+        table.insert(b"tor1\0et1/1", &BTreeSet::from([v(5)])).unwrap();
+        table.insert(b"tor1\0Ethernet1/1", &BTreeSet::from([v(6)])).unwrap();
+        let ledger = Ledger::new(table.clone(), "tor1");
+        let eth = PortName::parse(Grammar::Eos, "Ethernet1/1").unwrap();
+        assert_eq!(ledger.load(Grammar::Eos).unwrap().owned[&eth], [v(5), v(6)].into());
+        assert!(table.get::<BTreeSet<VlanId>>(b"tor1\0et1/1").unwrap().is_none(), "old spelling rewritten");
+        assert_eq!(ledger.load(Grammar::Eos).unwrap().owned[&eth], [v(5), v(6)].into());
     }
 
     #[tokio::test]
@@ -471,8 +1094,225 @@ mod tests {
         rig.tx.send_replace(desired("tor1", &[("e1", &[10])]));
         r.cycle().await.unwrap();
         assert!(rig.sw.vlans("e1").unwrap().is_empty());
-        assert_eq!(audit(&rig)[0].result, AuditResult::DryRun);
-        assert!(rig.ledger.load().unwrap().is_empty());
+        assert_eq!(kinds(&rig), ["dry-run"]);
+        assert!(owned(&rig.ledger).is_empty());
+    }
+
+    #[test]
+    fn schema_1_records_with_names_invalid_today_still_upcast() {
+        let old = v1::SwitchRecord {
+            at: 5,
+            switch: "tor1".into(),
+            op: v1::Op::AddVlan { port: "eth1-4,eth9".into(), vlan: v(10) },
+            result: v1::AuditResult::Done(OpResult::Failed("bad".into())),
+        };
+        let bytes = bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap();
+        let rec = <SwitchRecord as store::Record>::decode(1, &bytes).unwrap();
+        assert_eq!(rec.entry.op().unwrap().port().as_str(), "eth1-4,eth9");
+    }
+
+    #[test]
+    fn schema_1_records_upcast_to_done_entries() {
+        let old = v1::SwitchRecord {
+            at: 5,
+            switch: "tor1".into(),
+            op: v1::Op::AddVlan { port: "e1".into(), vlan: v(10) },
+            result: v1::AuditResult::Done(OpResult::Applied),
+        };
+        let bytes = bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap();
+        let rec = <SwitchRecord as store::Record>::decode(1, &bytes).unwrap();
+        assert_eq!(
+            rec.entry,
+            AuditEntry::Done {
+                op: Op::AddVlan { port: p("e1"), vlan: v(10) },
+                result: OpResult::Applied,
+                cause: Cause::default()
+            }
+        );
+    }
+
+    /// A switch that can lose the reply: the operations reach `inner` (or not), the answer
+    /// never comes back (a crash, or a reply slower than the timeout).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Fault {
+        None,
+        /// netfold dies after the intent is durable, before the request leaves.
+        CrashBeforeSend,
+        /// The switch applies; netfold dies before the reply.
+        CrashBeforeReply,
+        /// The switch applies; the reply is slower than the timeout.
+        TimeoutAfterApply,
+    }
+
+    struct Faulty {
+        inner: MemorySwitch,
+        fault: Mutex<Fault>,
+    }
+
+    impl Switch for Faulty {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        fn grammar(&self) -> Grammar {
+            Grammar::Memory
+        }
+        async fn read(&self, ports: &BTreeSet<PortName>) -> Result<crate::switch::Observed, SwitchError> {
+            self.inner.read(ports).await
+        }
+        async fn apply(&self, ops: &[Op]) -> Result<Vec<Outcome>, SwitchError> {
+            let fault = *self.fault.lock().unwrap();
+            match fault {
+                Fault::None => self.inner.apply(ops).await,
+                Fault::CrashBeforeSend => std::future::pending().await,
+                Fault::CrashBeforeReply => {
+                    self.inner.apply_now(ops)?;
+                    std::future::pending().await
+                }
+                Fault::TimeoutAfterApply => {
+                    self.inner.apply_now(ops)?;
+                    Err(SwitchError::Unreachable { switch: "tor1".into(), reason: "timed out after 5s".into() })
+                }
+            }
+        }
+        fn drift(&self) -> Option<watch::Receiver<u64>> {
+            None
+        }
+    }
+
+    /// What netfold put on the switch and has not taken off, from the switch's own record.
+    fn added_minus_removed(sw: &MemorySwitch) -> PortSets {
+        let mut out = PortSets::new();
+        for op in sw.applied() {
+            let set = out.entry(op.port().clone()).or_default();
+            if op.is_add() {
+                set.insert(op.vlan());
+            } else {
+                set.remove(&op.vlan());
+            }
+        }
+        out.retain(|_, s| !s.is_empty());
+        out
+    }
+
+    #[tokio::test]
+    async fn a_reply_lost_to_a_crash_or_a_timeout_is_settled_and_the_vlan_removed_when_unneeded() {
+        for fault in [Fault::CrashBeforeReply, Fault::TimeoutAfterApply, Fault::CrashBeforeSend] {
+            let store = store::Store::temporary().unwrap();
+            let ledger = Ledger::new(store.table("ledger").unwrap(), "tor1");
+            let sw = Arc::new(Faulty {
+                inner: MemorySwitch::new("tor1").with_port("e1", [v(99)]),
+                fault: Mutex::new(fault),
+            });
+            let audit = Arc::new(MemoryLog::<SwitchRecord>::new());
+            let (tx, rx) = watch::channel(desired("tor1", &[("e1", &[10, 99])]));
+            let config = Config { settle: Duration::ZERO, ..Config::default() };
+            let mut r = Reconciler::new(sw.clone(), ledger.clone(), audit.clone(), rx.clone(), config.clone());
+            match r.cycle().now_or_never() {
+                None => drop(r), // killed mid-cycle
+                Some(res) => assert!(res.is_err(), "{fault:?}: the timeout fails the cycle"),
+            }
+            let intents = ledger.load(Grammar::Memory).unwrap().intents;
+            assert_eq!(intents[&p("e1")].len(), 1, "{fault:?}: the intent was durable before the send");
+            *sw.fault.lock().unwrap() = Fault::None;
+            tx.send_replace(desired("tor1", &[]));
+            let mut r = Reconciler::new(sw.clone(), ledger.clone(), audit.clone(), rx, config);
+            r.cycle().await.unwrap();
+            assert_eq!(
+                sw.inner.vlans("e1").unwrap(),
+                [v(99)].into(),
+                "{fault:?}: netfold's 10 gone, operator's 99 kept"
+            );
+            let after = ledger.load(Grammar::Memory).unwrap();
+            assert!(after.owned.is_empty() && after.intents.is_empty(), "{fault:?}: {after:?}");
+            let settled: Vec<_> =
+                audit.read(1).map(|e| e.unwrap().record.entry).filter(|e| e.kind() == "settled").collect();
+            let present = fault != Fault::CrashBeforeSend;
+            assert!(
+                matches!(settled[..], [AuditEntry::Settled { present: p, .. }] if p == present),
+                "{fault:?}: {settled:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_absent_intent_is_kept_until_the_settle_time_so_a_late_add_is_still_claimed() {
+        let store = store::Store::temporary().unwrap();
+        let ledger = Ledger::new(store.table("ledger").unwrap(), "tor1");
+        let sw = Arc::new(Faulty {
+            inner: MemorySwitch::new("tor1").with_port("e1", []),
+            fault: Mutex::new(Fault::CrashBeforeSend),
+        });
+        let audit = Arc::new(MemoryLog::<SwitchRecord>::new());
+        let (tx, rx) = watch::channel(desired("tor1", &[("e1", &[10])]));
+        let mut r = Reconciler::new(sw.clone(), ledger.clone(), audit.clone(), rx.clone(), Config::default());
+        assert!(r.cycle().now_or_never().is_none());
+        drop(r);
+        tx.send_replace(desired("tor1", &[]));
+        *sw.fault.lock().unwrap() = Fault::None;
+        let mut r = Reconciler::new(sw.clone(), ledger.clone(), audit.clone(), rx, Config::default());
+        let report = r.cycle().await.unwrap();
+        assert!(report.recheck_at.is_some(), "a young absent intent asks for a recheck");
+        assert_eq!(r.stats().health().unresolved_intents, 1);
+        // The request lands late (it was still queued on the switch): the next cycle claims it.
+        sw.inner.apply_now(&[Op::AddVlan { port: p("e1"), vlan: v(10) }]).unwrap();
+        r.cycle().await.unwrap();
+        r.cycle().await.unwrap();
+        assert_eq!(sw.inner.vlans("e1").unwrap(), BTreeSet::new(), "the late add is netfold's and is removed");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+        /// Random desired states, each cycle possibly killed or timed out at a random point, then
+        /// a restart: after recovery the ledger owns exactly what netfold added and did not remove,
+        /// and once nothing is desired only the operator's VLANs are left.
+        #[test]
+        fn after_recovery_owned_is_added_minus_removed(
+            operator in proptest::collection::btree_set(1u16..=8, 0..4),
+            steps in proptest::collection::vec(
+                (proptest::collection::btree_map(0usize..3, proptest::collection::btree_set(1u16..=8, 0..5), 0..3),
+                 0usize..4),
+                1..8,
+            ),
+        ) {
+            const PORTS: [&str; 3] = ["e1", "e2", "e3"];
+            let store = store::Store::temporary().unwrap();
+            let ledger = Ledger::new(store.table("ledger").unwrap(), "tor1");
+            let inner = PORTS.iter().fold(MemorySwitch::new("tor1"), |s, port| s.with_port(port, operator.iter().map(|&n| v(n))));
+            let sw = Arc::new(Faulty { inner, fault: Mutex::new(Fault::None) });
+            let audit = Arc::new(MemoryLog::<SwitchRecord>::new());
+            let (tx, rx) = watch::channel(Arc::new(Desired::default()));
+            let policy = Policy { max_removals: usize::MAX, ..Policy::default() };
+            let config = Config { settle: Duration::ZERO, policy, ..Config::default() };
+            let fresh = || Reconciler::new(sw.clone(), ledger.clone(), audit.clone(), rx.clone(), config.clone());
+            let mut r = fresh();
+            for (want, fault) in steps {
+                let items: Vec<(&str, Vec<u16>)> = want.iter().map(|(i, s)| (PORTS[*i], s.iter().copied().collect())).collect();
+                let items: Vec<(&str, &[u16])> = items.iter().map(|(p, s)| (*p, s.as_slice())).collect();
+                tx.send_replace(desired("tor1", &items));
+                let fault = [Fault::None, Fault::CrashBeforeSend, Fault::CrashBeforeReply, Fault::TimeoutAfterApply][fault];
+                *sw.fault.lock().unwrap() = fault;
+                match r.cycle().now_or_never() {
+                    None => r = fresh(), // killed: a new process over the same ledger
+                    Some(res) => proptest::prop_assert!(res.is_ok() || fault == Fault::TimeoutAfterApply, "{:?}", res.err()),
+                }
+                *sw.fault.lock().unwrap() = Fault::None;
+                r.cycle().now_or_never().unwrap().unwrap();
+                let state = ledger.load(Grammar::Memory).unwrap();
+                proptest::prop_assert_eq!(&state.owned, &added_minus_removed(&sw.inner));
+                proptest::prop_assert!(state.intents.is_empty(), "{:?}", state.intents);
+                for port in PORTS {
+                    let have = sw.inner.vlans(port).unwrap();
+                    proptest::prop_assert!(operator.iter().all(|n| have.contains(&v(*n))), "operator VLAN gone from {}", port);
+                }
+            }
+            tx.send_replace(Arc::new(Desired::default()));
+            r.cycle().now_or_never().unwrap().unwrap();
+            for port in PORTS {
+                let want: BTreeSet<VlanId> = operator.iter().map(|&n| v(n)).collect();
+                proptest::prop_assert_eq!(sw.inner.vlans(port).unwrap(), want);
+            }
+        }
     }
 
     async fn until(what: &str, mut f: impl FnMut() -> bool) {
@@ -504,23 +1344,33 @@ mod tests {
         let (a, ra) = rig(MemorySwitch::new("tor1").with_port("e1", []));
         let (b, rb) = rig(MemorySwitch::new("tor2").with_port("e1", []));
         a.sw.set_down(true);
-        let op = Op::AddVlan { port: "e1".into(), vlan: v(11) };
+        let op = Op::AddVlan { port: p("e1"), vlan: v(11) };
         b.sw.set_failing(op.clone(), true);
+        let (sa, sb) = (ra.stats(), rb.stats());
         let ta = tokio::spawn(ra.run(std::future::pending()));
         let tb = tokio::spawn(rb.run(std::future::pending()));
         a.tx.send_replace(desired("tor1", &[("e1", &[10])]));
         b.tx.send_replace(desired("tor2", &[("e1", &[10, 11])]));
         until("tor2 gets VLAN 10 though tor1 is down", || b.sw.vlans("e1").unwrap().contains(&v(10))).await;
         until("the failed op is audited", || {
-            audit(&b).iter().any(|r| r.op == op && matches!(r.result, AuditResult::Done(OpResult::Failed(_))))
+            audit(&b).iter().any(|r| r.entry.op() == Some(&op) && r.entry.kind() == "failed")
         })
         .await;
+        until("tor1 shows as failing", || sa.health().consecutive_failures >= 2).await;
+        let h = sa.health();
+        assert!(h.failing && h.failing_since.is_some(), "{h:?}");
+        assert!(h.last_error.as_deref().is_some_and(|e| e.contains("unreachable")), "{h:?}");
+        assert!(sb.health().failing, "a failed operation makes the switch failing too");
         b.sw.set_failing(op, false);
         a.sw.set_down(false);
         let start = tokio::time::Instant::now();
         until("tor2 converges on retry", || b.sw.vlans("e1").unwrap().contains(&v(11))).await;
         until("tor1 converges once up", || a.sw.vlans("e1").unwrap().contains(&v(10))).await;
         assert!(start.elapsed() < Duration::from_secs(30), "retries come from backoff, before the 30 s resync");
+        until("tor1 healthy again", || !sa.health().failing).await;
+        let h = sa.health();
+        assert_eq!((h.consecutive_failures, h.failing_since), (0, None));
+        assert!(h.last_error.is_some(), "the last error is kept for the operator");
         ta.abort();
         tb.abort();
     }

@@ -5,8 +5,12 @@
 //! given) and reports one [`Outcome`] per operation. A switch may also announce *drift* — a
 //! change made by someone else — so the reconciler does not wait for the periodic resync.
 //!
-//! [`MemorySwitch`] is the in-memory twin used by the engine's tests and the demo; the real back
-//! ends (Open vSwitch over OVSDB, Arista eAPI) live in the `adapters` crate.
+//! Ports are [`PortName`]s: each back end names its [`Grammar`], the reconciler validates every
+//! port name from desired state and config against it, and a back end renders nothing else.
+//!
+//! [`MemorySwitch`] is the in-memory twin used by the engine's tests, the demo and
+//! `kind = "memory"` switches; the real back ends (Open vSwitch over OVSDB, Arista eAPI) live in
+//! the `adapters` crate.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -17,22 +21,23 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::ids::VlanId;
+pub use crate::port::{Grammar, PortName, PortNameError};
 
-/// The trunk VLANs of each port read from a switch, keyed by port name. A port that does not
-/// exist on the switch is absent.
-pub type Observed = BTreeMap<String, BTreeSet<VlanId>>;
+/// The trunk VLANs of each port read from a switch, keyed by canonical port name. A port that
+/// does not exist on the switch is absent.
+pub type Observed = BTreeMap<PortName, BTreeSet<VlanId>>;
 
 /// One change to a port's trunk membership. Imperative: it is a command, not a fact.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Op {
     /// Put `vlan` on the trunk of `port` (creating the VLAN first where the platform needs it).
-    AddVlan { port: String, vlan: VlanId },
+    AddVlan { port: PortName, vlan: VlanId },
     /// Take `vlan` off the trunk of `port`.
-    RemoveVlan { port: String, vlan: VlanId },
+    RemoveVlan { port: PortName, vlan: VlanId },
 }
 
 impl Op {
-    pub fn port(&self) -> &str {
+    pub fn port(&self) -> &PortName {
         match self {
             Op::AddVlan { port, .. } | Op::RemoveVlan { port, .. } => port,
         }
@@ -110,8 +115,11 @@ pub trait Switch: Send + Sync + 'static {
     /// The switch's configured name (`tor1`), as in [`crate::SwitchPort::switch`].
     fn name(&self) -> &str;
 
+    /// The grammar this back end's port names follow; the reconciler parses every name with it.
+    fn grammar(&self) -> Grammar;
+
     /// The trunk VLANs of `ports` (ports the switch does not have are left out).
-    fn read(&self, ports: &BTreeSet<String>) -> impl Future<Output = Result<Observed, SwitchError>> + Send;
+    fn read(&self, ports: &BTreeSet<PortName>) -> impl Future<Output = Result<Observed, SwitchError>> + Send;
 
     /// Applies `ops` in order and returns one outcome per operation, in the same order.
     fn apply(&self, ops: &[Op]) -> impl Future<Output = Result<Vec<Outcome>, SwitchError>> + Send;
@@ -124,13 +132,17 @@ pub trait Switch: Send + Sync + 'static {
 #[derive(Debug, Default)]
 struct MemoryState {
     ports: Observed,
+    /// Whether an operation on a port the switch lacks creates it (instead of failing).
+    create_on_use: bool,
     down: bool,
     /// Operations that fail (once each time they are tried) while listed here.
     failing: BTreeSet<Op>,
     applied: Vec<Op>,
 }
 
-/// The in-memory twin of a switch: ports with trunk sets, plus knobs to make it fail.
+/// The in-memory twin of a switch: ports with trunk sets, plus knobs to make it fail. Its ports
+/// come from [`MemorySwitch::with_port`] (the config's `ports`), or, with
+/// [`MemorySwitch::creating_ports`], into being on first use.
 #[derive(Clone, Debug)]
 pub struct MemorySwitch {
     name: String,
@@ -138,9 +150,24 @@ pub struct MemorySwitch {
     drift: Arc<watch::Sender<u64>>,
 }
 
+/// A port name for the memory switch.
+///
+/// # Panics
+/// If `port` is not a valid port name: callers pass constants or names the config validated.
+fn memory_port(port: &str) -> PortName {
+    PortName::parse(Grammar::Memory, port).unwrap_or_else(|e| panic!("memory switch: {e}"))
+}
+
 impl MemorySwitch {
     pub fn new(name: impl Into<String>) -> Self {
         Self { name: name.into(), state: Arc::default(), drift: Arc::new(watch::channel(0).0) }
+    }
+
+    /// A switch whose ports come into being (with no VLANs) the first time an operation names
+    /// them, for `kind = "memory"` switches configured without `ports`.
+    pub fn creating_ports(self) -> Self {
+        self.lock().create_on_use = true;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
@@ -150,25 +177,32 @@ impl MemorySwitch {
     }
 
     /// Creates `port` with the given trunk VLANs (an operator's configuration: not netfold's).
+    ///
+    /// # Panics
+    /// If `port` is not a valid port name ([`Grammar::Memory`]).
     pub fn with_port(self, port: &str, vlans: impl IntoIterator<Item = VlanId>) -> Self {
-        self.lock().ports.insert(port.to_string(), vlans.into_iter().collect());
+        self.lock().ports.insert(memory_port(port), vlans.into_iter().collect());
         self
     }
 
     /// An operator edit on the switch: sets a port's VLANs and announces drift.
+    ///
+    /// # Panics
+    /// If `port` is not a valid port name ([`Grammar::Memory`]).
     pub fn operator_set(&self, port: &str, vlans: impl IntoIterator<Item = VlanId>) {
-        self.lock().ports.insert(port.to_string(), vlans.into_iter().collect());
+        self.lock().ports.insert(memory_port(port), vlans.into_iter().collect());
         self.drift.send_modify(|n| *n += 1);
     }
 
     /// Every port the switch has.
-    pub fn ports(&self) -> Vec<String> {
+    pub fn ports(&self) -> Vec<PortName> {
         self.lock().ports.keys().cloned().collect()
     }
 
     /// The current trunk VLANs of `port`.
     pub fn vlans(&self, port: &str) -> Option<BTreeSet<VlanId>> {
-        self.lock().ports.get(port).cloned()
+        let port = PortName::parse(Grammar::Memory, port).ok()?;
+        self.lock().ports.get(&port).cloned()
     }
 
     /// Makes every call fail with [`SwitchError::Unreachable`] while `down`.
@@ -194,22 +228,9 @@ impl MemorySwitch {
     fn unreachable(&self) -> SwitchError {
         SwitchError::Unreachable { switch: self.name.clone(), reason: "switch is down (memory switch)".into() }
     }
-}
 
-impl Switch for MemorySwitch {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn read(&self, ports: &BTreeSet<String>) -> Result<Observed, SwitchError> {
-        let s = self.lock();
-        if s.down {
-            return Err(self.unreachable());
-        }
-        Ok(s.ports.iter().filter(|(p, _)| ports.contains(*p)).map(|(p, v)| (p.clone(), v.clone())).collect())
-    }
-
-    async fn apply(&self, ops: &[Op]) -> Result<Vec<Outcome>, SwitchError> {
+    /// Applies `ops` synchronously (what [`Switch::apply`] does, without a future).
+    pub fn apply_now(&self, ops: &[Op]) -> Result<Vec<Outcome>, SwitchError> {
         let mut s = self.lock();
         if s.down {
             return Err(self.unreachable());
@@ -219,6 +240,9 @@ impl Switch for MemorySwitch {
             if s.failing.contains(op) {
                 out.push(Outcome::failed(op.clone(), "injected failure"));
                 continue;
+            }
+            if s.create_on_use && op.is_add() {
+                s.ports.entry(op.port().clone()).or_default();
             }
             let Some(vlans) = s.ports.get_mut(op.port()) else {
                 out.push(Outcome::failed(op.clone(), format!("no port {} on the switch", op.port())));
@@ -237,6 +261,28 @@ impl Switch for MemorySwitch {
         }
         Ok(out)
     }
+}
+
+impl Switch for MemorySwitch {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn grammar(&self) -> Grammar {
+        Grammar::Memory
+    }
+
+    async fn read(&self, ports: &BTreeSet<PortName>) -> Result<Observed, SwitchError> {
+        let s = self.lock();
+        if s.down {
+            return Err(self.unreachable());
+        }
+        Ok(s.ports.iter().filter(|(p, _)| ports.contains(*p)).map(|(p, v)| (p.clone(), v.clone())).collect())
+    }
+
+    async fn apply(&self, ops: &[Op]) -> Result<Vec<Outcome>, SwitchError> {
+        self.apply_now(ops)
+    }
 
     fn drift(&self) -> Option<watch::Receiver<u64>> {
         Some(self.drift.subscribe())
@@ -251,13 +297,17 @@ mod tests {
         VlanId::new(n).unwrap()
     }
 
+    fn p(s: &str) -> PortName {
+        memory_port(s)
+    }
+
     #[tokio::test]
     async fn memory_switch_applies_and_reports_each_operation() {
         let sw = MemorySwitch::new("tor1").with_port("e1", [v(10)]);
         let ops = vec![
-            Op::AddVlan { port: "e1".into(), vlan: v(20) },
-            Op::AddVlan { port: "e1".into(), vlan: v(10) },
-            Op::RemoveVlan { port: "e9".into(), vlan: v(10) },
+            Op::AddVlan { port: p("e1"), vlan: v(20) },
+            Op::AddVlan { port: p("e1"), vlan: v(10) },
+            Op::RemoveVlan { port: p("e9"), vlan: v(10) },
         ];
         let out = sw.apply(&ops).await.unwrap();
         assert_eq!(out[0].result, OpResult::Applied);
@@ -270,6 +320,18 @@ mod tests {
     async fn memory_switch_down_fails_whole_calls() {
         let sw = MemorySwitch::new("tor1").with_port("e1", []);
         sw.set_down(true);
-        assert!(matches!(sw.read(&["e1".to_string()].into()).await, Err(SwitchError::Unreachable { .. })));
+        assert!(matches!(sw.read(&[p("e1")].into()).await, Err(SwitchError::Unreachable { .. })));
+    }
+
+    #[tokio::test]
+    async fn memory_switch_without_configured_ports_creates_them_on_first_use() {
+        let sw = MemorySwitch::new("tor1").creating_ports();
+        assert!(sw.read(&[p("e7")].into()).await.unwrap().is_empty(), "not there before it is used");
+        let out = sw.apply(&[Op::AddVlan { port: p("e7"), vlan: v(5) }]).await.unwrap();
+        assert_eq!(out[0].result, OpResult::Applied);
+        assert_eq!(sw.read(&[p("e7")].into()).await.unwrap()[&p("e7")], [v(5)].into());
+        let strict = MemorySwitch::new("tor2");
+        let out = strict.apply(&[Op::AddVlan { port: p("e7"), vlan: v(5) }]).await.unwrap();
+        assert!(matches!(&out[0].result, OpResult::Failed(m) if m.contains("no port e7")));
     }
 }

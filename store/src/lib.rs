@@ -25,7 +25,7 @@ pub use error::{Error, Result};
 pub use memory::MemoryLog;
 pub use sled_log::{open_db, SledLog, Store};
 pub use subscribe::Subscription;
-pub use table::Table;
+pub use table::{Table, TableBatch};
 
 /// Sequence number of a record: gapless from 1. 0 means "before the first record".
 pub type Seq = u64;

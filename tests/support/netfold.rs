@@ -1,29 +1,24 @@
-//! The real `netfold` binary as a child process (its stderr, the operator log, captured in a
-//! file), and the hypervisor simulators as processes of their own (`netfold sim … --control`),
-//! driven through their control API. Real processes, real signals, real time: every wait is a
-//! bounded wait for a condition that fails naming what it last saw.
-#![allow(dead_code)] // each test binary uses a different part of the harness
+//! The real `netfold` binary as a child process for tests: `netfold run` with its stderr (the
+//! operator log) in a file, waiting for log lines, SIGTERM (clean stop) and SIGKILL, and one-shot
+//! commands (`netfold log ...`); and the hypervisor simulators as processes of their own
+//! (`netfold sim … --control`), driven through their control API. Every wait is a bounded wait
+//! for a condition that fails naming what it last saw.
+#![allow(dead_code)] // each test binary uses a different part of this shared helper
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Generous bound for any one real-network effect on a loaded 2-core machine.
-pub const STEP: Duration = Duration::from_secs(25);
+/// Generous bound for any one real-process effect on a loaded 2-core machine.
+pub const STEP: Duration = Duration::from_secs(40);
 
-fn text(b: &[u8]) -> String {
+pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Sends `signal` (`TERM`, `KILL`, `STOP`, `CONT`) to `pid`.
-pub fn signal(pid: u32, signal: &str) {
-    let out = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).output().expect("run kill");
-    assert!(out.status.success(), "kill -{signal} {pid}: {}", text(&out.stderr));
-}
-
-/// One `netfold run`.
+/// One `netfold run`, its stderr captured in a file.
 pub struct Netfold {
-    pub child: Child,
+    child: Child,
     stderr: PathBuf,
 }
 
@@ -80,27 +75,38 @@ impl Netfold {
         format!("http://{addr}")
     }
 
-    /// SIGTERM, then waits for a clean exit; returns the log.
-    pub async fn stop(mut self) -> String {
-        signal(self.child.id(), "TERM");
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().to_string();
+        let out = Command::new("kill").args([sig, &pid]).output().expect("run kill");
+        assert!(out.status.success(), "kill {sig} {pid}: {}", text(&out.stderr));
+    }
+
+    pub async fn exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + STEP;
-        let status = loop {
+        loop {
             if let Some(s) = self.child.try_wait().expect("wait netfold") {
-                break s;
+                return s;
             }
-            assert!(Instant::now() < deadline, "netfold did not stop within {STEP:?} of SIGTERM");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+            assert!(Instant::now() < deadline, "netfold did not exit within {STEP:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub async fn kill9(mut self) -> String {
+        self.signal("-KILL");
+        let status = self.exit().await;
+        assert!(!status.success(), "SIGKILL must not look like a clean exit: {status}");
+        self.log()
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn stop(mut self) -> String {
+        self.signal("-TERM");
+        let status = self.exit().await;
         let log = self.log();
         assert!(status.success(), "netfold exited with {status} on SIGTERM:\n{log}");
         log
-    }
-
-    /// SIGKILL: no shutdown at all.
-    pub fn kill9(mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.log()
     }
 }
 
@@ -111,6 +117,17 @@ impl Drop for Netfold {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Sends `signal` (`TERM`, `KILL`, `STOP`, `CONT`) to `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let out = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).output().expect("run kill");
+    assert!(out.status.success(), "kill -{signal} {pid}: {}", text(&out.stderr));
+}
+
+/// Runs `netfold ARGS` to completion.
+pub fn netfold(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_netfold")).args(args).output().expect("run netfold")
 }
 
 /// A hypervisor simulator in its own process (`netfold sim vcenter|xen --lab … --control …`).

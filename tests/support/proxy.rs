@@ -1,51 +1,102 @@
-//! A TCP fault proxy for tests over real processes: it forwards a loopback port to a peer and
-//! can refuse connections, hang (stop forwarding, no RST, connections stay open), delay the
-//! peer's replies, or pass traffic again — what a real network or a hung peer does, so netfold's
-//! loss handling is tested against socket behaviour it did not choose.
-#![allow(dead_code)] // each test binary uses a different part of the harness
+//! A TCP fault proxy for tests over real processes: it sits between a client (netfold) and a
+//! peer (a simulator, ovsdb-server) on loopback and forwards bytes both ways until told to
+//! misbehave.
+//!
+//! ```ignore
+//! let proxy = Proxy::start(upstream_addr).await;   // listens on 127.0.0.1:0
+//! proxy.set(Mode::Refuse);                          // connections reset, none forwarded
+//! proxy.set(Mode::Pass);
+//! proxy.set_for(b"\"mutate\"", Mode::Delay(Duration::from_secs(5))); // only replies to those
+//! ```
+//!
+//! Modes (they apply at once, to connections already open too):
+//! - [`Mode::Pass`]: forward everything.
+//! - [`Mode::Refuse`]: new connections are reset (RST) on accept; open ones are closed.
+//! - [`Mode::Hang`]: stop forwarding in both directions, keep every socket open (no FIN, no RST):
+//!   a peer that went silent.
+//! - [`Mode::Delay`]: replies (peer → client bytes) are held this long before they are forwarded.
+//! - [`Mode::Cut`]: forward this many more bytes of the reply, then close both sides.
+//!
+//! [`Proxy::set_for`] limits the mode to the replies that follow a request whose bytes contain a
+//! needle (`runCmds` with `configure`, an OVSDB `mutate`, a SOAP `RetrievePropertiesEx`); other
+//! replies pass. The needle is looked for in each read of the client's bytes (plus the tail of the
+//! read before, so a needle split across reads is still seen).
+#![allow(dead_code)] // each test binary uses a different part of this shared helper
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-/// How the proxy treats traffic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What the proxy does with traffic. See the module docs.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mode {
     Pass,
-    /// The port is closed and every open connection is dropped: connects are refused.
     Refuse,
-    /// Connections are accepted and kept open, but nothing is forwarded either way.
     Hang,
-    /// The peer's bytes reach the client this long after they arrived.
     Delay(Duration),
+    Cut(usize),
 }
 
-/// A running proxy; dropped, it stops.
+#[derive(Clone, Debug)]
+struct Rule {
+    mode: Mode,
+    /// Only replies after a request containing this (None: all traffic).
+    needle: Option<Vec<u8>>,
+}
+
+/// A running proxy; dropping it stops accepting (open connections end with their peers).
 pub struct Proxy {
     addr: SocketAddr,
-    mode: watch::Sender<Mode>,
+    rule: watch::Sender<Rule>,
+    accepted: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Proxy {
-    /// Forwards a fresh loopback port to `upstream`.
+    /// Listens on `127.0.0.1:0` and forwards each connection to `upstream`.
     pub async fn start(upstream: SocketAddr) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
         let addr = listener.local_addr().expect("proxy address");
-        let (mode, rx) = watch::channel(Mode::Pass);
-        let task = tokio::spawn(accept_loop(listener, addr, upstream, rx));
-        Proxy { addr, mode, task }
+        let (rule, rx) = watch::channel(Rule { mode: Mode::Pass, needle: None });
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::Relaxed);
+                let rx = rx.clone();
+                if rx.borrow().mode == Mode::Refuse && rx.borrow().needle.is_none() {
+                    reset(client);
+                    continue;
+                }
+                tokio::spawn(connection(client, upstream, rx));
+            }
+        });
+        Proxy { addr, rule, accepted, task }
     }
 
+    /// Where clients connect.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
+    /// Applies `mode` to all traffic from now on.
     pub fn set(&self, mode: Mode) {
-        self.mode.send_replace(mode);
+        self.rule.send_replace(Rule { mode, needle: None });
+    }
+
+    /// Applies `mode` to the replies that follow a request containing `needle`; the rest passes.
+    pub fn set_for(&self, needle: &[u8], mode: Mode) {
+        self.rule.send_replace(Rule { mode, needle: Some(needle.to_vec()) });
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
     }
 }
 
@@ -55,102 +106,124 @@ impl Drop for Proxy {
     }
 }
 
-async fn accept_loop(
-    mut listener: TcpListener,
-    addr: SocketAddr,
-    upstream: SocketAddr,
-    mut mode: watch::Receiver<Mode>,
-) {
-    loop {
-        tokio::select! {
-            a = listener.accept() => {
-                let Ok((client, _)) = a else { continue };
-                tokio::spawn(connection(client, upstream, mode.clone()));
-            }
-            _ = mode.changed() => {
-                if *mode.borrow_and_update() != Mode::Refuse {
-                    continue;
-                }
-                // Close the port (connection tasks see Refuse and drop their sockets), then
-                // open it again once the mode changes.
-                drop(listener);
-                while *mode.borrow_and_update() == Mode::Refuse {
-                    if mode.changed().await.is_err() {
-                        return;
-                    }
-                }
-                listener = loop {
-                    match TcpListener::bind(addr).await {
-                        Ok(l) => break l,
-                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-                    }
-                };
-            }
-        }
-    }
+/// Closes `s` with a reset rather than a FIN.
+fn reset(s: TcpStream) {
+    // Linger 0 turns the close into an RST. (A failure to set it leaves an ordinary close.)
+    #[allow(deprecated)] // tokio deprecates set_linger for blocking-close concerns; 0 never blocks
+    let _ = s.set_linger(Some(Duration::ZERO));
+    drop(s);
 }
 
-async fn connection(client: TcpStream, upstream: SocketAddr, mode: watch::Receiver<Mode>) {
-    if *mode.borrow() == Mode::Refuse {
+async fn connection(client: TcpStream, upstream: SocketAddr, rule: watch::Receiver<Rule>) {
+    let Ok(server) = TcpStream::connect(upstream).await else {
+        reset(client);
         return;
-    }
-    let Ok(server) = TcpStream::connect(upstream).await else { return };
-    let (cr, cw) = client.into_split();
-    let (sr, sw) = server.into_split();
-    let mut up = tokio::spawn(pump(cr, sw, mode.clone(), false));
-    let mut down = tokio::spawn(pump(sr, cw, mode.clone(), true));
-    tokio::select! {
-        _ = &mut up => {}
-        _ = &mut down => {}
-    }
-    up.abort();
-    down.abort();
-}
+    };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    // Whether the reply now flowing answers a request that matched the rule's needle.
+    let armed = Arc::new(Mutex::new(false));
+    let (stop_tx, stop) = watch::channel(false);
 
-/// Copies `from` to `to` chunk by chunk, obeying the mode before each write; `reply`: this is
-/// the peer → client direction (the one `Delay` slows).
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut mode: watch::Receiver<Mode>,
-    reply: bool,
-) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = tokio::select! {
-            r = from.read(&mut buf) => match r {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            },
-            _ = refused(&mut mode) => return,
-        };
-        loop {
-            let m = *mode.borrow_and_update();
-            match m {
-                Mode::Refuse => return,
-                Mode::Hang => {
-                    if mode.changed().await.is_err() {
-                        return;
-                    }
+    let up = {
+        let (rule, armed, mut stop) = (rule.clone(), armed.clone(), stop.clone());
+        async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut tail: Vec<u8> = Vec::new();
+            loop {
+                let n = tokio::select! {
+                    n = cr.read(&mut buf) => n,
+                    _ = stop.wait_for(|s| *s) => return,
+                };
+                let n = match n {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let r = rule.borrow().clone();
+                if let Some(needle) = &r.needle {
+                    let mut window = std::mem::take(&mut tail);
+                    window.extend_from_slice(&buf[..n]);
+                    *armed.lock().unwrap() = window.windows(needle.len()).any(|w| w == needle.as_slice());
+                    tail = window[window.len().saturating_sub(needle.len())..].to_vec();
                 }
-                Mode::Delay(d) if reply => {
-                    tokio::time::sleep(d).await;
-                    break;
+                if !wait_while_hung(&rule, &armed, &mut stop).await {
+                    return;
                 }
-                _ => break,
+                if sw.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
             }
         }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
+    };
+    let down = {
+        let (rule, armed, mut stop) = (rule.clone(), armed.clone(), stop.clone());
+        async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = tokio::select! {
+                    n = sr.read(&mut buf) => n,
+                    _ = stop.wait_for(|s| *s) => return,
+                };
+                let n = match n {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let mode = effective(&rule, &armed);
+                match mode {
+                    Mode::Delay(d) => tokio::time::sleep(d).await,
+                    Mode::Cut(left) => {
+                        let _ = cw.write_all(&buf[..n.min(left)]).await;
+                        let _ = cw.shutdown().await;
+                        return;
+                    }
+                    Mode::Refuse => return,
+                    Mode::Pass | Mode::Hang => {}
+                }
+                if !wait_while_hung(&rule, &armed, &mut stop).await {
+                    return;
+                }
+                if cw.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
         }
+    };
+    let mut refused = rule.clone();
+    let refuse = async move {
+        let _ = refused.wait_for(|r| r.mode == Mode::Refuse && r.needle.is_none()).await;
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+        _ = refuse => {}
+    }
+    // Either side ending ends both (dropping the halves closes the sockets).
+    let _ = stop_tx.send(true);
+}
+
+fn effective(rule: &watch::Receiver<Rule>, armed: &Mutex<bool>) -> Mode {
+    let r = rule.borrow();
+    match &r.needle {
+        Some(_) if !*armed.lock().unwrap() => Mode::Pass,
+        _ => r.mode.clone(),
     }
 }
 
-/// Completes when the mode becomes `Refuse`.
-async fn refused(mode: &mut watch::Receiver<Mode>) {
-    while *mode.borrow_and_update() != Mode::Refuse {
-        if mode.changed().await.is_err() {
-            std::future::pending::<()>().await;
+/// Holds while the rule says Hang for this traffic; false when the connection is stopping.
+async fn wait_while_hung(rule: &watch::Receiver<Rule>, armed: &Mutex<bool>, stop: &mut watch::Receiver<bool>) -> bool {
+    let mut rule = rule.clone();
+    loop {
+        if *stop.borrow() {
+            return false;
+        }
+        if effective(&rule, armed) != Mode::Hang {
+            return true;
+        }
+        tokio::select! {
+            _ = rule.changed() => {}
+            _ = stop.changed() => {}
         }
     }
 }

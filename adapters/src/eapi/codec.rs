@@ -10,6 +10,11 @@ use serde_json::{json, Value};
 
 use super::{CommandError, Error, Result};
 
+/// A reply quoted in an error: cut to a few hundred bytes (a switch's body can be megabytes).
+fn shown(v: &Value) -> String {
+    engine::reconciler::cut(&v.to_string(), engine::reconciler::MAX_ERROR_TEXT)
+}
+
 /// The `runCmds` request body.
 pub fn run_cmds(id: &str, cmds: &[String]) -> Value {
     json!({
@@ -26,7 +31,10 @@ pub fn parse_reply(body: &[u8], cmds: &[String]) -> Result<Vec<Value>> {
     let v: Value = serde_json::from_slice(body).map_err(|e| Error::Codec(format!("eAPI reply is not JSON: {e}")))?;
     if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
         let code = err.get("code").and_then(Value::as_i64).unwrap_or(0);
-        let message = err.get("message").and_then(Value::as_str).unwrap_or("").to_string();
+        let message = engine::reconciler::cut(
+            err.get("message").and_then(Value::as_str).unwrap_or(""),
+            engine::reconciler::MAX_ERROR_TEXT,
+        );
         // `data` holds one entry per command run; the last one carries the failure's `errors`.
         let data = err.get("data").and_then(Value::as_array);
         let index = data.map(|d| d.len().saturating_sub(1)).unwrap_or(0);
@@ -35,6 +43,7 @@ pub fn parse_reply(body: &[u8], cmds: &[String]) -> Result<Vec<Value>> {
             .and_then(|l| l.get("errors"))
             .and_then(Value::as_array)
             .map(|es| es.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "))
+            .map(|d| engine::reconciler::cut(&d, engine::reconciler::MAX_ERROR_TEXT))
             .filter(|s| !s.is_empty())
             .unwrap_or(message);
         let command = cmds.get(index).cloned().unwrap_or_else(|| "<unknown command>".into());
@@ -45,7 +54,7 @@ pub fn parse_reply(body: &[u8], cmds: &[String]) -> Result<Vec<Value>> {
         Some(Value::Array(r)) => {
             Err(Error::Codec(format!("eAPI returned {} results for {} commands", r.len(), cmds.len())))
         }
-        _ => Err(Error::Codec(format!("eAPI reply has neither result nor error: {v}"))),
+        _ => Err(Error::Codec(format!("eAPI reply has neither result nor error: {}", shown(&v)))),
     }
 }
 
@@ -94,7 +103,7 @@ pub fn parse_switchports(v: &Value) -> Result<BTreeMap<String, BTreeSet<VlanId>>
     let ports = v
         .get("switchports")
         .and_then(Value::as_object)
-        .ok_or_else(|| Error::Codec(format!("`show interfaces switchport` without `switchports`: {v}")))?;
+        .ok_or_else(|| Error::Codec(format!("`show interfaces switchport` without `switchports`: {}", shown(v))))?;
     let mut out = BTreeMap::new();
     for (name, p) in ports {
         let info =
@@ -115,7 +124,7 @@ pub fn parse_switchports(v: &Value) -> Result<BTreeMap<String, BTreeSet<VlanId>>
 pub fn parse_vlans(v: &Value) -> Result<BTreeSet<VlanId>> {
     v.get("vlans")
         .and_then(Value::as_object)
-        .ok_or_else(|| Error::Codec(format!("`show vlan` without `vlans`: {v}")))?
+        .ok_or_else(|| Error::Codec(format!("`show vlan` without `vlans`: {}", shown(v))))?
         .keys()
         .map(|k| k.parse::<VlanId>().map_err(|e| Error::Codec(format!("`show vlan` key `{k}`: {e}"))))
         .collect()
@@ -159,6 +168,15 @@ mod tests {
             }
             e => panic!("unexpected {e}"),
         }
+    }
+
+    #[test]
+    fn a_huge_reply_with_neither_result_nor_error_is_quoted_cut() {
+        let cmds: Vec<String> = vec!["show vlan".into()];
+        let body = format!(r#"{{"jsonrpc":"2.0","id":"1","junk":"{}"}}"#, "x".repeat(200_000));
+        let e = parse_reply(body.as_bytes(), &cmds).unwrap_err().to_string();
+        assert!(e.contains("neither result nor error") && e.contains("more bytes)"), "{}", &e[..100]);
+        assert!(e.len() < 500, "{} bytes", e.len());
     }
 
     #[test]

@@ -12,6 +12,11 @@
 //! marks the operations before it applied and runs the rest again, so one bad operation never
 //! blocks the others. On EOS an empty allowed list is `NONE`, so removing the last VLAN closes
 //! the trunk rather than opening it.
+//!
+//! Interfaces are [`PortName`]s of [`Grammar::Eos`] (canonical `Ethernet1/3`, `Port-Channel10`),
+//! so no range, list or stray syntax from a hypervisor ever reaches a command. A reply body is
+//! read up to 16 MiB and refused beyond, with an error naming the limit; switch text quoted in an
+//! error is cut to a few hundred bytes.
 
 pub mod client;
 pub mod codec;
@@ -20,7 +25,7 @@ pub mod sim;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use engine::switch::{Observed, Op, OpResult, Outcome, Switch, SwitchError};
+use engine::switch::{Grammar, Observed, Op, OpResult, Outcome, PortName, Switch, SwitchError};
 use serde::Deserialize;
 use tokio::sync::watch;
 
@@ -158,13 +163,19 @@ impl EapiSwitch {
         &self.client
     }
 
+    /// Every trunk interface's VLANs, by canonical name (interfaces whose names are not
+    /// trunk-capable EOS names are not netfold's to address and are left out).
     async fn trunks(&self) -> Result<Observed> {
         let r = self.client.run_cmds(&["show interfaces switchport".to_string()]).await?;
-        codec::parse_switchports(&r[0])
+        Ok(codec::parse_switchports(&r[0])?
+            .into_iter()
+            .filter_map(|(p, v)| PortName::parse(Grammar::Eos, &p).ok().map(|p| (p, v)))
+            .collect())
     }
 }
 
-/// The commands for one operation (after `enable` / `configure`).
+/// The commands for one operation (after `enable` / `configure`). Every argument is a
+/// validated [`PortName`] in canonical EOS form or a [`engine::VlanId`]: nothing else is rendered.
 fn commands(op: &Op) -> Vec<String> {
     match op {
         Op::AddVlan { port, vlan } => vec![
@@ -183,7 +194,11 @@ impl Switch for EapiSwitch {
         &self.name
     }
 
-    async fn read(&self, ports: &BTreeSet<String>) -> Result<Observed, SwitchError> {
+    fn grammar(&self) -> Grammar {
+        Grammar::Eos
+    }
+
+    async fn read(&self, ports: &BTreeSet<PortName>) -> Result<Observed, SwitchError> {
         let all = self.trunks().await.map_err(|e| e.into_switch(&self.name))?;
         Ok(all.into_iter().filter(|(p, _)| ports.contains(p)).collect())
     }
@@ -224,7 +239,7 @@ impl Switch for EapiSwitch {
                         // `enable` or `configure` itself failed: nothing ran.
                         return Err(e.into_switch(&self.name));
                     };
-                    tracing::warn!(switch = %self.name, op = %ops[failed], error = %e, "eAPI command failed");
+                    tracing::debug!(switch = %self.name, op = %ops[failed], error = %e, "eAPI command failed");
                     let pos = todo.iter().position(|&i| i == failed).unwrap_or(0);
                     for &i in &todo[..pos] {
                         out[i] = Some(Outcome::applied(ops[i].clone()));

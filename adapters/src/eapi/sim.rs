@@ -45,7 +45,12 @@ struct SimState {
     interfaces: BTreeMap<String, Interface>,
     faults: Vec<Fault>,
     requests: usize,
+    /// The most recent command texts received (at most [`COMMAND_LOG`]).
+    commands: std::collections::VecDeque<String>,
 }
+
+/// How many received command texts the simulator remembers.
+const COMMAND_LOG: usize = 10_000;
 
 /// The simulated switch. Clones share state.
 #[derive(Clone)]
@@ -124,6 +129,11 @@ impl Sim {
     /// Removes every injected fault.
     pub fn clear_faults(&self) {
         self.lock().faults.clear();
+    }
+
+    /// The command texts received (the most recent 10,000), in order.
+    pub fn commands(&self) -> Vec<String> {
+        self.lock().commands.iter().cloned().collect()
     }
 
     /// `runCmds` requests served so far.
@@ -289,6 +299,15 @@ async fn command_api(State(sim): State<Sim>, headers: HeaderMap, body: axum::bod
         .iter()
         .map(|c| c.as_str().or_else(|| c.get("cmd").and_then(Value::as_str)).unwrap_or("").to_string())
         .collect();
+    {
+        let mut s = sim.lock();
+        for t in &texts {
+            if s.commands.len() == COMMAND_LOG {
+                s.commands.pop_front();
+            }
+            s.commands.push_back(t.clone());
+        }
+    }
     let mut mode = Mode::Exec;
     let mut results = Vec::with_capacity(texts.len());
     for (i, cmd) in texts.iter().enumerate() {

@@ -2,14 +2,18 @@
 //! requests by id, answers the server's `echo` probes, keeps a `monitor` on the `Port` table and
 //! announces every update as drift, and reconnects with capped exponential backoff when the
 //! connection drops (re-establishing the monitor). Callers talk to it through [`Client::call`].
+//! Incoming messages are framed by [`codec::JsonFrames`]: a message larger than the limit
+//! ([`codec::MAX_MESSAGE`] by default) drops the connection with an error naming the limit.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
 use super::codec::{self, Incoming};
@@ -44,6 +48,11 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
+/// Server text cut for logs and errors.
+fn cut(text: &str) -> String {
+    engine::reconciler::cut(text, engine::reconciler::MAX_ERROR_TEXT)
+}
+
 struct Call {
     method: String,
     params: Value,
@@ -66,9 +75,14 @@ const MONITOR_REQ: u64 = 0;
 impl Client {
     /// Starts the connection task (it connects in the background and keeps reconnecting).
     pub fn start(endpoint: Endpoint, timeout: Duration, backoff_max: Duration) -> Self {
+        Self::start_with(endpoint, timeout, backoff_max, codec::MAX_MESSAGE)
+    }
+
+    /// [`Client::start`] with a limit on the size of one incoming message (bytes).
+    pub fn start_with(endpoint: Endpoint, timeout: Duration, backoff_max: Duration, max_message: usize) -> Self {
         let (tx, rx) = mpsc::channel(256);
         let (drift_tx, drift_rx) = watch::channel(0u64);
-        tokio::spawn(run(endpoint, rx, drift_tx, backoff_max));
+        tokio::spawn(run(endpoint, rx, drift_tx, backoff_max, max_message));
         Self { calls: tx, drift: drift_rx, timeout }
     }
 
@@ -98,14 +112,20 @@ impl Client {
     }
 }
 
-async fn run(endpoint: Endpoint, mut calls: mpsc::Receiver<Call>, drift: watch::Sender<u64>, backoff_max: Duration) {
+async fn run(
+    endpoint: Endpoint,
+    mut calls: mpsc::Receiver<Call>,
+    drift: watch::Sender<u64>,
+    backoff_max: Duration,
+    max_message: usize,
+) {
     let mut failures: u32 = 0;
     loop {
         let outcome = match &endpoint {
             Endpoint::Tcp(addr) => match tokio::net::TcpStream::connect(addr).await {
                 Ok(s) => {
                     let _ = s.set_nodelay(true);
-                    Some(serve(s, &mut calls, &drift).await)
+                    Some(serve(s, &mut calls, &drift, max_message).await)
                 }
                 Err(e) => {
                     debug!(%endpoint, error = %e, "connect failed");
@@ -113,7 +133,7 @@ async fn run(endpoint: Endpoint, mut calls: mpsc::Receiver<Call>, drift: watch::
                 }
             },
             Endpoint::Unix(path) => match tokio::net::UnixStream::connect(path).await {
-                Ok(s) => Some(serve(s, &mut calls, &drift).await),
+                Ok(s) => Some(serve(s, &mut calls, &drift, max_message).await),
                 Err(e) => {
                     debug!(%endpoint, error = %e, "connect failed");
                     None
@@ -154,8 +174,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     calls: &mut mpsc::Receiver<Call>,
     drift: &watch::Sender<u64>,
+    max_message: usize,
 ) -> Result<()> {
-    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (rd, mut wr) = tokio::io::split(stream);
+    let mut frames = FramedRead::new(rd, codec::JsonFrames::new(max_message));
     let (out, mut queued) = mpsc::unbounded_channel::<Vec<u8>>();
     let writer = async move {
         while let Some(bytes) = queued.recv().await {
@@ -172,50 +194,42 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     info!("OVSDB connected; monitoring Port");
     // Whatever happened while we were away counts as drift.
     drift.send_modify(|n| *n += 1);
-    let mut buf = Vec::with_capacity(64 * 1024);
-    let mut chunk = vec![0u8; 64 * 1024];
     let result = loop {
         tokio::select! {
             w = &mut writer => break Err(match w {
                 Ok(()) => Error::Disconnected("the writer stopped".into()),
                 Err(e) => e.into(),
             }),
-            n = rd.read(&mut chunk) => {
-                let n = match n { Ok(0) => break Err(Error::Disconnected("server closed the connection".into())), Ok(n) => n, Err(e) => break Err(e.into()) };
-                buf.extend_from_slice(&chunk[..n]);
-                let mut used = 0;
-                let mut failed = None;
-                loop {
-                    match codec::split_frame(&buf[used..]) {
-                        Ok(Some((msg, len))) => {
-                            used += len;
-                            match codec::classify(msg) {
-                                Ok(Incoming::Response { id, result, error }) => {
-                                    if id == MONITOR_REQ {
-                                        if !error.is_null() { failed = Some(Error::Rpc(format!("monitor refused: {error}"))); break; }
-                                    } else if let Some(tx) = pending.remove(&id) {
-                                        let _ = tx.send(if error.is_null() { Ok(result) } else { Err(Error::Rpc(error.to_string())) });
-                                    }
-                                }
-                                Ok(Incoming::Request { id, method, params }) if method == "echo" => {
-                                    match send(codec::reply(id, params)) {
-                                        Ok(bytes) => { let _ = out.send(bytes); }
-                                        Err(e) => { failed = Some(e); break; }
-                                    }
-                                }
-                                Ok(Incoming::Request { method, .. }) => debug!(%method, "ignoring server request"),
-                                Ok(Incoming::Notification { method, .. }) => {
-                                    if method == "update" { drift.send_modify(|n| *n += 1); }
-                                }
-                                Err(e) => warn!(error = %e, "ignoring a message"),
+            msg = frames.next() => {
+                let msg = match msg {
+                    None => break Err(Error::Disconnected("server closed the connection".into())),
+                    Some(Err(e)) => break Err(e),
+                    Some(Ok(m)) => m,
+                };
+                match codec::classify(msg) {
+                    Ok(Incoming::Response { id, result, error }) => {
+                        if id == MONITOR_REQ {
+                            if !error.is_null() {
+                                break Err(Error::Rpc(format!("monitor refused: {}", cut(&error.to_string()))));
                             }
+                        } else if let Some(tx) = pending.remove(&id) {
+                            let _ = tx.send(if error.is_null() { Ok(result) } else { Err(Error::Rpc(cut(&error.to_string()))) });
                         }
-                        Ok(None) => break,
-                        Err(e) => { failed = Some(e); break; }
                     }
+                    Ok(Incoming::Request { id, method, params }) if method == "echo" => match send(codec::reply(id, params)) {
+                        Ok(bytes) => {
+                            let _ = out.send(bytes);
+                        }
+                        Err(e) => break Err(e),
+                    },
+                    Ok(Incoming::Request { method, .. }) => debug!(method = %cut(&method), "ignoring server request"),
+                    Ok(Incoming::Notification { method, .. }) => {
+                        if method == "update" {
+                            drift.send_modify(|n| *n += 1);
+                        }
+                    }
+                    Err(e) => warn!(error = %cut(&e.to_string()), "ignoring a message"),
                 }
-                buf.drain(..used);
-                if let Some(e) = failed { break Err(e); }
             }
             call = calls.recv() => {
                 let Some(call) = call else { break Ok(()) };
@@ -231,8 +245,12 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     };
+    let why = match &result {
+        Err(e) => format!("the connection dropped before the reply: {e}"),
+        Ok(()) => "the connection dropped before the reply".to_string(),
+    };
     for (_, tx) in pending.drain() {
-        let _ = tx.send(Err(Error::Disconnected("the connection dropped before the reply".into())));
+        let _ = tx.send(Err(Error::Disconnected(why.clone())));
     }
     result
 }

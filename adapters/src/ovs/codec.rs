@@ -1,29 +1,121 @@
 //! The OVSDB wire format (RFC 7047), as pure functions: framing of back-to-back JSON-RPC
-//! messages, classification of incoming messages, the `transact` operations netfold sends, and
+//! messages ([`JsonFrames`], a resumable `tokio_util` decoder with a message size limit),
+//! classification of incoming messages, the `transact` operations netfold sends, and
 //! decoding of OVSDB datum notation (`["set",[...]]`, bare atoms for one-element sets).
 //!
 //! Nothing here touches a socket; [`super::client`] owns the connection.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use engine::port::PortName;
 use engine::VlanId;
 use serde_json::{json, Value};
+use tokio_util::bytes::{Buf, BytesMut};
+use tokio_util::codec::Decoder;
 
 use super::{Error, Result};
 
 /// The database netfold manages.
 pub const DB: &str = "Open_vSwitch";
 
-/// Splits the first complete JSON value off `buf`. OVSDB sends messages back to back without a
-/// delimiter, so this returns `Ok(None)` until a whole value has arrived, and otherwise the
-/// value and how many bytes it used.
-pub fn split_frame(buf: &[u8]) -> Result<Option<(Value, usize)>> {
-    let mut it = serde_json::Deserializer::from_slice(buf).into_iter::<Value>();
-    match it.next() {
-        None => Ok(None),
-        Some(Ok(v)) => Ok(Some((v, it.byte_offset()))),
-        Some(Err(e)) if e.is_eof() => Ok(None),
-        Some(Err(e)) => Err(Error::Codec(format!("malformed JSON-RPC message from the server: {e}"))),
+/// Server data quoted in an error: cut to a few hundred bytes (a row can be megabytes).
+pub fn shown(v: &impl std::fmt::Display) -> String {
+    engine::reconciler::cut(&v.to_string(), engine::reconciler::MAX_ERROR_TEXT)
+}
+
+/// The default largest message netfold reads from an OVSDB server (bytes).
+pub const MAX_MESSAGE: usize = 32 * 1024 * 1024;
+
+/// Splits the byte stream into JSON-RPC messages. OVSDB sends them back to back without a
+/// delimiter, so this scans for the end of the top-level object or array (tracking strings and
+/// escapes) and resumes where it stopped when more bytes arrive: each byte is looked at once,
+/// however the message is split into reads. A message that grows past `max` bytes without
+/// ending is [`Error::MessageTooLarge`] (the connection is then dropped), so a peer cannot make
+/// netfold buffer without bound.
+#[derive(Debug)]
+pub struct JsonFrames {
+    max: usize,
+    /// Bytes of the current message already scanned.
+    scanned: usize,
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl JsonFrames {
+    pub fn new(max: usize) -> Self {
+        Self { max, scanned: 0, depth: 0, in_string: false, escaped: false }
+    }
+}
+
+impl Decoder for JsonFrames {
+    type Item = Value;
+    type Error = Error;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Value>> {
+        if self.scanned == 0 {
+            let ws = buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
+            buf.advance(ws);
+            match buf.first() {
+                None => return Ok(None),
+                Some(b'{' | b'[') => {}
+                Some(&other) => {
+                    return Err(Error::Codec(format!(
+                        "malformed JSON-RPC stream from the server: a message starts with {:?}",
+                        char::from(other)
+                    )))
+                }
+            }
+        }
+        let mut end = None;
+        for (i, &b) in buf.iter().enumerate().skip(self.scanned) {
+            if self.in_string {
+                match (self.escaped, b) {
+                    (true, _) => self.escaped = false,
+                    (false, b'\\') => self.escaped = true,
+                    (false, b'"') => self.in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    if self.depth == 0 {
+                        end = Some(i + 1);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(end) = end else {
+            self.scanned = buf.len();
+            if buf.len() > self.max {
+                return Err(Error::MessageTooLarge { limit: self.max });
+            }
+            return Ok(None);
+        };
+        if end > self.max {
+            return Err(Error::MessageTooLarge { limit: self.max });
+        }
+        *self = JsonFrames::new(self.max);
+        let frame = buf.split_to(end);
+        serde_json::from_slice(&frame)
+            .map(Some)
+            .map_err(|e| Error::Codec(format!("malformed JSON-RPC message from the server: {e}")))
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Value>> {
+        match self.decode(buf)? {
+            Some(v) => Ok(Some(v)),
+            None if buf.iter().all(u8::is_ascii_whitespace) => Ok(None),
+            None => {
+                Err(Error::Disconnected(format!("the server closed the connection {} bytes into a message", buf.len())))
+            }
+        }
     }
 }
 
@@ -41,7 +133,7 @@ pub enum Incoming {
 /// Classifies one JSON-RPC message.
 pub fn classify(msg: Value) -> Result<Incoming> {
     let Value::Object(mut m) = msg else {
-        return Err(Error::Codec(format!("JSON-RPC message is not an object: {msg}")));
+        return Err(Error::Codec(format!("JSON-RPC message is not an object: {}", shown(&msg))));
     };
     let id = m.remove("id").unwrap_or(Value::Null);
     match m.remove("method") {
@@ -53,9 +145,11 @@ pub fn classify(msg: Value) -> Result<Incoming> {
                 Ok(Incoming::Request { id, method, params })
             }
         }
-        Some(other) => Err(Error::Codec(format!("JSON-RPC method is not a string: {other}"))),
+        Some(other) => Err(Error::Codec(format!("JSON-RPC method is not a string: {}", shown(&other)))),
         None => {
-            let id = id.as_u64().ok_or_else(|| Error::Codec(format!("response with an id we never sent: {id}")))?;
+            let id = id
+                .as_u64()
+                .ok_or_else(|| Error::Codec(format!("response with an id we never sent: {}", shown(&id))))?;
             Ok(Incoming::Response {
                 id,
                 result: m.remove("result").unwrap_or(Value::Null),
@@ -91,13 +185,14 @@ pub fn select_ports() -> Value {
 }
 
 /// `select` of one port's trunks (the state a transaction starts from).
-pub fn select_port(port: &str) -> Value {
-    json!({ "op": "select", "table": "Port", "where": [["name", "==", port]], "columns": ["name", "trunks"] })
+pub fn select_port(port: &PortName) -> Value {
+    json!({ "op": "select", "table": "Port", "where": [["name", "==", port.as_str()]], "columns": ["name", "trunks"] })
 }
 
 /// Adds `vlan` to `port`'s trunks — only if it is not there yet and only if the trunk list is
 /// not empty (an empty list means *all* VLANs: adding one would narrow an open port).
-pub fn add_vlan(port: &str, vlan: VlanId) -> Value {
+pub fn add_vlan(port: &PortName, vlan: VlanId) -> Value {
+    let port = port.as_str();
     let v = int_set([i64::from(vlan.get())]);
     json!({
         "op": "mutate", "table": "Port",
@@ -109,7 +204,8 @@ pub fn add_vlan(port: &str, vlan: VlanId) -> Value {
 /// Removes `vlan` from `port`'s trunks, guarded so the list never becomes empty: a first
 /// mutation inserts the parking VLAN only when `vlan` is the sole member, then `vlan` is
 /// deleted if it is still there. Both run in one transaction (atomic).
-pub fn remove_vlan(port: &str, vlan: VlanId, parking: VlanId) -> [Value; 2] {
+pub fn remove_vlan(port: &PortName, vlan: VlanId, parking: VlanId) -> [Value; 2] {
+    let port = port.as_str();
     let v = int_set([i64::from(vlan.get())]);
     [
         json!({
@@ -155,14 +251,19 @@ pub enum OpReply {
 /// Splits a `transact` result array into per-operation replies. The array may be longer than the
 /// request (a commit error is appended) and holds `null` for operations not executed.
 pub fn op_replies(result: &Value) -> Result<Vec<OpReply>> {
-    let arr = result.as_array().ok_or_else(|| Error::Codec(format!("transact result is not an array: {result}")))?;
+    let arr =
+        result.as_array().ok_or_else(|| Error::Codec(format!("transact result is not an array: {}", shown(result))))?;
     Ok(arr
         .iter()
         .map(|r| {
             if let Some(e) = r.get("error") {
                 let error = e.as_str().unwrap_or("unknown error");
                 let details = r.get("details").and_then(Value::as_str).unwrap_or("");
-                OpReply::Error(if details.is_empty() { error.to_string() } else { format!("{error}: {details}") })
+                OpReply::Error(shown(&if details.is_empty() {
+                    error.to_string()
+                } else {
+                    format!("{error}: {details}")
+                }))
             } else if let Some(c) = r.get("count").and_then(Value::as_u64) {
                 OpReply::Count(c)
             } else if let Some(rows) = r.get("rows").and_then(Value::as_array) {
@@ -183,11 +284,11 @@ pub fn decode_int_set(v: &Value) -> Result<BTreeSet<i64>> {
             .ok_or_else(|| Error::Codec(format!("set atom {n} is not an integer"))),
         Value::Array(a) if a.len() == 2 && a[0] == "set" => a[1]
             .as_array()
-            .ok_or_else(|| Error::Codec(format!("set members are not an array: {}", a[1])))?
+            .ok_or_else(|| Error::Codec(format!("set members are not an array: {}", shown(&a[1]))))?
             .iter()
-            .map(|m| m.as_i64().ok_or_else(|| Error::Codec(format!("set member {m} is not an integer"))))
+            .map(|m| m.as_i64().ok_or_else(|| Error::Codec(format!("set member {} is not an integer", shown(m)))))
             .collect(),
-        other => Err(Error::Codec(format!("expected an integer set, got {other}"))),
+        other => Err(Error::Codec(format!("expected an integer set, got {}", shown(other)))),
     }
 }
 
@@ -207,8 +308,9 @@ pub fn decode_port_rows(rows: &[Value]) -> Result<BTreeMap<String, BTreeSet<Vlan
             let name = row
                 .get("name")
                 .and_then(Value::as_str)
-                .ok_or_else(|| Error::Codec(format!("Port row without a string name: {row}")))?;
-            let trunks = row.get("trunks").ok_or_else(|| Error::Codec(format!("Port {name} row has no trunks")))?;
+                .ok_or_else(|| Error::Codec(format!("Port row without a string name: {}", shown(row))))?;
+            let trunks =
+                row.get("trunks").ok_or_else(|| Error::Codec(format!("Port {} row has no trunks", shown(&name))))?;
             Ok((name.to_string(), decode_trunks(name, trunks)?))
         })
         .collect()
@@ -233,15 +335,48 @@ mod tests {
         assert!(e.to_string().contains("p1"), "{e}");
     }
 
+    fn frames(max: usize, chunks: &[&[u8]]) -> Vec<Result<Value>> {
+        let mut codec = JsonFrames::new(max);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for c in chunks {
+            buf.extend_from_slice(c);
+            loop {
+                match codec.decode(&mut buf) {
+                    Ok(Some(v)) => out.push(Ok(v)),
+                    Ok(None) => break,
+                    Err(e) => {
+                        out.push(Err(e));
+                        return out;
+                    }
+                }
+            }
+        }
+        out
+    }
+
     #[test]
-    fn frames_split_back_to_back_and_wait_for_partial() {
-        let buf = br#"{"id":1,"result":[],"error":null}{"method":"echo","params":[],"id":"echo"}{"id":"#;
-        let (v, used) = split_frame(buf).unwrap().unwrap();
-        assert_eq!(v["id"], 1);
-        let (v2, used2) = split_frame(&buf[used..]).unwrap().unwrap();
-        assert_eq!(v2["method"], "echo");
-        assert_eq!(split_frame(&buf[used + used2..]).unwrap(), None);
-        assert!(split_frame(b"}garbage").is_err());
+    fn frames_split_back_to_back_and_resume_across_reads() {
+        let stream = br#"{"id":1,"result":["}{\"x"],"error":null} {"method":"echo","params":[],"id":"echo"}"#;
+        // Every split of the stream into two reads gives the same two messages.
+        for cut in 0..stream.len() {
+            let got = frames(1024, &[&stream[..cut], &stream[cut..]]);
+            let got: Vec<Value> = got.into_iter().map(|r| r.unwrap()).collect();
+            assert_eq!(got.len(), 2, "cut at {cut}");
+            assert_eq!(got[0]["result"][0], "}{\"x");
+            assert_eq!(got[1]["method"], "echo");
+        }
+        assert!(frames(1024, &[b"}garbage"])[0].is_err());
+    }
+
+    #[test]
+    fn a_message_past_the_limit_is_refused_naming_the_limit() {
+        let mut chunks: Vec<Vec<u8>> = vec![br#"{"id":1,"result":[""#.to_vec()];
+        chunks.extend(std::iter::repeat_n(vec![b'a'; 1000], 10));
+        let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+        let got = frames(4096, &refs);
+        let e = got.last().unwrap().as_ref().unwrap_err();
+        assert!(e.to_string().contains("4096-byte limit"), "{e}");
     }
 
     #[test]
@@ -277,7 +412,8 @@ mod tests {
 
     #[test]
     fn removal_guards_against_an_empty_trunk_list() {
-        let [park, del] = remove_vlan("p1", VlanId::new(10).unwrap(), VlanId::new(4094).unwrap());
+        let p1 = PortName::parse(engine::port::Grammar::Ovs, "p1").unwrap();
+        let [park, del] = remove_vlan(&p1, VlanId::new(10).unwrap(), VlanId::new(4094).unwrap());
         assert_eq!(park["where"][1], json!(["trunks", "==", ["set", [10]]]));
         assert_eq!(park["mutations"][0], json!(["trunks", "insert", ["set", [4094]]]));
         assert_eq!(del["mutations"][0], json!(["trunks", "delete", ["set", [10]]]));

@@ -4,12 +4,14 @@
 //! - [`client`]: the connection task (echo, monitor, reconnect).
 //! - [`lab`]: a private Open vSwitch (own ovsdb-server and ovs-vswitchd, netdev bridge) for the
 //!   demo and the end-to-end tests.
-//! - [`OvsSwitch`]: the [`engine::switch::Switch`] implementation the reconciler drives.
+//! - [`OvsSwitch`]: the [`engine::switch::Switch`] implementation the reconciler drives; ports
+//!   are [`PortName`]s of [`Grammar::Ovs`]; incoming messages are limited to
+//!   [`codec::MAX_MESSAGE`] bytes.
 //!
 //! netfold manages the `trunks` column of `Port` rows and nothing else (`vlan_mode` and `tag`
 //! stay the operator's). An empty `trunks` means *all VLANs* in OVS, so netfold never empties
 //! it (a parking VLAN is inserted atomically when the last VLAN is removed) and never narrows an
-//! open port by adding to an empty list; see docs/adr/0001-ovs-never-empty-trunks.md.
+//! open port by adding to an empty list; see docs/adr/0002-ovs-never-empty-trunks.md.
 
 pub mod client;
 pub mod codec;
@@ -18,7 +20,7 @@ pub mod lab;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use engine::switch::{Observed, Op, OpResult, Outcome, Switch, SwitchError};
+use engine::switch::{Grammar, Observed, Op, OpResult, Outcome, PortName, Switch, SwitchError};
 use engine::VlanId;
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -47,6 +49,10 @@ pub enum Error {
     /// The server answered a request with a JSON-RPC `error`. Not retryable as is.
     #[error("OVSDB refused the request: {0}")]
     Rpc(String),
+    /// The server sent a message larger than the limit without ending it; the connection is
+    /// dropped (and re-made). Retryable, but a server that keeps doing it needs an operator.
+    #[error("OVSDB message exceeds the {limit}-byte limit without ending; connection dropped")]
+    MessageTooLarge { limit: usize },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -118,7 +124,7 @@ impl OvsSwitch {
 
     /// Applies one port's operations in one transaction; on an abort, retries them one by one so
     /// each operation gets its own outcome.
-    async fn apply_port(&self, port: &str, ops: &[&Op]) -> Result<Vec<Outcome>> {
+    async fn apply_port(&self, port: &PortName, ops: &[&Op]) -> Result<Vec<Outcome>> {
         let mut wire = vec![codec::select_port(port)];
         let mut index = Vec::with_capacity(ops.len());
         for op in ops {
@@ -141,15 +147,25 @@ impl OvsSwitch {
             return Ok(out);
         }
         let before = match replies.first() {
-            Some(OpReply::Rows(rows)) => codec::decode_port_rows(rows)?.remove(port),
-            other => return Err(Error::Codec(format!("select of port {port} returned {other:?}"))),
+            Some(OpReply::Rows(rows)) => codec::decode_port_rows(rows)?.remove(port.as_str()),
+            other => {
+                return Err(Error::Codec(format!(
+                    "select of port {port} returned {}",
+                    codec::shown(&format!("{other:?}"))
+                )))
+            }
         };
         ops.iter()
             .zip(index)
             .map(|(op, i)| {
                 let count = match replies.get(i) {
                     Some(OpReply::Count(c)) => *c,
-                    other => return Err(Error::Codec(format!("mutate for `{op}` returned {other:?}"))),
+                    other => {
+                        return Err(Error::Codec(format!(
+                            "mutate for `{op}` returned {}",
+                            codec::shown(&format!("{other:?}"))
+                        )))
+                    }
                 };
                 let result = match (&before, count) {
                     (_, c) if c > 0 => OpResult::Applied,
@@ -170,19 +186,29 @@ impl Switch for OvsSwitch {
         &self.name
     }
 
-    async fn read(&self, ports: &BTreeSet<String>) -> Result<Observed, SwitchError> {
+    fn grammar(&self) -> Grammar {
+        Grammar::Ovs
+    }
+
+    async fn read(&self, ports: &BTreeSet<PortName>) -> Result<Observed, SwitchError> {
         let result = self.client.transact(vec![codec::select_ports()]).await.map_err(|e| e.into_switch(&self.name))?;
         let rows = match codec::op_replies(&result).map_err(|e| e.into_switch(&self.name))?.into_iter().next() {
             Some(OpReply::Rows(rows)) => rows,
             other => {
                 return Err(SwitchError::Protocol {
                     switch: self.name.clone(),
-                    reason: format!("select on Port returned {other:?}"),
+                    reason: format!("select on Port returned {}", codec::shown(&format!("{other:?}"))),
                 })
             }
         };
         let all = codec::decode_port_rows(&rows).map_err(|e| e.into_switch(&self.name))?;
-        Ok(all.into_iter().filter(|(p, _)| ports.contains(p)).collect())
+        // Ports whose names netfold could not address (the grammar refuses them) cannot be
+        // asked for, so they are simply not looked up.
+        Ok(all
+            .into_iter()
+            .filter_map(|(p, v)| PortName::parse(Grammar::Ovs, &p).ok().map(|p| (p, v)))
+            .filter(|(p, _)| ports.contains(p))
+            .collect())
     }
 
     async fn apply(&self, ops: &[Op]) -> Result<Vec<Outcome>, SwitchError> {
@@ -194,7 +220,7 @@ impl Switch for OvsSwitch {
         while start < ops.len() {
             let kind = ops[start].is_add();
             let end = ops[start..].iter().position(|o| o.is_add() != kind).map_or(ops.len(), |n| start + n);
-            let mut by_port: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+            let mut by_port: BTreeMap<&PortName, Vec<usize>> = BTreeMap::new();
             for i in start..end {
                 if ops[i].vlan() == self.parking {
                     out[i] = Some(Outcome::failed(

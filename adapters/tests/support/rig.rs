@@ -6,13 +6,23 @@
 use std::sync::Arc;
 
 use engine::reconciler::{Config, Ledger, Reconciler, SwitchRecord};
-use engine::switch::Switch;
+use engine::switch::{Grammar, PortName, Switch};
 use engine::{Desired, HypervisorId, Reason, SwitchPort, VlanId};
 use store::{Log, MemoryLog};
 use tokio::sync::watch;
 
 pub fn v(n: u16) -> VlanId {
     VlanId::new(n).expect("valid VLAN")
+}
+
+/// An EOS interface name.
+pub fn eos(s: &str) -> PortName {
+    PortName::parse(Grammar::Eos, s).expect("valid EOS name")
+}
+
+/// An Open vSwitch port name.
+pub fn ovs(s: &str) -> PortName {
+    PortName::parse(Grammar::Ovs, s).expect("valid OVS name")
 }
 
 /// Desired state for one switch: `(port, vlans)` pairs, each VLAN with one reason.
@@ -54,5 +64,17 @@ impl<S: Switch> Rig<S> {
 
     pub fn audit(&self) -> Vec<SwitchRecord> {
         self.audit.read(1).map(|e| e.unwrap().record).collect()
+    }
+
+    /// How many audit entries of `kind` (`applied`, `failed`, `intent`...) there are.
+    pub fn count(&self, kind: &str) -> usize {
+        self.audit().iter().filter(|r| r.entry.kind() == kind).count()
+    }
+
+    /// The VLANs the ledger says netfold owns on `port` (named in the switch's grammar).
+    pub fn owned(&self, port: &str) -> std::collections::BTreeSet<VlanId> {
+        let grammar = self.switch.grammar();
+        let port = PortName::parse(grammar, port).expect("valid port name");
+        self.ledger.load(grammar).unwrap().owned.get(&port).cloned().unwrap_or_default()
     }
 }
