@@ -37,11 +37,13 @@ impl Adapter {
             Kind::VMware => {
                 let mut c = vsphere::Config::new(&h.url, &h.user, h.password.clone());
                 c.tls = h.tls.clone();
+                c.max_body_bytes = h.max_body_bytes.unwrap_or(c.max_body_bytes);
                 Adapter::VMware(c)
             }
             Kind::XenCitrix => {
                 let mut c = xen::Config::new(&h.url, &h.user, h.password.clone());
                 c.tls = h.tls.clone();
+                c.max_body_bytes = h.max_body_bytes.unwrap_or(c.max_body_bytes);
                 Adapter::Xen(c)
             }
         }
@@ -150,7 +152,13 @@ impl Agent {
     }
 
     /// Serves `/healthz`, `/metrics` and `/state` on `addr` until the agent stops.
-    pub async fn serve_http(&mut self, addr: std::net::SocketAddr) -> Result<std::net::SocketAddr> {
+    pub async fn serve_http(&mut self, http: &crate::config::HttpPlan) -> Result<std::net::SocketAddr> {
+        let addr = http.listen;
+        let options = crate::http::ServeOptions {
+            token: http.token.clone(),
+            max_connections: http.max_connections,
+            header_timeout: crate::http::HEADER_TIMEOUT,
+        };
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} for /healthz, /metrics and /state"))?;
@@ -161,7 +169,7 @@ impl Agent {
             let shutdown = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            if let Err(e) = crate::http::serve(listener, app, options, shutdown).await {
                 tracing::error!(error = %e, "http endpoint stopped");
             }
         }));

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use adapters::common::url::{parse_endpoint, redact_url, socket_target};
 use adapters::{eapi, ovs};
 use anyhow::{bail, Context, Result};
 use engine::switch::{MemorySwitch, Switch};
@@ -18,8 +19,12 @@ use engine::switch::{MemorySwitch, Switch};
 use crate::agent::{Adapter, Agent};
 use crate::config::{self, HypervisorPlan, SwitchPlan};
 
+/// Validates exactly what [`run`] validates before it starts anything ([`config::load`]).
 pub fn check(path: &Path) -> Result<()> {
     let plan = config::load(path)?;
+    for w in &plan.warnings {
+        println!("warning: {w}");
+    }
     println!(
         "{}: OK — {} hypervisor(s), {} switch(es), data directory {}",
         path.display(),
@@ -32,6 +37,9 @@ pub fn check(path: &Path) -> Result<()> {
 
 pub async fn run(path: &Path) -> Result<()> {
     let plan = config::load(path)?;
+    for w in &plan.warnings {
+        tracing::warn!("{w}");
+    }
     let mut agent = Agent::start_now(&plan.data_dir, plan.engine).await?;
     let known: Vec<_> = agent.engine.state().read(|s| s.hypervisors().map(|(id, _)| id.clone()).collect());
     for h in &plan.hypervisors {
@@ -43,7 +51,7 @@ pub async fn run(path: &Path) -> Result<()> {
     for s in &plan.switches {
         add_switch(&mut agent, s).await?;
     }
-    let addr = agent.serve_http(plan.http).await?;
+    let addr = agent.serve_http(&plan.http).await?;
     tracing::info!(http = %addr, data_dir = %plan.data_dir.display(), "netfold running");
     wait_for_signal().await?;
     tracing::info!("shutting down: completing in-flight appends");
@@ -98,8 +106,8 @@ async fn preflight_switch<S: Switch>(sw: &S) -> Result<()> {
 
 /// A hypervisor the log has never known must at least accept a TCP connection.
 async fn preflight_hypervisor(h: &HypervisorPlan) -> Result<()> {
-    let url = reqwest_url(&h.entry.url)?;
-    let addr = format!("{}:{}", url.0, url.1);
+    let url = parse_endpoint(&h.entry.url, h.entry.allow_plaintext)?;
+    let addr = socket_target(&url).with_context(|| format!("url {} names no host and port", redact_url(&url)))?;
     match tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(&addr)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => bail!(
@@ -107,19 +115,6 @@ async fn preflight_hypervisor(h: &HypervisorPlan) -> Result<()> {
             h.id, h.kind
         ),
         Err(_) => bail!("hypervisor {} ({}) did not answer at {addr} within 10 s: check `url` and the network path", h.id, h.kind),
-    }
-}
-
-/// `(host, port)` of an http(s) URL.
-fn reqwest_url(url: &str) -> Result<(String, u16)> {
-    let (scheme, rest) = url.split_once("://").context("url has no scheme")?;
-    let authority = rest.split('/').next().unwrap_or_default();
-    let default = if scheme == "https" { 443 } else { 80 };
-    match authority.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
-            Ok((host.to_string(), port.parse().with_context(|| format!("bad port in url {url}"))?))
-        }
-        _ => Ok((authority.to_string(), default)),
     }
 }
 

@@ -92,13 +92,7 @@ impl Config {
 
     /// Checks the values make sense together; says which does not.
     pub fn validate(&self) -> Result<()> {
-        let url = self.sdk_url();
-        if !(url.starts_with("https://") || url.starts_with("http://")) {
-            return Err(Error::Config(format!(
-                "url `{}` must start with https:// (or http:// for a simulator)",
-                self.url
-            )));
-        }
+        crate::common::url::parse_endpoint(&self.sdk_url(), true).map_err(|e| Error::Config(format!("url {e}")))?;
         if self.user.is_empty() {
             return Err(Error::Config("user is empty".into()));
         }

@@ -87,9 +87,7 @@ impl Config {
 
     /// Checks the values that serde cannot.
     pub fn validate(&self) -> Result<()> {
-        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            return Err(Error::Config(format!("url `{}` must start with http:// or https://", self.url)));
-        }
+        crate::common::url::parse_endpoint(&self.url, true).map_err(|e| Error::Config(format!("url {e}")))?;
         if self.user.is_empty() {
             return Err(Error::Config("user is empty".into()));
         }
@@ -126,7 +124,9 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         let mut c = Config::new("ftp://x", "root", SecretSource::env("P"));
-        assert!(c.validate().unwrap_err().to_string().contains("ftp://x"));
+        assert!(c.validate().unwrap_err().to_string().contains("scheme `ftp`"));
+        c.url = "https://root:pw@x".into();
+        assert!(!c.validate().unwrap_err().to_string().contains("pw"));
         c.url = "http://x".into();
         c.event_timeout_secs = 0.0;
         assert!(c.validate().unwrap_err().to_string().contains("event_timeout_secs"));
