@@ -26,18 +26,6 @@ pub use engine::backoff::Backoff;
 
 use super::mapping::{Facts, Mirror, CLASSES};
 
-/// Where to reconnect when a pool member answers `HOST_IS_SLAVE [master]`: the master's
-/// address with the current URL's scheme. xapi names the master by address alone (port
-/// implied by the scheme); an address with a port (`10.0.0.1:8443`) keeps it.
-pub fn master_url(current: &str, master: &str) -> String {
-    if master.contains("://") {
-        return master.to_string();
-    }
-    let scheme = current.split_once("://").map_or("https", |(s, _)| s);
-    let host = if master.parse::<std::net::Ipv6Addr>().is_ok() { format!("[{master}]") } else { master.to_string() };
-    format!("{scheme}://{host}")
-}
-
 /// What the run loop does after a connection ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Next {
@@ -62,6 +50,11 @@ pub struct Retry {
     redirects: u32,
     /// An inventory was reported and no `Disconnected` since.
     live: bool,
+    /// Where a `HOST_IS_SLAVE` redirect may lead: the configured URL and the pool members'
+    /// addresses read so far ([`super::redirect::follow`]).
+    trusted: Vec<String>,
+    /// The last redirect refused, until the run loop takes it to log it.
+    refused: Option<super::redirect::Error>,
 }
 
 /// Redirects followed at once before `HOST_IS_SLAVE` ping-pong is backed off.
@@ -69,7 +62,22 @@ const MAX_QUICK_REDIRECTS: u32 = 3;
 
 impl Retry {
     pub fn new(url: &str, backoff: Backoff) -> Self {
-        Self { url: url.to_string(), backoff, attempt: 0, redirects: 0, live: false }
+        let trusted = vec![url.to_string()];
+        Self { url: url.to_string(), backoff, attempt: 0, redirects: 0, live: false, trusted, refused: None }
+    }
+
+    /// Adds the `host.address` of pool members read on a connection to the redirect trust.
+    pub fn learn_pool(&mut self, addresses: impl IntoIterator<Item = String>) {
+        for a in addresses {
+            if !self.trusted.contains(&a) {
+                self.trusted.push(a);
+            }
+        }
+    }
+
+    /// The redirect [`Retry::step`] last refused, once.
+    pub fn take_refused(&mut self) -> Option<super::redirect::Error> {
+        self.refused.take()
     }
 
     /// The endpoint to connect to.
@@ -94,11 +102,21 @@ impl Retry {
                 let disconnected = std::mem::take(&mut self.live).then(|| error.to_string());
                 return Next::Stop { disconnected };
             }
-            Recovery::FollowMaster(master) => {
-                self.url = master_url(&self.url, &master);
-                self.redirects += 1;
-                self.redirects > MAX_QUICK_REDIRECTS
-            }
+            Recovery::FollowMaster(master) => match super::redirect::follow(&self.url, &master, &self.trusted) {
+                Ok(url) => {
+                    self.url = url.as_str().trim_end_matches('/').to_string();
+                    self.redirects += 1;
+                    self.redirects > MAX_QUICK_REDIRECTS
+                }
+                // Not followed: stay, back off, and let the engine know the pool is not served.
+                Err(refused) => {
+                    if std::mem::take(&mut self.live) {
+                        disconnected = Some(refused.to_string());
+                    }
+                    self.refused = Some(refused);
+                    true
+                }
+            },
             // At once when the connection had got going; otherwise back off (no hot loop).
             Recovery::Relogin | Recovery::Reread => !reported,
             Recovery::Reconnect => {
@@ -136,6 +154,8 @@ struct Ended {
     error: Error,
     /// An `Inventory` was sent on this connection.
     reported: bool,
+    /// The `host.address` of the pool members read on this connection.
+    pool: Vec<String>,
 }
 
 impl Adapter {
@@ -160,8 +180,12 @@ impl Adapter {
         loop {
             let url = retry.url().to_string();
             let span = tracing::info_span!("xen_session", endpoint = %url);
-            let Ended { error, reported } = self.connection(&url, &tx).instrument(span).await;
+            let Ended { error, reported, pool } = self.connection(&url, &tx).instrument(span).await;
+            retry.learn_pool(pool);
             let next = retry.step(&error, reported, rand::random::<f64>());
+            if let Some(refused) = retry.take_refused() {
+                error!(endpoint = %url, error = %refused, "XenAPI redirect refused");
+            }
             match next {
                 Next::Done => return Ok(()),
                 Next::Stop { disconnected } => {
@@ -198,11 +222,12 @@ impl Adapter {
     /// One connection: login, full read, inventory, then events until something fails.
     async fn connection(&self, url: &str, tx: &mpsc::Sender<Observation>) -> Ended {
         let mut reported = false;
-        let error = match self.connection_inner(url, tx, &mut reported).await {
+        let mut pool = Vec::new();
+        let error = match self.connection_inner(url, tx, &mut reported, &mut pool).await {
             Ok(never) => match never {},
             Err(e) => e,
         };
-        Ended { error, reported }
+        Ended { error, reported, pool }
     }
 
     async fn connection_inner(
@@ -210,6 +235,7 @@ impl Adapter {
         url: &str,
         tx: &mpsc::Sender<Observation>,
         reported: &mut bool,
+        pool: &mut Vec<String>,
     ) -> Result<std::convert::Infallible> {
         let c = &self.config;
         c.tls.warn_if_insecure(url);
@@ -234,6 +260,7 @@ impl Adapter {
                 mirror.upsert(class, &r, &rec);
             }
         }
+        *pool = mirror.addresses();
         let mut facts = Facts::full(&mut mirror);
         let rejected = facts.rejected();
         info!(facts = facts.len(), rejected = rejected.len(), "XenAPI inventory read");
@@ -248,6 +275,9 @@ impl Adapter {
             }
             for e in &batch.events {
                 mirror.apply(e);
+            }
+            if batch.events.iter().any(|e| e.class == "host") {
+                pool.extend(mirror.addresses());
             }
             let (changes, fresh) = facts.update(&mut mirror);
             debug!(events = batch.events.len(), changes = changes.len(), rejected = fresh.len(), "event batch");
@@ -335,6 +365,7 @@ mod tests {
     #[test]
     fn host_is_slave_follows_the_master_and_ping_pong_is_backed_off() {
         let mut r = retry();
+        r.learn_pool(["10.0.0.2:1".to_string(), "a:1".to_string()]);
         for i in 0..MAX_QUICK_REDIRECTS {
             let n = r.step(&api("HOST_IS_SLAVE", &[if i % 2 == 0 { "10.0.0.2:1" } else { "a:1" }]), false, 1.0);
             assert_eq!(delay(&n), Duration::ZERO);
@@ -343,6 +374,23 @@ mod tests {
         let n = r.step(&api("HOST_IS_SLAVE", &["a:1"]), false, 1.0);
         assert!(delay(&n) > Duration::ZERO, "{n:?}");
         assert_eq!(r.url(), "http://a:1");
+    }
+
+    #[test]
+    fn a_redirect_outside_the_pool_is_refused_backed_off_and_reported_once() {
+        let mut r = retry();
+        r.learn_pool(["10.0.0.2:1".to_string()]);
+        let n = r.step(&api("HOST_IS_SLAVE", &["203.0.113.9:1"]), true, 1.0);
+        let Next::Connect { url, delay, disconnected } = n else { panic!("{n:?}") };
+        assert_eq!(url, "http://a:1", "stays where it was");
+        assert!(delay > Duration::ZERO);
+        let reason = disconnected.expect("the engine learns the pool is not served");
+        assert!(reason.contains("203.0.113.9") && reason.contains("refused"), "{reason}");
+        assert!(matches!(r.take_refused(), Some(crate::xen::redirect::Error::NotInPool { .. })));
+        assert!(r.take_refused().is_none());
+        let n = r.step(&api("HOST_IS_SLAVE", &["https://10.0.0.2:1"]), false, 1.0);
+        assert!(matches!(n, Next::Connect { disconnected: None, .. }), "{n:?}");
+        assert!(matches!(r.take_refused(), Some(crate::xen::redirect::Error::SchemeChange { .. })));
     }
 
     #[test]
@@ -355,12 +403,5 @@ mod tests {
         r.step(&api("SESSION_INVALID", &[]), true, 0.5);
         assert!(matches!(r.step(&auth, false, 0.5), Next::Stop { disconnected: Some(_) }));
         assert_eq!(retry().step(&Error::ChannelClosed, true, 0.5), Next::Done);
-    }
-
-    #[test]
-    fn master_url_keeps_the_scheme() {
-        assert_eq!(master_url("https://10.0.0.2", "10.0.0.1"), "https://10.0.0.1");
-        assert_eq!(master_url("http://127.0.0.1:4000", "127.0.0.1:4001"), "http://127.0.0.1:4001");
-        assert_eq!(master_url("https://[fe80::2]", "fe80::1"), "https://[fe80::1]");
     }
 }

@@ -17,7 +17,8 @@
 //!   `Observation::Disconnected { reason }` and retries with capped exponential backoff and
 //!   jitter; every reconnect sends a fresh full inventory. `SESSION_AUTHENTICATION_FAILED` stops
 //!   with [`Error::AuthenticationFailed`] (no retry loop); `SESSION_INVALID` logs in again;
-//!   `HOST_IS_SLAVE [master]` reconnects to the master named; `EVENT_FROM_TOKEN_PARSE_FAILURE`,
+//!   `HOST_IS_SLAVE [master]` reconnects to the master named when [`redirect::follow`] trusts
+//!   it (same scheme, an address the pool lists), else backs off and stays; `EVENT_FROM_TOKEN_PARSE_FAILURE`,
 //!   `EVENTS_LOST` and `HANDLE_INVALID` re-read everything. `run` returns `Ok` when `tx` closes.
 //!   The policy is the pure state machine [`Retry`] (`step` → [`Next`]).
 //! - [`sim::Simulator::start`]`(`[`sim::SimOptions`]`)` for tests, and [`sim::serve`] for
@@ -33,6 +34,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod mapping;
+pub mod redirect;
 pub mod sim;
 
 pub use adapter::{Adapter, Backoff, Next, Retry};
