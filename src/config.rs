@@ -455,8 +455,21 @@ pub fn check_environment(plan: &mut Plan) -> Result<()> {
 }
 
 #[cfg(test)]
+#[path = "../fuzz/mutate.rs"]
+mod fuzz_mutate;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_parsing_never_panics() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let figures = super::fuzz_mutate::campaign(root, "config", |b| {
+            let _ = parse(&String::from_utf8_lossy(b), Path::new("fuzz.toml"));
+        });
+        assert_eq!(figures.panics, 0);
+    }
 
     const GOOD: &str = r#"
 data_dir = "/var/lib/netfold"

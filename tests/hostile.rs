@@ -550,7 +550,10 @@ fn the_endpoint_times_out_half_sent_requests_caps_connections_and_checks_the_tok
     assert_eq!(http_get(http, "/state", Some("t0ken-of-the-operator")), Some(200));
     assert_eq!(http_get(http, "/metrics", None), Some(401));
 
-    // A half-sent request is closed by the agent, not held forever.
+    // A connection that never sends a byte, and one that sends half a request, are closed by
+    // the agent, not held forever.
+    let mut idle = TcpStream::connect(http).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut half = TcpStream::connect(http).unwrap();
     half.write_all(b"GET /state HTTP/1.1\r\nHost: netfold\r\n").unwrap();
     half.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
@@ -560,6 +563,8 @@ fn the_endpoint_times_out_half_sent_requests_caps_connections_and_checks_the_tok
     let took = started.elapsed();
     assert!(took < Duration::from_secs(40), "a half-sent request held {took:?}");
     assert!(n == 0 || text(&buf[..n]).starts_with("HTTP/1.1 408"), "{}", text(&buf[..n]));
+    assert!(matches!(idle.read(&mut buf), Ok(0) | Err(_)), "the idle connection is closed");
+    assert!(started.elapsed() < Duration::from_secs(40), "an idle connection held {:?}", started.elapsed());
 
     // 100 stalled connections (within the kernel's accept backlog of 128, so none waits on a
     // SYN retry): the agent holds at most 8 of them open, the rest wait in the backlog.

@@ -6,8 +6,6 @@
 //! Every adapter config and the binary's config validation call [`parse_endpoint`], so
 //! `config check` and `run` refuse the same URLs with the same words.
 
-use std::fmt;
-
 pub use reqwest::Url;
 
 /// Why an endpoint URL is refused. Never retryable: the configuration must change.
@@ -97,15 +95,6 @@ pub fn redact(text: &str) -> String {
     }
 }
 
-/// `Display` of a URL string, redacted.
-pub struct Redacted<'a>(pub &'a str);
-
-impl fmt::Display for Redacted<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&redact(self.0))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +143,6 @@ mod tests {
         assert_eq!(redact("https://admin:pw@[::1/sdk?token=x"), "https://***@[::1/sdk");
         assert_eq!(redact("https://vc.lab/sdk?t=1#f"), "https://vc.lab/sdk");
         assert_eq!(redact("u:p@10.0.0.1"), "***@10.0.0.1");
-        assert_eq!(Redacted("http://a:b@h:1/").to_string(), "http://***@h:1/");
+        assert_eq!(redact("http://a:b@h:1/"), "http://***@h:1/");
     }
 }

@@ -43,7 +43,9 @@ pub struct Config {
     pub backoff_initial_ms: u64,
     #[serde(default = "defaults::backoff_max_ms")]
     pub backoff_max_ms: u64,
-    /// Largest response body accepted.
+    /// Largest response body accepted. Replies are paged (`page_size` objects per
+    /// `RetrievePropertiesEx` page and per update set), so the default (64 MiB) holds 500 VMs of
+    /// up to ~120 KiB of SOAP each (many devices), twice over.
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: usize,
 }
@@ -101,6 +103,9 @@ impl Config {
                 "wait_max_seconds ({}) must be at least 1 and below request_timeout_ms ({} ms)",
                 self.wait_max_seconds, self.request_timeout_ms
             )));
+        }
+        if self.max_body_bytes < 4096 {
+            return Err(Error::Config("max_body_bytes must be at least 4096".into()));
         }
         if self.page_size == 0 {
             return Err(Error::Config("page_size must be at least 1".into()));

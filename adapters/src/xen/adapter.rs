@@ -52,7 +52,7 @@ pub struct Retry {
     live: bool,
     /// Where a `HOST_IS_SLAVE` redirect may lead: the configured URL and the pool members'
     /// addresses read so far ([`super::redirect::follow`]).
-    trusted: Vec<String>,
+    trusted: std::collections::BTreeSet<String>,
     /// The last redirect refused, until the run loop takes it to log it.
     refused: Option<super::redirect::Error>,
 }
@@ -62,17 +62,17 @@ const MAX_QUICK_REDIRECTS: u32 = 3;
 
 impl Retry {
     pub fn new(url: &str, backoff: Backoff) -> Self {
-        let trusted = vec![url.to_string()];
+        let trusted = [url.to_string()].into();
         Self { url: url.to_string(), backoff, attempt: 0, redirects: 0, live: false, trusted, refused: None }
     }
 
     /// Adds the `host.address` of pool members read on a connection to the redirect trust.
     pub fn learn_pool(&mut self, addresses: impl IntoIterator<Item = String>) {
-        for a in addresses {
-            if !self.trusted.contains(&a) {
-                self.trusted.push(a);
-            }
-        }
+        self.trusted.extend(addresses);
+    }
+
+    fn known(&self) -> Vec<String> {
+        self.trusted.iter().cloned().collect()
     }
 
     /// The redirect [`Retry::step`] last refused, once.
@@ -102,7 +102,7 @@ impl Retry {
                 let disconnected = std::mem::take(&mut self.live).then(|| error.to_string());
                 return Next::Stop { disconnected };
             }
-            Recovery::FollowMaster(master) => match super::redirect::follow(&self.url, &master, &self.trusted) {
+            Recovery::FollowMaster(master) => match super::redirect::follow(&self.url, &master, &self.known()) {
                 Ok(url) => {
                     self.url = url.as_str().trim_end_matches('/').to_string();
                     self.redirects += 1;
@@ -277,7 +277,7 @@ impl Adapter {
                 mirror.apply(e);
             }
             if batch.events.iter().any(|e| e.class == "host") {
-                pool.extend(mirror.addresses());
+                *pool = mirror.addresses();
             }
             let (changes, fresh) = facts.update(&mut mirror);
             debug!(events = batch.events.len(), changes = changes.len(), rejected = fresh.len(), "event batch");
