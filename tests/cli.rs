@@ -156,12 +156,16 @@ fn unreachable_hypervisor_and_switch_fail_start_up_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("netfold.toml");
     let data = dir.path().join("data");
-    // Port 1 on loopback: nothing listens there.
+    // Port 1 on loopback: nothing listens there. `run` reads the password before it connects.
+    let pw = dir.path().join("vc.pw");
+    std::fs::write(&pw, "pw").unwrap();
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     std::fs::write(
         &cfg,
         format!(
-            "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[[hypervisor]]\nname = \"vc\"\nkind = \"vmware\"\nurl = \"http://127.0.0.1:1/sdk\"\nuser = \"u\"\npassword = {{ password_env = \"NETFOLD_TEST_PW\" }}\n",
-            data.display()
+            "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[[hypervisor]]\nname = \"vc\"\nkind = \"vmware\"\nurl = \"http://127.0.0.1:1/sdk\"\nallow_plaintext = true\nuser = \"u\"\npassword = {{ password_file = \"{}\" }}\n",
+            data.display(),
+            pw.display()
         ),
     )
     .unwrap();

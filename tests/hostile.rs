@@ -441,6 +441,14 @@ fn cases() -> Vec<Case> {
             error: "`tor1`: key `address`: `ftp://tor1.example/` has scheme `ftp`",
         },
         Case {
+            what: "a cleartext eAPI URL without the opt-in",
+            edit: replace(
+                "kind = \"ovs\"\naddress = \"tcp:127.0.0.1:1\"",
+                "kind = \"eapi\"\naddress = \"http://tor1.example\"\nuser = \"admin\"\npassword = { password_env = \"SW_PW\" }",
+            ),
+            error: "`tor1`: key `address`: `http://tor1.example/` is cleartext http://",
+        },
+        Case {
             what: "topology naming an unknown hypervisor",
             edit: replace("hypervisor = \"xen217\"", "hypervisor = \"xen999\""),
             error: "[[topology]] #1: key `hypervisor`: `xen999` is not a configured [[hypervisor]]",
@@ -521,6 +529,12 @@ fn what_the_operator_opted_into_passes_with_a_warning() {
         "{stdout}"
     );
     assert!(stdout.contains(": OK"), "{stdout}");
+
+    // An IPv6 literal with a path is a URL like any other.
+    let v6 = base_config(dir.path()).replacen("https://xen217.example", "https://[::1]/sdk", 1);
+    std::fs::write(&path, &v6).unwrap();
+    let out = finish(netfold().args(["config", "check", "--config", path.to_str().unwrap()]).spawn().unwrap(), "check");
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
 }
 
 // ---------------------------------------------------------------------------------------------
