@@ -119,14 +119,17 @@ impl Config {
         Ok(())
     }
 
-    /// The SDK endpoint URL (`…/sdk`).
+    /// The SDK endpoint URL (`…/sdk`): a URL without a path gets `/sdk`. Text that is not a URL
+    /// is returned as given, for [`Config::validate`] to refuse.
     pub fn sdk_url(&self) -> String {
-        let u = self.url.trim_end_matches('/');
-        let after_scheme = u.split_once("://").map(|(_, r)| r).unwrap_or(u);
-        if after_scheme.contains('/') {
-            u.to_string()
-        } else {
-            format!("{u}/sdk")
+        match crate::common::url::Url::parse(self.url.trim()) {
+            Ok(mut u) => {
+                if u.path().trim_end_matches('/').is_empty() {
+                    u.set_path("/sdk");
+                }
+                u.as_str().trim_end_matches('/').to_string()
+            }
+            Err(_) => self.url.clone(),
         }
     }
 
@@ -147,6 +150,13 @@ mod tests {
     fn parses_minimal_toml_with_defaults() {
         let c: Config = toml_like(r#"{"url":"https://vc.lab","user":"u","password":{"password_env":"VC_PW"}}"#);
         assert_eq!(c.sdk_url(), "https://vc.lab/sdk");
+        for (given, sdk) in [
+            ("https://[::1]", "https://[::1]/sdk"),
+            ("https://vc.lab:8443/", "https://vc.lab:8443/sdk"),
+            ("http://127.0.0.1:4000/custom/sdk", "http://127.0.0.1:4000/custom/sdk"),
+        ] {
+            assert_eq!(Config::new(given, "u", SecretSource::env("X")).sdk_url(), sdk);
+        }
         assert_eq!(c.page_size, 500);
         c.validate().unwrap();
     }
