@@ -7,7 +7,7 @@
 //! desired-state change (a `watch` channel of [`Desired`]), on drift announced by the switch, on
 //! a periodic resync and, after a failure, on a capped exponential [`Backoff`] with jitter.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -171,6 +171,8 @@ pub struct Reconciler<S, L> {
     desired: watch::Receiver<Arc<Desired>>,
     config: Config,
     stats: Arc<Stats>,
+    /// What [`crate::plan::clipped`] said last cycle (logged only when it changes).
+    clipped: BTreeMap<String, String>,
 }
 
 /// Counters of one reconciler, for metrics (read them while it runs).
@@ -215,7 +217,7 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
         desired: watch::Receiver<Arc<Desired>>,
         config: Config,
     ) -> Self {
-        Self { switch, ledger, audit, desired, config, stats: Arc::default() }
+        Self { switch, ledger, audit, desired, config, stats: Arc::default(), clipped: BTreeMap::new() }
     }
 
     /// This reconciler's counters.
@@ -253,6 +255,13 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
         let plan = plan(&want, &observed, &owned, policy);
         for r in &plan.refused {
             debug!(switch = %name, refusal = %r, "refused by policy");
+        }
+        let clipped = crate::plan::clipped(&plan.refused);
+        if clipped != self.clipped {
+            for (port, vlans) in clipped.iter().filter(|(p, v)| self.clipped.get(*p) != Some(*v)) {
+                info!(switch = %name, port = %port, vlans = %vlans, "desired VLANs outside allowed_vlans clipped");
+            }
+            self.clipped = clipped;
         }
         if let Some(held) = &plan.held {
             warn!(switch = %name, due = held.removals.len(), cap = held.cap, reason = %held, "removals held");

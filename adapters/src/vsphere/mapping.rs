@@ -5,7 +5,8 @@
 //!
 //! Rules: a host → `HostFact`; each pnic → `UplinkFact` (switch port from CDP `devId` (else
 //! `systemName`) + `portId`, else LLDP `System Name` + `portId`); each standard port group →
-//! `NetworkFact` keyed by its name (VLAN 0 untagged, 1..=4094 access, 4095 trunk 1-4094), uplinks
+//! `NetworkFact` keyed by its name (VLAN 0 untagged, 1..=4094 access, 4095 — guest tagging — trunk
+//! 1-4094, which each switch's reconciler clips to its `allowed_vlans` and logs), uplinks
 //! the vswitch's pnic keys resolved to device names; each distributed port group (not an uplink
 //! group) → one `NetworkFact` per host that has a proxy switch of its DVS, keyed by the port
 //! group key (`VlanIdSpec`, `TrunkVlanSpec` — a range starting at 0 starts at 1 —, `PvlanSpec`
