@@ -44,8 +44,8 @@ pub struct Config {
     #[serde(default = "defaults::backoff_max_ms")]
     pub backoff_max_ms: u64,
     /// Largest response body accepted. Replies are paged (`page_size` objects per
-    /// `RetrievePropertiesEx` page and per update set), so the default (64 MiB) holds 500 VMs of
-    /// up to ~120 KiB of SOAP each (many devices), twice over.
+    /// `RetrievePropertiesEx` page and per update set), so the default (64 MiB) holds a page of
+    /// 500 objects at up to ~130 KiB of SOAP each (a VM's device list is the largest property).
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: usize,
 }
