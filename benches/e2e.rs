@@ -166,7 +166,7 @@ async fn scenario(label: &str, hosts: usize, vms_per_host: usize, managed: usize
     std::fs::write(
         &config,
         format!(
-            "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[[hypervisor]]\nname = \"vc\"\nkind = \"vmware\"\nurl = \"{}\"\nuser = \"{}\"\npassword = {{ password_env = \"BENCH_VC_PASSWORD\" }}\n[[switch]]\nname = \"tor1\"\nkind = \"ovs\"\naddress = \"{}\"\nexcluded_ports = [{}]\n",
+            "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[[hypervisor]]\nname = \"vc\"\nkind = \"vmware\"\nurl = \"{}\"\nallow_plaintext = true\nuser = \"{}\"\npassword = {{ password_env = \"BENCH_VC_PASSWORD\" }}\n[[switch]]\nname = \"tor1\"\nkind = \"ovs\"\naddress = \"{}\"\nexcluded_ports = [{}]\n",
             dir.path().join("data").display(),
             vc.url(),
             vc.user(),

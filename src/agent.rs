@@ -78,6 +78,21 @@ impl Adapter {
         }
     }
 
+    /// Where the adapter's password comes from.
+    pub fn password(&self) -> &adapters::common::SecretSource {
+        match self {
+            Adapter::VMware(c) => &c.password,
+            Adapter::Xen(c) => &c.password,
+        }
+    }
+
+    pub fn tls(&self) -> &adapters::common::TlsOptions {
+        match self {
+            Adapter::VMware(c) => &c.tls,
+            Adapter::Xen(c) => &c.tls,
+        }
+    }
+
     /// How long expiry waits for this adapter's last attempt.
     fn last_attempt_window(&self) -> std::time::Duration {
         match self {
@@ -192,9 +207,15 @@ impl Agent {
         Ok(())
     }
 
-    /// Serves `/healthz`, `/metrics`, `/state`, `/log` and `/switch-log` (the switch audit, for
-    /// `netfold log --switch --follow`) on `addr` until the agent stops.
-    pub async fn serve_http(&mut self, addr: std::net::SocketAddr) -> Result<std::net::SocketAddr> {
+    /// Serves `/healthz`, `/metrics`, `/state`, `/log`, `/switch-log` (the switch audit, for
+    /// `netfold log --switch --follow`) and `/release` on `http.listen` until the agent stops.
+    pub async fn serve_http(&mut self, http: &crate::config::HttpPlan) -> Result<std::net::SocketAddr> {
+        let addr = http.listen;
+        let options = crate::http::ServeOptions {
+            token: http.token.clone(),
+            max_connections: http.max_connections,
+            header_timeout: crate::http::HEADER_TIMEOUT,
+        };
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} for /healthz, /metrics and /state"))?;
@@ -207,7 +228,7 @@ impl Agent {
             let shutdown = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            if let Err(e) = crate::http::serve(listener, app, options, shutdown).await {
                 tracing::error!(error = %e, "http endpoint stopped");
             }
         }));

@@ -1,13 +1,20 @@
 //! The agent's TOML configuration: data directory, hypervisors, switches, static topology,
 //! engine policy, the HTTP endpoint and logging. Parsing names the file, the line and the key;
 //! validation names the entry and the key, and says what is allowed. Nothing here connects.
+//!
+//! Validation is the one `config check` and `run` share ([`load`]): [`parse`] checks the text
+//! alone (the adapters' own `validate`, URLs through `reqwest::Url`, cross-references between
+//! `[[topology]]` and the hypervisors and switches), then [`check_environment`] reads what the
+//! agent will read at start-up — every password source, `ca_file` and `token_file` — so a
+//! config that `check` passes is one `run` does not refuse for its contents.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use adapters::common::{SecretSource, TlsOptions};
+use adapters::common::url::{parse_endpoint, redact};
+use adapters::common::{Secret, SecretSource, TlsOptions};
 use anyhow::{anyhow, bail, Result};
 use engine::config::{MassRemoval, Policy, StaticLink, MAX_GRACE_SECS};
 use engine::port::{Grammar, PortName};
@@ -31,18 +38,32 @@ pub struct Config {
     pub switches: Vec<Switch>,
     #[serde(default, rename = "topology")]
     pub topology: Vec<Link>,
+    /// Accept password and token files that their group or others can read (a WARN at every
+    /// start instead of a refusal).
+    #[serde(default)]
+    pub allow_readable_secrets: bool,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Http {
     /// `/healthz`, `/metrics`, `/state`. Loopback by default.
+    #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// A file holding a bearer token: when set, every route but `/healthz` needs
+    /// `Authorization: Bearer TOKEN`.
+    pub token_file: Option<PathBuf>,
+    /// Most connections served at once (default 256); more wait in the kernel's backlog.
+    pub max_connections: Option<usize>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9187))
 }
 
 impl Default for Http {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9187)) }
+        Self { listen: default_listen(), token_file: None, max_connections: None }
     }
 }
 
@@ -86,6 +107,12 @@ pub struct Hypervisor {
     pub resync_secs: Option<u64>,
     /// vmware only: objects per `RetrievePropertiesEx` page.
     pub page_size: Option<u32>,
+    /// Accept an `http://` url (the password then crosses the network in clear; a WARN at
+    /// every start).
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// Largest reply accepted from one call, bytes (default: the adapter's, sized for the
+    /// largest inventory netfold targets; see README).
     pub max_body_bytes: Option<usize>,
 }
 
@@ -103,6 +130,9 @@ pub struct Switch {
     pub password: Option<SecretSource>,
     /// eapi only.
     pub tls: Option<TlsOptions>,
+    /// eapi only: accept an `http://` address (basic auth in clear; a WARN at every start).
+    #[serde(default)]
+    pub allow_plaintext: bool,
     /// ovs only: the VLAN kept on a trunk instead of leaving it empty (default 4094).
     pub parking_vlan: Option<u16>,
     /// VLANs netfold may add or remove (`["100-199", "300"]`); empty: all.
@@ -174,20 +204,36 @@ pub struct SwitchPlan {
     pub reconcile: engine::reconciler::Config,
 }
 
+/// The HTTP endpoint, validated.
+pub struct HttpPlan {
+    pub listen: SocketAddr,
+    pub token_file: Option<PathBuf>,
+    /// Read by [`check_environment`].
+    pub token: Option<Secret>,
+    pub max_connections: usize,
+}
+
 /// Everything the agent needs, validated.
 pub struct Plan {
     pub data_dir: PathBuf,
-    pub http: SocketAddr,
+    pub http: HttpPlan,
     pub log_format: Option<crate::cli::LogFormat>,
     pub engine: engine::config::Config,
     pub hypervisors: Vec<HypervisorPlan>,
     pub switches: Vec<SwitchPlan>,
+    pub allow_readable_secrets: bool,
+    /// What the operator allowed but should know (cleartext, readable secrets): `check` prints
+    /// them, `run` logs each as a WARN at every start.
+    pub warnings: Vec<String>,
 }
 
-/// Reads and validates `path`.
+/// Reads and validates `path`, then everything it names ([`check_environment`]): what both
+/// `config check` and `run` call.
 pub fn load(path: &Path) -> Result<Plan> {
     let text = std::fs::read_to_string(path).map_err(|e| anyhow!("cannot read config file {}: {e}", path.display()))?;
-    parse(&text, path)
+    let mut plan = parse(&text, path)?;
+    check_environment(&mut plan).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok(plan)
 }
 
 /// Parses and validates config text; `path` only names the file in errors.
@@ -211,6 +257,7 @@ fn parse_error(text: &str, path: &Path, e: &toml::de::Error) -> anyhow::Error {
 }
 
 fn validate(c: Config) -> Result<Plan> {
+    let mut warnings = Vec::new();
     let mut static_links = Vec::new();
     for (i, l) in c.topology.iter().enumerate() {
         let at = || format!("[[topology]] #{}", i + 1);
@@ -249,8 +296,9 @@ fn validate(c: Config) -> Result<Plan> {
             bail!("{at}: key `name`: the name is used twice; hypervisor names must be unique");
         }
         let kind: Kind = h.kind.parse().map_err(|e| anyhow!("{at}: key `kind`: {e}"))?;
-        if !(h.url.starts_with("https://") || h.url.starts_with("http://")) {
-            bail!("{at}: key `url`: `{}` must start with https:// (http:// only for simulators)", h.url);
+        let url = parse_endpoint(&h.url, h.allow_plaintext).map_err(|e| anyhow!("{at}: key `url`: {e}"))?;
+        if url.scheme() == "http" {
+            warnings.push(plaintext_warning(&at, "url", &h.url));
         }
         check_secret(&h.password).map_err(|e| anyhow!("{at}: key `password`: {e}"))?;
         if let Some(g) = h.grace_secs {
@@ -260,6 +308,7 @@ fn validate(c: Config) -> Result<Plan> {
         if kind == Kind::XenCitrix && h.page_size.is_some() {
             bail!("{at}: key `page_size` applies to kind `vmware` only (XenAPI reads whole tables)");
         }
+        // The adapter's configuration, validated as its constructor will (so `check` refuses it too).
         let adapter = crate::agent::Adapter::from_config(kind, &h).map_err(|e| anyhow!("{at}: {e}"))?;
         hypervisors.push(HypervisorPlan { id, kind, adapter });
     }
@@ -281,20 +330,29 @@ fn validate(c: Config) -> Result<Plan> {
             }
             Ok(())
         };
-        match s.kind.as_str() {
-            "ovs" | "eapi" => {
-                if s.address.is_none() {
-                    bail!("{at}: key `address` is required for kind `{}`", s.kind);
+        match (s.kind.as_str(), s.address.as_deref()) {
+            ("ovs" | "eapi", None) => bail!("{at}: key `address` is required for kind `{}`", s.kind),
+            ("ovs", Some(a)) => {
+                a.parse::<adapters::ovs::Endpoint>().map_err(|e| anyhow!("{at}: key `address`: {e}"))?;
+            }
+            ("eapi", Some(a)) => {
+                let url = parse_endpoint(a, s.allow_plaintext).map_err(|e| anyhow!("{at}: key `address`: {e}"))?;
+                if url.scheme() == "http" {
+                    warnings.push(plaintext_warning(&at, "address", a));
                 }
             }
-            "memory" => {}
-            other => bail!("{at}: key `kind`: `{other}` is not a switch kind; allowed: `ovs`, `eapi`, `memory`"),
+            ("memory", _) => {}
+            (other, _) => bail!("{at}: key `kind`: `{other}` is not a switch kind; allowed: `ovs`, `eapi`, `memory`"),
         }
         only("user", s.user.is_some(), "eapi")?;
         only("password", s.password.is_some(), "eapi")?;
         only("tls", s.tls.is_some(), "eapi")?;
+        only("allow_plaintext", s.allow_plaintext, "eapi")?;
         only("parking_vlan", s.parking_vlan.is_some(), "ovs")?;
         only("ports", s.ports.is_some(), "memory")?;
+        if let Some(p) = s.parking_vlan {
+            engine::VlanId::new(p).map_err(|e| anyhow!("{at}: key `parking_vlan`: {e}"))?;
+        }
         if s.kind == "memory" && s.timeout_secs.is_some() {
             bail!("{at}: key `timeout_secs` applies to kinds `ovs` and `eapi` only (this switch is `memory`)");
         }
@@ -345,22 +403,119 @@ fn validate(c: Config) -> Result<Plan> {
         }
         switches.push(SwitchPlan { entry: s, reconcile });
     }
-    Ok(Plan { data_dir: c.data_dir, http: c.http.listen, log_format: c.log_format, engine, hypervisors, switches })
+    for (i, l) in engine.policy.static_links.iter().enumerate() {
+        let at = format!("[[topology]] #{}", i + 1);
+        if !names.contains(&l.hypervisor) {
+            bail!("{at}: key `hypervisor`: `{}` is not a configured [[hypervisor]]", l.hypervisor);
+        }
+        if !switch_names.contains(&l.port.switch) {
+            bail!("{at}: key `port`: switch `{}` is not a configured [[switch]]", l.port.switch);
+        }
+    }
+    if let Some(p) = &c.http.token_file {
+        if p.as_os_str().is_empty() {
+            bail!("[http]: key `token_file` is empty");
+        }
+    }
+    let max_connections = c.http.max_connections.unwrap_or(256);
+    if max_connections == 0 {
+        bail!("[http]: key `max_connections` must be at least 1");
+    }
+    let http = HttpPlan { listen: c.http.listen, token_file: c.http.token_file, token: None, max_connections };
+    Ok(Plan {
+        data_dir: c.data_dir,
+        http,
+        log_format: c.log_format,
+        engine,
+        hypervisors,
+        switches,
+        allow_readable_secrets: c.allow_readable_secrets,
+        warnings,
+    })
 }
 
-/// Exactly one source, and it names something (the secret itself is read at connect time).
+fn plaintext_warning(at: &str, key: &str, url: &str) -> String {
+    format!(
+        "{at}: key `{key}`: `{}` is cleartext http:// (allow_plaintext = true): credentials cross the network unencrypted",
+        redact(url)
+    )
+}
+
+/// Exactly one source, and it names something (the secret itself is read by
+/// [`check_environment`]).
 fn check_secret(s: &SecretSource) -> Result<()> {
     match (&s.password_env, &s.password_file) {
         (Some(_), Some(_)) => bail!("give password_env or password_file, not both"),
         (None, None) => bail!("give password_env (an environment variable) or password_file"),
         (Some(v), None) if v.is_empty() => bail!("password_env is empty"),
+        (None, Some(p)) if p.as_os_str().is_empty() => bail!("password_file is empty"),
         _ => Ok(()),
     }
 }
 
+/// Reads what the agent reads at start-up: every password (environment variable set, file
+/// readable and private), every `ca_file` (PEM with at least one certificate) and the HTTP
+/// token. A group- or world-readable file is refused, or a warning with
+/// `allow_readable_secrets = true`.
+pub fn check_environment(plan: &mut Plan) -> Result<()> {
+    let allow = plan.allow_readable_secrets;
+    let mut warnings = Vec::new();
+    let mut private = |at: &str, key: &str, s: &SecretSource| -> Result<Secret> {
+        let secret = s.load().map_err(|e| anyhow!("{at}: key `{key}`: {e}"))?;
+        if let Some((path, mode)) = s.readable_by_others() {
+            let what =
+                format!("{at}: key `{key}`: {} has mode {mode:03o}: its group or others can read it", path.display());
+            if !allow {
+                bail!("{what}; `chmod 600` it (or set allow_readable_secrets = true to accept it with a warning)");
+            }
+            warnings.push(format!("{what} (allow_readable_secrets = true)"));
+        }
+        Ok(secret)
+    };
+    let tls = |at: &str, key: &str, t: &TlsOptions| -> Result<()> {
+        t.apply(reqwest::Client::builder()).map(drop).map_err(|e| anyhow!("{at}: key `{key}`: {e}"))
+    };
+    for h in &plan.hypervisors {
+        let at = format!("[[hypervisor]] `{}`", h.id);
+        private(&at, "password", h.adapter.password())?;
+        tls(&at, "tls", h.adapter.tls())?;
+    }
+    for s in &plan.switches {
+        let at = format!("[[switch]] `{}`", s.entry.name);
+        if let Some(p) = &s.entry.password {
+            private(&at, "password", p)?;
+        }
+        if let Some(t) = &s.entry.tls {
+            tls(&at, "tls", t)?;
+        }
+    }
+    if let Some(path) = plan.http.token_file.clone() {
+        let token = private("[http]", "token_file", &SecretSource::file(path))?;
+        if token.expose().trim().is_empty() {
+            bail!("[http]: key `token_file`: the file is empty");
+        }
+        plan.http.token = Some(token);
+    }
+    plan.warnings.extend(warnings);
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "../fuzz/mutate.rs"]
+mod fuzz_mutate;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_parsing_never_panics() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let figures = super::fuzz_mutate::campaign(root, "config", |b| {
+            let _ = parse(&String::from_utf8_lossy(b), Path::new("fuzz.toml"));
+        });
+        assert_eq!(figures.panics, 0);
+    }
 
     const GOOD: &str = r#"
 data_dir = "/var/lib/netfold"

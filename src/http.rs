@@ -4,10 +4,25 @@
 //! 20 s for new events — what `netfold log --follow` reads, since the data directory is the
 //! agent's alone while it runs) and `POST /release?hypervisor=H` (lets a held mass removal
 //! through: what `netfold release` calls). Loopback by default.
+//!
+//! [`serve`] is the serving layer around the router: at most `max_connections` connections at
+//! once (more wait in the kernel's backlog), a request's headers must arrive within
+//! [`HEADER_TIMEOUT`] and an idle keep-alive connection is closed after the same time (hyper's
+//! header-read timer also runs while a connection waits for its next request), a WARN when
+//! bound beyond loopback, and — when `[http] token_file` is set — `Authorization: Bearer TOKEN`
+//! on every route but `/healthz`, compared in constant time.
 
+use std::future::Future;
 use std::sync::Arc;
-
 use std::time::Duration;
+
+use adapters::common::Secret;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use axum::extract::{Query, State as Ax};
 use axum::http::{header, StatusCode};
@@ -107,4 +122,112 @@ async fn log_lines(Ax(ctx): Ax<Ctx>, Query(q): Query<From>) -> impl IntoResponse
         }
     }
     ([(header::CONTENT_TYPE, "application/x-ndjson")], body)
+}
+
+/// How long a client may take to send a request's headers, and how long an idle keep-alive
+/// connection is kept.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the endpoint is served.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// `Authorization: Bearer` token required on every route but `/healthz`.
+    pub token: Option<Secret>,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+}
+
+/// Requires the bearer token on every route but `/healthz`.
+pub fn with_auth(router: Router, token: Option<Secret>) -> Router {
+    let Some(token) = token else { return router };
+    let token = Arc::new(token);
+    router.layer(axum::middleware::from_fn(move |req: Request, next: Next| {
+        let token = token.clone();
+        async move { authorize(&token, req, next).await }
+    }))
+}
+
+async fn authorize(token: &Secret, req: Request, next: Next) -> Response {
+    if req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if bool::from(subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.expose().trim().as_bytes())) {
+        next.run(req).await
+    } else {
+        let www = [(header::WWW_AUTHENTICATE, "Bearer")];
+        (axum::http::StatusCode::UNAUTHORIZED, www, "a bearer token is required (Authorization: Bearer TOKEN)\n")
+            .into_response()
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets open connections finish
+/// their current request.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            listen = %addr,
+            token = options.token.is_some(),
+            "the HTTP endpoint is bound beyond loopback: /state and /log are readable by anyone who can reach it{}",
+            if options.token.is_some() { " with the token" } else { "; set [http] token_file to require a token" }
+        );
+    }
+    let app = with_auth(router, options.token.clone());
+    let limit = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut conns = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning, keep serving.
+                    tracing::warn!(error = %e, "cannot accept an HTTP connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut stop = stop_rx.clone();
+        let header_timeout = options.header_timeout;
+        conns.spawn(async move {
+            let _permit = permit;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let r = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = async { drop(stop.wait_for(|s| *s).await) } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = r {
+                tracing::debug!(peer = %peer, error = %e, "HTTP connection ended");
+            }
+        });
+        while conns.try_join_next().is_some() {}
+    }
+    let _ = stop_tx.send(true);
+    while conns.join_next().await.is_some() {}
+    Ok(())
 }

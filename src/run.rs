@@ -18,8 +18,12 @@ use engine::switch::MemorySwitch;
 use crate::agent::Agent;
 use crate::config::{self, SwitchPlan};
 
+/// Validates exactly what [`run`] validates before it starts anything ([`config::load`]).
 pub fn check(path: &Path) -> Result<()> {
     let plan = config::load(path)?;
+    for w in &plan.warnings {
+        println!("warning: {w}");
+    }
     println!(
         "{}: OK — {} hypervisor(s), {} switch(es), data directory {}",
         path.display(),
@@ -32,6 +36,9 @@ pub fn check(path: &Path) -> Result<()> {
 
 pub async fn run(path: &Path) -> Result<()> {
     let plan = config::load(path)?;
+    for w in &plan.warnings {
+        tracing::warn!("{w}");
+    }
     let mut agent = Agent::start_now(&plan.data_dir, plan.engine).await?;
     for h in plan.hypervisors {
         agent.add_hypervisor(h.id, h.kind, h.adapter).await?;
@@ -39,7 +46,7 @@ pub async fn run(path: &Path) -> Result<()> {
     for s in &plan.switches {
         add_switch(&mut agent, s).await?;
     }
-    let addr = agent.serve_http(plan.http).await?;
+    let addr = agent.serve_http(&plan.http).await?;
     tracing::info!(http = %addr, data_dir = %plan.data_dir.display(), "netfold running");
     wait_for_signal().await?;
     tracing::info!("shutting down: completing in-flight appends");

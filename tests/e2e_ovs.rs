@@ -141,12 +141,14 @@ grace_secs = {GRACE_SECS}
 name = "vc-east"
 kind = "vmware"
 url = "{vc_url}"
+allow_plaintext = true
 user = "{vc_user}"
 password = {{ password_env = "E2E_VC_PASSWORD" }}
 [[hypervisor]]
 name = "xen217"
 kind = "xen"
 url = "{xs_url}"
+allow_plaintext = true
 user = "{xs_user}"
 password = {{ password_env = "E2E_XEN_PASSWORD" }}
 [[switch]]

@@ -100,6 +100,7 @@ grace_secs = {grace}
 name = "{XEN}"
 kind = "xen"
 url = "http://{proxy}"
+allow_plaintext = true
 user = "{user}"
 password = {{ password_env = "FAULTS_XEN_PASSWORD" }}
 liveness_secs = {LIVENESS_SECS}

@@ -75,6 +75,7 @@ fn hypervisor_toml(vc: &vsphere::sim::SimHandle) -> String {
 name = "vc-east"
 kind = "vmware"
 url = "{}"
+allow_plaintext = true
 user = "{}"
 password = {{ password_env = "FAULTS_VC_PASSWORD" }}
 "#,
@@ -123,6 +124,7 @@ async fn sigkill_between_the_eapi_apply_and_its_reply_leaks_no_vlan_and_keeps_th
 name = "{SWITCH}"
 kind = "eapi"
 address = "http://{}"
+allow_plaintext = true
 user = "netfold"
 password = {{ password_env = "FAULTS_EAPI_PASSWORD" }}
 timeout_secs = 60
@@ -290,6 +292,7 @@ async fn hostile_port_names_from_a_hypervisor_are_refused_nothing_is_sent_and_th
 name = "{SWITCH}"
 kind = "eapi"
 address = "http://{sim_addr}"
+allow_plaintext = true
 user = "netfold"
 password = {{ password_env = "FAULTS_EAPI_PASSWORD" }}
 resync_secs = 2
@@ -362,6 +365,7 @@ async fn an_eapi_reply_slower_than_the_timeout_leaks_no_vlan() {
 name = "{SWITCH}"
 kind = "eapi"
 address = "http://{}"
+allow_plaintext = true
 user = "netfold"
 password = {{ password_env = "FAULTS_EAPI_PASSWORD" }}
 timeout_secs = 1

@@ -128,6 +128,7 @@ listen = "127.0.0.1:0"
 name = "vcsim"
 kind = "vmware"
 url = "http://{hostport}/sdk"
+allow_plaintext = true
 user = "{user}"
 password = {{ password_env = "VCSIM_PASSWORD" }}
 wait_secs = 2

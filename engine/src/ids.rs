@@ -82,16 +82,13 @@ impl VlanId {
         if (Self::MIN..=Self::MAX).contains(&id) {
             Ok(Self(id))
         } else {
-            Err(IdError::Vlan(u32::from(id)))
+            Err(IdError::Vlan(i64::from(id)))
         }
     }
 
     /// Any integer type that may hold an out-of-range value (vendor data arrives as i64, u32...).
     pub fn from_int(id: i64) -> Result<Self, IdError> {
-        u16::try_from(id)
-            .ok()
-            .and_then(|v| Self::new(v).ok())
-            .ok_or(IdError::Vlan(id.clamp(0, i64::from(u32::MAX)) as u32))
+        u16::try_from(id).ok().and_then(|v| Self::new(v).ok()).ok_or(IdError::Vlan(id))
     }
 
     pub fn get(self) -> u16 {
@@ -220,7 +217,8 @@ impl FromStr for SwitchPort {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
     #[error("VLAN {0} is out of range: a VLAN id must be 1..=4094 (0 and 4095 are reserved)")]
-    Vlan(u32),
+    /// The value as received (`-1` stays -1).
+    Vlan(i64),
     #[error("`{0}` is not a VLAN id: expected a number 1..=4094")]
     VlanText(String),
     #[error("VLAN range {0}-{1} is reversed: the first id must not exceed the last")]
@@ -241,7 +239,8 @@ mod tests {
     fn vlan_zero_and_4095_are_refused() {
         assert_eq!(VlanId::new(0), Err(IdError::Vlan(0)));
         assert_eq!(VlanId::new(4095), Err(IdError::Vlan(4095)));
-        assert!(VlanId::from_int(-1).is_err());
+        assert_eq!(VlanId::from_int(-1), Err(IdError::Vlan(-1)));
+        assert!(IdError::Vlan(-1).to_string().starts_with("VLAN -1 is out of range"));
         assert!(VlanId::from_int(70000).is_err());
         assert_eq!(VlanId::new(4094).unwrap().get(), 4094);
     }

@@ -130,6 +130,35 @@ impl fmt::Display for Refusal {
     }
 }
 
+/// The desired VLANs a plan left out because they are outside the allowed ranges, per port,
+/// as `100-199,300`: how a trunk wider than `allowed_vlans` is clipped (vSphere guest tagging,
+/// VLAN 4095, arrives as a trunk of 1-4094). Pure; the reconciler logs it when it changes.
+pub fn clipped(refused: &[Refusal]) -> BTreeMap<String, String> {
+    let mut per_port: BTreeMap<String, Vec<u16>> = BTreeMap::new();
+    for r in refused {
+        if let Refusal::OutsideAllowed { port, vlan } = r {
+            per_port.entry(port.to_string()).or_default().push(vlan.get());
+        }
+    }
+    per_port
+        .into_iter()
+        .map(|(port, mut vlans)| {
+            vlans.sort_unstable();
+            vlans.dedup();
+            let mut ranges: Vec<(u16, u16)> = Vec::new();
+            for v in vlans {
+                match ranges.last_mut() {
+                    Some((_, last)) if *last + 1 == v => *last = v,
+                    _ => ranges.push((v, v)),
+                }
+            }
+            let text: Vec<String> =
+                ranges.iter().map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect();
+            (port, text.join(","))
+        })
+        .collect()
+}
+
 /// Removals withheld by the blast-radius guard.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Held {
@@ -264,6 +293,16 @@ pub fn settle(intents: &Intents, observed: &Observed, now: UnixMs, settle_ms: u6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_guest_tagging_trunk_is_clipped_to_the_allowed_ranges_and_summarised() {
+        let want: PortSets = [(p("eth1"), (1..=4094).map(v).collect())].into();
+        let policy = Policy { allowed: vec!["100-199".parse().unwrap(), "300".parse().unwrap()], ..Policy::default() };
+        let p = plan(&want, &PortSets::new(), &PortSets::new(), &policy);
+        assert_eq!(p.ops.len(), 101, "only the allowed VLANs are added");
+        assert_eq!(clipped(&p.refused), [("eth1".to_string(), "1-99,200-299,301-4094".to_string())].into());
+        assert!(clipped(&plan(&want, &PortSets::new(), &PortSets::new(), &Policy::default()).refused).is_empty());
+    }
     use proptest::prelude::*;
 
     fn v(n: u16) -> VlanId {

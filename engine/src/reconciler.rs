@@ -473,6 +473,8 @@ pub struct Reconciler<S, L> {
     /// Refusals and held removals already recorded (they are audited when they first appear).
     refused: BTreeSet<(String, VlanId, String)>,
     held: Option<Vec<Op>>,
+    /// What [`crate::plan::clipped`] said last cycle (logged only when it changes).
+    clipped: BTreeMap<String, String>,
 }
 
 /// Counters and health of one reconciler, for `/metrics` and `/healthz` (read them while it
@@ -627,7 +629,17 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
         desired: watch::Receiver<Arc<Desired>>,
         config: Config,
     ) -> Self {
-        Self { switch, ledger, audit, desired, config, stats: Arc::default(), refused: BTreeSet::new(), held: None }
+        Self {
+            switch,
+            ledger,
+            audit,
+            desired,
+            config,
+            stats: Arc::default(),
+            refused: BTreeSet::new(),
+            held: None,
+            clipped: BTreeMap::new(),
+        }
     }
 
     /// This reconciler's counters and health.
@@ -729,6 +741,13 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
         }
 
         let plan = plan(&wanted.want, &observed, &ledger.owned, &policy);
+        let clipped = crate::plan::clipped(&plan.refused);
+        if clipped != self.clipped {
+            for (port, vlans) in clipped.iter().filter(|(p, v)| self.clipped.get(*p) != Some(*v)) {
+                info!(switch = %name, port = %port, vlans = %vlans, "desired VLANs outside allowed_vlans clipped");
+            }
+            self.clipped = clipped;
+        }
         for r in &plan.refused {
             found.push((r.port().to_string(), r.vlan(), r.to_string(), wanted.cause(&desired, r.port(), r.vlan())));
         }

@@ -81,7 +81,9 @@ pub async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<V
     if resp.content_length().is_some_and(|n| n > limit as u64) {
         return Err(HttpError::TooLarge { url, limit });
     }
-    let mut body = Vec::new();
+    // Sized once when the length is announced (within the limit), so a large reply is not
+    // copied through doublings.
+    let mut body = Vec::with_capacity(resp.content_length().map_or(0, |n| n as usize));
     while let Some(chunk) = resp.chunk().await.map_err(|source| HttpError::Request { url: url.clone(), source })? {
         if body.len() + chunk.len() > limit {
             return Err(HttpError::TooLarge { url, limit });

@@ -85,6 +85,8 @@ impl SecretSource {
     /// Reads the secret. A file's trailing newline is dropped.
     pub fn load(&self) -> Result<Secret, SecretError> {
         match (&self.password_env, &self.password_file) {
+            (Some(var), None) if var.is_empty() => Err(SecretError::EmptyName("password_env")),
+            (None, Some(path)) if path.as_os_str().is_empty() => Err(SecretError::EmptyName("password_file")),
             (Some(var), None) => std::env::var(var).map(Secret).map_err(|_| SecretError::EnvUnset(var.clone())),
             (None, Some(path)) => std::fs::read_to_string(path)
                 .map(|s| Secret(s.trim_end_matches(['\r', '\n']).to_string()))
@@ -92,6 +94,18 @@ impl SecretSource {
             (Some(_), Some(_)) => Err(SecretError::Both),
             (None, None) => Err(SecretError::Neither),
         }
+    }
+}
+
+impl SecretSource {
+    /// A `password_file` readable by its group or by others: the mode bits, when they allow
+    /// that. `None` for an environment variable or a private file (checked by `stat`, so a file
+    /// that cannot be read is reported by [`SecretSource::load`], not here).
+    pub fn readable_by_others(&self) -> Option<(PathBuf, u32)> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = self.password_file.as_ref()?;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then(|| (path.clone(), mode))
     }
 }
 
@@ -106,6 +120,8 @@ pub enum SecretError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0} is empty: name an environment variable or a file")]
+    EmptyName(&'static str),
     #[error("both password_env and password_file are given: choose one")]
     Both,
     #[error("no password source: set password_env (an environment variable) or password_file")]
@@ -147,6 +163,20 @@ mod tests {
         assert!(e.span().is_some());
         let ok: C = toml::from_str("password = { password_env = \"VC_PW\" }").unwrap();
         assert_eq!(ok.password, SecretSource::env("VC_PW"));
+    }
+
+    #[test]
+    fn group_or_world_readable_files_are_found_and_empty_names_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pw");
+        std::fs::write(&p, "s3cret").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(SecretSource::file(&p).readable_by_others(), None);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(SecretSource::file(&p).readable_by_others(), Some((p.clone(), 0o644)));
+        assert!(SecretSource::env("X").readable_by_others().is_none());
+        assert!(SecretSource::file("").load().unwrap_err().to_string().contains("password_file is empty"));
     }
 
     #[test]

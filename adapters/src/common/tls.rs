@@ -18,12 +18,19 @@ pub struct TlsOptions {
 }
 
 impl TlsOptions {
-    /// Applies these options to a reqwest client builder.
+    /// Applies these options to a reqwest client builder. A `ca_file` that cannot be read, or
+    /// holds no PEM certificate, is an error.
     pub fn apply(&self, mut b: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, HttpError> {
         if let Some(path) = &self.ca_file {
             let pem = std::fs::read(path).map_err(|source| HttpError::CaFile { path: path.clone(), source })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| HttpError::CaFileParse { path: path.clone(), reason: e.to_string() })?;
+            if certs.is_empty() {
+                return Err(HttpError::CaFileParse {
+                    path: path.clone(),
+                    reason: "no `-----BEGIN CERTIFICATE-----` block".into(),
+                });
+            }
             for c in certs {
                 b = b.add_root_certificate(c);
             }

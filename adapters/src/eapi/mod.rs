@@ -146,9 +146,8 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 
 impl EapiSwitch {
     pub fn new(config: &Config) -> Result<Self> {
-        if !(config.url.starts_with("https://") || config.url.starts_with("http://")) {
-            return Err(Error::Config(format!("switch {}: url `{}` must be http(s)://", config.name, config.url)));
-        }
+        crate::common::url::parse_endpoint(&config.url, true)
+            .map_err(|e| Error::Config(format!("switch {}: url {e}", config.name)))?;
         config.tls.warn_if_insecure(&config.url);
         let http = HttpClient::new(&config.tls, &Timeouts::flat(Duration::from_millis(config.timeout_ms)), MAX_BODY)
             .map_err(Error::Http)?;

@@ -41,7 +41,11 @@ async fn post(http: &HttpClient, url: &str, action: &str, cookie: Option<&Secret
         .header("SOAPAction", format!("\"{action}\""))
         .body(body);
     if let Some(c) = cookie {
-        req = req.header(COOKIE, c.expose());
+        // Marked sensitive: hyper and reqwest leave it out of their debug output.
+        let mut value = reqwest::header::HeaderValue::from_str(c.expose())
+            .map_err(|_| Error::unexpected("Login", "the session cookie is not a valid header value"))?;
+        value.set_sensitive(true);
+        req = req.header(COOKIE, value);
     }
     let resp = req.send().await.map_err(|source| HttpError::Request { url: url.to_string(), source })?;
     let status = resp.status();

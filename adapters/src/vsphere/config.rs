@@ -61,7 +61,9 @@ pub struct Config {
     /// Between full re-reads of a live session (a missed update stream is repaired).
     #[serde(default = "defaults::resync_secs")]
     pub resync_secs: u64,
-    /// Largest response body accepted.
+    /// Largest response body accepted. Replies are paged (`page_size` objects per
+    /// `RetrievePropertiesEx` page and per update set), so the default (64 MiB) holds a page of
+    /// 500 objects at up to ~130 KiB of SOAP each (a VM's device list is the largest property).
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: usize,
 }
@@ -126,13 +128,7 @@ impl Config {
 
     /// Checks the values make sense together; says which does not.
     pub fn validate(&self) -> Result<()> {
-        let url = self.sdk_url();
-        if !(url.starts_with("https://") || url.starts_with("http://")) {
-            return Err(Error::Config(format!(
-                "url `{}` must start with https:// (or http:// for a simulator)",
-                self.url
-            )));
-        }
+        crate::common::url::parse_endpoint(&self.sdk_url(), true).map_err(|e| Error::Config(format!("url {e}")))?;
         if self.user.is_empty() {
             return Err(Error::Config("user is empty".into()));
         }
@@ -154,6 +150,9 @@ impl Config {
         if self.fatal_retry_secs == 0 || self.resync_secs == 0 {
             return Err(Error::Config("fatal_retry_secs and resync_secs must be at least 1".into()));
         }
+        if self.max_body_bytes < 4096 {
+            return Err(Error::Config("max_body_bytes must be at least 4096".into()));
+        }
         if self.page_size == 0 {
             return Err(Error::Config("page_size must be at least 1".into()));
         }
@@ -166,14 +165,17 @@ impl Config {
         Ok(())
     }
 
-    /// The SDK endpoint URL (`…/sdk`).
+    /// The SDK endpoint URL (`…/sdk`): a URL without a path gets `/sdk`. Text that is not a URL
+    /// is returned as given, for [`Config::validate`] to refuse.
     pub fn sdk_url(&self) -> String {
-        let u = self.url.trim_end_matches('/');
-        let after_scheme = u.split_once("://").map(|(_, r)| r).unwrap_or(u);
-        if after_scheme.contains('/') {
-            u.to_string()
-        } else {
-            format!("{u}/sdk")
+        match crate::common::url::Url::parse(self.url.trim()) {
+            Ok(mut u) => {
+                if u.path().trim_end_matches('/').is_empty() {
+                    u.set_path("/sdk");
+                }
+                u.as_str().trim_end_matches('/').to_string()
+            }
+            Err(_) => self.url.clone(),
         }
     }
 
@@ -218,6 +220,13 @@ mod tests {
     fn parses_minimal_toml_with_defaults() {
         let c: Config = toml_like(r#"{"url":"https://vc.lab","user":"u","password":{"password_env":"VC_PW"}}"#);
         assert_eq!(c.sdk_url(), "https://vc.lab/sdk");
+        for (given, sdk) in [
+            ("https://[::1]", "https://[::1]/sdk"),
+            ("https://vc.lab:8443/", "https://vc.lab:8443/sdk"),
+            ("http://127.0.0.1:4000/custom/sdk", "http://127.0.0.1:4000/custom/sdk"),
+        ] {
+            assert_eq!(Config::new(given, "u", SecretSource::env("X")).sdk_url(), sdk);
+        }
         assert_eq!(c.page_size, 500);
         c.validate().unwrap();
     }

@@ -5,7 +5,8 @@
 //!
 //! Rules: a host → `HostFact`; each pnic → `UplinkFact` (switch port from CDP `devId` (else
 //! `systemName`) + `portId`, else LLDP `System Name` + `portId`); each standard port group →
-//! `NetworkFact` keyed by its name (VLAN 0 untagged, 1..=4094 access, 4095 trunk 1-4094), uplinks
+//! `NetworkFact` keyed by its name (VLAN 0 untagged, 1..=4094 access, 4095 — guest tagging — trunk
+//! 1-4094, which each switch's reconciler clips to its `allowed_vlans` and logs), uplinks
 //! the vswitch's pnic keys resolved to device names; each distributed port group (not an uplink
 //! group) → one `NetworkFact` per host that has a proxy switch of its DVS, keyed by the port
 //! group key (`VlanIdSpec`, `TrunkVlanSpec` — a range starting at 0 starts at 1 —, `PvlanSpec`
@@ -70,12 +71,17 @@ pub fn prop_specs() -> Vec<(&'static str, &'static [&'static str])> {
 pub struct Mapped {
     pub facts: BTreeMap<FactKey, Fact>,
     pub rejected: Vec<Rejected>,
+    /// Keys mapped twice with different contents: every copy is dropped, never last-wins.
+    conflicts: BTreeSet<FactKey>,
 }
 
 /// The adapter's mirror of the vendor objects.
 #[derive(Clone, Debug, Default)]
 pub struct Inventory {
     objects: BTreeMap<MoRef, BTreeMap<String, Value>>,
+    /// Objects a retrieve returned twice with different properties (or one property twice):
+    /// neither copy is mirrored; the object maps to this rejection until it is read cleanly.
+    conflicts: BTreeMap<MoRef, Rejected>,
     hints: BTreeMap<String, Vec<PnicHint>>,
     /// Objects changed since the last [`Mapper::sync`].
     dirty: BTreeSet<MoRef>,
@@ -119,6 +125,9 @@ impl Mapper {
         for m in dirty {
             dvpgs_stale |= m.kind != VM;
             let new = match inv.objects.get(&m) {
+                _ if inv.conflicts.contains_key(&m) => {
+                    ObjectFacts { facts: Vec::new(), rejected: vec![inv.conflicts[&m].clone()] }
+                }
                 Some(p) if m.kind == HOST => {
                     let mut out = Mapped::default();
                     inv.host_facts(&m.value, p, &mut out);
@@ -173,22 +182,70 @@ fn known_path(kind: &str, path: &str) -> bool {
 }
 
 impl Inventory {
-    /// A mirror of a full `RetrievePropertiesEx` result.
+    /// A mirror of a full `RetrievePropertiesEx` result. An object returned twice with
+    /// different properties is not mirrored: it maps to a rejection naming both copies.
     pub fn from_contents(contents: Vec<ObjectContent>) -> Self {
         let mut inv = Inventory::default();
+        let mut seen: BTreeMap<MoRef, BTreeMap<String, Value>> = BTreeMap::new();
         for c in contents {
-            inv.replace_object(c);
+            let obj = c.obj.clone();
+            let Some(props) = inv.props_of(c) else { continue };
+            match seen.get(&obj) {
+                Some(first) if *first != props => {
+                    let why = format!(
+                        "returned twice in one retrieve with different properties (first {}, then {}): neither copy is used",
+                        describe(first),
+                        describe(&props)
+                    );
+                    inv.conflict(obj, why);
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(obj.clone(), props.clone());
+                    if !inv.conflicts.contains_key(&obj) {
+                        inv.dirty.insert(obj.clone());
+                        inv.objects.insert(obj, props);
+                    }
+                }
+            }
         }
         inv
     }
 
     /// Replaces one object with freshly retrieved contents.
     pub fn replace_object(&mut self, c: ObjectContent) {
-        let props: BTreeMap<String, Value> = c.props.into_iter().collect();
-        if self.objects.get(&c.obj) != Some(&props) {
-            self.dirty.insert(c.obj.clone());
-            self.objects.insert(c.obj, props);
+        let obj = c.obj.clone();
+        let Some(props) = self.props_of(c) else { return };
+        if self.conflicts.remove(&obj).is_some() || self.objects.get(&obj) != Some(&props) {
+            self.dirty.insert(obj.clone());
+            self.objects.insert(obj, props);
         }
+    }
+
+    /// The property map of one object; a property given twice with different values makes the
+    /// object a conflict (`None`).
+    fn props_of(&mut self, c: ObjectContent) -> Option<BTreeMap<String, Value>> {
+        let mut props = BTreeMap::new();
+        for (name, v) in c.props {
+            match props.get(&name) {
+                Some(first) if *first != v => {
+                    let why = format!("property `{name}` returned twice with different values ({first:?}, then {v:?})");
+                    self.conflict(c.obj, why);
+                    return None;
+                }
+                _ => {
+                    props.insert(name, v);
+                }
+            }
+        }
+        Some(props)
+    }
+
+    fn conflict(&mut self, obj: MoRef, why: String) {
+        self.objects.remove(&obj);
+        self.dirty.insert(obj.clone());
+        let what = format!("{} {}", obj.kind, obj.value);
+        self.conflicts.entry(obj).or_insert(Rejected { what, why });
     }
 
     /// Whether the mirror holds this object.
@@ -238,7 +295,7 @@ impl Inventory {
                 // keeps identical ones from being mapped again.
                 let mut props = BTreeMap::new();
                 let refetch = apply(&mut props);
-                if self.objects.get(&u.obj) != Some(&props) {
+                if self.conflicts.remove(&u.obj).is_some() || self.objects.get(&u.obj) != Some(&props) {
                     self.dirty.insert(u.obj.clone());
                     self.objects.insert(u.obj.clone(), props);
                 }
@@ -285,6 +342,7 @@ impl Inventory {
         for (m, p) in self.objects.iter().filter(|(m, _)| m.kind == VM) {
             vm_facts(m, p, &mut out);
         }
+        out.rejected.extend(self.conflicts.values().cloned());
         out
     }
 
@@ -386,8 +444,42 @@ impl Inventory {
     }
 }
 
+/// Adds a mapped fact. The same key mapped twice with different contents (two port groups
+/// with one key, a NIC key repeated) is rejected naming both copies, and every copy of that key
+/// is dropped — never last-wins.
 fn insert(out: &mut Mapped, f: Fact) {
-    out.facts.insert(f.key(), f);
+    let key = f.key();
+    if out.conflicts.contains(&key) {
+        return;
+    }
+    match out.facts.get(&key) {
+        Some(first) if *first != f => {
+            let why = format!("mapped twice with different contents: {first:?} and {f:?}; neither is used");
+            out.rejected.push(Rejected { what: key.to_string(), why });
+            out.facts.remove(&key);
+            out.conflicts.insert(key);
+        }
+        Some(_) => {}
+        None => {
+            out.facts.insert(key, f);
+        }
+    }
+}
+
+/// A short description of an object's properties for a duplicate's rejection: the name and
+/// the VLAN spec when present.
+fn describe(props: &BTreeMap<String, Value>) -> String {
+    let mut parts = Vec::new();
+    for key in ["name", "key", "config.defaultPortConfig.vlan"] {
+        if let Some(v) = props.get(key) {
+            parts.push(format!("{key} = {v:?}"));
+        }
+    }
+    if parts.is_empty() {
+        format!("{} properties", props.len())
+    } else {
+        parts.join(", ")
+    }
 }
 
 /// The switch port a pnic hint names: CDP first, then LLDP.
@@ -570,6 +662,58 @@ mod tests {
             Fact::Network(n) => Some(n.clone()),
             _ => None,
         })
+    }
+
+    fn host_content(pgs: Vec<PortGroup>) -> ObjectContent {
+        let mut c = host_with(10).objects.into_iter().next().map(|(obj, p)| (obj, p.into_iter().collect())).unwrap();
+        let props: &mut Vec<(String, Value)> = &mut c.1;
+        props.retain(|(k, _)| k != "config.network.portgroup");
+        props.push(("config.network.portgroup".into(), Value::Portgroups(pgs)));
+        ObjectContent { obj: c.0, props: c.1, missing: vec![] }
+    }
+
+    fn pg(name: &str, vlan: i64) -> PortGroup {
+        PortGroup { name: name.into(), vlan_id: vlan, vswitch_name: "vSwitch0".into() }
+    }
+
+    #[test]
+    fn the_same_moref_twice_with_different_vlans_is_rejected_naming_both() {
+        let inv = Inventory::from_contents(vec![host_content(vec![pg("pg", 10)]), host_content(vec![pg("pg", 20)])]);
+        let mut mapper = Mapper::default();
+        let mut inv2 = inv.clone();
+        let (changes, rejected) = mapper.sync(&mut inv2);
+        assert!(changes.is_empty(), "neither copy is mapped: {changes:?}");
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert_eq!(rejected[0].what, "HostSystem host-1");
+        assert!(rejected[0].why.contains("returned twice"), "{}", rejected[0].why);
+        assert_eq!(mapper.all().rejected, rejected);
+        assert!(inv.facts().facts.is_empty() && inv.facts().rejected == rejected);
+        // Identical copies collapse; a clean re-read of the object is mapped.
+        let twice = Inventory::from_contents(vec![host_content(vec![pg("pg", 10)]), host_content(vec![pg("pg", 10)])]);
+        assert!(twice.facts().rejected.is_empty() && net(&twice).is_some());
+        inv2.replace_object(host_content(vec![pg("pg", 30)]));
+        let (changes, _) = mapper.sync(&mut inv2);
+        assert!(!changes.is_empty());
+        assert!(mapper.all().rejected.is_empty());
+    }
+
+    #[test]
+    fn one_fact_key_mapped_twice_is_rejected_naming_both_copies() {
+        let inv = Inventory::from_contents(vec![host_content(vec![pg("pg", 10), pg("pg", 20), pg("pg", 30)])]);
+        let m = inv.facts();
+        assert!(net(&inv).is_none(), "no copy wins");
+        let r: Vec<_> = m.rejected.iter().filter(|r| r.why.contains("mapped twice")).collect();
+        assert_eq!(r.len(), 1, "{:?}", m.rejected);
+        assert!(r[0].why.contains("Access(VlanId(10))") && r[0].why.contains("Access(VlanId(20))"), "{}", r[0].why);
+    }
+
+    #[test]
+    fn a_property_given_twice_with_different_values_rejects_the_object() {
+        let mut c = host_content(vec![pg("pg", 10)]);
+        c.props.push(("config.network.portgroup".into(), Value::Portgroups(vec![pg("pg", 20)])));
+        let inv = Inventory::from_contents(vec![c]);
+        assert!(inv.facts().facts.is_empty());
+        assert!(inv.facts().rejected[0].why.contains("property `config.network.portgroup` returned twice"));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! retries); it is never taken for the object's deletion. What each XenAPI error means for the
 //! driver is [`super::Error::recovery`].
 
+use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -29,24 +30,15 @@ use super::mapping::{Facts, Mirror, CLASSES};
 /// `HOST_IS_SLAVE` redirects followed within one login before giving up on the attempt.
 const MAX_REDIRECTS: u32 = 3;
 
-/// Where to reconnect when a pool member answers `HOST_IS_SLAVE [master]`: the master's
-/// address with the current URL's scheme. xapi names the master by address alone (port
-/// implied by the scheme); an address with a port (`10.0.0.1:8443`) keeps it.
-pub fn master_url(current: &str, master: &str) -> String {
-    if master.contains("://") {
-        return master.to_string();
-    }
-    let scheme = current.split_once("://").map_or("https", |(s, _)| s);
-    let host = if master.parse::<std::net::Ipv6Addr>().is_ok() { format!("[{master}]") } else { master.to_string() };
-    format!("{scheme}://{host}")
-}
-
 /// The XenAPI adapter for one pool.
 pub struct Adapter {
     config: Config,
     password: Secret,
     /// Where the last login succeeded (the master, after a redirect); tried first next time.
     current: Mutex<String>,
+    /// Where a `HOST_IS_SLAVE` redirect may lead: the configured URL and the `host.address` of
+    /// every pool member read so far ([`super::redirect::follow`]).
+    trusted: Mutex<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Adapter {
@@ -68,7 +60,8 @@ impl Adapter {
     pub fn new(config: Config) -> Result<Self> {
         config.validate()?;
         let password = config.password.load()?;
-        Ok(Self { current: Mutex::new(config.url.clone()), config, password })
+        let trusted = Mutex::new([config.url.clone()].into());
+        Ok(Self { current: Mutex::new(config.url.clone()), trusted, config, password })
     }
 
     /// Runs the adapter with the engine's link until the engine drops it; never stops on an
@@ -86,7 +79,7 @@ impl Adapter {
     }
 
     fn current(&self) -> String {
-        self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.current).clone()
     }
 
     fn client(&self, url: &str) -> Result<Client> {
@@ -129,19 +122,24 @@ impl Peer for Adapter {
                 Err(e) => match e.recovery() {
                     Recovery::FollowMaster(master) if hops < MAX_REDIRECTS => {
                         hops += 1;
-                        let to = master_url(&url, &master);
+                        let known: Vec<String> = lock(&self.trusted).iter().cloned().collect();
+                        // Followed only to the pool's own members with the same scheme and TLS
+                        // policy; otherwise the attempt fails (and shows in health).
+                        let to = super::redirect::follow(&url, &master, &known)
+                            .map_err(|refused| Error::Redirect { from: url.clone(), refused })?;
+                        let to = to.as_str().trim_end_matches('/').to_string();
                         info!(from = %url, to = %to, "XenAPI pool member is not the master; following HOST_IS_SLAVE");
                         url = to;
                     }
                     // Back to the configured URL next time: the pool may have a new master.
                     _ => {
-                        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = self.config.url.clone();
+                        *lock(&self.current) = self.config.url.clone();
                         return Err(e);
                     }
                 },
             }
         };
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = url;
+        *lock(&self.current) = url;
         debug!("logged in");
         Ok(Session { xen, mirror: Mirror::default(), facts: Facts::default(), token: String::new() })
     }
@@ -166,6 +164,7 @@ impl Peer for Adapter {
                 mirror.upsert(class, &r, &rec).map_err(|bad| unreadable(&method, bad))?;
             }
         }
+        lock(&self.trusted).extend(mirror.addresses());
         let facts = Facts::full(&mut mirror);
         let rejected = facts.rejected();
         info!(facts = facts.len(), rejected = rejected.len(), "XenAPI inventory read");
@@ -200,6 +199,10 @@ impl Peer for Adapter {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A record that does not read: the whole read fails (and is retried), nothing is removed.
 fn unreadable(method: &str, bad: engine::Rejected) -> Error {
     Error::Shape { method: method.to_string(), why: format!("{}: {}", bad.what, bad.why) }
@@ -226,12 +229,5 @@ mod tests {
         );
         assert_eq!(Adapter::class(&shape), Class::Transport);
         assert!(shape.to_string().contains("the record is not a struct"), "{shape}");
-    }
-
-    #[test]
-    fn master_url_keeps_the_scheme() {
-        assert_eq!(master_url("https://10.0.0.2", "10.0.0.1"), "https://10.0.0.1");
-        assert_eq!(master_url("http://127.0.0.1:4000", "127.0.0.1:4001"), "http://127.0.0.1:4001");
-        assert_eq!(master_url("https://[fe80::2]", "fe80::1"), "https://[fe80::1]");
     }
 }

@@ -69,6 +69,11 @@ pub enum CodecError {
     Unexpected { offset: usize, expected: &'static str, found: String },
     #[error("bad {kind} value `{text}` at byte {offset}")]
     Scalar { offset: usize, kind: &'static str, text: String },
+    #[error(
+        "struct member `{name}` appears twice in one struct ({copies}, at byte {offset}): neither copy is \
+         trusted"
+    )]
+    DuplicateMember { name: String, copies: Box<str>, offset: usize },
     #[error("XML-RPC nesting deeper than {MAX_DEPTH} at byte {offset}")]
     TooDeep { offset: usize },
     #[error("xapi status envelope is malformed: {0}")]
@@ -129,6 +134,18 @@ impl Value {
     /// A member of a struct value.
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.as_struct().and_then(|s| s.get(name))
+    }
+
+    /// A short rendering for error messages: the kind and, for scalars, up to 40 characters.
+    fn preview(&self) -> String {
+        let text = match self {
+            Value::Str(s) | Value::DateTime(s) => s.clone(),
+            Value::Int(i) => i.to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::Double(d) => d.to_string(),
+            _ => return self.kind().to_string(),
+        };
+        format!("{} `{}`", self.kind(), text.chars().take(40).collect::<String>())
     }
 
     fn kind(&self) -> &'static str {
@@ -517,12 +534,24 @@ impl<'a> Parser<'a> {
                     loop {
                         match self.next()? {
                             (_, Tok::Close(n)) if n == "struct" => break,
-                            (_, Tok::Open(n)) if n == "member" => {
+                            (at, Tok::Open(n)) if n == "member" => {
                                 let name =
                                     if self.open_or_empty("name")? { self.text_until("name")? } else { String::new() };
                                 let v = self.value(depth + 1)?;
                                 self.close("member")?;
-                                m.insert(name, v);
+                                match m.entry(name) {
+                                    std::collections::btree_map::Entry::Vacant(e) => {
+                                        e.insert(v);
+                                    }
+                                    std::collections::btree_map::Entry::Occupied(e) => {
+                                        let copies = format!("first {}, then {}", e.get().preview(), v.preview());
+                                        return Err(CodecError::DuplicateMember {
+                                            name: e.key().clone(),
+                                            copies: copies.into(),
+                                            offset: at,
+                                        });
+                                    }
+                                }
                             }
                             (at, t) => return Err(Self::unexpected(at, "<member> or </struct>", &t)),
                         }
@@ -692,6 +721,20 @@ mod tests {
             format!("{}<value/>{}", "<value><array><data>".repeat(depth), "</data></array></value>".repeat(depth));
         let e = decode_response(wrap(&inner).as_bytes()).unwrap_err();
         assert!(matches!(e, CodecError::TooDeep { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_duplicate_struct_member_is_an_error_naming_both_copies() {
+        let xml = wrap(
+            "<value><struct><member><name>tag</name><value>100</value></member>\
+             <member><name>tag</name><value>200</value></member></struct></value>",
+        );
+        let e = decode_response(xml.as_bytes()).unwrap_err();
+        let CodecError::DuplicateMember { name, offset, .. } = &e else { panic!("{e}") };
+        assert_eq!(name, "tag");
+        assert!(xml[*offset..].starts_with("<member><name>tag</name><value>200"), "{e}");
+        let text = e.to_string();
+        assert!(text.contains("`tag` appears twice") && text.contains("`100`") && text.contains("`200`"), "{text}");
     }
 
     #[test]

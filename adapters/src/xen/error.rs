@@ -47,6 +47,14 @@ pub enum Error {
     /// A result did not have the shape XenAPI documents (wrong type, missing member).
     #[error("XenAPI call {method}: unexpected result: {why}")]
     Shape { method: String, why: String },
+    /// A `HOST_IS_SLAVE` redirect leads outside the configured trust (another scheme, a host
+    /// the pool does not list): not followed. Retried on the slow schedule.
+    #[error("XenAPI redirect refused: pool member {from} answered HOST_IS_SLAVE: {refused}")]
+    Redirect {
+        from: String,
+        #[source]
+        refused: super::redirect::Error,
+    },
     /// The observation receiver is gone: the adapter stops.
     #[error("the observation channel is closed")]
     ChannelClosed,
@@ -89,9 +97,11 @@ impl Error {
     /// The run loop's policy for this error.
     pub fn recovery(&self) -> Recovery {
         match self {
-            Error::Config(_) | Error::Secret(_) | Error::AuthenticationFailed { .. } | Error::ChannelClosed => {
-                Recovery::Stop
-            }
+            Error::Config(_)
+            | Error::Secret(_)
+            | Error::AuthenticationFailed { .. }
+            | Error::Redirect { .. }
+            | Error::ChannelClosed => Recovery::Stop,
             Error::Http { source, .. } if !source.is_retryable() => Recovery::Stop,
             Error::Http { .. } | Error::Status { .. } | Error::Codec { .. } | Error::Shape { .. } => {
                 Recovery::Reconnect

@@ -45,6 +45,8 @@ pub const NULL_REF: &str = "OpaqueRef:NULL";
 pub struct Host {
     pub uuid: String,
     pub name_label: String,
+    /// The management address (`host.address`): where a `HOST_IS_SLAVE` redirect may lead.
+    pub address: String,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -237,7 +239,11 @@ impl Mirror {
                 self.master = Some(f.str("master")?);
                 false
             }
-            "host" => put(&mut self.hosts, r, Host { uuid: f.str("uuid")?, name_label: f.str("name_label")? }),
+            "host" => put(
+                &mut self.hosts,
+                r,
+                Host { uuid: f.str("uuid")?, name_label: f.str("name_label")?, address: f.str_or("address", "") },
+            ),
             "vm" => put(
                 &mut self.vms,
                 r,
@@ -297,6 +303,11 @@ impl Mirror {
             self.dirty.add(Parts::of(class));
         }
         Ok(())
+    }
+
+    /// The `address` of every pool member read (the redirect trust of [`super::redirect`]).
+    pub fn addresses(&self) -> Vec<String> {
+        self.hosts.values().map(|h| h.address.clone()).filter(|a| !a.is_empty()).collect()
     }
 
     /// The parts changed since the last call, and resets them.

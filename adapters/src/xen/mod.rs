@@ -11,7 +11,8 @@
 //!   (`backoff_initial_ms`, `backoff_max_ms`, `fatal_retry_secs`), `resync_secs`.
 //! - [`Adapter::new`]`(config)?.`[`run`](Adapter::run)`(link, grace, health)`: the protocol
 //!   steps ([`adapter`]) run by the one session [`crate::driver`], which owns retries, liveness
-//!   and loss reporting. A session logs in (following `HOST_IS_SLAVE [master]`), marks the
+//!   and loss reporting. A session logs in (following `HOST_IS_SLAVE [master]` only where
+//!   [`redirect::follow`] trusts it: the same scheme, an address the pool lists), marks the
 //!   resume point with `event.inject` on the pool object, reads pool, host, VM, VIF, network,
 //!   PIF, VLAN and PIF_metrics with `get_all_records`, sends
 //!   `Observation::Inventory { endpoint, facts, rejected }`, then follows `event.from` and sends
@@ -33,6 +34,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod mapping;
+pub mod redirect;
 pub mod sim;
 
 pub use adapter::Adapter;

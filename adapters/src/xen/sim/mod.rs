@@ -138,6 +138,25 @@ impl Simulator {
         let addr = server::start_endpoint(&shared, opts.listen)
             .await
             .map_err(|source| SimError::Bind { addr: opts.listen, source })?;
+        // A second member listens from the start, as a slave: its `host.address` is known to
+        // clients before a fail-over names it (all members share 127.0.0.1, so addresses carry
+        // the port).
+        let standby_at = SocketAddr::from((opts.listen.ip(), 0));
+        let standby = server::start_endpoint(&shared, standby_at)
+            .await
+            .map_err(|source| SimError::Bind { addr: standby_at, source })?;
+        shared.with_pool(|p| {
+            let hosts: Vec<String> = p.objects["host"].keys().cloned().collect();
+            let master = p.objects["pool"].values().next().and_then(|r| r.get("master")).and_then(|v| v.as_str());
+            let master = master.map(str::to_string).or_else(|| hosts.first().cloned());
+            let other = hosts.iter().find(|h| Some(*h) != master.as_ref()).cloned();
+            for (host, at) in [(master, addr), (other, standby)] {
+                // Part of the generated pool, not a change: no event is logged.
+                if let Some(r) = host.and_then(|h| p.objects.get_mut("host")?.get_mut(&h)) {
+                    r.insert("address".into(), Value::str(at.to_string()));
+                }
+            }
+        });
         Ok(Self { shared, url: format!("http://{addr}") })
     }
 
@@ -343,24 +362,25 @@ impl Simulator {
         })
     }
 
-    /// Fails over to a new master: a new endpoint is opened for it and returned (its URL); the
-    /// original endpoint answers every call with `HOST_IS_SLAVE [new master address]`; every
-    /// session is invalidated, as on a real master change.
+    /// Fails over to the other member (the standby endpoint opened at start, whose
+    /// `host.address` the pool lists): it becomes master and its URL is returned; the old
+    /// endpoint answers every call with `HOST_IS_SLAVE [new master address]`; every session is
+    /// invalidated, as on a real master change. Called again, fails back.
     pub async fn make_slave(&self) -> Result<String, SimError> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        let local =
-            server::start_endpoint(&self.shared, addr).await.map_err(|source| SimError::Bind { addr, source })?;
-        self.shared.with_pool(|p| {
-            p.master_endpoint = p.endpoints.len() - 1;
+        let local = self.shared.with_pool(|p| {
+            p.master_endpoint = (p.master_endpoint + 1) % p.endpoints.len();
             p.invalidate_sessions();
-            let hosts: Vec<String> = p.objects["host"].keys().cloned().collect();
-            if let (Some(pool), Some(next)) = (p.objects["pool"].keys().next().cloned(), hosts.get(1).or(hosts.first()))
-            {
-                let next = next.clone();
+            let local = p.endpoints[p.master_endpoint].clone();
+            let next = p.objects["host"]
+                .iter()
+                .find(|(_, r)| r.get("address").and_then(Value::as_str) == Some(local.as_str()))
+                .map(|(h, _)| h.clone());
+            if let (Some(pool), Some(next)) = (p.objects["pool"].keys().next().cloned(), next) {
                 let _ = p.modify("pool", &pool, |r| {
                     r.insert("master".into(), Value::str(next));
                 });
             }
+            local
         });
         Ok(format!("http://{local}"))
     }
