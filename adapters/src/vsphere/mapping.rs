@@ -33,7 +33,14 @@ use super::codec::{
 pub const HOST: &str = "HostSystem";
 pub const VM: &str = "VirtualMachine";
 pub const DVPG: &str = "DistributedVirtualPortgroup";
-pub const DVS: &str = "VmwareDistributedVirtualSwitch";
+/// The base type: a container view or property spec of it covers its subtypes
+/// (`VmwareDistributedVirtualSwitch` on vCenter; vcsim types its switch as the base type).
+pub const DVS: &str = "DistributedVirtualSwitch";
+
+/// Whether a managed object type is a distributed switch (the base type or a subtype).
+pub fn is_dvs(kind: &str) -> bool {
+    kind == DVS || kind == "VmwareDistributedVirtualSwitch"
+}
 
 /// Types of the container view.
 pub const VIEW_TYPES: &[&str] = &[HOST, VM, DVPG, DVS];
@@ -287,7 +294,7 @@ impl Inventory {
         let dvs_uuid: BTreeMap<&MoRef, &str> = self
             .objects
             .iter()
-            .filter(|(m, _)| m.kind == DVS)
+            .filter(|(m, _)| is_dvs(&m.kind))
             .filter_map(|(m, p)| match p.get("uuid") {
                 Some(Value::Str(u)) => Some((m, u.as_str())),
                 _ => None,

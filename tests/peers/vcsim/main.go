@@ -1,0 +1,49 @@
+// vcsim for netfold's interop tests: VMware's own vCenter simulator (govmomi's simulator
+// package, Debian's golang-github-vmware-govmomi-dev), started on a loopback port with a model
+// sized by flags. Prints `url: http://user:pass@127.0.0.1:PORT/sdk` and serves until killed.
+//
+// Build (offline, GOPATH mode):
+//   GO111MODULE=off GOPATH=/usr/share/gocode go build -o vcsim ./tests/peers/vcsim
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log"
+	"net/url"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/vmware/govmomi/simulator"
+)
+
+func main() {
+	listen := flag.String("l", "127.0.0.1:0", "listen address (loopback)")
+	hosts := flag.Int("host", 1, "standalone hosts per datacenter")
+	clusters := flag.Int("cluster", 1, "clusters per datacenter")
+	clusterHosts := flag.Int("cluster-host", 3, "hosts per cluster")
+	vms := flag.Int("vm", 2, "VMs per host")
+	pgs := flag.Int("pg", 1, "distributed port groups per datacenter")
+	flag.Parse()
+
+	model := simulator.VPX()
+	model.Host = *hosts
+	model.Cluster = *clusters
+	model.ClusterHost = *clusterHosts
+	model.Machine = *vms
+	model.Portgroup = *pgs
+	if err := model.Create(); err != nil {
+		log.Fatal(err)
+	}
+	model.Service.Listen = &url.URL{Host: *listen}
+	server := model.Service.NewServer()
+	fmt.Printf("url: %s\n", server.URL)
+	os.Stdout.Sync()
+
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+	<-stop
+	server.Close()
+	model.Remove()
+}
