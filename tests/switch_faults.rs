@@ -18,10 +18,7 @@
 //!
 //! Needs Open vSwitch (`apt-get install -y openvswitch-switch`) and root, like tests/e2e_ovs.rs.
 
-#[path = "support/netfold.rs"]
-mod netfold;
-#[path = "support/proxy.rs"]
-mod proxy;
+mod support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -32,14 +29,23 @@ use adapters::eapi::sim::Sim as EapiSim;
 use adapters::ovs::lab::Lab;
 use adapters::vsphere;
 use adapters::vsphere::sim::Neighbour;
-use netfold::{netfold, text, Netfold, STEP};
-use proxy::{Mode, Proxy};
 use serde_json::Value;
+use support::netfold::{Netfold, STEP};
+use support::proxy::{Mode, Proxy};
 
 const SWITCH: &str = "tor1";
 const PARKING: u16 = 4094;
 /// An operator's VLAN, on the switch before netfold ever ran and never desired.
 const OPERATOR: u16 = 999;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs `netfold ARGS` to completion.
+fn netfold(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_netfold")).args(args).output().expect("run netfold")
+}
 
 fn ports() -> Vec<String> {
     (1..=4).map(|n| format!("Ethernet1/{n}")).collect()
@@ -227,7 +233,11 @@ resync_secs = 2
     loop {
         let state = get("/state").await;
         let metrics = get("/metrics").await;
-        if state.contains("\"Live\"") && metrics.contains(&format!("netfold_switch_failing{{switch=\"{SWITCH}\"}} 1")) {
+        let health = get("/healthz").await;
+        if state.contains("\"Live\"")
+            && metrics.contains(&format!("netfold_switch_failing{{switch=\"{SWITCH}\"}} 1"))
+            && health.contains(&format!("switch {SWITCH}: reconcile failing since"))
+        {
             break;
         }
         assert!(Instant::now() < deadline, "not learnt with the switch failing:\n{state}\n{metrics}\n{}", nf.log());
@@ -251,7 +261,9 @@ resync_secs = 2
     .await;
     assert!(trunks("Ethernet1/1").contains(&OPERATOR), "the operator's VLAN stays");
     let deadline = Instant::now() + STEP;
-    while !get("/metrics").await.contains(&format!("netfold_switch_failing{{switch=\"{SWITCH}\"}} 0")) {
+    while !get("/metrics").await.contains(&format!("netfold_switch_failing{{switch=\"{SWITCH}\"}} 0"))
+        || get("/healthz").await.contains(&format!("switch {SWITCH}:"))
+    {
         assert!(Instant::now() < deadline, "the switch still shows failing:\n{}", get("/metrics").await);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -319,6 +331,14 @@ resync_secs = 2
     follow.kill().unwrap();
     follow.wait().unwrap();
     assert!(read().lines().all(|l| l.contains("refused")), "{}", read());
+    let health = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(health.status().as_u16(), 503, "refused names are not well");
+    let body = health.text().await.unwrap();
+    assert!(
+        body.contains("6 desired VLAN(s) are on ports whose names the switch refuses"),
+        "3 names × VLANs 100 and 101: {body}"
+    );
+    assert!(body.contains("\"refused_names\":6"), "{body}");
     let run = nf.stop().await;
 
     for p in ["Ethernet1/1", "Ethernet1/2", "Ethernet1/3", "Ethernet1/9"] {
@@ -472,8 +492,8 @@ async fn the_fault_proxy_passes_delays_cuts_hangs_and_refuses() {
 
     proxy.set(Mode::Refuse);
     let (r, got) = ask(b"ping", Duration::from_secs(5)).await;
-    assert_eq!((r, got.len()), ("reset", 0), "refused: the connection is reset");
-    assert_eq!(proxy.accepted(), 6, "one connection per request");
+    assert_eq!((r, got.len()), ("reset", 0), "refused: the port is closed");
+    assert_eq!(proxy.accepted(), 5, "one connection per request; none while refusing");
 }
 
 /// `kind = "memory"` without `ports`: ports come into being on first use, so netfold configures

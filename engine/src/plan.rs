@@ -16,7 +16,7 @@
 //! [`settle`] is the other pure half of ownership: write-ahead intents (an `AddVlan` recorded
 //! before it was sent, whose reply never came) are settled against what the switch shows —
 //! present → owned, absent → dropped once no late reply can still land (see
-//! docs/adr/0003-write-ahead-ownership.md).
+//! docs/adr/0004-write-ahead-ownership.md).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -12,7 +12,7 @@
 //!                                 absent→dropped)          flush)            ledger; audit; INFO
 //! ```
 //!
-//! Ownership is write-ahead (docs/adr/0003-write-ahead-ownership.md): before an `AddVlan` is
+//! Ownership is write-ahead (docs/adr/0004-write-ahead-ownership.md): before an `AddVlan` is
 //! sent its intent is durable in the [`Ledger`]; after the reply it becomes owned (applied) or is
 //! dropped (already there, so not netfold's). An intent whose reply never came — netfold was
 //! killed, the reply was slower than the timeout, the connection broke — is settled by a later
