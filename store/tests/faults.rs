@@ -61,7 +61,7 @@ fn fill_up(dir: &Path) -> PathBuf {
 }
 
 fn rec(n: u64) -> Rec {
-    Rec { n, label: format!("{n:-<1000}") }
+    Rec { label: format!("{n:-<1000}"), ..Rec::new(n) }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
