@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use adapters::{eapi, ovs};
 use anyhow::{bail, Context, Result};
+use engine::clock::SystemClock;
 use engine::switch::{MemorySwitch, Switch};
 
 use crate::agent::{Adapter, Agent};
@@ -30,9 +31,10 @@ pub fn check(path: &Path) -> Result<()> {
     Ok(())
 }
 
-pub async fn run(path: &Path) -> Result<()> {
+pub async fn run(path: &Path, accept_loss: bool) -> Result<()> {
     let plan = config::load(path)?;
-    let mut agent = Agent::start_now(&plan.data_dir, plan.engine).await?;
+    let on_loss = if accept_loss { store::OnLoss::Accept } else { store::OnLoss::Refuse };
+    let mut agent = Agent::start_with(&plan.data_dir, plan.engine, Arc::new(SystemClock), on_loss).await?;
     let known: Vec<_> = agent.engine.state().read(|s| s.hypervisors().map(|(id, _)| id.clone()).collect());
     for h in &plan.hypervisors {
         if !known.contains(&h.id) {

@@ -25,7 +25,15 @@ pub enum Event {
     Reestablished { outage_ms: u64 },
     /// The grace period ran out while lost: every fact of the hypervisor is dropped.
     Expired,
+    /// netfold was started with `--accept-loss` on a log that had lost acknowledged records:
+    /// `log` ended at seq `found` although seq `acknowledged` had been acknowledged (`detail`
+    /// says how, in words). Recorded under [`LOSS_RECORDER`] so the gap stays in the audit
+    /// trail; the projector ignores it. Appended last: bincode stores the variant index.
+    LossAccepted { log: String, found: u64, acknowledged: u64, detail: String },
 }
+
+/// The hypervisor name a [`Event::LossAccepted`] is recorded under (it concerns no hypervisor).
+pub const LOSS_RECORDER: &str = "netfold";
 
 impl Event {
     /// The variant's name, for metrics, filters and audit output.
@@ -36,6 +44,7 @@ impl Event {
             Event::Lost { .. } => "Lost",
             Event::Reestablished { .. } => "Reestablished",
             Event::Expired => "Expired",
+            Event::LossAccepted { .. } => "LossAccepted",
         }
     }
 }

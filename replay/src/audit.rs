@@ -44,6 +44,7 @@ fn detail(event: &Event) -> String {
         Event::Lost { reason } => format!("reason: {reason}"),
         Event::Reestablished { outage_ms } => format!("after {:.1} s", *outage_ms as f64 / 1000.0),
         Event::Expired => "grace period ran out: learnt information removed".to_string(),
+        Event::LossAccepted { detail, .. } => format!("loss accepted by the operator (--accept-loss): {detail}"),
     }
 }
 

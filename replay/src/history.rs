@@ -2,6 +2,9 @@
 //!
 //! The log and the policy it was folded with live in the data directory (`db/`, written by the
 //! agent; the policy in the `meta` table), so replay reproduces exactly what the agent computed.
+//! Reading never writes it: the store is opened read-only, on a private copy
+//! ([`store::Store::open_read_only`]); records it lost against its head anchor are reported
+//! ([`History::loss`]), never passed over.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -47,13 +50,15 @@ pub struct Folded {
 }
 
 impl History {
-    /// Opens `data_dir` (which must exist and hold a netfold database).
+    /// Opens `data_dir` (which must exist and hold a netfold database) for reading; it is never
+    /// written. A running agent holds it exclusively: that is [`Error::Open`] with
+    /// [`store::Error::InUse`].
     pub fn open(data_dir: &Path) -> Result<Self> {
         let path = db_path(data_dir);
         if !path.is_dir() {
             return Err(Error::NoData(data_dir.to_path_buf()));
         }
-        let store = Store::open(&path).map_err(|source| Error::Open { path: path.clone(), source })?;
+        let store = Store::open_read_only(&path).map_err(|source| Error::Open { path: path.clone(), source })?;
         let log = store.log::<Recorded>(EVENTS_LOG).map_err(|source| Error::Open { path: path.clone(), source })?;
         let policy = store
             .table(META_TABLE)
@@ -77,6 +82,16 @@ impl History {
 
     pub fn head(&self) -> u64 {
         self.log.head()
+    }
+
+    /// The acknowledged records the log has lost (against its head anchor), with the blob
+    /// files sled discarded when it opened: `Some` means this history is incomplete.
+    pub fn loss(&self) -> Option<Error> {
+        self.log.loss().map(|loss| Error::Lost {
+            loss: loss.clone(),
+            first: None,
+            discarded: self.store.discarded_blobs().to_vec(),
+        })
     }
 
     /// Every envelope from `from` on, in order; a bad record ends it with an error.

@@ -190,6 +190,19 @@ impl<R: Record> SledLog<R> {
     pub fn loss(&self) -> Option<&Loss> {
         self.loss.as_ref()
     }
+
+    /// Anchors the log at its current head, durably, so a loss accepted by the operator is not
+    /// found again at the next open (an append anchors too: use this for a log the caller has
+    /// nothing to append to).
+    pub async fn anchor_head(&self) -> Result<()> {
+        self.writable()?;
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request { payloads: Vec::new(), reply })
+            .await
+            .map_err(|_| Error::Closed("the writer has stopped".into()))?;
+        answer.await.map_err(|_| Error::Closed("the writer stopped before answering".into()))?.map(|_| ())
+    }
 }
 
 /// The same failure again, for the other requests of a failed group (errors are not `Clone`);

@@ -279,6 +279,8 @@ impl State {
                 entry.status = Status::Expired;
                 self.forget(id, hv);
             }
+            // A record about the log itself, not about any hypervisor.
+            Event::LossAccepted { .. } => {}
         }
     }
 

@@ -3,6 +3,8 @@
 //! [`Session::step`] and [`State::apply`].
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +23,8 @@ use crate::session::{Ctx, Input, Notice, Session, Timer};
 
 /// Once this many commands were handled without publishing, publish even if more wait.
 const PUBLISH_EVERY: u32 = 64;
+/// How often an append the log refused (disk full, IO error) is tried again.
+const RETRY_APPEND: Duration = Duration::from_secs(1);
 
 /// The latest snapshot (when it decodes) with the log's tail folded in.
 pub(super) fn recover_state<L: store::Log<Recorded>>(log: &L, config: &Config) -> Result<State> {
@@ -61,6 +65,8 @@ pub(super) struct Core<L> {
     timers: BTreeMap<HypervisorId, UnixMs>,
     published_version: u64,
     snapshot_seq: u64,
+    /// The engine's stop signal, once running (a held-back append gives up on it).
+    stop: Option<watch::Receiver<bool>>,
 }
 
 impl<L: store::Log<Recorded>> Core<L> {
@@ -73,7 +79,18 @@ impl<L: store::Log<Recorded>> Core<L> {
         metrics: Arc<Metrics>,
     ) -> Self {
         let (published_version, snapshot_seq) = state.read(|s| (s.desired_version(), s.seq()));
-        Self { log, config, clock, state, desired, metrics, timers: BTreeMap::new(), published_version, snapshot_seq }
+        Self {
+            log,
+            config,
+            clock,
+            state,
+            desired,
+            metrics,
+            timers: BTreeMap::new(),
+            published_version,
+            snapshot_seq,
+            stop: None,
+        }
     }
 
     /// At start-up: every hypervisor the log shows as lost either expires now (its grace ran
@@ -101,6 +118,7 @@ impl<L: store::Log<Recorded>> Core<L> {
     }
 
     pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut stop: watch::Receiver<bool>) {
+        self.stop = Some(stop.clone());
         let mut unpublished = 0u32;
         loop {
             let next = self.timers.values().min().copied();
@@ -193,17 +211,8 @@ impl<L: store::Log<Recorded>> Core<L> {
             let records: Vec<Recorded> =
                 step.events.into_iter().map(|event| Recorded { at: now, hypervisor: id.clone(), event }).collect();
             let count = records.len() as u64;
-            let started = std::time::Instant::now();
-            let range = match self.log.append(records).await {
-                Ok(r) => {
-                    self.metrics.appended_in(started.elapsed());
-                    r
-                }
-                Err(e) => {
-                    Metrics::bump(&self.metrics.append_failures, 1);
-                    return Err(Error::Log { context: "appending events", source: e });
-                }
-            };
+            let range =
+                self.append_held(records).await.map_err(|source| Error::Log { context: "appending events", source })?;
             Metrics::bump(&self.metrics.events_appended, count);
             let mut envelopes = Vec::with_capacity(count as usize);
             for entry in self.log.read(*range.start()).take(count as usize) {
@@ -234,6 +243,40 @@ impl<L: store::Log<Recorded>> Core<L> {
             }
         }
         Ok(outcome)
+    }
+
+    /// Appends `records`. While the log refuses them for a reason that can pass (disk full, IO
+    /// error) they are held, and with them the core: further observations wait in their
+    /// channels (backpressure on the adapters, nothing dropped) and the append is tried again
+    /// every second until it is durable; [`Metrics::log_unavailable_since`] says so meanwhile.
+    /// Gives up on an error that cannot pass, at start-up, or when the engine stops (then
+    /// nothing of it was acknowledged).
+    async fn append_held(&mut self, records: Vec<Recorded>) -> std::result::Result<RangeInclusive<u64>, store::Error> {
+        loop {
+            let started = std::time::Instant::now();
+            // A copy per attempt: a refused batch is not handed back.
+            let e = match self.log.append(records.clone()).await {
+                Ok(range) => {
+                    self.metrics.appended_in(started.elapsed());
+                    if self.metrics.log_unavailable_since.swap(0, Ordering::SeqCst) != 0 {
+                        tracing::info!(seq = range.start(), "the log accepts appends again; held-back events recorded");
+                    }
+                    return Ok(range);
+                }
+                Err(e) => e,
+            };
+            Metrics::bump(&self.metrics.append_failures, 1);
+            let Some(stop) = self.stop.as_mut().filter(|_| e.is_retryable()) else { return Err(e) };
+            let since = self.clock.now().max(1);
+            if self.metrics.log_unavailable_since.compare_exchange(0, since, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+            {
+                tracing::error!(error = %e, "the log cannot be appended: holding observations back, retrying every second");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(RETRY_APPEND) => {}
+                _ = stop.wait_for(|s| *s) => return Err(e),
+            }
+        }
     }
 
     fn count_invalid(&self, inv: &Invalid) {
