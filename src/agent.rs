@@ -194,7 +194,18 @@ impl Agent {
             }
         }
         self.engine.shutdown().await.context("engine shutdown")?;
-        self.store.flush().context("flushing the data directory")?;
+        // Bounded: a full or failing disk must not keep netfold from stopping.
+        let store = self.store.clone();
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tokio::task::spawn_blocking(move || store.flush()),
+        )
+        .await
+        {
+            Ok(Ok(flushed)) => flushed.context("flushing the data directory")?,
+            Ok(Err(e)) => anyhow::bail!("flushing the data directory failed: {e}"),
+            Err(_) => anyhow::bail!("flushing the data directory did not finish within 5 s"),
+        }
         Ok(())
     }
 }

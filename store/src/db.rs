@@ -26,6 +26,12 @@ use std::time::{Duration, Instant};
 
 use crate::{Error, Result};
 
+/// Free space a write must leave on the file system, beyond four times its own size. sled 0.34
+/// does not survive every failed write: a blob file (a leaf over ~128 KiB) it cannot write leaves
+/// its log waiting forever for that write, wedging every later flush, even the one in its drop.
+/// So a write that could run the disk out is refused before sled sees it (ADR 0001).
+const RESERVE: u64 = 1 << 20;
+
 /// How long opening waits for the database's lock file. sled releases it from background
 /// threads shortly *after* its last handle is dropped, so reopening in the same process can
 /// find it held for a few milliseconds; another process holding it is reported after this.
@@ -98,6 +104,19 @@ impl Open {
         }
         if fresh {
             sync_dir(&f.blobs)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses ([`Error::NoSpace`]) a write of `bytes` that would leave less than [`RESERVE`]
+    /// free, before sled is asked to write anything.
+    pub fn room_for(&self, bytes: usize) -> Result<()> {
+        let Some(f) = &self.files else { return Ok(()) };
+        let dir = f.log_path.parent().unwrap_or(&f.log_path);
+        let free = fs2::available_space(dir).map_err(io("reading the free space", dir))?;
+        let need = RESERVE.saturating_add(4 * bytes as u64);
+        if free < need {
+            return Err(Error::NoSpace { path: dir.to_path_buf(), free, need });
         }
         Ok(())
     }
@@ -195,12 +214,16 @@ impl Inner {
         }
     }
 
-    /// Runs `f` on the current database; an IO error invalidates it (see above).
+    /// Runs `f` on the current database; an IO error from sled or its files invalidates it (see
+    /// above).
     pub fn with<T>(&self, f: impl FnOnce(&Open) -> Result<T>) -> Result<T> {
         let open = self.current()?;
         let out = f(&open);
-        if out.as_ref().is_err_and(Error::is_retryable) {
-            self.invalidate(open.generation);
+        if let Err(e) = &out {
+            if matches!(e, Error::Db { source: sled::Error::Io(_), .. } | Error::Io { .. }) {
+                tracing::warn!(error = %e, generation = open.generation, "the database failed; it will be reopened");
+                self.invalidate(open.generation);
+            }
         }
         out
     }

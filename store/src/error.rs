@@ -59,6 +59,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The file system holding the database has too little free space for a write: refused
+    /// before sled was asked to write (ADR 0001). Retryable once space is freed.
+    #[error("no space to write to the database in {}: {free} bytes free, {need} needed", path.display())]
+    NoSpace { path: std::path::PathBuf, free: u64, need: u64 },
     /// The log has lost records that were acknowledged (its head anchor is ahead of it, or the
     /// anchored record was replaced). Not retryable: `netfold run --accept-loss` records the
     /// loss and continues.
@@ -128,6 +132,7 @@ impl Error {
             self,
             Error::Db { source: sled::Error::Io(_), .. }
                 | Error::Io { .. }
+                | Error::NoSpace { .. }
                 | Error::InUse { .. }
                 | Error::Unavailable(_)
         )

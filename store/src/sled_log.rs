@@ -82,8 +82,9 @@ impl Trees {
 
 /// A [`Log`] in a sled database.
 ///
-/// Dropping it lets the writer finish what was queued, then waits for it: once the drop
-/// returns, every acknowledged append is on disk and the database can be reopened.
+/// Dropping it lets the writer finish what was queued, then waits for it (up to
+/// [`WRITER_EXIT`]): once the drop returns, every acknowledged append is on disk and the
+/// database can be reopened.
 pub struct SledLog<R> {
     trees: Arc<Trees>,
     requests: mpsc::Sender<Request>,
@@ -92,12 +93,25 @@ pub struct SledLog<R> {
     _record: PhantomData<fn() -> R>,
 }
 
+/// How long dropping a log waits for its writer to finish. A writer stuck in sled (whose
+/// flush can wait forever after some failed writes) is left behind rather than hang shutdown;
+/// nothing it holds was acknowledged.
+const WRITER_EXIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl<R> Drop for SledLog<R> {
     fn drop(&mut self) {
         let (closed, _) = mpsc::channel(1);
         drop(std::mem::replace(&mut self.requests, closed));
         if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
+            let deadline = std::time::Instant::now() + WRITER_EXIT;
+            while !writer.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            if writer.is_finished() {
+                let _ = writer.join();
+            } else {
+                tracing::error!(log = %self.trees.name, "the log writer did not finish within 10 s; leaving it");
+            }
         }
     }
 }
@@ -213,6 +227,7 @@ fn again(e: &Error) -> Error {
         Error::Io { context, path, source } => {
             Error::Io { context, path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) }
         }
+        Error::NoSpace { path, free, need } => Error::NoSpace { path: path.clone(), free: *free, need: *need },
         other => Error::Unavailable(other.to_string()),
     }
 }
@@ -280,7 +295,9 @@ impl Writer {
         for block in blocks(&values) {
             batch.insert(&key(block[0].0), codec::encode_block(block));
         }
+        let bytes = values.iter().map(|(_, v)| v.len() + 4).sum();
         let written = self.trees.inner.with(|open: &Open| {
+            open.room_for(bytes)?;
             open.tree(&self.trees.log)?.apply_batch(batch).map_err(Error::db("appending"))?;
             open.sync()
         });
@@ -540,6 +557,7 @@ impl<R: Record> Log<R> for SledLog<R> {
     fn save_snapshot(&self, seq: Seq, bytes: Vec<u8>) -> Result<()> {
         self.writable()?;
         self.trees.inner.with(|open| {
+            open.room_for(bytes.len())?;
             let t = open.tree(&self.trees.snapshots)?;
             t.insert(key(seq), bytes).map_err(Error::db("saving a snapshot"))?;
             let stale: Vec<_> = t

@@ -48,6 +48,7 @@ impl Table {
         let bytes = bincode::serde::encode_to_vec(value, config())
             .map_err(|e| Error::Encode { index: 0, reason: e.to_string() })?;
         self.with(|t, open| {
+            open.room_for(key.len() + bytes.len())?;
             t.insert(key, bytes).map_err(Error::db("writing a table"))?;
             open.sync()
         })

@@ -25,6 +25,8 @@ use crate::session::{Ctx, Input, Notice, Session, Timer};
 const PUBLISH_EVERY: u32 = 64;
 /// How often an append the log refused (disk full, IO error) is tried again.
 const RETRY_APPEND: Duration = Duration::from_secs(1);
+/// How long an append in flight may still take once the engine is told to stop.
+const STOP_WAIT: Duration = Duration::from_secs(2);
 
 /// The latest snapshot (when it decodes) with the log's tail folded in.
 pub(super) fn recover_state<L: store::Log<Recorded>>(log: &L, config: &Config) -> Result<State> {
@@ -254,8 +256,21 @@ impl<L: store::Log<Recorded>> Core<L> {
     async fn append_held(&mut self, records: Vec<Recorded>) -> std::result::Result<RangeInclusive<u64>, store::Error> {
         loop {
             let started = std::time::Instant::now();
-            // A copy per attempt: a refused batch is not handed back.
-            let e = match self.log.append(records.clone()).await {
+            // A copy per attempt: a refused batch is not handed back. Once the engine stops, an
+            // attempt still stuck in the log after STOP_WAIT gives way (it was not applied
+            // here; if it did become durable, the next start folds it).
+            let attempt = self.log.append(records.clone());
+            let result = match self.stop.as_mut() {
+                Some(stop) => tokio::select! {
+                    r = attempt => r,
+                    _ = async {
+                        let _ = stop.wait_for(|s| *s).await;
+                        tokio::time::sleep(STOP_WAIT).await;
+                    } => Err(store::Error::Closed("the engine stopped while the log was not answering".into())),
+                },
+                None => attempt.await,
+            };
+            let e = match result {
                 Ok(range) => {
                     self.metrics.appended_in(started.elapsed());
                     if self.metrics.log_unavailable_since.swap(0, Ordering::SeqCst) != 0 {
