@@ -121,8 +121,9 @@ impl AnchorFile {
             .open(&path)
             .map_err(err("opening the head anchor"))?;
         if !existed {
-            // Both slots allocated up front, so later writes never need new space.
-            file.set_len(SLOTS[1] + LEN as u64).map_err(err("sizing the head anchor"))?;
+            // Both slots written up front (real blocks, not a hole), so later writes never
+            // allocate or change the file's size.
+            file.write_all_at(&[0u8; 4096], 0).map_err(err("sizing the head anchor"))?;
             file.sync_all().map_err(err("syncing the head anchor"))?;
             let sync = |d: &Path| File::open(d).and_then(|d| d.sync_all());
             sync(dir).map_err(err("syncing the anchor directory"))?;
