@@ -131,7 +131,13 @@ async fn verify_passes_then_names_a_tampered_record() {
         assert_eq!(report.records, 6);
         // A snapshot from the state at seq 3, as the agent would save: snapshot + tail agrees.
         let at3 = h.fold(Some(Point::Seq(3)), NO_PROGRESS).unwrap().state;
-        h.log().save_snapshot(3, at3.encode()).unwrap();
+        assert!(h.log().save_snapshot(3, at3.encode()).is_err(), "a history is read-only");
+        drop(h);
+        let store = Store::open(db_path(dir.path())).unwrap();
+        store.log::<engine::Recorded>(EVENTS_LOG).unwrap().save_snapshot(3, at3.encode()).unwrap();
+    }
+    {
+        let h = History::open(dir.path()).unwrap();
         assert_eq!(replay::verify::verify(&h, NO_PROGRESS).unwrap().snapshot_seq, Some(3));
     }
     // Tamper: flip a byte inside record 2 (the only block holds records 1..=6).
