@@ -16,6 +16,8 @@ use store::{Log, OnLoss, SledLog, Store};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use adapters::driver::Health;
+
 use crate::config::Hypervisor;
 use crate::metrics::Metrics;
 
@@ -31,25 +33,63 @@ pub enum Adapter {
 }
 
 impl Adapter {
-    /// The adapter for a configured hypervisor, with the adapter's defaults for the rest.
-    pub fn from_config(kind: Kind, h: &Hypervisor) -> Self {
+    /// The adapter for a configured hypervisor: the entry's keys over the adapter's defaults,
+    /// validated as the adapter will use them.
+    pub fn from_config(kind: Kind, h: &Hypervisor) -> Result<Self> {
+        fn set<T: Copy>(to: &mut T, from: Option<T>) {
+            if let Some(v) = from {
+                *to = v;
+            }
+        }
         match kind {
             Kind::VMware => {
                 let mut c = vsphere::Config::new(&h.url, &h.user, h.password.clone());
                 c.tls = h.tls.clone();
-                Adapter::VMware(c)
+                set(&mut c.backoff_initial_ms, h.backoff_initial_ms);
+                set(&mut c.backoff_max_ms, h.backoff_max_ms);
+                set(&mut c.fatal_retry_secs, h.fatal_retry_secs);
+                set(&mut c.connect_timeout_ms, h.connect_timeout_ms);
+                set(&mut c.request_timeout_ms, h.request_timeout_ms);
+                set(&mut c.liveness_secs, h.liveness_secs);
+                set(&mut c.wait_max_seconds, h.wait_secs);
+                set(&mut c.resync_secs, h.resync_secs);
+                set(&mut c.page_size, h.page_size);
+                set(&mut c.max_body_bytes, h.max_body_bytes);
+                c.validate()?;
+                Ok(Adapter::VMware(c))
             }
             Kind::XenCitrix => {
                 let mut c = xen::Config::new(&h.url, &h.user, h.password.clone());
                 c.tls = h.tls.clone();
-                Adapter::Xen(c)
+                set(&mut c.backoff_initial_ms, h.backoff_initial_ms);
+                set(&mut c.backoff_max_ms, h.backoff_max_ms);
+                set(&mut c.fatal_retry_secs, h.fatal_retry_secs);
+                set(&mut c.connect_timeout_ms, h.connect_timeout_ms);
+                set(&mut c.call_timeout_ms, h.request_timeout_ms);
+                set(&mut c.liveness_secs, h.liveness_secs);
+                if let Some(w) = h.wait_secs {
+                    c.event_timeout_secs = f64::from(w);
+                }
+                set(&mut c.resync_secs, h.resync_secs);
+                set(&mut c.max_body_bytes, h.max_body_bytes);
+                c.validate()?;
+                Ok(Adapter::Xen(c))
             }
+        }
+    }
+
+    /// How long expiry waits for this adapter's last attempt.
+    fn last_attempt_window(&self) -> std::time::Duration {
+        match self {
+            Adapter::VMware(c) => c.last_attempt_window(),
+            Adapter::Xen(c) => c.last_attempt_window(),
         }
     }
 }
 
 pub struct Agent {
     pub engine: Engine,
+    engine_config: engine::config::Config,
     pub metrics: Arc<Metrics>,
     store: Store,
     events: Arc<SledLog<Recorded>>,
@@ -92,14 +132,15 @@ impl Agent {
         let events = Arc::new(store.log_on_loss::<Recorded>(EVENTS_LOG, on_loss).context(refused)?);
         let audit = Arc::new(store.log_on_loss::<SwitchRecord>(SWITCH_AUDIT_LOG, on_loss).context(refused)?);
         record_losses(&events, &audit, &*clock).await?;
-        let engine = Engine::start(events.clone(), config, clock)
+        let engine = Engine::start(events.clone(), config.clone(), clock)
             .await
             .with_context(|| format!("cannot recover state from {}", path.display()))?;
         let (stop, _) = watch::channel(false);
         let metrics = Arc::new(Metrics::default());
+        metrics.set_engine(engine.metrics().clone());
         let m = metrics.clone();
         engine.metrics().observe_appends(move |took| m.append_latency.observe(took.as_secs_f64()));
-        let mut agent = Agent { engine, metrics, store, events, audit, stop, tasks: Vec::new() };
+        let mut agent = Agent { engine, engine_config: config, metrics, store, events, audit, stop, tasks: Vec::new() };
         let tap =
             crate::metrics::tap(agent.metrics.clone(), agent.events.clone(), agent.audit.clone(), agent.engine.state());
         // The tap follows the logs until they close, which is after shutdown: it must watch
@@ -121,25 +162,28 @@ impl Agent {
     }
 
     /// Starts the adapter for one hypervisor; it reports into the engine until the agent stops
-    /// (a fatal error, such as a refused password, is logged and ends that adapter).
-    pub fn add_hypervisor(&mut self, id: HypervisorId, kind: Kind, adapter: Adapter) -> Result<()> {
-        let tx = self.engine.attach(id.clone(), kind);
+    /// and never stops on an error of its own (see `adapters::driver`): its health is in
+    /// `/healthz` and `/metrics`.
+    pub async fn add_hypervisor(&mut self, id: HypervisorId, kind: Kind, adapter: Adapter) -> Result<()> {
+        let grace = self.engine_config.grace_for(&id);
+        let link = self.engine.link(id.clone(), kind, adapter.last_attempt_window()).await;
         let mut stop = self.stop.subscribe();
-        let adapter: futures::future::BoxFuture<'static, Result<(), String>> = match adapter {
+        let (adapter, health): (futures::future::BoxFuture<'static, ()>, _) = match adapter {
             Adapter::VMware(c) => {
+                let health = Health::new(&c.sdk_url());
                 let a = vsphere::Adapter::new(c).with_context(|| format!("hypervisor {id}"))?;
-                Box::pin(async move { a.run(tx).await.map_err(|e| e.to_string()) })
+                (Box::pin(a.run(link, grace, health.clone())), health)
             }
             Adapter::Xen(c) => {
+                let health = Health::new(&c.url);
                 let a = xen::Adapter::new(c).with_context(|| format!("hypervisor {id}"))?;
-                Box::pin(async move { a.run(tx).await.map_err(|e| e.to_string()) })
+                (Box::pin(a.run(link, grace, health.clone())), health)
             }
         };
+        self.metrics.add_hypervisor(id.clone(), kind, health);
         self.tasks.push(tokio::spawn(async move {
             tokio::select! {
-                r = adapter => if let Err(e) = r {
-                    tracing::error!(hypervisor = %id, error = %e, "adapter stopped");
-                },
+                _ = adapter => {}
                 _ = stop.wait_for(|s| *s) => {}
             }
         }));
@@ -170,7 +214,8 @@ impl Agent {
             .await
             .with_context(|| format!("cannot listen on {addr} for /healthz, /metrics and /state"))?;
         let bound = listener.local_addr()?;
-        let app = crate::http::router(self.metrics.clone(), self.engine.state(), self.events.clone());
+        let app =
+            crate::http::router(self.metrics.clone(), self.engine.state(), self.events.clone(), self.engine.releaser());
         let mut stop = self.stop.subscribe();
         self.tasks.push(tokio::spawn(async move {
             let shutdown = async move {

@@ -104,6 +104,25 @@ pub async fn follow(agent: &str, filter: &Filter, json: bool) -> Result<()> {
     }
 }
 
+/// `netfold release`: asks the running agent to let `hypervisor`'s held removal through.
+pub async fn release(agent: &str, hypervisor: &str) -> Result<()> {
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
+    let url = format!("{}/release", agent.trim_end_matches('/'));
+    let resp =
+        client.post(&url).query(&[("hypervisor", hypervisor)]).send().await.with_context(|| {
+            format!("no netfold agent answering at {agent} (release goes through the running agent)")
+        })?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.context("the agent's answer to /release is not JSON")?;
+    if !status.is_success() {
+        let why = body.get("error").and_then(|e| e.as_str()).unwrap_or("no reason given");
+        anyhow::bail!("the agent refused the release ({status}): {why}");
+    }
+    let n = body.get("released").and_then(|n| n.as_u64()).unwrap_or(0);
+    println!("{hypervisor}: released a held removal of {n} facts; it applies at the next full read (asked for now)");
+    Ok(())
+}
+
 pub fn state(data: &DataDir, at: Option<String>, switch: Option<String>, json: bool) -> Result<()> {
     let h = open(data)?;
     let (bar, cb) = progress();
@@ -133,7 +152,15 @@ pub fn print_statuses(st: &State) {
             Status::Expired => "expired".to_string(),
         };
         let facts = st.facts_of(id).map_or(0, |f| f.len());
-        println!("  {id:<14} {kind:<11} {status:<36} {facts} facts");
+        let held = s.held.map_or(String::new(), |h| {
+            format!(
+                "  HELD: removal of {} facts since {} (seq {}; netfold release --hypervisor {id})",
+                h.would_remove,
+                format_time(h.since),
+                h.seq
+            )
+        });
+        println!("  {id:<14} {kind:<11} {status:<36} {facts} facts{held}");
     }
 }
 
@@ -180,6 +207,7 @@ fn state_json(st: &State, switch: Option<&str>) -> serde_json::Value {
                 "name": id,
                 "kind": s.kind.map(|k| k.to_string()),
                 "status": s.status,
+                "held": s.held,
                 "facts": st.facts_of(id).map_or(0, |f| f.len()),
             })
         })

@@ -102,6 +102,16 @@ pub enum Command {
         #[command(flatten)]
         data: DataDir,
     },
+    /// Let a mass removal held back by the guard through (on the running agent): the
+    /// hypervisor is read again and what it no longer reports is removed.
+    Release {
+        /// The hypervisor whose held removal to release.
+        #[arg(long)]
+        hypervisor: String,
+        /// The running agent's HTTP endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:9187")]
+        agent: String,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -112,6 +122,19 @@ pub enum Command {
         #[command(subcommand)]
         sim: SimCommand,
     },
+}
+
+/// What both hypervisor simulators take besides their inventory size.
+#[derive(clap::Args, Debug)]
+pub struct SimCommon {
+    /// The demo's small lab inventory instead, cabled to `SWITCH` ports `PREFIX1`, `PREFIX2`, …
+    /// (e.g. `tor1:Ethernet2/`); the size options are then ignored.
+    #[arg(long, value_name = "SWITCH:PREFIX")]
+    pub lab: Option<String>,
+    /// Also serve the test control API on this address: `POST /fault/{none|hollow|garbage|
+    /// oversize|fail-follow}`, `POST /password/{new}`, `GET /counts`.
+    #[arg(long)]
+    pub control: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -161,6 +184,8 @@ pub enum SimCommand {
         vms_per_host: usize,
         #[arg(long, default_value_t = 4)]
         portgroups: usize,
+        #[command(flatten)]
+        common: SimCommon,
     },
     /// A XenServer pool (XenAPI XML-RPC) simulator.
     Xen {
@@ -172,6 +197,8 @@ pub enum SimCommand {
         vms_per_host: usize,
         #[arg(long, default_value_t = 4)]
         vlans: usize,
+        #[command(flatten)]
+        common: SimCommon,
     },
     /// An Arista eAPI switch fixture.
     Eapi {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use adapters::common::{SecretSource, TlsOptions};
 use anyhow::{anyhow, bail, Result};
-use engine::config::{MassRemoval, Policy, StaticLink};
+use engine::config::{MassRemoval, Policy, StaticLink, MAX_GRACE_SECS};
 use engine::{HypervisorId, Kind, SwitchPort, VlanRange};
 use serde::Deserialize;
 
@@ -72,6 +72,20 @@ pub struct Hypervisor {
     pub tls: TlsOptions,
     /// This hypervisor's grace period, seconds (default: `engine.grace_secs`, else 180).
     pub grace_secs: Option<u64>,
+    /// Session timing; each unset key keeps the adapter's default (see netfold.example.toml).
+    pub backoff_initial_ms: Option<u64>,
+    pub backoff_max_ms: Option<u64>,
+    pub fatal_retry_secs: Option<u64>,
+    pub connect_timeout_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
+    pub liveness_secs: Option<u64>,
+    /// How long the hypervisor holds an update poll open (`WaitForUpdatesEx` maxWaitSeconds,
+    /// `event.from` timeout); below `liveness_secs`.
+    pub wait_secs: Option<u32>,
+    pub resync_secs: Option<u64>,
+    /// vmware only: objects per `RetrievePropertiesEx` page.
+    pub page_size: Option<u32>,
+    pub max_body_bytes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,11 +141,18 @@ pub struct Link {
     pub port: String,
 }
 
-/// A validated hypervisor entry.
+/// A validated hypervisor entry, with its adapter's configuration built and checked.
 pub struct HypervisorPlan {
     pub id: HypervisorId,
     pub kind: Kind,
-    pub entry: Hypervisor,
+    pub adapter: crate::agent::Adapter,
+}
+
+fn check_grace(key: &str, g: u64) -> Result<()> {
+    if !(1..=MAX_GRACE_SECS).contains(&g) {
+        bail!("key `{key}`: {g} is out of range; allowed: 1 to {MAX_GRACE_SECS} seconds (one week)");
+    }
+    Ok(())
 }
 
 /// A validated switch entry.
@@ -196,6 +217,7 @@ fn validate(c: Config) -> Result<Plan> {
         ..engine::config::Config::default()
     };
     if let Some(g) = c.engine.grace_secs {
+        check_grace("grace_secs", g).map_err(|e| anyhow!("[engine]: {e}"))?;
         engine.grace_secs = g;
     }
     if let Some(n) = c.engine.snapshot_every {
@@ -219,9 +241,14 @@ fn validate(c: Config) -> Result<Plan> {
         }
         check_secret(&h.password).map_err(|e| anyhow!("{at}: key `password`: {e}"))?;
         if let Some(g) = h.grace_secs {
+            check_grace("grace_secs", g).map_err(|e| anyhow!("{at}: {e}"))?;
             engine.grace_secs_per_hypervisor.insert(id.clone(), g);
         }
-        hypervisors.push(HypervisorPlan { id, kind, entry: h });
+        if kind == Kind::XenCitrix && h.page_size.is_some() {
+            bail!("{at}: key `page_size` applies to kind `vmware` only (XenAPI reads whole tables)");
+        }
+        let adapter = crate::agent::Adapter::from_config(kind, &h).map_err(|e| anyhow!("{at}: {e}"))?;
+        hypervisors.push(HypervisorPlan { id, kind, adapter });
     }
     engine.validate().map_err(|e| anyhow!("[engine]: {e}"))?;
 
@@ -409,5 +436,34 @@ port = "tor1:eth5"
         assert!(e.contains("key `user` applies to kind `eapi` only"), "{e}");
         let twice = GOOD.replace(r#"name = "xen217""#, r#"name = "vc-east""#);
         assert!(err(&twice).contains("used twice"));
+    }
+
+    #[test]
+    fn grace_periods_are_bounded_to_one_week_and_never_wrap() {
+        for bad in ["0", "604801", "18446744073709552"] {
+            let e = err(&GOOD.replace("grace_secs = 180", &format!("grace_secs = {bad}")));
+            assert!(e.contains("[engine]: key `grace_secs`") && e.contains("1 to 604800"), "{bad}: {e}");
+            let e = err(&GOOD.replace("grace_secs = 300", &format!("grace_secs = {bad}")));
+            assert!(e.contains("`vc-east`: key `grace_secs`") && e.contains("out of range"), "{bad}: {e}");
+        }
+        assert!(parse(&GOOD.replace("grace_secs = 300", "grace_secs = 604800"), Path::new("n.toml")).is_ok());
+    }
+
+    #[test]
+    fn session_knobs_reach_the_adapter_and_are_validated_there() {
+        let knobs = "grace_secs = 300\nliveness_secs = 20\nwait_secs = 15\nbackoff_max_ms = 10000\nresync_secs = 60\npage_size = 100";
+        let plan = parse(&GOOD.replace("grace_secs = 300", knobs), Path::new("n.toml")).unwrap();
+        let crate::agent::Adapter::VMware(c) = &plan.hypervisors[0].adapter else { panic!("vc-east is vmware") };
+        assert_eq!(
+            (c.liveness_secs, c.wait_max_seconds, c.backoff_max_ms, c.resync_secs, c.page_size),
+            (20, 15, 10_000, 60, 100)
+        );
+        let e = err(&GOOD.replace("grace_secs = 300", "grace_secs = 300\nwait_secs = 15"));
+        assert!(
+            e.contains("`vc-east`") && e.contains("wait_max_seconds (15)") && e.contains("liveness_secs (15)"),
+            "{e}"
+        );
+        let xen_page = GOOD.replace("kind = \"xen\"", "kind = \"xen\"\npage_size = 10");
+        assert!(err(&xen_page).contains("`xen217`: key `page_size` applies to kind `vmware` only"));
     }
 }

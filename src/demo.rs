@@ -67,17 +67,19 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     std::env::set_var("NETFOLD_DEMO_XEN_PASSWORD", xs.password());
     let mut vcfg = vsphere::Config::new(vc.url(), vc.user(), SecretSource::env("NETFOLD_DEMO_VC_PASSWORD"));
     vcfg.wait_max_seconds = 1;
-    vcfg.request_timeout_ms = 2_000;
+    vcfg.liveness_secs = 3;
+    vcfg.connect_timeout_ms = 1_000;
     vcfg.backoff_initial_ms = 200;
     vcfg.backoff_max_ms = 1_000;
     let mut xcfg = xen::Config::new(xs.url(), xs.user(), SecretSource::env("NETFOLD_DEMO_XEN_PASSWORD"));
     xcfg.event_timeout_secs = 1.0;
-    xcfg.call_timeout_ms = 2_000;
-    xcfg.reconnect_min_ms = 200;
-    xcfg.reconnect_max_ms = 1_000;
+    xcfg.liveness_secs = 3;
+    xcfg.connect_timeout_ms = 1_000;
+    xcfg.backoff_initial_ms = 200;
+    xcfg.backoff_max_ms = 1_000;
     let (vc_id, xs_id) = (HypervisorId::new("vc-east")?, HypervisorId::new("xen217")?);
-    agent.add_hypervisor(vc_id.clone(), Kind::VMware, Adapter::VMware(vcfg))?;
-    agent.add_hypervisor(xs_id.clone(), Kind::XenCitrix, Adapter::Xen(xcfg))?;
+    agent.add_hypervisor(vc_id.clone(), Kind::VMware, Adapter::VMware(vcfg)).await?;
+    agent.add_hypervisor(xs_id.clone(), Kind::XenCitrix, Adapter::Xen(xcfg)).await?;
 
     let sc = Scenario { vc: &vc, xs: &xs, vc_id: &vc_id, xs_id: &xs_id, grace_secs: args.grace_secs };
     let (after, lab) = match args.switch {

@@ -1,18 +1,20 @@
-//! The agent's HTTP endpoint: `/healthz`, `/metrics` (Prometheus text), `/state` (JSON of the
-//! current desired state and hypervisor statuses) and `/log?from=SEQ` (the audit trail as JSON
-//! lines, long-polling up to 20 s for new events — what `netfold log --follow` reads, since the
-//! data directory is the agent's alone while it runs). Loopback by default.
+//! The agent's HTTP endpoint: `/healthz` (200 when all is well, else 503 with the reasons:
+//! [`crate::health`]), `/metrics` (Prometheus text), `/state` (JSON of the current desired state
+//! and hypervisor statuses), `/log?from=SEQ` (the audit trail as JSON lines, long-polling up to
+//! 20 s for new events — what `netfold log --follow` reads, since the data directory is the
+//! agent's alone while it runs) and `POST /release?hypervisor=H` (lets a held mass removal
+//! through: what `netfold release` calls). Loopback by default.
 
 use std::sync::Arc;
 
 use std::time::Duration;
 
 use axum::extract::{Query, State as Ax};
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use engine::runtime::SharedState;
+use engine::runtime::{Releaser, SharedState};
 use engine::Recorded;
 use store::{Log, SledLog};
 
@@ -23,15 +25,49 @@ struct Ctx {
     metrics: Arc<Metrics>,
     state: SharedState,
     events: Arc<SledLog<Recorded>>,
+    releaser: Releaser,
 }
 
-pub fn router(metrics: Arc<Metrics>, state: SharedState, events: Arc<SledLog<Recorded>>) -> Router {
+pub fn router(metrics: Arc<Metrics>, state: SharedState, events: Arc<SledLog<Recorded>>, releaser: Releaser) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/state", get(state_json))
         .route("/log", get(log_lines))
-        .with_state(Ctx { metrics, state, events })
+        .route("/release", post(release))
+        .with_state(Ctx { metrics, state, events, releaser })
+}
+
+async fn healthz(Ax(ctx): Ax<Ctx>) -> impl IntoResponse {
+    let (ok, body) = crate::health::report(&ctx.metrics, &ctx.state);
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body))
+}
+
+#[derive(serde::Deserialize)]
+struct ReleaseQuery {
+    hypervisor: String,
+}
+
+/// `POST /release?hypervisor=H`: 200 with how many removals were held, 404 when none is, 400
+/// for a name that is not a hypervisor id.
+async fn release(Ax(ctx): Ax<Ctx>, Query(q): Query<ReleaseQuery>) -> impl IntoResponse {
+    let id = match engine::HypervisorId::new(&q.hypervisor) {
+        Ok(id) => id,
+        Err(e) => return (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": e.to_string() }))),
+    };
+    match ctx.releaser.release(id.clone()).await {
+        Ok(n) => (
+            StatusCode::OK,
+            Json(
+                serde_json::json!({ "hypervisor": id.to_string(), "released": n, "applies": "at the next full read, asked for now" }),
+            ),
+        ),
+        Err(e @ engine::Error::NothingHeld { .. }) => {
+            (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": e.to_string() })))
+        }
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "error": e.to_string() }))),
+    }
 }
 
 async fn metrics_text(Ax(ctx): Ax<Ctx>) -> impl IntoResponse {

@@ -7,6 +7,7 @@ mod audit;
 mod cli;
 mod config;
 mod demo;
+mod health;
 mod http;
 mod metrics;
 mod run;
@@ -73,6 +74,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Why { data, port, vlan, at, json } => audit::why(&data, &port, vlan, at, json),
         Command::Diff { data, from, to } => audit::diff(&data, &from, &to),
         Command::Verify { data } => audit::verify(&data),
+        Command::Release { hypervisor, agent } => audit::release(&agent, &hypervisor).await,
         Command::Run { config, accept_loss } => run::run(&config, accept_loss).await,
         Command::Config { command: cli::ConfigCommand::Check { config } } => run::check(&config),
         Command::Sim { sim } => sim::run(sim).await,

@@ -5,11 +5,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use adapters::driver::{Health, LinkHealth};
 use engine::projector::Status;
 use engine::reconciler::{AuditResult, SwitchRecord};
 use engine::runtime::SharedState;
 use engine::switch::OpResult;
 use engine::{Envelope, Event, Recorded};
+use engine::{HypervisorId, Kind};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -46,10 +48,18 @@ pub struct SwitchLabel {
     pub switch: String,
 }
 
+/// A running hypervisor adapter, as health and metrics see it.
+pub struct AdapterEntry {
+    pub id: HypervisorId,
+    pub kind: Kind,
+    pub health: Arc<Health>,
+}
+
 pub struct Metrics {
     /// Seconds per durable append of a session's events (fed by the engine).
     pub append_latency: Histogram,
     switches: std::sync::Mutex<Vec<(String, Arc<engine::reconciler::Stats>)>>,
+    adapters: std::sync::Mutex<Vec<AdapterEntry>>,
     pub events: Family<KindLabel, Counter>,
     pub reconnects: Family<HypervisorLabel, Counter>,
     pub status: Family<StatusLabel, Gauge>,
@@ -57,6 +67,9 @@ pub struct Metrics {
     pub log_head: Gauge,
     pub subscriber_lag: Gauge,
     tapped: AtomicU64,
+    /// The engine's own counters (set once the engine runs): health reads whether the log
+    /// takes appends from them.
+    engine: std::sync::OnceLock<Arc<engine::runtime::Metrics>>,
 }
 
 impl Default for Metrics {
@@ -65,6 +78,7 @@ impl Default for Metrics {
             // 50 µs .. ~0.8 s.
             append_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 15)),
             switches: Default::default(),
+            adapters: Default::default(),
             events: Default::default(),
             reconnects: Default::default(),
             status: Default::default(),
@@ -72,14 +86,36 @@ impl Default for Metrics {
             log_head: Default::default(),
             subscriber_lag: Default::default(),
             tapped: Default::default(),
+            engine: Default::default(),
         }
     }
 }
 
 impl Metrics {
+    /// Attaches the running engine's counters (only the first call counts).
+    pub fn set_engine(&self, engine: Arc<engine::runtime::Metrics>) {
+        let _ = self.engine.set(engine);
+    }
+
+    /// The engine's counters, once attached.
+    pub fn engine(&self) -> Option<&engine::runtime::Metrics> {
+        self.engine.get().map(|m| &**m)
+    }
+
     /// Registers a running reconciler's counters.
     pub fn add_switch(&self, name: String, stats: Arc<engine::reconciler::Stats>) {
         self.switches.lock().unwrap_or_else(|p| p.into_inner()).push((name, stats));
+    }
+
+    /// Registers a running hypervisor adapter's health.
+    pub fn add_hypervisor(&self, id: HypervisorId, kind: Kind, health: Arc<Health>) {
+        self.adapters.lock().unwrap_or_else(|p| p.into_inner()).push(AdapterEntry { id, kind, health });
+    }
+
+    /// The running adapters' health, in the order they were added.
+    pub fn adapters(&self) -> Vec<(HypervisorId, Kind, LinkHealth)> {
+        let adapters = self.adapters.lock().unwrap_or_else(|p| p.into_inner());
+        adapters.iter().map(|a| (a.id.clone(), a.kind, a.health.get())).collect()
     }
 
     /// The Prometheus text exposition of every metric.
@@ -103,6 +139,46 @@ impl Metrics {
             }
         });
         registry.register("hypervisor_status", "1 for each hypervisor's current status", self.status.clone());
+        let held = Family::<HypervisorLabel, Gauge>::default();
+        let facts = Family::<HypervisorLabel, Gauge>::default();
+        state.read(|s| {
+            for (id, st) in s.hypervisors() {
+                let l = HypervisorLabel { hypervisor: id.to_string() };
+                held.get_or_create(&l).set(st.held.map_or(0, |h| h.would_remove as i64));
+                facts.get_or_create(&l).set(s.facts_of(id).map_or(0, |f| f.len() as i64));
+            }
+        });
+        registry.register("held_removals", "Facts a held mass removal would remove (0: none held)", held);
+        registry.register("hypervisor_facts", "Facts known per hypervisor", facts);
+        let adapter_state = Family::<StatusLabel, Gauge>::default();
+        let (contact, logins, logouts, losses, resyncs) = (
+            Family::<HypervisorLabel, Gauge>::default(),
+            Family::<HypervisorLabel, Gauge>::default(),
+            Family::<HypervisorLabel, Gauge>::default(),
+            Family::<HypervisorLabel, Gauge>::default(),
+            Family::<HypervisorLabel, Gauge>::default(),
+        );
+        for (id, _, h) in self.adapters() {
+            let l = HypervisorLabel { hypervisor: id.to_string() };
+            let state = serde_json::to_value(h.state).ok().and_then(|v| v.as_str().map(str::to_string));
+            let status = StatusLabel { hypervisor: id.to_string(), status: state.unwrap_or_default() };
+            adapter_state.get_or_create(&status).set(1);
+            contact.get_or_create(&l).set(h.last_contact_ms.map_or(0, |ms| (ms / 1000) as i64));
+            logins.get_or_create(&l).set(h.logins as i64);
+            logouts.get_or_create(&l).set(h.logouts as i64);
+            losses.get_or_create(&l).set(h.losses as i64);
+            resyncs.get_or_create(&l).set(h.resyncs as i64);
+        }
+        registry.register(
+            "adapter_state",
+            "1 for each adapter's state (connecting, live, retrying, failing)",
+            adapter_state,
+        );
+        registry.register("adapter_last_contact_unix_seconds", "When the hypervisor last answered", contact);
+        registry.register("adapter_logins", "Logins per hypervisor since start", logins);
+        registry.register("adapter_logouts", "Logouts per hypervisor since start", logouts);
+        registry.register("adapter_losses", "Connection losses per hypervisor since start", losses);
+        registry.register("adapter_resyncs", "Periodic full re-reads per hypervisor since start", resyncs);
         registry.register(
             "switch_operations",
             "Switch operations by result (from the audit log)",
@@ -192,7 +268,6 @@ pub async fn tap(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use engine::{HypervisorId, Kind};
 
     fn env(seq: u64, event: Event) -> Envelope {
         Envelope { seq, at: seq * 1000, hypervisor: HypervisorId::new("vc").unwrap(), schema: 1, prev: [0; 32], event }
@@ -202,7 +277,7 @@ mod tests {
     fn renders_counts_by_kind_reconnects_and_lag() {
         let m = Metrics::default();
         m.count_event(&env(1, Event::Connected { kind: Kind::VMware, endpoint: "x".into() }));
-        m.count_event(&env(2, Event::Lost { reason: "timeout".into() }));
+        m.count_event(&env(2, Event::Lost { reason: "timeout".into(), since: 1_000 }));
         m.count_event(&env(3, Event::Reestablished { outage_ms: 10 }));
         let stats = Arc::new(engine::reconciler::Stats::default());
         stats.cycles.store(4, Ordering::Relaxed);

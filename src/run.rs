@@ -2,10 +2,10 @@
 //! SIGINT/SIGTERM, shut down gracefully.
 //!
 //! Start-up fails fast, with one clear paragraph, on what an operator must fix: a bad config, a
-//! data directory that cannot be opened or recovered, a switch that cannot be reached, a
-//! hypervisor that cannot be reached and that the log has never known. A hypervisor the log
-//! already knows may be down at start-up (netfold restarted during an outage): its grace period
-//! continues from the log and the adapter keeps retrying.
+//! data directory that cannot be opened or recovered, a switch that cannot be reached. Whatever
+//! hypervisor is unreachable, netfold starts: a hypervisor the log shows as live is lost at its
+//! adapter's first failed attempt (the seed's `Retrying...` line, grace armed), one never learnt
+//! is retried and shows in `/healthz` until it answers.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,8 +16,8 @@ use anyhow::{bail, Context, Result};
 use engine::clock::SystemClock;
 use engine::switch::{MemorySwitch, Switch};
 
-use crate::agent::{Adapter, Agent};
-use crate::config::{self, HypervisorPlan, SwitchPlan};
+use crate::agent::Agent;
+use crate::config::{self, SwitchPlan};
 
 pub fn check(path: &Path) -> Result<()> {
     let plan = config::load(path)?;
@@ -35,12 +35,8 @@ pub async fn run(path: &Path, accept_loss: bool) -> Result<()> {
     let plan = config::load(path)?;
     let on_loss = if accept_loss { store::OnLoss::Accept } else { store::OnLoss::Refuse };
     let mut agent = Agent::start_with(&plan.data_dir, plan.engine, Arc::new(SystemClock), on_loss).await?;
-    let known: Vec<_> = agent.engine.state().read(|s| s.hypervisors().map(|(id, _)| id.clone()).collect());
-    for h in &plan.hypervisors {
-        if !known.contains(&h.id) {
-            preflight_hypervisor(h).await?;
-        }
-        agent.add_hypervisor(h.id.clone(), h.kind, Adapter::from_config(h.kind, &h.entry))?;
+    for h in plan.hypervisors {
+        agent.add_hypervisor(h.id, h.kind, h.adapter).await?;
     }
     for s in &plan.switches {
         add_switch(&mut agent, s).await?;
@@ -95,33 +91,6 @@ async fn preflight_switch<S: Switch>(sw: &S) -> Result<()> {
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
         }
-    }
-}
-
-/// A hypervisor the log has never known must at least accept a TCP connection.
-async fn preflight_hypervisor(h: &HypervisorPlan) -> Result<()> {
-    let url = reqwest_url(&h.entry.url)?;
-    let addr = format!("{}:{}", url.0, url.1);
-    match tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(&addr)).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => bail!(
-            "hypervisor {} ({}) is unreachable at {addr}: {e}. netfold has never learnt from it, so there is nothing to keep while it retries: check `url` and that the service is up, then start netfold again",
-            h.id, h.kind
-        ),
-        Err(_) => bail!("hypervisor {} ({}) did not answer at {addr} within 10 s: check `url` and the network path", h.id, h.kind),
-    }
-}
-
-/// `(host, port)` of an http(s) URL.
-fn reqwest_url(url: &str) -> Result<(String, u16)> {
-    let (scheme, rest) = url.split_once("://").context("url has no scheme")?;
-    let authority = rest.split('/').next().unwrap_or_default();
-    let default = if scheme == "https" { 443 } else { 80 };
-    match authority.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
-            Ok((host.to_string(), port.parse().with_context(|| format!("bad port in url {url}"))?))
-        }
-        _ => Ok((authority.to_string(), default)),
     }
 }
 

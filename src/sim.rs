@@ -1,36 +1,150 @@
-//! `netfold sim vcenter|xen|eapi`: the simulators, on their own, until Ctrl-C.
+//! `netfold sim vcenter|xen|eapi`: the simulators, on their own, until SIGINT/SIGTERM. With
+//! `--control ADDR` a hypervisor simulator also serves a small test control API (faults,
+//! password, login counts), so a fault test can drive a simulator in another process.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use adapters::sim_fault::{Counts, Fault};
 use adapters::{eapi, vsphere, xen};
 use anyhow::{Context, Result};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 
-use crate::cli::SimCommand;
+use crate::cli::{SimCommand, SimCommon};
 
 fn addr(listen: &str) -> Result<SocketAddr> {
-    listen.parse().with_context(|| format!("--listen `{listen}` is not an address like 127.0.0.1:8989"))
+    listen.parse().with_context(|| format!("`{listen}` is not an address like 127.0.0.1:8989"))
+}
+
+/// `SWITCH:PREFIX` of `--lab`.
+fn lab(spec: &str) -> Result<(String, String)> {
+    spec.split_once(':')
+        .filter(|(s, p)| !s.is_empty() && !p.is_empty())
+        .map(|(s, p)| (s.to_string(), p.to_string()))
+        .with_context(|| format!("--lab `{spec}` is not SWITCH:PREFIX (e.g. tor1:Ethernet2/)"))
+}
+
+/// What the control API drives.
+trait Controlled: Send + Sync + 'static {
+    fn set_fault(&self, fault: Fault);
+    fn set_password(&self, password: &str);
+    fn counts(&self) -> Counts;
+}
+
+impl Controlled for vsphere::sim::SimHandle {
+    fn set_fault(&self, fault: Fault) {
+        vsphere::sim::SimHandle::set_fault(self, fault)
+    }
+    fn set_password(&self, password: &str) {
+        vsphere::sim::SimHandle::set_password(self, password)
+    }
+    fn counts(&self) -> Counts {
+        vsphere::sim::SimHandle::counts(self)
+    }
+}
+
+impl Controlled for xen::sim::Simulator {
+    fn set_fault(&self, fault: Fault) {
+        xen::sim::Simulator::set_fault(self, fault)
+    }
+    fn set_password(&self, password: &str) {
+        xen::sim::Simulator::set_password(self, password)
+    }
+    fn counts(&self) -> Counts {
+        xen::sim::Simulator::counts(self)
+    }
+}
+
+/// Serves the control API on `listen` (loopback only); prints `control: http://ADDR`.
+async fn serve_control(sim: Arc<dyn Controlled>, listen: &str) -> Result<()> {
+    let at = addr(listen)?;
+    if !at.ip().is_loopback() {
+        anyhow::bail!("--control `{listen}` must be a loopback address: the control API has no authentication");
+    }
+    let listener = tokio::net::TcpListener::bind(at).await.with_context(|| format!("cannot listen on {listen}"))?;
+    println!("control:  http://{}", listener.local_addr()?);
+    let app = Router::new()
+        .route(
+            "/fault/{name}",
+            post(|State(sim): State<Arc<dyn Controlled>>, Path(name): Path<String>| async move {
+                match name.parse::<Fault>() {
+                    Ok(f) => {
+                        sim.set_fault(f);
+                        (StatusCode::OK, format!("fault {name}\n"))
+                    }
+                    Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
+                }
+            }),
+        )
+        .route(
+            "/password/{new}",
+            post(|State(sim): State<Arc<dyn Controlled>>, Path(new): Path<String>| async move {
+                sim.set_password(&new);
+                "password changed\n"
+            }),
+        )
+        .route("/counts", get(|State(sim): State<Arc<dyn Controlled>>| async move { Json(sim.counts()) }))
+        .with_state(sim);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "simulator control API stopped");
+        }
+    });
+    Ok(())
+}
+
+async fn until_signal() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot watch for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
 }
 
 pub async fn run(sim: SimCommand) -> Result<()> {
     match sim {
-        SimCommand::Vcenter { listen, hosts, vms_per_host, portgroups } => {
-            let opts = vsphere::sim::SimOptions {
-                listen: addr(&listen)?,
-                hosts,
-                vms_per_host,
-                portgroups,
-                ..Default::default()
+        SimCommand::Vcenter { listen, hosts, vms_per_host, portgroups, common: SimCommon { lab: l, control } } => {
+            let mut opts = match l {
+                Some(spec) => {
+                    let (switch, prefix) = lab(&spec)?;
+                    vsphere::sim::SimOptions::lab(&switch, &prefix)
+                }
+                None => vsphere::sim::SimOptions { hosts, vms_per_host, portgroups, ..Default::default() },
             };
-            vsphere::sim::serve(opts).await.context("vCenter simulator")
+            opts.listen = addr(&listen)?;
+            let sim = Arc::new(vsphere::sim::Simulator::start(opts).await.context("vCenter simulator")?);
+            println!("vCenter simulator");
+            println!("url:      {}", sim.url());
+            println!("user:     {}", sim.user());
+            println!("password: {}", sim.password());
+            if let Some(c) = control {
+                serve_control(sim.clone(), &c).await?;
+            }
+            until_signal().await
         }
-        SimCommand::Xen { listen, hosts, vms_per_host, vlans } => {
-            let opts =
-                xen::sim::SimOptions { listen: addr(&listen)?, hosts, vms_per_host, vlans, ..Default::default() };
-            xen::sim::serve(opts, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .context("XenServer simulator")
+        SimCommand::Xen { listen, hosts, vms_per_host, vlans, common: SimCommon { lab: l, control } } => {
+            let mut opts = match l {
+                Some(spec) => {
+                    let (switch, prefix) = lab(&spec)?;
+                    xen::sim::SimOptions::lab(&switch, &prefix)
+                }
+                None => xen::sim::SimOptions { hosts, vms_per_host, vlans, ..Default::default() },
+            };
+            opts.listen = addr(&listen)?;
+            let sim = Arc::new(xen::sim::Simulator::start(opts).await.context("XenServer simulator")?);
+            println!("XenServer simulator");
+            println!("url:      {}", sim.url());
+            println!("user:     {}", sim.user());
+            println!("password: {}", sim.password());
+            if let Some(c) = control {
+                serve_control(sim.clone(), &c).await?;
+            }
+            until_signal().await
         }
         SimCommand::Eapi { listen, interfaces } => {
             let mut sim = eapi::sim::Sim::new("admin", "admin");
@@ -42,7 +156,7 @@ pub async fn run(sim: SimCommand) -> Result<()> {
             println!("url:      http://{bound}");
             println!("user:     admin");
             println!("password: admin");
-            let _ = tokio::signal::ctrl_c().await;
+            until_signal().await?;
             task.abort();
             Ok(())
         }

@@ -1,7 +1,7 @@
 //! End-to-end tests of the `netfold` binary as an operator uses it: the demo runs green and
 //! leaves a history that `log`, `state`, `why` and `verify` answer from; bad config, an
-//! unreachable hypervisor, an unreachable switch and a corrupt data directory each give one
-//! clear paragraph and a non-zero exit — never a panic.
+//! unreachable switch and a corrupt data directory each give one clear paragraph and a non-zero
+//! exit — never a panic.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -151,24 +151,14 @@ fn bad_config_names_file_line_and_key() {
     );
 }
 
+/// An unreachable hypervisor never stops start-up (`faults.rs` shows netfold running and
+/// retrying it); an unreachable switch still does.
 #[test]
-fn unreachable_hypervisor_and_switch_fail_start_up_clearly() {
+fn unreachable_switch_fails_start_up_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("netfold.toml");
     let data = dir.path().join("data");
     // Port 1 on loopback: nothing listens there.
-    std::fs::write(
-        &cfg,
-        format!(
-            "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[[hypervisor]]\nname = \"vc\"\nkind = \"vmware\"\nurl = \"http://127.0.0.1:1/sdk\"\nuser = \"u\"\npassword = {{ password_env = \"NETFOLD_TEST_PW\" }}\n",
-            data.display()
-        ),
-    )
-    .unwrap();
-    assert_clear_failure(
-        &netfold(&["run", "-c", cfg.to_str().unwrap()]),
-        &["hypervisor vc", "unreachable", "127.0.0.1:1"],
-    );
     std::fs::write(
         &cfg,
         format!(

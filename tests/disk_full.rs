@@ -129,6 +129,18 @@ fn xen_sim(port: u16, vms: usize) -> Proc {
     sim
 }
 
+/// The agent's `/healthz` body, read with a bare HTTP/1.0 request (its port from its log).
+fn healthz(agent: &Proc) -> String {
+    use std::io::Read;
+    let log = agent.stderr.lock().unwrap().clone();
+    let addr = log.split("netfold running http=").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.0\r\nHost: netfold\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
 /// `(seq, kind)` of every event in the data directory, after `verify` passed.
 fn verified_events(data: &Path) -> Vec<(u64, String)> {
     let d = data.to_str().unwrap();
@@ -216,8 +228,12 @@ fn a_full_disk_holds_events_back_until_space_returns_and_sigterm_still_stops_the
     std::thread::sleep(Duration::from_secs(1));
     let filler = fill_up(fs.0.path());
     sim = until_held(&agent, sim, port, &mut vms);
-    // Held, not dropped: nothing more is logged as done while the disk is full.
+    // Held, not dropped: nothing more is logged as done while the disk is full, and health
+    // says why.
     let (lost, back) = (agent.count(LOST), agent.count(BACK));
+    let health = healthz(&agent);
+    assert!(health.starts_with("HTTP/1.0 503") || health.starts_with("HTTP/1.1 503"), "{health}");
+    assert!(health.contains("the event log refuses appends since"), "{health}");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!((agent.count(LOST), agent.count(BACK)), (lost, back), "an event was reported done on a full disk");
     std::fs::remove_file(&filler).unwrap();

@@ -10,19 +10,19 @@
 //! userspace datapath opens tap devices); a missing binary fails the test, naming the package.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use adapters::ovs::lab::Lab;
 use adapters::{vsphere, xen};
 use serde_json::Value;
+use support::netfold::{Netfold, STEP};
+
+mod support;
 
 const SWITCH: &str = "tor1";
 const PARKING: u16 = 4094;
 const GRACE_SECS: u64 = 6;
-/// Generous bound for any one real-network effect on a loaded 2-core machine.
-const STEP: Duration = Duration::from_secs(25);
 
 type Table = BTreeMap<String, BTreeSet<u16>>;
 
@@ -36,82 +36,6 @@ fn now_ms() -> u64 {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// One `netfold run`, its stderr (the seed log lines) captured in a file.
-struct Netfold {
-    child: Child,
-    stderr: PathBuf,
-}
-
-impl Netfold {
-    fn start(config: &Path, stderr: PathBuf, env: &[(&str, String)]) -> Netfold {
-        let file = std::fs::File::create(&stderr).expect("stderr file");
-        let child = Command::new(env!("CARGO_BIN_EXE_netfold"))
-            .args(["run", "-c", config.to_str().expect("utf-8 path")])
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("start netfold");
-        Netfold { child, stderr }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// Waits until the log contains `needle` (and the process is alive).
-    async fn wait_line(&mut self, needle: &str) {
-        let deadline = Instant::now() + STEP;
-        loop {
-            if self.log().contains(needle) {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("netfold exited ({status}) before logging `{needle}`:\n{}", self.log());
-            }
-            assert!(Instant::now() < deadline, "no `{needle}` within {STEP:?}:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// The HTTP endpoint's address, from the `netfold running http=…` line.
-    async fn http(&mut self) -> String {
-        self.wait_line("netfold running").await;
-        let log = self.log();
-        let line = log.lines().find(|l| l.contains("netfold running")).expect("running line");
-        let addr = line.split_whitespace().find_map(|w| w.strip_prefix("http=")).expect("http= field");
-        format!("http://{addr}")
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    async fn stop(mut self) -> String {
-        let pid = self.child.id().to_string();
-        let out = Command::new("kill").args(["-TERM", &pid]).output().expect("run kill");
-        assert!(out.status.success(), "kill -TERM {pid}: {}", text(&out.stderr));
-        let deadline = Instant::now() + STEP;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().expect("wait netfold") {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "netfold did not stop within {STEP:?} of SIGTERM");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let log = self.log();
-        assert!(status.success(), "netfold exited with {status} on SIGTERM:\n{log}");
-        log
-    }
-}
-
-impl Drop for Netfold {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// The view a step waits on: OVS's trunks (ground truth, via ovs-vsctl, parking VLAN left
@@ -328,8 +252,11 @@ resync_secs = 2
     let (lost, expired) = (find("Lost", "vc-east"), find("Expired", "vc-east"));
     find("Reestablished", "xen217");
     let (lost_at, expired_at) = (lost["at"].as_u64().unwrap(), expired["at"].as_u64().unwrap());
+    // The grace runs from the last contact, which the Lost event carries.
+    let since = lost["event"]["Lost"]["since"].as_u64().expect("Lost.since");
+    assert!(since <= lost_at, "last contact {since} after the loss was recorded at {lost_at}");
     let grace_ms = GRACE_SECS * 1000;
-    assert!(expired_at >= lost_at + grace_ms, "expired {expired_at} before Lost {lost_at} + grace");
+    assert!(expired_at >= since + grace_ms, "expired {expired_at} before last contact {since} + grace");
     assert!(
         expired_at < restarted_ms + grace_ms,
         "expired at {expired_at}: the grace period restarted at {restarted_ms} instead of continuing from Lost at {lost_at}"

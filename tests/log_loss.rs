@@ -102,7 +102,7 @@ async fn ten_events(data: &Path, big: bool) {
                     })
                     .collect(),
             },
-            _ => Event::Lost { reason: format!("probe {n}") },
+            _ => Event::Lost { reason: format!("probe {n}"), since: 1_700_000_000_000 + n },
         };
         log.append(vec![Recorded { at: 1_700_000_000_000 + n, hypervisor: id.clone(), event }]).await.unwrap();
     }

@@ -40,7 +40,7 @@ fn decode(c: &mut Criterion) {
             };
             let mut m = Mirror::default();
             for (r, rec) in &recs {
-                m.upsert("VM", r, rec);
+                m.upsert("VM", r, rec).expect("golden records read");
             }
             m.vms.len()
         })

@@ -10,7 +10,9 @@
 //! Adapters report [`engine::Observation`]s; they never write events and know nothing of the log.
 
 pub mod common;
+pub mod driver;
 pub mod eapi;
 pub mod ovs;
+pub mod sim_fault;
 pub mod vsphere;
 pub mod xen;

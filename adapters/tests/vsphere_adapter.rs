@@ -6,10 +6,12 @@ mod vsphere_support;
 
 use std::time::{Duration, Instant};
 
-use adapters::common::{HttpClient, Secret, TlsOptions};
+use adapters::common::{HttpClient, Secret, Timeouts, TlsOptions};
+use adapters::driver::{Health, LinkState};
 use adapters::vsphere::client::Session;
 use adapters::vsphere::sim::{Cut, SimOptions, Simulator};
 use adapters::vsphere::{codec, Adapter, Error};
+use engine::runtime::Link;
 use engine::{Fact, Observation};
 use tokio::sync::mpsc;
 use vsphere_support::{config, delta, inventory, next, only_vnic, small, start, steady, DEADLINE};
@@ -25,7 +27,7 @@ async fn logs_in_again_after_the_session_is_dropped_server_side() {
     let deadline = Instant::now() + DEADLINE;
     while h.sim.session_count() != 1 {
         assert!(Instant::now() < deadline, "one live session after re-login");
-        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let vm = h.sim.vm_ids()[0].clone();
     steady(&h.sim).await;
@@ -42,7 +44,9 @@ async fn cut_and_restore(how: Cut) {
     let vm = h.sim.vm_ids()[0].clone();
     h.sim.set_power(&vm, false).unwrap();
     match next(&mut h.rx).await {
-        Observation::Disconnected { reason } => eprintln!("{how:?}: disconnected: {reason}"),
+        Observation::Disconnected { reason, silent_ms } => {
+            eprintln!("{how:?}: disconnected after {silent_ms} ms of silence: {reason}")
+        }
         other => panic!("{how:?}: expected Disconnected, got {other:?}"),
     }
     h.sim.restore().await.unwrap();
@@ -73,31 +77,57 @@ async fn a_hanging_server_gives_disconnected_then_a_fresh_inventory() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_password_stops_with_a_clear_error() {
+async fn wrong_password_retries_slowly_shows_in_health_and_recovers_once_fixed() {
     let sim = Simulator::start(small()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (tx, mut rx) = mpsc::channel(4);
-    let adapter = Adapter::new(config(&sim, &dir, "not-the-password")).unwrap();
-    let r = tokio::time::timeout(DEADLINE, adapter.run(tx)).await.expect("stops, no retry loop");
-    let e = r.unwrap_err();
-    assert!(matches!(e, Error::InvalidLogin { .. }), "{e:?}");
-    let msg = e.to_string();
-    assert!(msg.contains("incorrect user name or password") && msg.contains(sim.user()), "{msg}");
-    assert!(!msg.contains("not-the-password"), "the password is never in the error");
-    assert!(rx.recv().await.is_none(), "no observation on a failed login");
+    let (_asks, asks_rx) = mpsc::channel(1);
+    let mut c = config(&sim, &dir, "not-the-password");
+    c.fatal_retry_secs = 1;
+    let health = Health::new(&c.url);
+    let adapter = Adapter::new(c).unwrap();
+    let link = Link { observations: tx, asks: asks_rx };
+    let task = tokio::spawn(adapter.run(link, Duration::from_secs(180), health.clone()));
+    let Observation::Disconnected { reason, .. } = next(&mut rx).await else { panic!("a failed attempt first") };
+    assert!(reason.contains("incorrect user name or password") && reason.contains(sim.user()), "{reason}");
+    assert!(!reason.contains("not-the-password"), "the password is never in the error");
+    let h = health.get();
+    assert_eq!(h.state, LinkState::Failing);
+    assert!(h.last_error.as_deref().is_some_and(|e| e.contains("incorrect user name")), "{h:?}");
+    // It keeps trying on the slow schedule: the password fixed on vCenter's side is picked up.
+    sim.set_password("not-the-password");
+    loop {
+        match next(&mut rx).await {
+            Observation::Disconnected { .. } => continue,
+            Observation::Inventory { facts, .. } => {
+                assert!(!facts.is_empty());
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(health.get().state, LinkState::Live);
+    assert_eq!(health.get().last_error, None);
+    task.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_oversized_response_is_a_clear_error() {
+async fn an_oversized_response_is_a_clear_error_and_retried_not_fatal() {
     let opts = SimOptions { hosts: 10, vms_per_host: 10, ..SimOptions::default() };
-    let h = start(opts, |c| {
+    let mut h = start(opts, |c| {
         c.max_body_bytes = 16 * 1024;
         c.page_size = 500;
+        c.fatal_retry_secs = 1;
     })
     .await;
-    let r = tokio::time::timeout(DEADLINE, h.task).await.expect("stops").expect("joins");
-    let e = r.unwrap_err();
-    assert!(e.to_string().contains("exceeds the 16384-byte limit"), "{e}");
+    for attempt in 1..=3 {
+        let Observation::Disconnected { reason, .. } = next(&mut h.rx).await else { panic!("attempt {attempt} fails") };
+        assert!(reason.contains("exceeds the 16384-byte limit"), "{reason}");
+    }
+    assert!(!h.task.is_finished(), "the adapter never stops");
+    assert_eq!(h.health.get().state, LinkState::Failing);
+    assert!(h.health.get().logouts >= 2, "every abandoned session is logged out: {:?}", h.health.get());
+    h.task.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,7 +142,7 @@ async fn a_non_xml_response_is_a_clear_error() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/sdk", listener.local_addr().unwrap());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let http = HttpClient::new(&TlsOptions::default(), Duration::from_secs(5), 1 << 20).unwrap();
+    let http = HttpClient::new(&TlsOptions::default(), &Timeouts::flat(Duration::from_secs(5)), 1 << 20).unwrap();
     let e = Session::login(&http, &url, "u", &Secret::new("p")).await.unwrap_err();
     assert!(matches!(&e, Error::ContentType { content_type, .. } if content_type == "text/html"), "{e:?}");
     assert!(e.to_string().contains("expected text/xml"), "{e}");
@@ -195,8 +225,7 @@ async fn dropping_the_receiver_stops_the_adapter_and_logs_out() {
     drop(h.rx);
     let vm = h.sim.vm_ids()[0].clone();
     h.sim.set_power(&vm, false).unwrap();
-    let r = tokio::time::timeout(DEADLINE, h.task).await.expect("stops").expect("joins");
-    assert!(r.is_ok(), "{r:?}");
+    tokio::time::timeout(DEADLINE, h.task).await.expect("stops").expect("joins");
     assert_eq!(h.sim.session_count(), 0, "logged out");
 }
 
@@ -208,7 +237,7 @@ fn tls_options() -> SimOptions {
 async fn tls_certificates_are_verified_by_default() {
     let sim = Simulator::start(tls_options()).await.unwrap();
     assert!(sim.url().starts_with("https://"));
-    let http = HttpClient::new(&TlsOptions::default(), Duration::from_secs(5), 1 << 20).unwrap();
+    let http = HttpClient::new(&TlsOptions::default(), &Timeouts::flat(Duration::from_secs(5)), 1 << 20).unwrap();
     let e = Session::login(&http, &sim.url(), sim.user(), &Secret::new(sim.password())).await.unwrap_err();
     let chain = e.chain();
     assert!(chain.contains("certificate"), "the cause names the certificate: {chain}");
@@ -223,7 +252,7 @@ async fn a_ca_file_makes_the_simulator_trusted() {
     let mut c = config(&sim, &dir, &sim.password());
     c.tls.ca_file = Some(ca);
     let (tx, mut rx) = mpsc::channel(4);
-    let task = tokio::spawn(Adapter::new(c).unwrap().run(tx));
+    let task = tokio::spawn(Adapter::new(c).unwrap().run_into(tx));
     match next(&mut rx).await {
         Observation::Inventory { endpoint, facts, .. } => {
             assert!(endpoint.starts_with("https://127.0.0.1:"), "{endpoint}");
@@ -241,21 +270,27 @@ async fn insecure_accepts_the_self_signed_certificate() {
     let mut c = config(&sim, &dir, &sim.password());
     c.tls.insecure = true;
     let (tx, mut rx) = mpsc::channel(4);
-    let task = tokio::spawn(Adapter::new(c).unwrap().run(tx));
+    let task = tokio::spawn(Adapter::new(c).unwrap().run_into(tx));
     assert!(matches!(next(&mut rx).await, Observation::Inventory { .. }));
     task.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_password_rotated_while_live_reports_disconnected_then_stops() {
-    let mut h = start(small(), |_| {}).await;
+async fn a_password_rotated_while_live_reports_disconnected_and_keeps_retrying() {
+    let mut h = start(small(), |c| c.fatal_retry_secs = 1).await;
     inventory(&mut h.rx).await;
+    steady(&h.sim).await;
     h.sim.set_password("rotated");
     h.sim.drop_sessions();
-    match next(&mut h.rx).await {
-        Observation::Disconnected { reason } => assert!(reason.contains("incorrect user name or password"), "{reason}"),
-        other => panic!("expected Disconnected, got {other:?}"),
+    for _ in 0..2 {
+        match next(&mut h.rx).await {
+            Observation::Disconnected { reason, .. } => {
+                assert!(reason.contains("incorrect user name or password"), "{reason}")
+            }
+            other => panic!("expected Disconnected, got {other:?}"),
+        }
     }
-    let r = tokio::time::timeout(DEADLINE, h.task).await.expect("stops").expect("joins");
-    assert!(matches!(r, Err(Error::InvalidLogin { .. })), "{r:?}");
+    assert!(!h.task.is_finished());
+    assert_eq!(h.health.get().state, LinkState::Failing);
+    h.task.abort();
 }

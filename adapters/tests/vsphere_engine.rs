@@ -108,7 +108,7 @@ struct Setup {
     sim: adapters::vsphere::sim::SimHandle,
     engine: Engine,
     log: Arc<MemoryLog<Recorded>>,
-    adapter: tokio::task::JoinHandle<adapters::vsphere::Result<()>>,
+    adapter: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
 
@@ -120,15 +120,18 @@ async fn setup(grace_secs: u64) -> Setup {
     let pw = dir.path().join("pw");
     std::fs::write(&pw, sim.password()).unwrap();
     let mut c = Config::new(sim.url(), sim.user(), SecretSource::file(&pw));
-    c.request_timeout_ms = 1_500;
+    c.liveness_secs = 3;
     c.wait_max_seconds = 1;
     c.backoff_initial_ms = 50;
     c.backoff_max_ms = 200;
     let log = Arc::new(MemoryLog::<Recorded>::new());
     let config = engine::config::Config { grace_secs, ..engine::config::Config::default() };
     let engine = Engine::start(log.clone(), config, Arc::new(TokioClock::from_system())).await.expect("engine");
-    let tx = engine.attach(HypervisorId::new("vc-sim").unwrap(), Kind::VMware);
-    let adapter = tokio::spawn(Adapter::new(c).expect("adapter").run(tx));
+    let window = c.last_attempt_window();
+    let link = engine.link(HypervisorId::new("vc-sim").unwrap(), Kind::VMware, window).await;
+    let health = adapters::driver::Health::new(&c.url);
+    let grace = Duration::from_secs(grace_secs);
+    let adapter = tokio::spawn(Adapter::new(c).expect("adapter").run(link, grace, health));
     Setup { sim, engine, log, adapter, _dir: dir }
 }
 

@@ -67,11 +67,11 @@ fn vm_records_decode_with_empty_values_and_nested_structs() {
 fn golden_pool_maps_to_the_expected_facts() {
     let mut m = Mirror::default();
     for (r, rec) in success("vm_get_all_records.xml").as_struct().unwrap() {
-        m.upsert("VM", r, rec);
+        m.upsert("VM", r, rec).unwrap();
     }
     for (class, recs) in success("pool_records.xml").as_struct().unwrap() {
         for (r, rec) in recs.as_struct().unwrap() {
-            m.upsert(class, r, rec);
+            m.upsert(class, r, rec).unwrap();
         }
     }
     let (facts, rejected) = m.facts();
@@ -148,4 +148,24 @@ fn malformed_xml_gives_a_clear_error_naming_the_place() {
             assert!(text.contains("at byte"), "{name}: `{text}` should say where");
         }
     }
+}
+
+#[test]
+fn a_record_that_is_not_a_struct_fails_the_read_and_removes_nothing() {
+    let mut m = Mirror::default();
+    for (r, rec) in success("vm_get_all_records.xml").as_struct().unwrap() {
+        m.upsert("VM", r, rec).unwrap();
+    }
+    let before = m.facts();
+    let (r, _) = success("vm_get_all_records.xml")
+        .as_struct()
+        .unwrap()
+        .iter()
+        .next()
+        .map(|(r, v)| (r.clone(), v.clone()))
+        .unwrap();
+    let err = m.upsert("VM", &r, &Value::str("garbage")).unwrap_err();
+    assert_eq!(err.why, "the record is not a struct");
+    assert!(err.what.contains(&r), "names the record: {err:?}");
+    assert_eq!(m.facts(), before, "the object is kept, not taken for deleted");
 }

@@ -104,9 +104,12 @@ async fn xen_outage_within_and_past_grace_gives_the_seed_messages_and_unconfigur
     std::fs::write(dir.path().join("pw"), sim.password())?;
     let mut c = Config::new(sim.url(), sim.user(), SecretSource::file(dir.path().join("pw")));
     c.event_timeout_secs = 5.0;
-    c.reconnect_min_ms = 20;
-    c.reconnect_max_ms = 100;
-    let adapter = tokio::spawn(Adapter::new(c)?.run(engine.attach(id.clone(), Kind::XenCitrix)));
+    c.liveness_secs = 8;
+    c.backoff_initial_ms = 20;
+    c.backoff_max_ms = 100;
+    let link = engine.link(id.clone(), Kind::XenCitrix, c.last_attempt_window()).await;
+    let health = adapters::driver::Health::new(&c.url);
+    let adapter = tokio::spawn(Adapter::new(c)?.run(link, std::time::Duration::from_secs(3), health));
 
     desired_becomes(&engine, &expect(&[("tor1:ethernet1/1/2", &[100, 101]), ("tor1:ethernet1/1/4", &[100, 101])]))
         .await;

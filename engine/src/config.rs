@@ -15,6 +15,10 @@ use crate::ids::{HypervisorId, SwitchPort};
 /// The default grace period: how long a lost hypervisor's facts are kept.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(180);
 
+/// The longest grace period accepted (one week): long enough for any outage an operator would
+/// ride out, short enough that milliseconds of it never overflow.
+pub const MAX_GRACE_SECS: u64 = 604_800;
+
 /// A host NIC to switch port tie given by configuration. It overrides whatever the adapter
 /// reports as the NIC's neighbour (static wins).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -100,6 +104,18 @@ impl Config {
 
     /// Checks the values that have a valid range.
     pub fn validate(&self) -> Result<()> {
+        let grace_ok = |g: u64| (1..=MAX_GRACE_SECS).contains(&g);
+        if !grace_ok(self.grace_secs) {
+            return Err(Error::Config(format!(
+                "grace_secs is {}, it must be 1 to {MAX_GRACE_SECS} seconds (one week)",
+                self.grace_secs
+            )));
+        }
+        if let Some((h, g)) = self.grace_secs_per_hypervisor.iter().find(|(_, g)| !grace_ok(**g)) {
+            return Err(Error::Config(format!(
+                "the grace period of {h} is {g} s, it must be 1 to {MAX_GRACE_SECS} seconds (one week)"
+            )));
+        }
         if !(0.0..=1.0).contains(&self.mass_removal.share) {
             return Err(Error::Config(format!(
                 "mass_removal.share is {}, it must be between 0.0 and 1.0",
@@ -148,6 +164,16 @@ mod tests {
         assert!(!g.trips(5, 6));
         assert!(!g.trips(50, 100));
         assert!(g.trips(51, 100));
+    }
+
+    #[test]
+    fn a_grace_of_zero_or_beyond_a_week_is_refused() {
+        for g in [0, MAX_GRACE_SECS + 1, 18_446_744_073_709_552] {
+            assert!(Config { grace_secs: g, ..Config::default() }.validate().is_err(), "{g}");
+            let mut c = Config::default();
+            c.grace_secs_per_hypervisor.insert(HypervisorId::new("x").unwrap(), g);
+            assert!(c.validate().unwrap_err().to_string().contains("grace period of x"), "{g}");
+        }
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub enum Error {
     /// A configuration value is unusable. Not retryable: fix the configuration.
     #[error("invalid engine configuration: {0}")]
     Config(String),
+    /// A release was asked for a hypervisor with no held removal. Not retryable as such.
+    #[error("hypervisor {hypervisor} has no held removal to release")]
+    NothingHeld { hypervisor: HypervisorId },
 }
 
 impl Error {

@@ -19,12 +19,21 @@ pub enum Event {
     Connected { kind: Kind, endpoint: String },
     /// Facts were added, changed or removed; one event per observed batch.
     Learnt { changes: Vec<Change> },
-    /// The session broke; facts are kept while the grace period runs.
-    Lost { reason: String },
+    /// The session broke; facts are kept while the grace period runs, which counts from
+    /// `since`: the last time the hypervisor answered (unix ms; schema 2 — schema 1 records
+    /// are upcast with `since` = the record's time).
+    Lost { reason: String, since: UnixMs },
     /// Back within the grace period after `outage_ms`.
     Reestablished { outage_ms: u64 },
     /// The grace period ran out while lost: every fact of the hypervisor is dropped.
     Expired,
+    /// A full read would have removed more of the hypervisor's facts than the mass-removal
+    /// guard allows, so none were removed. `sample`: the first keys that would have gone.
+    /// Held until released (an operator, or a later full read that no longer trips the guard).
+    RemovalHeld { would_remove: u64, known: u64, sample: Vec<crate::fact::FactKey> },
+    /// A held removal was let through or is moot; `by`: `operator` or `resync` (a later full
+    /// read no longer trips the guard).
+    RemovalReleased { by: String },
     /// netfold was started with `--accept-loss` on a log that had lost acknowledged records:
     /// `log` ended at seq `found` although seq `acknowledged` had been acknowledged (`detail`
     /// says how, in words). Recorded under [`LOSS_RECORDER`] so the gap stays in the audit
@@ -44,6 +53,8 @@ impl Event {
             Event::Lost { .. } => "Lost",
             Event::Reestablished { .. } => "Reestablished",
             Event::Expired => "Expired",
+            Event::RemovalHeld { .. } => "RemovalHeld",
+            Event::RemovalReleased { .. } => "RemovalReleased",
             Event::LossAccepted { .. } => "LossAccepted",
         }
     }

@@ -1,6 +1,7 @@
-//! Observations: what an adapter reports about its hypervisor. Adapters never write events;
-//! the engine's session turns observations into events by diffing them against the projected
-//! facts.
+//! Observations: what an adapter reports about its hypervisor, and [`Ask`]: what the engine
+//! asks of the adapter in return. Adapters never write events; the engine's session turns
+//! observations into events by diffing them against the projected facts, and tells the adapter
+//! when its verdict differs from the adapter's view (a hollow inventory is a loss, not data).
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +29,20 @@ pub enum Observation {
     },
     /// What changed since the previous observation.
     Delta { changes: Vec<Change>, rejected: Vec<Rejected> },
-    /// The session broke; the adapter keeps retrying in the background.
-    Disconnected { reason: String },
+    /// The session broke, or an attempt to reach the hypervisor failed; the adapter keeps
+    /// retrying in the background. `silent_ms`: how long before this report the hypervisor last
+    /// answered (the loss is dated then); 0 when the adapter never reached it.
+    Disconnected { reason: String, silent_ms: u64 },
+}
+
+/// What the engine asks of a hypervisor's adapter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ask {
+    /// The engine recorded the hypervisor as lost although the adapter still holds a session
+    /// (its inventory came back hollow, or an operator released a held removal): drop the
+    /// session, log in again and send a fresh `Inventory` on the retry schedule.
+    Reread { reason: String },
+    /// The grace period is about to run out: try to reach the hypervisor now. The engine waits
+    /// for this attempt (a bounded window) before it removes what was learnt.
+    LastAttempt,
 }

@@ -7,13 +7,19 @@
 //! ([`Session::from_status`]), so it survives restarts with the log.
 //!
 //! ```text
-//!            Inventory                Disconnected / hollow inventory
-//!   New ─────────────────> Live ───────────────────────────────> Lost{since}
+//!            Inventory                Disconnected{silent_ms} / hollow inventory (+ Ask::Reread)
+//!   New ─────────────────> Live ───────────────────────────────> Lost{since = last contact}
 //!    ^  Connected+Learnt    ^  <──────────────────────────────────   │
 //!    │                      │   Inventory: Reestablished + Learnt(diff)
+//!    │                      │                                        │ grace elapsed, adapter attached:
+//!    │                      │                                        │   Ask::LastAttempt, wait a window
 //! Expired <─────────────────┴──────────────────────────────────────┘
-//!   (Inventory: Connected + Learnt)        grace elapsed: Expired
+//!   (Inventory: Connected + Learnt)   grace elapsed (after the last attempt failed or its window): Expired
 //! ```
+//!
+//! A full inventory whose removals trip the mass-removal guard keeps the facts and appends
+//! `RemovalHeld`; the hold ends with `RemovalReleased` (an operator's release, or a later full
+//! read that no longer trips the guard).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -23,8 +29,8 @@ use crate::error::Invalid;
 use crate::event::{Event, UnixMs};
 use crate::fact::{Change, Fact, FactKey};
 use crate::ids::{HypervisorId, Kind};
-use crate::observe::{Observation, Rejected};
-use crate::projector::{Facts, HypervisorStatus, Status};
+use crate::observe::{Ask, Observation, Rejected};
+use crate::projector::{Facts, Held, HypervisorStatus, Status};
 
 /// Where one hypervisor's session stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +54,19 @@ pub enum Input {
     GraceElapsed,
 }
 
+/// Whether the engine can ask the adapter for one last attempt before the grace runs out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LastAttempt {
+    /// No adapter is attached (replay, tests of the pure fold): expiry does not wait.
+    Unavailable,
+    /// An adapter is attached and has not been asked yet; expiry waits up to `window_ms` for
+    /// the attempt.
+    Due { window_ms: u64 },
+    /// Asked: the next timer, or a report that the attempt failed, expires the hypervisor;
+    /// an inventory before then is a return within grace.
+    Asked,
+}
+
 /// What the step needs to know besides its input.
 #[derive(Clone, Copy, Debug)]
 pub struct Ctx<'a> {
@@ -60,6 +79,11 @@ pub struct Ctx<'a> {
     /// The projected facts of this hypervisor (`None`: none known).
     pub known: Option<&'a Facts>,
     pub guard: &'a MassRemoval,
+    /// The removal the guard holds back, as the log says.
+    pub held: Option<Held>,
+    /// An operator asked to let the held removal through: this inventory bypasses the guard.
+    pub release: bool,
+    pub last_attempt: LastAttempt,
 }
 
 /// An operator message to log once the events of the step are durable.
@@ -105,11 +129,20 @@ pub struct Step {
     pub notices: Vec<Notice>,
     pub invalid: Vec<Invalid>,
     pub timer: Timer,
+    /// What to ask of the adapter once the events are durable.
+    pub ask: Option<Ask>,
 }
 
 impl Step {
     fn stay(s: Session) -> Self {
-        Step { next: s, events: Vec::new(), notices: Vec::new(), invalid: Vec::new(), timer: Timer::Unchanged }
+        Step {
+            next: s,
+            events: Vec::new(),
+            notices: Vec::new(),
+            invalid: Vec::new(),
+            timer: Timer::Unchanged,
+            ask: None,
+        }
     }
 }
 
@@ -142,24 +175,31 @@ impl Session {
     /// One transition.
     pub fn step(&self, input: Input, ctx: &Ctx<'_>) -> Step {
         let known_len = ctx.known.map_or(0, Facts::len);
+        let asked = ctx.last_attempt == LastAttempt::Asked;
         match (*self, input) {
             (Session::Lost { since }, Input::GraceElapsed) => {
                 let at = since.saturating_add(ctx.grace_ms);
-                if ctx.now >= at {
-                    Step {
-                        next: Session::Expired,
-                        events: vec![Event::Expired],
-                        notices: vec![Notice::Removing],
-                        invalid: Vec::new(),
-                        timer: Timer::Cancel,
-                    }
-                } else {
-                    Step { timer: Timer::Arm { at }, ..Step::stay(*self) }
+                match ctx.last_attempt {
+                    _ if ctx.now < at => Step { timer: Timer::Arm { at }, ..Step::stay(*self) },
+                    LastAttempt::Due { window_ms } => Step {
+                        timer: Timer::Arm { at: ctx.now.saturating_add(window_ms) },
+                        ask: Some(Ask::LastAttempt),
+                        ..Step::stay(*self)
+                    },
+                    LastAttempt::Unavailable | LastAttempt::Asked => expire(*self),
                 }
             }
             (s, Input::GraceElapsed) => Step { timer: Timer::Cancel, ..Step::stay(s) },
 
-            (Session::Live, Input::Observed(Observation::Disconnected { reason })) => lost(ctx, reason, Vec::new()),
+            (Session::Live, Input::Observed(Observation::Disconnected { reason, silent_ms })) => {
+                lost(ctx, ctx.now.saturating_sub(silent_ms), reason, Vec::new())
+            }
+            // The last attempt before expiry failed: expire now rather than at the window's end.
+            (Session::Lost { since }, Input::Observed(Observation::Disconnected { .. }))
+                if asked && ctx.now >= since.saturating_add(ctx.grace_ms) =>
+            {
+                expire(*self)
+            }
             (s, Input::Observed(Observation::Disconnected { .. })) => Step::stay(s),
 
             (Session::Live, Input::Observed(Observation::Delta { changes, rejected })) => {
@@ -183,48 +223,37 @@ impl Session {
                             what,
                             known: known_len,
                         });
+                        let reason = format!("inventory came back {what}");
+                        let ask = Some(Ask::Reread { reason: reason.clone() });
                         return match s {
-                            Session::Live => lost(ctx, format!("inventory came back {what}"), invalid),
-                            _ => Step { invalid, ..Step::stay(s) },
+                            Session::Live => Step { ask, ..lost(ctx, ctx.now, reason, invalid) },
+                            _ => Step { invalid, ask, ..Step::stay(s) },
                         };
                     }
                 }
                 let good = validate_inventory(ctx.hypervisor, facts, &mut invalid);
                 match s {
-                    Session::Lost { since } if ctx.now >= since.saturating_add(ctx.grace_ms) => {
+                    Session::Lost { since } if !asked && ctx.now >= since.saturating_add(ctx.grace_ms) => {
                         // The grace ran out before the timer was handled: expire, then start over.
-                        let changes = diff(ctx, None, good, &mut invalid);
+                        let changes = diff(ctx, None, good, &mut invalid).changes;
                         let mut events = vec![Event::Expired, Event::Connected { kind: ctx.kind, endpoint }];
                         push_learnt(&mut events, changes);
-                        Step {
-                            next: Session::Live,
-                            events,
-                            notices: vec![Notice::Removing],
-                            invalid,
-                            timer: Timer::Cancel,
-                        }
+                        Step { events, notices: vec![Notice::Removing], invalid, timer: Timer::Cancel, ..live() }
                     }
                     Session::Lost { since } => {
-                        let changes = diff(ctx, ctx.known, good, &mut invalid);
                         let mut events = vec![Event::Reestablished { outage_ms: ctx.now.saturating_sub(since) }];
-                        push_learnt(&mut events, changes);
-                        Step {
-                            next: Session::Live,
-                            events,
-                            notices: vec![Notice::Reestablished],
-                            invalid,
-                            timer: Timer::Cancel,
-                        }
+                        diff(ctx, ctx.known, good, &mut invalid).push_to(ctx, &mut events);
+                        Step { events, notices: vec![Notice::Reestablished], invalid, timer: Timer::Cancel, ..live() }
                     }
                     Session::Live => {
                         let mut events = Vec::new();
-                        push_learnt(&mut events, diff(ctx, ctx.known, good, &mut invalid));
-                        Step { events, invalid, ..Step::stay(Session::Live) }
+                        diff(ctx, ctx.known, good, &mut invalid).push_to(ctx, &mut events);
+                        Step { events, invalid, ..live() }
                     }
                     Session::New | Session::Expired => {
                         let mut events = vec![Event::Connected { kind: ctx.kind, endpoint }];
-                        push_learnt(&mut events, diff(ctx, ctx.known, good, &mut invalid));
-                        Step { next: Session::Live, events, notices: Vec::new(), invalid, timer: Timer::Cancel }
+                        diff(ctx, ctx.known, good, &mut invalid).push_to(ctx, &mut events);
+                        Step { events, invalid, timer: Timer::Cancel, ..live() }
                     }
                 }
             }
@@ -232,13 +261,29 @@ impl Session {
     }
 }
 
-fn lost(ctx: &Ctx<'_>, reason: String, invalid: Vec<Invalid>) -> Step {
+fn live() -> Step {
+    Step::stay(Session::Live)
+}
+
+fn expire(s: Session) -> Step {
     Step {
-        next: Session::Lost { since: ctx.now },
-        events: vec![Event::Lost { reason }],
+        next: Session::Expired,
+        events: vec![Event::Expired],
+        notices: vec![Notice::Removing],
+        timer: Timer::Cancel,
+        ..Step::stay(s)
+    }
+}
+
+/// Lost at `since` (the last contact): the grace runs from then.
+fn lost(ctx: &Ctx<'_>, since: UnixMs, reason: String, invalid: Vec<Invalid>) -> Step {
+    Step {
+        next: Session::Lost { since },
+        events: vec![Event::Lost { reason, since }],
         notices: vec![Notice::Lost],
         invalid,
-        timer: Timer::Arm { at: ctx.now.saturating_add(ctx.grace_ms) },
+        timer: Timer::Arm { at: since.saturating_add(ctx.grace_ms) },
+        ask: None,
     }
 }
 
@@ -336,13 +381,36 @@ fn unknown_network(hypervisor: &HypervisorId, v: &crate::fact::VnicFact) -> Inva
     }
 }
 
-/// The changes that turn `known` into `good`; removals beyond the guard are held back.
-fn diff(
-    ctx: &Ctx<'_>,
-    known: Option<&Facts>,
-    good: BTreeMap<FactKey, Fact>,
-    invalid: &mut Vec<Invalid>,
-) -> Vec<Change> {
+/// How many removal keys a `RemovalHeld` event names.
+const HELD_SAMPLE: usize = 20;
+
+/// The outcome of diffing a full inventory against the known facts.
+struct Diff {
+    changes: Vec<Change>,
+    /// The removals the guard held back: (how many, out of how many known, the first keys).
+    held: Option<(u64, u64, Vec<FactKey>)>,
+}
+
+impl Diff {
+    /// Appends the events this diff means, given what the log says is held: `RemovalReleased`
+    /// before the changes when a hold ends, `RemovalHeld` after them when one starts or changes.
+    fn push_to(self, ctx: &Ctx<'_>, events: &mut Vec<Event>) {
+        if self.held.is_none() && ctx.held.is_some() {
+            let by = if ctx.release { "operator" } else { "resync" };
+            events.push(Event::RemovalReleased { by: by.to_string() });
+        }
+        push_learnt(events, self.changes);
+        if let Some((would_remove, known, sample)) = self.held {
+            if ctx.held.map(|h| h.would_remove) != Some(would_remove) {
+                events.push(Event::RemovalHeld { would_remove, known, sample });
+            }
+        }
+    }
+}
+
+/// The changes that turn `known` into `good`; removals beyond the guard are held back unless
+/// an operator released them.
+fn diff(ctx: &Ctx<'_>, known: Option<&Facts>, good: BTreeMap<FactKey, Fact>, invalid: &mut Vec<Invalid>) -> Diff {
     let mut removes: Vec<FactKey> = known
         .map(|k| k.sorted().into_iter().map(|(key, _)| key).filter(|key| !good.contains_key(key)).collect())
         .unwrap_or_default();
@@ -352,17 +420,20 @@ fn diff(
         .map(|(_, f)| Change::Upsert(f))
         .collect();
     let known_len = known.map_or(0, Facts::len);
-    if ctx.guard.trips(removes.len(), known_len) {
+    let mut held = None;
+    if !ctx.release && ctx.guard.trips(removes.len(), known_len) {
         invalid.push(Invalid::MassRemovalHeldBack {
             hypervisor: ctx.hypervisor.clone(),
             would_remove: removes.len(),
             known: known_len,
             share_pct: (ctx.guard.share * 100.0).round() as u32,
         });
+        let sample = removes.iter().take(HELD_SAMPLE).cloned().collect();
+        held = Some((removes.len() as u64, known_len as u64, sample));
         removes.clear();
     }
     changes.extend(removes.into_iter().rev().map(Change::Remove));
-    changes
+    Diff { changes, held }
 }
 
 /// The usable changes of a delta against the projected facts.
@@ -428,7 +499,17 @@ mod tests {
     }
 
     fn ctx<'a>(id: &'a HypervisorId, now: UnixMs, known: Option<&'a Facts>, guard: &'a MassRemoval) -> Ctx<'a> {
-        Ctx { hypervisor: id, kind: Kind::VMware, now, grace_ms: 180_000, known, guard }
+        Ctx {
+            hypervisor: id,
+            kind: Kind::VMware,
+            now,
+            grace_ms: 180_000,
+            known,
+            guard,
+            held: None,
+            release: false,
+            last_attempt: LastAttempt::Unavailable,
+        }
     }
 
     fn inventory(facts: Vec<Fact>) -> Input {
@@ -465,8 +546,10 @@ mod tests {
     #[test]
     fn disconnect_while_lost_adds_nothing() {
         let (id, g) = (hv(), MassRemoval::default());
-        let s = Session::Lost { since: 1 }
-            .step(Input::Observed(Observation::Disconnected { reason: "x".into() }), &ctx(&id, 5, None, &g));
+        let s = Session::Lost { since: 1 }.step(
+            Input::Observed(Observation::Disconnected { reason: "x".into(), silent_ms: 0 }),
+            &ctx(&id, 5, None, &g),
+        );
         assert_eq!(s, Step::stay(Session::Lost { since: 1 }));
     }
 
@@ -496,5 +579,89 @@ mod tests {
             Notice::Removing.line(Kind::VMware, &id),
             "VMware:Lost connection to hypervisor xen217. Removing learnt information."
         );
+    }
+    fn disconnected(silent_ms: u64) -> Input {
+        Input::Observed(Observation::Disconnected { reason: "timed out".into(), silent_ms })
+    }
+
+    /// A projected state in which `vc-east` knows one network.
+    fn known_state() -> crate::projector::State {
+        let mut st = crate::projector::State::new(&crate::config::Policy::default());
+        st.apply(&crate::event::Envelope {
+            seq: 1,
+            at: 0,
+            hypervisor: hv(),
+            schema: 1,
+            prev: [0; 32],
+            event: Event::Learnt { changes: vec![Change::Upsert(net("pg", 10))] },
+        });
+        st
+    }
+
+    #[test]
+    fn a_loss_is_dated_at_the_last_contact_and_the_grace_runs_from_there() {
+        let (id, g) = (hv(), MassRemoval::default());
+        let s = Session::Live.step(disconnected(15_000), &ctx(&id, 100_000, None, &g));
+        assert_eq!(s.next, Session::Lost { since: 85_000 });
+        assert_eq!(s.timer, Timer::Arm { at: 265_000 });
+        assert_eq!(s.notices, vec![Notice::Lost]);
+        // A report of more silence than there has been time is clamped to the epoch, not wrapped.
+        let s = Session::Live.step(disconnected(u64::MAX), &ctx(&id, 100_000, None, &g));
+        assert_eq!(s.next, Session::Lost { since: 0 });
+    }
+
+    #[test]
+    fn grace_over_with_an_adapter_asks_for_a_last_attempt_and_waits_its_window() {
+        let (id, g) = (hv(), MassRemoval::default());
+        let lost = Session::Lost { since: 1_000 };
+        let due = Ctx { last_attempt: LastAttempt::Due { window_ms: 7_000 }, ..ctx(&id, 181_000, None, &g) };
+        let s = lost.step(Input::GraceElapsed, &due);
+        assert_eq!(s.ask, Some(Ask::LastAttempt));
+        assert_eq!(s.timer, Timer::Arm { at: 188_000 });
+        assert!(s.events.is_empty(), "nothing removed before the last attempt");
+        // Before the deadline the adapter is not asked anything.
+        let early = Ctx { now: 100_000, ..due };
+        assert_eq!(lost.step(Input::GraceElapsed, &early).ask, None);
+        // The window ran out: expire.
+        let asked = Ctx { last_attempt: LastAttempt::Asked, now: 188_000, ..due };
+        assert_eq!(lost.step(Input::GraceElapsed, &asked).events, vec![Event::Expired]);
+    }
+
+    #[test]
+    fn the_last_attempt_failing_expires_at_once_and_succeeding_is_a_return_within_grace() {
+        let (id, g) = (hv(), MassRemoval::default());
+        let lost = Session::Lost { since: 1_000 };
+        let asked = Ctx { last_attempt: LastAttempt::Asked, ..ctx(&id, 182_000, None, &g) };
+        let s = lost.step(disconnected(0), &asked);
+        assert_eq!((s.next, s.events, s.notices), (Session::Expired, vec![Event::Expired], vec![Notice::Removing]));
+        // A failed attempt reported before the deadline changes nothing.
+        let s = lost.step(disconnected(0), &Ctx { now: 100_000, ..asked });
+        assert_eq!(s, Step::stay(lost));
+        // The attempt got through: the facts are kept.
+        let st = known_state();
+        let with_known = Ctx { known: st.facts_of(&id), ..asked };
+        let s = lost.step(inventory(vec![net("pg", 10)]), &with_known);
+        assert_eq!(s.next, Session::Live);
+        assert_eq!(s.events, vec![Event::Reestablished { outage_ms: 181_000 }]);
+        assert_eq!(s.notices, vec![Notice::Reestablished]);
+        // Without the ask, the same late inventory is an expiry and a fresh start.
+        let late = Ctx { last_attempt: LastAttempt::Due { window_ms: 5_000 }, ..with_known };
+        let s = lost.step(inventory(vec![net("pg", 10)]), &late);
+        assert_eq!(s.events[0], Event::Expired);
+    }
+
+    #[test]
+    fn a_hollow_inventory_is_a_loss_and_the_adapter_is_asked_to_read_again() {
+        let (id, g) = (hv(), MassRemoval::default());
+        let st = known_state();
+        let c = ctx(&id, 5_000, st.facts_of(&id), &g);
+        let s = Session::Live.step(inventory(vec![]), &c);
+        assert_eq!(s.next, Session::Lost { since: 5_000 });
+        assert_eq!(s.events, vec![Event::Lost { reason: "inventory came back empty".into(), since: 5_000 }]);
+        assert_eq!(s.ask, Some(Ask::Reread { reason: "inventory came back empty".into() }));
+        // Still hollow while lost: nothing appended, asked again.
+        let s = Session::Lost { since: 5_000 }.step(inventory(vec![]), &c);
+        assert!(s.events.is_empty());
+        assert!(matches!(s.ask, Some(Ask::Reread { .. })));
     }
 }

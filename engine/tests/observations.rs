@@ -34,7 +34,7 @@ async fn an_empty_inventory_is_a_lost_connection_not_a_mass_deletion() -> anyhow
     let out = engine.observe(id.clone(), VMWARE, inventory(vec![])).await?;
 
     assert!(matches!(&out.invalid[..], [Invalid::HollowInventory { what: "empty", known: 9, .. }]), "{out:?}");
-    assert!(matches!(last_event(&log), Event::Lost { reason } if reason.contains("empty")));
+    assert!(matches!(last_event(&log), Event::Lost { reason, .. } if reason.contains("empty")));
     assert_eq!(cap.operator_lines(), vec![info("VMware:Lost connection to hypervisor vc-east. Retrying...")]);
     assert_eq!(engine.state().read(|s| s.facts_of(&id).unwrap().len()), 9);
     assert!(!desired.has_changed()?);
@@ -80,14 +80,61 @@ async fn a_resync_removing_most_facts_is_held_back_and_reported() -> anyhow::Res
         matches!(&out.invalid[..], [Invalid::MassRemovalHeldBack { would_remove: 40, known: 44, share_pct: 50, .. }]),
         "{out:?}"
     );
-    let Event::Learnt { changes } = last_event(&log) else { panic!("expected the change to be learnt") };
+    let tail = tail_events(&log, 2);
+    let Event::Learnt { changes } = &tail[0] else { panic!("expected the change to be learnt: {tail:?}") };
     assert_eq!(changes.len(), 1);
     assert!(matches!(&changes[0], Change::Upsert(Fact::Host(h)) if h.name == "renamed"));
+    let Event::RemovalHeld { would_remove: 40, known: 44, sample } = &tail[1] else {
+        panic!("expected the hold in the log: {tail:?}")
+    };
+    assert_eq!(sample.len(), 20);
     assert_eq!(*engine.desired().borrow().as_ref(), *before.as_ref());
     assert_eq!(Metrics::get(&engine.metrics().mass_removals_held_back), 1);
     assert!(cap.all().iter().any(|l| l.level == tracing::Level::WARN && l.fields["error"].contains("held back")));
+    let held = engine.state().read(|s| s.status(&id).and_then(|st| st.held)).expect("held in the state");
+    assert_eq!(held.would_remove, 40);
+
+    // The same removal seen again is not logged twice.
+    let head = log.head();
+    let mut again = host_facts("h1", "ethernet1/1/1", &[("pg-10", 10)]);
+    if let Some(Fact::Host(h)) = again.first_mut() {
+        h.name = "renamed".into();
+    }
+    engine.observe(id.clone(), VMWARE, inventory(again.clone())).await?;
+    assert_eq!(log.head(), head);
+
+    // An operator lets it through: the next full read removes the 40 facts.
+    assert_eq!(engine.release(id.clone()).await?, 40);
+    engine.observe(id.clone(), VMWARE, inventory(again)).await?;
+    let tail = tail_events(&log, 2);
+    assert_eq!(tail[0], Event::RemovalReleased { by: "operator".into() });
+    assert!(
+        matches!(&tail[1], Event::Learnt { changes } if changes.len() == 40 && changes.iter().all(|c| matches!(c, Change::Remove(_))))
+    );
+    assert_eq!(engine.state().read(|s| s.status(&id).and_then(|st| st.held)), None);
+    assert!(engine.release(id.clone()).await.is_err(), "nothing is held any more");
     engine.shutdown().await?;
     Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_removal_ends_when_a_later_full_read_no_longer_trips_the_guard() -> anyhow::Result<()> {
+    let log = Arc::new(MemoryLog::<Recorded>::new());
+    let engine = Engine::start(log.clone(), config(), clock_at(T0)).await?;
+    let id = hv("vc-east");
+    engine.observe(id.clone(), VMWARE, inventory(many_vms(40))).await?;
+    engine.observe(id.clone(), VMWARE, inventory(host_facts("h1", "ethernet1/1/1", &[("pg-10", 10)]))).await?;
+    assert!(matches!(tail_events(&log, 1)[0], Event::RemovalHeld { .. }));
+    engine.observe(id.clone(), VMWARE, inventory(many_vms(40))).await?;
+    assert_eq!(tail_events(&log, 1)[0], Event::RemovalReleased { by: "resync".into() });
+    assert_eq!(engine.state().read(|s| s.status(&id).and_then(|st| st.held)), None);
+    engine.shutdown().await?;
+    Ok(())
+}
+
+fn tail_events(log: &MemoryLog<Recorded>, n: usize) -> Vec<Event> {
+    let all: Vec<Event> = log.read(1).map(|e| e.unwrap().record.event).collect();
+    all[all.len() - n..].to_vec()
 }
 
 #[tokio::test(start_paused = true)]

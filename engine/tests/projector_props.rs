@@ -87,9 +87,11 @@ fn event() -> impl Strategy<Value = Event> {
         1 => proptest::sample::select(&[Kind::VMware, Kind::XenCitrix][..])
             .prop_map(|kind| Event::Connected { kind, endpoint: "e".into() }),
         6 => proptest::collection::vec(change(), 1..6).prop_map(|changes| Event::Learnt { changes }),
-        1 => Just(Event::Lost { reason: "r".into() }),
+        1 => (0u64..1_000_000).prop_map(|since| Event::Lost { reason: "r".into(), since }),
         1 => (0u64..1000).prop_map(|outage_ms| Event::Reestablished { outage_ms }),
         1 => Just(Event::Expired),
+        1 => (1u64..100).prop_map(|would_remove| Event::RemovalHeld { would_remove, known: 100, sample: vec![] }),
+        1 => Just(Event::RemovalReleased { by: "operator".into() }),
     ]
 }
 
@@ -233,7 +235,7 @@ proptest! {
                 let (h, obs) = match step {
                     Step::Inventory(h, facts) => (h, Observation::Inventory { endpoint: "e".into(), facts, rejected: vec![] }),
                     Step::Delta(h, changes) => (h, Observation::Delta { changes, rejected: vec![] }),
-                    Step::Disconnect(h) => (h, Observation::Disconnected { reason: "r".into() }),
+                    Step::Disconnect(h) => (h, Observation::Disconnected { reason: "r".into(), silent_ms: 0 }),
                     Step::Advance(s) => {
                         tokio::time::advance(Duration::from_secs(s)).await;
                         common::settle().await;

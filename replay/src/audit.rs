@@ -41,9 +41,20 @@ fn detail(event: &Event) -> String {
             let more = if changes.len() > 3 { format!(" (+{} more)", changes.len() - 3) } else { String::new() };
             format!("{up} upserted, {rm} removed: {}{more}", sample.join("; "))
         }
-        Event::Lost { reason } => format!("reason: {reason}"),
+        Event::Lost { reason, since } => {
+            format!("reason: {reason} (last contact {})", crate::point::format_time(*since))
+        }
         Event::Reestablished { outage_ms } => format!("after {:.1} s", *outage_ms as f64 / 1000.0),
         Event::Expired => "grace period ran out: learnt information removed".to_string(),
+        Event::RemovalHeld { would_remove, known, sample } => {
+            let first: Vec<String> = sample.iter().take(3).map(|k| k.to_string()).collect();
+            format!(
+                "a full read would remove {would_remove} of {known} facts; held back by the mass-removal guard \
+                 (release: netfold release --hypervisor NAME): {}",
+                first.join("; ")
+            )
+        }
+        Event::RemovalReleased { by } => format!("held removal let through ({by})"),
         Event::LossAccepted { detail, .. } => format!("loss accepted by the operator (--accept-loss): {detail}"),
     }
 }
@@ -121,7 +132,7 @@ mod tests {
             hypervisor: HypervisorId::new("vc-east").unwrap(),
             schema: 1,
             prev: [0xab; 32],
-            event: Event::Lost { reason: "timeout".into() },
+            event: Event::Lost { reason: "timeout".into(), since: 1_699_999_985_000 },
         };
         assert_eq!(from_json(&json(&e)).unwrap(), e);
         assert!(from_json("{").is_err());

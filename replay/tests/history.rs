@@ -58,7 +58,7 @@ async fn write_history(dir: &std::path::Path) {
         ),
         rec(3_000, learnt(vec![Change::Upsert(vnic("vm-2"))])),
         rec(4_000, learnt(vec![Change::Remove(vnic("vm-1").key())])),
-        rec(5_000, Event::Lost { reason: "connection refused".into() }),
+        rec(5_000, Event::Lost { reason: "connection refused".into(), since: 5_000 }),
         rec(200_000, Event::Expired),
     ])
     .await

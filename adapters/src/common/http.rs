@@ -36,6 +36,25 @@ impl HttpError {
     }
 }
 
+/// The three bounds on a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP + TLS connect.
+    pub connect: Duration,
+    /// The longest the peer may send nothing while a reply is awaited or read (liveness: a hung
+    /// peer fails within it); also the TCP keepalive idle time.
+    pub liveness: Duration,
+    /// The whole request.
+    pub request: Duration,
+}
+
+impl Timeouts {
+    /// One bound for everything (connect capped at 10 s): for peers with no long polls.
+    pub fn flat(d: Duration) -> Self {
+        Self { connect: d.min(Duration::from_secs(10)), liveness: d, request: d }
+    }
+}
+
 /// A configured reqwest client plus the limits adapters enforce.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
@@ -44,10 +63,13 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    /// A client with `timeout` on every request (connect included) and `max_body` bytes per
-    /// response.
-    pub fn new(tls: &TlsOptions, timeout: Duration, max_body: usize) -> Result<Self, HttpError> {
-        let b = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout.min(Duration::from_secs(10)));
+    /// A client with these timeouts on every request and `max_body` bytes per response.
+    pub fn new(tls: &TlsOptions, t: &Timeouts, max_body: usize) -> Result<Self, HttpError> {
+        let b = reqwest::Client::builder()
+            .timeout(t.request)
+            .connect_timeout(t.connect)
+            .read_timeout(t.liveness)
+            .tcp_keepalive(t.liveness);
         let client = tls.apply(b)?.build().map_err(HttpError::Build)?;
         Ok(Self { client, max_body })
     }

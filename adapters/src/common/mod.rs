@@ -5,6 +5,6 @@ mod http;
 mod secret;
 mod tls;
 
-pub use http::{read_limited, HttpClient, HttpError};
+pub use http::{read_limited, HttpClient, HttpError, Timeouts};
 pub use secret::{Secret, SecretError, SecretSource, INLINE_PASSWORD_REFUSED};
 pub use tls::TlsOptions;

@@ -24,7 +24,7 @@ use engine::switch::{Observed, Op, OpResult, Outcome, Switch, SwitchError};
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use crate::common::{HttpClient, HttpError, SecretError, SecretSource, TlsOptions};
+use crate::common::{HttpClient, HttpError, SecretError, SecretSource, Timeouts, TlsOptions};
 
 pub use client::Client;
 
@@ -145,8 +145,8 @@ impl EapiSwitch {
             return Err(Error::Config(format!("switch {}: url `{}` must be http(s)://", config.name, config.url)));
         }
         config.tls.warn_if_insecure(&config.url);
-        let http =
-            HttpClient::new(&config.tls, Duration::from_millis(config.timeout_ms), MAX_BODY).map_err(Error::Http)?;
+        let http = HttpClient::new(&config.tls, &Timeouts::flat(Duration::from_millis(config.timeout_ms)), MAX_BODY)
+            .map_err(Error::Http)?;
         let password = config.password.load()?;
         Ok(Self {
             name: config.name.clone(),

@@ -130,9 +130,26 @@ impl Session {
         codec::decode_moref(&b, "CreateContainerView")
     }
 
-    /// Every object matching `spec`, following `token`s page by page.
-    pub async fn retrieve_all(&self, spec: &str, page: u32) -> Result<Vec<ObjectContent>> {
-        let pc = &self.content.property_collector;
+    /// `CreatePropertyCollector` on the service's collector: one of this session's own.
+    pub async fn create_property_collector(&self) -> Result<MoRef> {
+        let b = self.call(codec::create_property_collector(&self.content.property_collector)).await?;
+        codec::decode_moref(&b, "CreatePropertyCollector")
+    }
+
+    /// `DestroyPropertyCollector`.
+    pub async fn destroy_property_collector(&self, collector: &MoRef) -> Result<()> {
+        let b = self.call(codec::destroy_property_collector(collector)).await?;
+        codec::decode_void(&b, "DestroyPropertyCollector")
+    }
+
+    /// `DestroyPropertyFilter`.
+    pub async fn destroy_filter(&self, filter: &MoRef) -> Result<()> {
+        let b = self.call(codec::destroy_property_filter(filter)).await?;
+        codec::decode_void(&b, "DestroyPropertyFilter")
+    }
+
+    /// Every object matching `spec`, following `token`s page by page, on collector `pc`.
+    pub async fn retrieve_all(&self, pc: &MoRef, spec: &str, page: u32) -> Result<Vec<ObjectContent>> {
         let b = self.call(codec::retrieve_properties_ex(pc, spec, page)).await?;
         let mut res = codec::decode_retrieve(&b, "RetrievePropertiesEx")?;
         let mut objects = std::mem::take(&mut res.objects);
@@ -147,22 +164,21 @@ impl Session {
         Ok(objects)
     }
 
-    /// `CreateFilter`.
-    pub async fn create_filter(&self, spec: &str) -> Result<MoRef> {
-        let b = self.call(codec::create_filter(&self.content.property_collector, spec)).await?;
+    /// `CreateFilter` on collector `pc`.
+    pub async fn create_filter(&self, pc: &MoRef, spec: &str) -> Result<MoRef> {
+        let b = self.call(codec::create_filter(pc, spec)).await?;
         codec::decode_moref(&b, "CreateFilter")
     }
 
     /// One `WaitForUpdatesEx`; `None` when nothing changed within `max_wait_seconds`.
     pub async fn wait_for_updates(
         &self,
+        pc: &MoRef,
         version: String,
         max_wait_seconds: u32,
         max_objects: u32,
     ) -> Result<Option<UpdateSet>> {
-        let b = self
-            .call(codec::wait_for_updates_ex(&self.content.property_collector, &version, max_wait_seconds, max_objects))
-            .await?;
+        let b = self.call(codec::wait_for_updates_ex(pc, &version, max_wait_seconds, max_objects)).await?;
         codec::decode_updates(&b)
     }
 

@@ -913,6 +913,27 @@ pub fn filter_spec(target: &MoRef, props: &[(&str, &[&str])]) -> String {
     s
 }
 
+/// `PropertyCollector.CreatePropertyCollector`: a collector of the session's own.
+pub fn create_property_collector(collector: &MoRef) -> String {
+    envelope(&format!(
+        "<CreatePropertyCollector xmlns=\"{NS_VIM25}\">{}</CreatePropertyCollector>",
+        collector.to_xml("_this")
+    ))
+}
+
+/// `PropertyCollector.DestroyPropertyCollector` (its filters go with it).
+pub fn destroy_property_collector(collector: &MoRef) -> String {
+    envelope(&format!(
+        "<DestroyPropertyCollector xmlns=\"{NS_VIM25}\">{}</DestroyPropertyCollector>",
+        collector.to_xml("_this")
+    ))
+}
+
+/// `PropertyFilter.DestroyPropertyFilter`.
+pub fn destroy_property_filter(filter: &MoRef) -> String {
+    envelope(&format!("<DestroyPropertyFilter xmlns=\"{NS_VIM25}\">{}</DestroyPropertyFilter>", filter.to_xml("_this")))
+}
+
 /// `PropertyCollector.RetrievePropertiesEx` with `maxObjects` per page.
 pub fn retrieve_properties_ex(collector: &MoRef, spec: &str, max_objects: u32) -> String {
     envelope(&format!(

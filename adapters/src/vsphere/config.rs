@@ -13,7 +13,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::error::{Error, Result};
-use crate::common::{SecretSource, TlsOptions};
+use crate::common::{SecretSource, Timeouts, TlsOptions};
+use crate::driver::Timing;
+use engine::backoff::Backoff;
 
 /// One vSphere endpoint. Unknown keys are refused.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -26,10 +28,18 @@ pub struct Config {
     pub password: SecretSource,
     #[serde(default)]
     pub tls: TlsOptions,
-    /// Timeout of every HTTP request, connect included.
+    /// How long a TCP + TLS connect may take.
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Liveness: the longest vCenter may send nothing while netfold waits for a reply; a hung
+    /// peer is lost within it. Must exceed `wait_max_seconds` (vCenter is silent that long
+    /// when nothing changes).
+    #[serde(default = "defaults::liveness_secs")]
+    pub liveness_secs: u64,
+    /// The longest one whole request may take (a large inventory page streams for a while).
     #[serde(default = "defaults::request_timeout_ms")]
     pub request_timeout_ms: u64,
-    /// `maxWaitSeconds` of each `WaitForUpdatesEx`; must stay below the request timeout.
+    /// `maxWaitSeconds` of each `WaitForUpdatesEx`; must stay below the liveness bound.
     #[serde(default = "defaults::wait_max_seconds")]
     pub wait_max_seconds: u32,
     /// `maxObjects` per `RetrievePropertiesEx` page and `maxObjectUpdates` per update set.
@@ -38,22 +48,42 @@ pub struct Config {
     /// How often `QueryNetworkHint` (CDP/LLDP) is re-read per host.
     #[serde(default = "defaults::topology_refresh_ms")]
     pub topology_refresh_ms: u64,
-    /// First reconnect delay; doubles up to `backoff_max_ms`, with jitter.
+    /// First reconnect delay; doubles up to `backoff_max_ms`, with jitter (while lost, at most
+    /// a tenth of the grace period apart).
     #[serde(default = "defaults::backoff_initial_ms")]
     pub backoff_initial_ms: u64,
     #[serde(default = "defaults::backoff_max_ms")]
     pub backoff_max_ms: u64,
+    /// Between attempts after an error retrying soon cannot fix (wrong password, a reply over
+    /// `max_body_bytes`).
+    #[serde(default = "defaults::fatal_retry_secs")]
+    pub fatal_retry_secs: u64,
+    /// Between full re-reads of a live session (a missed update stream is repaired).
+    #[serde(default = "defaults::resync_secs")]
+    pub resync_secs: u64,
     /// Largest response body accepted.
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: usize,
 }
 
 mod defaults {
+    pub fn connect_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn liveness_secs() -> u64 {
+        15
+    }
     pub fn request_timeout_ms() -> u64 {
-        60_000
+        300_000
     }
     pub fn wait_max_seconds() -> u32 {
-        30
+        10
+    }
+    pub fn fatal_retry_secs() -> u64 {
+        300
+    }
+    pub fn resync_secs() -> u64 {
+        600
     }
     pub fn page_size() -> u32 {
         500
@@ -80,12 +110,16 @@ impl Config {
             user: user.into(),
             password,
             tls: TlsOptions::default(),
+            connect_timeout_ms: defaults::connect_timeout_ms(),
+            liveness_secs: defaults::liveness_secs(),
             request_timeout_ms: defaults::request_timeout_ms(),
             wait_max_seconds: defaults::wait_max_seconds(),
             page_size: defaults::page_size(),
             topology_refresh_ms: defaults::topology_refresh_ms(),
             backoff_initial_ms: defaults::backoff_initial_ms(),
             backoff_max_ms: defaults::backoff_max_ms(),
+            fatal_retry_secs: defaults::fatal_retry_secs(),
+            resync_secs: defaults::resync_secs(),
             max_body_bytes: defaults::max_body_bytes(),
         }
     }
@@ -102,11 +136,23 @@ impl Config {
         if self.user.is_empty() {
             return Err(Error::Config("user is empty".into()));
         }
-        if self.wait_max_seconds == 0 || u64::from(self.wait_max_seconds) * 1000 >= self.request_timeout_ms {
+        if !(1..=3600).contains(&self.liveness_secs) {
+            return Err(Error::Config(format!("liveness_secs ({}) must be in 1..=3600", self.liveness_secs)));
+        }
+        if self.wait_max_seconds == 0 || u64::from(self.wait_max_seconds) + 2 > self.liveness_secs {
             return Err(Error::Config(format!(
-                "wait_max_seconds ({}) must be at least 1 and below request_timeout_ms ({} ms)",
-                self.wait_max_seconds, self.request_timeout_ms
+                "wait_max_seconds ({}) must be at least 1 and at least 2 s below liveness_secs ({})",
+                self.wait_max_seconds, self.liveness_secs
             )));
+        }
+        if self.connect_timeout_ms == 0 || self.request_timeout_ms < self.liveness_secs * 1000 {
+            return Err(Error::Config(format!(
+                "connect_timeout_ms ({}) must be at least 1 and request_timeout_ms ({}) at least liveness_secs ({}) × 1000",
+                self.connect_timeout_ms, self.request_timeout_ms, self.liveness_secs
+            )));
+        }
+        if self.fatal_retry_secs == 0 || self.resync_secs == 0 {
+            return Err(Error::Config("fatal_retry_secs and resync_secs must be at least 1".into()));
         }
         if self.page_size == 0 {
             return Err(Error::Config("page_size must be at least 1".into()));
@@ -131,8 +177,32 @@ impl Config {
         }
     }
 
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
+    /// The HTTP client's timeouts.
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: Duration::from_millis(self.connect_timeout_ms),
+            liveness: Duration::from_secs(self.liveness_secs),
+            request: Duration::from_millis(self.request_timeout_ms),
+        }
+    }
+
+    /// The session driver's schedule, for a hypervisor with this grace period.
+    pub fn timing(&self, grace: Duration) -> Timing {
+        Timing {
+            backoff: Backoff::new(
+                Duration::from_millis(self.backoff_initial_ms),
+                Duration::from_millis(self.backoff_max_ms),
+            ),
+            grace,
+            fatal_retry: Duration::from_secs(self.fatal_retry_secs),
+            resync: Duration::from_secs(self.resync_secs),
+            logout: Duration::from_millis(self.connect_timeout_ms),
+        }
+    }
+
+    /// How long the engine waits for a last attempt before expiry: a connect and a login.
+    pub fn last_attempt_window(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms) + Duration::from_secs(2 * self.liveness_secs)
     }
 
     pub fn topology_refresh(&self) -> Duration {
@@ -162,9 +232,11 @@ mod tests {
     #[test]
     fn wait_must_stay_below_timeout() {
         let mut c = Config::new("https://vc/sdk", "u", SecretSource::env("X"));
-        c.request_timeout_ms = 2_000;
+        c.liveness_secs = 3;
         c.wait_max_seconds = 2;
         assert!(c.validate().unwrap_err().to_string().contains("wait_max_seconds"));
+        c.wait_max_seconds = 1;
+        c.validate().unwrap();
     }
 
     fn toml_like(json: &str) -> Config {

@@ -1,30 +1,33 @@
-//! The adapter's run loop: log in, read the pool, report an `Inventory`, then follow
-//! `event.from` and report exact `Delta`s; recover from every XenAPI failure by policy.
+//! The XenAPI protocol steps the session [`crate::driver`] runs: log in (following
+//! `HOST_IS_SLAVE` to the pool master), mark the resume point with `event.inject`, read every
+//! class with `get_all_records`, then follow `event.from` and report exact deltas.
 //!
 //! ```text
-//!  login ──> event.inject ──> get_all_records ×8 ──> Inventory ──> event.from loop ──> Delta ...
-//!    ^                                                 │ error
-//!    └──── Relogin / Reread / FollowMaster(addr) <─────┤
-//!    └──── backoff (capped, jittered) <── Disconnected ┘ transport loss
+//!  login ─(HOST_IS_SLAVE [master] → login at the master, at most 3 hops)─> event.inject
+//!    ──> get_all_records ×8 ──> Inventory ──> event.from loop ──> Delta ...
 //! ```
-//! The policy is [`Retry::step`] over [`super::Error::recovery`]; the delay is [`Backoff`]; all
-//! three are pure.
+//! A record that does not have the shape of xapi's data model fails the read (the driver
+//! retries); it is never taken for the object's deletion. What each XenAPI error means for the
+//! driver is [`super::Error::recovery`].
 
-use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use engine::{Fact, FactKey, Observation, Rejected};
+use engine::Observation;
 use tokio::sync::mpsc;
-use tracing::{debug, error, info, warn, Instrument};
+use tracing::{debug, info};
 
 use crate::common::Secret;
+use crate::driver::{self, Class, Follow, Health, Inventory, Peer};
 
-use super::client::{Client, Session};
+use super::client::{Client, Session as XenSession};
 use super::config::Config;
 use super::error::{Error, Recovery, Result};
-pub use engine::backoff::Backoff;
-
 use super::mapping::{Facts, Mirror, CLASSES};
+
+/// `HOST_IS_SLAVE` redirects followed within one login before giving up on the attempt.
+const MAX_REDIRECTS: u32 = 3;
 
 /// Where to reconnect when a pool member answers `HOST_IS_SLAVE [master]`: the master's
 /// address with the current URL's scheme. xapi names the master by address alone (port
@@ -38,91 +41,12 @@ pub fn master_url(current: &str, master: &str) -> String {
     format!("{scheme}://{host}")
 }
 
-/// What the run loop does after a connection ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Next {
-    /// Connect to `url` after `delay` (zero: at once), first reporting `disconnected` if set.
-    Connect { url: String, delay: Duration, disconnected: Option<String> },
-    /// Give up: report `disconnected` if set, then return the error.
-    Stop { disconnected: Option<String> },
-    /// The observation channel is closed: return `Ok`.
-    Done,
-}
-
-/// The run loop's pure state machine: where to connect next, how many failures in a row, and
-/// whether the engine currently believes the pool is connected (so `Disconnected` is reported
-/// once per outage). [`Retry::step`] is the only transition; it does no IO and reads no clock.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Retry {
-    url: String,
-    backoff: Backoff,
-    /// Failures since the last inventory (the backoff exponent).
-    attempt: u32,
-    /// `HOST_IS_SLAVE` redirects since the last inventory.
-    redirects: u32,
-    /// An inventory was reported and no `Disconnected` since.
-    live: bool,
-}
-
-/// Redirects followed at once before `HOST_IS_SLAVE` ping-pong is backed off.
-const MAX_QUICK_REDIRECTS: u32 = 3;
-
-impl Retry {
-    pub fn new(url: &str, backoff: Backoff) -> Self {
-        Self { url: url.to_string(), backoff, attempt: 0, redirects: 0, live: false }
-    }
-
-    /// The endpoint to connect to.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    /// A connection ended with `error`; `reported` says whether it had sent an inventory.
-    /// `jitter ∈ [0, 1]` is the random draw for the backoff.
-    pub fn step(&mut self, error: &Error, reported: bool, jitter: f64) -> Next {
-        if reported {
-            self.live = true;
-            self.attempt = 0;
-            self.redirects = 0;
-        }
-        if matches!(error, Error::ChannelClosed) {
-            return Next::Done;
-        }
-        let mut disconnected = None;
-        let pause = match error.recovery() {
-            Recovery::Stop => {
-                let disconnected = std::mem::take(&mut self.live).then(|| error.to_string());
-                return Next::Stop { disconnected };
-            }
-            Recovery::FollowMaster(master) => {
-                self.url = master_url(&self.url, &master);
-                self.redirects += 1;
-                self.redirects > MAX_QUICK_REDIRECTS
-            }
-            // At once when the connection had got going; otherwise back off (no hot loop).
-            Recovery::Relogin | Recovery::Reread => !reported,
-            Recovery::Reconnect => {
-                if std::mem::take(&mut self.live) {
-                    disconnected = Some(error.to_string());
-                }
-                true
-            }
-        };
-        let delay = if pause {
-            let d = self.backoff.delay(self.attempt, jitter);
-            self.attempt = self.attempt.saturating_add(1);
-            d
-        } else {
-            Duration::ZERO
-        };
-        Next::Connect { url: self.url.clone(), delay, disconnected }
-    }
-}
-
 /// The XenAPI adapter for one pool.
 pub struct Adapter {
     config: Config,
     password: Secret,
+    /// Where the last login succeeded (the master, after a redirect); tried first next time.
+    current: Mutex<String>,
 }
 
 impl std::fmt::Debug for Adapter {
@@ -131,11 +55,12 @@ impl std::fmt::Debug for Adapter {
     }
 }
 
-/// How far one connection got before it ended.
-struct Ended {
-    error: Error,
-    /// An `Inventory` was sent on this connection.
-    reported: bool,
+/// One logged-in session: the pool's mirror, its facts and the `event.from` token.
+pub struct Session {
+    xen: XenSession,
+    mirror: Mirror,
+    facts: Facts,
+    token: String,
 }
 
 impl Adapter {
@@ -143,83 +68,89 @@ impl Adapter {
     pub fn new(config: Config) -> Result<Self> {
         config.validate()?;
         let password = config.password.load()?;
-        Ok(Self { config, password })
+        Ok(Self { current: Mutex::new(config.url.clone()), config, password })
     }
 
-    fn backoff(&self) -> Backoff {
-        Backoff::new(
-            Duration::from_millis(self.config.reconnect_min_ms),
-            Duration::from_millis(self.config.reconnect_max_ms),
-        )
+    /// Runs the adapter with the engine's link until the engine drops it; never stops on an
+    /// error (see [`driver`]). `grace`: the pool's grace period.
+    pub async fn run(self, link: engine::runtime::Link, grace: Duration, health: std::sync::Arc<Health>) {
+        let timing = self.config.timing(grace);
+        driver::run(self, timing, link, health).await
     }
 
-    /// Runs until `tx` is closed (returns `Ok`) or a failure that retrying cannot fix (bad
-    /// credentials, unusable config, a response over the size limit: returns the error).
-    pub async fn run(self, tx: mpsc::Sender<Observation>) -> Result<()> {
-        let mut retry = Retry::new(&self.config.url, self.backoff());
-        loop {
-            let url = retry.url().to_string();
-            let span = tracing::info_span!("xen_session", endpoint = %url);
-            let Ended { error, reported } = self.connection(&url, &tx).instrument(span).await;
-            let next = retry.step(&error, reported, rand::random::<f64>());
-            match next {
-                Next::Done => return Ok(()),
-                Next::Stop { disconnected } => {
-                    error!(endpoint = %url, error = %error, "XenAPI adapter stopped");
-                    if let Some(reason) = disconnected {
-                        let _ = tx.send(Observation::Disconnected { reason }).await;
-                    }
-                    return Err(error);
-                }
-                Next::Connect { url: to, delay, disconnected } => {
-                    match error.recovery() {
-                        Recovery::Reconnect => warn!(from = %url, to = %to, error = %error, "XenAPI connection lost"),
-                        recovery => {
-                            info!(from = %url, to = %to, error = %error, ?recovery, "XenAPI session restarting")
-                        }
-                    }
-                    if let Some(reason) = disconnected {
-                        if tx.send(Observation::Disconnected { reason }).await.is_err() {
-                            return Ok(());
-                        }
-                    }
-                    if !delay.is_zero() {
-                        debug!(delay_ms = delay.as_millis() as u64, "backing off");
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = tx.closed() => return Ok(()),
-                        }
-                    }
-                }
-            }
+    /// Runs the adapter into a plain channel (no asks from the engine), for tools and tests.
+    pub async fn run_into(self, tx: mpsc::Sender<Observation>) {
+        let (_asks_tx, asks) = mpsc::channel(1);
+        let health = Health::new(&self.config.url);
+        self.run(engine::runtime::Link { observations: tx, asks }, engine::config::DEFAULT_GRACE, health).await
+    }
+
+    fn current(&self) -> String {
+        self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn client(&self, url: &str) -> Result<Client> {
+        let c = &self.config;
+        c.tls.warn_if_insecure(url);
+        Client::new(url, &c.tls, &c.timeouts(), c.max_body_bytes)
+    }
+
+    /// Opens a session reading the event timeout the config gives.
+    async fn open(&self, url: &str) -> Result<XenSession> {
+        XenSession::login(self.client(url)?, &self.config.user, &self.password).await
+    }
+}
+
+impl Peer for Adapter {
+    type Session = Session;
+    type Error = Error;
+    const PROTOCOL: &'static str = "XenAPI";
+
+    fn class(e: &Error) -> Class {
+        match e.recovery() {
+            // A master change answers the old master's session with HOST_IS_SLAVE: log in again
+            // (the login follows the redirect).
+            Recovery::Relogin | Recovery::Reread | Recovery::FollowMaster(_) => Class::SessionGone,
+            Recovery::Reconnect => Class::Transport,
+            Recovery::Stop => Class::Fatal,
         }
     }
 
-    /// One connection: login, full read, inventory, then events until something fails.
-    async fn connection(&self, url: &str, tx: &mpsc::Sender<Observation>) -> Ended {
-        let mut reported = false;
-        let error = match self.connection_inner(url, tx, &mut reported).await {
-            Ok(never) => match never {},
-            Err(e) => e,
-        };
-        Ended { error, reported }
+    fn endpoint(&self) -> String {
+        self.config.url.clone()
     }
 
-    async fn connection_inner(
-        &self,
-        url: &str,
-        tx: &mpsc::Sender<Observation>,
-        reported: &mut bool,
-    ) -> Result<std::convert::Infallible> {
-        let c = &self.config;
-        c.tls.warn_if_insecure(url);
-        let client = Client::new(url, &c.tls, c.call_timeout(), c.event_http_timeout(), c.max_body_bytes)?;
-        let session = Session::login(client, &c.user, &self.password).await?;
+    async fn login(&self) -> Result<Session> {
+        let mut url = self.current();
+        let mut hops = 0;
+        let xen = loop {
+            match self.open(&url).await {
+                Ok(s) => break s,
+                Err(e) => match e.recovery() {
+                    Recovery::FollowMaster(master) if hops < MAX_REDIRECTS => {
+                        hops += 1;
+                        let to = master_url(&url, &master);
+                        info!(from = %url, to = %to, "XenAPI pool member is not the master; following HOST_IS_SLAVE");
+                        url = to;
+                    }
+                    // Back to the configured URL next time: the pool may have a new master.
+                    _ => {
+                        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = self.config.url.clone();
+                        return Err(e);
+                    }
+                },
+            }
+        };
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = url;
         debug!("logged in");
+        Ok(Session { xen, mirror: Mirror::default(), facts: Facts::default(), token: String::new() })
+    }
+
+    async fn read(&self, s: &mut Session) -> Result<Inventory> {
         // Mark "now" in the event stream before reading, so event.from resumes without a gap.
         // Without a pool object (or event.inject) the empty token re-delivers every object.
-        let mut token = match session.get_all("pool").await?.first() {
-            Some(pool) => match session.event_inject("pool", pool).await {
+        s.token = match s.xen.get_all("pool").await?.first() {
+            Some(pool) => match s.xen.event_inject("pool", pool).await {
                 Ok(t) => t,
                 // A xapi without event.inject: the empty token re-delivers every object, which
                 // the mirror absorbs without a change.
@@ -230,131 +161,71 @@ impl Adapter {
         };
         let mut mirror = Mirror::default();
         for class in CLASSES {
-            for (r, rec) in session.get_all_records(class).await? {
-                mirror.upsert(class, &r, &rec);
+            let method = format!("{class}.get_all_records");
+            for (r, rec) in s.xen.get_all_records(class).await? {
+                mirror.upsert(class, &r, &rec).map_err(|bad| unreadable(&method, bad))?;
             }
         }
-        let mut facts = Facts::full(&mut mirror);
+        let facts = Facts::full(&mut mirror);
         let rejected = facts.rejected();
         info!(facts = facts.len(), rejected = rejected.len(), "XenAPI inventory read");
-        send(tx, Observation::Inventory { endpoint: url.to_string(), facts: facts.all().cloned().collect(), rejected })
-            .await?;
-        *reported = true;
+        let inventory =
+            Inventory { endpoint: s.xen.url().to_string(), facts: facts.all().cloned().collect(), rejected };
+        s.mirror = mirror;
+        s.facts = facts;
+        Ok(inventory)
+    }
+
+    async fn follow(&self, s: &mut Session, out: &Follow) -> Result<Infallible> {
         loop {
-            let batch = session.event_from(&CLASSES, &token, c.event_timeout_secs).await?;
-            token = batch.token;
+            let batch = s.xen.event_from(&CLASSES, &s.token, self.config.event_timeout_secs).await?;
+            out.answered();
+            s.token = batch.token;
             if batch.events.is_empty() {
                 continue;
             }
             for e in &batch.events {
-                mirror.apply(e);
+                s.mirror.apply(e).map_err(|bad| unreadable("event.from", bad))?;
             }
-            let (changes, fresh) = facts.update(&mut mirror);
+            let (changes, fresh) = s.facts.update(&mut s.mirror);
             debug!(events = batch.events.len(), changes = changes.len(), rejected = fresh.len(), "event batch");
-            if !changes.is_empty() || !fresh.is_empty() {
-                send(tx, Observation::Delta { changes, rejected: fresh }).await?;
-            }
+            out.delta(changes, fresh).await;
+        }
+    }
+
+    async fn logout(&self, s: Session) {
+        if let Err(e) = s.xen.logout().await {
+            debug!(error = %e, "XenAPI logout failed");
         }
     }
 }
 
-async fn send(tx: &mpsc::Sender<Observation>, o: Observation) -> Result<()> {
-    tx.send(o).await.map_err(|_| Error::ChannelClosed)
-}
-
-/// The facts of an inventory, keyed (used by tests and callers that diff).
-pub fn keyed(facts: &[Fact]) -> BTreeMap<FactKey, Fact> {
-    facts.iter().map(|f| (f.key(), f.clone())).collect()
-}
-
-/// Rejections sorted for comparison.
-pub fn sorted(mut r: Vec<Rejected>) -> Vec<Rejected> {
-    r.sort_by(|a, b| (&a.what, &a.why).cmp(&(&b.what, &b.why)));
-    r
+/// A record that does not read: the whole read fails (and is retried), nothing is removed.
+fn unreadable(method: &str, bad: engine::Rejected) -> Error {
+    Error::Shape { method: method.to_string(), why: format!("{}: {}", bad.what, bad.why) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn transport() -> Error {
-        Error::Status { method: "event.from".into(), url: "http://a".into(), status: 502 }
-    }
-
     fn api(code: &str, params: &[&str]) -> Error {
         Error::api("event.from", std::iter::once(code).chain(params.iter().copied()).map(String::from).collect())
     }
 
-    fn retry() -> Retry {
-        Retry::new("http://a:1", Backoff::new(Duration::from_millis(100), Duration::from_secs(1)))
-    }
-
-    fn delay(n: &Next) -> Duration {
-        match n {
-            Next::Connect { delay, .. } => *delay,
-            other => panic!("{other:?}"),
-        }
-    }
-
     #[test]
-    fn one_disconnected_per_outage_and_capped_growing_delays() {
-        let mut r = retry();
-        let first = r.step(&transport(), true, 1.0);
-        assert!(matches!(&first, Next::Connect { disconnected: Some(_), .. }), "{first:?}");
-        let delays: Vec<Duration> = std::iter::once(delay(&first))
-            .chain((0..5).map(|_| {
-                let n = r.step(&transport(), false, 1.0);
-                assert!(matches!(n, Next::Connect { disconnected: None, .. }), "reported once: {n:?}");
-                delay(&n)
-            }))
-            .collect();
-        let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
-        assert_eq!(ms, [100, 200, 400, 800, 1000, 1000]);
-        // Back: the next outage is reported again and starts from the shortest delay.
-        let n = r.step(&transport(), true, 1.0);
-        assert_eq!(
-            n,
-            Next::Connect {
-                url: "http://a:1".into(),
-                delay: Duration::from_millis(100),
-                disconnected: Some(transport().to_string())
-            }
-        );
-    }
-
-    #[test]
-    fn session_invalid_reconnects_at_once_but_never_hot_loops() {
-        let mut r = retry();
-        let n = r.step(&api("SESSION_INVALID", &["OpaqueRef:x"]), true, 1.0);
-        assert_eq!(n, Next::Connect { url: "http://a:1".into(), delay: Duration::ZERO, disconnected: None });
-        // Failing again before any inventory: backed off.
-        assert!(delay(&r.step(&api("SESSION_INVALID", &[]), false, 1.0)) > Duration::ZERO);
-        assert!(delay(&r.step(&api("EVENT_FROM_TOKEN_PARSE_FAILURE", &["t"]), false, 1.0)) > Duration::ZERO);
-    }
-
-    #[test]
-    fn host_is_slave_follows_the_master_and_ping_pong_is_backed_off() {
-        let mut r = retry();
-        for i in 0..MAX_QUICK_REDIRECTS {
-            let n = r.step(&api("HOST_IS_SLAVE", &[if i % 2 == 0 { "10.0.0.2:1" } else { "a:1" }]), false, 1.0);
-            assert_eq!(delay(&n), Duration::ZERO);
-        }
-        assert_eq!(r.url(), "http://10.0.0.2:1");
-        let n = r.step(&api("HOST_IS_SLAVE", &["a:1"]), false, 1.0);
-        assert!(delay(&n) > Duration::ZERO, "{n:?}");
-        assert_eq!(r.url(), "http://a:1");
-    }
-
-    #[test]
-    fn bad_credentials_stop_and_a_closed_channel_ends() {
-        let mut r = retry();
+    fn each_xenapi_failure_has_its_driver_class() {
+        assert_eq!(Adapter::class(&api("SESSION_INVALID", &["OpaqueRef:x"])), Class::SessionGone);
+        assert_eq!(Adapter::class(&api("EVENTS_LOST", &[])), Class::SessionGone);
+        assert_eq!(Adapter::class(&api("INTERNAL_ERROR", &["boom"])), Class::Transport);
         let auth = Error::AuthenticationFailed { url: "http://a:1".into(), user: "root".into() };
-        assert_eq!(r.step(&auth, false, 0.5), Next::Stop { disconnected: None });
-        let mut r = retry();
-        assert!(matches!(r.step(&transport(), true, 0.5), Next::Connect { .. }));
-        r.step(&api("SESSION_INVALID", &[]), true, 0.5);
-        assert!(matches!(r.step(&auth, false, 0.5), Next::Stop { disconnected: Some(_) }));
-        assert_eq!(retry().step(&Error::ChannelClosed, true, 0.5), Next::Done);
+        assert_eq!(Adapter::class(&auth), Class::Fatal);
+        let shape = unreadable(
+            "VM.get_all_records",
+            engine::Rejected { what: "vm OpaqueRef:1".into(), why: "the record is not a struct".into() },
+        );
+        assert_eq!(Adapter::class(&shape), Class::Transport);
+        assert!(shape.to_string().contains("the record is not a struct"), "{shape}");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::common::{read_limited, HttpClient, Secret, TlsOptions};
+use crate::common::{read_limited, HttpClient, Secret, Timeouts, TlsOptions};
 
 use super::codec::{self, Response, Value};
 use super::error::{Error, Result};
@@ -21,17 +21,12 @@ pub struct Client {
 }
 
 impl Client {
-    /// `http_timeout` bounds every request and must cover the longest (`event.from`) call;
-    /// `call_timeout` bounds all other calls.
-    pub fn new(
-        url: impl Into<String>,
-        tls: &TlsOptions,
-        call_timeout: Duration,
-        http_timeout: Duration,
-        max_body: usize,
-    ) -> Result<Self> {
+    /// `timeouts.request` bounds every call but `event.from`, which gets its poll timeout on top;
+    /// `timeouts.liveness` bounds how long xapi may send nothing.
+    pub fn new(url: impl Into<String>, tls: &TlsOptions, timeouts: &Timeouts, max_body: usize) -> Result<Self> {
         let url = url.into();
-        let http = HttpClient::new(tls, http_timeout, max_body).map_err(|source| Error::Http {
+        let call_timeout = timeouts.request;
+        let http = HttpClient::new(tls, timeouts, max_body).map_err(|source| Error::Http {
             method: "connect".into(),
             url: url.clone(),
             source,

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::common::{SecretSource, TlsOptions};
+use crate::common::{SecretSource, Timeouts, TlsOptions};
+use crate::driver::Timing;
+use engine::backoff::Backoff;
 
 use super::error::{Error, Result};
 
@@ -15,8 +17,9 @@ use super::error::{Error, Result};
 /// user = "root"
 /// password = { password_env = "XEN217_PASSWORD" }
 /// tls = { ca_file = "/etc/netfold/xen-ca.pem" }
-/// call_timeout_ms = 10000
-/// event_timeout_secs = 30
+/// connect_timeout_ms = 5000
+/// liveness_secs = 15
+/// event_timeout_secs = 10
 /// ```
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,37 +30,65 @@ pub struct Config {
     pub password: SecretSource,
     #[serde(default)]
     pub tls: TlsOptions,
-    /// Timeout of every call except `event.from` (milliseconds).
+    /// How long a TCP + TLS connect may take (milliseconds).
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Liveness: the longest xapi may send nothing while a reply is awaited; a hung pool is
+    /// lost within it. Must exceed `event_timeout_secs` by at least 2 s.
+    #[serde(default = "default_liveness_secs")]
+    pub liveness_secs: u64,
+    /// The longest one whole call may take (milliseconds; `get_all_records` of a big pool
+    /// streams for a while). `event.from` gets `event_timeout_secs` on top.
     #[serde(default = "default_call_timeout_ms")]
     pub call_timeout_ms: u64,
     /// The `timeout` argument of `event.from` (seconds): how long xapi holds a poll open when
-    /// nothing changes. The HTTP timeout of that call is this plus `call_timeout_ms`.
+    /// nothing changes.
     #[serde(default = "default_event_timeout_secs")]
     pub event_timeout_secs: f64,
     /// Largest response accepted (bytes); `get_all_records` of a big pool is the largest.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
-    /// First reconnect delay (milliseconds); doubles per failure up to `reconnect_max_ms`.
-    #[serde(default = "default_reconnect_min_ms")]
-    pub reconnect_min_ms: u64,
-    #[serde(default = "default_reconnect_max_ms")]
-    pub reconnect_max_ms: u64,
+    /// First reconnect delay (milliseconds); doubles per failure up to `backoff_max_ms` (while
+    /// lost, attempts are at most a tenth of the grace period apart).
+    #[serde(default = "default_backoff_initial_ms")]
+    pub backoff_initial_ms: u64,
+    #[serde(default = "default_backoff_max_ms")]
+    pub backoff_max_ms: u64,
+    /// Between attempts after an error retrying soon cannot fix (wrong password, a reply over
+    /// `max_body_bytes`), seconds.
+    #[serde(default = "default_fatal_retry_secs")]
+    pub fatal_retry_secs: u64,
+    /// Between full re-reads of a live session, seconds.
+    #[serde(default = "default_resync_secs")]
+    pub resync_secs: u64,
 }
 
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+fn default_liveness_secs() -> u64 {
+    15
+}
 fn default_call_timeout_ms() -> u64 {
-    10_000
+    300_000
 }
 fn default_event_timeout_secs() -> f64 {
-    30.0
+    10.0
 }
 fn default_max_body_bytes() -> usize {
     512 * 1024 * 1024
 }
-fn default_reconnect_min_ms() -> u64 {
+fn default_backoff_initial_ms() -> u64 {
     500
 }
-fn default_reconnect_max_ms() -> u64 {
+fn default_backoff_max_ms() -> u64 {
     30_000
+}
+fn default_fatal_retry_secs() -> u64 {
+    300
+}
+fn default_resync_secs() -> u64 {
+    600
 }
 
 impl Config {
@@ -68,21 +99,44 @@ impl Config {
             user: user.into(),
             password,
             tls: TlsOptions::default(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+            liveness_secs: default_liveness_secs(),
             call_timeout_ms: default_call_timeout_ms(),
             event_timeout_secs: default_event_timeout_secs(),
             max_body_bytes: default_max_body_bytes(),
-            reconnect_min_ms: default_reconnect_min_ms(),
-            reconnect_max_ms: default_reconnect_max_ms(),
+            backoff_initial_ms: default_backoff_initial_ms(),
+            backoff_max_ms: default_backoff_max_ms(),
+            fatal_retry_secs: default_fatal_retry_secs(),
+            resync_secs: default_resync_secs(),
         }
     }
 
-    pub fn call_timeout(&self) -> Duration {
-        Duration::from_millis(self.call_timeout_ms)
+    /// The HTTP client's timeouts (`request`: one call other than `event.from`).
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: Duration::from_millis(self.connect_timeout_ms),
+            liveness: Duration::from_secs(self.liveness_secs),
+            request: Duration::from_millis(self.call_timeout_ms),
+        }
     }
 
-    /// The HTTP timeout of an `event.from` call: always longer than the poll itself.
-    pub fn event_http_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.event_timeout_secs) + self.call_timeout()
+    /// The session driver's schedule, for a pool with this grace period.
+    pub fn timing(&self, grace: Duration) -> Timing {
+        Timing {
+            backoff: Backoff::new(
+                Duration::from_millis(self.backoff_initial_ms),
+                Duration::from_millis(self.backoff_max_ms),
+            ),
+            grace,
+            fatal_retry: Duration::from_secs(self.fatal_retry_secs),
+            resync: Duration::from_secs(self.resync_secs),
+            logout: Duration::from_millis(self.connect_timeout_ms),
+        }
+    }
+
+    /// How long the engine waits for a last attempt before expiry: a connect and a login.
+    pub fn last_attempt_window(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms) + Duration::from_secs(2 * self.liveness_secs)
     }
 
     /// Checks the values that serde cannot.
@@ -93,15 +147,26 @@ impl Config {
         if self.user.is_empty() {
             return Err(Error::Config("user is empty".into()));
         }
-        if self.call_timeout_ms == 0 {
-            return Err(Error::Config("call_timeout_ms must be > 0".into()));
+        if self.call_timeout_ms == 0 || self.connect_timeout_ms == 0 {
+            return Err(Error::Config("call_timeout_ms and connect_timeout_ms must be > 0".into()));
         }
-        if !(self.event_timeout_secs.is_finite() && self.event_timeout_secs > 0.0 && self.event_timeout_secs <= 3600.0)
+        if !(1..=3600).contains(&self.liveness_secs) {
+            return Err(Error::Config(format!("liveness_secs {} must be in 1..=3600", self.liveness_secs)));
+        }
+        if !(self.event_timeout_secs.is_finite()
+            && self.event_timeout_secs > 0.0
+            && self.event_timeout_secs + 2.0 <= self.liveness_secs as f64)
         {
-            return Err(Error::Config(format!("event_timeout_secs {} must be in (0, 3600]", self.event_timeout_secs)));
+            return Err(Error::Config(format!(
+                "event_timeout_secs {} must be above 0 and at least 2 s below liveness_secs ({})",
+                self.event_timeout_secs, self.liveness_secs
+            )));
         }
-        if self.reconnect_min_ms == 0 || self.reconnect_min_ms > self.reconnect_max_ms {
-            return Err(Error::Config("reconnect_min_ms must be > 0 and <= reconnect_max_ms".into()));
+        if self.backoff_initial_ms == 0 || self.backoff_initial_ms > self.backoff_max_ms {
+            return Err(Error::Config("backoff_initial_ms must be > 0 and <= backoff_max_ms".into()));
+        }
+        if self.fatal_retry_secs == 0 || self.resync_secs == 0 {
+            return Err(Error::Config("fatal_retry_secs and resync_secs must be at least 1".into()));
         }
         if self.max_body_bytes < 4096 {
             return Err(Error::Config("max_body_bytes must be at least 4096".into()));
@@ -117,8 +182,8 @@ mod tests {
     #[test]
     fn toml_with_defaults_parses_and_unknown_keys_are_refused() {
         let c: Config = toml_like(r#"{"url":"https://x","user":"root","password":{"password_env":"P"}}"#).unwrap();
-        assert_eq!(c.call_timeout_ms, 10_000);
-        assert!(c.event_http_timeout() > Duration::from_secs(30));
+        assert_eq!(c.call_timeout_ms, 300_000);
+        assert!(c.timeouts().liveness > Duration::from_secs_f64(c.event_timeout_secs));
         c.validate().unwrap();
         assert!(toml_like(r#"{"url":"https://x","user":"root","password":{"password_env":"P"},"pasword":1}"#).is_err());
     }

@@ -168,8 +168,6 @@ pub struct Mirror {
     pub metrics: HashMap<String, PifMetrics>,
     /// The pool's master host ref (from `pool.get_all_records`).
     pub master: Option<String>,
-    /// Records that could not be read, by (class, ref): reported with the facts.
-    pub bad: BTreeMap<(String, String), Rejected>,
     /// Which parts of the fact set the records changed since [`Mirror::take_dirty`].
     dirty: Parts,
 }
@@ -223,17 +221,12 @@ fn put<T: PartialEq>(map: &mut HashMap<String, T>, r: String, v: T) -> bool {
 impl Mirror {
     /// Stores (or replaces) one record. `class` is matched case-insensitively (event records
     /// name classes in lower case). Unknown classes are ignored.
-    pub fn upsert(&mut self, class: &str, reference: &str, rec: &Value) {
-        let key = (class.to_ascii_lowercase(), reference.to_string());
-        match self.read(&key.0, reference, rec) {
-            Ok(()) => {
-                self.bad.remove(&key);
-            }
-            Err(r) => {
-                self.remove(&key.0, reference);
-                self.bad.insert(key, r);
-            }
-        }
+    ///
+    /// A record that does not have the shape of xapi's data model (not a struct, a field
+    /// missing or of the wrong type) is an error and changes nothing: the caller treats the
+    /// read as failed, never as the object's deletion.
+    pub fn upsert(&mut self, class: &str, reference: &str, rec: &Value) -> Result<(), Rejected> {
+        self.read(&class.to_ascii_lowercase(), reference, rec)
     }
 
     fn read(&mut self, class: &str, r: &str, rec: &Value) -> Result<(), Rejected> {
@@ -314,7 +307,6 @@ impl Mirror {
     /// Forgets one record.
     pub fn remove(&mut self, class: &str, reference: &str) {
         let class = class.to_ascii_lowercase();
-        self.bad.remove(&(class.clone(), reference.to_string()));
         let removed = match class.as_str() {
             "host" => self.hosts.remove(reference).is_some(),
             "vm" => self.vms.remove(reference).is_some(),
@@ -331,12 +323,17 @@ impl Mirror {
     }
 
     /// Applies one `event.from` event.
-    pub fn apply(&mut self, e: &XenEvent) {
+    /// Applies one `event.from` event; a snapshot that does not read is an error (see
+    /// [`Mirror::upsert`]).
+    pub fn apply(&mut self, e: &XenEvent) -> Result<(), Rejected> {
         match (e.operation, &e.snapshot) {
-            (Operation::Del, _) => self.remove(&e.class, &e.reference),
+            (Operation::Del, _) => {
+                self.remove(&e.class, &e.reference);
+                Ok(())
+            }
             (_, Some(snap)) => self.upsert(&e.class, &e.reference, snap),
             // add/mod without a snapshot carries nothing to store.
-            (_, None) => {}
+            (_, None) => Ok(()),
         }
     }
 
@@ -347,7 +344,7 @@ impl Mirror {
     /// Maps the whole mirror to facts (keyed, so the result is deterministic) and rejections.
     pub fn facts(&self) -> (BTreeMap<FactKey, Fact>, Vec<Rejected>) {
         let mut facts = BTreeMap::new();
-        let mut rejected: Vec<Rejected> = self.bad.values().cloned().collect();
+        let mut rejected: Vec<Rejected> = Vec::new();
         for part in [Part::Hosts, Part::Links, Part::Vnics] {
             self.part(part, &mut facts, &mut rejected);
         }
@@ -477,7 +474,6 @@ pub enum Part {
 pub struct Facts {
     parts: [BTreeMap<FactKey, Fact>; 3],
     rejected: [Vec<Rejected>; 3],
-    bad: Vec<Rejected>,
 }
 
 impl Facts {
@@ -513,7 +509,6 @@ impl Facts {
             self.parts[i] = facts;
             self.rejected[i] = rejected;
         }
-        self.bad = m.bad.values().cloned().collect();
         changes
     }
 
@@ -532,7 +527,7 @@ impl Facts {
 
     /// Every current rejection, sorted.
     pub fn rejected(&self) -> Vec<Rejected> {
-        let mut r: Vec<Rejected> = self.bad.iter().chain(self.rejected.iter().flatten()).cloned().collect();
+        let mut r: Vec<Rejected> = self.rejected.iter().flatten().cloned().collect();
         r.sort_by(|a, b| (&a.what, &a.why).cmp(&(&b.what, &b.why)));
         r
     }
@@ -559,17 +554,18 @@ mod tests {
     /// One host, eth0 physical with LLDP, VLAN 120 on eth0, a VM on it, a template and dom0.
     fn pool(tag: &str) -> Mirror {
         let mut m = Mirror::default();
-        m.upsert("host", "H", &rec(&[("uuid", s("h-uuid")), ("name_label", s("xen-01"))]));
+        m.upsert("host", "H", &rec(&[("uuid", s("h-uuid")), ("name_label", s("xen-01"))])).unwrap();
         m.upsert(
             "network",
             "N0",
             &rec(&[("uuid", s("n0")), ("name_label", s("Pool-wide network associated with eth0"))]),
-        );
-        m.upsert("network", "N120", &rec(&[("uuid", s("n120")), ("name_label", s("VLAN 120"))]));
+        )
+        .unwrap();
+        m.upsert("network", "N120", &rec(&[("uuid", s("n120")), ("name_label", s("VLAN 120"))])).unwrap();
         let mut oc = BTreeMap::new();
         oc.insert(LLDP_SYSTEM_NAME.to_string(), s("tor1"));
         oc.insert(LLDP_PORT_ID.to_string(), s("ethernet1/1/3"));
-        m.upsert("PIF_metrics", "M0", &rec(&[("other_config", Value::Struct(oc))]));
+        m.upsert("PIF_metrics", "M0", &rec(&[("other_config", Value::Struct(oc))])).unwrap();
         let pif = |dev: &str, net: &str, vlan: &str, master: &str, phys: bool, metrics: &str| {
             rec(&[
                 ("uuid", s(&format!("pif-{net}"))),
@@ -583,13 +579,14 @@ mod tests {
                 ("metrics", s(metrics)),
             ])
         };
-        m.upsert("PIF", "P0", &pif("eth0", "N0", "-1", NULL_REF, true, "M0"));
-        m.upsert("PIF", "P120", &pif("eth0", "N120", tag, "V120", false, NULL_REF));
+        m.upsert("PIF", "P0", &pif("eth0", "N0", "-1", NULL_REF, true, "M0")).unwrap();
+        m.upsert("PIF", "P120", &pif("eth0", "N120", tag, "V120", false, NULL_REF)).unwrap();
         m.upsert(
             "VLAN",
             "V120",
             &rec(&[("uuid", s("v120")), ("tag", s(tag)), ("tagged_PIF", s("P0")), ("untagged_PIF", s("P120"))]),
-        );
+        )
+        .unwrap();
         let vm = |uuid: &str, tmpl: bool, dom0: bool| {
             rec(&[
                 ("uuid", s(uuid)),
@@ -600,9 +597,9 @@ mod tests {
                 ("is_control_domain", Value::Bool(dom0)),
             ])
         };
-        m.upsert("VM", "VM1", &vm("web-1", false, false));
-        m.upsert("VM", "T", &vm("template", true, false));
-        m.upsert("VM", "D0", &vm("dom0", false, true));
+        m.upsert("VM", "VM1", &vm("web-1", false, false)).unwrap();
+        m.upsert("VM", "T", &vm("template", true, false)).unwrap();
+        m.upsert("VM", "D0", &vm("dom0", false, true)).unwrap();
         for (r, vmr) in [("VIF1", "VM1"), ("VIFT", "T"), ("VIFD", "D0")] {
             m.upsert(
                 "VIF",
@@ -615,7 +612,8 @@ mod tests {
                     ("network", s("N120")),
                     ("currently_attached", Value::Bool(true)),
                 ]),
-            );
+            )
+            .unwrap();
         }
         m
     }
@@ -667,11 +665,12 @@ mod tests {
     }
 
     #[test]
-    fn missing_fields_are_rejected_naming_the_record() {
+    fn a_record_missing_fields_is_an_error_naming_it_and_changes_nothing() {
         let mut m = pool("120");
-        m.upsert("VIF", "VIF9", &rec(&[("uuid", s("x"))]));
-        let (_, rejected) = m.facts();
-        assert!(rejected.iter().any(|r| r.what == "vif VIF9" && r.why.contains("device")), "{rejected:?}");
+        let before = m.facts();
+        let e = m.upsert("VIF", "VIF1", &rec(&[("uuid", s("x"))])).unwrap_err();
+        assert!(e.what == "vif VIF1" && e.why.contains("device"), "{e:?}");
+        assert_eq!(m.facts(), before, "the VIF is kept, not taken for deleted");
     }
 
     #[test]
@@ -690,12 +689,15 @@ mod tests {
                 ("network", s("N120")),
                 ("currently_attached", Value::Bool(false)),
             ])),
-        });
+        })
+        .unwrap();
         let changes = diff(&before, &m.facts().0);
         assert_eq!(changes.len(), 1);
         assert!(matches!(&changes[0], Change::Upsert(Fact::Vnic(v)) if !v.connected));
-        m.apply(&XenEvent { class: "vm".into(), operation: Operation::Del, reference: "VM1".into(), snapshot: None });
-        m.apply(&XenEvent { class: "vif".into(), operation: Operation::Del, reference: "VIF1".into(), snapshot: None });
+        m.apply(&XenEvent { class: "vm".into(), operation: Operation::Del, reference: "VM1".into(), snapshot: None })
+            .unwrap();
+        m.apply(&XenEvent { class: "vif".into(), operation: Operation::Del, reference: "VIF1".into(), snapshot: None })
+            .unwrap();
         let changes = diff(&before, &m.facts().0);
         assert_eq!(changes, vec![Change::Remove(FactKey::Vnic { vm: "web-1".into(), nic: "0".into() })]);
     }
@@ -763,7 +765,9 @@ mod tests {
             let mut inc = Facts::full(&mut m);
             let mut model: BTreeMap<FactKey, Fact> = inc.all().map(|f| (f.key(), f.clone())).collect();
             for i in ops {
-                m.apply(&event(i));
+                // Op 13 is a broken snapshot: an error that leaves the mirror as it was.
+                let applied = m.apply(&event(i));
+                proptest::prop_assert_eq!(applied.is_err(), i == 13);
                 let (changes, _) = inc.update(&mut m);
                 for c in changes {
                     match c {
@@ -782,10 +786,10 @@ mod tests {
     fn a_vm_vifs_set_change_marks_nothing_dirty() {
         let mut m = pool("120");
         m.take_dirty();
-        m.apply(&event(5));
+        m.apply(&event(5)).unwrap();
         // power_state Running → Running, only VIFs changed: no part is dirty.
         assert!(!m.take_dirty().any());
-        m.apply(&event(4));
+        m.apply(&event(4)).unwrap();
         assert_eq!(m.take_dirty(), Parts { vnics: true, ..Parts::default() });
     }
 }

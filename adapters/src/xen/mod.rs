@@ -5,23 +5,23 @@
 //!
 //! Public API the binary calls:
 //! - [`Config`] (serde, `deny_unknown_fields`): `url`, `user`, `password` (a
-//!   [`crate::common::SecretSource`]), `tls` ([`crate::common::TlsOptions`]), `call_timeout_ms`,
-//!   `event_timeout_secs` (the HTTP timeout of `event.from` is this plus the call timeout),
-//!   `max_body_bytes`, `reconnect_min_ms` / `reconnect_max_ms`.
-//! - [`Adapter::new`]`(config)?.`[`run`](Adapter::run)`(tx)`: log in, mark the resume point
-//!   with `event.inject` on the pool object, read pool, host, VM, VIF, network, PIF, VLAN and
-//!   PIF_metrics with `get_all_records`, send
-//!   `Observation::Inventory { endpoint, facts, rejected }`, then follow `event.from` and send
-//!   `Observation::Delta` with exactly the facts that changed (only the parts of the fact set
-//!   a batch touched are re-mapped: [`mapping::Facts`]). Transport loss sends
-//!   `Observation::Disconnected { reason }` and retries with capped exponential backoff and
-//!   jitter; every reconnect sends a fresh full inventory. `SESSION_AUTHENTICATION_FAILED` stops
-//!   with [`Error::AuthenticationFailed`] (no retry loop); `SESSION_INVALID` logs in again;
-//!   `HOST_IS_SLAVE [master]` reconnects to the master named; `EVENT_FROM_TOKEN_PARSE_FAILURE`,
-//!   `EVENTS_LOST` and `HANDLE_INVALID` re-read everything. `run` returns `Ok` when `tx` closes.
-//!   The policy is the pure state machine [`Retry`] (`step` → [`Next`]).
-//! - [`sim::Simulator::start`]`(`[`sim::SimOptions`]`)` for tests, and [`sim::serve`] for
-//!   `netfold sim xen --listen ADDR --hosts N --vms-per-host M --vlans K`.
+//!   [`crate::common::SecretSource`]), `tls` ([`crate::common::TlsOptions`]), timeouts
+//!   (`connect_timeout_ms`, `liveness_secs`, `call_timeout_ms`), `event_timeout_secs` (below the
+//!   liveness bound, so a hung xapi fails an `event.from`), `max_body_bytes`, backoff
+//!   (`backoff_initial_ms`, `backoff_max_ms`, `fatal_retry_secs`), `resync_secs`.
+//! - [`Adapter::new`]`(config)?.`[`run`](Adapter::run)`(link, grace, health)`: the protocol
+//!   steps ([`adapter`]) run by the one session [`crate::driver`], which owns retries, liveness
+//!   and loss reporting. A session logs in (following `HOST_IS_SLAVE [master]`), marks the
+//!   resume point with `event.inject` on the pool object, reads pool, host, VM, VIF, network,
+//!   PIF, VLAN and PIF_metrics with `get_all_records`, sends
+//!   `Observation::Inventory { endpoint, facts, rejected }`, then follows `event.from` and sends
+//!   `Observation::Delta` with exactly the facts that changed (only the parts of the fact set a
+//!   batch touched are re-mapped: [`mapping::Facts`]). `SESSION_INVALID`, `EVENTS_LOST`,
+//!   `HANDLE_INVALID` and a bad token log in again and re-read; `SESSION_AUTHENTICATION_FAILED`
+//!   and a reply over the size cap retry on the slow schedule.
+//! - [`sim::Simulator::start`]`(`[`sim::SimOptions`]`)` for tests (faults from
+//!   [`crate::sim_fault`]); `netfold sim xen --listen ADDR [--lab SWITCH:PREFIX] [--control ADDR]`
+//!   runs it on its own.
 //!
 //! The fact mapping and the LLDP keys read from `PIF_metrics.other_config`
 //! ([`mapping::LLDP_SYSTEM_NAME`], [`mapping::LLDP_PORT_ID`]) are documented in [`mapping`].
@@ -35,6 +35,6 @@ pub mod error;
 pub mod mapping;
 pub mod sim;
 
-pub use adapter::{Adapter, Backoff, Next, Retry};
+pub use adapter::Adapter;
 pub use config::Config;
 pub use error::{Error, Recovery, Result};

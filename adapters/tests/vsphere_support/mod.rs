@@ -2,22 +2,27 @@
 //! loopback HTTP, and bounded waits for observations (real network effects, never sleeps).
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use adapters::common::SecretSource;
+use adapters::driver::Health;
 use adapters::vsphere::sim::{SimHandle, SimOptions, Simulator};
 use adapters::vsphere::{Adapter, Config};
-use engine::{Change, Fact, Observation};
+use engine::runtime::Link;
+use engine::{Ask, Change, Fact, Observation};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-pub const DEADLINE: Duration = Duration::from_secs(10);
-pub const FAST: Duration = Duration::from_millis(100);
+pub const DEADLINE: Duration = Duration::from_secs(30);
 
 pub struct Harness {
     pub sim: SimHandle,
     pub rx: mpsc::Receiver<Observation>,
-    pub task: JoinHandle<adapters::vsphere::Result<()>>,
+    /// What the test, standing in for the engine, asks of the adapter.
+    pub asks: mpsc::Sender<Ask>,
+    pub health: Arc<Health>,
+    pub task: JoinHandle<()>,
     pub _dir: tempfile::TempDir,
 }
 
@@ -25,7 +30,7 @@ pub fn config(sim: &SimHandle, dir: &tempfile::TempDir, password: &str) -> Confi
     let file = dir.path().join("password");
     std::fs::write(&file, format!("{password}\n")).expect("write password file");
     let mut c = Config::new(sim.url(), sim.user(), SecretSource::file(file));
-    c.request_timeout_ms = 1_500;
+    c.liveness_secs = 3;
     c.wait_max_seconds = 1;
     c.page_size = 100;
     c.topology_refresh_ms = 30;
@@ -40,9 +45,12 @@ pub async fn start(opts: SimOptions, tweak: impl FnOnce(&mut Config)) -> Harness
     let mut c = config(&sim, &dir, &sim.password());
     tweak(&mut c);
     let (tx, rx) = mpsc::channel(64);
+    let (asks, asks_rx) = mpsc::channel(8);
+    let health = Health::new(&c.url);
     let adapter = Adapter::new(c).expect("adapter builds");
-    let task = tokio::spawn(adapter.run(tx));
-    Harness { sim, rx, task, _dir: dir }
+    let link = Link { observations: tx, asks: asks_rx };
+    let task = tokio::spawn(adapter.run(link, Duration::from_secs(180), health.clone()));
+    Harness { sim, rx, asks, health, task, _dir: dir }
 }
 
 pub async fn next(rx: &mut mpsc::Receiver<Observation>) -> Observation {
@@ -59,16 +67,15 @@ pub async fn inventory(rx: &mut mpsc::Receiver<Observation>) -> Vec<Fact> {
     }
 }
 
-/// The next observation must be a `Delta` arriving within 100 ms of `since`.
+/// The next observation must be a `Delta` (how long it took is printed, never asserted: the
+/// figure is the `vsphere_parse` bench's).
 pub async fn delta(
     rx: &mut mpsc::Receiver<Observation>,
     since: Instant,
     what: &str,
 ) -> (Vec<Change>, Vec<engine::Rejected>) {
     let obs = next(rx).await;
-    let took = since.elapsed();
-    eprintln!("{what}: delta after {took:?}");
-    assert!(took < FAST, "{what}: delta took {took:?}");
+    eprintln!("{what}: delta after {:?}", since.elapsed());
     match obs {
         Observation::Delta { changes, rejected } => (changes, rejected),
         other => panic!("{what}: expected Delta, got {other:?}"),
@@ -91,6 +98,6 @@ pub async fn steady(sim: &SimHandle) {
     let deadline = Instant::now() + DEADLINE;
     while sim.parked_waits() == 0 {
         assert!(Instant::now() < deadline, "the adapter never parked a WaitForUpdatesEx");
-        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -96,7 +96,7 @@ pub fn step(g: &mut Gen, i: usize) -> Vec<(HypervisorId, Event)> {
     if i.is_multiple_of(10_000) {
         let id = g.vms[i % g.vms.len()].0.clone();
         return vec![
-            (id.clone(), Event::Lost { reason: "timeout".into() }),
+            (id.clone(), Event::Lost { reason: "timeout".into(), since: 0 }),
             (id, Event::Reestablished { outage_ms: 5_000 }),
         ];
     }

@@ -50,11 +50,23 @@ pub enum Status {
     Expired,
 }
 
+/// A mass removal held back by the guard ([`Event::RemovalHeld`]), until released.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    /// The `RemovalHeld` event that holds it (the latest, when it was held again).
+    pub seq: u64,
+    /// When it was first held (unix ms).
+    pub since: UnixMs,
+    pub would_remove: u64,
+}
+
 /// A hypervisor's status and kind (`None` only if the log never said `Connected` for it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HypervisorStatus {
     pub kind: Option<Kind>,
     pub status: Status,
+    /// A removal the guard holds back.
+    pub held: Option<Held>,
 }
 
 /// What the projector holds about one hypervisor.
@@ -63,12 +75,17 @@ pub(crate) struct Hypervisor {
     kind: Option<Kind>,
     endpoint: String,
     status: Status,
+    held: Option<Held>,
     facts: Facts,
 }
 
 impl Hypervisor {
     fn new(status: Status, facts: Facts) -> Self {
-        Self { kind: None, endpoint: String::new(), status, facts }
+        Self { kind: None, endpoint: String::new(), status, held: None, facts }
+    }
+
+    fn status(&self) -> HypervisorStatus {
+        HypervisorStatus { kind: self.kind, status: self.status, held: self.held }
     }
 }
 
@@ -267,9 +284,9 @@ impl State {
                     self.apply_change(hv, change);
                 }
             }
-            Event::Lost { .. } => {
-                let (_, hv) = self.entry(id, Status::Lost { since: env.at });
-                hv.status = Status::Lost { since: env.at };
+            Event::Lost { since, .. } => {
+                let (_, hv) = self.entry(id, Status::Lost { since: *since });
+                hv.status = Status::Lost { since: *since };
             }
             Event::Reestablished { .. } => {
                 self.entry(id, Status::Live).1.status = Status::Live;
@@ -277,7 +294,16 @@ impl State {
             Event::Expired => {
                 let (hv, entry) = self.entry(id, Status::Expired);
                 entry.status = Status::Expired;
+                entry.held = None;
                 self.forget(id, hv);
+            }
+            Event::RemovalHeld { would_remove, .. } => {
+                let (_, hv) = self.entry(id, Status::Live);
+                let since = hv.held.map_or(env.at, |h| h.since);
+                hv.held = Some(Held { seq: env.seq, since, would_remove: *would_remove });
+            }
+            Event::RemovalReleased { .. } => {
+                self.entry(id, Status::Live).1.held = None;
             }
             // A record about the log itself, not about any hypervisor.
             Event::LossAccepted { .. } => {}
@@ -354,7 +380,7 @@ impl State {
 
     /// A hypervisor's status and kind (`None` if the log never mentioned it).
     pub fn status(&self, id: &HypervisorId) -> Option<HypervisorStatus> {
-        self.hypervisor(id).map(|h| HypervisorStatus { kind: h.kind, status: h.status })
+        self.hypervisor(id).map(Hypervisor::status)
     }
 
     /// The endpoint of the hypervisor's last `Connected`.
@@ -364,7 +390,7 @@ impl State {
 
     /// Every hypervisor the log mentions, with its status.
     pub fn hypervisors(&self) -> impl Iterator<Item = (&HypervisorId, HypervisorStatus)> {
-        self.sorted_hypervisors().map(|(id, _, h)| (id, HypervisorStatus { kind: h.kind, status: h.status }))
+        self.sorted_hypervisors().map(|(id, _, h)| (id, h.status()))
     }
 
     /// Desired state recomputed naively from the facts, straight from the rule with no index

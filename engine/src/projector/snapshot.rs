@@ -6,19 +6,20 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Facts, Hypervisor, State, Status};
+use super::{Facts, Held, Hypervisor, State, Status};
 use crate::config::Policy;
 use crate::fact::Fact;
 use crate::ids::{HypervisorId, Kind};
 
 /// Version of the stored form; bump (and keep reading the old one) when it changes.
-const FORMAT: u16 = 1;
+/// 2: hypervisors carry the held mass removal.
+const FORMAT: u16 = 2;
 
 #[derive(Serialize, Deserialize)]
-struct Stored {
+struct Stored<H> {
     format: u16,
     seq: u64,
-    hypervisors: Vec<StoredHypervisor>,
+    hypervisors: Vec<H>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -27,7 +28,24 @@ struct StoredHypervisor {
     kind: Option<Kind>,
     endpoint: String,
     status: Status,
+    held: Option<Held>,
     facts: Vec<Fact>,
+}
+
+/// Format 1: no held removals (they did not exist as events yet).
+#[derive(Serialize, Deserialize)]
+struct StoredHypervisorV1 {
+    id: HypervisorId,
+    kind: Option<Kind>,
+    endpoint: String,
+    status: Status,
+    facts: Vec<Fact>,
+}
+
+impl From<StoredHypervisorV1> for StoredHypervisor {
+    fn from(h: StoredHypervisorV1) -> Self {
+        Self { id: h.id, kind: h.kind, endpoint: h.endpoint, status: h.status, held: None, facts: h.facts }
+    }
 }
 
 /// A snapshot that cannot be read; says why.
@@ -58,6 +76,7 @@ impl State {
                     kind: h.kind,
                     endpoint: h.endpoint.clone(),
                     status: h.status,
+                    held: h.held,
                     facts: h.facts.sorted().into_iter().map(|(_, f)| f.to_fact()).collect(),
                 })
                 .collect(),
@@ -73,18 +92,31 @@ impl State {
 
     /// Reads bytes written by [`State::encode`], folding with `policy` from there on.
     pub fn decode(bytes: &[u8], policy: &Policy) -> Result<State, SnapshotError> {
-        let (stored, used): (Stored, usize) =
-            bincode::serde::decode_from_slice(bytes, config()).map_err(|e| SnapshotError::Decode(e.to_string()))?;
-        if stored.format != FORMAT {
-            return Err(SnapshotError::Format { found: stored.format });
-        }
+        let decode_err = |e: bincode::error::DecodeError| SnapshotError::Decode(e.to_string());
+        let (format, _): (u16, usize) = bincode::serde::decode_from_slice(bytes, config()).map_err(decode_err)?;
+        let (stored, used): (Stored<StoredHypervisor>, usize) = match format {
+            FORMAT => bincode::serde::decode_from_slice(bytes, config()).map_err(decode_err)?,
+            1 => {
+                let (s, used): (Stored<StoredHypervisorV1>, usize) =
+                    bincode::serde::decode_from_slice(bytes, config()).map_err(decode_err)?;
+                let hypervisors = s.hypervisors.into_iter().map(Into::into).collect();
+                (Stored { format: s.format, seq: s.seq, hypervisors }, used)
+            }
+            found => return Err(SnapshotError::Format { found }),
+        };
         if used != bytes.len() {
             return Err(SnapshotError::Trailing(bytes.len() - used));
         }
         let mut state = State::new(policy);
         state.seq = stored.seq;
         for h in stored.hypervisors {
-            let hv = Hypervisor { kind: h.kind, endpoint: h.endpoint, status: h.status, facts: Facts::default() };
+            let hv = Hypervisor {
+                kind: h.kind,
+                endpoint: h.endpoint,
+                status: h.status,
+                held: h.held,
+                facts: Facts::default(),
+            };
             state.insert_decoded(h.id, hv, &h.facts);
         }
         state.rebuild_index();

@@ -156,12 +156,15 @@ fn expired_drops_every_fact_and_lost_keeps_them() {
         2,
         vec![uplink("nic0", Some("p1")), network("pg", VlanSpec::Access(v(10))), vnic("vm", "pg", true, true)],
     ));
-    s.apply(&env(3, Event::Lost { reason: "x".into() }));
+    s.apply(&env(3, Event::Lost { reason: "x".into(), since: 3000 }));
     assert_eq!(s.status(&id()).unwrap().status, Status::Lost { since: 3000 });
     assert_eq!(vlans_on(&s, "p1"), [10]);
     let before = s.desired_version();
     s.apply(&env(4, Event::Expired));
-    assert_eq!(s.status(&id()).unwrap(), HypervisorStatus { kind: Some(Kind::XenCitrix), status: Status::Expired });
+    assert_eq!(
+        s.status(&id()).unwrap(),
+        HypervisorStatus { kind: Some(Kind::XenCitrix), status: Status::Expired, held: None }
+    );
     assert!(s.desired().ports.is_empty());
     assert!(s.facts_of(&id()).unwrap().is_empty());
     assert!(s.desired_version() > before);

@@ -2,7 +2,7 @@
 //! acknowledged and runs the grace timers. Everything here is wiring; decisions are made by
 //! [`Session::step`] and [`State::apply`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,15 +11,16 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use super::{Command, Metrics, Outcome, SharedState};
+use super::{Attached, Command, Metrics, Outcome, SharedState};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::desired::Desired;
 use crate::error::{Error, Invalid, Result};
 use crate::event::{Envelope, Recorded, UnixMs};
 use crate::ids::{HypervisorId, Kind};
+use crate::observe::Ask;
 use crate::projector::{State, Status};
-use crate::session::{Ctx, Input, Notice, Session, Timer};
+use crate::session::{Ctx, Input, LastAttempt, Notice, Session, Timer};
 
 /// Once this many commands were handled without publishing, publish even if more wait.
 const PUBLISH_EVERY: u32 = 64;
@@ -65,6 +66,13 @@ pub(super) struct Core<L> {
     metrics: Arc<Metrics>,
     /// Grace deadlines (unix ms) of lost hypervisors.
     timers: BTreeMap<HypervisorId, UnixMs>,
+    /// The adapters attached, by hypervisor: where to send what the engine asks of them.
+    attached: BTreeMap<HypervisorId, Attached>,
+    /// Lost hypervisors whose adapter was asked for a last attempt before expiry.
+    asked: BTreeSet<HypervisorId>,
+    /// Hypervisors whose held removal an operator released: their next inventory bypasses
+    /// the guard.
+    releases: BTreeSet<HypervisorId>,
     published_version: u64,
     snapshot_seq: u64,
     /// The engine's stop signal, once running (a held-back append gives up on it).
@@ -89,6 +97,9 @@ impl<L: store::Log<Recorded>> Core<L> {
             desired,
             metrics,
             timers: BTreeMap::new(),
+            attached: BTreeMap::new(),
+            asked: BTreeSet::new(),
+            releases: BTreeSet::new(),
             published_version,
             snapshot_seq,
             stop: None,
@@ -135,6 +146,12 @@ impl<L: store::Log<Recorded>> Core<L> {
                 }
                 cmd = commands.recv() => match cmd {
                     None => break,
+                    Some(Command::Attach { hypervisor, attached }) => {
+                        self.attached.insert(hypervisor, attached);
+                    }
+                    Some(Command::Release { hypervisor, reply }) => {
+                        let _ = reply.send(self.release(&hypervisor));
+                    }
                     Some(Command::Observe { hypervisor, kind, observation, reply }) => {
                         let out = self.handle(&hypervisor, Some(kind), Input::Observed(observation)).await;
                         match (reply, out) {
@@ -175,6 +192,28 @@ impl<L: store::Log<Recorded>> Core<L> {
         }
     }
 
+    /// An operator lets `id`'s held removal through: the adapter is asked for a fresh full
+    /// read, which then bypasses the guard. Returns how many removals were held.
+    fn release(&mut self, id: &HypervisorId) -> Result<u64> {
+        let held = self.state.read(|s| s.status(id).and_then(|st| st.held));
+        let Some(held) = held else {
+            return Err(Error::NothingHeld { hypervisor: id.clone() });
+        };
+        self.releases.insert(id.clone());
+        tracing::warn!(hypervisor = %id, would_remove = held.would_remove, "held removal released by an operator; re-reading");
+        self.ask(id, Ask::Reread { reason: "an operator released the held removal".into() });
+        Ok(held.would_remove)
+    }
+
+    /// Sends `ask` to `id`'s adapter, if one is attached and listening.
+    fn ask(&self, id: &HypervisorId, ask: Ask) {
+        if let Some(a) = self.attached.get(id) {
+            if a.asks.try_send(ask).is_err() {
+                tracing::debug!(hypervisor = %id, "adapter not listening for asks");
+            }
+        }
+    }
+
     fn grace_ms(&self, id: &HypervisorId) -> u64 {
         self.config.grace_for(id).as_millis() as u64
     }
@@ -188,6 +227,13 @@ impl<L: store::Log<Recorded>> Core<L> {
     async fn handle_inner(&mut self, id: &HypervisorId, kind: Option<Kind>, input: Input) -> Result<Outcome> {
         let now = self.clock.now();
         let grace_ms = self.grace_ms(id);
+        let last_attempt = match self.attached.get(id) {
+            _ if self.asked.contains(id) => LastAttempt::Asked,
+            Some(a) if !a.asks.is_closed() => LastAttempt::Due { window_ms: a.last_attempt_window_ms },
+            _ => LastAttempt::Unavailable,
+        };
+        let release = self.releases.contains(id);
+        let is_inventory = matches!(input, Input::Observed(crate::observe::Observation::Inventory { .. }));
         let (from, step, kind) = self.state.read(|s| {
             let known = s.status(id);
             let kind = kind.or(known.and_then(|k| k.kind));
@@ -201,6 +247,9 @@ impl<L: store::Log<Recorded>> Core<L> {
                 grace_ms,
                 known: s.facts_of(id),
                 guard: &self.config.mass_removal,
+                held: known.and_then(|k| k.held),
+                release,
+                last_attempt,
             };
             (from, from.step(input, &ctx), kind)
         });
@@ -226,6 +275,19 @@ impl<L: store::Log<Recorded>> Core<L> {
         }
         if from != step.next {
             tracing::debug!(hypervisor = %id, from = from.name(), to = step.next.name(), "session transition");
+        }
+        if !matches!(step.next, Session::Lost { .. }) {
+            self.asked.remove(id);
+        }
+        if is_inventory && release && !matches!(step.ask, Some(Ask::Reread { .. })) {
+            self.releases.remove(id);
+        }
+        if let Some(ask) = step.ask {
+            if ask == Ask::LastAttempt {
+                tracing::info!(hypervisor = %id, "grace period over: one last attempt before removing learnt information");
+                self.asked.insert(id.clone());
+            }
+            self.ask(id, ask);
         }
         match step.timer {
             Timer::Unchanged => {}
@@ -415,7 +477,7 @@ mod tests {
         // Bytes that do not decode, then a snapshot of another format version.
         for bytes in [vec![0xff; 7], {
             let mut b = State::new(&config.policy).encode();
-            b[0] = 2; // the format field leads the stored form
+            b[0] = 9; // the format field leads the stored form
             b
         }] {
             assert!(State::decode(&bytes, &config.policy).is_err());

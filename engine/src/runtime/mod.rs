@@ -31,7 +31,7 @@ use crate::desired::Desired;
 use crate::error::{Error, Invalid, Result};
 use crate::event::Recorded;
 use crate::ids::{HypervisorId, Kind};
-use crate::observe::Observation;
+use crate::observe::{Ask, Observation};
 use crate::projector::State;
 
 /// How many commands may wait for the core task (beyond it senders wait: backpressure).
@@ -135,6 +135,48 @@ enum Command {
         observation: Observation,
         reply: Option<oneshot::Sender<Result<Outcome>>>,
     },
+    Attach {
+        hypervisor: HypervisorId,
+        attached: Attached,
+    },
+    Release {
+        hypervisor: HypervisorId,
+        reply: oneshot::Sender<Result<u64>>,
+    },
+}
+
+/// An attached adapter, as the core sees it.
+struct Attached {
+    asks: mpsc::Sender<Ask>,
+    /// How long expiry waits for the adapter's last attempt, ms.
+    last_attempt_window_ms: u64,
+}
+
+/// How many asks may wait for an adapter (it reads them between requests).
+const ASKS: usize = 8;
+
+/// An adapter's two channels to the engine: observations in, asks out.
+pub struct Link {
+    /// Where the adapter sends its observations.
+    pub observations: mpsc::Sender<Observation>,
+    /// What the engine asks of the adapter ([`Ask`]); the adapter must keep reading it.
+    pub asks: mpsc::Receiver<Ask>,
+}
+
+/// Releases held mass removals ([`Engine::release`]); cheap to clone.
+#[derive(Clone)]
+pub struct Releaser(mpsc::Sender<Command>);
+
+impl Releaser {
+    /// See [`Engine::release`].
+    pub async fn release(&self, hypervisor: HypervisorId) -> Result<u64> {
+        let (reply, answer) = oneshot::channel();
+        self.0
+            .send(Command::Release { hypervisor, reply })
+            .await
+            .map_err(|_| Error::Stopped("the core task is not running"))?;
+        answer.await.map_err(|_| Error::Stopped("the core task stopped before answering"))?
+    }
 }
 
 /// The running engine. Dropping it without [`Engine::shutdown`] stops the core task once its
@@ -169,8 +211,35 @@ impl Engine {
     }
 
     /// The channel an adapter sends `hypervisor`'s observations into. Must be called inside
-    /// the tokio runtime (it spawns a small forwarding task).
+    /// the tokio runtime (it spawns a small forwarding task). An adapter attached this way is
+    /// never asked anything: expiry does not wait for a last attempt.
     pub fn attach(&self, hypervisor: HypervisorId, kind: Kind) -> mpsc::Sender<Observation> {
+        self.forward(hypervisor, kind)
+    }
+
+    /// Attaches an adapter that also listens to the engine: it is asked to re-read when the
+    /// engine judged its inventory a loss, and for a last attempt before the grace runs out
+    /// (expiry then waits up to `last_attempt_window`).
+    pub async fn link(&self, hypervisor: HypervisorId, kind: Kind, last_attempt_window: std::time::Duration) -> Link {
+        let (asks_tx, asks) = mpsc::channel(ASKS);
+        let attached = Attached { asks: asks_tx, last_attempt_window_ms: last_attempt_window.as_millis() as u64 };
+        // A stopped core drops the command: the adapter then sees its asks channel closed.
+        let _ = self.commands.send(Command::Attach { hypervisor: hypervisor.clone(), attached }).await;
+        Link { observations: self.forward(hypervisor, kind), asks }
+    }
+
+    /// Lets `hypervisor`'s held mass removal through at its next full read (which the adapter
+    /// is asked for now). Returns how many removals were held.
+    pub async fn release(&self, hypervisor: HypervisorId) -> Result<u64> {
+        self.releaser().release(hypervisor).await
+    }
+
+    /// A handle that releases held removals (for the HTTP endpoint).
+    pub fn releaser(&self) -> Releaser {
+        Releaser(self.commands.clone())
+    }
+
+    fn forward(&self, hypervisor: HypervisorId, kind: Kind) -> mpsc::Sender<Observation> {
         let (tx, mut rx) = mpsc::channel::<Observation>(QUEUE);
         let commands = self.commands.clone();
         tokio::spawn(async move {
@@ -205,7 +274,7 @@ impl Engine {
     }
 
     /// The engine's counters.
-    pub fn metrics(&self) -> &Metrics {
+    pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 

@@ -174,7 +174,7 @@ pub fn inventory(facts: Vec<Fact>) -> Observation {
 }
 
 pub fn disconnected() -> Observation {
-    Observation::Disconnected { reason: "connection refused".into() }
+    Observation::Disconnected { reason: "connection refused".into(), silent_ms: 0 }
 }
 
 /// Desired state as `{port: {vlans}}` (reasons left out).

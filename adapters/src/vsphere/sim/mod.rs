@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{Error, Result};
+use crate::sim_fault::{Counts, Fault};
 pub use world::{Neighbour, SimNet, SimVlan};
 use world::{SimDvpg, SimDvs, SimHost, SimNic, SimPnic, SimVm, World};
 
@@ -110,6 +111,9 @@ pub(crate) struct Shared {
     parked: std::sync::atomic::AtomicUsize,
     user: String,
     password: Mutex<String>,
+    /// A misbehaviour switched on by a test, and the logins and logouts served.
+    pub(crate) fault: Mutex<Fault>,
+    pub(crate) counts: Mutex<Counts>,
 }
 
 impl Shared {
@@ -138,6 +142,8 @@ impl Simulator {
             parked: std::sync::atomic::AtomicUsize::new(0),
             user: opts.user.clone(),
             password: Mutex::new(opts.password.clone()),
+            fault: Mutex::new(Fault::None),
+            counts: Mutex::new(Counts::default()),
         });
         let listener = TcpListener::bind(opts.listen)
             .await
@@ -149,35 +155,6 @@ impl Simulator {
         tracing::info!(%addr, "vCenter simulator listening");
         Ok(handle)
     }
-}
-
-/// The `netfold sim vcenter` entry: starts the simulator, prints its URL and credentials to
-/// stdout, and serves until Ctrl-C.
-pub async fn serve(opts: SimOptions) -> Result<()> {
-    serve_until(opts, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await
-}
-
-/// [`serve`], until `shutdown` completes.
-pub async fn serve_until(opts: SimOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
-    let sim = Simulator::start(opts).await?;
-    {
-        let w = sim.world();
-        println!(
-            "vCenter simulator: {} hosts, {} VMs, {} distributed port groups",
-            w.hosts.len(),
-            w.vms.len(),
-            w.dvpgs.values().filter(|p| !p.uplink).count()
-        );
-    }
-    println!("url:      {}", sim.url());
-    println!("user:     {}", sim.user());
-    println!("password: {}", sim.password());
-    shutdown.await;
-    drop(sim);
-    Ok(())
 }
 
 fn router(shared: Arc<Shared>) -> Router {
@@ -260,6 +237,17 @@ impl SimHandle {
     /// Changes the password (as an operator rotating it); live sessions stay valid.
     pub fn set_password(&self, password: &str) {
         *lock(&self.shared.password) = password.to_string();
+    }
+
+    /// Switches a misbehaviour on (or off with [`Fault::None`]).
+    pub fn set_fault(&self, fault: Fault) {
+        *lock(&self.shared.fault) = fault;
+        self.shared.notify();
+    }
+
+    /// Logins and logouts served, sessions open.
+    pub fn counts(&self) -> Counts {
+        Counts { sessions: self.session_count() as u64, ..*lock(&self.shared.counts) }
     }
 
     fn serve_on(&self, listener: TcpListener) {

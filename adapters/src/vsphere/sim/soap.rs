@@ -16,6 +16,7 @@ use quick_xml::escape::escape;
 
 use super::world::{render_hints, value_xml, World, DVPG, DVS, HOST, VM};
 use super::Shared;
+use crate::sim_fault::{Fault, OVERSIZE_BYTES};
 use crate::vsphere::codec::{self, Body, Node};
 
 /// What a filter or a retrieve reads: types and paths, over a container view or one object.
@@ -43,6 +44,8 @@ type Reported = (u64, BTreeMap<String, String>);
 /// scan for objects that left when the object count says some did.
 #[derive(Debug)]
 pub struct Filter {
+    /// The `PropertyCollector` the filter was created on (its updates go to that collector).
+    pub collector: String,
     pub spec: Spec,
     pub version: u64,
     pub snapshot: BTreeMap<&'static str, BTreeMap<String, Reported>>,
@@ -52,8 +55,16 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn new(spec: Spec) -> Self {
-        Self { spec, version: 0, snapshot: BTreeMap::new(), cursor: None, pass_start: 0, synced: None }
+    pub fn new(collector: &str, spec: Spec) -> Self {
+        Self {
+            collector: collector.to_string(),
+            spec,
+            version: 0,
+            snapshot: BTreeMap::new(),
+            cursor: None,
+            pass_start: 0,
+            synced: None,
+        }
     }
 
     /// Forgets what was reported: the next call reports every object (`enter`).
@@ -78,16 +89,34 @@ pub struct SimSession {
     pub key: String,
     pub views: HashMap<String, Vec<String>>,
     pub filters: BTreeMap<String, Filter>,
+    /// Collectors made with `CreatePropertyCollector` (besides the service's own).
+    pub collectors: std::collections::BTreeSet<String>,
     /// Pending `RetrievePropertiesEx` pages: token → (page size, remaining objects).
     pub tokens: HashMap<String, (usize, Vec<String>)>,
     pub next: u64,
 }
+
+/// The service's own collector, as `RetrieveServiceContent` names it.
+const DEFAULT_COLLECTOR: &str = "propertyCollector";
 
 impl SimSession {
     fn id(&mut self) -> String {
         self.next += 1;
         format!("session[{}]{}", self.key, self.next)
     }
+
+    /// Whether `this` names a collector this session may use.
+    fn has_collector(&self, this: &str) -> bool {
+        this == DEFAULT_COLLECTOR || self.collectors.contains(this)
+    }
+}
+
+fn collector_not_found(this: &str) -> Response {
+    fault(
+        "The object has already been deleted or has not been completely created",
+        "ManagedObjectNotFound",
+        &format!("<obj type=\"PropertyCollector\">{}</obj>", escape(this)),
+    )
 }
 
 const ENVELOPE_HEAD: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<soapenv:Envelope xmlns:soapenc=\"http://schemas.xmlsoap.org/soap/encoding/\" \
@@ -180,31 +209,54 @@ pub async fn handle(shared: Arc<Shared>, headers: HeaderMap, body: axum::body::B
         "Login" => return login(&shared, &req),
         _ => {}
     }
+    let misbehaviour = shared.fault.lock().map(|f| *f).unwrap_or_default();
     let Some(cookie) = session_cookie(&headers) else { return not_authenticated(&this) };
     if !shared.sessions.lock().map(|s| s.contains_key(&cookie)).unwrap_or(false) {
         return not_authenticated(&this);
     }
     match method.as_str() {
+        "WaitForUpdatesEx" if misbehaviour == Fault::FailFollow => fault("simulated failure", "SystemError", ""),
         "WaitForUpdatesEx" => wait_for_updates(&shared, &cookie, &this, &req).await,
+        "RetrievePropertiesEx" | "RetrieveProperties" if misbehaviour == Fault::Hollow => {
+            ok(&method, if method == "RetrieveProperties" { "" } else { "<returnval></returnval>" })
+        }
         _ => {
-            let mut sessions = match shared.sessions.lock() {
-                Ok(s) => s,
-                Err(_) => return fault("simulator state poisoned", "SystemError", ""),
-            };
-            let world = match shared.world.lock() {
-                Ok(w) => w,
-                Err(_) => return fault("simulator state poisoned", "SystemError", ""),
-            };
-            let Some(sess) = sessions.get_mut(&cookie) else { return not_authenticated(&this) };
-            match dispatch(&world, sess, &method, &req, &this) {
-                Some(r) => r,
-                None => {
-                    drop(world);
-                    logout_or_unknown(&shared, &method, &cookie, &mut sessions)
-                }
+            let r = dispatch_locked(&shared, &method, &req, &this, &cookie);
+            if misbehaviour == Fault::Oversize && method.starts_with("RetrieveProperties") {
+                oversize(r).await
+            } else {
+                r
             }
         }
     }
+}
+
+/// Every method but `WaitForUpdatesEx`, answered under the session and world locks.
+fn dispatch_locked(shared: &Shared, method: &str, req: &Node<'_>, this: &str, cookie: &str) -> Response {
+    let mut sessions = match shared.sessions.lock() {
+        Ok(s) => s,
+        Err(_) => return fault("simulator state poisoned", "SystemError", ""),
+    };
+    let world = match shared.world.lock() {
+        Ok(w) => w,
+        Err(_) => return fault("simulator state poisoned", "SystemError", ""),
+    };
+    let Some(sess) = sessions.get_mut(cookie) else { return not_authenticated(this) };
+    match dispatch(&world, sess, method, req, this) {
+        Some(r) => r,
+        None => {
+            drop(world);
+            logout_or_unknown(shared, method, cookie, &mut sessions)
+        }
+    }
+}
+
+/// The reply with its body padded past [`OVERSIZE_BYTES`] (whitespace after the envelope).
+async fn oversize(r: Response) -> Response {
+    let (parts, body) = r.into_parts();
+    let mut bytes = axum::body::to_bytes(body, usize::MAX).await.map(|b| b.to_vec()).unwrap_or_default();
+    bytes.resize(bytes.len() + OVERSIZE_BYTES, b' ');
+    Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
 fn logout_or_unknown(
@@ -214,7 +266,11 @@ fn logout_or_unknown(
     sessions: &mut HashMap<String, SimSession>,
 ) -> Response {
     if method == "Logout" {
-        sessions.remove(cookie);
+        if sessions.remove(cookie).is_some() {
+            if let Ok(mut c) = shared.counts.lock() {
+                c.logouts += 1;
+            }
+        }
         shared.notify();
         return ok(method, "");
     }
@@ -258,6 +314,9 @@ fn login(shared: &Shared, req: &Node<'_>) -> Response {
     if let Ok(mut s) = shared.sessions.lock() {
         s.insert(cookie.clone(), SimSession { key, ..SimSession::default() });
     }
+    if let Ok(mut c) = shared.counts.lock() {
+        c.logins += 1;
+    }
     let mut r = ok("Login", &inner);
     if let Ok(v) = format!("vmware_soap_session=\"{cookie}\"; Path=/; HttpOnly; Secure;").parse() {
         r.headers_mut().insert(header::SET_COOKIE, v);
@@ -294,17 +353,37 @@ fn dispatch(world: &World, sess: &mut SimSession, method: &str, req: &Node<'_>, 
             sess.views.remove(this);
             ok(method, "")
         }
+        "CreatePropertyCollector" if sess.has_collector(this) => {
+            let id = format!("{}-pc", sess.id());
+            sess.collectors.insert(id.clone());
+            ok(method, &format!("<returnval type=\"PropertyCollector\">{}</returnval>", escape(&id)))
+        }
+        "DestroyPropertyCollector" if sess.collectors.remove(this) => {
+            sess.filters.retain(|_, f| f.collector != this);
+            ok(method, "")
+        }
+        "CreatePropertyCollector" | "DestroyPropertyCollector" => collector_not_found(this),
         "CreateFilter" => {
+            if !sess.has_collector(this) {
+                return Some(collector_not_found(this));
+            }
             let Some(spec) = req.child("spec").and_then(|s| parse_spec(s, sess)) else {
                 return Some(invalid_argument("spec"));
             };
             let id = sess.id();
-            sess.filters.insert(id.clone(), Filter::new(spec));
+            sess.filters.insert(id.clone(), Filter::new(this, spec));
             ok(method, &format!("<returnval type=\"PropertyFilter\">{}</returnval>", escape(&id)))
         }
-        "DestroyPropertyFilter" => {
-            sess.filters.remove(this);
-            ok(method, "")
+        "DestroyPropertyFilter" => match sess.filters.remove(this) {
+            Some(_) => ok(method, ""),
+            None => fault(
+                "The object has already been deleted or has not been completely created",
+                "ManagedObjectNotFound",
+                &format!("<obj type=\"PropertyFilter\">{}</obj>", escape(this)),
+            ),
+        },
+        "RetrievePropertiesEx" | "RetrieveProperties" | "ContinueRetrievePropertiesEx" if !sess.has_collector(this) => {
+            collector_not_found(this)
         }
         "RetrievePropertiesEx" | "RetrieveProperties" => {
             let mut objects = Vec::new();
@@ -647,9 +726,12 @@ async fn wait_for_updates(shared: &Shared, cookie: &str, this: &str, req: &Node<
                 return fault("simulator state poisoned", "SystemError", "");
             };
             let Some(sess) = sessions.get_mut(cookie) else { return not_authenticated(this) };
+            if !sess.has_collector(this) {
+                return collector_not_found(this);
+            }
             let mut filter_sets = String::new();
             let mut any_truncated = false;
-            for (id, f) in sess.filters.iter_mut() {
+            for (id, f) in sess.filters.iter_mut().filter(|(_, f)| f.collector == this) {
                 if first && version.is_empty() {
                     f.reset();
                 }
@@ -758,7 +840,7 @@ mod tests {
     #[test]
     fn paged_first_pass_reports_every_object_once_and_later_calls_only_changes() {
         let mut w = generate(&SimOptions { hosts: 10, vms_per_host: 5, ..SimOptions::default() });
-        let mut f = Filter::new(spec());
+        let mut f = Filter::new(DEFAULT_COLLECTOR, spec());
         // Hosts are walked first: 10 hosts and the first 5 VMs.
         let (first, truncated) = collect_updates(&w, &mut f, 15);
         assert!(truncated);

@@ -155,6 +155,22 @@ impl Simulator {
         self.shared.lock_pool().password.clone()
     }
 
+    /// Switches a misbehaviour on (or off with [`Fault::None`]).
+    pub fn set_fault(&self, fault: crate::sim_fault::Fault) {
+        self.shared.lock_pool().fault = fault;
+    }
+
+    /// Logins and logouts served, sessions open.
+    pub fn counts(&self) -> crate::sim_fault::Counts {
+        let p = self.shared.lock_pool();
+        crate::sim_fault::Counts { sessions: p.session_count() as u64, ..p.counts }
+    }
+
+    /// Changes the root password (as `session.change_password` would); sessions stay valid.
+    pub fn set_password(&self, password: &str) {
+        self.shared.lock_pool().password = password.to_string();
+    }
+
     /// The id of the last event logged (for tests that count events).
     pub fn last_event(&self) -> u64 {
         self.shared.lock_pool().last_event()
@@ -368,18 +384,4 @@ impl Shared {
     fn lock_pool(&self) -> std::sync::MutexGuard<'_, Pool> {
         self.pool.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// The `netfold sim xen` entry: starts the simulator, prints its URL and credentials to
-/// stdout, and serves until `shutdown` completes.
-pub async fn serve(opts: SimOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<(), SimError> {
-    let (hosts, vms, vlans) = (opts.hosts, opts.vms_per_host, opts.vlans);
-    let sim = Simulator::start(opts).await?;
-    println!("XenServer simulator: {hosts} hosts, {vms} VMs per host, {vlans} VLANs");
-    println!("url:      {}", sim.url());
-    println!("user:     {}", sim.user());
-    println!("password: {}", sim.password());
-    shutdown.await;
-    drop(sim);
-    Ok(())
 }

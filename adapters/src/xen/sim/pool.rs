@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::sim_fault::{Counts, Fault};
 use crate::xen::client::Operation;
 use crate::xen::codec::{Response, Value};
 use crate::xen::mapping::{LLDP_PORT_ID, LLDP_SYSTEM_NAME, NULL_REF};
@@ -57,6 +58,10 @@ pub struct Pool {
     /// that accepts calls, the others answer `HOST_IS_SLAVE`.
     pub endpoints: Vec<String>,
     pub master_endpoint: usize,
+    /// A misbehaviour switched on by a test.
+    pub fault: Fault,
+    /// Logins and logouts served.
+    pub counts: Counts,
 }
 
 fn s(v: impl Into<String>) -> Value {
@@ -92,6 +97,8 @@ impl Pool {
             password: password.into(),
             endpoints: Vec::new(),
             master_endpoint: 0,
+            fault: Fault::None,
+            counts: Counts::default(),
         }
     }
 
@@ -198,6 +205,11 @@ impl Pool {
 
     pub fn invalidate_sessions(&mut self) {
         self.sessions.clear();
+    }
+
+    /// Sessions open now.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
     }
 
     pub fn session_valid(&self, session: &str) -> bool {
@@ -504,10 +516,13 @@ impl Pool {
                 }
                 let sref = self.new_ref();
                 self.sessions.insert(sref.clone());
+                self.counts.logins += 1;
                 return Dispatch::Reply(Response::Success(s(sref)));
             }
             "session.logout" => {
-                self.sessions.remove(&arg(0));
+                if self.sessions.remove(&arg(0)) {
+                    self.counts.logouts += 1;
+                }
                 return Dispatch::Reply(Response::Success(s("")));
             }
             _ => {}
@@ -517,6 +532,9 @@ impl Pool {
             return fail(&["SESSION_INVALID", &session]);
         }
         // XenAPI.py callers write `event_from` (`from` is a Python keyword); xapi accepts both.
+        if (method == "event.from" || method == "event_from") && self.fault == Fault::FailFollow {
+            return fail(&["SESSION_INVALID", &session]);
+        }
         if method == "event.from" || method == "event_from" {
             let classes: HashSet<String> = params
                 .get(1)
@@ -550,8 +568,16 @@ impl Pool {
         let objects = &self.objects[class];
         let reply = |v: Value| Dispatch::Reply(Response::Success(v));
         match call {
+            "get_all_records" if self.fault == Fault::Hollow => reply(Value::Struct(BTreeMap::new())),
             "get_all_records" => {
-                reply(Value::Struct(objects.iter().map(|(r, rec)| (r.clone(), Value::Struct(rec.clone()))).collect()))
+                let mut all: BTreeMap<String, Value> =
+                    objects.iter().map(|(r, rec)| (r.clone(), Value::Struct(rec.clone()))).collect();
+                if self.fault == Fault::Garbage && class == "VM" {
+                    if let Some(first) = all.values_mut().next() {
+                        *first = s("garbage");
+                    }
+                }
+                reply(Value::Struct(all))
             }
             "get_all" => reply(Value::Array(objects.keys().map(|r| s(r.clone())).collect())),
             "get_by_uuid" => match objects.iter().find(|(_, r)| r.get("uuid").and_then(Value::as_str) == Some(&arg(1)))

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::sim_fault::{Fault, OVERSIZE_BYTES};
 use crate::xen::codec::{self, Response, Value};
 
 use super::pool::{Dispatch, Pool};
@@ -144,7 +145,11 @@ async fn handle(State(ep): State<Endpoint>, body: Bytes) -> HttpResponse {
             wait_events(&ep.shared, &session, &classes, since, timeout).await
         }
     };
-    xml(StatusCode::OK, codec::encode_response(&resp))
+    let mut body = codec::encode_response(&resp);
+    if call.method.ends_with(".get_all_records") && ep.shared.lock().fault == Fault::Oversize {
+        body.resize(body.len() + OVERSIZE_BYTES, b' ');
+    }
+    xml(StatusCode::OK, body)
 }
 
 async fn wait_events(shared: &Shared, session: &str, classes: &HashSet<String>, since: u64, timeout: f64) -> Response {

@@ -1,0 +1,70 @@
+//! What `/healthz` says: `200 {"status":"ok",…}` only while everything works; otherwise `503`
+//! with `"status":"degraded"` and one reason per thing that does not — an adapter that is not
+//! live (connecting, retrying, failing, with its last error), a hypervisor the log holds as
+//! lost, a held mass removal, a switch whose last reconcile cycle failed, an event log that
+//! refuses appends (disk full, IO error). The body also lists
+//! every hypervisor's adapter health, so one request answers "what is wrong, and since when".
+
+use engine::projector::Status;
+use engine::runtime::SharedState;
+use serde_json::{json, Value};
+
+use crate::metrics::Metrics;
+
+/// The reasons netfold is not well, in a stable order (adapters, then the log's view, then
+/// switches).
+pub fn reasons(metrics: &Metrics, state: &SharedState) -> Vec<String> {
+    let mut out = Vec::new();
+    for (id, kind, h) in metrics.adapters() {
+        let state = serde_json::to_value(h.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        match (&h.state, &h.last_error) {
+            (adapters::driver::LinkState::Live, _) => {}
+            (_, Some(e)) => out.push(format!("hypervisor {id} ({kind}): adapter {state} (attempt {}): {e}", h.attempt)),
+            (_, None) => out.push(format!("hypervisor {id} ({kind}): adapter {state}: no answer yet")),
+        }
+    }
+    if let Some(since) = metrics.engine().and_then(|m| m.log_unavailable_since()) {
+        out.push(format!(
+            "the event log refuses appends since {} (disk full or IO error): observations are held back and retried every second",
+            replay::point::format_time(since)
+        ));
+    }
+    state.read(|s| {
+        for (id, st) in s.hypervisors() {
+            if let Status::Lost { since } = st.status {
+                out.push(format!(
+                    "hypervisor {id}: lost since {}; learnt information kept until the grace period ends",
+                    replay::point::format_time(since)
+                ));
+            }
+            if let Some(held) = st.held {
+                out.push(format!(
+                    "hypervisor {id}: a removal of {} facts is held back by the mass-removal guard since {} \
+                     (seq {}); `netfold release --hypervisor {id}` lets it through",
+                    held.would_remove,
+                    replay::point::format_time(held.since),
+                    held.seq
+                ));
+            }
+        }
+    });
+    out
+}
+
+/// The `/healthz` answer: whether all is well, and the JSON body.
+pub fn report(metrics: &Metrics, state: &SharedState) -> (bool, Value) {
+    let reasons = reasons(metrics, state);
+    let adapters: serde_json::Map<String, Value> = metrics
+        .adapters()
+        .into_iter()
+        .map(|(id, kind, h)| {
+            let mut v = serde_json::to_value(&h).unwrap_or(Value::Null);
+            if let Some(o) = v.as_object_mut() {
+                o.insert("kind".into(), json!(kind.to_string()));
+            }
+            (id.to_string(), v)
+        })
+        .collect();
+    let ok = reasons.is_empty();
+    (ok, json!({ "status": if ok { "ok" } else { "degraded" }, "reasons": reasons, "hypervisors": adapters }))
+}
