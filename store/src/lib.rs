@@ -4,8 +4,9 @@
 //! - [`Log`]: the boundary trait — append (durable, group-committed), read, subscribe (catch-up
 //!   then live tail), verify (hash chain), snapshots and consumer checkpoints.
 //! - [`SledLog`] (over [`Store`], one sled database) and [`MemoryLog`], its in-memory twin.
-//!   [`Store`] ([`db`](crate::Store)) owns sled: it syncs what sled wrote before anything is
-//!   acknowledged, reopens sled after an IO error, and opens a private copy for reading.
+//!   [`Store`] owns sled: it syncs what sled wrote before anything is acknowledged, refuses a
+//!   write that would run the disk out, reopens sled after an IO error, and opens a private
+//!   copy for reading ([`Store::open_read_only`]).
 //! - `anchor`: each log's last acknowledged head, kept outside sled, so a log that lost
 //!   acknowledged records is named ([`Loss`]) instead of silently shorter.
 //! - [`codec`]: the stored form of a record and the hash chain, shared by both.
