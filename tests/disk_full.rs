@@ -4,6 +4,9 @@
 //! appends resume by themselves once space is freed, SIGTERM shuts down within seconds — also
 //! while the disk is still full — and no acknowledged event is lost.
 
+#[path = "../store/tests/common/tmpfs.rs"]
+mod tmpfs;
+
 use std::io::{BufRead, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -11,30 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount(mib: u64) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "netfold-test"])
-            .arg(dir.path())
-            .output()
-            .expect("cannot run mount");
-        assert!(
-            out.status.success(),
-            "this test mounts a tmpfs to fill a disk and must run as root: mount failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self(dir)
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
-    }
-}
+use tmpfs::Tmpfs;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -202,9 +182,9 @@ fn kinds(events: &[(u64, String)]) -> Vec<&str> {
 #[test]
 fn a_full_disk_holds_events_back_until_space_returns_and_sigterm_still_stops_the_agent() {
     let fs = Tmpfs::mount(64);
-    let data = fs.0.path().join("data");
+    let data = fs.path().join("data");
     let port = free_port();
-    let cfg = fs.0.path().join("netfold.toml");
+    let cfg = fs.path().join("netfold.toml");
     std::fs::write(
         &cfg,
         format!(
@@ -226,7 +206,7 @@ fn a_full_disk_holds_events_back_until_space_returns_and_sigterm_still_stops_the
     agent.wait_for("netfold running", Duration::from_secs(30));
     agent.wait_for("XenAPI inventory read", Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(1));
-    let filler = fill_up(fs.0.path());
+    let filler = fill_up(fs.path());
     sim = until_held(&agent, sim, port, &mut vms);
     // Held, not dropped: nothing more is logged as done while the disk is full, and health
     // says why.
@@ -259,7 +239,7 @@ fn a_full_disk_holds_events_back_until_space_returns_and_sigterm_still_stops_the
     let mut agent = run();
     agent.wait_for("netfold running", Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(2));
-    let filler = fill_up(fs.0.path());
+    let filler = fill_up(fs.path());
     let _sim = until_held(&agent, sim, port, &mut vms);
     agent.sigterm();
     let _ = agent.exit_within(Duration::from_secs(10));

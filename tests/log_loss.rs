@@ -4,13 +4,16 @@
 //! refuses to start unless `--accept-loss` (which records the loss in the log), and no reading
 //! command changes a byte of the directory.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../store/tests/common/tree.rs"]
+mod tree;
+
 use engine::{Change, Event, Fact, HypervisorId, Kind, Recorded, VnicFact};
 use store::Log;
+use tree::contents;
 
 fn netfold(args: &[&str]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_netfold"))
@@ -40,23 +43,6 @@ fn failure(out: &Output) -> String {
     assert!(!out.status.success(), "expected a failure; stdout: {}; stderr: {err}", text(&out.stdout));
     assert!(!err.contains("panicked"), "a panic, not an error: {err}");
     err.lines().find(|l| l.starts_with("netfold: ")).unwrap_or_else(|| panic!("no error paragraph: {err}")).to_string()
-}
-
-/// Every file under `dir` with its bytes.
-fn contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                todo.push(e.path());
-            } else {
-                out.insert(e.path().strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(e.path()).unwrap());
-            }
-        }
-    }
-    out
 }
 
 /// Runs every reading command on `data`; the directory must be byte-identical afterwards.

@@ -3,29 +3,14 @@
 //! store for reading never changes a byte of its directory.
 
 mod common;
+#[path = "common/tree.rs"]
+mod tree;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::Rec;
 use store::{Error, Log, Loss, OnLoss, Store};
-
-/// Every file under `dir` with its bytes.
-fn contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                todo.push(e.path());
-            } else {
-                out.insert(e.path().strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(e.path()).unwrap());
-            }
-        }
-    }
-    out
-}
+use tree::contents;
 
 /// Ten records, one append (one group, one anchor) each; record `big` (if any) is large enough
 /// that sled stores its leaf as a blob file.

@@ -3,6 +3,8 @@
 //! `fdatasync` of sled's log file and of the head anchor.
 
 mod common;
+#[path = "common/tmpfs.rs"]
+mod tmpfs;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,38 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::Rec;
 use store::{Log, Store};
-
-/// A tmpfs of `mib` MiB mounted on a fresh directory, unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(mib: u64) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "netfold-test"])
-            .arg(dir.path())
-            .output()
-            .expect("cannot run mount");
-        assert!(
-            out.status.success(),
-            "this test mounts a tmpfs to fill a disk and must run as root: mount failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
-    }
-}
+use tmpfs::Tmpfs;
 
 /// Writes a file until the file system is full; returns its path.
 fn fill_up(dir: &Path) -> PathBuf {
