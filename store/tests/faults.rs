@@ -171,3 +171,38 @@ fn every_acknowledged_append_follows_an_fdatasync_of_the_log_file_and_the_anchor
     }
     assert_eq!(acked, 30, "every append was seen in the trace");
 }
+
+/// `chattr FLAG path`: as root on ext4 an immutable file refuses writes even through a
+/// descriptor already open, which lets a test fail the anchor write at will.
+fn chattr(flag: &str, path: &Path) {
+    let out = Command::new("chattr").arg(flag).arg(path).output().expect("cannot run chattr (e2fsprogs)");
+    assert!(
+        out.status.success(),
+        "chattr {flag} failed (needs root and ext4): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_group_that_failed_after_reaching_sled_is_rolled_back_before_the_next_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let log = store.log::<Rec>("events").unwrap();
+    log.append(vec![Rec::new(1), Rec::new(2)]).await.unwrap();
+    // The group reaches sled and is synced there, but its anchor cannot be written: it is not
+    // acknowledged.
+    let anchor = dir.path().join("anchors").join("events");
+    chattr("+i", &anchor);
+    let failed = log.append(vec![Rec::new(3)]).await;
+    chattr("-i", &anchor);
+    let err = failed.unwrap_err();
+    assert!(err.is_retryable() && err.to_string().contains("head anchor"), "{err}");
+    assert_eq!(log.head(), 2, "nothing of the failed group is visible");
+    // The next append first removes the unacknowledged record, then takes its place.
+    assert_eq!(log.append(vec![Rec::new(4)]).await.unwrap(), 3..=3);
+    drop(log);
+    let log = store.log::<Rec>("events").unwrap();
+    let read: Vec<u64> = log.read(1).map(|e| e.unwrap().record.n).collect();
+    assert_eq!(read, [1, 2, 4]);
+    assert_eq!(log.verify().unwrap().head, 3);
+}
