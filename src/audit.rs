@@ -126,7 +126,7 @@ pub async fn release(agent: &str, hypervisor: &str) -> Result<()> {
 pub fn state(data: &DataDir, at: Option<String>, switch: Option<String>, json: bool) -> Result<()> {
     let h = open(data)?;
     let (bar, cb) = progress();
-    let folded = h.fold(point(&at)?, &cb)?;
+    let folded = h.state_at(point(&at)?, &cb)?;
     bar.finish_and_clear();
     let st = &folded.state;
     if json {

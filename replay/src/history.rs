@@ -104,6 +104,46 @@ impl History {
         self.fold_watching(point, progress, |_, _| {})
     }
 
+    /// The state at `point` (`None`: the head). For a sequence number (or the head) it starts
+    /// from the most recent retained snapshot at or before it, so it folds at most one snapshot
+    /// interval of the log; for a time, or without a usable snapshot, it folds from the start.
+    /// `Folded::provenance` is left empty: `why` needs the events behind every fact and folds
+    /// from the start ([`History::why`]).
+    pub fn state_at(&self, point: Option<Point>, progress: Progress<'_>) -> Result<Folded> {
+        let head = self.head();
+        let target = match point {
+            None => Some(head),
+            Some(Point::Seq(n)) => Some(n.min(head)),
+            Some(Point::Time(_)) => None,
+        };
+        let snap = match target {
+            Some(n) => self.log.snapshot_at_or_before(n).map_err(Error::Log)?,
+            None => None,
+        };
+        let Some(snap) = snap else { return self.fold(point, progress) };
+        let mut state = match State::decode(&snap.bytes, &self.policy) {
+            Ok(s) if s.seq() == snap.seq => s,
+            _ => {
+                tracing::warn!(seq = snap.seq, "a snapshot does not decode; folding from the start");
+                return self.fold(point, progress);
+            }
+        };
+        let mut last = None;
+        for env in self.events(snap.seq + 1) {
+            let env = env?;
+            if point.is_some_and(|p| !p.includes(&env)) {
+                break;
+            }
+            state.apply(&env);
+            last = Some((env.seq, env.at));
+        }
+        if last.is_none() && snap.seq > 0 {
+            last = self.events(snap.seq).next().transpose()?.map(|e| (e.seq, e.at));
+        }
+        progress(last.map_or(0, |(s, _)| s), head);
+        Ok(Folded { state, last, provenance: HashMap::new() })
+    }
+
     /// Folds like [`History::fold`], calling `watch(&state, &envelope)` after each event.
     fn fold_watching(
         &self,
@@ -185,8 +225,8 @@ impl History {
 
     /// What changed in desired state from `a` to `b`.
     pub fn diff(&self, a: Point, b: Point, progress: Progress<'_>) -> Result<Vec<DiffLine>> {
-        let before = self.fold(Some(a), progress)?.state;
-        let after = self.fold(Some(b), progress)?.state;
+        let before = self.state_at(Some(a), progress)?.state;
+        let after = self.state_at(Some(b), progress)?.state;
         Ok(diff_desired(&flatten(&before), &flatten(&after)))
     }
 }

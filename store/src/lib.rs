@@ -107,6 +107,13 @@ pub trait Log<R: Record>: Send + Sync + 'static {
     /// The most recent snapshot, if any.
     fn latest_snapshot(&self) -> Result<Option<Snapshot>>;
 
+    /// The most recent snapshot taken at or before `seq`, if any: where a query about the state
+    /// at `seq` starts folding. Logs keep older snapshots thinned out (bounded space), so this
+    /// is at most one retained interval before `seq`.
+    fn snapshot_at_or_before(&self, seq: Seq) -> Result<Option<Snapshot>> {
+        Ok(self.latest_snapshot()?.filter(|s| s.seq <= seq))
+    }
+
     /// The position a named consumer last recorded.
     fn checkpoint(&self, name: &str) -> Result<Option<Seq>>;
 

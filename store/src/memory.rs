@@ -122,6 +122,11 @@ impl<R: Record> Log<R> for MemoryLog<R> {
         Ok(self.inner.lock().snapshots.iter().next_back().map(|(s, b)| Snapshot { seq: *s, bytes: b.clone() }))
     }
 
+    fn snapshot_at_or_before(&self, seq: Seq) -> Result<Option<Snapshot>> {
+        let g = self.inner.lock();
+        Ok(g.snapshots.range(..=seq).next_back().map(|(s, b)| Snapshot { seq: *s, bytes: b.clone() }))
+    }
+
     fn checkpoint(&self, name: &str) -> Result<Option<Seq>> {
         Ok(self.inner.lock().checkpoints.get(name).copied())
     }

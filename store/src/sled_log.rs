@@ -31,8 +31,11 @@ const MAX_GROUP: usize = 1 << 16;
 const MAX_BLOCK_BYTES: usize = 6 * 1024;
 /// Records a read gathers (from consecutive blocks) before decoding them together.
 const READ_RUN: usize = 4096;
-/// Snapshots kept per log (older ones are pruned on save).
+/// The most recent snapshots, all kept.
 const KEEP_SNAPSHOTS: usize = 3;
+/// About how many older snapshots are kept for history queries: one per 1/32 of the span they
+/// cover, the oldest always, so they stay spread over the whole log in bounded space.
+const KEEP_HISTORY: u64 = 32;
 
 /// What to do when a log opened for writing has lost acknowledged records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -560,15 +563,20 @@ impl<R: Record> Log<R> for SledLog<R> {
             open.room_for(bytes.len())?;
             let t = open.tree(&self.trees.snapshots)?;
             t.insert(key(seq), bytes).map_err(Error::db("saving a snapshot"))?;
-            let stale: Vec<_> = t
-                .iter()
-                .keys()
-                .rev()
-                .skip(KEEP_SNAPSHOTS)
-                .collect::<std::result::Result<_, _>>()
-                .map_err(Error::db("listing snapshots"))?;
-            for k in stale {
-                t.remove(k).map_err(Error::db("pruning snapshots"))?;
+            let keys: Vec<_> =
+                t.iter().keys().collect::<std::result::Result<_, _>>().map_err(Error::db("listing snapshots"))?;
+            let older: Vec<Seq> =
+                keys[..keys.len().saturating_sub(KEEP_SNAPSHOTS)].iter().filter_map(|k| seq_of(k, 0).ok()).collect();
+            if let (Some(&first), Some(&last)) = (older.first(), older.last()) {
+                let spacing = (last - first) / KEEP_HISTORY;
+                let mut kept = first;
+                for &seq in &older[1..] {
+                    if seq - kept < spacing {
+                        t.remove(key(seq)).map_err(Error::db("pruning snapshots"))?;
+                    } else {
+                        kept = seq;
+                    }
+                }
             }
             open.sync()
         })
@@ -578,6 +586,24 @@ impl<R: Record> Log<R> for SledLog<R> {
         let last =
             self.trees.inner.with(|o| o.tree(&self.trees.snapshots)?.last().map_err(Error::db("reading snapshots")))?;
         match last {
+            None => Ok(None),
+            Some((k, v)) => {
+                let seq = seq_of(&k, 0)
+                    .map_err(|_| Error::Meta { what: "a snapshot key".into(), reason: "not 8 bytes".into() })?;
+                Ok(Some(Snapshot { seq, bytes: v.to_vec() }))
+            }
+        }
+    }
+
+    fn snapshot_at_or_before(&self, seq: Seq) -> Result<Option<Snapshot>> {
+        let found = self.trees.inner.with(|o| {
+            o.tree(&self.trees.snapshots)?
+                .range(..=key(seq))
+                .next_back()
+                .transpose()
+                .map_err(Error::db("reading snapshots"))
+        })?;
+        match found {
             None => Ok(None),
             Some((k, v)) => {
                 let seq = seq_of(&k, 0)
