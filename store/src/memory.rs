@@ -82,8 +82,10 @@ impl<R: Record> Log<R> for MemoryLog<R> {
         g.values.extend(values.into_iter().map(|(_, v)| v));
         g.tip = Some(tip);
         let new_head = g.values.len() as Seq;
-        drop(g);
+        // Published under the lock: two appenders publishing after unlocking could do so out of
+        // order and move the head back.
         self.inner.head.send_replace(new_head);
+        drop(g);
         Ok((head + 1)..=new_head)
     }
 
