@@ -10,9 +10,9 @@ use anyhow::{Context, Result};
 use engine::clock::{Clock, SystemClock};
 use engine::reconciler::{Ledger, Reconciler, SwitchRecord};
 use engine::switch::Switch;
-use engine::{Engine, HypervisorId, Kind, Recorded};
+use engine::{Engine, Event, HypervisorId, Kind, Recorded, LOSS_RECORDER};
 use replay::history::{db_path, EVENTS_LOG, META_TABLE, POLICY_KEY};
-use store::{SledLog, Store};
+use store::{Log, OnLoss, SledLog, Store};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -115,8 +115,20 @@ pub struct Agent {
 
 impl Agent {
     /// Opens (creating) the data directory and starts the engine on it: snapshot + tail,
-    /// expiry of hypervisors whose grace ran out while netfold was down.
+    /// expiry of hypervisors whose grace ran out while netfold was down. A log that lost
+    /// acknowledged records is refused.
     pub async fn start(data_dir: &Path, config: engine::config::Config, clock: Arc<dyn Clock>) -> Result<Agent> {
+        Self::start_with(data_dir, config, clock, OnLoss::Refuse).await
+    }
+
+    /// Like [`Agent::start`]; with [`OnLoss::Accept`] a log that lost acknowledged records is
+    /// opened anyway, and each loss is first appended to the event log as `LossAccepted`.
+    pub async fn start_with(
+        data_dir: &Path,
+        config: engine::config::Config,
+        clock: Arc<dyn Clock>,
+        on_loss: OnLoss,
+    ) -> Result<Agent> {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
         let path = db_path(data_dir);
@@ -130,13 +142,17 @@ impl Agent {
             .table(META_TABLE)
             .and_then(|t| t.insert(POLICY_KEY, &config.policy))
             .context("cannot record the policy in the data directory")?;
-        let events = Arc::new(store.log::<Recorded>(EVENTS_LOG).context("cannot open the event log")?);
-        let audit = Arc::new(store.log::<SwitchRecord>(SWITCH_AUDIT_LOG).context("cannot open the switch audit log")?);
+        let refused = "netfold refuses to start on a log that lost acknowledged records (`netfold verify` \
+                       names them; `netfold run --accept-loss` records the loss in the log and continues)";
+        let events = Arc::new(store.log_on_loss::<Recorded>(EVENTS_LOG, on_loss).context(refused)?);
+        let audit = Arc::new(store.log_on_loss::<SwitchRecord>(SWITCH_AUDIT_LOG, on_loss).context(refused)?);
+        record_losses(&events, &audit, &*clock).await?;
         let engine = Engine::start(events.clone(), config.clone(), clock)
             .await
             .with_context(|| format!("cannot recover state from {}", path.display()))?;
         let (stop, _) = watch::channel(false);
         let metrics = Arc::new(Metrics::default());
+        metrics.set_engine(engine.metrics().clone());
         let m = metrics.clone();
         engine.metrics().observe_appends(move |took| m.append_latency.observe(took.as_secs_f64()));
         let mut agent = Agent { engine, engine_config: config, metrics, store, events, audit, stop, tasks: Vec::new() };
@@ -246,7 +262,50 @@ impl Agent {
             }
         }
         self.engine.shutdown().await.context("engine shutdown")?;
-        self.store.flush().context("flushing the data directory")?;
+        // Bounded: a full or failing disk must not keep netfold from stopping.
+        let store = self.store.clone();
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tokio::task::spawn_blocking(move || store.flush()),
+        )
+        .await
+        {
+            Ok(Ok(flushed)) => flushed.context("flushing the data directory")?,
+            Ok(Err(e)) => anyhow::bail!("flushing the data directory failed: {e}"),
+            Err(_) => anyhow::bail!("flushing the data directory did not finish within 5 s"),
+        }
         Ok(())
     }
+}
+
+/// After an accepted loss: appends a `LossAccepted` event per log that lost records (which
+/// re-anchors the event log), then re-anchors the switch audit log.
+async fn record_losses(events: &SledLog<Recorded>, audit: &SledLog<SwitchRecord>, clock: &dyn Clock) -> Result<()> {
+    let losses: Vec<_> = [(EVENTS_LOG, events.loss(), events.head()), (SWITCH_AUDIT_LOG, audit.loss(), audit.head())]
+        .into_iter()
+        .filter_map(|(log, loss, head)| loss.map(|l| (log, l.clone(), head)))
+        .collect();
+    if losses.is_empty() {
+        return Ok(());
+    }
+    let recorder = HypervisorId::new(LOSS_RECORDER)?;
+    let records = losses
+        .iter()
+        .map(|(log, loss, head)| {
+            tracing::warn!(log, loss = %loss, "starting on a log that lost acknowledged records (--accept-loss)");
+            Recorded {
+                at: clock.now(),
+                hypervisor: recorder.clone(),
+                event: Event::LossAccepted {
+                    log: log.to_string(),
+                    found: *head,
+                    acknowledged: loss.acknowledged(),
+                    detail: loss.to_string(),
+                },
+            }
+        })
+        .collect();
+    events.append(records).await.context("cannot record the accepted loss in the event log")?;
+    audit.anchor_head().await.context("cannot re-anchor the switch audit log")?;
+    Ok(())
 }

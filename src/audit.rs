@@ -1,6 +1,8 @@
-//! `netfold log | state | why | diff | verify`: open the data directory, ask `replay`, print.
-//! `netfold log --switch NAME` prints the switch audit instead: intents, applied changes,
-//! failures, settlements, refusals and held removals, each with its cause.
+//! `netfold log | state | why | diff | verify`: open the data directory (read-only: a private
+//! copy, so it is never written), ask `replay`, print. A log that lost acknowledged records
+//! still shows what is left, then fails with what was lost (non-zero exit): never a silently
+//! shorter history. `netfold log --switch NAME` prints the switch audit instead: intents, applied
+//! changes, failures, settlements, refusals and held removals, each with its cause.
 
 use std::io::{IsTerminal, Write};
 
@@ -22,6 +24,14 @@ use crate::cli::DataDir;
 
 fn open(data: &DataDir) -> Result<History> {
     History::open(&data.data_dir).with_context(|| format!("cannot read the history in {}", data.data_dir.display()))
+}
+
+/// Fails when the history is incomplete (acknowledged records lost), after the output.
+fn complete(h: &History) -> Result<()> {
+    match h.loss() {
+        Some(e) => Err(anyhow::Error::new(e).context("the history shown is incomplete")),
+        None => Ok(()),
+    }
 }
 
 fn point(s: &Option<String>) -> Result<Option<Point>> {
@@ -72,7 +82,7 @@ pub fn log(data: &DataDir, filter: &Filter, json: bool) -> Result<()> {
             return Ok(()); // reader went away (e.g. `| head`)
         }
     }
-    Ok(())
+    complete(&h)
 }
 
 /// One switch audit record for people: `seq  time  switch  kind  what (cause)`.
@@ -270,12 +280,12 @@ pub async fn release(agent: &str, hypervisor: &str) -> Result<()> {
 pub fn state(data: &DataDir, at: Option<String>, switch: Option<String>, json: bool) -> Result<()> {
     let h = open(data)?;
     let (bar, cb) = progress();
-    let folded = h.fold(point(&at)?, &cb)?;
+    let folded = h.state_at(point(&at)?, &cb)?;
     bar.finish_and_clear();
     let st = &folded.state;
     if json {
         println!("{}", serde_json::to_string_pretty(&state_json(st, switch.as_deref()))?);
-        return Ok(());
+        return complete(&h);
     }
     match folded.last {
         Some((seq, t)) => println!("State as of record {seq} ({})", format_time(t)),
@@ -283,7 +293,7 @@ pub fn state(data: &DataDir, at: Option<String>, switch: Option<String>, json: b
     }
     print_statuses(st);
     print_desired(st, switch.as_deref());
-    Ok(())
+    complete(&h)
 }
 
 pub fn print_statuses(st: &State) {
@@ -383,13 +393,13 @@ pub fn why(data: &DataDir, port: &str, vlan: u16, at: Option<String>, json: bool
     bar.finish_and_clear();
     if json {
         println!("{}", serde_json::to_string_pretty(&why)?);
-        return Ok(());
+        return complete(&h);
     }
     let when =
         why.at.map_or("before the first record".to_string(), |(s, t)| format!("as of record {s} ({})", format_time(t)));
     if why.reasons.is_empty() {
         println!("VLAN {vlan} is not desired on {port} {when}: no VM or network needs it there.");
-        return Ok(());
+        return complete(&h);
     }
     let since = why.since.map_or(String::new(), |(s, t)| format!(", since record {s} ({})", format_time(t)));
     println!("VLAN {vlan} is on {port} {when}{since}, because of {} reason(s):", why.reasons.len());
@@ -409,7 +419,7 @@ pub fn why(data: &DataDir, port: &str, vlan: u16, at: Option<String>, json: bool
             println!("    {} learnt at record {} ({})", l.fact, l.seq, format_time(l.at));
         }
     }
-    Ok(())
+    complete(&h)
 }
 
 pub fn diff(data: &DataDir, from: &str, to: &str) -> Result<()> {
@@ -429,7 +439,7 @@ pub fn diff(data: &DataDir, from: &str, to: &str) -> Result<()> {
             Reasons { before, after } => println!("~ {} vlan {} (reasons {before} -> {after})", l.port, l.vlan),
         }
     }
-    Ok(())
+    complete(&h)
 }
 
 pub fn verify(data: &DataDir) -> Result<()> {

@@ -31,6 +31,11 @@ pub enum Command {
     Run {
         #[arg(short, long, default_value = "netfold.toml")]
         config: PathBuf,
+        /// Start even though the log lost acknowledged records (`verify` names them): the loss
+        /// is appended to the log as a `LossAccepted` event and netfold continues from what is
+        /// left. Without it, `run` refuses such a log.
+        #[arg(long)]
+        accept_loss: bool,
     },
     /// Run the embedded demo: simulators and netfold over loopback, a scripted scenario.
     Demo(DemoArgs),

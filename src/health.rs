@@ -2,8 +2,8 @@
 //! with `"status":"degraded"` and one reason per thing that does not — an adapter that is not
 //! live (connecting, retrying, failing, with its last error), a hypervisor the log holds as
 //! lost, a held mass removal, a switch whose last reconcile cycle failed or that has refused port
-//! names or unsettled intents. The body also lists every adapter's and switch's health, so one
-//! request answers "what is wrong, and since when".
+//! names, an event log that refuses appends (disk full, IO error). The body also lists every
+//! adapter's and switch's health, so one request answers "what is wrong, and since when".
 
 use engine::projector::Status;
 use engine::runtime::SharedState;
@@ -22,6 +22,12 @@ pub fn reasons(metrics: &Metrics, state: &SharedState) -> Vec<String> {
             (_, Some(e)) => out.push(format!("hypervisor {id} ({kind}): adapter {state} (attempt {}): {e}", h.attempt)),
             (_, None) => out.push(format!("hypervisor {id} ({kind}): adapter {state}: no answer yet")),
         }
+    }
+    if let Some(since) = metrics.engine().and_then(|m| m.log_unavailable_since()) {
+        out.push(format!(
+            "the event log refuses appends since {} (disk full or IO error): observations are held back and retried every second",
+            replay::point::format_time(since)
+        ));
     }
     state.read(|s| {
         for (id, st) in s.hypervisors() {

@@ -38,7 +38,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // `run` may set the format in its config; a bad config is reported by `run` itself.
     let from_config = match &cli.command {
-        Command::Run { config } => config::load(config).ok().and_then(|p| p.log_format),
+        Command::Run { config, .. } => config::load(config).ok().and_then(|p| p.log_format),
         _ => None,
     };
     init_tracing(cli.log_format.or(from_config).unwrap_or(LogFormat::Human));
@@ -81,7 +81,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Diff { data, from, to } => audit::diff(&data, &from, &to),
         Command::Verify { data } => audit::verify(&data),
         Command::Release { hypervisor, agent } => audit::release(&agent, &hypervisor).await,
-        Command::Run { config } => run::run(&config).await,
+        Command::Run { config, accept_loss } => run::run(&config, accept_loss).await,
         Command::Config { command: cli::ConfigCommand::Check { config } } => run::check(&config),
         Command::Sim { sim } => sim::run(sim).await,
         Command::Demo(args) => demo::run(args).await,

@@ -67,6 +67,9 @@ pub struct Metrics {
     pub log_head: Gauge,
     pub subscriber_lag: Gauge,
     tapped: AtomicU64,
+    /// The engine's own counters (set once the engine runs): health reads whether the log
+    /// takes appends from them.
+    engine: std::sync::OnceLock<Arc<engine::runtime::Metrics>>,
 }
 
 impl Default for Metrics {
@@ -83,11 +86,22 @@ impl Default for Metrics {
             log_head: Default::default(),
             subscriber_lag: Default::default(),
             tapped: Default::default(),
+            engine: Default::default(),
         }
     }
 }
 
 impl Metrics {
+    /// Attaches the running engine's counters (only the first call counts).
+    pub fn set_engine(&self, engine: Arc<engine::runtime::Metrics>) {
+        let _ = self.engine.set(engine);
+    }
+
+    /// The engine's counters, once attached.
+    pub fn engine(&self) -> Option<&engine::runtime::Metrics> {
+        self.engine.get().map(|m| &**m)
+    }
+
     /// Registers a running reconciler's counters.
     pub fn add_switch(&self, name: String, stats: Arc<engine::reconciler::Stats>) {
         self.switches.lock().unwrap_or_else(|p| p.into_inner()).push((name, stats));

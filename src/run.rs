@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use adapters::{eapi, ovs};
 use anyhow::{Context, Result};
+use engine::clock::SystemClock;
 use engine::switch::MemorySwitch;
 
 use crate::agent::Agent;
@@ -34,12 +35,13 @@ pub fn check(path: &Path) -> Result<()> {
     Ok(())
 }
 
-pub async fn run(path: &Path) -> Result<()> {
+pub async fn run(path: &Path, accept_loss: bool) -> Result<()> {
     let plan = config::load(path)?;
     for w in &plan.warnings {
         tracing::warn!("{w}");
     }
-    let mut agent = Agent::start_now(&plan.data_dir, plan.engine).await?;
+    let on_loss = if accept_loss { store::OnLoss::Accept } else { store::OnLoss::Refuse };
+    let mut agent = Agent::start_with(&plan.data_dir, plan.engine, Arc::new(SystemClock), on_loss).await?;
     for h in plan.hypervisors {
         agent.add_hypervisor(h.id, h.kind, h.adapter).await?;
     }

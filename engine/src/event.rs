@@ -34,7 +34,15 @@ pub enum Event {
     /// A held removal was let through or is moot; `by`: `operator` or `resync` (a later full
     /// read no longer trips the guard).
     RemovalReleased { by: String },
+    /// netfold was started with `--accept-loss` on a log that had lost acknowledged records:
+    /// `log` ended at seq `found` although seq `acknowledged` had been acknowledged (`detail`
+    /// says how, in words). Recorded under [`LOSS_RECORDER`] so the gap stays in the audit
+    /// trail; the projector ignores it. Appended last: bincode stores the variant index.
+    LossAccepted { log: String, found: u64, acknowledged: u64, detail: String },
 }
+
+/// The hypervisor name a [`Event::LossAccepted`] is recorded under (it concerns no hypervisor).
+pub const LOSS_RECORDER: &str = "netfold";
 
 impl Event {
     /// The variant's name, for metrics, filters and audit output.
@@ -47,6 +55,7 @@ impl Event {
             Event::Expired => "Expired",
             Event::RemovalHeld { .. } => "RemovalHeld",
             Event::RemovalReleased { .. } => "RemovalReleased",
+            Event::LossAccepted { .. } => "LossAccepted",
         }
     }
 }

@@ -56,7 +56,7 @@ pub mod switch;
 
 pub use desired::{Desired, Reason, VnicRef};
 pub use error::{Error, Invalid, Result};
-pub use event::{Envelope, Event, Recorded, UnixMs};
+pub use event::{Envelope, Event, Recorded, UnixMs, LOSS_RECORDER};
 pub use fact::{Change, Fact, FactKey, HostFact, NeighbourSource, NetworkFact, UplinkFact, VlanSpec, VnicFact};
 pub use ids::{HypervisorId, IdError, Kind, SwitchPort, VlanId, VlanRange};
 pub use observe::{Ask, Observation, Rejected};

@@ -55,6 +55,7 @@ fn detail(event: &Event) -> String {
             )
         }
         Event::RemovalReleased { by } => format!("held removal let through ({by})"),
+        Event::LossAccepted { detail, .. } => format!("loss accepted by the operator (--accept-loss): {detail}"),
     }
 }
 

@@ -2,6 +2,9 @@
 //!
 //! The log and the policy it was folded with live in the data directory (`db/`, written by the
 //! agent; the policy in the `meta` table), so replay reproduces exactly what the agent computed.
+//! Reading never writes it: the store is opened read-only, on a private copy
+//! ([`store::Store::open_read_only`]); records it lost against its head anchor are reported
+//! ([`History::loss`]), never passed over.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -47,13 +50,15 @@ pub struct Folded {
 }
 
 impl History {
-    /// Opens `data_dir` (which must exist and hold a netfold database).
+    /// Opens `data_dir` (which must exist and hold a netfold database) for reading; it is never
+    /// written. A running agent holds it exclusively: that is [`Error::Open`] with
+    /// [`store::Error::InUse`].
     pub fn open(data_dir: &Path) -> Result<Self> {
         let path = db_path(data_dir);
         if !path.is_dir() {
             return Err(Error::NoData(data_dir.to_path_buf()));
         }
-        let store = Store::open(&path).map_err(|source| Error::Open { path: path.clone(), source })?;
+        let store = Store::open_read_only(&path).map_err(|source| Error::Open { path: path.clone(), source })?;
         let log = store.log::<Recorded>(EVENTS_LOG).map_err(|source| Error::Open { path: path.clone(), source })?;
         let policy = store
             .table(META_TABLE)
@@ -79,6 +84,16 @@ impl History {
         self.log.head()
     }
 
+    /// The acknowledged records the log has lost (against its head anchor), with the blob
+    /// files sled discarded when it opened: `Some` means this history is incomplete.
+    pub fn loss(&self) -> Option<Error> {
+        self.log.loss().map(|loss| Error::Lost {
+            loss: loss.clone(),
+            first: None,
+            discarded: self.store.discarded_blobs().to_vec(),
+        })
+    }
+
     /// Every envelope from `from` on, in order; a bad record ends it with an error.
     pub fn events(&self, from: u64) -> impl Iterator<Item = Result<Envelope>> + '_ {
         self.log.read(from).map(|e| e.map(Envelope::from).map_err(Error::Log))
@@ -87,6 +102,46 @@ impl History {
     /// Folds the log from the start up to `point` (`None`: the head).
     pub fn fold(&self, point: Option<Point>, progress: Progress<'_>) -> Result<Folded> {
         self.fold_watching(point, progress, |_, _| {})
+    }
+
+    /// The state at `point` (`None`: the head). For a sequence number (or the head) it starts
+    /// from the most recent retained snapshot at or before it, so it folds at most one snapshot
+    /// interval of the log; for a time, or without a usable snapshot, it folds from the start.
+    /// `Folded::provenance` is left empty: `why` needs the events behind every fact and folds
+    /// from the start ([`History::why`]).
+    pub fn state_at(&self, point: Option<Point>, progress: Progress<'_>) -> Result<Folded> {
+        let head = self.head();
+        let target = match point {
+            None => Some(head),
+            Some(Point::Seq(n)) => Some(n.min(head)),
+            Some(Point::Time(_)) => None,
+        };
+        let snap = match target {
+            Some(n) => self.log.snapshot_at_or_before(n).map_err(Error::Log)?,
+            None => None,
+        };
+        let Some(snap) = snap else { return self.fold(point, progress) };
+        let mut state = match State::decode(&snap.bytes, &self.policy) {
+            Ok(s) if s.seq() == snap.seq => s,
+            _ => {
+                tracing::warn!(seq = snap.seq, "a snapshot does not decode; folding from the start");
+                return self.fold(point, progress);
+            }
+        };
+        let mut last = None;
+        for env in self.events(snap.seq + 1) {
+            let env = env?;
+            if point.is_some_and(|p| !p.includes(&env)) {
+                break;
+            }
+            state.apply(&env);
+            last = Some((env.seq, env.at));
+        }
+        if last.is_none() && snap.seq > 0 {
+            last = self.events(snap.seq).next().transpose()?.map(|e| (e.seq, e.at));
+        }
+        progress(last.map_or(0, |(s, _)| s), head);
+        Ok(Folded { state, last, provenance: HashMap::new() })
     }
 
     /// Folds like [`History::fold`], calling `watch(&state, &envelope)` after each event.
@@ -170,8 +225,8 @@ impl History {
 
     /// What changed in desired state from `a` to `b`.
     pub fn diff(&self, a: Point, b: Point, progress: Progress<'_>) -> Result<Vec<DiffLine>> {
-        let before = self.fold(Some(a), progress)?.state;
-        let after = self.fold(Some(b), progress)?.state;
+        let before = self.state_at(Some(a), progress)?.state;
+        let after = self.state_at(Some(b), progress)?.state;
         Ok(diff_desired(&flatten(&before), &flatten(&after)))
     }
 }

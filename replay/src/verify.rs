@@ -1,6 +1,6 @@
-//! `netfold verify`: the hash chain and the decodability of every record, then replay
-//! determinism — a full fold and the latest snapshot plus the tail must give the same state,
-//! byte for byte.
+//! `netfold verify`: the log against its head anchor (no acknowledged record lost), the hash
+//! chain and the decodability of every record, then replay determinism — a full fold and the
+//! latest snapshot plus the tail must give the same state, byte for byte.
 
 use engine::projector::State;
 use store::Log;
@@ -23,7 +23,13 @@ pub struct Report {
 
 /// Runs every check; the first failure is the error (naming the sequence number involved).
 pub fn verify(history: &History, progress: Progress<'_>) -> Result<Report> {
-    let verified = history.log().verify().map_err(Error::Log)?;
+    let verified = history.log().verify().map_err(|e| match (history.loss(), e) {
+        (Some(lost), store::Error::Lost(_)) => lost,
+        (Some(Error::Lost { loss, discarded, .. }), first) => {
+            Error::Lost { loss, first: Some(first.to_string()), discarded }
+        }
+        (_, e) => Error::Log(e),
+    })?;
     let full = history.fold(None, progress)?.state;
     let full_hash = full.state_hash();
     let snapshot = history.log().latest_snapshot().map_err(Error::Log)?;

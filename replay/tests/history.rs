@@ -131,7 +131,13 @@ async fn verify_passes_then_names_a_tampered_record() {
         assert_eq!(report.records, 6);
         // A snapshot from the state at seq 3, as the agent would save: snapshot + tail agrees.
         let at3 = h.fold(Some(Point::Seq(3)), NO_PROGRESS).unwrap().state;
-        h.log().save_snapshot(3, at3.encode()).unwrap();
+        assert!(h.log().save_snapshot(3, at3.encode()).is_err(), "a history is read-only");
+        drop(h);
+        let store = Store::open(db_path(dir.path())).unwrap();
+        store.log::<engine::Recorded>(EVENTS_LOG).unwrap().save_snapshot(3, at3.encode()).unwrap();
+    }
+    {
+        let h = History::open(dir.path()).unwrap();
         assert_eq!(replay::verify::verify(&h, NO_PROGRESS).unwrap().snapshot_seq, Some(3));
     }
     // Tamper: flip a byte inside record 2 (the only block holds records 1..=6).
@@ -156,4 +162,37 @@ fn a_directory_without_a_database_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let err = History::open(dir.path()).err().unwrap();
     assert!(err.to_string().contains("not a netfold data directory"), "{err}");
+}
+
+#[tokio::test]
+async fn state_and_diff_from_a_retained_snapshot_match_a_full_fold() {
+    let dir = tempfile::tempdir().unwrap();
+    write_history(dir.path()).await;
+    let at3 = History::open(dir.path()).unwrap().fold(Some(Point::Seq(3)), NO_PROGRESS).unwrap().state;
+    {
+        let store = Store::open(db_path(dir.path())).unwrap();
+        store.log::<engine::Recorded>(EVENTS_LOG).unwrap().save_snapshot(3, at3.encode()).unwrap();
+    }
+    let h = History::open(dir.path()).unwrap();
+    for point in [None, Some(Point::Seq(2)), Some(Point::Seq(3)), Some(Point::Seq(5)), Some(Point::Seq(99))] {
+        let quick = h.state_at(point, NO_PROGRESS).unwrap();
+        let full = h.fold(point, NO_PROGRESS).unwrap();
+        assert_eq!(quick.state.state_hash(), full.state.state_hash(), "{point:?}");
+        assert_eq!(quick.last, full.last, "{point:?}");
+        // From the snapshot (which carries no provenance) whenever one lies at or before the
+        // point; before it, a full fold.
+        if matches!(point, Some(Point::Seq(2))) {
+            assert_eq!(quick.provenance, full.provenance);
+        } else {
+            assert!(quick.provenance.is_empty(), "{point:?}");
+        }
+        if matches!(point, Some(Point::Seq(3 | 5))) {
+            assert!(!full.provenance.is_empty(), "facts are learnt by then");
+        }
+    }
+    // diff starts both ends from the snapshot too, and says what a full fold says.
+    let removed = h.diff(Point::Seq(4), Point::Seq(6), NO_PROGRESS).unwrap();
+    assert_eq!(removed[0].change, DiffChange::Removed { reasons: 1 });
+    let added = h.diff(Point::Seq(1), Point::Seq(3), NO_PROGRESS).unwrap();
+    assert_eq!(added[0].change, DiffChange::Added { reasons: 2 });
 }

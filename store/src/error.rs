@@ -50,9 +50,94 @@ pub enum Error {
     /// A stored snapshot or checkpoint is malformed. Not retryable.
     #[error("{what} is malformed: {reason}")]
     Meta { what: String, reason: String },
+    /// A file operation outside sled failed (syncing sled's files, the head anchor, copying
+    /// the database for reading). Retryable if the cause is transient (disk full, IO error).
+    #[error("{context} ({}): {source}", path.display())]
+    Io {
+        context: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file system holding the database has too little free space for a write: refused
+    /// before sled was asked to write (ADR 0001). Retryable once space is freed.
+    #[error("no space to write to the database in {}: {free} bytes free, {need} needed", path.display())]
+    NoSpace { path: std::path::PathBuf, free: u64, need: u64 },
+    /// The log has lost records that were acknowledged (its head anchor is ahead of it, or the
+    /// anchored record was replaced). Not retryable: `netfold run --accept-loss` records the
+    /// loss and continues.
+    #[error("{0}")]
+    Lost(Loss),
+    /// The database is being reopened after an IO error, or cannot be yet (still no space).
+    /// Retryable.
+    #[error("the log database is unavailable: {0}")]
+    Unavailable(String),
+    /// The log was opened read-only (on a private copy); appends are refused. Not retryable.
+    #[error("the log `{0}` was opened read-only: appending is refused")]
+    ReadOnly(String),
+    /// A record could not be read from the database (sled failed to load it: a damaged or
+    /// missing file). Not retryable.
+    #[error("the records after seq {after} cannot be read: {source}")]
+    Unreadable {
+        after: Seq,
+        #[source]
+        source: sled::Error,
+    },
+    /// The directory holds no sled database. Not retryable.
+    #[error("{} holds no netfold database (no `db` file)", path.display())]
+    NotAStore { path: std::path::PathBuf },
+}
+
+/// How a log lost acknowledged records, found against its head anchor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// The log ends before the anchored head: records `found + 1 ..= acknowledged` are gone.
+    Truncated { log: String, found: Seq, acknowledged: Seq },
+    /// The log reaches the anchored head but its record there is not the acknowledged one:
+    /// the log was rolled back and written again.
+    Rewritten { log: String, seq: Seq },
+}
+
+impl Loss {
+    /// The last acknowledged sequence number.
+    pub fn acknowledged(&self) -> Seq {
+        match self {
+            Loss::Truncated { acknowledged, .. } => *acknowledged,
+            Loss::Rewritten { seq, .. } => *seq,
+        }
+    }
+}
+
+impl std::fmt::Display for Loss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Loss::Truncated { log, found, acknowledged } => write!(
+                f,
+                "the log `{log}` ends at seq {found} but seq {acknowledged} was acknowledged: records {}..={acknowledged} are lost",
+                found + 1
+            ),
+            Loss::Rewritten { log, seq } => write!(
+                f,
+                "record {seq} of the log `{log}` is not the record acknowledged as seq {seq}: the log was rolled back and written again"
+            ),
+        }
+    }
 }
 
 impl Error {
+    /// Whether retrying the same operation later can succeed (disk full, IO error, a database
+    /// being reopened or held by a process that may stop).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Db { source: sled::Error::Io(_), .. }
+                | Error::Io { .. }
+                | Error::NoSpace { .. }
+                | Error::InUse { .. }
+                | Error::Unavailable(_)
+        )
+    }
+
     pub(crate) fn db(context: &'static str) -> impl FnOnce(sled::Error) -> Error {
         move |source| Error::Db { context, source }
     }

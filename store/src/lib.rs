@@ -4,13 +4,20 @@
 //! - [`Log`]: the boundary trait — append (durable, group-committed), read, subscribe (catch-up
 //!   then live tail), verify (hash chain), snapshots and consumer checkpoints.
 //! - [`SledLog`] (over [`Store`], one sled database) and [`MemoryLog`], its in-memory twin.
+//!   [`Store`] owns sled: it syncs what sled wrote before anything is acknowledged, refuses a
+//!   write that would run the disk out, reopens sled after an IO error, and opens a private
+//!   copy for reading ([`Store::open_read_only`]).
+//! - `anchor`: each log's last acknowledged head, kept outside sled, so a log that lost
+//!   acknowledged records is named ([`Loss`]) instead of silently shorter.
 //! - [`codec`]: the stored form of a record and the hash chain, shared by both.
 //! - [`Table`]: a small durable key-value tree (the reconciler's ownership ledger lives in one).
 //!
 //! Every record is `[format][schema][prev hash][crc][payload]`; its hash (over its sequence number
 //! and those bytes) is the next record's `prev`, starting from [`GENESIS`].
 
+mod anchor;
 mod codec;
+mod db;
 mod error;
 mod memory;
 mod sled_log;
@@ -20,10 +27,12 @@ mod table;
 use std::future::Future;
 use std::ops::RangeInclusive;
 
+pub use anchor::Anchor;
 pub use codec::{hash_record, FORMAT};
-pub use error::{Error, Result};
+pub use db::{open_db, Store};
+pub use error::{Error, Loss, Result};
 pub use memory::MemoryLog;
-pub use sled_log::{open_db, SledLog, Store};
+pub use sled_log::{OnLoss, SledLog};
 pub use subscribe::Subscription;
 pub use table::{Table, TableBatch};
 
@@ -97,6 +106,13 @@ pub trait Log<R: Record>: Send + Sync + 'static {
 
     /// The most recent snapshot, if any.
     fn latest_snapshot(&self) -> Result<Option<Snapshot>>;
+
+    /// The most recent snapshot taken at or before `seq`, if any: where a query about the state
+    /// at `seq` starts folding. Logs keep older snapshots thinned out (bounded space), so this
+    /// is at most one retained interval before `seq`.
+    fn snapshot_at_or_before(&self, seq: Seq) -> Result<Option<Snapshot>> {
+        Ok(self.latest_snapshot()?.filter(|s| s.seq <= seq))
+    }
 
     /// The position a named consumer last recorded.
     fn checkpoint(&self, name: &str) -> Result<Option<Seq>>;

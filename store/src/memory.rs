@@ -82,8 +82,10 @@ impl<R: Record> Log<R> for MemoryLog<R> {
         g.values.extend(values.into_iter().map(|(_, v)| v));
         g.tip = Some(tip);
         let new_head = g.values.len() as Seq;
-        drop(g);
+        // Published under the lock: two appenders publishing after unlocking could do so out of
+        // order and move the head back.
         self.inner.head.send_replace(new_head);
+        drop(g);
         Ok((head + 1)..=new_head)
     }
 
@@ -120,6 +122,11 @@ impl<R: Record> Log<R> for MemoryLog<R> {
 
     fn latest_snapshot(&self) -> Result<Option<Snapshot>> {
         Ok(self.inner.lock().snapshots.iter().next_back().map(|(s, b)| Snapshot { seq: *s, bytes: b.clone() }))
+    }
+
+    fn snapshot_at_or_before(&self, seq: Seq) -> Result<Option<Snapshot>> {
+        let g = self.inner.lock();
+        Ok(g.snapshots.range(..=seq).next_back().map(|(s, b)| Snapshot { seq: *s, bytes: b.clone() }))
     }
 
     fn checkpoint(&self, name: &str) -> Result<Option<Seq>> {

@@ -9,15 +9,15 @@
 
 use std::marker::PhantomData;
 use std::ops::{Range, RangeInclusive};
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::anchor::{self, Anchor, AnchorFile};
 use crate::codec::{self, key, seq_of};
+use crate::db::{Inner, Mode, Open};
 use crate::subscribe::Source;
-use crate::{Entry, Error, Hash, Log, Record, Result, Seq, Snapshot, Subscription, Table, Verified, GENESIS};
+use crate::{Entry, Error, Hash, Log, Loss, Record, Result, Seq, Snapshot, Store, Subscription, Verified, GENESIS};
 
 /// Requests waiting for the writer; beyond this appenders wait (backpressure).
 const QUEUE: usize = 4096;
@@ -31,65 +31,34 @@ const MAX_GROUP: usize = 1 << 16;
 const MAX_BLOCK_BYTES: usize = 6 * 1024;
 /// Records a read gathers (from consecutive blocks) before decoding them together.
 const READ_RUN: usize = 4096;
-/// Snapshots kept per log (older ones are pruned on save).
+/// The most recent snapshots, all kept.
 const KEEP_SNAPSHOTS: usize = 3;
-/// How long opening waits for the database's lock file. sled releases it from background
-/// threads shortly *after* its last handle is dropped, so reopening in the same process can
-/// find it held for a few milliseconds; another process holding it is reported after this.
-const LOCK_WAIT: Duration = Duration::from_secs(3);
+/// About how many older snapshots are kept for history queries: one per 1/32 of the span they
+/// cover, the oldest always, so they stay spread over the whole log in bounded space.
+const KEEP_HISTORY: u64 = 32;
 
-/// Opens the raw sled database in `path`, waiting up to [`LOCK_WAIT`] for its lock. For tools
-/// (and tests) that inspect or repair trees below the log format; netfold itself uses [`Store`].
-pub fn open_db(path: &Path) -> Result<sled::Db> {
-    let started = Instant::now();
-    loop {
-        match sled::Config::new().path(path).open() {
-            // sled reports a held lock only as an IO error with this text.
-            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
-                if started.elapsed() >= LOCK_WAIT {
-                    return Err(Error::InUse { path: path.to_path_buf() });
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            opened => return opened.map_err(Error::db("opening the database")),
-        }
-    }
-}
-
-/// One sled database holding netfold's logs and tables.
-#[derive(Clone)]
-pub struct Store {
-    db: sled::Db,
+/// What to do when a log opened for writing has lost acknowledged records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnLoss {
+    /// Fail with [`Error::Lost`].
+    Refuse,
+    /// Open anyway; [`SledLog::loss`] says what was lost and the next append re-anchors the
+    /// head (the caller should make that append a record of the loss).
+    Accept,
 }
 
 impl Store {
-    /// Opens (creating if needed) the database in directory `path`.
-    /// A database another process holds is [`Error::InUse`].
-    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        Ok(Self { db: open_db(path.as_ref())? })
-    }
-
-    /// A throw-away database in a temporary directory, removed on drop (tests, dry runs).
-    pub fn temporary() -> Result<Self> {
-        let db = sled::Config::new().temporary(true).open().map_err(Error::db("opening a temporary database"))?;
-        Ok(Self { db })
-    }
-
-    /// The log named `name` (trees `<name>.log`, `<name>.snapshots`, `<name>.checkpoints`).
-    /// Open each log once per process: its writer thread owns the sequence.
+    /// The log named `name` (trees `<name>.log`, `<name>.snapshots`, `<name>.checkpoints`; head
+    /// anchor `anchors/<name>`). Open each log once per process: its writer thread owns the
+    /// sequence. On a read-write store, a log that lost acknowledged records is
+    /// [`Error::Lost`]; on a read-only one it opens and [`SledLog::loss`] reports it.
     pub fn log<R: Record>(&self, name: &str) -> Result<SledLog<R>> {
-        SledLog::open(self.db.clone(), name)
+        SledLog::open(self.inner.clone(), name, OnLoss::Refuse)
     }
 
-    /// The durable key-value table named `name`.
-    pub fn table(&self, name: &str) -> Result<Table> {
-        let tree = self.db.open_tree(format!("{name}.table")).map_err(Error::db("opening a table"))?;
-        Ok(Table::new(self.db.clone(), tree))
-    }
-
-    /// Flushes everything written so far to disk.
-    pub fn flush(&self) -> Result<()> {
-        self.db.flush().map(|_| ()).map_err(Error::db("flushing"))
+    /// Like [`Store::log`], with a choice of what to do about lost acknowledged records.
+    pub fn log_on_loss<R: Record>(&self, name: &str, on_loss: OnLoss) -> Result<SledLog<R>> {
+        SledLog::open(self.inner.clone(), name, on_loss)
     }
 }
 
@@ -99,79 +68,188 @@ struct Request {
 }
 
 struct Trees {
-    db: sled::Db,
-    log: sled::Tree,
-    snapshots: sled::Tree,
-    checkpoints: sled::Tree,
+    inner: Arc<Inner>,
+    /// The log's name and its trees' names.
+    name: String,
+    log: String,
+    snapshots: String,
+    checkpoints: String,
     head: watch::Receiver<Seq>,
+}
+
+impl Trees {
+    fn log_tree(&self) -> Result<sled::Tree> {
+        self.inner.with(|o| o.tree(&self.log))
+    }
 }
 
 /// A [`Log`] in a sled database.
 ///
-/// Dropping it lets the writer finish what was queued, then waits for it: once the drop
-/// returns, every acknowledged append is on disk and the database can be reopened.
+/// Dropping it lets the writer finish what was queued, then waits for it (up to
+/// [`WRITER_EXIT`]): once the drop returns, every acknowledged append is on disk and the
+/// database can be reopened.
 pub struct SledLog<R> {
     trees: Arc<Trees>,
     requests: mpsc::Sender<Request>,
     writer: Option<std::thread::JoinHandle<()>>,
+    loss: Option<Loss>,
     _record: PhantomData<fn() -> R>,
 }
+
+/// How long dropping a log waits for its writer to finish. A writer stuck in sled (whose
+/// flush can wait forever after some failed writes) is left behind rather than hang shutdown;
+/// nothing it holds was acknowledged.
+const WRITER_EXIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl<R> Drop for SledLog<R> {
     fn drop(&mut self) {
         let (closed, _) = mpsc::channel(1);
         drop(std::mem::replace(&mut self.requests, closed));
         if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
+            let deadline = std::time::Instant::now() + WRITER_EXIT;
+            while !writer.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            if writer.is_finished() {
+                let _ = writer.join();
+            } else {
+                tracing::error!(log = %self.trees.name, "the log writer did not finish within 10 s; leaving it");
+            }
         }
     }
 }
 
-impl<R: Record> SledLog<R> {
-    fn open(db: sled::Db, name: &str) -> Result<Self> {
-        let open = |suffix: &str| db.open_tree(format!("{name}.{suffix}")).map_err(Error::db("opening a log tree"));
-        let log = open("log")?;
-        let (head, tip) = match log.last().map_err(Error::db("reading the log head"))? {
-            None => (0, GENESIS),
-            Some((k, block)) => {
-                let first = seq_of(&k, 0)?;
-                let records = codec::split_block(first, &block)?;
-                match records.last() {
-                    Some((seq, at)) => (*seq, codec::hash_record(*seq, &block[at.clone()])),
-                    None => return Err(Error::Truncated { seq: first, len: block.len(), need: 8 }),
-                }
+/// The head and chain tip of a log tree, from its last block.
+fn head_of(log: &sled::Tree) -> Result<(Seq, Hash)> {
+    match log.last().map_err(Error::db("reading the log head"))? {
+        None => Ok((0, GENESIS)),
+        Some((k, block)) => {
+            let first = seq_of(&k, 0)?;
+            let records = codec::split_block(first, &block)?;
+            match records.last() {
+                Some((seq, at)) => Ok((*seq, codec::hash_record(*seq, &block[at.clone()]))),
+                None => Err(Error::Truncated { seq: first, len: block.len(), need: 8 }),
             }
-        };
+        }
+    }
+}
+
+/// The hash of record `seq`, if the log holds it readably.
+fn hash_at(log: &sled::Tree, seq: Seq) -> Option<Hash> {
+    let (k, block) = log.range(..=key(seq)).next_back()?.ok()?;
+    let records = codec::split_block(seq_of(&k, 0).ok()?, &block).ok()?;
+    let (_, at) = records.into_iter().find(|(s, _)| *s == seq)?;
+    Some(codec::hash_record(seq, &block[at]))
+}
+
+/// What the log lost against its anchor, if anything.
+fn loss_against(name: &str, log: &sled::Tree, head: Seq, anchored: Option<Anchor>) -> Option<Loss> {
+    let a = anchored.filter(|a| a.seq > 0)?;
+    if head < a.seq {
+        return Some(Loss::Truncated { log: name.to_string(), found: head, acknowledged: a.seq });
+    }
+    (hash_at(log, a.seq) != Some(a.tip)).then(|| Loss::Rewritten { log: name.to_string(), seq: a.seq })
+}
+
+impl<R: Record> SledLog<R> {
+    fn open(inner: Arc<Inner>, name: &str, on_loss: OnLoss) -> Result<Self> {
+        let open = inner.current()?;
+        let log = open.tree(&format!("{name}.log"))?;
+        let (head, tip) = head_of(&log)?;
+        let anchor_path = inner.dir.as_deref().map(|d| anchor::path(d, name));
+        let anchored = anchor_path.as_deref().map(anchor::read).transpose()?.flatten();
+        let loss = loss_against(name, &log, head, anchored);
+        if let Some(l) = &loss {
+            if inner.mode == Mode::ReadWrite && on_loss == OnLoss::Refuse {
+                return Err(Error::Lost(l.clone()));
+            }
+            tracing::warn!(log = name, loss = %l, "opening a log that lost acknowledged records");
+        }
+        for suffix in ["snapshots", "checkpoints"] {
+            open.tree(&format!("{name}.{suffix}"))?;
+        }
+        drop((log, open));
         let (head_tx, head_rx) = watch::channel(head);
         let trees = Arc::new(Trees {
-            db: db.clone(),
-            log: log.clone(),
-            snapshots: open("snapshots")?,
-            checkpoints: open("checkpoints")?,
+            inner: inner.clone(),
+            name: name.to_string(),
+            log: format!("{name}.log"),
+            snapshots: format!("{name}.snapshots"),
+            checkpoints: format!("{name}.checkpoints"),
             head: head_rx,
         });
         let (tx, rx) = mpsc::channel(QUEUE);
-        let writer = Writer { db, log, head, tip, schema: R::SCHEMA, published: head_tx };
-        let writer = std::thread::Builder::new()
-            .name(format!("log-writer-{name}"))
-            .spawn(move || writer.run(rx))
-            .map_err(|e| Error::Closed(format!("cannot start the writer thread: {e}")))?;
-        Ok(Self { trees, requests: tx, writer: Some(writer), _record: PhantomData })
+        let writer = match inner.mode {
+            Mode::ReadOnly => None,
+            Mode::ReadWrite => {
+                let mut anchor = anchor_path.map(AnchorFile::open).transpose()?;
+                // A log from before anchors, or one whose last durable group was not yet
+                // anchored when the process died: anchor what is there. After an accepted loss
+                // the anchor stays ahead until the caller's next append records the loss.
+                if let (Some(a), None) = (&mut anchor, &loss) {
+                    if anchored != Some(Anchor { seq: head, tip }) {
+                        a.write(Anchor { seq: head, tip })?;
+                    }
+                }
+                let writer = Writer { trees: trees.clone(), head, tip, schema: R::SCHEMA, published: head_tx, anchor };
+                let thread = std::thread::Builder::new()
+                    .name(format!("log-writer-{name}"))
+                    .spawn(move || writer.run(rx))
+                    .map_err(|e| Error::Closed(format!("cannot start the writer thread: {e}")))?;
+                Some(thread)
+            }
+        };
+        Ok(Self { trees, requests: tx, writer, loss, _record: PhantomData })
+    }
+
+    /// The acknowledged records this log has lost, found against its head anchor when it was
+    /// opened (only a read-only or loss-accepting open gets this far with a loss).
+    pub fn loss(&self) -> Option<&Loss> {
+        self.loss.as_ref()
+    }
+
+    /// Anchors the log at its current head, durably, so a loss accepted by the operator is not
+    /// found again at the next open (an append anchors too: use this for a log the caller has
+    /// nothing to append to).
+    pub async fn anchor_head(&self) -> Result<()> {
+        self.writable()?;
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request { payloads: Vec::new(), reply })
+            .await
+            .map_err(|_| Error::Closed("the writer has stopped".into()))?;
+        answer.await.map_err(|_| Error::Closed("the writer stopped before answering".into()))?.map(|_| ())
+    }
+}
+
+/// The same failure again, for the other requests of a failed group (errors are not `Clone`);
+/// it stays retryable if the original was.
+fn again(e: &Error) -> Error {
+    match e {
+        Error::Db { context, source } => Error::Db { context, source: source.clone() },
+        Error::Io { context, path, source } => {
+            Error::Io { context, path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) }
+        }
+        Error::NoSpace { path, free, need } => Error::NoSpace { path: path.clone(), free: *free, need: *need },
+        other => Error::Unavailable(other.to_string()),
     }
 }
 
 /// The single writer of one log: owns the head and the chain tip.
 struct Writer {
-    db: sled::Db,
-    log: sled::Tree,
+    trees: Arc<Trees>,
     head: Seq,
     tip: Hash,
     schema: u16,
     published: watch::Sender<Seq>,
+    /// `None` for a temporary store (nothing durable to anchor).
+    anchor: Option<AnchorFile>,
 }
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        // Set after a failed commit: the database must be reopened and the tail checked first.
+        let mut broken = false;
         while let Some(first) = rx.blocking_recv() {
             let mut group = vec![first];
             let mut records = group[0].payloads.len();
@@ -184,20 +262,28 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if let Err(e) = self.commit(group) {
-                tracing::error!(error = %e, "log writer stopped after a failed commit");
-                rx.close();
-                while let Ok(r) = rx.try_recv() {
-                    let _ = r.reply.send(Err(Error::Closed(format!("a previous commit failed: {e}"))));
+            if broken {
+                if let Err(e) = self.recover() {
+                    tracing::warn!(log = %self.trees.name, error = %e, "the log cannot be appended yet");
+                    for req in group {
+                        let _ = req.reply.send(Err(again(&e)));
+                    }
+                    continue;
                 }
-                return;
+                tracing::info!(log = %self.trees.name, head = self.head, "the log is writable again");
+                broken = false;
+            }
+            if let Err(e) = self.commit(group) {
+                tracing::error!(log = %self.trees.name, error = %e, "a group commit failed; its appenders got the error");
+                broken = true;
             }
         }
     }
 
-    /// Writes and flushes one group; on failure every request of the group gets the error and
-    /// the writer stops (what is on disk is then unknown until the log is reopened).
-    fn commit(&mut self, group: Vec<Request>) -> std::result::Result<(), String> {
+    /// Writes one group, makes it durable (sled flush, `fdatasync`, the anchor), then
+    /// acknowledges it. On failure every request of the group gets the error and nothing is
+    /// acknowledged.
+    fn commit(&mut self, group: Vec<Request>) -> Result<()> {
         let mut batch = sled::Batch::default();
         let (mut head, mut tip) = (self.head, self.tip);
         let mut ranges = Vec::with_capacity(group.len());
@@ -212,7 +298,16 @@ impl Writer {
         for block in blocks(&values) {
             batch.insert(&key(block[0].0), codec::encode_block(block));
         }
-        let written = self.log.apply_batch(batch).and_then(|()| self.db.flush().map(|_| ()));
+        let bytes = values.iter().map(|(_, v)| v.len() + 4).sum();
+        let written = self.trees.inner.with(|open: &Open| {
+            open.room_for(bytes)?;
+            open.tree(&self.trees.log)?.apply_batch(batch).map_err(Error::db("appending"))?;
+            open.sync()
+        });
+        let written = written.and_then(|()| match &mut self.anchor {
+            Some(a) => a.write(Anchor { seq: head, tip }),
+            None => Ok(()),
+        });
         match written {
             Ok(()) => {
                 self.head = head;
@@ -224,13 +319,53 @@ impl Writer {
                 Ok(())
             }
             Err(e) => {
-                let msg = e.to_string();
                 for req in group {
-                    let _ = req.reply.send(Err(Error::Db { context: "appending", source: e.clone() }));
+                    let _ = req.reply.send(Err(again(&e)));
                 }
-                Err(msg)
+                Err(e)
             }
         }
+    }
+
+    /// After a failed commit: reopens the database if it is still the failed one, and makes
+    /// the log end exactly at the last acknowledged record again. Records of failed groups that
+    /// reached the disk anyway were never acknowledged (their appenders got an error and did
+    /// not apply them), so they are removed; fewer records than acknowledged is a loss.
+    fn recover(&mut self) -> Result<()> {
+        self.trees.inner.with(|open: &Open| {
+            let log = open.tree(&self.trees.log)?;
+            let (mut head, mut tip) = head_of(&log)?;
+            if head > self.head {
+                let mut batch = sled::Batch::default();
+                for k in log.range(key(self.head + 1)..).keys() {
+                    batch.remove(k.map_err(Error::db("reading the log tail"))?);
+                }
+                log.apply_batch(batch).map_err(Error::db("removing unacknowledged records"))?;
+                open.sync()?;
+                tracing::warn!(
+                    log = %self.trees.name,
+                    from = self.head + 1,
+                    to = head,
+                    "removed records of failed appends that reached the disk (never acknowledged)"
+                );
+                (head, tip) = head_of(&log)?;
+            }
+            if head < self.head {
+                return Err(Error::Lost(Loss::Truncated {
+                    log: self.trees.name.clone(),
+                    found: head,
+                    acknowledged: self.head,
+                }));
+            }
+            if tip != self.tip {
+                return Err(Error::Lost(Loss::Rewritten { log: self.trees.name.clone(), seq: head }));
+            }
+            Ok(())
+        })?;
+        if let Some(a) = &mut self.anchor {
+            a.write(Anchor { seq: self.head, tip: self.tip })?;
+        }
+        Ok(())
     }
 }
 
@@ -282,15 +417,19 @@ impl Trees {
         if from > head {
             return Box::new(std::iter::empty());
         }
+        let log = match self.log_tree() {
+            Ok(t) => t,
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
         // The block holding `from` starts at or before it.
-        let start = match self.log.range(..=key(from)).next_back() {
+        let start = match log.range(..=key(from)).next_back() {
             Some(Ok((k, _))) => k.to_vec(),
             _ => key(from).to_vec(),
         };
         let mut last = from - 1;
-        Box::new(self.log.range(start..=key(head).to_vec()).filter_map(move |item| {
+        Box::new(log.range(start..=key(head).to_vec()).filter_map(move |item| {
             let block = (|| {
-                let (k, bytes) = item.map_err(Error::db("reading the log"))?;
+                let (k, bytes) = item.map_err(|source| Error::Unreadable { after: last, source })?;
                 let first = seq_of(&k, last)?;
                 let mut records = codec::split_block(first, &bytes)?;
                 last = first + records.len() as Seq - 1;
@@ -384,6 +523,7 @@ impl<R: Record> Log<R> for SledLog<R> {
             let head = self.head();
             return Ok((head + 1)..=head);
         }
+        self.writable()?;
         let payloads = codec::encode_payloads(&batch)?;
         let (reply, answer) = oneshot::channel();
         self.requests
@@ -406,29 +546,64 @@ impl<R: Record> Log<R> for SledLog<R> {
         Subscription::new(from, self.trees.head.clone(), self.trees.clone())
     }
 
+    /// Also checks the log against its head anchor: a log that lost acknowledged records is
+    /// [`Error::Lost`] even when what is left chains.
     fn verify(&self) -> Result<Verified> {
         let head = self.head();
-        codec::verify_values::<R, _>(self.trees.values_from(1, head), head)
+        let verified = codec::verify_values::<R, _>(self.trees.values_from(1, head), head)?;
+        match &self.loss {
+            Some(loss) => Err(Error::Lost(loss.clone())),
+            None => Ok(verified),
+        }
     }
 
     fn save_snapshot(&self, seq: Seq, bytes: Vec<u8>) -> Result<()> {
-        let t = &self.trees.snapshots;
-        t.insert(key(seq), bytes).map_err(Error::db("saving a snapshot"))?;
-        let stale: Vec<_> = t
-            .iter()
-            .keys()
-            .rev()
-            .skip(KEEP_SNAPSHOTS)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(Error::db("listing snapshots"))?;
-        for k in stale {
-            t.remove(k).map_err(Error::db("pruning snapshots"))?;
-        }
-        self.trees.db.flush().map(|_| ()).map_err(Error::db("flushing a snapshot"))
+        self.writable()?;
+        self.trees.inner.with(|open| {
+            open.room_for(bytes.len())?;
+            let t = open.tree(&self.trees.snapshots)?;
+            t.insert(key(seq), bytes).map_err(Error::db("saving a snapshot"))?;
+            let keys: Vec<_> =
+                t.iter().keys().collect::<std::result::Result<_, _>>().map_err(Error::db("listing snapshots"))?;
+            let older: Vec<Seq> =
+                keys[..keys.len().saturating_sub(KEEP_SNAPSHOTS)].iter().filter_map(|k| seq_of(k, 0).ok()).collect();
+            if let (Some(&first), Some(&last)) = (older.first(), older.last()) {
+                let spacing = (last - first) / KEEP_HISTORY;
+                let mut kept = first;
+                for &seq in &older[1..] {
+                    if seq - kept < spacing {
+                        t.remove(key(seq)).map_err(Error::db("pruning snapshots"))?;
+                    } else {
+                        kept = seq;
+                    }
+                }
+            }
+            open.sync()
+        })
     }
 
     fn latest_snapshot(&self) -> Result<Option<Snapshot>> {
-        match self.trees.snapshots.last().map_err(Error::db("reading snapshots"))? {
+        let last =
+            self.trees.inner.with(|o| o.tree(&self.trees.snapshots)?.last().map_err(Error::db("reading snapshots")))?;
+        match last {
+            None => Ok(None),
+            Some((k, v)) => {
+                let seq = seq_of(&k, 0)
+                    .map_err(|_| Error::Meta { what: "a snapshot key".into(), reason: "not 8 bytes".into() })?;
+                Ok(Some(Snapshot { seq, bytes: v.to_vec() }))
+            }
+        }
+    }
+
+    fn snapshot_at_or_before(&self, seq: Seq) -> Result<Option<Snapshot>> {
+        let found = self.trees.inner.with(|o| {
+            o.tree(&self.trees.snapshots)?
+                .range(..=key(seq))
+                .next_back()
+                .transpose()
+                .map_err(Error::db("reading snapshots"))
+        })?;
+        match found {
             None => Ok(None),
             Some((k, v)) => {
                 let seq = seq_of(&k, 0)
@@ -439,7 +614,11 @@ impl<R: Record> Log<R> for SledLog<R> {
     }
 
     fn checkpoint(&self, name: &str) -> Result<Option<Seq>> {
-        match self.trees.checkpoints.get(name).map_err(Error::db("reading a checkpoint"))? {
+        let stored = self
+            .trees
+            .inner
+            .with(|o| o.tree(&self.trees.checkpoints)?.get(name).map_err(Error::db("reading a checkpoint")))?;
+        match stored {
             None => Ok(None),
             Some(v) => {
                 let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| Error::Meta {
@@ -452,8 +631,20 @@ impl<R: Record> Log<R> for SledLog<R> {
     }
 
     fn set_checkpoint(&self, name: &str, seq: Seq) -> Result<()> {
-        self.trees.checkpoints.insert(name, &key(seq)).map_err(Error::db("saving a checkpoint"))?;
-        self.trees.db.flush().map(|_| ()).map_err(Error::db("flushing a checkpoint"))
+        self.writable()?;
+        self.trees.inner.with(|open| {
+            open.tree(&self.trees.checkpoints)?.insert(name, &key(seq)).map_err(Error::db("saving a checkpoint"))?;
+            open.sync()
+        })
+    }
+}
+
+impl<R> SledLog<R> {
+    fn writable(&self) -> Result<()> {
+        match self.trees.inner.mode {
+            Mode::ReadWrite => Ok(()),
+            Mode::ReadOnly => Err(Error::ReadOnly(self.trees.name.clone())),
+        }
     }
 }
 

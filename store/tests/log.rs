@@ -132,6 +132,30 @@ async fn snapshots_keep_the_latest() {
     assert_eq!(log.latest_snapshot().unwrap().unwrap().seq, 50);
 }
 
+#[tokio::test]
+async fn older_snapshots_are_thinned_but_stay_spread_over_the_whole_log() {
+    let store = Store::temporary().unwrap();
+    let log = store.log::<Rec>("s").unwrap();
+    for seq in (1..=1000u64).map(|i| i * 10) {
+        log.save_snapshot(seq, seq.to_be_bytes().to_vec()).unwrap();
+    }
+    let kept: Vec<u64> = (0..=10_000)
+        .filter_map(|s| log.snapshot_at_or_before(s).unwrap().map(|x| x.seq))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert!(kept.len() <= 3 + 32 + 1, "bounded: {} kept", kept.len());
+    assert_eq!(&kept[kept.len() - 3..], [9980, 9990, 10_000], "the latest are all kept");
+    assert_eq!(kept[0], 10, "the oldest stays: history from the start");
+    let widest = kept.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    // Nominally one per 1/32 of the span; thinning as the span grows can leave gaps of a few
+    // spacings, never more than an eighth of the log.
+    assert!(widest <= 10_000 / 8, "no gap wider than an eighth of the log: {widest}");
+    assert_eq!(log.snapshot_at_or_before(5).unwrap(), None);
+    let at = log.snapshot_at_or_before(5_555).unwrap().unwrap().seq;
+    assert!(at <= 5_555 && 5_555 - at <= widest, "{at}");
+}
+
 /// Rewrites one stored record of a closed sled log directly in the database, using the block
 /// layout documented in `store::codec`: `[count u32]` then `[len u32][record]` per record.
 fn rewrite_value(dir: &std::path::Path, seq: u64, f: impl FnOnce(&mut Vec<u8>)) {

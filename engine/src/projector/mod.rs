@@ -305,6 +305,8 @@ impl State {
             Event::RemovalReleased { .. } => {
                 self.entry(id, Status::Live).1.held = None;
             }
+            // A record about the log itself, not about any hypervisor.
+            Event::LossAccepted { .. } => {}
         }
     }
 

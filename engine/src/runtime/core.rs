@@ -3,6 +3,8 @@
 //! [`Session::step`] and [`State::apply`].
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::RangeInclusive;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +24,10 @@ use crate::session::{Ctx, Input, LastAttempt, Notice, Session, Timer};
 
 /// Once this many commands were handled without publishing, publish even if more wait.
 const PUBLISH_EVERY: u32 = 64;
+/// How often an append the log refused (disk full, IO error) is tried again.
+const RETRY_APPEND: Duration = Duration::from_secs(1);
+/// How long an append in flight may still take once the engine is told to stop.
+const STOP_WAIT: Duration = Duration::from_secs(2);
 
 /// The latest snapshot (when it decodes) with the log's tail folded in.
 pub(super) fn recover_state<L: store::Log<Recorded>>(log: &L, config: &Config) -> Result<State> {
@@ -69,6 +75,8 @@ pub(super) struct Core<L> {
     releases: BTreeSet<HypervisorId>,
     published_version: u64,
     snapshot_seq: u64,
+    /// The engine's stop signal, once running (a held-back append gives up on it).
+    stop: Option<watch::Receiver<bool>>,
 }
 
 impl<L: store::Log<Recorded>> Core<L> {
@@ -94,6 +102,7 @@ impl<L: store::Log<Recorded>> Core<L> {
             releases: BTreeSet::new(),
             published_version,
             snapshot_seq,
+            stop: None,
         }
     }
 
@@ -122,6 +131,7 @@ impl<L: store::Log<Recorded>> Core<L> {
     }
 
     pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut stop: watch::Receiver<bool>) {
+        self.stop = Some(stop.clone());
         let mut unpublished = 0u32;
         loop {
             let next = self.timers.values().min().copied();
@@ -252,17 +262,8 @@ impl<L: store::Log<Recorded>> Core<L> {
             let records: Vec<Recorded> =
                 step.events.into_iter().map(|event| Recorded { at: now, hypervisor: id.clone(), event }).collect();
             let count = records.len() as u64;
-            let started = std::time::Instant::now();
-            let range = match self.log.append(records).await {
-                Ok(r) => {
-                    self.metrics.appended_in(started.elapsed());
-                    r
-                }
-                Err(e) => {
-                    Metrics::bump(&self.metrics.append_failures, 1);
-                    return Err(Error::Log { context: "appending events", source: e });
-                }
-            };
+            let range =
+                self.append_held(records).await.map_err(|source| Error::Log { context: "appending events", source })?;
             Metrics::bump(&self.metrics.events_appended, count);
             let mut envelopes = Vec::with_capacity(count as usize);
             for entry in self.log.read(*range.start()).take(count as usize) {
@@ -306,6 +307,53 @@ impl<L: store::Log<Recorded>> Core<L> {
             }
         }
         Ok(outcome)
+    }
+
+    /// Appends `records`. While the log refuses them for a reason that can pass (disk full, IO
+    /// error) they are held, and with them the core: further observations wait in their
+    /// channels (backpressure on the adapters, nothing dropped) and the append is tried again
+    /// every second until it is durable; [`Metrics::log_unavailable_since`] says so meanwhile.
+    /// Gives up on an error that cannot pass, at start-up, or when the engine stops (then
+    /// nothing of it was acknowledged).
+    async fn append_held(&mut self, records: Vec<Recorded>) -> std::result::Result<RangeInclusive<u64>, store::Error> {
+        loop {
+            let started = std::time::Instant::now();
+            // A copy per attempt: a refused batch is not handed back. Once the engine stops, an
+            // attempt still stuck in the log after STOP_WAIT gives way (it was not applied
+            // here; if it did become durable, the next start folds it).
+            let attempt = self.log.append(records.clone());
+            let result = match self.stop.as_mut() {
+                Some(stop) => tokio::select! {
+                    r = attempt => r,
+                    _ = async {
+                        let _ = stop.wait_for(|s| *s).await;
+                        tokio::time::sleep(STOP_WAIT).await;
+                    } => Err(store::Error::Closed("the engine stopped while the log was not answering".into())),
+                },
+                None => attempt.await,
+            };
+            let e = match result {
+                Ok(range) => {
+                    self.metrics.appended_in(started.elapsed());
+                    if self.metrics.log_unavailable_since.swap(0, Ordering::SeqCst) != 0 {
+                        tracing::info!(seq = range.start(), "the log accepts appends again; held-back events recorded");
+                    }
+                    return Ok(range);
+                }
+                Err(e) => e,
+            };
+            Metrics::bump(&self.metrics.append_failures, 1);
+            let Some(stop) = self.stop.as_mut().filter(|_| e.is_retryable()) else { return Err(e) };
+            let since = self.clock.now().max(1);
+            if self.metrics.log_unavailable_since.compare_exchange(0, since, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+            {
+                tracing::error!(error = %e, "the log cannot be appended: holding observations back, retrying every second");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(RETRY_APPEND) => {}
+                _ = stop.wait_for(|s| *s) => return Err(e),
+            }
+        }
     }
 
     fn count_invalid(&self, inv: &Invalid) {

@@ -54,6 +54,9 @@ pub struct Metrics {
     pub mass_removals_held_back: AtomicU64,
     pub hollow_inventories: AtomicU64,
     pub append_failures: AtomicU64,
+    /// Unix ms since when the log has refused appends (disk full, IO error), 0 while appends
+    /// work: read it with [`Metrics::log_unavailable_since`] (health reports it).
+    pub log_unavailable_since: AtomicU64,
     pub snapshots_saved: AtomicU64,
     /// Told how long every durable append took (the binary feeds a histogram with it).
     append_observer: std::sync::OnceLock<Box<dyn Fn(std::time::Duration) + Send + Sync>>,
@@ -64,6 +67,7 @@ impl std::fmt::Debug for Metrics {
         f.debug_struct("Metrics")
             .field("events_appended", &self.events_appended)
             .field("append_failures", &self.append_failures)
+            .field("log_unavailable_since", &self.log_unavailable_since)
             .field("snapshots_saved", &self.snapshots_saved)
             .finish_non_exhaustive()
     }
@@ -84,6 +88,12 @@ impl Metrics {
 
     fn bump(counter: &AtomicU64, by: u64) {
         counter.fetch_add(by, Ordering::Relaxed);
+    }
+
+    /// Since when (unix ms) the log has refused appends; `None` while appends work. Meanwhile
+    /// the engine holds observations back and retries every second.
+    pub fn log_unavailable_since(&self) -> Option<crate::event::UnixMs> {
+        Some(self.log_unavailable_since.load(Ordering::SeqCst)).filter(|&t| t != 0)
     }
 
     /// A counter's current value.
@@ -264,7 +274,7 @@ impl Engine {
     }
 
     /// The engine's counters.
-    pub fn metrics(&self) -> &Metrics {
+    pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 

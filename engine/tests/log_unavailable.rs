@@ -1,0 +1,98 @@
+//! The engine over a log that refuses appends for a while (a full disk), on paused time: the
+//! refused events are held and retried every second, observations behind them wait in order,
+//! nothing is dropped or doubled, and the metrics say since when the log has been unavailable.
+
+mod common;
+
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use engine::runtime::{Engine, Metrics};
+use engine::Recorded;
+use store::{Entry, Log, MemoryLog, Seq, Snapshot, Subscription, Verified};
+
+/// A memory log whose next `refuse` appends fail as a full disk would.
+struct Refusing {
+    inner: MemoryLog<Recorded>,
+    refuse: AtomicU32,
+}
+
+impl Log<Recorded> for Refusing {
+    async fn append(&self, batch: Vec<Recorded>) -> store::Result<RangeInclusive<Seq>> {
+        if self.refuse.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(store::Error::NoSpace { path: "/data".into(), free: 0, need: 1 << 20 });
+        }
+        self.inner.append(batch).await
+    }
+    fn head(&self) -> Seq {
+        self.inner.head()
+    }
+    fn read(&self, from: Seq) -> Box<dyn Iterator<Item = store::Result<Entry<Recorded>>> + Send + '_> {
+        self.inner.read(from)
+    }
+    fn subscribe(&self, from: Seq) -> Subscription<Recorded> {
+        self.inner.subscribe(from)
+    }
+    fn verify(&self) -> store::Result<Verified> {
+        self.inner.verify()
+    }
+    fn save_snapshot(&self, seq: Seq, bytes: Vec<u8>) -> store::Result<()> {
+        self.inner.save_snapshot(seq, bytes)
+    }
+    fn latest_snapshot(&self) -> store::Result<Option<Snapshot>> {
+        self.inner.latest_snapshot()
+    }
+    fn checkpoint(&self, name: &str) -> store::Result<Option<Seq>> {
+        self.inner.checkpoint(name)
+    }
+    fn set_checkpoint(&self, name: &str, seq: Seq) -> store::Result<()> {
+        self.inner.set_checkpoint(name, seq)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn refused_appends_are_held_and_retried_and_later_observations_wait_in_order() -> anyhow::Result<()> {
+    let log = Arc::new(Refusing { inner: MemoryLog::new(), refuse: AtomicU32::new(3) });
+    let engine = Engine::start(log.clone(), config(), clock_at(T0)).await?;
+    let id = hv("vc-east");
+    let tx = engine.attach(id.clone(), VMWARE);
+    tx.send(inventory(host_facts("h1", "ethernet1/1/1", &[("pg-10", 10)]))).await?;
+    tx.send(disconnected()).await?;
+    settle().await;
+
+    // Held: nothing appended, the metrics say since when.
+    assert_eq!(log.head(), 0);
+    assert_eq!(engine.metrics().log_unavailable_since(), Some(T0));
+    tokio::time::advance(Duration::from_millis(1500)).await;
+    settle().await;
+    assert_eq!(log.head(), 0, "still refused after two attempts");
+
+    // The third retry (a second later) is accepted: everything, once, in order.
+    for _ in 0..4 {
+        tokio::time::advance(Duration::from_millis(500)).await;
+        settle().await;
+    }
+    let names: Vec<_> = log.read(1).map(|e| e.unwrap().record.event.name()).collect();
+    assert_eq!(names, ["Connected", "Learnt", "Lost"]);
+    assert_eq!(engine.metrics().log_unavailable_since(), None);
+    assert_eq!(Metrics::get(&engine.metrics().append_failures), 3);
+    assert_eq!(vlans(&engine.desired().borrow()), expect(&[("ethernet1/1/1", &[10])]));
+    engine.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_ends_a_held_append_without_waiting_for_the_log() -> anyhow::Result<()> {
+    let log = Arc::new(Refusing { inner: MemoryLog::new(), refuse: AtomicU32::new(u32::MAX) });
+    let engine = Engine::start(log.clone(), config(), clock_at(T0)).await?;
+    let tx = engine.attach(hv("vc-east"), VMWARE);
+    tx.send(inventory(host_facts("h1", "ethernet1/1/1", &[("pg-10", 10)]))).await?;
+    settle().await;
+    assert!(engine.metrics().log_unavailable_since().is_some());
+    tokio::time::timeout(Duration::from_secs(5), engine.shutdown()).await??;
+    assert_eq!(log.head(), 0);
+    Ok(())
+}
