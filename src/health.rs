@@ -51,14 +51,18 @@ pub fn reasons(metrics: &Metrics, state: &SharedState) -> Vec<String> {
     for (name, h) in metrics.switch_health() {
         if h.failing {
             let since = h.failing_since.map(replay::point::format_time).unwrap_or_default();
-            let error = h.last_error.as_deref().unwrap_or("no detail");
+            let error = h.last_error.as_deref().unwrap_or("no error text");
             out.push(format!(
-                "switch {name}: cannot be reconciled since {since} ({} cycles failed in a row): {error}",
+                "switch {name}: reconcile failing since {since} ({} cycle(s) in a row): {error}",
                 h.consecutive_failures
             ));
         }
         if h.refused_names > 0 {
-            out.push(format!("switch {name}: {} desired memberships refused: invalid port names", h.refused_names));
+            out.push(format!(
+                "switch {name}: {} desired VLAN(s) are on ports whose names the switch refuses (nothing is sent \
+                 for them; `netfold log --switch {name} --kind refused` says which and why)",
+                h.refused_names
+            ));
         }
     }
     out

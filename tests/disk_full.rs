@@ -189,7 +189,7 @@ fn a_full_disk_holds_events_back_until_space_returns_and_sigterm_still_stops_the
         &cfg,
         format!(
             "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[engine]\ngrace_secs = 600\n\
-             [[hypervisor]]\nname = \"xen1\"\nkind = \"xen\"\nurl = \"http://127.0.0.1:{port}\"\nuser = \"root\"\n\
+             [[hypervisor]]\nname = \"xen1\"\nkind = \"xen\"\nurl = \"http://127.0.0.1:{port}\"\nallow_plaintext = true\nuser = \"root\"\n\
              password = {{ password_env = \"NETFOLD_TEST_XEN_PASSWORD\" }}\n\
              [[switch]]\nname = \"tor1\"\nkind = \"memory\"\n",
             data.display()

@@ -1,97 +1,75 @@
-//! A TCP fault proxy for tests over real processes: it sits between a client (netfold) and a
-//! peer (a simulator, ovsdb-server) on loopback and forwards bytes both ways until told to
-//! misbehave.
+//! A TCP fault proxy for tests over real processes: it forwards a loopback port to a peer and
+//! can refuse connections, hang (stop forwarding, no RST, connections stay open), delay the
+//! peer's replies, cut a reply part-way (forward N more bytes, then close), or pass traffic again
+//! — what a real network or a hung peer does, so netfold's loss handling is tested against socket
+//! behaviour it did not choose.
 //!
-//! ```ignore
-//! let proxy = Proxy::start(upstream_addr).await;   // listens on 127.0.0.1:0
-//! proxy.set(Mode::Refuse);                          // connections reset, none forwarded
-//! proxy.set(Mode::Pass);
-//! proxy.set_for(b"\"mutate\"", Mode::Delay(Duration::from_secs(5))); // only replies to those
-//! ```
-//!
-//! Modes (they apply at once, to connections already open too):
-//! - [`Mode::Pass`]: forward everything.
-//! - [`Mode::Refuse`]: new connections are reset (RST) on accept; open ones are closed.
-//! - [`Mode::Hang`]: stop forwarding in both directions, keep every socket open (no FIN, no RST):
-//!   a peer that went silent.
-//! - [`Mode::Delay`]: replies (peer → client bytes) are held this long before they are forwarded.
-//! - [`Mode::Cut`]: forward this many more bytes of the reply, then close both sides.
-//!
-//! [`Proxy::set_for`] limits the mode to the replies that follow a request whose bytes contain a
-//! needle (`runCmds` with `configure`, an OVSDB `mutate`, a SOAP `RetrievePropertiesEx`); other
-//! replies pass. The needle is looked for in each read of the client's bytes (plus the tail of the
-//! read before, so a needle split across reads is still seen).
-#![allow(dead_code)] // each test binary uses a different part of this shared helper
+//! [`Proxy::set_for`] limits a mode to the replies that follow a request whose bytes contain a
+//! needle (an eAPI `runCmds` that adds a VLAN, an OVSDB `"mutate"`, a SOAP
+//! `RetrievePropertiesEx`); other replies pass. The needle is looked for in each read of the
+//! client's bytes plus the tail of the read before, so one split across reads is still seen.
+#![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-/// What the proxy does with traffic. See the module docs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How the proxy treats traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Pass,
+    /// The port is closed and every open connection is dropped: connects are refused.
     Refuse,
+    /// Connections are accepted and kept open, but nothing is forwarded either way.
     Hang,
+    /// The peer's bytes reach the client this long after they arrived.
     Delay(Duration),
+    /// This many more bytes of the peer's reply reach the client, then both sides are closed.
     Cut(usize),
 }
 
-#[derive(Clone, Debug)]
-struct Rule {
-    mode: Mode,
-    /// Only replies after a request containing this (None: all traffic).
-    needle: Option<Vec<u8>>,
-}
-
-/// A running proxy; dropping it stops accepting (open connections end with their peers).
+/// A running proxy; dropped, it stops.
 pub struct Proxy {
     addr: SocketAddr,
-    rule: watch::Sender<Rule>,
+    mode: watch::Sender<Mode>,
+    /// When set, the mode applies only to replies to requests containing these bytes.
+    needle: watch::Sender<Option<Vec<u8>>>,
     accepted: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Proxy {
-    /// Listens on `127.0.0.1:0` and forwards each connection to `upstream`.
+    /// Forwards a fresh loopback port to `upstream`.
     pub async fn start(upstream: SocketAddr) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
         let addr = listener.local_addr().expect("proxy address");
-        let (rule, rx) = watch::channel(Rule { mode: Mode::Pass, needle: None });
+        let (mode, rx) = watch::channel(Mode::Pass);
+        let (needle, needle_rx) = watch::channel(None);
         let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::Relaxed);
-                let rx = rx.clone();
-                if rx.borrow().mode == Mode::Refuse && rx.borrow().needle.is_none() {
-                    reset(client);
-                    continue;
-                }
-                tokio::spawn(connection(client, upstream, rx));
-            }
-        });
-        Proxy { addr, rule, accepted, task }
+        let task = tokio::spawn(accept_loop(listener, addr, upstream, rx, needle_rx, accepted.clone()));
+        Proxy { addr, mode, needle, accepted, task }
     }
 
-    /// Where clients connect.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// Applies `mode` to all traffic from now on.
+    /// Applies `mode` to all traffic.
     pub fn set(&self, mode: Mode) {
-        self.rule.send_replace(Rule { mode, needle: None });
+        self.needle.send_replace(None);
+        self.mode.send_replace(mode);
     }
 
-    /// Applies `mode` to the replies that follow a request containing `needle`; the rest passes.
+    /// Applies `mode` (`Delay`, `Cut` or `Hang`) only to the replies that follow a request
+    /// containing `needle`; everything else passes. `Refuse` always applies to everything.
     pub fn set_for(&self, needle: &[u8], mode: Mode) {
-        self.rule.send_replace(Rule { mode, needle: Some(needle.to_vec()) });
+        self.needle.send_replace(Some(needle.to_vec()));
+        self.mode.send_replace(mode);
     }
 
     /// Connections accepted so far.
@@ -106,124 +84,149 @@ impl Drop for Proxy {
     }
 }
 
-/// Closes `s` with a reset rather than a FIN.
-fn reset(s: TcpStream) {
-    // Linger 0 turns the close into an RST. (A failure to set it leaves an ordinary close.)
-    #[allow(deprecated)] // tokio deprecates set_linger for blocking-close concerns; 0 never blocks
-    let _ = s.set_linger(Some(Duration::ZERO));
-    drop(s);
-}
-
-async fn connection(client: TcpStream, upstream: SocketAddr, rule: watch::Receiver<Rule>) {
-    let Ok(server) = TcpStream::connect(upstream).await else {
-        reset(client);
-        return;
-    };
-    let _ = client.set_nodelay(true);
-    let _ = server.set_nodelay(true);
-    let (mut cr, mut cw) = client.into_split();
-    let (mut sr, mut sw) = server.into_split();
-    // Whether the reply now flowing answers a request that matched the rule's needle.
-    let armed = Arc::new(Mutex::new(false));
-    let (stop_tx, stop) = watch::channel(false);
-
-    let up = {
-        let (rule, armed, mut stop) = (rule.clone(), armed.clone(), stop.clone());
-        async move {
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut tail: Vec<u8> = Vec::new();
-            loop {
-                let n = tokio::select! {
-                    n = cr.read(&mut buf) => n,
-                    _ = stop.wait_for(|s| *s) => return,
-                };
-                let n = match n {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                let r = rule.borrow().clone();
-                if let Some(needle) = &r.needle {
-                    let mut window = std::mem::take(&mut tail);
-                    window.extend_from_slice(&buf[..n]);
-                    *armed.lock().unwrap() = window.windows(needle.len()).any(|w| w == needle.as_slice());
-                    tail = window[window.len().saturating_sub(needle.len())..].to_vec();
-                }
-                if !wait_while_hung(&rule, &armed, &mut stop).await {
-                    return;
-                }
-                if sw.write_all(&buf[..n]).await.is_err() {
-                    return;
-                }
+async fn accept_loop(
+    mut listener: TcpListener,
+    addr: SocketAddr,
+    upstream: SocketAddr,
+    mut mode: watch::Receiver<Mode>,
+    needle: watch::Receiver<Option<Vec<u8>>>,
+    accepted: Arc<AtomicUsize>,
+) {
+    loop {
+        tokio::select! {
+            a = listener.accept() => {
+                let Ok((client, _)) = a else { continue };
+                accepted.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(connection(client, upstream, mode.clone(), needle.clone()));
             }
-        }
-    };
-    let down = {
-        let (rule, armed, mut stop) = (rule.clone(), armed.clone(), stop.clone());
-        async move {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = tokio::select! {
-                    n = sr.read(&mut buf) => n,
-                    _ = stop.wait_for(|s| *s) => return,
-                };
-                let n = match n {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                let mode = effective(&rule, &armed);
-                match mode {
-                    Mode::Delay(d) => tokio::time::sleep(d).await,
-                    Mode::Cut(left) => {
-                        let _ = cw.write_all(&buf[..n.min(left)]).await;
-                        let _ = cw.shutdown().await;
+            _ = mode.changed() => {
+                if *mode.borrow_and_update() != Mode::Refuse {
+                    continue;
+                }
+                // Close the port (connection tasks see Refuse and drop their sockets), then
+                // open it again once the mode changes.
+                drop(listener);
+                while *mode.borrow_and_update() == Mode::Refuse {
+                    if mode.changed().await.is_err() {
                         return;
                     }
-                    Mode::Refuse => return,
-                    Mode::Pass | Mode::Hang => {}
                 }
-                if !wait_while_hung(&rule, &armed, &mut stop).await {
-                    return;
-                }
-                if cw.write_all(&buf[..n]).await.is_err() {
-                    return;
-                }
+                listener = loop {
+                    match TcpListener::bind(addr).await {
+                        Ok(l) => break l,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                };
             }
         }
-    };
-    let mut refused = rule.clone();
-    let refuse = async move {
-        let _ = refused.wait_for(|r| r.mode == Mode::Refuse && r.needle.is_none()).await;
-    };
+    }
+}
+
+async fn connection(
+    client: TcpStream,
+    upstream: SocketAddr,
+    mode: watch::Receiver<Mode>,
+    needle: watch::Receiver<Option<Vec<u8>>>,
+) {
+    if *mode.borrow() == Mode::Refuse {
+        return;
+    }
+    let Ok(server) = TcpStream::connect(upstream).await else { return };
+    let (cr, cw) = client.into_split();
+    let (sr, sw) = server.into_split();
+    // Whether the reply now flowing answers a request that held the needle.
+    let armed = Arc::new(AtomicBool::new(false));
+    let up_dir = Direction { reply: false, needle: needle.clone(), armed: armed.clone() };
+    let down_dir = Direction { reply: true, needle, armed };
+    let mut up = tokio::spawn(pump(cr, sw, mode.clone(), up_dir));
+    let mut down = tokio::spawn(pump(sr, cw, mode.clone(), down_dir));
     tokio::select! {
-        _ = up => {}
-        _ = down => {}
-        _ = refuse => {}
+        _ = &mut up => {}
+        _ = &mut down => {}
     }
-    // Either side ending ends both (dropping the halves closes the sockets).
-    let _ = stop_tx.send(true);
+    up.abort();
+    down.abort();
 }
 
-fn effective(rule: &watch::Receiver<Rule>, armed: &Mutex<bool>) -> Mode {
-    let r = rule.borrow();
-    match &r.needle {
-        Some(_) if !*armed.lock().unwrap() => Mode::Pass,
-        _ => r.mode.clone(),
+/// One direction of a connection.
+struct Direction {
+    /// The peer → client direction (the one `Delay` slows and `Cut` cuts).
+    reply: bool,
+    needle: watch::Receiver<Option<Vec<u8>>>,
+    armed: Arc<AtomicBool>,
+}
+
+impl Direction {
+    /// The mode for this direction now: a mode limited by a needle passes unarmed replies, and
+    /// never holds requests (so the request that arms it gets through).
+    fn mode(&self, mode: Mode) -> Mode {
+        match (&*self.needle.borrow(), mode) {
+            (_, Mode::Refuse) => Mode::Refuse,
+            (Some(_), _) if !self.reply || !self.armed.load(Ordering::Relaxed) => Mode::Pass,
+            (_, m) => m,
+        }
     }
 }
 
-/// Holds while the rule says Hang for this traffic; false when the connection is stopping.
-async fn wait_while_hung(rule: &watch::Receiver<Rule>, armed: &Mutex<bool>, stop: &mut watch::Receiver<bool>) -> bool {
-    let mut rule = rule.clone();
+/// Copies `from` to `to` chunk by chunk, obeying the mode before each write.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut mode: watch::Receiver<Mode>,
+    dir: Direction,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut tail: Vec<u8> = Vec::new();
     loop {
-        if *stop.borrow() {
-            return false;
+        let n = tokio::select! {
+            r = from.read(&mut buf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            _ = refused(&mut mode) => return,
+        };
+        if !dir.reply {
+            if let Some(needle) = dir.needle.borrow().as_deref() {
+                let mut window = std::mem::take(&mut tail);
+                window.extend_from_slice(&buf[..n]);
+                dir.armed.store(window.windows(needle.len()).any(|w| w == needle), Ordering::Relaxed);
+                tail = window[window.len().saturating_sub(needle.len())..].to_vec();
+            }
         }
-        if effective(&rule, armed) != Mode::Hang {
-            return true;
+        let mut len = n;
+        loop {
+            let m = dir.mode(*mode.borrow_and_update());
+            match m {
+                Mode::Refuse => return,
+                Mode::Hang => {
+                    if mode.changed().await.is_err() {
+                        return;
+                    }
+                }
+                Mode::Delay(d) if dir.reply => {
+                    tokio::time::sleep(d).await;
+                    break;
+                }
+                Mode::Cut(left) if dir.reply => {
+                    len = n.min(left);
+                    let _ = to.write_all(&buf[..len]).await;
+                    let _ = to.shutdown().await;
+                    return;
+                }
+                _ => break,
+            }
         }
-        tokio::select! {
-            _ = rule.changed() => {}
-            _ = stop.changed() => {}
+        if to.write_all(&buf[..len]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Completes when the mode becomes `Refuse`.
+async fn refused(mode: &mut watch::Receiver<Mode>) {
+    while *mode.borrow_and_update() != Mode::Refuse {
+        if mode.changed().await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 }
