@@ -94,7 +94,8 @@ pub async fn add_switch(agent: &mut Agent, s: &SwitchPlan) -> Result<()> {
     }
 }
 
-async fn wait_for_signal() -> Result<()> {
+/// Until SIGINT or SIGTERM.
+pub async fn wait_for_signal() -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot watch for SIGTERM")?;
     tokio::select! {

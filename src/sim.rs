@@ -96,16 +96,6 @@ async fn serve_control(sim: Arc<dyn Controlled>, listen: &str) -> Result<()> {
     Ok(())
 }
 
-async fn until_signal() -> Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot watch for SIGTERM")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("cannot watch for SIGINT")?,
-        _ = term.recv() => {}
-    }
-    Ok(())
-}
-
 pub async fn run(sim: SimCommand) -> Result<()> {
     match sim {
         SimCommand::Vcenter { listen, hosts, vms_per_host, portgroups, common: SimCommon { lab: l, control } } => {
@@ -125,7 +115,7 @@ pub async fn run(sim: SimCommand) -> Result<()> {
             if let Some(c) = control {
                 serve_control(sim.clone(), &c).await?;
             }
-            until_signal().await
+            crate::run::wait_for_signal().await
         }
         SimCommand::Xen { listen, hosts, vms_per_host, vlans, common: SimCommon { lab: l, control } } => {
             let mut opts = match l {
@@ -144,7 +134,7 @@ pub async fn run(sim: SimCommand) -> Result<()> {
             if let Some(c) = control {
                 serve_control(sim.clone(), &c).await?;
             }
-            until_signal().await
+            crate::run::wait_for_signal().await
         }
         SimCommand::Eapi { listen, interfaces } => {
             let mut sim = eapi::sim::Sim::new("admin", "admin");
@@ -156,7 +146,7 @@ pub async fn run(sim: SimCommand) -> Result<()> {
             println!("url:      http://{bound}");
             println!("user:     admin");
             println!("password: admin");
-            until_signal().await?;
+            crate::run::wait_for_signal().await?;
             task.abort();
             Ok(())
         }

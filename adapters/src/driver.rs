@@ -112,6 +112,30 @@ pub struct Timing {
 }
 
 impl Timing {
+    /// The schedule from an adapter's knobs (milliseconds and seconds as the config names them).
+    pub fn from_knobs(
+        backoff_initial_ms: u64,
+        backoff_max_ms: u64,
+        fatal_retry_secs: u64,
+        resync_secs: u64,
+        connect_timeout_ms: u64,
+        grace: Duration,
+    ) -> Self {
+        Timing {
+            backoff: Backoff::new(Duration::from_millis(backoff_initial_ms), Duration::from_millis(backoff_max_ms)),
+            grace,
+            fatal_retry: Duration::from_secs(fatal_retry_secs),
+            resync: Duration::from_secs(resync_secs),
+            logout: Duration::from_millis(connect_timeout_ms),
+        }
+    }
+
+    /// How long the engine waits for a last attempt before expiry: a connect and a login, each
+    /// within the liveness bound.
+    pub fn last_attempt_window(t: &crate::common::Timeouts) -> Duration {
+        t.connect + 2 * t.liveness
+    }
+
     /// The wait before the next attempt. `lost`: the engine holds the hypervisor as lost.
     /// `jitter ∈ [0, 1]`.
     pub fn delay(&self, class: Class, attempt: u32, lost: bool, jitter: f64) -> Duration {

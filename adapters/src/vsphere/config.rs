@@ -15,7 +15,6 @@ use serde::Deserialize;
 use super::error::{Error, Result};
 use crate::common::{SecretSource, Timeouts, TlsOptions};
 use crate::driver::Timing;
-use engine::backoff::Backoff;
 
 /// One vSphere endpoint. Unknown keys are refused.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -190,21 +189,19 @@ impl Config {
 
     /// The session driver's schedule, for a hypervisor with this grace period.
     pub fn timing(&self, grace: Duration) -> Timing {
-        Timing {
-            backoff: Backoff::new(
-                Duration::from_millis(self.backoff_initial_ms),
-                Duration::from_millis(self.backoff_max_ms),
-            ),
+        Timing::from_knobs(
+            self.backoff_initial_ms,
+            self.backoff_max_ms,
+            self.fatal_retry_secs,
+            self.resync_secs,
+            self.connect_timeout_ms,
             grace,
-            fatal_retry: Duration::from_secs(self.fatal_retry_secs),
-            resync: Duration::from_secs(self.resync_secs),
-            logout: Duration::from_millis(self.connect_timeout_ms),
-        }
+        )
     }
 
-    /// How long the engine waits for a last attempt before expiry: a connect and a login.
+    /// How long the engine waits for a last attempt before expiry.
     pub fn last_attempt_window(&self) -> Duration {
-        Duration::from_millis(self.connect_timeout_ms) + Duration::from_secs(2 * self.liveness_secs)
+        Timing::last_attempt_window(&self.timeouts())
     }
 
     pub fn topology_refresh(&self) -> Duration {

@@ -69,17 +69,7 @@ impl Error {
     /// The message with every underlying cause (`…: …: invalid peer certificate: UnknownIssuer`),
     /// for operators: transport errors keep their real cause several sources deep.
     pub fn chain(&self) -> String {
-        let mut out = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(s) = source {
-            let text = s.to_string();
-            if !out.contains(&text) {
-                out.push_str(": ");
-                out.push_str(&text);
-            }
-            source = s.source();
-        }
-        out
+        crate::driver::chain(self)
     }
 
     pub(crate) fn malformed(what: impl Into<String>, reason: impl ToString) -> Self {
