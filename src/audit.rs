@@ -162,21 +162,27 @@ pub fn switch_log_router(audit: Arc<SledLog<SwitchRecord>>) -> axum::Router {
     axum::Router::new().route("/switch-log", axum::routing::get(lines)).with_state(audit)
 }
 
+/// One long-polled page of JSON lines from the running agent's `/{path}?from=FROM`.
+async fn agent_page(client: &reqwest::Client, agent: &str, path: &str, from: u64) -> Result<String> {
+    let url = format!("{}/{path}?from={from}", agent.trim_end_matches('/'));
+    let page = client
+        .get(&url)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .with_context(|| format!("no netfold agent answering at {agent} (--follow reads the running agent; without one, drop --follow to read the data directory)"))?
+        .text()
+        .await?;
+    Ok(page)
+}
+
 /// The switch audit of `switch` from the running agent, following new entries until interrupted.
 pub async fn follow_switch(agent: &str, switch: &str, filter: &Filter, json: bool) -> Result<()> {
     let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
     let mut from = 1;
     let mut out = std::io::stdout().lock();
     loop {
-        let url = format!("{}/switch-log?from={from}", agent.trim_end_matches('/'));
-        let body = client
-            .get(&url)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .with_context(|| format!("no netfold agent answering at {agent} (--follow reads the running agent; without one, drop --follow to read the data directory)"))?
-            .text()
-            .await?;
+        let body = agent_page(&client, agent, "switch-log", from).await?;
         for line in body.lines() {
             let v: serde_json::Value = serde_json::from_str(line)
                 .map_err(|e| anyhow::anyhow!("the agent sent a malformed /switch-log line: {e}"))?;
@@ -238,15 +244,7 @@ pub async fn follow(agent: &str, filter: &Filter, json: bool) -> Result<()> {
     let mut from = 1;
     let mut out = std::io::stdout().lock();
     loop {
-        let url = format!("{}/log?from={from}", agent.trim_end_matches('/'));
-        let body = client
-            .get(&url)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .with_context(|| format!("no netfold agent answering at {agent} (--follow reads the running agent; without one, drop --follow to read the data directory)"))?
-            .text()
-            .await?;
+        let body = agent_page(&client, agent, "log", from).await?;
         for line in body.lines() {
             let env =
                 audit::from_json(line).map_err(|e| anyhow::anyhow!("the agent sent a malformed /log line: {e}"))?;
