@@ -27,11 +27,14 @@ fn lab(spec: &str) -> Result<(String, String)> {
         .with_context(|| format!("--lab `{spec}` is not SWITCH:PREFIX (e.g. tor1:Ethernet2/)"))
 }
 
-/// What the control API drives.
+/// What the control API drives, and what is printed at start.
 trait Controlled: Send + Sync + 'static {
     fn set_fault(&self, fault: Fault);
     fn set_password(&self, password: &str);
     fn counts(&self) -> Counts;
+    fn url(&self) -> String;
+    fn user(&self) -> String;
+    fn password(&self) -> String;
 }
 
 impl Controlled for vsphere::sim::SimHandle {
@@ -43,6 +46,15 @@ impl Controlled for vsphere::sim::SimHandle {
     }
     fn counts(&self) -> Counts {
         vsphere::sim::SimHandle::counts(self)
+    }
+    fn url(&self) -> String {
+        vsphere::sim::SimHandle::url(self)
+    }
+    fn user(&self) -> String {
+        vsphere::sim::SimHandle::user(self).to_string()
+    }
+    fn password(&self) -> String {
+        vsphere::sim::SimHandle::password(self)
     }
 }
 
@@ -56,6 +68,28 @@ impl Controlled for xen::sim::Simulator {
     fn counts(&self) -> Counts {
         xen::sim::Simulator::counts(self)
     }
+    fn url(&self) -> String {
+        xen::sim::Simulator::url(self).to_string()
+    }
+    fn user(&self) -> String {
+        xen::sim::Simulator::user(self)
+    }
+    fn password(&self) -> String {
+        xen::sim::Simulator::password(self)
+    }
+}
+
+/// Prints what a client needs (`banner`, `url:`, `user:`, `password:`, then `control:` when
+/// asked for) and serves until SIGINT/SIGTERM.
+async fn announce_and_serve(banner: &str, sim: Arc<dyn Controlled>, control: Option<String>) -> Result<()> {
+    println!("{banner}");
+    println!("url:      {}", sim.url());
+    println!("user:     {}", sim.user());
+    println!("password: {}", sim.password());
+    if let Some(c) = control {
+        serve_control(sim, &c).await?;
+    }
+    crate::run::wait_for_signal().await
 }
 
 /// Serves the control API on `listen` (loopback only); prints `control: http://ADDR`.
@@ -107,15 +141,8 @@ pub async fn run(sim: SimCommand) -> Result<()> {
                 None => vsphere::sim::SimOptions { hosts, vms_per_host, portgroups, ..Default::default() },
             };
             opts.listen = addr(&listen)?;
-            let sim = Arc::new(vsphere::sim::Simulator::start(opts).await.context("vCenter simulator")?);
-            println!("vCenter simulator");
-            println!("url:      {}", sim.url());
-            println!("user:     {}", sim.user());
-            println!("password: {}", sim.password());
-            if let Some(c) = control {
-                serve_control(sim.clone(), &c).await?;
-            }
-            crate::run::wait_for_signal().await
+            let sim = vsphere::sim::Simulator::start(opts).await.context("vCenter simulator")?;
+            announce_and_serve("vCenter simulator", Arc::new(sim), control).await
         }
         SimCommand::Xen { listen, hosts, vms_per_host, vlans, common: SimCommon { lab: l, control } } => {
             let mut opts = match l {
@@ -126,15 +153,8 @@ pub async fn run(sim: SimCommand) -> Result<()> {
                 None => xen::sim::SimOptions { hosts, vms_per_host, vlans, ..Default::default() },
             };
             opts.listen = addr(&listen)?;
-            let sim = Arc::new(xen::sim::Simulator::start(opts).await.context("XenServer simulator")?);
-            println!("XenServer simulator");
-            println!("url:      {}", sim.url());
-            println!("user:     {}", sim.user());
-            println!("password: {}", sim.password());
-            if let Some(c) = control {
-                serve_control(sim.clone(), &c).await?;
-            }
-            crate::run::wait_for_signal().await
+            let sim = xen::sim::Simulator::start(opts).await.context("XenServer simulator")?;
+            announce_and_serve("XenServer simulator", Arc::new(sim), control).await
         }
         SimCommand::Eapi { listen, interfaces } => {
             let mut sim = eapi::sim::Sim::new("admin", "admin");
