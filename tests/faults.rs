@@ -290,10 +290,10 @@ async fn down_while_netfold_was_killed_is_lost_at_start_and_expires_after_grace(
 async fn back_five_seconds_before_the_grace_ends_keeps_everything() {
     let mut rig = Rig::start(Setup::default()).await;
     rig.learnt().await;
-    rig.proxy.set(Mode::Refuse);
+    rig.proxy.set(Mode::Refuse).await;
     rig.nf().wait_line(LOST).await;
     rig.switch_stays(&learnt_table(), Duration::from_secs(14), "while lost within grace").await;
-    rig.proxy.set(Mode::Pass);
+    rig.proxy.set(Mode::Pass).await;
     rig.nf().wait_line(BACK).await;
     assert_eq!(rig.kinds().await, ["Connected", "Learnt", "Lost", "Reestablished"]);
     assert_eq!(rig.nf().count(REMOVING), 0);
@@ -307,7 +307,7 @@ async fn a_hung_peer_is_lost_within_the_liveness_bound_and_expires_at_last_conta
     let mut rig = Rig::start(Setup::default()).await;
     rig.learnt().await;
     let hung = Instant::now();
-    rig.proxy.set(Mode::Hang);
+    rig.proxy.set(Mode::Hang).await;
     let took = rig.nf().wait_line(LOST).await;
     // Liveness 5 s, plus one poll (2 s) and margin for a loaded machine.
     assert!(took <= Duration::from_secs(LIVENESS_SECS + 8), "hung peer noticed after {took:?}");
@@ -325,7 +325,7 @@ async fn a_hung_peer_is_lost_within_the_liveness_bound_and_expires_at_last_conta
     assert!((20_000..20_000 + 12_000).contains(&after), "expired {after} ms after the last contact");
     assert!(hung_for < Duration::from_secs(20 + 12), "expired {hung_for:?} after the hang began");
     rig.switch_is(&empty_table(), "after expiry").await;
-    rig.proxy.set(Mode::Pass);
+    rig.proxy.set(Mode::Pass).await;
     rig.nf().wait_line("XenAPI inventory read").await;
     rig.switch_is(&learnt_table(), "learnt afresh").await;
     rig.nf.take().expect("running").stop().await;
@@ -395,9 +395,9 @@ async fn ten_flaps_within_grace_change_nothing_on_the_switch() {
     let mut rig = Rig::start(Setup::default()).await;
     rig.learnt().await;
     for flap in 1..=10 {
-        rig.proxy.set(Mode::Refuse);
+        rig.proxy.set(Mode::Refuse).await;
         rig.nf().wait_lines(LOST, flap).await;
-        rig.proxy.set(Mode::Pass);
+        rig.proxy.set(Mode::Pass).await;
         rig.nf().wait_lines(BACK, flap).await;
         assert_eq!(rig.trunks(), learnt_table(), "flap {flap}");
     }
@@ -438,11 +438,11 @@ async fn a_pool_never_learnt_and_unreachable_does_not_stop_start_up() {
     rig.nf.take().expect("running").stop().await;
     // A fresh data directory: netfold has never learnt from this pool, and it is down.
     std::fs::remove_dir_all(rig.dir.path().join("data")).expect("remove data");
-    rig.proxy.set(Mode::Refuse);
+    rig.proxy.set(Mode::Refuse).await;
     rig.run().await;
     let body = rig.health_until(503, "xen217 (Xen-Citrix): adapter retrying").await;
     assert_eq!(body["status"], "degraded");
-    rig.proxy.set(Mode::Pass);
+    rig.proxy.set(Mode::Pass).await;
     rig.nf().wait_line("XenAPI inventory read").await;
     rig.health_becomes(200).await;
     assert_eq!(rig.kinds().await, ["Connected", "Learnt"]);

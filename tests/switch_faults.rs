@@ -116,7 +116,7 @@ async fn sigkill_between_the_eapi_apply_and_its_reply_leaks_no_vlan_and_keeps_th
     let (sim_addr, _sim_task) = sim.clone().serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let proxy = Proxy::start(sim_addr).await;
     // The switch carries out every add, but netfold never hears back.
-    proxy.set_for(b"switchport trunk allowed vlan add", Mode::Delay(Duration::from_secs(600)));
+    proxy.set_for(b"switchport trunk allowed vlan add", Mode::Delay(Duration::from_secs(600))).await;
     let vc = vcenter().await;
 
     let dir = tempfile::tempdir().unwrap();
@@ -155,7 +155,7 @@ resync_secs = 2
     assert!(entries(&log, "applied").is_empty(), "killed before any reply: {log:?}");
 
     // While netfold is down, the hypervisor stops needing VLAN 101 (its port group moves to 150).
-    proxy.set(Mode::Pass);
+    proxy.set(Mode::Pass).await;
     vc.set_portgroup_vlan("pg-101", 150).unwrap();
     let mut nf = Netfold::start(&config, dir.path().join("run2.log"), &env);
     nf.http().await;
@@ -198,7 +198,7 @@ async fn an_ovs_reply_slower_than_the_timeout_leaks_no_vlan_and_an_unreachable_s
     .unwrap();
     let ovsdb: std::net::SocketAddr = lab.tcp_endpoint().strip_prefix("tcp:").unwrap().parse().unwrap();
     let proxy = Proxy::start(ovsdb).await;
-    proxy.set(Mode::Refuse); // the switch is unreachable when netfold starts
+    proxy.set(Mode::Refuse).await; // the switch is unreachable when netfold starts
     let vc = vcenter().await;
 
     let dir = tempfile::tempdir().unwrap();
@@ -246,12 +246,12 @@ resync_secs = 2
     assert!(!nf.log().contains("is unreachable at start-up"), "start-up does not give up on a switch");
 
     // The switch answers, but its replies to mutations arrive after the 2 s timeout.
-    proxy.set_for(b"\"mutate\"", Mode::Delay(Duration::from_secs(5)));
+    proxy.set_for(b"\"mutate\"", Mode::Delay(Duration::from_secs(5))).await;
     let trunks = |p: &str| -> BTreeSet<u16> { lab.trunks(p).unwrap_or_default().into_iter().collect() };
     until("OVS carried out the adds", || trunks("Ethernet1/1").contains(&101), || lab.diagnostics()).await;
     nf.wait_line("intents stay until the switch is read").await;
 
-    proxy.set(Mode::Pass);
+    proxy.set(Mode::Pass).await;
     vc.set_portgroup_vlan("pg-101", 150).unwrap();
     until(
         "101 removed, 150 added",
@@ -372,7 +372,7 @@ async fn an_eapi_reply_slower_than_the_timeout_leaks_no_vlan() {
     let sim = eapi_sim();
     let (sim_addr, _sim_task) = sim.clone().serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let proxy = Proxy::start(sim_addr).await;
-    proxy.set_for(b"switchport trunk allowed vlan add", Mode::Delay(Duration::from_secs(4)));
+    proxy.set_for(b"switchport trunk allowed vlan add", Mode::Delay(Duration::from_secs(4))).await;
     let vc = vcenter().await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("data").to_str().unwrap().to_string();
@@ -401,7 +401,7 @@ resync_secs = 2
     let diag = || format!("{:?}", ports().iter().map(|p| vlans(&sim, p)).collect::<Vec<_>>());
     until("the switch applied netfold's adds", || vlans(&sim, "Ethernet1/1").contains(&101), diag).await;
     nf.wait_line("intents stay until the switch is read").await;
-    proxy.set(Mode::Pass);
+    proxy.set(Mode::Pass).await;
     vc.set_portgroup_vlan("pg-101", 150).unwrap();
     until(
         "101 removed where netfold put it, 150 added",
@@ -473,24 +473,24 @@ async fn the_fault_proxy_passes_delays_cuts_hangs_and_refuses() {
     };
     assert_eq!(ask(b"ping", Duration::from_secs(5)).await, ("complete", b"pingping".to_vec()));
 
-    proxy.set(Mode::Delay(Duration::from_millis(800)));
+    proxy.set(Mode::Delay(Duration::from_millis(800))).await;
     let t = Instant::now();
     assert_eq!(ask(b"ping", Duration::from_secs(5)).await.0, "complete");
     assert!(t.elapsed() >= Duration::from_millis(800), "delayed only {:?}", t.elapsed());
 
-    proxy.set_for(b"slow", Mode::Delay(Duration::from_secs(3)));
+    proxy.set_for(b"slow", Mode::Delay(Duration::from_secs(3))).await;
     let t = Instant::now();
     assert_eq!(ask(b"fast", Duration::from_secs(5)).await.0, "complete");
     assert!(t.elapsed() < Duration::from_secs(2), "a reply to a request without the needle passes");
 
-    proxy.set(Mode::Cut(3));
+    proxy.set(Mode::Cut(3)).await;
     assert_eq!(ask(b"ping", Duration::from_secs(5)).await, ("closed", b"pin".to_vec()));
 
-    proxy.set(Mode::Hang);
+    proxy.set(Mode::Hang).await;
     let (r, got) = ask(b"ping", Duration::from_millis(800)).await;
     assert_eq!((r, got.len()), ("silent", 0), "hung: nothing forwarded, the connection kept open");
 
-    proxy.set(Mode::Refuse);
+    proxy.set(Mode::Refuse).await;
     let (r, got) = ask(b"ping", Duration::from_secs(5)).await;
     assert_eq!((r, got.len()), ("reset", 0), "refused: the port is closed");
     assert_eq!(proxy.accepted(), 5, "one connection per request; none while refusing");

@@ -37,6 +37,8 @@ pub enum Mode {
 pub struct Proxy {
     addr: SocketAddr,
     mode: watch::Sender<Mode>,
+    /// The mode the accept loop has acted on (for `Refuse`: the port is closed).
+    applied: watch::Sender<Mode>,
     /// When set, the mode applies only to replies to requests containing these bytes.
     needle: watch::Sender<Option<Vec<u8>>>,
     accepted: Arc<AtomicUsize>,
@@ -50,26 +52,39 @@ impl Proxy {
         let addr = listener.local_addr().expect("proxy address");
         let (mode, rx) = watch::channel(Mode::Pass);
         let (needle, needle_rx) = watch::channel(None);
+        let (applied, _) = watch::channel(Mode::Pass);
         let accepted = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(accept_loop(listener, addr, upstream, rx, needle_rx, accepted.clone()));
-        Proxy { addr, mode, needle, accepted, task }
+        let task = tokio::spawn(accept_loop(
+            listener,
+            Shared { addr, upstream, needle: needle_rx, accepted: accepted.clone(), applied: applied.clone() },
+            rx,
+        ));
+        Proxy { addr, mode, applied, needle, accepted, task }
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// Applies `mode` to all traffic.
-    pub fn set(&self, mode: Mode) {
+    /// Applies `mode` to all traffic; returns once it is in force (after `Refuse`, a connect
+    /// is refused; after leaving it, the port accepts again).
+    pub async fn set(&self, mode: Mode) {
         self.needle.send_replace(None);
-        self.mode.send_replace(mode);
+        self.switch_to(mode).await;
     }
 
     /// Applies `mode` (`Delay`, `Cut` or `Hang`) only to the replies that follow a request
     /// containing `needle`; everything else passes. `Refuse` always applies to everything.
-    pub fn set_for(&self, needle: &[u8], mode: Mode) {
+    pub async fn set_for(&self, needle: &[u8], mode: Mode) {
         self.needle.send_replace(Some(needle.to_vec()));
+        self.switch_to(mode).await;
+    }
+
+    async fn switch_to(&self, mode: Mode) {
+        let mut applied = self.applied.subscribe();
         self.mode.send_replace(mode);
+        // A later `set` from another task could move on first; the proxy is driven by one test.
+        let _ = applied.wait_for(|m| *m == mode).await;
     }
 
     /// Connections accepted so far.
@@ -84,39 +99,45 @@ impl Drop for Proxy {
     }
 }
 
-async fn accept_loop(
-    mut listener: TcpListener,
+/// What the accept loop hands to each connection, and where it reports the mode in force.
+struct Shared {
     addr: SocketAddr,
     upstream: SocketAddr,
-    mut mode: watch::Receiver<Mode>,
     needle: watch::Receiver<Option<Vec<u8>>>,
     accepted: Arc<AtomicUsize>,
-) {
+    applied: watch::Sender<Mode>,
+}
+
+async fn accept_loop(mut listener: TcpListener, shared: Shared, mut mode: watch::Receiver<Mode>) {
     loop {
         tokio::select! {
             a = listener.accept() => {
                 let Ok((client, _)) = a else { continue };
-                accepted.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(connection(client, upstream, mode.clone(), needle.clone()));
+                shared.accepted.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(connection(client, shared.upstream, mode.clone(), shared.needle.clone()));
             }
             _ = mode.changed() => {
-                if *mode.borrow_and_update() != Mode::Refuse {
+                let now = *mode.borrow_and_update();
+                if now != Mode::Refuse {
+                    shared.applied.send_replace(now);
                     continue;
                 }
                 // Close the port (connection tasks see Refuse and drop their sockets), then
                 // open it again once the mode changes.
                 drop(listener);
+                shared.applied.send_replace(Mode::Refuse);
                 while *mode.borrow_and_update() == Mode::Refuse {
                     if mode.changed().await.is_err() {
                         return;
                     }
                 }
                 listener = loop {
-                    match TcpListener::bind(addr).await {
+                    match TcpListener::bind(shared.addr).await {
                         Ok(l) => break l,
                         Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
                     }
                 };
+                shared.applied.send_replace(*mode.borrow());
             }
         }
     }
