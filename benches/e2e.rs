@@ -24,12 +24,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use adapters::ovs::lab::Lab;
 use adapters::ovs::{self, OvsSwitch};
-use adapters::vsphere::sim::{SimHandle, SimNet, SimOptions, Simulator};
 use anyhow::{bail, Context, Result};
 use engine::switch::Switch;
 use engine::switch::{Grammar, PortName};
+use sims::ovs_lab::Lab;
+use sims::vsphere::{SimHandle, SimNet, SimOptions, Simulator};
 
 const PARKING: u16 = 4094;
 const VLAN_A: u16 = 3000;

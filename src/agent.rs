@@ -11,7 +11,7 @@ use engine::clock::{Clock, SystemClock};
 use engine::reconciler::{Ledger, Reconciler, SwitchRecord};
 use engine::switch::Switch;
 use engine::{Engine, Event, HypervisorId, Kind, Recorded, LOSS_RECORDER};
-use replay::history::{db_path, EVENTS_LOG, META_TABLE, POLICY_KEY};
+use store::layout::{db_path, EVENTS_LOG, LEDGER_TABLE, META_TABLE, POLICY_KEY, SWITCH_AUDIT_LOG};
 use store::{Log, OnLoss, SledLog, Store};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -20,11 +20,6 @@ use adapters::driver::Health;
 
 use crate::config::Hypervisor;
 use crate::metrics::Metrics;
-
-/// The switch audit log's name in the store.
-pub const SWITCH_AUDIT_LOG: &str = "switch-audit";
-/// The ownership ledger's table.
-pub const LEDGER_TABLE: &str = "ledger";
 
 /// A hypervisor adapter's configuration.
 pub enum Adapter {

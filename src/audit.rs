@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use store::{Log, SledLog};
 
-use crate::agent::SWITCH_AUDIT_LOG;
 use crate::cli::DataDir;
+use store::layout::SWITCH_AUDIT_LOG;
 
 fn open(data: &DataDir) -> Result<History> {
     History::open(&data.data_dir).with_context(|| format!("cannot read the history in {}", data.data_dir.display()))

@@ -6,7 +6,7 @@
 //! has converged, and the demo fails (non-zero exit) if any step does not happen.
 //!
 //! The switch is in memory by default; `--switch ovs` starts a private Open vSwitch
-//! ([`adapters::ovs::lab`]) and drives it over OVSDB. Its six trunk ports keep the simulators'
+//! ([`sims::ovs_lab`]) and drives it over OVSDB. Its six trunk ports keep the simulators'
 //! names (`Ethernet1/1`…: OVSDB accepts `/` in a port name; the ports have no kernel device)
 //! and start with only the parking VLAN, which the demo's tables leave out.
 
@@ -15,12 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adapters::common::SecretSource;
-use adapters::ovs::lab::Lab;
 use adapters::{ovs, vsphere, xen};
 use anyhow::{bail, Context, Result};
 use engine::projector::Status;
 use engine::switch::{MemorySwitch, PortName, Switch};
 use engine::{HypervisorId, Kind, VlanId};
+use sims::ovs_lab::Lab;
 use tokio::time::Instant;
 
 use crate::agent::{Adapter, Agent};
@@ -40,16 +40,16 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         Some(d) => d,
         None => std::env::temp_dir().join(format!("netfold-demo-{}", std::process::id())),
     };
-    if data_dir.join("db").exists() {
+    if store::layout::db_path(&data_dir).exists() {
         bail!("{} already holds a netfold database: give the demo a fresh --data-dir", data_dir.display());
     }
     println!("netfold demo — grace period {} s (production default 180 s)", args.grace_secs);
     println!("data directory: {}\n", data_dir.display());
 
-    let vc = vsphere::sim::Simulator::start(vsphere::sim::SimOptions::lab(SWITCH, "Ethernet1/"))
+    let vc = sims::vsphere::Simulator::start(sims::vsphere::SimOptions::lab(SWITCH, "Ethernet1/"))
         .await
         .context("starting the vCenter simulator")?;
-    let xs = xen::sim::Simulator::start(xen::sim::SimOptions::lab(SWITCH, "Ethernet2/"))
+    let xs = sims::xen::Simulator::start(sims::xen::SimOptions::lab(SWITCH, "Ethernet2/"))
         .await
         .context("starting the XenServer simulator")?;
     println!("vCenter simulator   {}  (SOAP, urn:vim25)", vc.url());
@@ -160,8 +160,8 @@ impl View<'_> {
 
 /// The peers the scenario acts on.
 struct Scenario<'a> {
-    vc: &'a vsphere::sim::SimHandle,
-    xs: &'a xen::sim::Simulator,
+    vc: &'a sims::vsphere::SimHandle,
+    xs: &'a sims::xen::Simulator,
     vc_id: &'a HypervisorId,
     xs_id: &'a HypervisorId,
     grace_secs: u64,
@@ -171,7 +171,7 @@ struct Scenario<'a> {
 /// netfold's OVSDB client to it.
 async fn start_ovs(ports: &[String]) -> Result<(Lab, Arc<ovs::OvsSwitch>)> {
     let owned = ports.to_vec();
-    let lab = tokio::task::spawn_blocking(move || -> Result<Lab, ovs::lab::Error> {
+    let lab = tokio::task::spawn_blocking(move || -> Result<Lab, sims::ovs_lab::Error> {
         let lab = Lab::start()?;
         for p in &owned {
             lab.add_trunk_port(p, &[PARKING])?;
@@ -237,7 +237,7 @@ impl<S: Switch> Demo<'_, S> {
 
         step(5, "the vCenter stays down past the grace period");
         let before = self.table().await?;
-        sc.vc.cut(vsphere::sim::Cut::Refuse).await;
+        sc.vc.cut(sims::vsphere::Cut::Refuse).await;
         let vc_ports: BTreeSet<String> = self.ports_of(sc.vc_id);
         let after = self
             .converged(|t, st| st.expired(sc.vc_id) && vc_ports.iter().all(|p| t.get(p).is_none_or(|v| v.is_empty())))

@@ -5,13 +5,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use adapters::sim_fault::{Counts, Fault};
-use adapters::{eapi, vsphere, xen};
 use anyhow::{Context, Result};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use sims::fault::{Counts, Fault};
 
 use crate::cli::{SimCommand, SimCommon};
 
@@ -37,45 +36,45 @@ trait Controlled: Send + Sync + 'static {
     fn password(&self) -> String;
 }
 
-impl Controlled for vsphere::sim::SimHandle {
+impl Controlled for sims::vsphere::SimHandle {
     fn set_fault(&self, fault: Fault) {
-        vsphere::sim::SimHandle::set_fault(self, fault)
+        sims::vsphere::SimHandle::set_fault(self, fault)
     }
     fn set_password(&self, password: &str) {
-        vsphere::sim::SimHandle::set_password(self, password)
+        sims::vsphere::SimHandle::set_password(self, password)
     }
     fn counts(&self) -> Counts {
-        vsphere::sim::SimHandle::counts(self)
+        sims::vsphere::SimHandle::counts(self)
     }
     fn url(&self) -> String {
-        vsphere::sim::SimHandle::url(self)
+        sims::vsphere::SimHandle::url(self)
     }
     fn user(&self) -> String {
-        vsphere::sim::SimHandle::user(self).to_string()
+        sims::vsphere::SimHandle::user(self).to_string()
     }
     fn password(&self) -> String {
-        vsphere::sim::SimHandle::password(self)
+        sims::vsphere::SimHandle::password(self)
     }
 }
 
-impl Controlled for xen::sim::Simulator {
+impl Controlled for sims::xen::Simulator {
     fn set_fault(&self, fault: Fault) {
-        xen::sim::Simulator::set_fault(self, fault)
+        sims::xen::Simulator::set_fault(self, fault)
     }
     fn set_password(&self, password: &str) {
-        xen::sim::Simulator::set_password(self, password)
+        sims::xen::Simulator::set_password(self, password)
     }
     fn counts(&self) -> Counts {
-        xen::sim::Simulator::counts(self)
+        sims::xen::Simulator::counts(self)
     }
     fn url(&self) -> String {
-        xen::sim::Simulator::url(self).to_string()
+        sims::xen::Simulator::url(self).to_string()
     }
     fn user(&self) -> String {
-        xen::sim::Simulator::user(self)
+        sims::xen::Simulator::user(self)
     }
     fn password(&self) -> String {
-        xen::sim::Simulator::password(self)
+        sims::xen::Simulator::password(self)
     }
 }
 
@@ -136,28 +135,28 @@ pub async fn run(sim: SimCommand) -> Result<()> {
             let mut opts = match l {
                 Some(spec) => {
                     let (switch, prefix) = lab(&spec)?;
-                    vsphere::sim::SimOptions::lab(&switch, &prefix)
+                    sims::vsphere::SimOptions::lab(&switch, &prefix)
                 }
-                None => vsphere::sim::SimOptions { hosts, vms_per_host, portgroups, ..Default::default() },
+                None => sims::vsphere::SimOptions { hosts, vms_per_host, portgroups, ..Default::default() },
             };
             opts.listen = addr(&listen)?;
-            let sim = vsphere::sim::Simulator::start(opts).await.context("vCenter simulator")?;
+            let sim = sims::vsphere::Simulator::start(opts).await.context("vCenter simulator")?;
             announce_and_serve("vCenter simulator", Arc::new(sim), control).await
         }
         SimCommand::Xen { listen, hosts, vms_per_host, vlans, common: SimCommon { lab: l, control } } => {
             let mut opts = match l {
                 Some(spec) => {
                     let (switch, prefix) = lab(&spec)?;
-                    xen::sim::SimOptions::lab(&switch, &prefix)
+                    sims::xen::SimOptions::lab(&switch, &prefix)
                 }
-                None => xen::sim::SimOptions { hosts, vms_per_host, vlans, ..Default::default() },
+                None => sims::xen::SimOptions { hosts, vms_per_host, vlans, ..Default::default() },
             };
             opts.listen = addr(&listen)?;
-            let sim = xen::sim::Simulator::start(opts).await.context("XenServer simulator")?;
+            let sim = sims::xen::Simulator::start(opts).await.context("XenServer simulator")?;
             announce_and_serve("XenServer simulator", Arc::new(sim), control).await
         }
         SimCommand::Eapi { listen, interfaces } => {
-            let mut sim = eapi::sim::Sim::new("admin", "admin");
+            let mut sim = sims::eapi::Sim::new("admin", "admin");
             for i in interfaces.split(',').filter(|s| !s.is_empty()) {
                 sim = sim.with_trunk(i.trim(), &[]);
             }

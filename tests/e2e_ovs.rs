@@ -1,6 +1,6 @@
 //! End-to-end over real loopback protocols and a real Open vSwitch: the vCenter simulator (SOAP)
 //! and the XenServer pool simulator (XenAPI XML-RPC) run in this test, a private Open vSwitch
-//! ([`adapters::ovs::lab`]: its own ovsdb-server and ovs-vswitchd, userspace datapath) carries
+//! ([`sims::ovs_lab`]: its own ovsdb-server and ovs-vswitchd, userspace datapath) carries
 //! the switch `tor1`, and the real `netfold` binary runs against them from a generated TOML
 //! config. The whole seed scenario is played, including a restart of netfold while the vCenter
 //! is lost: the grace period continues from the log rather than starting again. Afterwards the
@@ -13,9 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use adapters::ovs::lab::Lab;
-use adapters::{vsphere, xen};
 use serde_json::Value;
+use sims::ovs_lab::Lab;
 use support::netfold::{Netfold, STEP};
 
 mod support;
@@ -122,8 +121,8 @@ async fn seed_scenario_on_real_ovs_with_a_restart_while_the_vcenter_is_lost() {
     })
     .await
     .unwrap();
-    let vc = vsphere::sim::Simulator::start(vsphere::sim::SimOptions::lab(SWITCH, "Ethernet1/")).await.unwrap();
-    let xs = xen::sim::Simulator::start(xen::sim::SimOptions::lab(SWITCH, "Ethernet2/")).await.unwrap();
+    let vc = sims::vsphere::Simulator::start(sims::vsphere::SimOptions::lab(SWITCH, "Ethernet1/")).await.unwrap();
+    let xs = sims::xen::Simulator::start(sims::xen::SimOptions::lab(SWITCH, "Ethernet2/")).await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -221,7 +220,7 @@ resync_secs = 2
         .flat_map(|(p, v)| v.iter().map(move |v| (p.clone(), *v)))
         .collect();
     assert!(!vc_pairs.is_empty());
-    vc.cut(vsphere::sim::Cut::Refuse).await;
+    vc.cut(sims::vsphere::Cut::Refuse).await;
     nf.wait_line("VMware:Lost connection to hypervisor vc-east. Retrying...").await;
     let lost_seen = Instant::now();
     // Half the grace period passes (netfold's own timer runs meanwhile), then SIGTERM.

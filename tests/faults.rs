@@ -13,9 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use adapters::ovs::lab::Lab;
 use engine::{Change, Envelope, Event};
 use serde_json::Value;
+use sims::ovs_lab::Lab;
 use support::netfold::{signal, Netfold, Sim, STEP};
 use support::proxy::{Mode, Proxy};
 

@@ -19,12 +19,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use adapters::xen::codec::{decode_call, encode_response, Response, Value};
 use axum::body::Body;
 use axum::extract::State;
 use axum::routing::post;
 use axum::Router;
 use hyper_util::rt::TokioIo;
+use sims::xen::xmlrpc::{decode_call, encode_response, Response, Value};
 
 const PASSWORD: &str = "root-password-under-attack";
 
@@ -278,7 +278,7 @@ fn hostile_xenapi_peers_get_no_password_no_event_and_no_switch_change() {
             start_fake(Some(acceptor.clone()), move |_| failure_reply(&["HOST_IS_SLAVE", &to_tls])).await;
         let (dup, dup_seen) = start_fake(Some(acceptor.clone()), duplicate_member).await;
         let (big, big_seen) = start_fake(Some(acceptor.clone()), huge).await;
-        let sim = adapters::eapi::sim::Sim::new("admin", "switch-pw").with_trunk("Ethernet1", &[1, 100, 200]);
+        let sim = sims::eapi::Sim::new("admin", "switch-pw").with_trunk("Ethernet1", &[1, 100, 200]);
         let handle = sim.clone();
         let (sw, _) = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
         (

@@ -1,5 +1,5 @@
 //! Switch faults over real processes: the real `netfold` binary, the vCenter simulator (SOAP),
-//! the eAPI switch simulator and a private Open vSwitch ([`adapters::ovs::lab`]), with a fault
+//! the eAPI switch simulator and a private Open vSwitch ([`sims::ovs_lab`]), with a fault
 //! proxy ([`support::proxy`]) in front of each switch.
 //!
 //! - netfold is SIGKILLed after the eAPI switch applied an add and before its reply arrived; on
@@ -25,11 +25,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use adapters::eapi::sim::Sim as EapiSim;
-use adapters::ovs::lab::Lab;
-use adapters::vsphere;
-use adapters::vsphere::sim::Neighbour;
 use serde_json::Value;
+use sims::eapi::Sim as EapiSim;
+use sims::ovs_lab::Lab;
+use sims::vsphere::Neighbour;
 use support::netfold::{Netfold, STEP};
 use support::proxy::{Mode, Proxy};
 
@@ -71,11 +70,11 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool, diag: impl Fn() -> St
     }
 }
 
-async fn vcenter() -> vsphere::sim::SimHandle {
-    vsphere::sim::Simulator::start(vsphere::sim::SimOptions::lab(SWITCH, "Ethernet1/")).await.expect("vCenter sim")
+async fn vcenter() -> sims::vsphere::SimHandle {
+    sims::vsphere::Simulator::start(sims::vsphere::SimOptions::lab(SWITCH, "Ethernet1/")).await.expect("vCenter sim")
 }
 
-fn hypervisor_toml(vc: &vsphere::sim::SimHandle) -> String {
+fn hypervisor_toml(vc: &sims::vsphere::SimHandle) -> String {
     format!(
         r#"[[hypervisor]]
 name = "vc-east"

@@ -4,25 +4,27 @@
 
 use std::collections::BTreeMap;
 
-use adapters::xen::codec::{decode_response, encode_response, Response, Value};
+use adapters::xen::codec::{decode_response, Response, Value};
 use adapters::xen::mapping::Mirror;
-use adapters::xen::sim::pool::Pool;
-use adapters::xen::sim::SimOptions;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use sims::xen::pool::Pool;
+use sims::xen::xmlrpc::{self, Value as SimValue};
+use sims::xen::SimOptions;
 
 const VMS: usize = 1_000;
 
-/// The simulator's own records: 50 hosts × 20 VMs; the answer keeps exactly 1,000 guests.
+/// The simulator's own records and encoder: 50 hosts × 20 VMs; the answer keeps exactly 1,000
+/// guests.
 fn body() -> Vec<u8> {
     let pool = Pool::generate(&SimOptions { hosts: 50, vms_per_host: 20, vlans: 10, ..SimOptions::default() });
-    let recs: BTreeMap<String, Value> = pool.objects["VM"]
+    let recs: BTreeMap<String, SimValue> = pool.objects["VM"]
         .iter()
-        .filter(|(_, r)| r.get("is_control_domain") == Some(&Value::Bool(false)))
-        .filter(|(_, r)| r.get("is_a_template") == Some(&Value::Bool(false)))
-        .map(|(k, r)| (k.clone(), Value::Struct(r.clone())))
+        .filter(|(_, r)| r.get("is_control_domain") == Some(&SimValue::Bool(false)))
+        .filter(|(_, r)| r.get("is_a_template") == Some(&SimValue::Bool(false)))
+        .map(|(k, r)| (k.clone(), SimValue::Struct(r.clone())))
         .collect();
     assert_eq!(recs.len(), VMS);
-    encode_response(&Response::Success(Value::Struct(recs)))
+    xmlrpc::encode_response(&xmlrpc::Response::Success(SimValue::Struct(recs)))
 }
 
 fn decode(c: &mut Criterion) {

@@ -1,11 +1,13 @@
-//! netfold's protocol adapters and the faithful simulators of each peer.
+//! netfold's protocol adapters: only what runs in production (the test peers live in `sims`).
 //!
-//! Layout (each adapter has the same file set: `config`, `client`, `codec`, `mapping`, `sim`):
+//! Layout (each hypervisor adapter has the same file set: `config`, `client`, `codec`,
+//! `mapping`, `error`):
 //! - [`common`]: what every adapter shares — secrets (never logged), TLS options, the HTTP client.
-//! - [`vsphere`]: VMware vSphere (SOAP `urn:vim25`) adapter and vCenter simulator.
-//! - [`xen`]: Citrix XenServer / XCP-ng over XenAPI XML-RPC, with a pool simulator.
+//! - [`driver`]: the one hypervisor session driver both adapters plug into.
+//! - [`vsphere`]: VMware vSphere (SOAP `urn:vim25`).
+//! - [`xen`]: Citrix XenServer / XCP-ng over XenAPI XML-RPC.
 //! - [`ovs`]: Open vSwitch over OVSDB (RFC 7047) as a managed switch.
-//! - [`eapi`]: Arista EOS eAPI as a managed switch, and its fixture server `eapi::sim`.
+//! - [`eapi`]: Arista EOS eAPI as a managed switch.
 //!
 //! Adapters report [`engine::Observation`]s; they never write events and know nothing of the log.
 
@@ -13,6 +15,5 @@ pub mod common;
 pub mod driver;
 pub mod eapi;
 pub mod ovs;
-pub mod sim_fault;
 pub mod vsphere;
 pub mod xen;

@@ -7,11 +7,11 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use adapters::common::SecretSource;
-use adapters::eapi::sim::Sim;
 use adapters::eapi::{CommandError, Config, EapiSwitch};
 use engine::reconciler::{Backoff, Config as RConfig};
 use engine::switch::{Op, OpResult, Switch, SwitchError};
 use rig::{eos, v, Rig};
+use sims::eapi::{CommandError as SimCommandError, Sim};
 
 const PW_ENV: &str = "NETFOLD_TEST_EAPI_PASSWORD";
 
@@ -96,7 +96,7 @@ async fn command_errors_are_typed_and_name_the_failed_command() {
     }
     assert!(err.to_string().contains("`vlan 5000`") && err.to_string().contains("1002"), "{err}");
 
-    sim.fail("vlan 20", CommandError::General, "VLAN table full", None);
+    sim.fail("vlan 20", SimCommandError::General, "VLAN table full", None);
     let ops = [
         Op::AddVlan { port: eos("Ethernet1"), vlan: v(10) },
         Op::AddVlan { port: eos("Ethernet1"), vlan: v(20) },
@@ -119,7 +119,7 @@ async fn command_errors_are_typed_and_name_the_failed_command() {
 async fn partial_failure_converges_on_retry() {
     let sim = Sim::new("netfold", "s3cret").with_trunk("Ethernet1", &[]).with_trunk("Ethernet2", &[]);
     // The switch refuses VLAN 20 twice, then accepts it.
-    sim.fail("switchport trunk allowed vlan add 20", CommandError::Internal, "transient", Some(2));
+    sim.fail("switchport trunk allowed vlan add 20", SimCommandError::Internal, "transient", Some(2));
     let sw = switch(start(&sim).await, PW_ENV);
     let config = RConfig {
         backoff: Backoff { initial: Duration::from_millis(20), max: Duration::from_millis(100) },

@@ -39,7 +39,6 @@ fn xmlrpc(b: &[u8]) {
             let _ = m.facts();
         }
     }
-    let _ = xen::codec::decode_call(b);
 }
 
 fn ovsdb(b: &[u8]) {
@@ -59,11 +58,10 @@ fn ovsdb(b: &[u8]) {
 }
 
 fn eapi_json(b: &[u8]) {
-    let cmds = vec!["show interfaces switchport".to_string(), "show vlan".to_string()];
+    let cmds = vec!["show interfaces switchport".to_string()];
     if let Ok(results) = eapi::codec::parse_reply(b, &cmds) {
         for r in &results {
             let _ = eapi::codec::parse_switchports(r);
-            let _ = eapi::codec::parse_vlans(r);
         }
     }
     if let Ok(s) = std::str::from_utf8(b) {

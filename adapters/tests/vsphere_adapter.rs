@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use adapters::common::{HttpClient, Secret, Timeouts, TlsOptions};
 use adapters::driver::{Health, LinkState};
 use adapters::vsphere::client::Session;
-use adapters::vsphere::sim::{Cut, SimOptions, Simulator};
 use adapters::vsphere::{codec, Adapter, Error};
 use engine::runtime::Link;
 use engine::{Fact, Observation};
+use sims::vsphere::{Cut, SimOptions, Simulator};
 use tokio::sync::mpsc;
 use vsphere_support::{config, delta, inventory, next, only_vnic, small, start, steady, DEADLINE};
 

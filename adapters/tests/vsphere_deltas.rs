@@ -7,8 +7,8 @@ mod vsphere_support;
 
 use std::time::Instant;
 
-use adapters::vsphere::sim::{Neighbour, SimNet, SimVlan};
 use engine::{Change, Fact, FactKey, NeighbourSource, VlanSpec};
+use sims::vsphere::{Neighbour, SimNet, SimVlan};
 use vsphere_support::{delta, inventory, only_vnic, small, start, steady};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use adapters::common::SecretSource;
-use adapters::vsphere::sim::{Cut, SimOptions, Simulator};
 use adapters::vsphere::{Adapter, Config};
 use engine::clock::TokioClock;
 use engine::runtime::Engine;
 use engine::{Desired, HypervisorId, Kind, Recorded};
+use sims::vsphere::{Cut, SimOptions, Simulator};
 use store::{Log, MemoryLog};
 use tokio::sync::Notify;
 use tracing::field::{Field, Visit};
@@ -105,7 +105,7 @@ fn names(log: &MemoryLog<Recorded>) -> Vec<&'static str> {
 }
 
 struct Setup {
-    sim: adapters::vsphere::sim::SimHandle,
+    sim: sims::vsphere::SimHandle,
     engine: Engine,
     log: Arc<MemoryLog<Recorded>>,
     adapter: tokio::task::JoinHandle<()>,

@@ -7,8 +7,8 @@ mod vsphere_support;
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use adapters::vsphere::sim::SimOptions;
 use engine::{Fact, NeighbourSource};
+use sims::vsphere::SimOptions;
 use vsphere_support::{inventory, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

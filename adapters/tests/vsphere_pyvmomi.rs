@@ -7,7 +7,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use adapters::vsphere::sim::{SimOptions, Simulator};
+use sims::vsphere::{SimOptions, Simulator};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

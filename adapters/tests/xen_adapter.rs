@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use adapters::common::SecretSource;
 use adapters::driver::{Health, LinkState};
-use adapters::xen::sim::{SimOptions, Simulator};
 use adapters::xen::{Adapter, Config};
 use engine::runtime::Link;
 use engine::{Change, Fact, FactKey, NeighbourSource, Observation, SwitchPort, VlanId, VlanSpec};
+use sims::xen::{SimOptions, Simulator};
 use tokio::sync::mpsc;
 
 /// Generous bound for real-network effects (reconnects, big inventories in debug builds).

@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use adapters::xen::client::{decode_event_batch, Operation};
-use adapters::xen::codec::{decode_response, encode_response, CodecError, Response, Value};
+use adapters::xen::codec::{decode_response, encode_call, CodecError, Response, Value};
 use adapters::xen::mapping::Mirror;
 use engine::{Fact, FactKey, NeighbourSource, SwitchPort, VlanId, VlanSpec};
+use proptest::prelude::*;
+use sims::xen::xmlrpc::{self, Value as SimValue};
 
 fn golden(name: &str) -> Vec<u8> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/xen").join(name);
@@ -108,26 +110,91 @@ fn event_from_batch_has_mod_with_snapshot_and_del_without() {
     assert_eq!((b.events[1].operation, b.events[1].snapshot.is_none()), (Operation::Del, true));
 }
 
+/// The simulator's value as netfold's client should read it (the two codecs share no code).
+fn as_client(v: &SimValue) -> Value {
+    match v {
+        SimValue::Str(s) => Value::Str(s.clone()),
+        SimValue::Int(i) => Value::Int(*i),
+        SimValue::Bool(b) => Value::Bool(*b),
+        SimValue::Double(d) => Value::Double(*d),
+        SimValue::DateTime(s) => Value::DateTime(s.clone()),
+        SimValue::Array(a) => Value::Array(a.iter().map(as_client).collect()),
+        SimValue::Struct(m) => Value::Struct(m.iter().map(|(k, v)| (k.clone(), as_client(v))).collect()),
+        SimValue::Nil => Value::Nil,
+    }
+}
+
+/// The simulator's encoding of `v` in xapi's success envelope.
+fn sim_success(v: SimValue) -> Vec<u8> {
+    xmlrpc::encode_response(&xmlrpc::Response::Success(v))
+}
+
 #[test]
-fn large_get_all_records_round_trips() {
+fn a_large_get_all_records_from_the_simulator_decodes_whole() {
     let n = 5_000;
-    let recs: BTreeMap<String, Value> = (0..n)
+    let recs: BTreeMap<String, SimValue> = (0..n)
         .map(|i| {
             let mut r = BTreeMap::new();
-            r.insert("uuid".to_string(), Value::str(format!("uuid-{i}")));
-            r.insert("name_label".to_string(), Value::str(format!("vm <{i}> & co")));
-            r.insert("name_description".to_string(), Value::str(""));
-            r.insert("VIFs".to_string(), Value::Array(vec![Value::str(format!("OpaqueRef:vif-{i}"))]));
-            r.insert("is_a_template".to_string(), Value::Bool(i % 7 == 0));
-            r.insert("other_config".to_string(), Value::Struct(BTreeMap::new()));
-            (format!("OpaqueRef:vm-{i}"), Value::Struct(r))
+            r.insert("uuid".to_string(), SimValue::str(format!("uuid-{i}")));
+            r.insert("name_label".to_string(), SimValue::str(format!("vm <{i}> & co")));
+            r.insert("name_description".to_string(), SimValue::str(""));
+            r.insert("VIFs".to_string(), SimValue::Array(vec![SimValue::str(format!("OpaqueRef:vif-{i}"))]));
+            r.insert("is_a_template".to_string(), SimValue::Bool(i % 7 == 0));
+            r.insert("other_config".to_string(), SimValue::Struct(BTreeMap::new()));
+            (format!("OpaqueRef:vm-{i}"), SimValue::Struct(r))
         })
         .collect();
-    let body = encode_response(&Response::Success(Value::Struct(recs.clone())));
+    let expected = as_client(&SimValue::Struct(recs.clone()));
+    let body = sim_success(SimValue::Struct(recs));
     assert!(body.len() > 1_000_000, "a realistic size: {} bytes", body.len());
-    let Response::Success(Value::Struct(back)) = decode_response(&body).unwrap() else { panic!() };
-    assert_eq!(back.len(), n);
-    assert_eq!(back, recs);
+    let Response::Success(back) = decode_response(&body).unwrap() else { panic!() };
+    assert_eq!(back, expected);
+}
+
+#[test]
+fn failures_and_faults_from_the_simulator_decode_to_their_codes() {
+    let failed =
+        xmlrpc::encode_response(&xmlrpc::Response::Failure(vec!["SESSION_INVALID".into(), "OpaqueRef:x".into()]));
+    assert_eq!(
+        decode_response(&failed).unwrap(),
+        Response::Failure(vec!["SESSION_INVALID".into(), "OpaqueRef:x".into()])
+    );
+    let fault = xmlrpc::encode_response(&xmlrpc::Response::Fault { code: -1, message: "cannot parse".into() });
+    assert_eq!(decode_response(&fault).unwrap(), Response::Fault { code: -1, message: "cannot parse".into() });
+}
+
+/// Values xapi's data model uses (no `Nil`: xapi never sends it), nested a few levels.
+fn sim_value() -> impl Strategy<Value = SimValue> {
+    let leaf = prop_oneof![
+        "\\PC{0,20}".prop_map(SimValue::Str),
+        any::<i64>().prop_map(SimValue::Int),
+        any::<bool>().prop_map(SimValue::Bool),
+        (-1e9f64..1e9).prop_map(SimValue::Double),
+    ];
+    leaf.prop_recursive(3, 32, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(SimValue::Array),
+            proptest::collection::btree_map("[A-Za-z_<&>]{1,8}", inner, 0..6).prop_map(SimValue::Struct),
+        ]
+    })
+}
+
+proptest! {
+    /// The client reads whatever the simulator writes, value for value.
+    #[test]
+    fn the_client_reads_every_value_the_simulator_writes(v in sim_value()) {
+        let expected = as_client(&v);
+        prop_assert_eq!(decode_response(&sim_success(v)).unwrap(), Response::Success(expected));
+    }
+
+    /// The simulator reads every call the client writes, parameter for parameter.
+    #[test]
+    fn the_simulator_reads_every_call_the_client_writes(params in proptest::collection::vec(sim_value(), 0..4)) {
+        let body = encode_call("VM.get_record", &params.iter().map(as_client).collect::<Vec<_>>());
+        let call = xmlrpc::decode_call(&body).unwrap();
+        prop_assert_eq!(call.method, "VM.get_record");
+        prop_assert_eq!(call.params, params);
+    }
 }
 
 #[test]

@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use adapters::common::SecretSource;
-use adapters::xen::sim::{SimOptions, Simulator};
 use adapters::xen::{Adapter, Config};
 use engine::config::Config as EngineConfig;
 use engine::{Desired, Engine, HypervisorId, Kind, Recorded};
+use sims::xen::{SimOptions, Simulator};
 use store::MemoryLog;
 use tracing::field::{Field, Visit};
 use tracing::{Level, Subscriber};

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use adapters::xen::sim::{SimOptions, Simulator};
+use sims::xen::{SimOptions, Simulator};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a Python with the XenAPI package; set XENAPI_PYTHON"]

@@ -7,28 +7,17 @@
 //! ([`History::loss`]), never passed over.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use engine::config::Policy;
 use engine::projector::State;
 use engine::{Envelope, Event, FactKey, HypervisorId, Reason, Recorded, SwitchPort, VlanId};
 use serde::Serialize;
+use store::layout::{db_path, EVENTS_LOG, META_TABLE, POLICY_KEY};
 use store::{Log, SledLog, Store};
 
 use crate::point::Point;
 use crate::{Error, Result};
-
-/// The log of events inside a store.
-pub const EVENTS_LOG: &str = "events";
-/// The table holding the policy the agent folds with.
-pub const META_TABLE: &str = "meta";
-/// The key of the policy in [`META_TABLE`].
-pub const POLICY_KEY: &[u8] = b"policy";
-
-/// Where the sled database sits inside a data directory.
-pub fn db_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("db")
-}
 
 /// Called as a long fold advances: `(seq reached, head)`.
 pub type Progress<'a> = &'a dyn Fn(u64, u64);

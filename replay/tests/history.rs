@@ -6,8 +6,9 @@ use engine::{
     Change, Event, Fact, HostFact, HypervisorId, Kind, NetworkFact, Recorded, SwitchPort, UplinkFact, VlanId, VlanSpec,
     VnicFact,
 };
-use replay::history::{db_path, DiffChange, EVENTS_LOG};
+use replay::history::DiffChange;
 use replay::{History, Point};
+use store::layout::{db_path, EVENTS_LOG};
 use store::{Log, Store};
 
 fn hv() -> HypervisorId {

@@ -11,6 +11,7 @@
 //!   acknowledged records is named ([`Loss`]) instead of silently shorter.
 //! - [`codec`]: the stored form of a record and the hash chain, shared by both.
 //! - [`Table`]: a small durable key-value tree (the reconciler's ownership ledger lives in one).
+//! - [`layout`]: the database path in a data directory and the names of netfold's logs and tables.
 //!
 //! Every record is `[format][schema][prev hash][crc][payload]`; its hash (over its sequence number
 //! and those bytes) is the next record's `prev`, starting from [`GENESIS`].
@@ -19,6 +20,7 @@ mod anchor;
 mod codec;
 mod db;
 mod error;
+pub mod layout;
 mod memory;
 mod sled_log;
 mod subscribe;

@@ -120,16 +120,6 @@ pub fn parse_switchports(v: &Value) -> Result<BTreeMap<String, BTreeSet<VlanId>>
     Ok(out)
 }
 
-/// VLAN ids that exist, from `show vlan`.
-pub fn parse_vlans(v: &Value) -> Result<BTreeSet<VlanId>> {
-    v.get("vlans")
-        .and_then(Value::as_object)
-        .ok_or_else(|| Error::Codec(format!("`show vlan` without `vlans`: {}", shown(v))))?
-        .keys()
-        .map(|k| k.parse::<VlanId>().map_err(|e| Error::Codec(format!("`show vlan` key `{k}`: {e}"))))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,8 +3,6 @@
 //! - [`codec`]: the request and reply shapes, EOS VLAN lists, `show` outputs (pure).
 //! - [`client`]: the HTTP(S) transport with basic auth (the only IO).
 //! - [`EapiSwitch`]: the [`engine::switch::Switch`] implementation.
-//! - [`sim`]: a fixture server that models VLANs and per-interface trunk lists with eAPI's JSON
-//!   shapes, for tests and `netfold sim eapi`.
 //!
 //! Reads use `show interfaces switchport` (trunk-mode interfaces only); writes run
 //! `enable` / `configure` / `vlan N` / `interface X` / `switchport trunk allowed vlan add|remove N`.
@@ -20,7 +18,6 @@
 
 pub mod client;
 pub mod codec;
-pub mod sim;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

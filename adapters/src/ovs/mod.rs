@@ -2,8 +2,6 @@
 //!
 //! - [`codec`]: the wire format as pure functions (framing, datum decoding, guarded mutations).
 //! - [`client`]: the connection task (echo, monitor, reconnect).
-//! - [`lab`]: a private Open vSwitch (own ovsdb-server and ovs-vswitchd, netdev bridge) for the
-//!   demo and the end-to-end tests.
 //! - [`OvsSwitch`]: the [`engine::switch::Switch`] implementation the reconciler drives; ports
 //!   are [`PortName`]s of [`Grammar::Ovs`]; incoming messages are limited to
 //!   [`codec::MAX_MESSAGE`] bytes.
@@ -15,7 +13,6 @@
 
 pub mod client;
 pub mod codec;
-pub mod lab;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

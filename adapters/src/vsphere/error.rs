@@ -37,16 +37,6 @@ pub enum Error {
     /// The password could not be read. Fatal.
     #[error("vSphere password: {0}")]
     Secret(#[from] SecretError),
-    /// A simulator control call named an object that does not exist.
-    #[error("simulator: {0}")]
-    Sim(String),
-    /// The simulator could not bind its listener.
-    #[error("simulator cannot listen on {addr}: {source}")]
-    Listen {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 impl Error {
@@ -60,9 +50,7 @@ impl Error {
             | Error::Status { .. }
             | Error::NotAuthenticated { .. }
             | Error::Fault { .. } => true,
-            Error::InvalidLogin { .. } | Error::Config(_) | Error::Secret(_) | Error::Sim(_) | Error::Listen { .. } => {
-                false
-            }
+            Error::InvalidLogin { .. } | Error::Config(_) | Error::Secret(_) => false,
         }
     }
 

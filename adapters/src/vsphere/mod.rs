@@ -1,7 +1,7 @@
 //! The vSphere adapter: learns hosts, uplinks (CDP/LLDP), port groups and VM NICs from a vCenter
 //! or ESXi host over the vSphere Web Services API (SOAP 1.1, `urn:vim25`), and reports them to
-//! the engine as [`engine::Observation`]s. Plus [`sim`], a vCenter simulator serving the same
-//! SOAP subset over loopback HTTP.
+//! the engine as [`engine::Observation`]s. Its test peer, a vCenter simulator, lives in the
+//! `sims` crate with its own SOAP code.
 //!
 //! Public API the binary calls:
 //! - [`Config`] (serde, `deny_unknown_fields`): `url`, `user`, `password = { password_env | password_file }`,
@@ -16,18 +16,15 @@
 //!   (`maxWaitSeconds` below the liveness bound, so a hung vCenter fails a request) and sends one
 //!   `Delta` per update set with exactly the facts that changed; CDP/LLDP is re-read every
 //!   `topology_refresh_ms`. Logout destroys the collector (and its filters) first.
-//! - [`sim::Simulator::start`]`(SimOptions) -> SimHandle` (URL, credentials, control methods,
-//!   faults from [`crate::sim_fault`]); `netfold sim vcenter` runs it on its own.
 //!
 //! Layout: [`config`], [`client`] (the only module owning reqwest), [`codec`] (pure SOAP
-//! decoding/encoding), [`mapping`] (vendor data → facts), [`sim`], [`error`].
+//! decoding/encoding), [`mapping`] (vendor data → facts), [`error`].
 
 pub mod client;
 pub mod codec;
 pub mod config;
 pub mod error;
 pub mod mapping;
-pub mod sim;
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;

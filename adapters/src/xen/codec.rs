@@ -51,13 +51,6 @@ pub enum Response {
     },
 }
 
-/// A decoded `methodCall`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Call {
-    pub method: String,
-    pub params: Vec<Value>,
-}
-
 /// Bytes that are not the XML-RPC expected. Never retryable: the same bytes fail again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
@@ -252,34 +245,6 @@ pub fn encode_call(method: &str, params: &[Value]) -> Vec<u8> {
         out.push_str("</param>");
     }
     out.push_str("</params></methodCall>\n");
-    out.into_bytes()
-}
-
-/// A `methodResponse` body in xapi's status envelope (a [`Response::Fault`] as an XML-RPC fault).
-pub fn encode_response(r: &Response) -> Vec<u8> {
-    let mut out = String::with_capacity(256);
-    out.push_str("<?xml version=\"1.0\"?>\n<methodResponse>");
-    match r {
-        Response::Fault { code, message } => {
-            let mut m = BTreeMap::new();
-            m.insert("faultCode".to_string(), Value::Int(*code));
-            m.insert("faultString".to_string(), Value::str(message.clone()));
-            out.push_str("<fault>");
-            write_value(&mut out, &Value::Struct(m));
-            out.push_str("</fault>");
-        }
-        Response::Success(v) => {
-            out.push_str("<params><param><value><struct><member><name>Status</name><value>Success</value></member><member><name>Value</name>");
-            write_value(&mut out, v);
-            out.push_str("</member></struct></value></param></params>");
-        }
-        Response::Failure(desc) => {
-            out.push_str("<params><param><value><struct><member><name>Status</name><value>Failure</value></member><member><name>ErrorDescription</name>");
-            write_value(&mut out, &Value::Array(desc.iter().map(|s| Value::str(s.clone())).collect()));
-            out.push_str("</member></struct></value></param></params>");
-        }
-    }
-    out.push_str("</methodResponse>\n");
     out.into_bytes()
 }
 
@@ -629,36 +594,6 @@ pub fn envelope(v: Value) -> Result<Response> {
     }
 }
 
-/// Decodes a `methodCall` body (the simulator's side of the wire).
-pub fn decode_call(bytes: &[u8]) -> Result<Call> {
-    let mut p = Parser::new(bytes)?;
-    p.open("methodCall")?;
-    p.open("methodName")?;
-    let method = p.text_until("methodName")?.trim().to_string();
-    let mut params = Vec::new();
-    match p.next()? {
-        (_, Tok::Open(n)) if n == "params" => loop {
-            match p.next()? {
-                (_, Tok::Close(n)) if n == "params" => break,
-                (_, Tok::Open(n)) if n == "param" => {
-                    params.push(p.value(0)?);
-                    p.close("param")?;
-                }
-                (at, t) => return Err(Parser::unexpected(at, "<param> or </params>", &t)),
-            }
-        },
-        (_, Tok::Empty(n)) if n == "params" => {}
-        (_, Tok::Close(n)) if n == "methodCall" => {
-            p.end()?;
-            return Ok(Call { method, params });
-        }
-        (at, t) => return Err(Parser::unexpected(at, "<params>", &t)),
-    }
-    p.close("methodCall")?;
-    p.end()?;
-    Ok(Call { method, params })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -698,23 +633,6 @@ mod tests {
     }
 
     #[test]
-    fn encode_then_decode_is_identity() {
-        let mut m = BTreeMap::new();
-        m.insert("a".to_string(), Value::Array(vec![Value::str(""), Value::Int(-3), Value::Bool(false)]));
-        m.insert("b <&>".to_string(), Value::Struct(BTreeMap::new()));
-        m.insert("c".to_string(), Value::Double(30.0));
-        let v = Value::Struct(m);
-        assert_eq!(decode_response(&encode_response(&Response::Success(v.clone()))).unwrap(), Response::Success(v));
-        let f = Response::Failure(vec!["SESSION_INVALID".into(), "OpaqueRef:x".into()]);
-        assert_eq!(decode_response(&encode_response(&f)).unwrap(), f);
-        let call =
-            encode_call("event.from", &[Value::str("s"), Value::Array(vec![Value::str("VM")]), Value::Double(1.5)]);
-        let c = decode_call(&call).unwrap();
-        assert_eq!(c.method, "event.from");
-        assert_eq!(c.params[2], Value::Double(1.5));
-    }
-
-    #[test]
     fn deep_nesting_is_an_error_not_a_stack_overflow() {
         let depth = 10_000;
         let inner =
@@ -741,7 +659,6 @@ mod tests {
     fn garbage_never_panics() {
         for s in ["", "<", "<methodResponse>", "<methodResponse><params><param><value><struct><member>", "\u{0}\u{1}"] {
             assert!(decode_response(s.as_bytes()).is_err());
-            assert!(decode_call(s.as_bytes()).is_err());
         }
         assert!(matches!(decode_response(&[0xff, 0xfe]), Err(CodecError::Utf8 { .. })));
     }
@@ -750,14 +667,6 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
             let _ = decode_response(&bytes);
-            let _ = decode_call(&bytes);
-        }
-
-        #[test]
-        fn strings_round_trip(s in "\\PC{0,40}") {
-            let r = Response::Success(Value::Str(s.clone()));
-            let back = decode_response(&encode_response(&r)).unwrap();
-            proptest::prop_assert_eq!(back, r);
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The Citrix XenServer / XCP-ng adapter (XenAPI over XML-RPC) and a faithful pool simulator.
+//! The Citrix XenServer / XCP-ng adapter (XenAPI over XML-RPC). Its test peer, a pool
+//! simulator, lives in the `sims` crate with its own XML-RPC code.
 //!
 //! Pipeline position: pool master ──XML-RPC──> [`client`] ──bytes──> [`codec`] ──records──>
 //! [`mapping`] ──facts──> [`Adapter`] ──[`engine::Observation`]s──> the engine's session.
@@ -20,9 +21,6 @@
 //!   batch touched are re-mapped: [`mapping::Facts`]). `SESSION_INVALID`, `EVENTS_LOST`,
 //!   `HANDLE_INVALID` and a bad token log in again and re-read; `SESSION_AUTHENTICATION_FAILED`
 //!   and a reply over the size cap retry on the slow schedule.
-//! - [`sim::Simulator::start`]`(`[`sim::SimOptions`]`)` for tests (faults from
-//!   [`crate::sim_fault`]); `netfold sim xen --listen ADDR [--lab SWITCH:PREFIX] [--control ADDR]`
-//!   runs it on its own.
 //!
 //! The fact mapping and the LLDP keys read from `PIF_metrics.other_config`
 //! ([`mapping::LLDP_SYSTEM_NAME`], [`mapping::LLDP_PORT_ID`]) are documented in [`mapping`].
@@ -35,7 +33,6 @@ pub mod config;
 pub mod error;
 pub mod mapping;
 pub mod redirect;
-pub mod sim;
 
 pub use adapter::Adapter;
 pub use config::Config;

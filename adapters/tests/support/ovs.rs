@@ -1,4 +1,4 @@
-//! Test harness for a real Open vSwitch: the library's [`adapters::ovs::lab::Lab`] (private
+//! Test harness for a real Open vSwitch: the library's [`sims::ovs_lab::Lab`] (private
 //! ovsdb-server + ovs-vswitchd, netdev bridge) behind a panicking wrapper, plus network
 //! namespaces with veth pairs and a bounded poll. Everything is torn down on drop. Missing
 //! binaries make the test fail loudly, naming what to install — never a silent pass.
@@ -7,8 +7,8 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use adapters::ovs::lab::{self, Lab};
 pub use lab::unique;
+use sims::ovs_lab::{self as lab, Lab};
 
 fn require(bin: &str) -> std::path::PathBuf {
     lab::require(bin).unwrap_or_else(|e| panic!("{e}"))

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use adapters::common::SecretSource;
 use adapters::driver::Health;
-use adapters::vsphere::sim::{SimHandle, SimOptions, Simulator};
 use adapters::vsphere::{Adapter, Config};
 use engine::runtime::Link;
 use engine::{Ask, Change, Fact, Observation};
+use sims::vsphere::{SimHandle, SimOptions, Simulator};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 

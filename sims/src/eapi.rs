@@ -14,18 +14,91 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine as _;
-use engine::VlanId;
 use serde_json::{json, Value};
 
-use super::codec::{parse_vlan_list, render_vlan_list};
-use super::CommandError;
+/// The JSON-RPC error codes eAPI answers a failed `runCmds` with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandError {
+    /// 1000: the command was understood but failed.
+    General,
+    /// 1001: an internal error on the switch.
+    Internal,
+    /// 1002: invalid command or argument.
+    Invalid,
+    /// 1003: the command has no JSON form.
+    Unconverted,
+    /// 1004: not allowed here (mode or authorization).
+    Incompatible,
+}
+
+impl CommandError {
+    pub fn code(self) -> i64 {
+        match self {
+            CommandError::General => 1000,
+            CommandError::Internal => 1001,
+            CommandError::Invalid => 1002,
+            CommandError::Unconverted => 1003,
+            CommandError::Incompatible => 1004,
+        }
+    }
+}
+
+/// EOS VLAN ids: 1..=4094.
+const VLANS: std::ops::RangeInclusive<u16> = 1..=4094;
+
+/// An EOS VLAN list as `switchport trunk allowed vlan` takes it: `ALL`, `NONE`, `7`, `1-3,7`.
+fn parse_vlan_list(s: &str) -> Result<BTreeSet<u16>, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("all") {
+        return Ok(VLANS.collect());
+    }
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(BTreeSet::new());
+    }
+    let id = |t: &str| {
+        t.trim().parse::<u16>().ok().filter(|v| VLANS.contains(v)).ok_or_else(|| format!("`{t}` is no VLAN id"))
+    };
+    let mut out = BTreeSet::new();
+    for part in s.split(',') {
+        let (first, last) = match part.split_once('-') {
+            Some((a, b)) => (id(a)?, id(b)?),
+            None => (id(part)?, id(part)?),
+        };
+        if first > last {
+            return Err(format!("range `{part}` runs backwards"));
+        }
+        out.extend(first..=last);
+    }
+    Ok(out)
+}
+
+/// An allowed list the way `show interfaces switchport` shows it (`ALL`, `NONE`, `1-3,7`).
+fn render_vlan_list(set: &BTreeSet<u16>) -> String {
+    if set.is_empty() {
+        return "NONE".into();
+    }
+    if set.len() == VLANS.len() {
+        return "ALL".into();
+    }
+    let mut parts = Vec::new();
+    let mut it = set.iter().copied().peekable();
+    while let Some(first) = it.next() {
+        let mut last = first;
+        while it.peek() == Some(&(last + 1)) {
+            last += 1;
+            it.next();
+        }
+        parts.push(if first == last { first.to_string() } else { format!("{first}-{last}") });
+    }
+    parts.join(",")
+}
 
 /// One interface of the simulated switch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Interface {
     /// `trunk` or `access`.
     pub mode: String,
-    pub allowed: BTreeSet<VlanId>,
+    pub allowed: BTreeSet<u16>,
     pub access_vlan: u16,
 }
 
@@ -102,13 +175,13 @@ impl Sim {
 
     /// Operator edit: sets an interface's allowed list (creating it as a trunk if needed).
     pub fn set_trunk(&self, name: &str, vlans: &[u16]) {
-        let allowed = vlans.iter().filter_map(|&v| VlanId::new(v).ok()).collect();
+        let allowed = vlans.iter().copied().filter(|v| VLANS.contains(v)).collect();
         self.lock().interfaces.insert(name.into(), Interface { mode: "trunk".into(), allowed, access_vlan: 1 });
     }
 
     /// The allowed VLANs of a trunk interface.
     pub fn trunk(&self, name: &str) -> Option<Vec<u16>> {
-        self.lock().interfaces.get(name).map(|i| i.allowed.iter().map(|v| v.get()).collect())
+        self.lock().interfaces.get(name).map(|i| i.allowed.iter().copied().collect())
     }
 
     /// The EOS rendering of an interface's allowed list (`NONE`, `ALL`, `1-3`).
@@ -192,8 +265,12 @@ impl Sim {
                 Ok(show_switchports(&s, Some(&wanted)))
             }
             ["vlan", id] if configuring => {
-                let v: VlanId = id.parse().map_err(|_| invalid(format!("Invalid input (at token 1: '{id}')")))?;
-                s.vlans.entry(v.get()).or_insert_with(|| format!("VLAN{:04}", v.get()));
+                let v: u16 = id
+                    .parse()
+                    .ok()
+                    .filter(|v| VLANS.contains(v))
+                    .ok_or_else(|| invalid(format!("Invalid input (at token 1: '{id}')")))?;
+                s.vlans.entry(v).or_insert_with(|| format!("VLAN{v:04}"));
                 *mode = Mode::Vlan;
                 Ok(json!({}))
             }
@@ -233,11 +310,7 @@ fn show_vlan(s: &SimState) -> Value {
             let members: serde_json::Map<String, Value> = s
                 .interfaces
                 .iter()
-                .filter(|(_, i)| {
-                    VlanId::new(*id)
-                        .map(|v| if i.mode == "trunk" { i.allowed.contains(&v) } else { i.access_vlan == *id })
-                        .unwrap_or(false)
-                })
+                .filter(|(_, i)| if i.mode == "trunk" { i.allowed.contains(id) } else { i.access_vlan == *id })
                 .map(|(n, _)| (n.clone(), json!({ "privatePromoted": false })))
                 .collect();
             (id.to_string(), json!({ "name": name, "status": "active", "interfaces": members, "dynamic": false }))
@@ -330,6 +403,5 @@ fn kind_text(kind: CommandError) -> &'static str {
         CommandError::Invalid => "invalid command",
         CommandError::Unconverted => "command has no JSON output",
         CommandError::Incompatible => "command not permitted",
-        CommandError::Other(_) => "error",
     }
 }

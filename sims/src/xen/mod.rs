@@ -6,8 +6,8 @@
 //! records and follow events. The subset served is listed in `docs/xen-simulator.md`.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), adapters::xen::sim::SimError> {
-//! use adapters::xen::sim::{SimOptions, Simulator};
+//! # async fn demo() -> Result<(), sims::xen::SimError> {
+//! use sims::xen::{SimOptions, Simulator};
 //! let sim = Simulator::start(SimOptions { hosts: 50, vms_per_host: 20, vlans: 10, ..SimOptions::default() }).await?;
 //! println!("{} {} {}", sim.url(), sim.user(), sim.password());
 //! let host = sim.hosts()[0].uuid.clone();
@@ -23,15 +23,25 @@
 
 pub mod pool;
 pub mod server;
+pub mod xmlrpc;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::xen::codec::Value;
-use crate::xen::mapping::NULL_REF;
+use xmlrpc::Value;
 
 use pool::Pool;
 use server::{str_field, Shared};
+
+/// xapi's null reference (a field that points at nothing).
+pub const NULL_REF: &str = "OpaqueRef:NULL";
+/// A netfold convention, not xapi's: no XenServer release reports LLDP neighbours through
+/// XenAPI. The simulator puts the neighbour of each physical NIC in its `PIF_metrics`
+/// `other_config` under these keys, and netfold's Xen adapter reads them there (see
+/// `docs/xen-simulator.md`, "netfold conventions").
+pub const LLDP_SYSTEM_NAME: &str = "lldp_neighbor_system_name";
+/// The port half of the convention above.
+pub const LLDP_PORT_ID: &str = "lldp_neighbor_port_id";
 
 /// How to build and serve the simulated pool.
 #[derive(Clone, Debug)]
@@ -175,14 +185,14 @@ impl Simulator {
     }
 
     /// Switches a misbehaviour on (or off with [`Fault::None`]).
-    pub fn set_fault(&self, fault: crate::sim_fault::Fault) {
+    pub fn set_fault(&self, fault: crate::fault::Fault) {
         self.shared.lock_pool().fault = fault;
     }
 
     /// Logins and logouts served, sessions open.
-    pub fn counts(&self) -> crate::sim_fault::Counts {
+    pub fn counts(&self) -> crate::fault::Counts {
         let p = self.shared.lock_pool();
-        crate::sim_fault::Counts { sessions: p.session_count() as u64, ..p.counts }
+        crate::fault::Counts { sessions: p.session_count() as u64, ..p.counts }
     }
 
     /// Changes the root password (as `session.change_password` would); sessions stay valid.

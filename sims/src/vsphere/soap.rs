@@ -16,8 +16,8 @@ use quick_xml::escape::escape;
 
 use super::world::{render_hints, value_xml, World, DVPG, DVS, HOST, VM};
 use super::Shared;
-use crate::sim_fault::{Fault, OVERSIZE_BYTES};
-use crate::vsphere::codec::{self, Body, Node};
+use crate::fault::{Fault, OVERSIZE_BYTES};
+use crate::xml::{self, Element as Node};
 
 /// What a filter or a retrieve reads: types and paths, over a container view or one object.
 #[derive(Clone, Debug)]
@@ -194,13 +194,13 @@ pub async fn service_versions() -> Response {
 /// `POST /sdk`.
 pub async fn handle(shared: Arc<Shared>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if !codec::is_xml_content_type(ct) {
+    let mime = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    if mime != "text/xml" && mime != "application/xml" {
         return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected text/xml").into_response();
     }
-    let req = match codec::parse_envelope(&body) {
-        Ok(Body::Response(n)) => n,
-        Ok(Body::Fault(_)) => return invalid_argument("request body is a fault"),
-        Err(e) => return invalid_argument(&e.to_string()),
+    let req = match request(&body) {
+        Ok(n) => n,
+        Err(e) => return invalid_argument(&e),
     };
     let this = req.text_of("_this").unwrap_or_default().trim().to_string();
     let method = req.name.to_string();
@@ -231,8 +231,28 @@ pub async fn handle(shared: Arc<Shared>, headers: HeaderMap, body: axum::body::B
     }
 }
 
+const SOAP_ENV: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+
+/// The one element in a SOAP 1.1 request's `Body`: the method and its arguments.
+fn request(body: &[u8]) -> Result<Node, String> {
+    let root = xml::parse(body)?;
+    if root.name != "Envelope" || root.ns.as_deref() != Some(SOAP_ENV) {
+        return Err(format!("the root element is <{}>, not a SOAP 1.1 Envelope", root.name));
+    }
+    let body = root
+        .children
+        .into_iter()
+        .find(|c| c.name == "Body" && c.ns.as_deref() == Some(SOAP_ENV))
+        .ok_or("the envelope has no Body")?;
+    let call = body.children.into_iter().next().ok_or("the Body is empty")?;
+    if call.name == "Fault" && call.ns.as_deref() == Some(SOAP_ENV) {
+        return Err("the request body is a fault".into());
+    }
+    Ok(call)
+}
+
 /// Every method but `WaitForUpdatesEx`, answered under the session and world locks.
-fn dispatch_locked(shared: &Shared, method: &str, req: &Node<'_>, this: &str, cookie: &str) -> Response {
+fn dispatch_locked(shared: &Shared, method: &str, req: &Node, this: &str, cookie: &str) -> Response {
     let mut sessions = match shared.sessions.lock() {
         Ok(s) => s,
         Err(_) => return fault("simulator state poisoned", "SystemError", ""),
@@ -295,7 +315,7 @@ fn service_content() -> String {
         .to_string()
 }
 
-fn login(shared: &Shared, req: &Node<'_>) -> Response {
+fn login(shared: &Shared, req: &Node) -> Response {
     let user = req.text_of("userName").unwrap_or_default();
     let password = req.text_of("password").unwrap_or_default();
     let expected = shared.password.lock().map(|p| p.clone()).unwrap_or_default();
@@ -341,7 +361,7 @@ fn rfc3339_now() -> String {
 }
 
 /// Methods answered under the world lock. `None` for `Logout` and unknown methods.
-fn dispatch(world: &World, sess: &mut SimSession, method: &str, req: &Node<'_>, this: &str) -> Option<Response> {
+fn dispatch(world: &World, sess: &mut SimSession, method: &str, req: &Node, this: &str) -> Option<Response> {
     Some(match method {
         "CreateContainerView" => {
             let types: Vec<String> = req.all("type").map(|t| t.text.trim().to_string()).collect();
@@ -476,7 +496,7 @@ fn page(sess: &mut SimSession, method: &str, mut objects: Vec<String>, size: usi
     ok(method, &inner)
 }
 
-fn parse_spec(s: &Node<'_>, sess: &SimSession) -> Option<Spec> {
+fn parse_spec(s: &Node, sess: &SimSession) -> Option<Spec> {
     let props = s
         .all("propSet")
         .map(|p| {
@@ -707,7 +727,7 @@ fn report(world: &World, f: &mut Filter, kind: &'static str, id: &str, gen: u64,
     ));
 }
 
-async fn wait_for_updates(shared: &Shared, cookie: &str, this: &str, req: &Node<'_>) -> Response {
+async fn wait_for_updates(shared: &Shared, cookie: &str, this: &str, req: &Node) -> Response {
     let version = req.text_of("version").unwrap_or_default().trim().to_string();
     let opts = req.child("options");
     let max_wait = opts.and_then(|o| o.text_of("maxWaitSeconds")).and_then(|v| v.trim().parse::<u64>().ok());
@@ -790,8 +810,8 @@ impl Drop for Parked<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vsphere::sim::world::{SimNet, SimNic, SimVm};
-    use crate::vsphere::sim::{generate, SimOptions};
+    use crate::vsphere::world::{SimNet, SimNic, SimVm};
+    use crate::vsphere::{generate, SimOptions};
 
     fn spec() -> Spec {
         Spec {

@@ -5,10 +5,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::sim_fault::{Counts, Fault};
-use crate::xen::client::Operation;
-use crate::xen::codec::{Response, Value};
-use crate::xen::mapping::{LLDP_PORT_ID, LLDP_SYSTEM_NAME, NULL_REF};
+use super::xmlrpc::{Response, Value};
+use super::{LLDP_PORT_ID, LLDP_SYSTEM_NAME, NULL_REF};
+use crate::fault::{Counts, Fault};
 
 use super::{SimError, SimOptions};
 
@@ -20,11 +19,19 @@ const EVENT_WINDOW: usize = 200_000;
 
 pub type Record = BTreeMap<String, Value>;
 
+/// What an `event.from` record says happened to an object (xapi's `operation` field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    Add,
+    Mod,
+    Del,
+}
+
 #[derive(Clone, Debug)]
 pub struct SimEvent {
     pub id: u64,
     pub class: &'static str,
-    pub op: Operation,
+    pub op: Op,
     pub reference: String,
     pub snapshot: Option<Value>,
     pub at: f64,
@@ -121,7 +128,7 @@ impl Pool {
         self.last_event
     }
 
-    fn log(&mut self, class: &'static str, op: Operation, reference: &str, snapshot: Option<Value>) {
+    fn log(&mut self, class: &'static str, op: Op, reference: &str, snapshot: Option<Value>) {
         self.last_event += 1;
         self.events.push_back(SimEvent {
             id: self.last_event,
@@ -139,7 +146,7 @@ impl Pool {
     pub fn add(&mut self, class: &'static str, reference: &str, rec: Record) {
         let snap = Value::Struct(rec.clone());
         self.objects.entry(class).or_default().insert(reference.into(), rec);
-        self.log(class, Operation::Add, reference, Some(snap));
+        self.log(class, Op::Add, reference, Some(snap));
     }
 
     /// Changes a record in place and logs `mod` (only if it really changed).
@@ -158,7 +165,7 @@ impl Pool {
         f(rec);
         if *rec != before {
             let snap = Value::Struct(rec.clone());
-            self.log(class, Operation::Mod, reference, Some(snap));
+            self.log(class, Op::Mod, reference, Some(snap));
         }
         Ok(())
     }
@@ -169,7 +176,7 @@ impl Pool {
             .get_mut(class)
             .and_then(|m| m.remove(reference))
             .ok_or_else(|| SimError::NotFound(format!("{class} {reference}")))?;
-        self.log(class, Operation::Del, reference, None);
+        self.log(class, Op::Del, reference, None);
         Ok(rec)
     }
 
@@ -560,7 +567,7 @@ impl Pool {
             let Some(rec) = self.get(class, &reference).cloned() else {
                 return fail(&["HANDLE_INVALID", class, &reference]);
             };
-            self.log(class, Operation::Mod, &reference, Some(Value::Struct(rec)));
+            self.log(class, Op::Mod, &reference, Some(Value::Struct(rec)));
             return Dispatch::Reply(Response::Success(s(token(self.last_event))));
         }
         let Some((class, call)) = method.split_once('.') else { return fail(&["MESSAGE_METHOD_UNKNOWN", method]) };
@@ -618,9 +625,9 @@ impl Pool {
         m.insert(
             "operation".into(),
             s(match e.op {
-                Operation::Add => "add",
-                Operation::Mod => "mod",
-                Operation::Del => "del",
+                Op::Add => "add",
+                Op::Mod => "mod",
+                Op::Del => "del",
             }),
         );
         m.insert("ref".into(), s(e.reference.clone()));
@@ -656,7 +663,7 @@ impl Pool {
                 events.push(Self::event_value(&SimEvent {
                     id: self.last_event,
                     class,
-                    op: Operation::Add,
+                    op: Op::Add,
                     reference: r.clone(),
                     snapshot: Some(Value::Struct(rec.clone())),
                     at,
@@ -685,19 +692,19 @@ impl Pool {
         }
         // Like xapi, report each object once with its latest state: `add` if it was created
         // after the token, `del` if it is gone, `mod` otherwise.
-        let mut latest: HashMap<(&str, &str), (Operation, &SimEvent)> = HashMap::new();
+        let mut latest: HashMap<(&str, &str), (Op, &SimEvent)> = HashMap::new();
         for e in self.events.iter().filter(|e| e.id > since && Self::wants(classes, e.class)) {
             latest.entry((e.class, e.reference.as_str())).and_modify(|(_, last)| *last = e).or_insert((e.op, e));
         }
-        let mut merged: Vec<(Operation, &SimEvent)> = latest.into_values().collect();
+        let mut merged: Vec<(Op, &SimEvent)> = latest.into_values().collect();
         merged.sort_by_key(|(_, e)| e.id);
         let events: Vec<Value> = merged
             .into_iter()
             .map(|(first, last)| {
                 let op = match (first, last.op) {
-                    (_, Operation::Del) => Operation::Del,
-                    (Operation::Add, _) => Operation::Add,
-                    _ => Operation::Mod,
+                    (_, Op::Del) => Op::Del,
+                    (Op::Add, _) => Op::Add,
+                    _ => Op::Mod,
                 };
                 Self::event_value(&SimEvent { op, ..last.clone() })
             })

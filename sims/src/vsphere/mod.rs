@@ -5,8 +5,8 @@
 //! Every change bumps the object's generation and wakes pending `WaitForUpdatesEx` calls.
 //!
 //! ```no_run
-//! # async fn demo() -> adapters::vsphere::Result<()> {
-//! use adapters::vsphere::sim::{SimOptions, Simulator};
+//! # async fn demo() -> sims::vsphere::Result<()> {
+//! use sims::vsphere::{SimOptions, Simulator};
 //! let sim = Simulator::start(SimOptions { hosts: 4, vms_per_host: 10, ..SimOptions::default() }).await?;
 //! println!("{} {} {}", sim.url(), sim.user(), sim.password());
 //! # Ok(()) }
@@ -28,10 +28,24 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::error::{Error, Result};
-use crate::sim_fault::{Counts, Fault};
+use crate::fault::{Counts, Fault};
 pub use world::{Neighbour, SimNet, SimVlan};
 use world::{SimDvpg, SimDvs, SimHost, SimNic, SimPnic, SimVm, World};
+
+/// A control call that named an object the simulator does not hold, or a set-up failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("simulator: {0}")]
+    Sim(String),
+    #[error("simulator cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What the simulator generates and where it listens.
 #[derive(Clone, Debug)]

@@ -21,8 +21,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::sim_fault::{Fault, OVERSIZE_BYTES};
-use crate::xen::codec::{self, Response, Value};
+use super::xmlrpc::{self, Response, Value};
+use crate::fault::{Fault, OVERSIZE_BYTES};
 
 use super::pool::{Dispatch, Pool};
 
@@ -126,11 +126,11 @@ fn xml(status: StatusCode, body: Vec<u8>) -> HttpResponse {
 }
 
 async fn handle(State(ep): State<Endpoint>, body: Bytes) -> HttpResponse {
-    let call = match codec::decode_call(&body) {
+    let call = match xmlrpc::decode_call(&body) {
         Ok(c) => c,
         Err(e) => {
             let fault = Response::Fault { code: -1, message: format!("cannot parse the request: {e}") };
-            return xml(StatusCode::OK, codec::encode_response(&fault));
+            return xml(StatusCode::OK, xmlrpc::encode_response(&fault));
         }
     };
     // Calls that log an event or end a session wake the waiting polls; reads do not.
@@ -145,7 +145,7 @@ async fn handle(State(ep): State<Endpoint>, body: Bytes) -> HttpResponse {
             wait_events(&ep.shared, &session, &classes, since, timeout).await
         }
     };
-    let mut body = codec::encode_response(&resp);
+    let mut body = xmlrpc::encode_response(&resp);
     if call.method.ends_with(".get_all_records") && ep.shared.lock().fault == Fault::Oversize {
         body.resize(body.len() + OVERSIZE_BYTES, b' ');
     }
