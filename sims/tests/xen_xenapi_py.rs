@@ -1,6 +1,6 @@
 //! Faithfulness check: the official XenAPI.py client against the simulator over loopback HTTP
 //! (log in, read records, follow `event.from`). Ignored by default because it needs a Python
-//! with the `XenAPI` package: `XENAPI_PYTHON=/path/to/python cargo test -p adapters --test
+//! with the `XenAPI` package: `XENAPI_PYTHON=/path/to/python cargo test -p sims --test
 //! xen_xenapi_py -- --ignored`.
 
 use std::io::{BufRead, BufReader};

@@ -2,7 +2,7 @@
 //! password refused as `vim.fault.InvalidLogin`, version negotiation, login, paged
 //! `RetrievePropertiesEx` of hosts, VMs and distributed port groups, `QueryNetworkHint`, and
 //! `WaitForUpdatesEx` seeing a power-off. Needs Python with pyvmomi:
-//! `PYVMOMI_PYTHON=python3 cargo test -p adapters --test vsphere_pyvmomi -- --ignored`.
+//! `PYVMOMI_PYTHON=python3 cargo test -p sims --test vsphere_pyvmomi -- --ignored`.
 
 use std::process::Stdio;
 use std::time::Duration;
