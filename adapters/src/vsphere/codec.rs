@@ -443,6 +443,15 @@ pub struct ProxySwitch {
     pub pnic: Vec<String>,
 }
 
+/// A host's membership of a distributed switch from the switch's `config.host`
+/// (`DistributedVirtualSwitchHostMember`): the host and the pNIC devices of its
+/// `DistributedVirtualSwitchHostMemberPnicBacking`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DvsMember {
+    pub host: MoRef,
+    pub pnic_devices: Vec<String>,
+}
+
 /// What a virtual NIC is plugged into.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Backing {
@@ -487,6 +496,10 @@ pub enum Value {
     Vswitches(Vec<VirtualSwitch>),
     Portgroups(Vec<PortGroup>),
     ProxySwitches(Vec<ProxySwitch>),
+    /// `ArrayOfManagedObjectReference`.
+    MoRefs(Vec<MoRef>),
+    /// `ArrayOfDistributedVirtualSwitchHostMember`.
+    DvsMembers(Vec<DvsMember>),
     /// `ArrayOfVirtualDevice`, keeping only the Ethernet cards.
     Nics(Vec<EthernetCard>),
     Vlan(DvsVlan),
@@ -563,6 +576,24 @@ pub fn decode_value(n: &Node) -> Result<Value> {
                 })
                 .collect(),
         ),
+        "ArrayOfManagedObjectReference" => {
+            Value::MoRefs(n.all("ManagedObjectReference").map(|r| MoRef::from_node(r, what)).collect::<Result<_>>()?)
+        }
+        "ArrayOfDistributedVirtualSwitchHostMember" => {
+            let mut out = Vec::new();
+            for m in n.all("DistributedVirtualSwitchHostMember") {
+                let config = m.child("config").ok_or_else(|| Error::malformed(what, "HostMember without config"))?;
+                let Some(host) = config.child("host") else { continue };
+                let pnic_devices = config
+                    .child("backing")
+                    .map(|b| b.all("pnicSpec").filter_map(|s| s.text_of("pnicDevice")).map(|d| d.trim().to_string()))
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                out.push(DvsMember { host: MoRef::from_node(host, what)?, pnic_devices });
+            }
+            Value::DvsMembers(out)
+        }
         "ArrayOfVirtualDevice" => {
             let mut out = Vec::new();
             for d in n.all("VirtualDevice") {
@@ -1025,5 +1056,32 @@ mod tests {
         assert!(body.contains("p&amp;w&quot;d"));
         let Body::Response(n) = parse_envelope(body.as_bytes()).unwrap() else { panic!("fault") };
         assert_eq!(n.text_of("password"), Some("p&w\"d"));
+    }
+
+    #[test]
+    fn decodes_dvs_members_and_reference_arrays() {
+        let xml = br#"<r xmlns="urn:vim25" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+<val xsi:type="ArrayOfDistributedVirtualSwitchHostMember"><DistributedVirtualSwitchHostMember><config>
+<host type="HostSystem">host-21</host><maxProxySwitchPorts>64</maxProxySwitchPorts>
+<backing xsi:type="DistributedVirtualSwitchHostMemberPnicBacking"><pnicSpec><pnicDevice>vmnic1</pnicDevice>
+<uplinkPortKey>8</uplinkPortKey></pnicSpec><pnicSpec><pnicDevice>vmnic2</pnicDevice></pnicSpec></backing>
+</config><status>up</status></DistributedVirtualSwitchHostMember></val>
+<val xsi:type="ArrayOfManagedObjectReference"><ManagedObjectReference type="HostSystem">host-21</ManagedObjectReference>
+<ManagedObjectReference type="HostSystem">host-34</ManagedObjectReference></val>
+<val xsi:type="ArrayOfManagedObjectReference"></val></r>"#;
+        let t = parse_tree(xml).unwrap();
+        let vals: Vec<Value> = t.all("val").map(|v| decode_value(v).unwrap()).collect();
+        assert_eq!(
+            vals[0],
+            Value::DvsMembers(vec![DvsMember {
+                host: MoRef::new("HostSystem", "host-21"),
+                pnic_devices: vec!["vmnic1".into(), "vmnic2".into()]
+            }])
+        );
+        assert_eq!(
+            vals[1],
+            Value::MoRefs(vec![MoRef::new("HostSystem", "host-21"), MoRef::new("HostSystem", "host-34")])
+        );
+        assert_eq!(vals[2], Value::MoRefs(vec![]));
     }
 }
