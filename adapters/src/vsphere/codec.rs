@@ -697,6 +697,23 @@ fn check_missing(missing: &[MissingProperty]) -> Result<()> {
     }
 }
 
+/// One `ObjectContent` of a retrieve result.
+pub fn object_content(o: &Node, call: &str) -> Result<ObjectContent> {
+    let obj =
+        MoRef::from_node(o.child("obj").ok_or_else(|| Error::unexpected(call, "ObjectContent without obj"))?, call)?;
+    let mut props = Vec::new();
+    for p in o.all("propSet") {
+        let name = p.text_of("name").unwrap_or_default().to_string();
+        match p.child("val") {
+            Some(v) => props.push((name, decode_value(v)?)),
+            None => props.push((name, Value::Other("unset".into()))),
+        }
+    }
+    let missing = missing_set(o);
+    check_missing(&missing)?;
+    Ok(ObjectContent { obj, props, missing })
+}
+
 /// Decodes a `RetrievePropertiesEx`/`ContinueRetrievePropertiesEx` response (`call` names which).
 /// An absent `returnval` means no objects. A `NotAuthenticated` inside a `missingSet` is
 /// returned as [`Error::NotAuthenticated`].
@@ -705,21 +722,7 @@ pub fn decode_retrieve(xml: &[u8], call: &str) -> Result<RetrieveResult> {
     let Some(rv) = n.child("returnval") else { return Ok(RetrieveResult::default()) };
     let mut objects = Vec::new();
     for o in rv.all("objects") {
-        let obj = MoRef::from_node(
-            o.child("obj").ok_or_else(|| Error::unexpected(call, "ObjectContent without obj"))?,
-            call,
-        )?;
-        let mut props = Vec::new();
-        for p in o.all("propSet") {
-            let name = p.text_of("name").unwrap_or_default().to_string();
-            match p.child("val") {
-                Some(v) => props.push((name, decode_value(v)?)),
-                None => props.push((name, Value::Other("unset".into()))),
-            }
-        }
-        let missing = missing_set(o);
-        check_missing(&missing)?;
-        objects.push(ObjectContent { obj, props, missing });
+        objects.push(object_content(o, call)?);
     }
     let token = rv.text_of("token").map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
     Ok(RetrieveResult { token, objects })
@@ -767,6 +770,34 @@ pub struct UpdateSet {
     pub objects: Vec<ObjectUpdate>,
 }
 
+/// One `ObjectUpdate` of an update set's filter.
+pub fn object_update(o: &Node) -> Result<ObjectUpdate> {
+    let call = "WaitForUpdatesEx";
+    let kind = match o.text_of("kind").map(str::trim) {
+        Some("enter") => UpdateKind::Enter,
+        Some("modify") => UpdateKind::Modify,
+        Some("leave") => UpdateKind::Leave,
+        other => return Err(Error::unexpected(call, format!("unknown ObjectUpdate kind {other:?}"))),
+    };
+    let obj =
+        MoRef::from_node(o.child("obj").ok_or_else(|| Error::unexpected(call, "ObjectUpdate without obj"))?, call)?;
+    let mut changes = Vec::new();
+    for c in o.all("changeSet") {
+        let op = match c.text_of("op").map(str::trim) {
+            Some("assign") => ChangeOp::Assign,
+            Some("add") => ChangeOp::Add,
+            Some("remove") => ChangeOp::Remove,
+            Some("indirectRemove") => ChangeOp::IndirectRemove,
+            other => return Err(Error::unexpected(call, format!("unknown PropertyChange op {other:?}"))),
+        };
+        let val = c.child("val").map(decode_value).transpose()?;
+        changes.push(PropertyChange { name: c.text_of("name").unwrap_or_default().to_string(), op, val });
+    }
+    let missing = missing_set(o);
+    check_missing(&missing)?;
+    Ok(ObjectUpdate { kind, obj, changes, missing })
+}
+
 /// Decodes `WaitForUpdatesExResponse`: `None` when there is no `returnval` (nothing changed
 /// before `maxWaitSeconds`).
 pub fn decode_updates(xml: &[u8]) -> Result<Option<UpdateSet>> {
@@ -779,31 +810,7 @@ pub fn decode_updates(xml: &[u8]) -> Result<Option<UpdateSet>> {
     for fs in rv.all("filterSet") {
         check_missing(&missing_set(fs))?;
         for o in fs.all("objectSet") {
-            let kind = match o.text_of("kind").map(str::trim) {
-                Some("enter") => UpdateKind::Enter,
-                Some("modify") => UpdateKind::Modify,
-                Some("leave") => UpdateKind::Leave,
-                other => return Err(Error::unexpected(call, format!("unknown ObjectUpdate kind {other:?}"))),
-            };
-            let obj = MoRef::from_node(
-                o.child("obj").ok_or_else(|| Error::unexpected(call, "ObjectUpdate without obj"))?,
-                call,
-            )?;
-            let mut changes = Vec::new();
-            for c in o.all("changeSet") {
-                let op = match c.text_of("op").map(str::trim) {
-                    Some("assign") => ChangeOp::Assign,
-                    Some("add") => ChangeOp::Add,
-                    Some("remove") => ChangeOp::Remove,
-                    Some("indirectRemove") => ChangeOp::IndirectRemove,
-                    other => return Err(Error::unexpected(call, format!("unknown PropertyChange op {other:?}"))),
-                };
-                let val = c.child("val").map(decode_value).transpose()?;
-                changes.push(PropertyChange { name: c.text_of("name").unwrap_or_default().to_string(), op, val });
-            }
-            let missing = missing_set(o);
-            check_missing(&missing)?;
-            objects.push(ObjectUpdate { kind, obj, changes, missing });
+            objects.push(object_update(o)?);
         }
     }
     let truncated = rv.bool_of("truncated").unwrap_or(false);

@@ -19,8 +19,9 @@
 //! - [`sim::Simulator::start`]`(SimOptions) -> SimHandle` (URL, credentials, control methods,
 //!   faults from [`crate::sim_fault`]); `netfold sim vcenter` runs it on its own.
 //!
-//! Layout: [`config`], [`client`] (the only module owning reqwest), [`codec`] (pure SOAP
-//! decoding/encoding), [`mapping`] (vendor data → facts), [`sim`], [`error`].
+//! Layout: [`config`], [`client`] (the only module owning reqwest), [`split`] (large replies read
+//! element by element), [`codec`] (pure SOAP decoding/encoding), [`mapping`] (vendor data →
+//! facts), [`sim`], [`error`].
 
 pub mod client;
 pub mod codec;
@@ -28,6 +29,7 @@ pub mod config;
 pub mod error;
 pub mod mapping;
 pub mod sim;
+pub mod split;
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
