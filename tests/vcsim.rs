@@ -270,12 +270,34 @@ liveness_secs = 5
     let loaded = log.lines().find(|l| l.contains("vSphere inventory loaded")).unwrap();
     assert_eq!((field(loaded, "hosts"), field(loaded, "vms")), (hosts, vms), "netfold read what pyVmomi reads");
 
+    // vcsim's hosts carry no proxySwitch: DV port groups map to the switch's summary.hostMember,
+    // so no VM's NIC on one is refused (the audit trail would say so in a Refused event).
+    // (The Learnt of the first read and its Refused, if any, are appended in one batch.)
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + STEP;
+    let first = loop {
+        let all = events(&http, &base).await;
+        if all.iter().any(|e| matches!(e.event, Event::Learnt { .. })) {
+            break all;
+        }
+        assert!(Instant::now() < deadline, "no Learnt within {STEP:?}:\n{}", nf.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let refused: Vec<_> = first
+        .into_iter()
+        .filter_map(|e| match e.event {
+            Event::Refused { refusals } => Some(refusals),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(refused.is_empty(), "refused at vcsim's default inventory: {refused:?}");
+
     // The other client is parked on the default collector; netfold must still see this change.
     client.send("ADDNIC VM Network");
     let added = client.expect("ADDED ");
     let vm_name = added.split_whitespace().nth(1).expect("the VM's name").to_string();
     assert!(added.ends_with("success"), "{added}");
-    let http = reqwest::Client::new();
     let deadline = Instant::now() + STEP;
     loop {
         let body = http.get(format!("{base}/log?from=1")).send().await.unwrap().text().await.unwrap();
