@@ -2,12 +2,13 @@
 default PropertyCollector (`content.propertyCollector`) for VM power states, so updates there are
 consumed by it. Then, when told on stdin, it powers a VM off through the API.
 
-Usage: vcsim_client.py HOST PORT USER PASSWORD
+Usage: vcsim_client.py HOST PORT USER PASSWORD [--count-only]
 
 Prints `COUNT HOSTS n`, `COUNT VMS n`, `COUNT DVPG n`, then `WAITING` once its filter is in place
 and it is parked in WaitForUpdatesEx; on the stdin line `POWEROFF` it powers the first VM (by
 name) off and prints `POWEREDOFF name`; on `ADDNIC NETWORK` it adds a NIC on that standard
-network to the first VM (ReconfigVM_Task) and prints `ADDED vm-name state`.
+network to the first VM (ReconfigVM_Task) and prints `ADDED vm-name state`. With
+`--count-only` it prints the three counts and exits.
 """
 
 import sys
@@ -31,6 +32,9 @@ def main():
     print("COUNT HOSTS", len(hosts))
     print("COUNT VMS", len(vms))
     print("COUNT DVPG", len(dvpgs))
+    sys.stdout.flush()
+    if sys.argv[5:] == ["--count-only"]:
+        return
     print("VM-NAMES", " ".join(sorted(v.name for v in vms)))
     sys.stdout.flush()
 

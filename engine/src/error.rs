@@ -72,3 +72,27 @@ pub enum Invalid {
     #[error("hypervisor {hypervisor}: inventory came back {what} while {known} facts are known; treated as a lost connection")]
     HollowInventory { hypervisor: HypervisorId, what: &'static str, known: usize },
 }
+
+impl Invalid {
+    /// What was refused and why, for the audit trail ([`crate::Event::Refused`]); `None` for
+    /// what the log records otherwise (a held mass removal is `RemovalHeld`, a hollow inventory
+    /// is `Lost`) and for a delta outside a session (nothing is lost: the next inventory
+    /// resyncs).
+    pub fn refusal(&self) -> Option<crate::observe::Rejected> {
+        use crate::observe::Rejected;
+        let r = |what: String, why: String| Some(Rejected { what, why });
+        match self {
+            Invalid::Adapter { what, why, .. } => r(what.clone(), why.clone()),
+            Invalid::UnknownNetwork { vm, nic, host, network, .. } => {
+                r(format!("vnic {vm}/{nic}"), format!("its network `{network}` is unknown on host {host}"))
+            }
+            Invalid::DuplicateKey { key, count, .. } => {
+                r(key.to_string(), format!("{count} different entries share this key in one observation"))
+            }
+            Invalid::UnknownRemoval { key, .. } => r(key.to_string(), "a delta removes it, but it is not known".into()),
+            Invalid::MassRemovalHeldBack { .. }
+            | Invalid::HollowInventory { .. }
+            | Invalid::DeltaOutOfSession { .. } => None,
+        }
+    }
+}

@@ -39,6 +39,12 @@ pub enum Event {
     /// says how, in words). Recorded under [`LOSS_RECORDER`] so the gap stays in the audit
     /// trail; the projector ignores it. Appended last: bincode stores the variant index.
     LossAccepted { log: String, found: u64, acknowledged: u64, detail: String },
+    /// Pieces of one observation that were not learnt, each naming what and why (a vNIC on a
+    /// network unknown on its host, a private-VLAN port group, a duplicate key, ...): the
+    /// audit trail says why a VLAN is not configured. A full read records every refusal it
+    /// found; a delta, those it brought. The projector ignores it. Appended last: bincode
+    /// stores the variant index.
+    Refused { refusals: Vec<crate::observe::Rejected> },
 }
 
 /// The hypervisor name a [`Event::LossAccepted`] is recorded under (it concerns no hypervisor).
@@ -56,6 +62,7 @@ impl Event {
             Event::RemovalHeld { .. } => "RemovalHeld",
             Event::RemovalReleased { .. } => "RemovalReleased",
             Event::LossAccepted { .. } => "LossAccepted",
+            Event::Refused { .. } => "Refused",
         }
     }
 }

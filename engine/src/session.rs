@@ -172,8 +172,17 @@ impl Session {
         }
     }
 
-    /// One transition.
+    /// One transition. What it refused is recorded as a last `Refused` event.
     pub fn step(&self, input: Input, ctx: &Ctx<'_>) -> Step {
+        let mut step = self.transition(input, ctx);
+        let refusals: Vec<Rejected> = step.invalid.iter().filter_map(Invalid::refusal).collect();
+        if !refusals.is_empty() {
+            step.events.push(Event::Refused { refusals });
+        }
+        step
+    }
+
+    fn transition(&self, input: Input, ctx: &Ctx<'_>) -> Step {
         let known_len = ctx.known.map_or(0, Facts::len);
         let asked = ctx.last_attempt == LastAttempt::Asked;
         match (*self, input) {
@@ -532,6 +541,34 @@ mod tests {
         let s = Session::New.step(inventory(vec![net("pg", 10), vnic("vm-1", "nope")]), &ctx(&id, 5, None, &g));
         assert!(matches!(&s.events[1], Event::Learnt { changes } if changes.len() == 1));
         assert!(matches!(&s.invalid[..], [Invalid::UnknownNetwork { network, .. }] if network == "nope"));
+        let Some(Event::Refused { refusals }) = s.events.last() else { panic!("no Refused: {:?}", s.events) };
+        assert_eq!(refusals.len(), 1);
+        assert_eq!(refusals[0].what, "vnic vm-1/4000");
+        assert!(refusals[0].why.contains("`nope` is unknown on host h1"), "{}", refusals[0].why);
+    }
+
+    #[test]
+    fn every_refusal_is_recorded_after_what_was_learnt_and_a_clean_step_records_none() {
+        let (id, g) = (hv(), MassRemoval::default());
+        let rejected =
+            vec![Rejected { what: "distributed port group \"p\" (dvportgroup-9)".into(), why: "private VLAN".into() }];
+        let first = Input::Observed(Observation::Inventory {
+            endpoint: "https://vc".into(),
+            facts: vec![net("pg", 10)],
+            rejected: rejected.clone(),
+        });
+        let s = Session::New.step(first, &ctx(&id, 5, None, &g));
+        let names: Vec<&str> = s.events.iter().map(Event::name).collect();
+        assert_eq!(names, ["Connected", "Learnt", "Refused"]);
+        assert_eq!(s.events[2], Event::Refused { refusals: rejected.clone() });
+        // A delta that only refuses appends only the refusal; one that refuses nothing, no Refused.
+        let st = known_state();
+        let known = st.facts_of(&id);
+        let delta = |changes, rejected| Input::Observed(Observation::Delta { changes, rejected });
+        let s = Session::Live.step(delta(vec![], rejected.clone()), &ctx(&id, 6, known, &g));
+        assert_eq!(s.events, vec![Event::Refused { refusals: rejected }]);
+        let s = Session::Live.step(delta(vec![Change::Upsert(net("pg", 11))], vec![]), &ctx(&id, 7, known, &g));
+        assert!(matches!(&s.events[..], [Event::Learnt { .. }]), "{:?}", s.events);
     }
 
     #[test]

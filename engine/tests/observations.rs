@@ -172,7 +172,13 @@ async fn bad_pieces_are_refused_before_appending_and_the_rest_is_learnt() -> any
     assert!(out.invalid.iter().any(|i| matches!(i, Invalid::DuplicateKey { count: 2, .. })));
     assert!(out.invalid.iter().any(|i| matches!(i, Invalid::UnknownRemoval { .. })));
     assert!(out.invalid.iter().all(|i| !i.to_string().is_empty()));
-    assert_eq!(last_event(&log), Event::Learnt { changes: vec![Change::Upsert(good)] });
+    // What was learnt, then every refusal with what and why, for the audit trail.
+    let [learnt, refused] = &tail_events(&log, 2)[..] else { unreachable!() };
+    assert_eq!(*learnt, Event::Learnt { changes: vec![Change::Upsert(good)] });
+    let Event::Refused { refusals } = refused else { panic!("not Refused: {refused:?}") };
+    let whats: Vec<&str> = refusals.iter().map(|r| r.what.as_str()).collect();
+    assert_eq!(whats, ["port group \"pg-0\" on h1", "vnic vm-dup/0", "vnic vm-dangling/0", "vnic vm-never/0"]);
+    assert!(refusals[2].why.contains("no-such-net"), "{refusals:?}");
     assert_eq!(Metrics::get(&engine.metrics().invalid_observations), 4);
     engine.shutdown().await?;
     Ok(())

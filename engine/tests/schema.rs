@@ -81,7 +81,14 @@ fn schema_1_records_upcast_with_the_loss_dated_at_the_record() {
 
 #[test]
 fn schema_2_records_round_trip() {
-    for r in schema1() {
+    let refused = Recorded {
+        at: 5_000,
+        hypervisor: HypervisorId::new("vc-east").unwrap(),
+        event: Event::Refused {
+            refusals: vec![engine::Rejected { what: "vnic vm-9/4000".into(), why: "its network is unknown".into() }],
+        },
+    };
+    for r in schema1().into_iter().chain([refused]) {
         assert_eq!(Recorded::decode(Recorded::SCHEMA, &r.encode().unwrap()).unwrap(), r);
     }
 }

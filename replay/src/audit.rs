@@ -56,6 +56,11 @@ fn detail(event: &Event) -> String {
         }
         Event::RemovalReleased { by } => format!("held removal let through ({by})"),
         Event::LossAccepted { detail, .. } => format!("loss accepted by the operator (--accept-loss): {detail}"),
+        Event::Refused { refusals } => {
+            let sample: Vec<String> = refusals.iter().take(3).map(|r| format!("{}: {}", r.what, r.why)).collect();
+            let more = if refusals.len() > 3 { format!(" (+{} more)", refusals.len() - 3) } else { String::new() };
+            format!("{} not learnt: {}{more}", refusals.len(), sample.join("; "))
+        }
     }
 }
 

@@ -1,13 +1,16 @@
 //! The vSphere SOAP transport: the only module that touches reqwest. A [`Session`] is one
 //! logged-in connection: it POSTs SOAP envelopes to `…/sdk` with the `SOAPAction` of the
 //! discovered API version and the `vmware_soap_session` cookie, checks status, content type and
-//! size, and hands the bytes to [`super::codec`]. The password and the cookie are never logged.
+//! size, and hands the bytes to [`super::codec`] (inventory and update replies object by object
+//! through [`super::split`], so no reply is too large to read). The password and the cookie
+//! are never logged.
 
 use reqwest::header::{CONTENT_TYPE, COOKIE, SET_COOKIE};
 use reqwest::StatusCode;
 
 use super::codec::{self, MoRef, ObjectContent, PnicHint, ServiceContent, UpdateSet};
 use super::error::{Error, Result};
+use super::split;
 use crate::common::{read_limited, HttpClient, HttpError, Secret};
 
 /// One logged-in session with vCenter.
@@ -33,7 +36,15 @@ struct Reply {
     cookie: Option<String>,
 }
 
-async fn post(http: &HttpClient, url: &str, action: &str, cookie: Option<&Secret>, body: String) -> Result<Reply> {
+/// Sends one SOAP request and checks the reply's status and content type; the body is left
+/// to read.
+async fn send(
+    http: &HttpClient,
+    url: &str,
+    action: &str,
+    cookie: Option<&Secret>,
+    body: String,
+) -> Result<(reqwest::Response, Option<String>)> {
     let mut req = http
         .client
         .post(url)
@@ -64,6 +75,12 @@ async fn post(http: &HttpClient, url: &str, action: &str, cookie: Option<&Secret
     if !codec::is_xml_content_type(&content_type) {
         return Err(Error::ContentType { url: url.to_string(), content_type, status: status.as_u16() });
     }
+    Ok((resp, cookie))
+}
+
+async fn post(http: &HttpClient, url: &str, action: &str, cookie: Option<&Secret>, body: String) -> Result<Reply> {
+    let (resp, cookie) = send(http, url, action, cookie, body).await?;
+    let status = resp.status();
     let body = read_limited(resp, http.max_body).await?;
     Ok(Reply { status, body, cookie })
 }
@@ -120,6 +137,33 @@ impl Session {
         Ok(reply.body)
     }
 
+    /// A call whose reply is read element by element ([`split`]): the skeleton's bytes and the
+    /// `target` elements decoded, in reply order. `max_body` bounds each element and the
+    /// skeleton, not the reply: servers that ignore paging (vcsim) are read all the same. A
+    /// fault reply is read whole and returned as the skeleton.
+    async fn call_split<T>(
+        &self,
+        body: String,
+        target: split::Target,
+        decode: fn(&codec::Node) -> Result<T>,
+    ) -> Result<(Vec<u8>, Vec<T>)> {
+        let (mut resp, _) = send(&self.http, &self.url, &self.soap_action, Some(&self.cookie), body).await?;
+        if resp.status() != StatusCode::OK {
+            return Ok((read_limited(resp, self.http.max_body).await?, Vec::new()));
+        }
+        let mut splitter = split::Splitter::new(target, self.http.max_body, &self.url, decode);
+        let mut bytes = 0;
+        while let Some(chunk) =
+            resp.chunk().await.map_err(|source| HttpError::Request { url: self.url.clone(), source })?
+        {
+            bytes += chunk.len();
+            splitter.feed(&chunk)?;
+        }
+        let (skeleton, items) = splitter.finish()?;
+        tracing::trace!(bytes, elements = items.len(), "SOAP reply read element by element");
+        Ok((skeleton, items))
+    }
+
     /// `Logout`, best effort.
     pub async fn logout(&self) -> Result<()> {
         let b = self.call(codec::logout(&self.content.session_manager)).await?;
@@ -153,14 +197,24 @@ impl Session {
     }
 
     /// Every object matching `spec`, following `token`s page by page, on collector `pc`.
+    /// Each page is read object by object (see [`Session::call_split`]).
     pub async fn retrieve_all(&self, pc: &MoRef, spec: &str, page: u32) -> Result<Vec<ObjectContent>> {
-        let b = self.call(codec::retrieve_properties_ex(pc, spec, page)).await?;
+        let (b, mut objects) = self
+            .call_split(codec::retrieve_properties_ex(pc, spec, page), split::RETRIEVE_OBJECTS, |n| {
+                codec::object_content(n, "RetrievePropertiesEx")
+            })
+            .await?;
         let mut res = codec::decode_retrieve(&b, "RetrievePropertiesEx")?;
-        let mut objects = std::mem::take(&mut res.objects);
+        objects.append(&mut res.objects);
         let mut pages = 1;
         while let Some(token) = res.token.take() {
-            let b = self.call(codec::continue_retrieve_properties_ex(pc, &token)).await?;
+            let (b, mut more) = self
+                .call_split(codec::continue_retrieve_properties_ex(pc, &token), split::RETRIEVE_OBJECTS, |n| {
+                    codec::object_content(n, "ContinueRetrievePropertiesEx")
+                })
+                .await?;
             res = codec::decode_retrieve(&b, "ContinueRetrievePropertiesEx")?;
+            objects.append(&mut more);
             objects.append(&mut res.objects);
             pages += 1;
         }
@@ -174,7 +228,8 @@ impl Session {
         codec::decode_moref(&b, "CreateFilter")
     }
 
-    /// One `WaitForUpdatesEx`; `None` when nothing changed within `max_wait_seconds`.
+    /// One `WaitForUpdatesEx`; `None` when nothing changed within `max_wait_seconds`. Read
+    /// update by update (see [`Session::call_split`]).
     pub async fn wait_for_updates(
         &self,
         pc: &MoRef,
@@ -182,8 +237,15 @@ impl Session {
         max_wait_seconds: u32,
         max_objects: u32,
     ) -> Result<Option<UpdateSet>> {
-        let b = self.call(codec::wait_for_updates_ex(pc, &version, max_wait_seconds, max_objects)).await?;
-        codec::decode_updates(&b)
+        let body = codec::wait_for_updates_ex(pc, &version, max_wait_seconds, max_objects);
+        let (b, objects) = self.call_split(body, split::UPDATE_OBJECTS, codec::object_update).await?;
+        let mut us = codec::decode_updates(&b)?;
+        if let Some(us) = us.as_mut() {
+            us.objects.splice(0..0, objects);
+        } else if !objects.is_empty() {
+            return Err(Error::unexpected("WaitForUpdatesEx", "object updates without an UpdateSet"));
+        }
+        Ok(us)
     }
 
     /// `QueryNetworkHint` on a host's network system.

@@ -443,6 +443,15 @@ pub struct ProxySwitch {
     pub pnic: Vec<String>,
 }
 
+/// A host's membership of a distributed switch from the switch's `config.host`
+/// (`DistributedVirtualSwitchHostMember`): the host and the pNIC devices of its
+/// `DistributedVirtualSwitchHostMemberPnicBacking`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DvsMember {
+    pub host: MoRef,
+    pub pnic_devices: Vec<String>,
+}
+
 /// What a virtual NIC is plugged into.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Backing {
@@ -487,6 +496,10 @@ pub enum Value {
     Vswitches(Vec<VirtualSwitch>),
     Portgroups(Vec<PortGroup>),
     ProxySwitches(Vec<ProxySwitch>),
+    /// `ArrayOfManagedObjectReference`.
+    MoRefs(Vec<MoRef>),
+    /// `ArrayOfDistributedVirtualSwitchHostMember`.
+    DvsMembers(Vec<DvsMember>),
     /// `ArrayOfVirtualDevice`, keeping only the Ethernet cards.
     Nics(Vec<EthernetCard>),
     Vlan(DvsVlan),
@@ -563,6 +576,24 @@ pub fn decode_value(n: &Node) -> Result<Value> {
                 })
                 .collect(),
         ),
+        "ArrayOfManagedObjectReference" => {
+            Value::MoRefs(n.all("ManagedObjectReference").map(|r| MoRef::from_node(r, what)).collect::<Result<_>>()?)
+        }
+        "ArrayOfDistributedVirtualSwitchHostMember" => {
+            let mut out = Vec::new();
+            for m in n.all("DistributedVirtualSwitchHostMember") {
+                let config = m.child("config").ok_or_else(|| Error::malformed(what, "HostMember without config"))?;
+                let Some(host) = config.child("host") else { continue };
+                let pnic_devices = config
+                    .child("backing")
+                    .map(|b| b.all("pnicSpec").filter_map(|s| s.text_of("pnicDevice")).map(|d| d.trim().to_string()))
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                out.push(DvsMember { host: MoRef::from_node(host, what)?, pnic_devices });
+            }
+            Value::DvsMembers(out)
+        }
         "ArrayOfVirtualDevice" => {
             let mut out = Vec::new();
             for d in n.all("VirtualDevice") {
@@ -666,6 +697,23 @@ fn check_missing(missing: &[MissingProperty]) -> Result<()> {
     }
 }
 
+/// One `ObjectContent` of a retrieve result.
+pub fn object_content(o: &Node, call: &str) -> Result<ObjectContent> {
+    let obj =
+        MoRef::from_node(o.child("obj").ok_or_else(|| Error::unexpected(call, "ObjectContent without obj"))?, call)?;
+    let mut props = Vec::new();
+    for p in o.all("propSet") {
+        let name = p.text_of("name").unwrap_or_default().to_string();
+        match p.child("val") {
+            Some(v) => props.push((name, decode_value(v)?)),
+            None => props.push((name, Value::Other("unset".into()))),
+        }
+    }
+    let missing = missing_set(o);
+    check_missing(&missing)?;
+    Ok(ObjectContent { obj, props, missing })
+}
+
 /// Decodes a `RetrievePropertiesEx`/`ContinueRetrievePropertiesEx` response (`call` names which).
 /// An absent `returnval` means no objects. A `NotAuthenticated` inside a `missingSet` is
 /// returned as [`Error::NotAuthenticated`].
@@ -674,21 +722,7 @@ pub fn decode_retrieve(xml: &[u8], call: &str) -> Result<RetrieveResult> {
     let Some(rv) = n.child("returnval") else { return Ok(RetrieveResult::default()) };
     let mut objects = Vec::new();
     for o in rv.all("objects") {
-        let obj = MoRef::from_node(
-            o.child("obj").ok_or_else(|| Error::unexpected(call, "ObjectContent without obj"))?,
-            call,
-        )?;
-        let mut props = Vec::new();
-        for p in o.all("propSet") {
-            let name = p.text_of("name").unwrap_or_default().to_string();
-            match p.child("val") {
-                Some(v) => props.push((name, decode_value(v)?)),
-                None => props.push((name, Value::Other("unset".into()))),
-            }
-        }
-        let missing = missing_set(o);
-        check_missing(&missing)?;
-        objects.push(ObjectContent { obj, props, missing });
+        objects.push(object_content(o, call)?);
     }
     let token = rv.text_of("token").map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
     Ok(RetrieveResult { token, objects })
@@ -736,6 +770,34 @@ pub struct UpdateSet {
     pub objects: Vec<ObjectUpdate>,
 }
 
+/// One `ObjectUpdate` of an update set's filter.
+pub fn object_update(o: &Node) -> Result<ObjectUpdate> {
+    let call = "WaitForUpdatesEx";
+    let kind = match o.text_of("kind").map(str::trim) {
+        Some("enter") => UpdateKind::Enter,
+        Some("modify") => UpdateKind::Modify,
+        Some("leave") => UpdateKind::Leave,
+        other => return Err(Error::unexpected(call, format!("unknown ObjectUpdate kind {other:?}"))),
+    };
+    let obj =
+        MoRef::from_node(o.child("obj").ok_or_else(|| Error::unexpected(call, "ObjectUpdate without obj"))?, call)?;
+    let mut changes = Vec::new();
+    for c in o.all("changeSet") {
+        let op = match c.text_of("op").map(str::trim) {
+            Some("assign") => ChangeOp::Assign,
+            Some("add") => ChangeOp::Add,
+            Some("remove") => ChangeOp::Remove,
+            Some("indirectRemove") => ChangeOp::IndirectRemove,
+            other => return Err(Error::unexpected(call, format!("unknown PropertyChange op {other:?}"))),
+        };
+        let val = c.child("val").map(decode_value).transpose()?;
+        changes.push(PropertyChange { name: c.text_of("name").unwrap_or_default().to_string(), op, val });
+    }
+    let missing = missing_set(o);
+    check_missing(&missing)?;
+    Ok(ObjectUpdate { kind, obj, changes, missing })
+}
+
 /// Decodes `WaitForUpdatesExResponse`: `None` when there is no `returnval` (nothing changed
 /// before `maxWaitSeconds`).
 pub fn decode_updates(xml: &[u8]) -> Result<Option<UpdateSet>> {
@@ -748,31 +810,7 @@ pub fn decode_updates(xml: &[u8]) -> Result<Option<UpdateSet>> {
     for fs in rv.all("filterSet") {
         check_missing(&missing_set(fs))?;
         for o in fs.all("objectSet") {
-            let kind = match o.text_of("kind").map(str::trim) {
-                Some("enter") => UpdateKind::Enter,
-                Some("modify") => UpdateKind::Modify,
-                Some("leave") => UpdateKind::Leave,
-                other => return Err(Error::unexpected(call, format!("unknown ObjectUpdate kind {other:?}"))),
-            };
-            let obj = MoRef::from_node(
-                o.child("obj").ok_or_else(|| Error::unexpected(call, "ObjectUpdate without obj"))?,
-                call,
-            )?;
-            let mut changes = Vec::new();
-            for c in o.all("changeSet") {
-                let op = match c.text_of("op").map(str::trim) {
-                    Some("assign") => ChangeOp::Assign,
-                    Some("add") => ChangeOp::Add,
-                    Some("remove") => ChangeOp::Remove,
-                    Some("indirectRemove") => ChangeOp::IndirectRemove,
-                    other => return Err(Error::unexpected(call, format!("unknown PropertyChange op {other:?}"))),
-                };
-                let val = c.child("val").map(decode_value).transpose()?;
-                changes.push(PropertyChange { name: c.text_of("name").unwrap_or_default().to_string(), op, val });
-            }
-            let missing = missing_set(o);
-            check_missing(&missing)?;
-            objects.push(ObjectUpdate { kind, obj, changes, missing });
+            objects.push(object_update(o)?);
         }
     }
     let truncated = rv.bool_of("truncated").unwrap_or(false);
@@ -1025,5 +1063,32 @@ mod tests {
         assert!(body.contains("p&amp;w&quot;d"));
         let Body::Response(n) = parse_envelope(body.as_bytes()).unwrap() else { panic!("fault") };
         assert_eq!(n.text_of("password"), Some("p&w\"d"));
+    }
+
+    #[test]
+    fn decodes_dvs_members_and_reference_arrays() {
+        let xml = br#"<r xmlns="urn:vim25" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+<val xsi:type="ArrayOfDistributedVirtualSwitchHostMember"><DistributedVirtualSwitchHostMember><config>
+<host type="HostSystem">host-21</host><maxProxySwitchPorts>64</maxProxySwitchPorts>
+<backing xsi:type="DistributedVirtualSwitchHostMemberPnicBacking"><pnicSpec><pnicDevice>vmnic1</pnicDevice>
+<uplinkPortKey>8</uplinkPortKey></pnicSpec><pnicSpec><pnicDevice>vmnic2</pnicDevice></pnicSpec></backing>
+</config><status>up</status></DistributedVirtualSwitchHostMember></val>
+<val xsi:type="ArrayOfManagedObjectReference"><ManagedObjectReference type="HostSystem">host-21</ManagedObjectReference>
+<ManagedObjectReference type="HostSystem">host-34</ManagedObjectReference></val>
+<val xsi:type="ArrayOfManagedObjectReference"></val></r>"#;
+        let t = parse_tree(xml).unwrap();
+        let vals: Vec<Value> = t.all("val").map(|v| decode_value(v).unwrap()).collect();
+        assert_eq!(
+            vals[0],
+            Value::DvsMembers(vec![DvsMember {
+                host: MoRef::new("HostSystem", "host-21"),
+                pnic_devices: vec!["vmnic1".into(), "vmnic2".into()]
+            }])
+        );
+        assert_eq!(
+            vals[1],
+            Value::MoRefs(vec![MoRef::new("HostSystem", "host-21"), MoRef::new("HostSystem", "host-34")])
+        );
+        assert_eq!(vals[2], Value::MoRefs(vec![]));
     }
 }

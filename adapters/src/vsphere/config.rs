@@ -60,9 +60,11 @@ pub struct Config {
     /// Between full re-reads of a live session (a missed update stream is repaired).
     #[serde(default = "defaults::resync_secs")]
     pub resync_secs: u64,
-    /// Largest response body accepted. Replies are paged (`page_size` objects per
-    /// `RetrievePropertiesEx` page and per update set), so the default (64 MiB) holds a page of
-    /// 500 objects at up to ~130 KiB of SOAP each (a VM's device list is the largest property).
+    /// Largest response body accepted; for `RetrievePropertiesEx` and `WaitForUpdatesEx`, which
+    /// are read object by object as they arrive, the largest single object (and the largest
+    /// remainder of the reply), so a server that ignores `page_size` (vcsim) is still read.
+    /// The default (64 MiB) holds any object (a VM's device list, the largest property, stays
+    /// far below 1 MiB) and a page of 500 objects at up to ~130 KiB of SOAP each.
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: usize,
 }

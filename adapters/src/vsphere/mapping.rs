@@ -8,7 +8,9 @@
 //! `NetworkFact` keyed by its name (VLAN 0 untagged, 1..=4094 access, 4095 — guest tagging — trunk
 //! 1-4094, which each switch's reconciler clips to its `allowed_vlans` and logs), uplinks
 //! the vswitch's pnic keys resolved to device names; each distributed port group (not an uplink
-//! group) → one `NetworkFact` per host that has a proxy switch of its DVS, keyed by the port
+//! group: `config.uplink`, or listed in its switch's `config.uplinkPortgroup`) → one
+//! `NetworkFact` per member host of its switch (the host's `proxySwitch`, else the switch's
+//! `config.host`, else its `summary.hostMember` with uplinks unknown), keyed by the port
 //! group key (`VlanIdSpec`, `TrunkVlanSpec` — a range starting at 0 starts at 1 —, `PvlanSpec`
 //! rejected); each `VirtualEthernetCard` → `VnicFact`. What cannot be mapped is `Rejected`.
 //!
@@ -26,9 +28,7 @@ use engine::{
     VlanSpec, VnicFact,
 };
 
-use super::codec::{
-    Backing, ChangeOp, DvsVlan, MoRef, ObjectContent, ObjectUpdate, PnicHint, ProxySwitch, UpdateKind, Value,
-};
+use super::codec::{Backing, ChangeOp, DvsVlan, MoRef, ObjectContent, ObjectUpdate, PnicHint, UpdateKind, Value};
 
 /// Managed object types the adapter watches.
 pub const HOST: &str = "HostSystem";
@@ -59,7 +59,7 @@ pub const HOST_PATHS: &[&str] = &[
 pub const VM_PATHS: &[&str] = &["name", "runtime.host", "runtime.powerState", "config.hardware.device"];
 pub const DVPG_PATHS: &[&str] =
     &["key", "name", "config.distributedVirtualSwitch", "config.defaultPortConfig.vlan", "config.uplink"];
-pub const DVS_PATHS: &[&str] = &["uuid", "name"];
+pub const DVS_PATHS: &[&str] = &["uuid", "name", "config.host", "config.uplinkPortgroup", "summary.hostMember"];
 
 /// The property sets of the filter and the initial retrieve.
 pub fn prop_specs() -> Vec<(&'static str, &'static [&'static str])> {
@@ -349,28 +349,50 @@ impl Inventory {
     /// The facts of every distributed port group (one network per member host).
     fn dvpg_facts(&self) -> Mapped {
         let mut out = Mapped::default();
-        let dvs_uuid: BTreeMap<&MoRef, &str> = self
-            .objects
-            .iter()
-            .filter(|(m, _)| is_dvs(&m.kind))
-            .filter_map(|(m, p)| match p.get("uuid") {
-                Some(Value::Str(u)) => Some((m, u.as_str())),
-                _ => None,
-            })
-            .collect();
-        let mut proxies: Vec<(&str, &ProxySwitch, &[super::codec::PhysicalNic])> = Vec::new();
+        let switches: BTreeMap<&MoRef, DvsMembers> =
+            self.objects.iter().filter(|(m, _)| is_dvs(&m.kind)).map(|(m, p)| (m, self.dvs_members(p))).collect();
+        for (m, p) in self.objects.iter().filter(|(m, _)| m.kind == DVPG) {
+            dvpg_facts(m, p, &switches, &mut out);
+        }
+        out
+    }
+
+    /// Which hosts of the mirror belong to a distributed switch, with their uplink pNIC devices
+    /// (see [`DvsMembers`]).
+    fn dvs_members(&self, dvs: &BTreeMap<String, Value>) -> DvsMembers {
+        let mut out = DvsMembers::default();
+        if let Some(Value::MoRefs(pgs)) = dvs.get("config.uplinkPortgroup") {
+            out.uplink_portgroups = pgs.iter().map(|r| r.value.clone()).collect();
+        }
+        let Some(Value::Str(uuid)) = dvs.get("uuid") else { return out };
+        out.known = true;
+        let mut hosts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        // Last resort: `summary.hostMember` (vcsim serves only this): members, uplinks unknown.
+        if let Some(Value::MoRefs(members)) = dvs.get("summary.hostMember") {
+            hosts.extend(members.iter().map(|h| (h.value.clone(), Vec::new())));
+        }
+        // The switch's own record of each member and its uplink pNICs.
+        if let Some(Value::DvsMembers(members)) = dvs.get("config.host") {
+            hosts.extend(members.iter().map(|m| (m.host.value.clone(), m.pnic_devices.clone())));
+        }
+        // The host's proxy switch, where present, is what the host itself reports.
         for (m, p) in self.objects.iter().filter(|(m, _)| m.kind == HOST) {
+            let Some(Value::ProxySwitches(ps)) = p.get("config.network.proxySwitch") else { continue };
             let pnics = match p.get("config.network.pnic") {
                 Some(Value::Pnics(v)) => v.as_slice(),
                 _ => &[],
             };
-            if let Some(Value::ProxySwitches(ps)) = p.get("config.network.proxySwitch") {
-                proxies.extend(ps.iter().map(|s| (m.value.as_str(), s, pnics)));
+            for proxy in ps.iter().filter(|s| s.dvs_uuid == *uuid) {
+                let devices = proxy
+                    .pnic
+                    .iter()
+                    .filter_map(|k| pnics.iter().find(|n| &n.key == k).map(|n| n.device.clone()))
+                    .collect();
+                hosts.insert(m.value.clone(), devices);
             }
         }
-        for (m, p) in self.objects.iter().filter(|(m, _)| m.kind == DVPG) {
-            dvpg_facts(m, p, &dvs_uuid, &proxies, &mut out);
-        }
+        out.hosts =
+            hosts.into_iter().filter(|(h, _)| self.objects.contains_key(&MoRef::new(HOST, h.as_str()))).collect();
         out
     }
 
@@ -523,14 +545,29 @@ fn dvs_vlan(v: &DvsVlan) -> Result<VlanSpec, String> {
     }
 }
 
-fn dvpg_facts(
-    m: &MoRef,
-    p: &BTreeMap<String, Value>,
-    dvs_uuid: &BTreeMap<&MoRef, &str>,
-    proxies: &[(&str, &ProxySwitch, &[super::codec::PhysicalNic])],
-    out: &mut Mapped,
-) {
+/// The members of one distributed switch. A host's membership comes from the first of: its
+/// `config.network.proxySwitch` for the switch's uuid (pnic keys resolved to devices), the
+/// switch's `config.host` (pnic devices of its backing), the switch's `summary.hostMember`
+/// (uplinks unknown). Hosts not in the mirror are left out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct DvsMembers {
+    /// Whether the switch's uuid is known (the switch was read).
+    known: bool,
+    /// Member host id → its uplink pNIC devices.
+    hosts: BTreeMap<String, Vec<String>>,
+    /// Keys of the switch's uplink port groups (`config.uplinkPortgroup`): never VM networks.
+    uplink_portgroups: BTreeSet<String>,
+}
+
+fn dvpg_facts(m: &MoRef, p: &BTreeMap<String, Value>, switches: &BTreeMap<&MoRef, DvsMembers>, out: &mut Mapped) {
     if matches!(p.get("config.uplink"), Some(Value::Bool(true))) {
+        return;
+    }
+    let dvs = match p.get("config.distributedVirtualSwitch") {
+        Some(Value::MoRef(d)) => switches.get(d).filter(|s| s.known).ok_or_else(|| d.to_string()),
+        _ => Err("none".to_string()),
+    };
+    if matches!(&dvs, Ok(s) if s.uplink_portgroups.contains(&m.value)) {
         return;
     }
     let key = match p.get("key") {
@@ -555,19 +592,23 @@ fn dvpg_facts(
             return;
         }
     };
-    let Some(Value::MoRef(dvs)) = p.get("config.distributedVirtualSwitch") else { return };
-    let Some(uuid) = dvs_uuid.get(dvs) else { return };
-    for (host, proxy, pnics) in proxies.iter().filter(|(_, s, _)| s.dvs_uuid == *uuid) {
-        let uplinks =
-            proxy.pnic.iter().filter_map(|k| pnics.iter().find(|n| &n.key == k).map(|n| n.device.clone())).collect();
+    let dvs = match dvs {
+        Ok(s) => s,
+        Err(d) => {
+            let why = format!("its distributed switch ({d}) is not in the inventory");
+            out.rejected.push(Rejected { what, why });
+            return;
+        }
+    };
+    for (host, uplinks) in &dvs.hosts {
         insert(
             out,
             Fact::Network(NetworkFact {
-                host: host.to_string(),
+                host: host.clone(),
                 network: key.clone(),
                 name: name.clone(),
                 vlan: vlan.clone(),
-                uplinks,
+                uplinks: uplinks.clone(),
             }),
         );
     }
@@ -759,6 +800,71 @@ mod tests {
         inv.set_hints("host-1", vec![PnicHint { device: "vmnic0".into(), cdp: Some(cdp), lldp: Some(lldp) }]);
         assert_eq!(up(&inv).port.unwrap().to_string(), "tor1:eth1");
         assert_eq!(up(&inv).source, Some(NeighbourSource::Cdp));
+    }
+
+    fn dvs_world(dvs_props: Vec<(String, Value)>) -> Inventory {
+        let dvpg = |id: &str, vlan: DvsVlan| ObjectContent {
+            obj: MoRef::new(DVPG, id),
+            props: vec![
+                ("key".into(), Value::Str(id.into())),
+                ("name".into(), Value::Str(format!("pg-{id}"))),
+                ("config.distributedVirtualSwitch".into(), Value::MoRef(MoRef::new(DVS, "dvs-1"))),
+                ("config.defaultPortConfig.vlan".into(), Value::Vlan(vlan)),
+            ],
+            missing: vec![],
+        };
+        let mut props = vec![("uuid".to_string(), Value::Str("u-1".into()))];
+        props.extend(dvs_props);
+        Inventory::from_contents(vec![
+            host_content(vec![]),
+            ObjectContent { obj: MoRef::new(HOST, "host-2"), props: vec![], missing: vec![] },
+            ObjectContent { obj: MoRef::new(DVS, "dvs-1"), props, missing: vec![] },
+            dvpg("dvportgroup-1", DvsVlan::Trunk(vec![(0, 4094)])),
+            dvpg("dvportgroup-2", DvsVlan::Id(120)),
+        ])
+    }
+
+    fn dv_networks(inv: &Inventory) -> Vec<(String, String, Vec<String>)> {
+        inv.facts()
+            .facts
+            .values()
+            .filter_map(|f| match f {
+                Fact::Network(n) if n.network.starts_with("dvportgroup") => {
+                    Some((n.host.clone(), n.network.clone(), n.uplinks.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dv_port_groups_map_to_the_members_the_switch_names_and_never_to_its_uplink_group() {
+        use crate::vsphere::codec::DvsMember;
+        let uplink_group =
+            ("config.uplinkPortgroup".to_string(), Value::MoRefs(vec![MoRef::new(DVPG, "dvportgroup-1")]));
+        // config.host names the member and its uplink pNICs; a host not in the mirror is left out.
+        let members = Value::DvsMembers(vec![
+            DvsMember { host: MoRef::new(HOST, "host-1"), pnic_devices: vec!["vmnic0".into()] },
+            DvsMember { host: MoRef::new(HOST, "host-9"), pnic_devices: vec!["vmnic0".into()] },
+        ]);
+        let inv = dvs_world(vec![uplink_group.clone(), ("config.host".into(), members)]);
+        assert_eq!(dv_networks(&inv), vec![("host-1".into(), "dvportgroup-2".into(), vec!["vmnic0".into()])]);
+        // summary.hostMember alone (what vcsim serves): members with uplinks unknown.
+        let summary = Value::MoRefs(vec![MoRef::new(HOST, "host-1"), MoRef::new(HOST, "host-2")]);
+        let inv = dvs_world(vec![uplink_group, ("summary.hostMember".into(), summary.clone())]);
+        assert_eq!(
+            dv_networks(&inv),
+            vec![("host-1".into(), "dvportgroup-2".into(), vec![]), ("host-2".into(), "dvportgroup-2".into(), vec![])]
+        );
+        // Without config.uplinkPortgroup the trunk group is a network like any other.
+        let inv = dvs_world(vec![("summary.hostMember".into(), summary)]);
+        assert_eq!(dv_networks(&inv).len(), 4);
+        // A port group whose switch was not read is rejected, not dropped.
+        let mut inv = dvs_world(vec![]);
+        inv.apply_update(&update(UpdateKind::Leave, MoRef::new(DVS, "dvs-1"), &[]));
+        let r = inv.facts().rejected;
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert!(r[0].why.contains("DistributedVirtualSwitch:dvs-1") && r[0].why.contains("not in the inventory"));
     }
 
     #[test]

@@ -17,14 +17,16 @@
 //!   `Delta` per update set with exactly the facts that changed; CDP/LLDP is re-read every
 //!   `topology_refresh_ms`. Logout destroys the collector (and its filters) first.
 //!
-//! Layout: [`config`], [`client`] (the only module owning reqwest), [`codec`] (pure SOAP
-//! decoding/encoding), [`mapping`] (vendor data → facts), [`error`].
+//! Layout: [`config`], [`client`] (the only module owning reqwest), [`split`] (large replies read
+//! element by element), [`codec`] (pure SOAP decoding/encoding), [`mapping`] (vendor data →
+//! facts), [`error`].
 
 pub mod client;
 pub mod codec;
 pub mod config;
 pub mod error;
 pub mod mapping;
+pub mod split;
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;

@@ -305,8 +305,8 @@ impl State {
             Event::RemovalReleased { .. } => {
                 self.entry(id, Status::Live).1.held = None;
             }
-            // A record about the log itself, not about any hypervisor.
-            Event::LossAccepted { .. } => {}
+            // Records for the audit trail: about the log itself, or what was not learnt.
+            Event::LossAccepted { .. } | Event::Refused { .. } => {}
         }
     }
 
