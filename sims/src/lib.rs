@@ -6,12 +6,14 @@
 //! - [`xen`]: a XenServer pool simulator (xapi XML-RPC; `docs/xen-simulator.md`).
 //! - [`eapi`]: an Arista eAPI switch (`runCmds` JSON-RPC with EOS's JSON shapes).
 //! - [`ovs_lab`]: a private Open vSwitch (its own ovsdb-server and ovs-vswitchd).
+//! - [`vcsim`]: VMware's own vCenter simulator, built from Debian's govmomi and run as a peer.
 //! - [`fault`]: the misbehaviours a test can switch on in either hypervisor simulator.
 //! - [`xml`]: the simulators' XML reader.
 
 pub mod eapi;
 pub mod fault;
 pub mod ovs_lab;
+pub mod vcsim;
 pub mod vsphere;
 pub mod xen;
 pub mod xml;

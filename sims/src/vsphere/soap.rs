@@ -14,7 +14,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use quick_xml::escape::escape;
 
-use super::world::{render_hints, value_xml, World, DVPG, DVS, HOST, VM};
+use super::world::{render_hints, serves, value_xml, World, DVPG, DVS, HOST, VM};
 use super::Shared;
 use crate::fault::{Fault, OVERSIZE_BYTES};
 use crate::xml::{self, Element as Node};
@@ -232,6 +232,8 @@ pub async fn handle(shared: Arc<Shared>, headers: HeaderMap, body: axum::body::B
 }
 
 const SOAP_ENV: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+/// The service content's `rootFolder`: every container view starts there.
+const ROOT_FOLDER: &str = "group-d1";
 
 /// The one element in a SOAP 1.1 request's `Body`: the method and its arguments.
 fn request(body: &[u8]) -> Result<Node, String> {
@@ -364,7 +366,26 @@ fn rfc3339_now() -> String {
 fn dispatch(world: &World, sess: &mut SimSession, method: &str, req: &Node, this: &str) -> Option<Response> {
     Some(match method {
         "CreateContainerView" => {
-            let types: Vec<String> = req.all("type").map(|t| t.text.trim().to_string()).collect();
+            let container = req.child("container").map(|c| c.text.trim()).unwrap_or_default();
+            let recursive = req.text_of("recursive").map(str::trim) == Some("true");
+            if container != ROOT_FOLDER {
+                // The simulator models no folders, datacenters or clusters below the root.
+                let kind = req.child("container").and_then(|c| c.type_attr.clone()).unwrap_or_default();
+                return Some(match world.gen_of(&kind, container) {
+                    None => not_found(&kind, container),
+                    Some(_) => invalid_argument("container"),
+                });
+            }
+            let mut types: Vec<String> = req.all("type").map(|t| t.text.trim().to_string()).collect();
+            if types.is_empty() {
+                // No type named: every managed entity.
+                types = [HOST, VM, DVPG, DVS].map(String::from).to_vec();
+            }
+            if !recursive {
+                // The root folder's own children are datacenters, which the simulator does not
+                // model: a flat view of it holds no host, VM, port group or switch.
+                types.clear();
+            }
             let id = sess.id();
             sess.views.insert(id.clone(), types);
             ok(method, &format!("<returnval type=\"ContainerView\">{}</returnval>", escape(&id)))
@@ -415,6 +436,11 @@ fn dispatch(world: &World, sess: &mut SimSession, method: &str, req: &Node, this
                         continue;
                     }
                 }
+                if let Target::Object(kind, id) = &spec.target {
+                    if world.gen_of(kind, id).is_none() {
+                        return Some(not_found(kind, id));
+                    }
+                }
                 for (kind, id) in targets(world, &spec) {
                     objects.push(object_content(world, &spec, kind, &id));
                 }
@@ -453,11 +479,7 @@ fn dispatch(world: &World, sess: &mut SimSession, method: &str, req: &Node, this
             }
             match world.render(&kind, this, &prop) {
                 Some(v) => ok(method, &value_xml("returnval", &prop, &v)),
-                None if world.gen_of(&kind, this).is_none() => fault(
-                    "The object has already been deleted or has not been completely created",
-                    "ManagedObjectNotFound",
-                    &format!("<obj type=\"{}\">{}</obj>", escape(&kind), escape(this)),
-                ),
+                None if world.gen_of(&kind, this).is_none() => not_found(&kind, this),
                 None => fault(
                     &format!("{prop} is not served by the simulator"),
                     "InvalidProperty",
@@ -575,13 +597,31 @@ fn view_content(world: &World, sess: &SimSession, spec: &Spec, id: &str) -> Opti
 
 fn object_content(world: &World, spec: &Spec, kind: &str, id: &str) -> String {
     let mut s = format!("<objects><obj type=\"{kind}\">{}</obj>", escape(id));
+    let mut missing = String::new();
     for path in paths_for(spec, kind) {
-        if let Some(v) = world.render(kind, id, path) {
+        if !serves(kind, path) {
+            let p = escape(path);
+            let _ = write!(
+                missing,
+                "<missingSet><path>{p}</path><fault><fault xsi:type=\"InvalidProperty\"><name>{p}</name></fault>\
+                 <localizedMessage></localizedMessage></fault></missingSet>"
+            );
+        } else if let Some(v) = world.render(kind, id, path) {
             let _ = write!(s, "<propSet><name>{}</name>{}</propSet>", escape(path), value_xml("val", path, &v));
         }
     }
+    s.push_str(&missing);
     s.push_str("</objects>");
     s
+}
+
+/// `ManagedObjectNotFound` for a reference to an object the simulator does not hold.
+fn not_found(kind: &str, id: &str) -> Response {
+    fault(
+        "The object has already been deleted or has not been completely created",
+        "ManagedObjectNotFound",
+        &format!("<obj type=\"{}\">{}</obj>", escape(kind), escape(id)),
+    )
 }
 
 /// Which object types a spec reads properties of.

@@ -94,6 +94,49 @@ pub const VM: &str = "VirtualMachine";
 pub const DVPG: &str = "DistributedVirtualPortgroup";
 pub const DVS: &str = "VmwareDistributedVirtualSwitch";
 
+/// The property paths served per type. A path outside this list is refused — `InvalidProperty`
+/// in the object's `missingSet` of a retrieve (as vcsim answers) or as the fault of a `Fetch` —
+/// never silently left out. `docs/vsphere-simulator.md` lists the same paths.
+pub const SERVED: [(&str, &[&str]); 4] = [
+    (
+        HOST,
+        &[
+            "name",
+            "runtime.connectionState",
+            "configManager.networkSystem",
+            "config.network.pnic",
+            "config.network.vswitch",
+            "config.network.portgroup",
+            "config.network.proxySwitch",
+        ],
+    ),
+    (VM, &["name", "runtime.host", "runtime.powerState", "config.hardware.device", "network"]),
+    (DVPG, &["key", "name", "config.distributedVirtualSwitch", "config.uplink", "config.defaultPortConfig.vlan"]),
+    (DVS, &["uuid", "name", "config.host", "config.uplinkPortgroup", "summary.hostMember"]),
+];
+
+/// The data objects the simulator assembles from the served paths below them, with their vim25
+/// types: what pyVmomi fetches for `vm.runtime.powerState` or `host.config.network.portgroup`
+/// (the top-level property, whole).
+const COMPOSITES: [(&str, &str, &str); 7] = [
+    (VM, "runtime", "VirtualMachineRuntimeInfo"),
+    (VM, "config", "VirtualMachineConfigInfo"),
+    (VM, "config.hardware", "VirtualHardware"),
+    (HOST, "runtime", "HostRuntimeInfo"),
+    (HOST, "config", "HostConfigInfo"),
+    (HOST, "config.network", "HostNetworkInfo"),
+    (HOST, "configManager", "HostConfigManager"),
+];
+
+fn composite(kind: &str, path: &str) -> Option<&'static str> {
+    COMPOSITES.iter().find(|(k, p, _)| *k == kind && *p == path).map(|(_, _, t)| *t)
+}
+
+/// Whether the simulator serves `path` on objects of type `kind` (a leaf or a composite).
+pub fn serves(kind: &str, path: &str) -> bool {
+    SERVED.iter().any(|(k, paths)| *k == kind && paths.contains(&path)) || composite(kind, path).is_some()
+}
+
 /// The order in which [`World::walk`] visits object types.
 const WALK_ORDER: [&str; 4] = [HOST, VM, DVPG, DVS];
 
@@ -222,17 +265,90 @@ impl World {
 
     /// One property of one object as `(xsi:type, inner XML)`; `None` when unset or unknown.
     pub fn render(&self, kind: &str, id: &str, path: &str) -> Option<(String, String)> {
+        if let Some(ty) = composite(kind, path) {
+            return Some((ty.to_string(), self.render_fields(kind, id, path)));
+        }
         match kind {
             HOST => self.hosts.get(id).and_then(|h| self.render_host(h, path)),
             VM => self.vms.get(id).and_then(|v| self.render_vm(v, path)),
             DVPG => self.dvpgs.get(id).and_then(|p| render_dvpg(id, p, path)),
-            DVS => self.dvs.get(id).and_then(|s| match path {
-                "uuid" => Some(string(&s.uuid)),
-                "name" => Some(string(&s.name)),
-                _ => None,
-            }),
+            DVS => self.dvs.get(id).and_then(|s| self.render_dvs(id, s, path)),
             _ => None,
         }
+    }
+
+    /// The fields of a composite: each served path one level below `prefix`, arrays as repeated
+    /// field elements, nested composites as data objects of their own.
+    fn render_fields(&self, kind: &str, id: &str, prefix: &str) -> String {
+        let leaves = SERVED.iter().filter(|(k, _)| *k == kind).flat_map(|(_, p)| p.iter());
+        let mut fields: Vec<&str> = leaves
+            .filter_map(|p| p.strip_prefix(prefix)?.strip_prefix('.'))
+            .map(|rest| rest.split('.').next().unwrap_or(rest))
+            .collect();
+        fields.dedup();
+        let mut out = String::new();
+        for field in fields {
+            let path = format!("{prefix}.{field}");
+            let Some((ty, inner)) = self.render(kind, id, &path) else { continue };
+            match ty.strip_prefix("ArrayOf") {
+                // `<PhysicalNic xsi:type=…>…</PhysicalNic>…` → `<pnic xsi:type=…>…</pnic>…`
+                Some(item) => out.push_str(
+                    &inner
+                        .replace(&format!("<{item} "), &format!("<{field} "))
+                        .replace(&format!("</{item}>"), &format!("</{field}>")),
+                ),
+                None => out.push_str(&value_xml(field, &path, &(ty, inner))),
+            }
+        }
+        out
+    }
+
+    fn render_dvs(&self, id: &str, s: &SimDvs, path: &str) -> Option<(String, String)> {
+        let members = || self.hosts.iter().filter(move |(_, h)| h.dvs.as_deref() == Some(id));
+        Some(match path {
+            "uuid" => string(&s.uuid),
+            "name" => string(&s.name),
+            // DistributedVirtualSwitchHostMember: the host and the pnics backing its uplinks.
+            "config.host" => {
+                let mut out = String::new();
+                for (hid, h) in members() {
+                    let _ = write!(
+                        out,
+                        "<DistributedVirtualSwitchHostMember xsi:type=\"DistributedVirtualSwitchHostMember\"><config><host type=\"HostSystem\">{}</host>\
+                         <backing xsi:type=\"DistributedVirtualSwitchHostMemberPnicBacking\">",
+                        escape(hid)
+                    );
+                    for p in h.pnics.iter().filter(|p| p.on_dvs) {
+                        let _ = write!(out, "<pnicSpec><pnicDevice>{}</pnicDevice></pnicSpec>", escape(&p.device));
+                    }
+                    out.push_str("</backing><maxProxySwitchPorts>512</maxProxySwitchPorts></config><status>up</status></DistributedVirtualSwitchHostMember>");
+                }
+                ("ArrayOfDistributedVirtualSwitchHostMember".into(), out)
+            }
+            "config.uplinkPortgroup" => {
+                let mut out = String::new();
+                for (pid, _) in self.dvpgs.iter().filter(|(_, p)| p.dvs == id && p.uplink) {
+                    let _ = write!(
+                        out,
+                        "<ManagedObjectReference type=\"DistributedVirtualPortgroup\" xsi:type=\"ManagedObjectReference\">{}</ManagedObjectReference>",
+                        escape(pid)
+                    );
+                }
+                ("ArrayOfManagedObjectReference".into(), out)
+            }
+            "summary.hostMember" => {
+                let mut out = String::new();
+                for (hid, _) in members() {
+                    let _ = write!(
+                        out,
+                        "<ManagedObjectReference type=\"HostSystem\" xsi:type=\"ManagedObjectReference\">{}</ManagedObjectReference>",
+                        escape(hid)
+                    );
+                }
+                ("ArrayOfManagedObjectReference".into(), out)
+            }
+            _ => return None,
+        })
     }
 
     fn render_host(&self, h: &SimHost, path: &str) -> Option<(String, String)> {
@@ -319,8 +435,10 @@ impl World {
                 for (i, n) in v.nics.iter().enumerate() {
                     let backing = match &n.network {
                         SimNet::Standard(name) => format!(
-                            "<backing xsi:type=\"VirtualEthernetCardNetworkBackingInfo\"><deviceName>{}</deviceName><useAutoDetect>false</useAutoDetect></backing>",
-                            escape(name)
+                            "<backing xsi:type=\"VirtualEthernetCardNetworkBackingInfo\"><deviceName>{}</deviceName><useAutoDetect>false</useAutoDetect>\
+                             <network type=\"Network\">{}</network></backing>",
+                            escape(name),
+                            escape(network_id(name).as_str()).into_owned()
                         ),
                         SimNet::Distributed(key) => {
                             let uuid = self
@@ -361,9 +479,32 @@ impl World {
                 }
                 ("ArrayOfVirtualDevice".into(), s)
             }
+            "network" => {
+                let mut s = String::new();
+                let mut seen = std::collections::BTreeSet::new();
+                for n in &v.nics {
+                    let (kind, id) = match &n.network {
+                        SimNet::Standard(name) => ("Network", network_id(name)),
+                        SimNet::Distributed(key) => (DVPG, key.clone()),
+                    };
+                    if seen.insert((kind, id.clone())) {
+                        let _ = write!(
+                            s,
+                            "<ManagedObjectReference type=\"{kind}\" xsi:type=\"ManagedObjectReference\">{}</ManagedObjectReference>",
+                            escape(&id)
+                        );
+                    }
+                }
+                ("ArrayOfManagedObjectReference".into(), s)
+            }
             _ => return None,
         })
     }
+}
+
+/// The moref id of a standard port group's `Network` (the simulator names it after the port group).
+pub fn network_id(name: &str) -> String {
+    format!("network-{name}")
 }
 
 fn string(s: &str) -> (String, String) {

@@ -25,6 +25,8 @@ func main() {
 	clusterHosts := flag.Int("cluster-host", 3, "hosts per cluster")
 	vms := flag.Int("vm", 2, "VMs per host")
 	pgs := flag.Int("pg", 1, "distributed port groups per datacenter")
+	username := flag.String("username", "", "the only user a login may name (default: any non-empty)")
+	password := flag.String("password", "", "that user's password (with -username)")
 	flag.Parse()
 
 	model := simulator.VPX()
@@ -37,6 +39,10 @@ func main() {
 		log.Fatal(err)
 	}
 	model.Service.Listen = &url.URL{Host: *listen}
+	if *username != "" {
+		// vcsim then refuses any other user or password with InvalidLogin, as vCenter does.
+		model.Service.Listen.User = url.UserPassword(*username, *password)
+	}
 	server := model.Service.NewServer()
 	fmt.Printf("url: %s\n", server.URL)
 	os.Stdout.Sync()
