@@ -14,6 +14,82 @@ use super::{SimError, SimOptions};
 /// The classes the simulator stores, spelled as XenAPI spells them in method names.
 pub const SIM_CLASSES: [&str; 8] = ["pool", "host", "VM", "VIF", "network", "PIF", "VLAN", "PIF_metrics"];
 
+/// Classes every xapi pool has that the simulator holds no object of: their `get_all` and
+/// `get_all_records` answer empty, as a pool without bonds or storage does, instead of
+/// `MESSAGE_METHOD_UNKNOWN`.
+pub const EMPTY_CLASSES: [&str; 13] = [
+    "Bond",
+    "SR",
+    "PBD",
+    "VBD",
+    "VDI",
+    "VM_metrics",
+    "VM_guest_metrics",
+    "host_metrics",
+    "host_cpu",
+    "tunnel",
+    "network_sriov",
+    "task",
+    "message",
+];
+
+/// How many parameters (the session first) a call takes, as xapi counts them for
+/// `MESSAGE_PARAMETER_COUNT_MISMATCH`; `None` for calls the simulator does not serve.
+fn arity(method: &str) -> Option<std::ops::RangeInclusive<usize>> {
+    let (_, call) = method.split_once('.')?;
+    Some(match method {
+        // `uname`, `pwd`, then the optional `version` and `originator`.
+        "session.login_with_password" => 2..=4,
+        "session.logout" => 1..=1,
+        "session.get_this_host" => 2..=2,
+        "event.from" | "event_from" => 4..=4,
+        "event.inject" => 3..=3,
+        _ => match call {
+            "get_all" | "get_all_records" => 1..=1,
+            "get_all_records_where" | "get_by_uuid" | "get_by_name_label" | "get_record" => 2..=2,
+            c if c.starts_with("get_") => 2..=2,
+            _ => return None,
+        },
+    })
+}
+
+/// `get_all_records_where`'s expression, in the subset the simulator evaluates: `true`,
+/// `false`, `field "NAME" = "VALUE"` and `field "NAME" <> "VALUE"`, joined by `and`.
+fn matches_where(expr: &str, rec: &Record) -> Result<bool, String> {
+    let mut all = true;
+    for term in expr.split(" and ") {
+        let t = term.trim();
+        let ok = match t {
+            "true" => true,
+            "false" => false,
+            _ => {
+                let rest = t.strip_prefix("field ").ok_or_else(|| format!("cannot evaluate `{t}`"))?;
+                let (name, op, value) = if let Some((n, v)) = rest.split_once(" <> ") {
+                    (n, "<>", v)
+                } else if let Some((n, v)) = rest.split_once(" = ") {
+                    (n, "=", v)
+                } else {
+                    return Err(format!("cannot evaluate `{t}`"));
+                };
+                let unquote =
+                    |q: &str| q.trim().strip_prefix('"').and_then(|q| q.strip_suffix('"')).map(str::to_string);
+                let (Some(name), Some(value)) = (unquote(name), unquote(value)) else {
+                    return Err(format!("cannot evaluate `{t}`: names and values are quoted"));
+                };
+                let field = match rec.get(&name) {
+                    Some(Value::Str(v)) => v.clone(),
+                    Some(Value::Bool(b)) => b.to_string(),
+                    Some(Value::Int(i)) => i.to_string(),
+                    _ => String::new(),
+                };
+                (field == value) == (op == "=")
+            }
+        };
+        all &= ok;
+    }
+    Ok(all)
+}
+
 /// Events kept for `event.from`; a token older than this window gets `EVENTS_LOST`.
 const EVENT_WINDOW: usize = 200_000;
 
@@ -80,7 +156,7 @@ fn now() -> f64 {
 }
 
 fn canonical(class: &str) -> Option<&'static str> {
-    SIM_CLASSES.iter().copied().find(|c| c.eq_ignore_ascii_case(class))
+    SIM_CLASSES.iter().chain(EMPTY_CLASSES.iter()).copied().find(|c| c.eq_ignore_ascii_case(class))
 }
 
 /// `event.from` tokens look like xapi's: two zero-padded counters joined by a comma.
@@ -95,7 +171,7 @@ pub fn parse_token(t: &str) -> Option<u64> {
 impl Pool {
     pub fn new(user: &str, password: &str) -> Self {
         Self {
-            objects: SIM_CLASSES.iter().map(|c| (*c, BTreeMap::new())).collect(),
+            objects: SIM_CLASSES.iter().chain(EMPTY_CLASSES.iter()).map(|c| (*c, BTreeMap::new())).collect(),
             events: VecDeque::new(),
             last_event: 0,
             sessions: HashSet::new(),
@@ -513,11 +589,16 @@ impl Pool {
             return fail(&["HOST_IS_SLAVE", &master]);
         }
         let arg = |i: usize| params.get(i).and_then(Value::as_str).unwrap_or_default().to_string();
+        if let Some(n) = arity(method).filter(|n| !n.contains(&params.len())) {
+            return fail(&[
+                "MESSAGE_PARAMETER_COUNT_MISMATCH",
+                method,
+                &n.start().to_string(),
+                &params.len().to_string(),
+            ]);
+        }
         match method {
             "session.login_with_password" => {
-                if params.len() < 2 {
-                    return fail(&["MESSAGE_PARAMETER_COUNT_MISMATCH", method, "2", &params.len().to_string()]);
-                }
                 if arg(0) != self.user || arg(1) != self.password {
                     return fail(&["SESSION_AUTHENTICATION_FAILED", &arg(0), "Authentication failure"]);
                 }
@@ -561,6 +642,13 @@ impl Pool {
             let Some(since) = parse_token(&tok) else { return fail(&["EVENT_FROM_TOKEN_PARSE_FAILURE", &tok]) };
             return Dispatch::WaitEvents { session, classes, since, timeout };
         }
+        if method == "session.get_this_host" {
+            if arg(1) != session {
+                return fail(&["SESSION_INVALID", &arg(1)]);
+            }
+            let master = self.objects["pool"].values().next().and_then(|r| r.get("master")).cloned();
+            return Dispatch::Reply(Response::Success(master.unwrap_or_else(|| s(NULL_REF))));
+        }
         if method == "event.inject" {
             let Some(class) = canonical(&arg(1)) else { return fail(&["HANDLE_INVALID", &arg(1), &arg(2)]) };
             let reference = arg(2);
@@ -587,6 +675,19 @@ impl Pool {
                 reply(Value::Struct(all))
             }
             "get_all" => reply(Value::Array(objects.keys().map(|r| s(r.clone())).collect())),
+            "get_all_records_where" => {
+                let mut all = BTreeMap::new();
+                for (r, rec) in objects {
+                    match matches_where(&arg(1), rec) {
+                        Ok(true) => {
+                            all.insert(r.clone(), Value::Struct(rec.clone()));
+                        }
+                        Ok(false) => {}
+                        Err(why) => return fail(&["INTERNAL_ERROR", &format!("get_all_records_where: {why}")]),
+                    }
+                }
+                reply(Value::Struct(all))
+            }
             "get_by_uuid" => match objects.iter().find(|(_, r)| r.get("uuid").and_then(Value::as_str) == Some(&arg(1)))
             {
                 Some((r, _)) => reply(s(r.clone())),
@@ -816,5 +917,31 @@ mod tests {
         p.remove_network(&net).unwrap();
         assert_eq!(p.objects["VLAN"].len(), 2);
         assert!(p.objects["VIF"].values().all(|v| v["network"] != s(&net)));
+    }
+
+    #[test]
+    fn parameter_counts_where_expressions_and_empty_classes_answer_as_xapi() {
+        let mut p = Pool::generate(&opts());
+        let sess = login(&mut p);
+        let failure = |d: Dispatch| match d {
+            Dispatch::Reply(Response::Failure(f)) => f,
+            other => panic!("not a failure: {other:?}"),
+        };
+        let f = failure(p.dispatch(0, "VM.get_record", &[s(&sess)]));
+        assert_eq!(f, ["MESSAGE_PARAMETER_COUNT_MISMATCH", "VM.get_record", "2", "1"]);
+        let f = failure(p.dispatch(0, "VM.get_all_records_where", &[s(&sess), s("field \"x\" ~ \"y\"")]));
+        assert_eq!(f[0], "INTERNAL_ERROR");
+        let Dispatch::Reply(Response::Success(Value::Struct(running))) =
+            p.dispatch(0, "VM.get_all_records_where", &[s(&sess), s("field \"power_state\" = \"Running\"")])
+        else {
+            panic!()
+        };
+        assert!(!running.is_empty() && running.values().all(|r| r.get("power_state") == Some(&s("Running"))));
+        let Dispatch::Reply(Response::Success(Value::Struct(bonds))) =
+            p.dispatch(0, "Bond.get_all_records", &[s(&sess)])
+        else {
+            panic!()
+        };
+        assert!(bonds.is_empty());
     }
 }
