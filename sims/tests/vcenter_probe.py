@@ -127,6 +127,37 @@ probe("NIC-STD-BACKING-NETWORK", lambda: share([n for n in nics() if isinstance(
 probe("NIC-DV-BACKING-PORTGROUP-KEY", lambda: share([n for n in nics() if isinstance(n.backing, Dv)], lambda n: bool(n.backing.port.portgroupKey)) in ("all", "empty"))
 probe("VM-NETWORK-LIST", lambda: share(vms, lambda v: len(v.network) > 0 and all(isinstance(n, vim.Network) for n in v.network)))
 
+# The inventory tree from the root folder, as scripts walk it.
+def tree():
+    root = content.rootFolder
+    dcs = list(root.childEntity)
+    kinds = sorted({type(c).__name__ for c in dcs})
+    dc = dcs[0]
+    folders = sorted({type(f).__name__ for f in (dc.hostFolder, dc.vmFolder, dc.networkFolder)})
+    computes = [c for c in dc.hostFolder.childEntity]
+    via_tree = sorted(h._moId for c in computes for h in c.host)
+    return {
+        "root-children": kinds,
+        "dc-folders": folders,
+        "compute-resources": all(isinstance(c, vim.ComputeResource) for c in computes),
+        "hosts-via-tree": via_tree == sorted(h._moId for h in hosts),
+        "host-parent": all(isinstance(h.parent, vim.ComputeResource) for h in hosts),
+    }
+
+
+probe("TREE", tree)
+
+
+def networks():
+    dc = content.rootFolder.childEntity[0]
+    nets = [n for n in dc.networkFolder.childEntity if type(n) is vim.Network]
+    named = all(isinstance(n.name, str) and n.name for n in nets)
+    linked = all(all(isinstance(v, vim.VirtualMachine) for v in n.vm) and all(isinstance(h, vim.HostSystem) for h in n.host) for n in nets)
+    return {"standard-networks": len(nets) > 0, "named": named, "linked": linked}
+
+
+probe("NETWORKS", networks)
+
 # Update versions: the initial version returns the state, the version returned waits for a change.
 def versions():
     pf = pc.CreateFilter(spec_for(vms[0], vim.VirtualMachine, ["runtime.powerState"]), partialUpdates=False)

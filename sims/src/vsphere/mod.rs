@@ -13,6 +13,7 @@
 //! ```
 
 mod soap;
+mod tree;
 mod world;
 
 use std::collections::HashMap;

@@ -14,6 +14,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use quick_xml::escape::escape;
 
+use super::tree::{self, ROOT_FOLDER};
 use super::world::{render_hints, serves, value_xml, World, DVPG, DVS, HOST, VM};
 use super::Shared;
 use crate::fault::{Fault, OVERSIZE_BYTES};
@@ -232,8 +233,6 @@ pub async fn handle(shared: Arc<Shared>, headers: HeaderMap, body: axum::body::B
 }
 
 const SOAP_ENV: &str = "http://schemas.xmlsoap.org/soap/envelope/";
-/// The service content's `rootFolder`: every container view starts there.
-const ROOT_FOLDER: &str = "group-d1";
 
 /// The one element in a SOAP 1.1 request's `Body`: the method and its arguments.
 fn request(body: &[u8]) -> Result<Node, String> {
@@ -560,6 +559,10 @@ fn targets(world: &World, spec: &Spec) -> Vec<(&'static str, String)> {
                 VM => VM,
                 DVPG => DVPG,
                 DVS => DVS,
+                tree::FOLDER => tree::FOLDER,
+                tree::DATACENTER => tree::DATACENTER,
+                tree::COMPUTE => tree::COMPUTE,
+                tree::NETWORK => tree::NETWORK,
                 _ => return Vec::new(),
             };
             if world.gen_of(k, id).is_some() {

@@ -9,6 +9,8 @@ use std::fmt::Write as _;
 
 use quick_xml::escape::escape;
 
+use super::tree;
+
 /// A CDP or LLDP neighbour of a pnic.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Neighbour {
@@ -132,9 +134,13 @@ fn composite(kind: &str, path: &str) -> Option<&'static str> {
     COMPOSITES.iter().find(|(k, p, _)| *k == kind && *p == path).map(|(_, _, t)| *t)
 }
 
-/// Whether the simulator serves `path` on objects of type `kind` (a leaf or a composite).
+/// Whether the simulator serves `path` on objects of type `kind` (a leaf, a composite, or a
+/// place in the inventory tree).
 pub fn serves(kind: &str, path: &str) -> bool {
-    SERVED.iter().any(|(k, paths)| *k == kind && paths.contains(&path)) || composite(kind, path).is_some()
+    let world_kind = [HOST, VM, DVPG, DVS].contains(&kind);
+    SERVED.iter().chain(tree::SERVED.iter()).any(|(k, paths)| *k == kind && paths.contains(&path))
+        || composite(kind, path).is_some()
+        || (world_kind && path == "parent")
 }
 
 /// The order in which [`World::walk`] visits object types.
@@ -259,7 +265,8 @@ impl World {
             VM => self.vms.get(id).map(|v| v.gen),
             DVPG => self.dvpgs.get(id).map(|p| p.gen),
             DVS => self.dvs.get(id).map(|s| s.gen),
-            _ => None,
+            // The tree is derived, so it has no generations of its own.
+            _ => tree::exists(self, kind, id).then_some(0),
         }
     }
 
@@ -268,12 +275,17 @@ impl World {
         if let Some(ty) = composite(kind, path) {
             return Some((ty.to_string(), self.render_fields(kind, id, path)));
         }
+        if path == "parent" && self.gen_of(kind, id).is_some() {
+            if let Some(p) = tree::parent_of(kind, id) {
+                return Some(p);
+            }
+        }
         match kind {
             HOST => self.hosts.get(id).and_then(|h| self.render_host(h, path)),
             VM => self.vms.get(id).and_then(|v| self.render_vm(v, path)),
             DVPG => self.dvpgs.get(id).and_then(|p| render_dvpg(id, p, path)),
             DVS => self.dvs.get(id).and_then(|s| self.render_dvs(id, s, path)),
-            _ => None,
+            _ => tree::render(self, kind, id, path),
         }
     }
 
@@ -550,7 +562,9 @@ pub fn moref_type(path: &str) -> &'static str {
 
 /// `<{tag} xsi:type="…">…</{tag}>` for a rendered value (morefs get their `type` attribute).
 pub fn value_xml(tag: &str, path: &str, (ty, inner): &(String, String)) -> String {
-    if ty == "ManagedObjectReference" {
+    if let Some(kind) = ty.strip_prefix("ManagedObjectReference:") {
+        format!("<{tag} type=\"{kind}\" xsi:type=\"ManagedObjectReference\">{inner}</{tag}>")
+    } else if ty == "ManagedObjectReference" {
         format!("<{tag} type=\"{}\" xsi:type=\"ManagedObjectReference\">{inner}</{tag}>", moref_type(path))
     } else {
         format!("<{tag} xsi:type=\"{ty}\">{inner}</{tag}>")
