@@ -33,21 +33,22 @@ pub const EMPTY_CLASSES: [&str; 13] = [
     "message",
 ];
 
-/// How many parameters (the session first) a call takes, as xapi counts them for
-/// `MESSAGE_PARAMETER_COUNT_MISMATCH`; `None` for calls the simulator does not serve.
-fn arity(method: &str) -> Option<std::ops::RangeInclusive<usize>> {
+/// How many parameters a call takes besides the session, as xapi's generated server counts
+/// them for `MESSAGE_PARAMETER_COUNT_MISMATCH [method, expected, received]` (the session not
+/// counted on either side; `expected` is the number without defaults), and whether it takes a
+/// session first. `None` for calls the simulator does not serve.
+fn arity(method: &str) -> Option<(std::ops::RangeInclusive<usize>, bool)> {
     let (_, call) = method.split_once('.')?;
     Some(match method {
-        // `uname`, `pwd`, then the optional `version` and `originator`.
-        "session.login_with_password" => 2..=4,
-        "session.logout" => 1..=1,
-        "session.get_this_host" => 2..=2,
-        "event.from" | "event_from" => 4..=4,
-        "event.inject" => 3..=3,
+        // `uname`, `pwd`, then `version` and `originator`, which have defaults.
+        "session.login_with_password" => (2..=4, false),
+        "session.logout" => (0..=0, true),
+        "session.get_this_host" => (1..=1, true),
+        "event.from" | "event_from" => (3..=3, true),
+        "event.inject" => (2..=2, true),
         _ => match call {
-            "get_all" | "get_all_records" => 1..=1,
-            "get_all_records_where" | "get_by_uuid" | "get_by_name_label" | "get_record" => 2..=2,
-            c if c.starts_with("get_") => 2..=2,
+            "get_all" | "get_all_records" => (0..=0, true),
+            c if c.starts_with("get_") => (1..=1, true),
             _ => return None,
         },
     })
@@ -585,17 +586,23 @@ impl Pool {
         use Response::Failure;
         let fail = |v: &[&str]| Dispatch::Reply(Failure(v.iter().map(|s| s.to_string()).collect()));
         if endpoint != self.master_endpoint {
-            let master = self.endpoints.get(self.master_endpoint).cloned().unwrap_or_default();
+            // xapi names the master by its `host.address`.
+            let master_ref = self.objects["pool"].values().next().and_then(|r| r.get("master")).and_then(Value::as_str);
+            let address = master_ref
+                .and_then(|m| self.objects["host"].get(m))
+                .and_then(|h| h.get("address"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let master = address.or_else(|| self.endpoints.get(self.master_endpoint).cloned()).unwrap_or_default();
             return fail(&["HOST_IS_SLAVE", &master]);
         }
         let arg = |i: usize| params.get(i).and_then(Value::as_str).unwrap_or_default().to_string();
-        if let Some(n) = arity(method).filter(|n| !n.contains(&params.len())) {
-            return fail(&[
-                "MESSAGE_PARAMETER_COUNT_MISMATCH",
-                method,
-                &n.start().to_string(),
-                &params.len().to_string(),
-            ]);
+        if let Some((n, session)) = arity(method) {
+            let received = params.len().saturating_sub(usize::from(session));
+            if !n.contains(&received) || (session && params.is_empty()) {
+                let expected = n.start().to_string();
+                return fail(&["MESSAGE_PARAMETER_COUNT_MISMATCH", method, &expected, &received.to_string()]);
+            }
         }
         match method {
             "session.login_with_password" => {
@@ -928,7 +935,8 @@ mod tests {
             other => panic!("not a failure: {other:?}"),
         };
         let f = failure(p.dispatch(0, "VM.get_record", &[s(&sess)]));
-        assert_eq!(f, ["MESSAGE_PARAMETER_COUNT_MISMATCH", "VM.get_record", "2", "1"]);
+        // xapi counts without the session: `self` expected, nothing received.
+        assert_eq!(f, ["MESSAGE_PARAMETER_COUNT_MISMATCH", "VM.get_record", "1", "0"]);
         let f = failure(p.dispatch(0, "VM.get_all_records_where", &[s(&sess), s("field \"x\" ~ \"y\"")]));
         assert_eq!(f[0], "INTERNAL_ERROR");
         let Dispatch::Reply(Response::Success(Value::Struct(running))) =
