@@ -111,6 +111,8 @@ probe("INVALID-PROPERTY-PRE-EX", lambda: refusal(lambda: pc.RetrieveContents([sp
 ghost = vim.VirtualMachine("vm-netfold-ghost", si._stub)
 probe("NOT-FOUND-COLLECTOR", lambda: fault_name(lambda: retrieve_all(spec_for(ghost, vim.VirtualMachine, ["name"]))))
 probe("NOT-FOUND-FETCH", lambda: fault_name(lambda: ghost.name))
+# A property spec for another type than the object's: the object is not reported.
+probe("TYPE-MISMATCH", lambda: len(retrieve_all(spec_for(hosts[0], vim.VirtualMachine, ["name"]))))
 
 # Attribute access as scripts write it (pyVmomi fetches the top-level property whole).
 def nics():

@@ -565,7 +565,7 @@ fn targets(world: &World, spec: &Spec) -> Vec<(&'static str, String)> {
                 tree::NETWORK => tree::NETWORK,
                 _ => return Vec::new(),
             };
-            if world.gen_of(k, id).is_some() {
+            if wanted(k) && world.gen_of(k, id).is_some() {
                 vec![(k, id.clone())]
             } else {
                 Vec::new()
