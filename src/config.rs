@@ -18,6 +18,7 @@ use adapters::common::{Secret, SecretSource, TlsOptions};
 use anyhow::{anyhow, bail, Result};
 use engine::config::{MassRemoval, Policy, StaticLink, MAX_GRACE_SECS};
 use engine::port::{Grammar, PortName};
+use engine::topology::{normalize_mac, HostSelector, TopologyEntry};
 use engine::{HypervisorId, Kind, SwitchPort, VlanRange};
 use serde::Deserialize;
 
@@ -178,10 +179,48 @@ impl Switch {
 #[serde(deny_unknown_fields)]
 pub struct Link {
     pub hypervisor: String,
-    pub host: String,
-    pub nic: String,
+    /// The host by its id (vSphere moref, XenAPI host uuid): exactly one of `host`,
+    /// `host_name` and `mac`.
+    pub host: Option<String>,
+    /// The host by its name: keeps applying when a vCenter is rebuilt or restored (ids change).
+    pub host_name: Option<String>,
+    /// A pNIC by its MAC: names the host and the NIC (no `nic` key).
+    pub mac: Option<String>,
+    /// The uplink device (`vmnic0`), with `host` or `host_name`.
+    pub nic: Option<String>,
     /// `SWITCH:PORT`.
     pub port: String,
+}
+
+impl Link {
+    /// The entry as the engine takes it; `at` names it in errors.
+    fn entry(&self, position: usize, at: &str) -> Result<TopologyEntry> {
+        let hypervisor = HypervisorId::new(&self.hypervisor).map_err(|e| anyhow!("{at}: key `hypervisor`: {e}"))?;
+        let port = self.port.parse::<SwitchPort>().map_err(|e| anyhow!("{at}: key `port`: {e}"))?;
+        let nonempty = |key: &str, v: &str| {
+            if v.trim().is_empty() {
+                bail!("{at}: key `{key}` is empty")
+            }
+            Ok(v.to_string())
+        };
+        let host =
+            match (&self.host, &self.host_name, &self.mac) {
+                (Some(id), None, None) => HostSelector::Id(nonempty("host", id)?),
+                (None, Some(name), None) => HostSelector::Name(nonempty("host_name", name)?),
+                (None, None, Some(mac)) => HostSelector::Mac(normalize_mac(mac).ok_or_else(|| {
+                    anyhow!("{at}: key `mac`: `{mac}` is not a MAC (six hex pairs: 00:0c:29:81:d8:a0)")
+                })?),
+                (None, None, None) => bail!("{at}: names no host: give one of `host` (id), `host_name` or `mac`"),
+                _ => bail!("{at}: is ambiguous: give only one of `host` (id), `host_name` and `mac`"),
+            };
+        let nic = match (&host, &self.nic) {
+            (HostSelector::Mac(_), Some(_)) => bail!("{at}: key `nic`: a `mac` names its NIC; drop `nic`"),
+            (HostSelector::Mac(_), None) => None,
+            (_, Some(nic)) => Some(nonempty("nic", nic)?),
+            (_, None) => bail!("{at}: key `nic` is missing (the uplink device, `vmnic0`)"),
+        };
+        Ok(TopologyEntry { position, hypervisor, host, nic, port })
+    }
 }
 
 /// A validated hypervisor entry, with its adapter's configuration built and checked.
@@ -259,14 +298,29 @@ fn parse_error(text: &str, path: &Path, e: &toml::de::Error) -> anyhow::Error {
 fn validate(c: Config) -> Result<Plan> {
     let mut warnings = Vec::new();
     let mut static_links = Vec::new();
+    let mut topology: Vec<TopologyEntry> = Vec::new();
     for (i, l) in c.topology.iter().enumerate() {
-        let at = || format!("[[topology]] #{}", i + 1);
-        static_links.push(StaticLink {
-            hypervisor: HypervisorId::new(&l.hypervisor).map_err(|e| anyhow!("{}: key `hypervisor`: {e}", at()))?,
-            host: l.host.clone(),
-            nic: l.nic.clone(),
-            port: l.port.parse::<SwitchPort>().map_err(|e| anyhow!("{}: key `port`: {e}", at()))?,
-        });
+        let at = format!("[[topology]] #{}", i + 1);
+        let e = l.entry(i + 1, &at)?;
+        if let Some(other) =
+            topology.iter().find(|o| (&o.hypervisor, &o.host, &o.nic) == (&e.hypervisor, &e.host, &e.nic))
+        {
+            bail!(
+                "{at}: names the same uplink as [[topology]] #{} ({} {}); give it once",
+                other.position,
+                e.hypervisor,
+                e.host
+            );
+        }
+        if let (HostSelector::Id(host), Some(nic)) = (&e.host, &e.nic) {
+            static_links.push(StaticLink {
+                hypervisor: e.hypervisor.clone(),
+                host: host.clone(),
+                nic: nic.clone(),
+                port: e.port.clone(),
+            });
+        }
+        topology.push(e);
     }
     let mut engine = engine::config::Config {
         policy: Policy {
@@ -274,6 +328,7 @@ fn validate(c: Config) -> Result<Plan> {
             count_vmless_networks: c.engine.count_vmless_networks,
             static_links,
         },
+        topology,
         ..engine::config::Config::default()
     };
     if let Some(g) = c.engine.grace_secs {
@@ -403,8 +458,8 @@ fn validate(c: Config) -> Result<Plan> {
         }
         switches.push(SwitchPlan { entry: s, reconcile });
     }
-    for (i, l) in engine.policy.static_links.iter().enumerate() {
-        let at = format!("[[topology]] #{}", i + 1);
+    for l in &engine.topology {
+        let at = format!("[[topology]] #{}", l.position);
         if !names.contains(&l.hypervisor) {
             bail!("{at}: key `hypervisor`: `{}` is not a configured [[hypervisor]]", l.hypervisor);
         }
@@ -666,5 +721,37 @@ port = "tor1:eth5"
         );
         let xen_page = GOOD.replace("kind = \"xen\"", "kind = \"xen\"\npage_size = 10");
         assert!(err(&xen_page).contains("`xen217`: key `page_size` applies to kind `vmware` only"));
+    }
+
+    #[test]
+    fn topology_takes_a_host_id_a_host_name_or_a_pnic_mac() {
+        let by_name = GOOD.replace(r#"host = "xs-01""#, r#"host_name = "xs-01.lab""#);
+        let plan = parse(&by_name, Path::new("netfold.toml")).unwrap();
+        assert_eq!(plan.engine.topology[0].host, HostSelector::Name("xs-01.lab".into()));
+        assert!(plan.engine.policy.static_links.is_empty(), "only ids are folded by the projector");
+        let by_mac = GOOD.replace("host = \"xs-01\"\nnic = \"eth0\"", r#"mac = "00-0C-29-81-D8-A0""#);
+        let plan = parse(&by_mac, Path::new("netfold.toml")).unwrap();
+        assert_eq!(plan.engine.topology[0].host, HostSelector::Mac("00:0c:29:81:d8:a0".into()));
+        assert_eq!(plan.engine.topology[0].nic, None);
+        let by_id = parse(GOOD, Path::new("netfold.toml")).unwrap();
+        assert_eq!(by_id.engine.topology[0].host, HostSelector::Id("xs-01".into()));
+    }
+
+    #[test]
+    fn ambiguous_incomplete_or_repeated_topology_entries_are_refused_naming_the_entry() {
+        let cases = [
+            (GOOD.replace(r#"host = "xs-01""#, "host = \"xs-01\"\nhost_name = \"xs-01.lab\""), "[[topology]] #1: is ambiguous: give only one of `host` (id), `host_name` and `mac`"),
+            (GOOD.replace(r#"host = "xs-01""#, ""), "[[topology]] #1: names no host"),
+            (GOOD.replace(r#"host = "xs-01""#, r#"mac = "00:0c:29:81:d8:a0""#), "[[topology]] #1: key `nic`: a `mac` names its NIC; drop `nic`"),
+            (GOOD.replace("host = \"xs-01\"\nnic = \"eth0\"", r#"mac = "00:0c:29""#), "[[topology]] #1: key `mac`: `00:0c:29` is not a MAC"),
+            (GOOD.replace("nic = \"eth0\"\n", ""), "[[topology]] #1: key `nic` is missing"),
+            (GOOD.replace(r#"host = "xs-01""#, r#"host_name = " ""#), "[[topology]] #1: key `host_name` is empty"),
+            (format!("{GOOD}\n[[topology]]\nhypervisor = \"xen217\"\nhost = \"xs-01\"\nnic = \"eth0\"\nport = \"tor1:eth6\"\n"), "[[topology]] #2: names the same uplink as [[topology]] #1"),
+            (format!("{GOOD}\n[[topology]]\nhypervisor = \"nope\"\nhost_name = \"x\"\nnic = \"eth0\"\nport = \"tor1:eth6\"\n"), "[[topology]] #2: key `hypervisor`: `nope` is not a configured [[hypervisor]]"),
+        ];
+        for (text, want) in cases {
+            let e = err(&text);
+            assert!(e.contains(want), "want `{want}`, got `{e}`");
+        }
     }
 }

@@ -147,13 +147,21 @@ impl Metrics {
         registry.register("hypervisor_status", "1 for each hypervisor's current status", self.status.clone());
         let held = Family::<HypervisorLabel, Gauge>::default();
         let facts = Family::<HypervisorLabel, Gauge>::default();
+        let unported = Family::<HypervisorLabel, Gauge>::default();
         state.read(|s| {
             for (id, st) in s.hypervisors() {
                 let l = HypervisorLabel { hypervisor: id.to_string() };
                 held.get_or_create(&l).set(st.held.map_or(0, |h| h.would_remove as i64));
                 facts.get_or_create(&l).set(s.facts_of(id).map_or(0, |f| f.len() as i64));
+                let hosts = s.facts_of(id).map_or(0, |f| f.hosts_without_switch_port().len());
+                unported.get_or_create(&l).set(hosts as i64);
             }
         });
+        registry.register(
+            "hosts_without_switch_port",
+            "Hosts with uplinks none of which leads to a known switch port (no CDP/LLDP, no [[topology]])",
+            unported,
+        );
         registry.register("held_removals", "Facts a held mass removal would remove (0: none held)", held);
         registry.register("hypervisor_facts", "Facts known per hypervisor", facts);
         let adapter_state = Family::<StatusLabel, Gauge>::default();
@@ -318,5 +326,28 @@ mod tests {
         ] {
             assert!(text.contains(want), "`{want}` missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn counts_hosts_whose_uplinks_lead_to_no_known_switch_port() {
+        use engine::{Change, Fact, HostFact, UplinkFact};
+        let uplink = |host: &str, port: Option<&str>| {
+            Change::Upsert(Fact::Uplink(UplinkFact {
+                host: host.into(),
+                nic: "vmnic0".into(),
+                mac: None,
+                port: port.map(|p| p.parse().unwrap()),
+                source: None,
+            }))
+        };
+        let host = |h: &str| Change::Upsert(Fact::Host(HostFact { host: h.into(), name: h.into() }));
+        let mut s = engine::State::new(&Default::default());
+        s.apply(&env(1, Event::Connected { kind: Kind::VMware, endpoint: "x".into() }));
+        let changes = vec![host("h1"), host("h2"), host("h3"), uplink("h1", None), uplink("h2", Some("tor1:e2"))];
+        s.apply(&env(2, Event::Learnt { changes }));
+        let text = Metrics::default().render(&engine::runtime::SharedState::from(s), 2);
+        // h1: an uplink, no port; h2: its port is known; h3: no uplink at all.
+        let want = r#"netfold_hosts_without_switch_port{hypervisor="vc"} 1"#;
+        assert!(text.contains(want), "`{want}` missing from:\n{text}");
     }
 }

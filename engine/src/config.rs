@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::ids::{HypervisorId, SwitchPort};
+use crate::topology::TopologyEntry;
 
 /// The default grace period: how long a lost hypervisor's facts are kept.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(180);
@@ -79,6 +80,10 @@ pub struct Config {
     /// Per-hypervisor grace periods, in seconds.
     pub grace_secs_per_hypervisor: BTreeMap<HypervisorId, u64>,
     pub policy: Policy,
+    /// Every `[[topology]]` entry; those by id are also in [`Policy::static_links`] (the
+    /// projector folds them), those by name or MAC the session resolves
+    /// ([`crate::topology`]).
+    pub topology: Vec<TopologyEntry>,
     pub mass_removal: MassRemoval,
     /// A projector snapshot is saved every this many events (0: never).
     pub snapshot_every: u64,
@@ -90,6 +95,7 @@ impl Default for Config {
             grace_secs: DEFAULT_GRACE.as_secs(),
             grace_secs_per_hypervisor: BTreeMap::new(),
             policy: Policy::default(),
+            topology: Vec::new(),
             mass_removal: MassRemoval::default(),
             snapshot_every: 10_000,
         }

@@ -71,6 +71,10 @@ pub enum Invalid {
     /// connection, never as a mass deletion.
     #[error("hypervisor {hypervisor}: inventory came back {what} while {known} facts are known; treated as a lost connection")]
     HollowInventory { hypervisor: HypervisorId, what: &'static str, known: usize },
+    /// A `[[topology]]` entry ties no uplink (it matches no host, several, or a NIC the host
+    /// does not have): it is applied to none rather than to a host it may not mean.
+    #[error("hypervisor {hypervisor}: {what} is not applied: {why}")]
+    Topology { hypervisor: HypervisorId, what: String, why: String },
 }
 
 impl Invalid {
@@ -82,7 +86,7 @@ impl Invalid {
         use crate::observe::Rejected;
         let r = |what: String, why: String| Some(Rejected { what, why });
         match self {
-            Invalid::Adapter { what, why, .. } => r(what.clone(), why.clone()),
+            Invalid::Adapter { what, why, .. } | Invalid::Topology { what, why, .. } => r(what.clone(), why.clone()),
             Invalid::UnknownNetwork { vm, nic, host, network, .. } => {
                 r(format!("vnic {vm}/{nic}"), format!("its network `{network}` is unknown on host {host}"))
             }

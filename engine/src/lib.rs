@@ -14,6 +14,8 @@
 //!   and grace timers into events and operator notices.
 //! - [`config`]: grace periods, [`config::Policy`] (powered-off VMs, VM-less networks, static
 //!   links), the mass-removal guard, the snapshot interval.
+//! - [`topology`]: `[[topology]]` entries by host id, host name or pNIC MAC, and the pure
+//!   matching ([`topology::resolve`]) the session applies and refuses by.
 //! - [`backoff`]: the one capped-exponential-backoff schedule every retry loop uses.
 //! - [`clock`]: the injected clock ([`clock::TokioClock`] follows paused tokio time).
 //! - [`runtime`]: the async shell that only wires — [`runtime::Engine`]:
@@ -53,6 +55,7 @@ pub mod record;
 pub mod runtime;
 pub mod session;
 pub mod switch;
+pub mod topology;
 
 pub use desired::{Desired, Reason, VnicRef};
 pub use error::{Error, Invalid, Result};

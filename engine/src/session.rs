@@ -27,10 +27,11 @@ use std::fmt;
 use crate::config::MassRemoval;
 use crate::error::Invalid;
 use crate::event::{Event, UnixMs};
-use crate::fact::{Change, Fact, FactKey};
+use crate::fact::{Change, Fact, FactKey, HostFact, NeighbourSource, UplinkFact};
 use crate::ids::{HypervisorId, Kind};
 use crate::observe::{Ask, Observation, Rejected};
 use crate::projector::{Facts, Held, HypervisorStatus, Status};
+use crate::topology::{self, TopologyEntry};
 
 /// Where one hypervisor's session stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +85,8 @@ pub struct Ctx<'a> {
     /// An operator asked to let the held removal through: this inventory bypasses the guard.
     pub release: bool,
     pub last_attempt: LastAttempt,
+    /// This hypervisor's `[[topology]]` entries: those by name or MAC are resolved here.
+    pub topology: &'a [TopologyEntry],
 }
 
 /// An operator message to log once the events of the step are durable.
@@ -214,6 +217,7 @@ impl Session {
             (Session::Live, Input::Observed(Observation::Delta { changes, rejected })) => {
                 let mut invalid = adapter_rejects(ctx.hypervisor, rejected);
                 let changes = validate_delta(ctx, changes, &mut invalid);
+                let changes = tie_delta(ctx, changes, &mut invalid);
                 let events = if changes.is_empty() { Vec::new() } else { vec![Event::Learnt { changes }] };
                 Step { events, invalid, ..Step::stay(Session::Live) }
             }
@@ -240,7 +244,8 @@ impl Session {
                         };
                     }
                 }
-                let good = validate_inventory(ctx.hypervisor, facts, &mut invalid);
+                let mut good = validate_inventory(ctx.hypervisor, facts, &mut invalid);
+                tie_inventory(ctx, &mut good, &mut invalid);
                 match s {
                     Session::Lost { since } if !asked && ctx.now >= since.saturating_add(ctx.grace_ms) => {
                         // The grace ran out before the timer was handled: expire, then start over.
@@ -390,6 +395,102 @@ fn unknown_network(hypervisor: &HypervisorId, v: &crate::fact::VnicFact) -> Inva
     }
 }
 
+/// `uplink` as the resolved topology has it: tied to its port (`source: Static`); an uplink no
+/// entry ties keeps the adapter's neighbour, except one the session itself tied before, whose
+/// neighbour is unknown until the next full read.
+fn tied(links: &topology::Resolved, uplink: &UplinkFact) -> UplinkFact {
+    let mut u = uplink.clone();
+    match links.links.get(&(u.host.clone(), u.nic.clone())) {
+        Some(port) => (u.port, u.source) = (Some(port.clone()), Some(NeighbourSource::Static)),
+        None if u.source == Some(NeighbourSource::Static) => (u.port, u.source) = (None, None),
+        None => {}
+    }
+    u
+}
+
+fn topology_refusals(ctx: &Ctx<'_>, r: &topology::Resolved, invalid: &mut Vec<Invalid>) {
+    invalid.extend(r.refusals.iter().map(|x| Invalid::Topology {
+        hypervisor: ctx.hypervisor.clone(),
+        what: x.what.clone(),
+        why: x.why.clone(),
+    }));
+}
+
+/// Ties the uplinks of a full inventory by the `[[topology]]` entries, refusing those that tie
+/// nothing.
+fn tie_inventory(ctx: &Ctx<'_>, good: &mut BTreeMap<FactKey, Fact>, invalid: &mut Vec<Invalid>) {
+    if ctx.topology.is_empty() {
+        return;
+    }
+    let hosts = good.values().filter_map(|f| match f {
+        Fact::Host(h) => Some(h),
+        _ => None,
+    });
+    let uplinks = good.values().filter_map(|f| match f {
+        Fact::Uplink(u) => Some(u),
+        _ => None,
+    });
+    let r = topology::resolve(ctx.topology, hosts, uplinks);
+    topology_refusals(ctx, &r, invalid);
+    for f in good.values_mut() {
+        if let Fact::Uplink(u) = f {
+            *u = tied(&r, u);
+        }
+    }
+}
+
+/// A delta that changes hosts or uplinks re-resolves the `[[topology]]` entries over the facts
+/// it leaves: its uplinks are tied, and known uplinks whose tie it changes (a host renamed, a
+/// MAC now on two hosts) are upserted with the new one.
+fn tie_delta(ctx: &Ctx<'_>, changes: Vec<Change>, invalid: &mut Vec<Invalid>) -> Vec<Change> {
+    let touches = |c: &Change| {
+        matches!(c.key(), FactKey::Host { .. } | FactKey::Uplink { .. })
+            && !matches!(c, Change::Remove(FactKey::Uplink { .. }))
+    };
+    if ctx.topology.is_empty() || !changes.iter().any(touches) {
+        return changes;
+    }
+    let mut by_key: BTreeMap<FactKey, Change> = changes.into_iter().map(|c| (c.key(), c)).collect();
+    let mut hosts: BTreeMap<&str, &HostFact> = BTreeMap::new();
+    let mut uplinks: BTreeMap<(&str, &str), &UplinkFact> = BTreeMap::new();
+    if let Some(k) = ctx.known {
+        hosts.extend(k.hosts().map(|h| (h.host.as_str(), h)));
+        uplinks.extend(k.uplinks().map(|u| ((u.host.as_str(), u.nic.as_str()), u)));
+    }
+    for c in by_key.values() {
+        match c {
+            Change::Upsert(Fact::Host(h)) => {
+                hosts.insert(&h.host, h);
+            }
+            Change::Upsert(Fact::Uplink(u)) => {
+                uplinks.insert((&u.host, &u.nic), u);
+            }
+            Change::Remove(FactKey::Host { host }) => {
+                hosts.remove(host.as_str());
+            }
+            Change::Remove(FactKey::Uplink { host, nic }) => {
+                uplinks.remove(&(host.as_str(), nic.as_str()));
+            }
+            _ => {}
+        }
+    }
+    let r = topology::resolve(ctx.topology, hosts.into_values(), uplinks.values().copied());
+    topology_refusals(ctx, &r, invalid);
+    let rewritten: Vec<UplinkFact> = uplinks.into_values().map(|u| tied(&r, u)).collect();
+    for u in rewritten {
+        let key = FactKey::Uplink { host: u.host.clone(), nic: u.nic.clone() };
+        let known = ctx.known.and_then(|k| k.uplink(&u.host, &u.nic));
+        if by_key.contains_key(&key) || known != Some(&u) {
+            by_key.insert(key, Change::Upsert(Fact::Uplink(u)));
+        }
+    }
+    by_key.retain(|k, c| match (c, ctx.known.and_then(|known| known.get(k))) {
+        (Change::Upsert(f), Some(old)) => !old.same_as(f),
+        _ => true,
+    });
+    by_key.into_values().collect()
+}
+
 /// How many removal keys a `RemovalHeld` event names.
 const HELD_SAMPLE: usize = 20;
 
@@ -518,6 +619,7 @@ mod tests {
             held: None,
             release: false,
             last_attempt: LastAttempt::Unavailable,
+            topology: &[],
         }
     }
 
@@ -700,5 +802,127 @@ mod tests {
         let s = Session::Lost { since: 5_000 }.step(inventory(vec![]), &c);
         assert!(s.events.is_empty());
         assert!(matches!(s.ask, Some(Ask::Reread { .. })));
+    }
+
+    fn state_after(events: &[Event]) -> crate::projector::State {
+        let mut st = crate::projector::State::new(&crate::config::Policy::default());
+        for (i, event) in events.iter().enumerate() {
+            let seq = i as u64 + 1;
+            st.apply(&crate::event::Envelope {
+                seq,
+                at: 0,
+                hypervisor: hv(),
+                schema: 1,
+                prev: [0; 32],
+                event: event.clone(),
+            });
+        }
+        st
+    }
+
+    fn esx(host: &str, name: &str) -> Fact {
+        Fact::Host(HostFact { host: host.into(), name: name.into() })
+    }
+
+    fn pnic(host: &str, mac: &str) -> Fact {
+        Fact::Uplink(UplinkFact {
+            host: host.into(),
+            nic: "vmnic0".into(),
+            mac: Some(mac.into()),
+            port: None,
+            source: None,
+        })
+    }
+
+    fn by_name(position: usize, name: &str, port: &str) -> TopologyEntry {
+        TopologyEntry {
+            position,
+            hypervisor: hv(),
+            host: crate::topology::HostSelector::Name(name.into()),
+            nic: Some("vmnic0".into()),
+            port: port.parse().unwrap(),
+        }
+    }
+
+    fn uplinks_of(events: &[Event]) -> Vec<UplinkFact> {
+        events
+            .iter()
+            .flat_map(|e| match e {
+                Event::Learnt { changes } => changes.clone(),
+                _ => vec![],
+            })
+            .filter_map(|c| match c {
+                Change::Upsert(Fact::Uplink(u)) => Some(u),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn topology_by_host_name_ties_the_uplink_in_the_learnt_facts() {
+        let (id, g) = (hv(), MassRemoval::default());
+        let topology = [by_name(1, "esx-02", "tor1:Et2")];
+        let c = Ctx { topology: &topology, ..ctx(&id, 5, None, &g) };
+        let s = Session::New.step(
+            inventory(vec![
+                esx("host-1", "esx-01"),
+                esx("host-2", "esx-02"),
+                pnic("host-1", "aa"),
+                pnic("host-2", "bb"),
+            ]),
+            &c,
+        );
+        let ups = uplinks_of(&s.events);
+        let tied: Vec<(&str, Option<String>)> =
+            ups.iter().map(|u| (u.host.as_str(), u.port.as_ref().map(|p| p.to_string()))).collect();
+        assert_eq!(tied, [("host-1", None), ("host-2", Some("tor1:Et2".to_string()))]);
+        assert_eq!(ups[1].source, Some(NeighbourSource::Static));
+        assert!(s.invalid.is_empty(), "{:?}", s.invalid);
+        // The same inventory again learns nothing: the tie is what the log already says.
+        let st = state_after(&s.events);
+        let again = Session::Live.step(
+            inventory(vec![
+                esx("host-1", "esx-01"),
+                esx("host-2", "esx-02"),
+                pnic("host-1", "aa"),
+                pnic("host-2", "bb"),
+            ]),
+            &Ctx { known: st.facts_of(&id), ..c },
+        );
+        assert_eq!(again.events, vec![]);
+    }
+
+    #[test]
+    fn a_rename_that_makes_a_host_name_ambiguous_unties_the_uplink_and_is_refused() {
+        let (id, g) = (hv(), MassRemoval::default());
+        let topology = [by_name(4, "esx-02", "tor1:Et2")];
+        let c = Ctx { topology: &topology, ..ctx(&id, 5, None, &g) };
+        let first = Session::New.step(
+            inventory(vec![
+                esx("host-1", "esx-01"),
+                esx("host-2", "esx-02"),
+                pnic("host-1", "aa"),
+                pnic("host-2", "bb"),
+            ]),
+            &c,
+        );
+        let st = state_after(&first.events);
+        let rename = Input::Observed(Observation::Delta {
+            changes: vec![Change::Upsert(esx("host-1", "esx-02"))],
+            rejected: vec![],
+        });
+        let s = Session::Live.step(rename, &Ctx { known: st.facts_of(&id), ..c });
+        let Event::Learnt { changes } = &s.events[0] else { panic!("{:?}", s.events) };
+        assert_eq!(changes.len(), 2, "the rename and host-2's uplink, untied: {changes:?}");
+        let ups = uplinks_of(&s.events);
+        assert_eq!((ups[0].host.as_str(), &ups[0].port, ups[0].source), ("host-2", &None, None));
+        let Some(Event::Refused { refusals }) = s.events.last() else { panic!("no Refused: {:?}", s.events) };
+        assert_eq!(refusals[0].what, "[[topology]] #4 (host_name `esx-02`, nic `vmnic0` → tor1:Et2)");
+        assert!(refusals[0].why.contains("host-1/vmnic0, host-2/vmnic0"), "{}", refusals[0].why);
+        // A VM change does not re-resolve (nor re-refuse).
+        let st = state_after(&[first.events.clone(), s.events.clone()].concat());
+        let vm = Input::Observed(Observation::Delta { changes: vec![Change::Upsert(net("pg", 10))], rejected: vec![] });
+        let s = Session::Live.step(vm, &Ctx { known: st.facts_of(&id), ..c });
+        assert!(matches!(&s.events[..], [Event::Learnt { changes }] if changes.len() == 1), "{:?}", s.events);
     }
 }

@@ -218,6 +218,26 @@ impl Facts {
         }
     }
 
+    /// Every host, in no particular order.
+    pub fn hosts(&self) -> impl Iterator<Item = &HostFact> {
+        self.hosts.values()
+    }
+
+    /// Every uplink, in no particular order.
+    pub fn uplinks(&self) -> impl Iterator<Item = &UplinkFact> {
+        self.uplinks.values().map(|u| &u.fact)
+    }
+
+    /// The hosts that have uplinks none of which leads to a known switch port (no neighbour
+    /// reported, no static link): their networks reach no switch.
+    pub fn hosts_without_switch_port(&self) -> std::collections::BTreeSet<&str> {
+        let mut reaches: HashMap<u32, bool> = HashMap::default();
+        for k in self.uplinks.keys() {
+            *reaches.entry(k.0).or_default() |= self.port_of(*k).is_some();
+        }
+        reaches.into_iter().filter(|(_, r)| !r).map(|(h, _)| self.name(h)).collect()
+    }
+
     /// Every fact, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = FactRef<'_>> {
         let hosts = self.hosts.values().map(FactRef::Host);

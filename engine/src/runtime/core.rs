@@ -16,11 +16,12 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::desired::Desired;
 use crate::error::{Error, Invalid, Result};
-use crate::event::{Envelope, Recorded, UnixMs};
+use crate::event::{Envelope, Event, Recorded, UnixMs};
 use crate::ids::{HypervisorId, Kind};
 use crate::observe::Ask;
 use crate::projector::{State, Status};
 use crate::session::{Ctx, Input, LastAttempt, Notice, Session, Timer};
+use crate::topology::TopologyEntry;
 
 /// Once this many commands were handled without publishing, publish even if more wait.
 const PUBLISH_EVERY: u32 = 64;
@@ -28,6 +29,17 @@ const PUBLISH_EVERY: u32 = 64;
 const RETRY_APPEND: Duration = Duration::from_secs(1);
 /// How long an append in flight may still take once the engine is told to stop.
 const STOP_WAIT: Duration = Duration::from_secs(2);
+
+/// Whether `event` may change which hosts reach a switch port.
+fn moves_host_ports(event: &Event) -> bool {
+    match event {
+        Event::Learnt { changes } => changes
+            .iter()
+            .any(|c| matches!(c.key(), crate::fact::FactKey::Host { .. } | crate::fact::FactKey::Uplink { .. })),
+        Event::Expired | Event::Connected { .. } => true,
+        _ => false,
+    }
+}
 
 /// The latest snapshot (when it decodes) with the log's tail folded in.
 pub(super) fn recover_state<L: store::Log<Recorded>>(log: &L, config: &Config) -> Result<State> {
@@ -77,6 +89,11 @@ pub(super) struct Core<L> {
     snapshot_seq: u64,
     /// The engine's stop signal, once running (a held-back append gives up on it).
     stop: Option<watch::Receiver<bool>>,
+    /// `[[topology]]` entries by hypervisor.
+    topology: BTreeMap<HypervisorId, Vec<TopologyEntry>>,
+    /// Hosts last seen with uplinks but no known switch port, by hypervisor: each is warned
+    /// about once when it becomes so, not on every read.
+    unported: BTreeMap<HypervisorId, BTreeSet<String>>,
 }
 
 impl<L: store::Log<Recorded>> Core<L> {
@@ -89,7 +106,13 @@ impl<L: store::Log<Recorded>> Core<L> {
         metrics: Arc<Metrics>,
     ) -> Self {
         let (published_version, snapshot_seq) = state.read(|s| (s.desired_version(), s.seq()));
+        let mut topology: BTreeMap<HypervisorId, Vec<TopologyEntry>> = BTreeMap::new();
+        for e in &config.topology {
+            topology.entry(e.hypervisor.clone()).or_default().push(e.clone());
+        }
         Self {
+            topology,
+            unported: BTreeMap::new(),
             log,
             config,
             clock,
@@ -250,6 +273,7 @@ impl<L: store::Log<Recorded>> Core<L> {
                 held: known.and_then(|k| k.held),
                 release,
                 last_attempt,
+                topology: self.topology.get(id).map_or(&[], Vec::as_slice),
             };
             (from, from.step(input, &ctx), kind)
         });
@@ -270,6 +294,9 @@ impl<L: store::Log<Recorded>> Core<L> {
                 envelopes.push(Envelope::from(entry.map_err(Error::log("reading back appended events"))?));
             }
             self.state.write(|s| envelopes.iter().for_each(|e| s.apply(e)));
+            if envelopes.iter().any(|e| moves_host_ports(&e.event)) {
+                self.warn_unported(id);
+            }
             outcome.appended = Some(range);
             self.snapshot(false);
         }
@@ -354,6 +381,26 @@ impl<L: store::Log<Recorded>> Core<L> {
                 _ = stop.wait_for(|s| *s) => return Err(e),
             }
         }
+    }
+
+    /// Warns once about each host of `id` that now has uplinks but no known switch port.
+    fn warn_unported(&mut self, id: &HypervisorId) {
+        let now: BTreeSet<String> = self
+            .state
+            .read(|s| s.facts_of(id).map(|f| f.hosts_without_switch_port().into_iter().map(str::to_string).collect()))
+            .unwrap_or_default();
+        let before = self.unported.entry(id.clone()).or_default();
+        for host in now.difference(before) {
+            let name = self.state.read(|s| s.facts_of(id).and_then(|f| f.host(host)).map(|h| h.name.clone()));
+            tracing::warn!(
+                hypervisor = %id,
+                host = %host,
+                name = name.as_deref().unwrap_or(""),
+                "host has uplinks but no known switch port (no CDP/LLDP neighbour, no [[topology]] entry): \
+                 no VLAN is configured for it"
+            );
+        }
+        *before = now;
     }
 
     fn count_invalid(&self, inv: &Invalid) {

@@ -27,6 +27,7 @@ func main() {
 	pgs := flag.Int("pg", 1, "distributed port groups per datacenter")
 	username := flag.String("username", "", "the only user a login may name (default: any non-empty)")
 	password := flag.String("password", "", "that user's password (with -username)")
+	vlan := flag.Int("vm-network-vlan", 0, "VLAN id of every host's standard port group \"VM Network\" (vcsim serves 0)")
 	flag.Parse()
 
 	model := simulator.VPX()
@@ -37,6 +38,16 @@ func main() {
 	model.Portgroup = *pgs
 	if err := model.Create(); err != nil {
 		log.Fatal(err)
+	}
+	// vcsim 0.24.2 serves every standard port group with VLAN 0, and its AddPortGroup does not
+	// reach the host's config.network.portgroup; this sets the model before serving it.
+	for _, e := range simulator.Map.All("HostSystem") {
+		host := e.(*simulator.HostSystem)
+		for i := range host.Config.Network.Portgroup {
+			if pg := &host.Config.Network.Portgroup[i]; pg.Spec.Name == "VM Network" {
+				pg.Spec.VlanId = int32(*vlan)
+			}
+		}
 	}
 	model.Service.Listen = &url.URL{Host: *listen}
 	if *username != "" {
