@@ -15,30 +15,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use engine::{Change, Event, Fact};
+use sims::vcsim::Vcsim;
 use support::netfold::{Netfold, STEP};
-
-/// Builds the vcsim main once per target directory (or takes `NETFOLD_VCSIM`).
-fn vcsim_binary() -> String {
-    if let Ok(p) = std::env::var("NETFOLD_VCSIM") {
-        return p;
-    }
-    let out = format!("{}/vcsim", env!("CARGO_TARGET_TMPDIR"));
-    if std::path::Path::new(&out).exists() {
-        return out;
-    }
-    let status = Command::new("go")
-        .args(["build", "-o", &out, "./tests/peers/vcsim"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("GO111MODULE", "off")
-        .env("GOPATH", "/usr/share/gocode")
-        .env_remove("GOFLAGS")
-        .status()
-        .unwrap_or_else(|e| {
-            panic!("cannot run `go` ({e}): apt-get install golang-go golang-github-vmware-govmomi-dev")
-        });
-    assert!(status.success(), "building vcsim failed: is golang-github-vmware-govmomi-dev installed?");
-    out
-}
 
 /// A child whose stdout lines arrive on a channel.
 struct Lines {
@@ -101,26 +79,10 @@ fn field(line: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key}= in `{line}`"))
 }
 
-/// vcsim's address and credentials, from its `url:` line.
-struct Vcsim {
-    _proc: Lines,
-    hostport: String,
-    host: String,
-    port: String,
-    user: String,
-    pass: String,
-}
-
+/// vcsim (built from `tests/peers/vcsim` by [`sims::vcsim`]) on a free loopback port.
 fn start_vcsim(args: &[&str]) -> Vcsim {
-    let proc = Lines::spawn(Command::new(vcsim_binary()).args(["-l", "127.0.0.1:0"]).args(args));
-    let url = proc.expect_within("url: ", Duration::from_secs(300)).trim_start_matches("url: ").to_string();
-    let rest = url.strip_prefix("http://").expect("http url");
-    let (creds, hostport) = rest.split_once('@').expect("credentials in the URL");
-    let (user, pass) = creds.split_once(':').expect("user:pass");
-    let hostport = hostport.trim_end_matches("/sdk").to_string();
-    let (host, port) = hostport.rsplit_once(':').expect("host:port");
-    let (host, port) = (host.to_string(), port.to_string());
-    Vcsim { _proc: proc, hostport, host, port, user: user.into(), pass: pass.into() }
+    let bin = sims::vcsim::binary(std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))).unwrap_or_else(|e| panic!("{e}"));
+    Vcsim::start(&bin, args, Duration::from_secs(300)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A netfold config for one vcsim hypervisor; `extra` lines go into its `[[hypervisor]]`.
@@ -135,7 +97,7 @@ listen = "127.0.0.1:0"
 [[hypervisor]]
 name = "vcsim"
 kind = "vmware"
-url = "http://{hostport}/sdk"
+url = "{url}"
 allow_plaintext = true
 user = "{user}"
 password = {{ password_env = "VCSIM_PASSWORD" }}
@@ -144,7 +106,7 @@ liveness_secs = 5
 {extra}
 "#,
             data = dir.join("data").display(),
-            hostport = vc.hostport,
+            url = vc.url(),
             user = vc.user,
         ),
     )
@@ -177,7 +139,7 @@ async fn at_10000_vms_netfold_learns_what_pyvmomi_reads_although_vcsim_ignores_p
     let python = std::env::var("PYVMOMI_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = format!("{}/tests/vcsim_client.py", env!("CARGO_MANIFEST_DIR"));
     let client =
-        Lines::spawn(Command::new(python).args([&script, &vc.host, &vc.port, &vc.user, &vc.pass, "--count-only"]));
+        Lines::spawn(Command::new(python).args([&script, &vc.host, &vc.port.to_string(), &vc.user, &vc.password, "--count-only"]));
     let hosts = field(&client.expect("COUNT HOSTS").replace("COUNT HOSTS ", "hosts="), "hosts");
     let vms = field(&client.expect("COUNT VMS").replace("COUNT VMS ", "vms="), "vms");
     assert!(vms >= 10_000, "pyVmomi reads {vms} VMs");
@@ -187,7 +149,7 @@ async fn at_10000_vms_netfold_learns_what_pyvmomi_reads_although_vcsim_ignores_p
     let dir = tempfile::tempdir().unwrap();
     let config = netfold_config(dir.path(), &vc, "page_size = 500\nmax_body_bytes = 4194304");
     let started = Instant::now();
-    let mut nf = Netfold::start(&config, dir.path().join("netfold.log"), &[("VCSIM_PASSWORD", vc.pass.clone())]);
+    let mut nf = Netfold::start(&config, dir.path().join("netfold.log"), &[("VCSIM_PASSWORD", vc.password.clone())]);
     let base = nf.http().await;
     let http = reqwest::Client::new();
     let deadline = started + Duration::from_secs(600);
@@ -226,17 +188,11 @@ async fn at_10000_vms_netfold_learns_what_pyvmomi_reads_although_vcsim_ignores_p
 #[ignore = "needs Go + govmomi (vcsim) and Python with pyvmomi: .ci/run runs it with --ignored"]
 async fn netfold_learns_vcsims_inventory_and_keeps_learning_beside_a_default_collector_client() {
     let python = std::env::var("PYVMOMI_PYTHON").unwrap_or_else(|_| "python3".into());
-    let vcsim = Lines::spawn(Command::new(vcsim_binary()).args(["-l", "127.0.0.1:0"]));
-    let url = vcsim.expect("url: ").trim_start_matches("url: ").to_string();
-    // http://user:pass@127.0.0.1:PORT/sdk
-    let rest = url.strip_prefix("http://").expect("http url");
-    let (creds, hostport) = rest.split_once('@').expect("credentials in the URL");
-    let (user, pass) = creds.split_once(':').expect("user:pass");
-    let hostport = hostport.trim_end_matches("/sdk");
-    let (host, port) = hostport.rsplit_once(':').expect("host:port");
-
+    let vc = start_vcsim(&[]);
+    let (host, port, user, pass) = (vc.host.as_str(), vc.port.to_string(), vc.user.as_str(), vc.password.as_str());
+    let hostport = format!("{host}:{port}");
     let script = format!("{}/tests/vcsim_client.py", env!("CARGO_MANIFEST_DIR"));
-    let mut client = Lines::spawn(Command::new(python).args([&script, host, port, user, pass]));
+    let mut client = Lines::spawn(Command::new(python).args([&script, host, &port, user, pass]));
     let hosts = field(&client.expect("COUNT HOSTS").replace("COUNT HOSTS ", "hosts="), "hosts");
     let vms = field(&client.expect("COUNT VMS").replace("COUNT VMS ", "vms="), "vms");
     client.expect("WAITING");
@@ -391,7 +347,7 @@ async fn live_deltas_through_pyvmomi_each_learnt_once_with_topology_by_host_name
     let vc = start_vcsim(&["-vm-network-vlan", "100"]);
     let python = std::env::var("PYVMOMI_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = format!("{}/tests/vcsim_client.py", env!("CARGO_MANIFEST_DIR"));
-    let mut client = Lines::spawn(Command::new(python).args([&script, &vc.host, &vc.port, &vc.user, &vc.pass]));
+    let mut client = Lines::spawn(Command::new(python).args([&script, &vc.host, &vc.port.to_string(), &vc.user, &vc.password]));
     client.expect("WAITING");
     let dir = tempfile::tempdir().unwrap();
     let extra = r#"resync_secs = 3
@@ -414,7 +370,7 @@ mac = "00:0c:29:81:d8:aa"
 port = "mem:Ethernet1/9"
 "#;
     let config = netfold_config(dir.path(), &vc, extra);
-    let mut nf = Netfold::start(&config, dir.path().join("netfold.log"), &[("VCSIM_PASSWORD", vc.pass.clone())]);
+    let mut nf = Netfold::start(&config, dir.path().join("netfold.log"), &[("VCSIM_PASSWORD", vc.password.clone())]);
     let base = nf.http().await;
     let http = reqwest::Client::new();
     nf.wait_line("vSphere inventory loaded").await;
