@@ -138,8 +138,14 @@ async fn at_10000_vms_netfold_learns_what_pyvmomi_reads_although_vcsim_ignores_p
     let vc = start_vcsim(&["-host", "9", "-cluster", "1", "-cluster-host", "3", "-vm", "1000"]);
     let python = std::env::var("PYVMOMI_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = format!("{}/tests/vcsim_client.py", env!("CARGO_MANIFEST_DIR"));
-    let client =
-        Lines::spawn(Command::new(python).args([&script, &vc.host, &vc.port.to_string(), &vc.user, &vc.password, "--count-only"]));
+    let client = Lines::spawn(Command::new(python).args([
+        &script,
+        &vc.host,
+        &vc.port.to_string(),
+        &vc.user,
+        &vc.password,
+        "--count-only",
+    ]));
     let hosts = field(&client.expect("COUNT HOSTS").replace("COUNT HOSTS ", "hosts="), "hosts");
     let vms = field(&client.expect("COUNT VMS").replace("COUNT VMS ", "vms="), "vms");
     assert!(vms >= 10_000, "pyVmomi reads {vms} VMs");
@@ -347,7 +353,8 @@ async fn live_deltas_through_pyvmomi_each_learnt_once_with_topology_by_host_name
     let vc = start_vcsim(&["-vm-network-vlan", "100"]);
     let python = std::env::var("PYVMOMI_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = format!("{}/tests/vcsim_client.py", env!("CARGO_MANIFEST_DIR"));
-    let mut client = Lines::spawn(Command::new(python).args([&script, &vc.host, &vc.port.to_string(), &vc.user, &vc.password]));
+    let mut client =
+        Lines::spawn(Command::new(python).args([&script, &vc.host, &vc.port.to_string(), &vc.user, &vc.password]));
     client.expect("WAITING");
     let dir = tempfile::tempdir().unwrap();
     let extra = r#"resync_secs = 3

@@ -1106,6 +1106,23 @@ mod tests {
         assert_eq!(ledger.load(Grammar::Eos).unwrap().owned[&eth], [v(5), v(6)].into());
     }
 
+    #[test]
+    fn switches_sharing_a_ledger_table_never_see_each_others_entries() {
+        // `tor1` is a byte prefix of `tor10`: the kind byte after the name keeps them apart.
+        let store = store::Store::temporary().unwrap();
+        let table = store.table("ledger").unwrap();
+        let (tor1, tor10) = (Ledger::new(table.clone(), "tor1"), Ledger::new(table, "tor10"));
+        let e1: BTreeSet<PortName> = [p("e1")].into();
+        let owning = |vlan| Owned { owned: [(p("e1"), [v(vlan)].into())].into(), intents: Default::default() };
+        tor1.save(&owning(10), &e1).unwrap();
+        tor10.save(&owning(20), &e1).unwrap();
+        assert_eq!(owned(&tor1)[&p("e1")], [v(10)].into());
+        assert_eq!(owned(&tor10)[&p("e1")], [v(20)].into());
+        tor1.save(&Owned::default(), &e1).unwrap();
+        assert!(owned(&tor1).is_empty());
+        assert_eq!(owned(&tor10)[&p("e1")], [v(20)].into(), "clearing tor1 leaves tor10's entry");
+    }
+
     #[tokio::test]
     async fn dry_run_applies_nothing_and_audits_the_plan() {
         let (rig, mut r) = rig(MemorySwitch::new("tor1").with_port("e1", []));
