@@ -1,5 +1,6 @@
 //! The agent's HTTP endpoint: `/healthz` (200 when all is well, else 503 with the reasons:
-//! [`crate::health`]), `/metrics` (Prometheus text), `/state` (JSON of the current desired state
+//! [`crate::health`]), `/metrics` (OpenMetrics, or the classic
+//! Prometheus text to a client that prefers `text/plain`), `/state` (JSON of the current desired state
 //! and hypervisor statuses), `/log?from=SEQ` (the audit trail as JSON lines, long-polling up to
 //! 20 s for new events — what `netfold log --follow` reads, since the data directory is the
 //! agent's alone while it runs) and `POST /release?hypervisor=H` (lets a held mass removal
@@ -33,24 +34,27 @@ use engine::runtime::{Releaser, SharedState};
 use engine::Recorded;
 use store::{Log, SledLog};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Format, Metrics};
 
 #[derive(Clone)]
 struct Ctx {
     metrics: Arc<Metrics>,
+    registry: Arc<prometheus_client::registry::Registry>,
     state: SharedState,
     events: Arc<SledLog<Recorded>>,
     releaser: Releaser,
 }
 
 pub fn router(metrics: Arc<Metrics>, state: SharedState, events: Arc<SledLog<Recorded>>, releaser: Releaser) -> Router {
+    let log = events.clone();
+    let head = move || log.head();
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/state", get(state_json))
         .route("/log", get(log_lines))
         .route("/release", post(release))
-        .with_state(Ctx { metrics, state, events, releaser })
+        .with_state(Ctx { registry: Arc::new(metrics.registry(state.clone(), head)), metrics, state, events, releaser })
 }
 
 async fn healthz(Ax(ctx): Ax<Ctx>) -> impl IntoResponse {
@@ -85,9 +89,11 @@ async fn release(Ax(ctx): Ax<Ctx>, Query(q): Query<ReleaseQuery>) -> impl IntoRe
     }
 }
 
-async fn metrics_text(Ax(ctx): Ax<Ctx>) -> impl IntoResponse {
-    let body = ctx.metrics.render(&ctx.state, ctx.events.head());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+/// OpenMetrics, or the classic text format for a client whose `Accept` prefers `text/plain`.
+async fn metrics_text(Ax(ctx): Ax<Ctx>, headers: header::HeaderMap) -> impl IntoResponse {
+    let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let body = crate::metrics::encode(&ctx.registry, format);
+    ([(header::CONTENT_TYPE, format.content_type()), (header::VARY, "Accept")], body)
 }
 
 async fn state_json(Ax(ctx): Ax<Ctx>) -> Json<serde_json::Value> {
