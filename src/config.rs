@@ -301,6 +301,7 @@ fn validate(c: Config) -> Result<Plan> {
             warnings.push(plaintext_warning(&at, "url", &h.url));
         }
         check_secret(&h.password).map_err(|e| anyhow!("{at}: key `password`: {e}"))?;
+        h.tls.pinned().map_err(|e| anyhow!("{at}: key `tls.thumbprint`: {e}"))?;
         if let Some(g) = h.grace_secs {
             check_grace("grace_secs", g).map_err(|e| anyhow!("{at}: {e}"))?;
             engine.grace_secs_per_hypervisor.insert(id.clone(), g);
@@ -347,6 +348,9 @@ fn validate(c: Config) -> Result<Plan> {
         only("user", s.user.is_some(), "eapi")?;
         only("password", s.password.is_some(), "eapi")?;
         only("tls", s.tls.is_some(), "eapi")?;
+        if let Some(t) = &s.tls {
+            t.pinned().map_err(|e| anyhow!("{at}: key `tls.thumbprint`: {e}"))?;
+        }
         only("allow_plaintext", s.allow_plaintext, "eapi")?;
         only("parking_vlan", s.parking_vlan.is_some(), "ovs")?;
         only("ports", s.ports.is_some(), "memory")?;
@@ -577,6 +581,31 @@ port = "tor1:eth5"
         let port = |p: &str| PortName::parse(Grammar::Ovs, p).unwrap();
         assert!(policy.manages(&port("eth5")) && !policy.manages(&port("eth48")) && !policy.manages(&port("eth49")));
         assert_eq!(plan.engine.policy.static_links.len(), 1);
+    }
+
+    #[test]
+    fn a_bad_thumbprint_names_the_entry_and_the_key() {
+        let pin = |t: &str| format!("tls = {{ thumbprint = \"{t}\" }}\n");
+        let good = format!("sha256:{}", ["0A"; 32].join(":"));
+        let vc = |t: &str| GOOD.replace("grace_secs = 300\n", &format!("grace_secs = 300\n{}", pin(t)));
+        assert!(parse(&vc(&good), Path::new("netfold.toml")).is_ok());
+        let e = err(&vc("sha256:0A:0B"));
+        assert!(
+            e.contains("[[hypervisor]] `vc-east`: key `tls.thumbprint`: thumbprint `sha256:0A:0B` is refused"),
+            "{e}"
+        );
+        let eapi = GOOD
+            .replace(r#"kind = "ovs""#, "kind = \"eapi\"\nuser = \"netfold\"\npassword = { password_env = \"P\" }")
+            .replace(r#"address = "tcp:127.0.0.1:6640""#, &format!("address = \"https://tor1\"\n{}", pin("AB:CD")))
+            .replace(r#"managed_ports = ["eth5", "eth48"]"#, "")
+            .replace(r#"excluded_ports = ["eth48"]"#, "")
+            .replace(r#"port = "tor1:eth5""#, r#"port = "tor1:Ethernet5""#);
+        let e = err(&eapi);
+        assert!(
+            e.contains("[[switch]] `tor1`: key `tls.thumbprint`: thumbprint `AB:CD` is refused")
+                && e.contains("sha256:"),
+            "{e}"
+        );
     }
 
     #[test]

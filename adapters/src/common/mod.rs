@@ -8,4 +8,4 @@ pub mod url;
 
 pub use http::{read_limited, HttpClient, HttpError, Timeouts};
 pub use secret::{Secret, SecretError, SecretSource, INLINE_PASSWORD_REFUSED};
-pub use tls::TlsOptions;
+pub use tls::{Thumbprint, ThumbprintMismatch, TlsOptions};
