@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use adapters::common::url::{parse_endpoint, redact};
-use adapters::common::{Secret, SecretSource, TlsOptions};
+use adapters::common::{ExposeSecret as _, SecretSource, SecretString, TlsOptions};
 use anyhow::{anyhow, bail, Result};
 use engine::config::{MassRemoval, Policy, StaticLink, MAX_GRACE_SECS};
 use engine::port::{Grammar, PortName};
@@ -209,7 +209,7 @@ pub struct HttpPlan {
     pub listen: SocketAddr,
     pub token_file: Option<PathBuf>,
     /// Read by [`check_environment`].
-    pub token: Option<Secret>,
+    pub token: Option<SecretString>,
     pub max_connections: usize,
 }
 
@@ -464,7 +464,7 @@ fn check_secret(s: &SecretSource) -> Result<()> {
 pub fn check_environment(plan: &mut Plan) -> Result<()> {
     let allow = plan.allow_readable_secrets;
     let mut warnings = Vec::new();
-    let mut private = |at: &str, key: &str, s: &SecretSource| -> Result<Secret> {
+    let mut private = |at: &str, key: &str, s: &SecretSource| -> Result<SecretString> {
         let secret = s.load().map_err(|e| anyhow!("{at}: key `{key}`: {e}"))?;
         if let Some((path, mode)) = s.readable_by_others() {
             let what =
@@ -495,7 +495,7 @@ pub fn check_environment(plan: &mut Plan) -> Result<()> {
     }
     if let Some(path) = plan.http.token_file.clone() {
         let token = private("[http]", "token_file", &SecretSource::file(path))?;
-        if token.expose().trim().is_empty() {
+        if token.expose_secret().trim().is_empty() {
             bail!("[http]: key `token_file`: the file is empty");
         }
         plan.http.token = Some(token);

@@ -17,7 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapters::common::Secret;
+use adapters::common::{ExposeSecret as _, SecretString};
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -138,13 +138,13 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
     /// `Authorization: Bearer` token required on every route but `/healthz`.
-    pub token: Option<Secret>,
+    pub token: Option<SecretString>,
     pub max_connections: usize,
     pub header_timeout: Duration,
 }
 
 /// Requires the bearer token on every route but `/healthz`.
-pub fn with_auth(router: Router, token: Option<Secret>) -> Router {
+pub fn with_auth(router: Router, token: Option<SecretString>) -> Router {
     let Some(token) = token else { return router };
     let token = Arc::new(token);
     router.layer(axum::middleware::from_fn(move |req: Request, next: Next| {
@@ -153,7 +153,7 @@ pub fn with_auth(router: Router, token: Option<Secret>) -> Router {
     }))
 }
 
-async fn authorize(token: &Secret, req: Request, next: Next) -> Response {
+async fn authorize(token: &SecretString, req: Request, next: Next) -> Response {
     if req.uri().path() == "/healthz" {
         return next.run(req).await;
     }
@@ -163,7 +163,7 @@ async fn authorize(token: &Secret, req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if bool::from(subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.expose().trim().as_bytes())) {
+    if bool::from(subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.expose_secret().trim().as_bytes())) {
         next.run(req).await
     } else {
         let www = [(header::WWW_AUTHENTICATE, "Bearer")];

@@ -208,12 +208,12 @@ async fn vcsims_self_signed_certificate_is_trusted_by_its_pinned_thumbprint_and_
 
     // Without the pin the self-signed certificate is refused; with another pin, refused naming
     // the thumbprint seen, which is govmomi's.
-    use adapters::common::{HttpClient, Secret, Thumbprint, Timeouts, TlsOptions};
+    use adapters::common::{HttpClient, SecretString, Thumbprint, Timeouts, TlsOptions};
     let login = |tls: TlsOptions| {
         let (url, user, pass) = (url.clone(), user.clone(), pass.clone());
         async move {
             let http = HttpClient::new(&tls, &Timeouts::flat(Duration::from_secs(10)), 1 << 20).unwrap();
-            adapters::vsphere::client::Session::login(&http, &url, &user, &Secret::new(pass))
+            adapters::vsphere::client::Session::login(&http, &url, &user, &SecretString::from(pass))
                 .await
                 .map(drop)
                 .map_err(|e| adapters::driver::chain(&e))
