@@ -191,8 +191,9 @@ pub async fn serve(
     }
     let app = with_auth(router, options.token.clone());
     let limit = Arc::new(Semaphore::new(options.max_connections.max(1)));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut conns = tokio::task::JoinSet::new();
+    // Cancelled once `shutdown` resolves: each connection finishes its current request.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let conns = tokio_util::task::TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -212,7 +213,7 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let mut stop = stop_rx.clone();
+        let stop = stop.clone();
         let header_timeout = options.header_timeout;
         conns.spawn(async move {
             let _permit = permit;
@@ -222,7 +223,7 @@ pub async fn serve(
             tokio::pin!(conn);
             let r = tokio::select! {
                 r = conn.as_mut() => r,
-                _ = async { drop(stop.wait_for(|s| *s).await) } => {
+                _ = stop.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
@@ -231,9 +232,9 @@ pub async fn serve(
                 tracing::debug!(peer = %peer, error = %e, "HTTP connection ended");
             }
         });
-        while conns.try_join_next().is_some() {}
     }
-    let _ = stop_tx.send(true);
-    while conns.join_next().await.is_some() {}
+    stop.cancel();
+    conns.close();
+    conns.wait().await;
     Ok(())
 }
