@@ -1,6 +1,7 @@
 //! System CA roots are trusted beside the bundled webpki roots, and `ca_file` adds to them: a CA
-//! installed in a private trust store (`SSL_CERT_FILE`, which rustls-native-certs reads as the
-//! system store, as OpenSSL does) makes its servers acceptable; without it they are refused.
+//! installed in a private trust store (`SSL_CERT_FILE` or `SSL_CERT_DIR`, which rustls-native-certs
+//! reads instead of the system store, as OpenSSL does) makes its servers acceptable; without it
+//! they are refused.
 //!
 //! One test in its own binary: it sets `SSL_CERT_FILE` for the process, which no other test
 //! here may see.
@@ -42,4 +43,14 @@ async fn a_ca_in_the_system_store_is_trusted_and_ca_file_adds_another() {
     assert!(e.contains("UnknownIssuer"), "the lab CA is not in the store: {e}");
     assert_eq!(get(&with_lab, &vc).await.unwrap(), "ok", "ca_file keeps the system roots");
     assert_eq!(get(&with_lab, &host).await.unwrap(), "ok", "and adds its own");
+
+    // A private trust directory holding the lab CA only.
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    std::fs::write(certs.join("lab.pem"), lab.pem()).unwrap();
+    std::env::remove_var("SSL_CERT_FILE");
+    std::env::set_var("SSL_CERT_DIR", &certs);
+    assert_eq!(get(&TlsOptions::default(), &host).await.unwrap(), "ok", "a CA from SSL_CERT_DIR");
+    let e = get(&TlsOptions::default(), &vc).await.unwrap_err();
+    assert!(e.contains("UnknownIssuer"), "the enterprise CA is not in that directory: {e}");
 }
