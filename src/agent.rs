@@ -13,8 +13,8 @@ use engine::switch::Switch;
 use engine::{Engine, Event, HypervisorId, Kind, Recorded, LOSS_RECORDER};
 use store::layout::{db_path, EVENTS_LOG, LEDGER_TABLE, META_TABLE, POLICY_KEY, SWITCH_AUDIT_LOG};
 use store::{Log, OnLoss, SledLog, Store};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use adapters::driver::Health;
 
@@ -104,9 +104,17 @@ pub struct Agent {
     store: Store,
     events: Arc<SledLog<Recorded>>,
     audit: Arc<SledLog<SwitchRecord>>,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    /// Cancelled at shutdown: every task finishes its step and returns (adapters and the tap
+    /// are dropped at once).
+    stop: CancellationToken,
+    /// Cancelled when a task has not returned within [`STOP_WITHIN`] of `stop`: its future is
+    /// dropped at its next await.
+    kill: CancellationToken,
+    tasks: TaskTracker,
 }
+
+/// How long shutdown waits for the tasks after `stop` before dropping them.
+const STOP_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Agent {
     /// Opens (creating) the data directory and starts the engine on it: snapshot + tail,
@@ -145,24 +153,18 @@ impl Agent {
         let engine = Engine::start(events.clone(), config.clone(), clock)
             .await
             .with_context(|| format!("cannot recover state from {}", path.display()))?;
-        let (stop, _) = watch::channel(false);
         let metrics = Arc::new(Metrics::default());
         metrics.set_engine(engine.metrics().clone());
         let m = metrics.clone();
         engine.metrics().observe_appends(move |took| m.append_latency.observe(took.as_secs_f64()));
-        let mut agent = Agent { engine, engine_config: config, metrics, store, events, audit, stop, tasks: Vec::new() };
+        let (stop, kill, tasks) = (CancellationToken::new(), CancellationToken::new(), TaskTracker::new());
+        let agent = Agent { engine, engine_config: config, metrics, store, events, audit, stop, kill, tasks };
         let tap =
             crate::metrics::tap(agent.metrics.clone(), agent.events.clone(), agent.audit.clone(), agent.engine.state());
-        // The tap follows the logs until they close, which is after shutdown: it must watch
+        // The tap follows the logs until they close, which is after shutdown: it must end at
         // `stop` like every other task, or shutdown waits out its timeout while the engine's
         // grace timers keep running (an Expired could be appended during a restart).
-        let mut stop = agent.stop.subscribe();
-        agent.tasks.push(tokio::spawn(async move {
-            tokio::select! {
-                _ = tap => {}
-                _ = stop.wait_for(|s| *s) => {}
-            }
-        }));
+        agent.spawn_until_stop(tap);
         Ok(agent)
     }
 
@@ -177,7 +179,6 @@ impl Agent {
     pub async fn add_hypervisor(&mut self, id: HypervisorId, kind: Kind, adapter: Adapter) -> Result<()> {
         let grace = self.engine_config.grace_for(&id);
         let link = self.engine.link(id.clone(), kind, adapter.last_attempt_window()).await;
-        let mut stop = self.stop.subscribe();
         let (adapter, health): (futures::future::BoxFuture<'static, ()>, _) = match adapter {
             Adapter::VMware(c) => {
                 let health = Health::new(&c.sdk_url());
@@ -191,12 +192,7 @@ impl Agent {
             }
         };
         self.metrics.add_hypervisor(id.clone(), kind, health);
-        self.tasks.push(tokio::spawn(async move {
-            tokio::select! {
-                _ = adapter => {}
-                _ = stop.wait_for(|s| *s) => {}
-            }
-        }));
+        self.spawn_until_stop(adapter);
         Ok(())
     }
 
@@ -207,14 +203,7 @@ impl Agent {
         let name = switch.name().to_string();
         let reconciler = Reconciler::new(switch, ledger, self.audit.clone(), self.engine.desired(), config);
         self.metrics.add_switch(name, reconciler.stats());
-        let mut stop = self.stop.subscribe();
-        self.tasks.push(tokio::spawn(async move {
-            reconciler
-                .run(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await
-        }));
+        self.spawn(reconciler.run(self.stop.clone().cancelled_owned()));
         Ok(())
     }
 
@@ -234,27 +223,43 @@ impl Agent {
         let app =
             crate::http::router(self.metrics.clone(), self.engine.state(), self.events.clone(), self.engine.releaser())
                 .merge(crate::audit::switch_log_router(self.audit.clone()));
-        let mut stop = self.stop.subscribe();
-        self.tasks.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
+        let shutdown = self.stop.clone().cancelled_owned();
+        self.spawn(async move {
             if let Err(e) = crate::http::serve(listener, app, options, shutdown).await {
                 tracing::error!(error = %e, "http endpoint stopped");
             }
-        }));
+        });
         Ok(bound)
+    }
+
+    /// Runs `task` until it returns, or until it is killed at shutdown.
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let kill = self.kill.clone();
+        self.tasks.spawn(async move {
+            kill.run_until_cancelled(task).await;
+        });
+    }
+
+    /// Runs `task` until it returns or the agent stops (it has no step to finish).
+    fn spawn_until_stop(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let stop = self.stop.clone();
+        self.spawn(async move {
+            stop.run_until_cancelled(task).await;
+        });
     }
 
     /// Stops adapters, reconcilers and the endpoint, lets in-flight appends complete, saves a
     /// final snapshot and flushes the log.
     pub async fn shutdown(self) -> Result<()> {
-        let _ = self.stop.send(true);
-        for mut t in self.tasks {
-            // Each task watches `stop`; one that does not finish its step in time is aborted.
-            if tokio::time::timeout(std::time::Duration::from_secs(3), &mut t).await.is_err() {
-                t.abort();
-            }
+        self.stop.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(STOP_WITHIN, self.tasks.wait()).await.is_err() {
+            tracing::warn!(
+                tasks = self.tasks.len(),
+                "tasks still running {STOP_WITHIN:?} after the stop: dropping them"
+            );
+            self.kill.cancel();
+            self.tasks.wait().await;
         }
         self.engine.shutdown().await.context("engine shutdown")?;
         // Bounded: a full or failing disk must not keep netfold from stopping.

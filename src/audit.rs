@@ -6,7 +6,7 @@
 
 use std::io::{IsTerminal, Write};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use engine::projector::{State, Status};
 use engine::reconciler::{AuditEntry, SwitchRecord};
 use engine::{HypervisorId, SwitchPort, VlanId};
@@ -52,17 +52,20 @@ fn progress() -> (ProgressBar, impl Fn(u64, u64)) {
     })
 }
 
-/// The audit filter from the command line.
-pub fn filter(hypervisor: Option<String>, since: Option<String>, kind: Option<String>) -> Result<Filter> {
+/// The audit filter from the command line: `(since, until)` are times ([`replay::point::parse_time`]).
+pub fn filter(
+    hypervisor: Option<String>,
+    (since, until): (Option<String>, Option<String>),
+    kind: Option<String>,
+) -> Result<Filter> {
+    let now = std::time::SystemTime::now();
+    let time = |flag: &str, s: Option<String>| -> Result<Option<engine::UnixMs>> {
+        s.map(|s| replay::point::parse_time(&s, now).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))).transpose()
+    };
     Ok(Filter {
         hypervisor: hypervisor.map(HypervisorId::new).transpose()?,
-        since: match since {
-            None => None,
-            Some(s) => match s.parse::<Point>().map_err(anyhow::Error::msg)? {
-                Point::Time(t) => Some(t),
-                Point::Seq(_) => bail!("--since takes a time (2026-11-25T10:00:00Z), not a sequence number"),
-            },
-        },
+        since: time("since", since)?,
+        until: time("until", until)?,
         kind,
     })
 }
@@ -115,6 +118,7 @@ fn switch_matches(filter: &Filter, r: &SwitchRecord) -> bool {
         AuditEntry::Held { .. } | AuditEntry::Settled { .. } => None,
     };
     filter.since.is_none_or(|t| r.at >= t)
+        && filter.until.is_none_or(|t| r.at <= t)
         && filter.kind.as_ref().is_none_or(|k| k.eq_ignore_ascii_case(r.entry.kind()))
         && filter
             .hypervisor

@@ -57,9 +57,13 @@ pub enum Command {
         /// then takes intent, applied, already, failed, settled, refused, held or dry-run).
         #[arg(long)]
         switch: Option<String>,
-        /// Only events at or after this time (RFC 3339, e.g. 2026-11-25T10:00:00Z).
+        /// Only events at or after this time: RFC 3339 with an offset (2026-11-25T10:00:00Z,
+        /// 2026-11-25T12:00:00+02:00) or a duration before now (15m, 2h).
         #[arg(long)]
         since: Option<String>,
+        /// Only events at or before this time (as --since).
+        #[arg(long)]
+        until: Option<String>,
         /// Only events of this kind (Connected, Learnt, Lost, Reestablished, Expired).
         #[arg(long)]
         kind: Option<String>,

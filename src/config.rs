@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use adapters::common::url::{parse_endpoint, redact};
-use adapters::common::{Secret, SecretSource, TlsOptions};
+use adapters::common::{ExposeSecret as _, SecretSource, SecretString, TlsOptions};
 use anyhow::{anyhow, bail, Result};
 use engine::config::{MassRemoval, Policy, StaticLink, MAX_GRACE_SECS};
 use engine::port::{Grammar, PortName};
@@ -248,7 +248,7 @@ pub struct HttpPlan {
     pub listen: SocketAddr,
     pub token_file: Option<PathBuf>,
     /// Read by [`check_environment`].
-    pub token: Option<Secret>,
+    pub token: Option<SecretString>,
     pub max_connections: usize,
 }
 
@@ -356,6 +356,7 @@ fn validate(c: Config) -> Result<Plan> {
             warnings.push(plaintext_warning(&at, "url", &h.url));
         }
         check_secret(&h.password).map_err(|e| anyhow!("{at}: key `password`: {e}"))?;
+        h.tls.pinned().map_err(|e| anyhow!("{at}: key `tls.thumbprint`: {e}"))?;
         if let Some(g) = h.grace_secs {
             check_grace("grace_secs", g).map_err(|e| anyhow!("{at}: {e}"))?;
             engine.grace_secs_per_hypervisor.insert(id.clone(), g);
@@ -402,6 +403,9 @@ fn validate(c: Config) -> Result<Plan> {
         only("user", s.user.is_some(), "eapi")?;
         only("password", s.password.is_some(), "eapi")?;
         only("tls", s.tls.is_some(), "eapi")?;
+        if let Some(t) = &s.tls {
+            t.pinned().map_err(|e| anyhow!("{at}: key `tls.thumbprint`: {e}"))?;
+        }
         only("allow_plaintext", s.allow_plaintext, "eapi")?;
         only("parking_vlan", s.parking_vlan.is_some(), "ovs")?;
         only("ports", s.ports.is_some(), "memory")?;
@@ -515,7 +519,7 @@ fn check_secret(s: &SecretSource) -> Result<()> {
 pub fn check_environment(plan: &mut Plan) -> Result<()> {
     let allow = plan.allow_readable_secrets;
     let mut warnings = Vec::new();
-    let mut private = |at: &str, key: &str, s: &SecretSource| -> Result<Secret> {
+    let mut private = |at: &str, key: &str, s: &SecretSource| -> Result<SecretString> {
         let secret = s.load().map_err(|e| anyhow!("{at}: key `{key}`: {e}"))?;
         if let Some((path, mode)) = s.readable_by_others() {
             let what =
@@ -546,7 +550,7 @@ pub fn check_environment(plan: &mut Plan) -> Result<()> {
     }
     if let Some(path) = plan.http.token_file.clone() {
         let token = private("[http]", "token_file", &SecretSource::file(path))?;
-        if token.expose().trim().is_empty() {
+        if token.expose_secret().trim().is_empty() {
             bail!("[http]: key `token_file`: the file is empty");
         }
         plan.http.token = Some(token);
@@ -632,6 +636,31 @@ port = "tor1:eth5"
         let port = |p: &str| PortName::parse(Grammar::Ovs, p).unwrap();
         assert!(policy.manages(&port("eth5")) && !policy.manages(&port("eth48")) && !policy.manages(&port("eth49")));
         assert_eq!(plan.engine.policy.static_links.len(), 1);
+    }
+
+    #[test]
+    fn a_bad_thumbprint_names_the_entry_and_the_key() {
+        let pin = |t: &str| format!("tls = {{ thumbprint = \"{t}\" }}\n");
+        let good = format!("sha256:{}", ["0A"; 32].join(":"));
+        let vc = |t: &str| GOOD.replace("grace_secs = 300\n", &format!("grace_secs = 300\n{}", pin(t)));
+        assert!(parse(&vc(&good), Path::new("netfold.toml")).is_ok());
+        let e = err(&vc("sha256:0A:0B"));
+        assert!(
+            e.contains("[[hypervisor]] `vc-east`: key `tls.thumbprint`: thumbprint `sha256:0A:0B` is refused"),
+            "{e}"
+        );
+        let eapi = GOOD
+            .replace(r#"kind = "ovs""#, "kind = \"eapi\"\nuser = \"netfold\"\npassword = { password_env = \"P\" }")
+            .replace(r#"address = "tcp:127.0.0.1:6640""#, &format!("address = \"https://tor1\"\n{}", pin("AB:CD")))
+            .replace(r#"managed_ports = ["eth5", "eth48"]"#, "")
+            .replace(r#"excluded_ports = ["eth48"]"#, "")
+            .replace(r#"port = "tor1:eth5""#, r#"port = "tor1:Ethernet5""#);
+        let e = err(&eapi);
+        assert!(
+            e.contains("[[switch]] `tor1`: key `tls.thumbprint`: thumbprint `AB:CD` is refused")
+                && e.contains("sha256:"),
+            "{e}"
+        );
     }
 
     #[test]

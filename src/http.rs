@@ -1,5 +1,6 @@
 //! The agent's HTTP endpoint: `/healthz` (200 when all is well, else 503 with the reasons:
-//! [`crate::health`]), `/metrics` (Prometheus text), `/state` (JSON of the current desired state
+//! [`crate::health`]), `/metrics` (OpenMetrics, or the classic
+//! Prometheus text to a client that prefers `text/plain`), `/state` (JSON of the current desired state
 //! and hypervisor statuses), `/log?from=SEQ` (the audit trail as JSON lines, long-polling up to
 //! 20 s for new events — what `netfold log --follow` reads, since the data directory is the
 //! agent's alone while it runs) and `POST /release?hypervisor=H` (lets a held mass removal
@@ -16,7 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapters::common::Secret;
+use adapters::common::{ExposeSecret as _, SecretString};
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -33,24 +34,27 @@ use engine::runtime::{Releaser, SharedState};
 use engine::Recorded;
 use store::{Log, SledLog};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Format, Metrics};
 
 #[derive(Clone)]
 struct Ctx {
     metrics: Arc<Metrics>,
+    registry: Arc<prometheus_client::registry::Registry>,
     state: SharedState,
     events: Arc<SledLog<Recorded>>,
     releaser: Releaser,
 }
 
 pub fn router(metrics: Arc<Metrics>, state: SharedState, events: Arc<SledLog<Recorded>>, releaser: Releaser) -> Router {
+    let log = events.clone();
+    let head = move || log.head();
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/state", get(state_json))
         .route("/log", get(log_lines))
         .route("/release", post(release))
-        .with_state(Ctx { metrics, state, events, releaser })
+        .with_state(Ctx { registry: Arc::new(metrics.registry(state.clone(), head)), metrics, state, events, releaser })
 }
 
 async fn healthz(Ax(ctx): Ax<Ctx>) -> impl IntoResponse {
@@ -85,9 +89,11 @@ async fn release(Ax(ctx): Ax<Ctx>, Query(q): Query<ReleaseQuery>) -> impl IntoRe
     }
 }
 
-async fn metrics_text(Ax(ctx): Ax<Ctx>) -> impl IntoResponse {
-    let body = ctx.metrics.render(&ctx.state, ctx.events.head());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+/// OpenMetrics, or the classic text format for a client whose `Accept` prefers `text/plain`.
+async fn metrics_text(Ax(ctx): Ax<Ctx>, headers: header::HeaderMap) -> impl IntoResponse {
+    let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let body = crate::metrics::encode(&ctx.registry, format);
+    ([(header::CONTENT_TYPE, format.content_type()), (header::VARY, "Accept")], body)
 }
 
 async fn state_json(Ax(ctx): Ax<Ctx>) -> Json<serde_json::Value> {
@@ -132,13 +138,13 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
     /// `Authorization: Bearer` token required on every route but `/healthz`.
-    pub token: Option<Secret>,
+    pub token: Option<SecretString>,
     pub max_connections: usize,
     pub header_timeout: Duration,
 }
 
 /// Requires the bearer token on every route but `/healthz`.
-pub fn with_auth(router: Router, token: Option<Secret>) -> Router {
+pub fn with_auth(router: Router, token: Option<SecretString>) -> Router {
     let Some(token) = token else { return router };
     let token = Arc::new(token);
     router.layer(axum::middleware::from_fn(move |req: Request, next: Next| {
@@ -147,7 +153,7 @@ pub fn with_auth(router: Router, token: Option<Secret>) -> Router {
     }))
 }
 
-async fn authorize(token: &Secret, req: Request, next: Next) -> Response {
+async fn authorize(token: &SecretString, req: Request, next: Next) -> Response {
     if req.uri().path() == "/healthz" {
         return next.run(req).await;
     }
@@ -157,7 +163,7 @@ async fn authorize(token: &Secret, req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if bool::from(subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.expose().trim().as_bytes())) {
+    if bool::from(subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.expose_secret().trim().as_bytes())) {
         next.run(req).await
     } else {
         let www = [(header::WWW_AUTHENTICATE, "Bearer")];
@@ -185,8 +191,9 @@ pub async fn serve(
     }
     let app = with_auth(router, options.token.clone());
     let limit = Arc::new(Semaphore::new(options.max_connections.max(1)));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut conns = tokio::task::JoinSet::new();
+    // Cancelled once `shutdown` resolves: each connection finishes its current request.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let conns = tokio_util::task::TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -206,7 +213,7 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let mut stop = stop_rx.clone();
+        let stop = stop.clone();
         let header_timeout = options.header_timeout;
         conns.spawn(async move {
             let _permit = permit;
@@ -216,7 +223,7 @@ pub async fn serve(
             tokio::pin!(conn);
             let r = tokio::select! {
                 r = conn.as_mut() => r,
-                _ = async { drop(stop.wait_for(|s| *s).await) } => {
+                _ = stop.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
@@ -225,9 +232,9 @@ pub async fn serve(
                 tracing::debug!(peer = %peer, error = %e, "HTTP connection ended");
             }
         });
-        while conns.try_join_next().is_some() {}
     }
-    let _ = stop_tx.send(true);
-    while conns.join_next().await.is_some() {}
+    stop.cancel();
+    conns.close();
+    conns.wait().await;
     Ok(())
 }

@@ -62,8 +62,8 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Log { data, follow, agent, hypervisor, switch, since, kind, json } => {
-            let filter = audit::filter(hypervisor, since, kind)?;
+        Command::Log { data, follow, agent, hypervisor, switch, since, until, kind, json } => {
+            let filter = audit::filter(hypervisor, (since, until), kind)?;
             if let Some(switch) = switch {
                 if follow {
                     audit::follow_switch(&agent, &switch, &filter, json).await

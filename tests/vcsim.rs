@@ -517,3 +517,57 @@ port = "mem:Ethernet1/9"
     }
     nf.stop().await;
 }
+
+/// vcsim over https with its own self-signed certificate and the thumbprint govmomi prints for
+/// it (`-tls`).
+fn vcsim_tls() -> Vcsim {
+    let vc = start_vcsim(&["-tls"]);
+    assert!(vc.url().starts_with("https://"), "{}", vc.url());
+    vc
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Go + govmomi (vcsim): .ci/run runs it with --ignored"]
+async fn vcsims_self_signed_certificate_is_trusted_by_its_pinned_thumbprint_and_no_other() {
+    let vc = vcsim_tls();
+    let thumbprint = vc.thumbprint.clone().expect("vcsim -tls prints its thumbprint");
+    assert_eq!(thumbprint.split(':').count(), 32, "govmomi's SHA-256 thumbprint: {thumbprint}");
+    let (url, user, pass) = (vc.url(), vc.user.clone(), vc.password.clone());
+
+    // The real binary, pinned to what govmomi says the certificate is.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("netfold.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[[hypervisor]]\nname = \"vcsim\"\nkind = \"vmware\"\n\
+             url = \"{url}\"\nuser = \"{user}\"\npassword = {{ password_env = \"VCSIM_PASSWORD\" }}\n\
+             tls = {{ thumbprint = \"sha256:{thumbprint}\" }}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut nf = Netfold::start(&config, dir.path().join("netfold.log"), &[("VCSIM_PASSWORD", pass.clone())]);
+    nf.wait_line("vSphere inventory loaded").await;
+    nf.stop().await;
+
+    // Without the pin the self-signed certificate is refused; with another pin, refused naming
+    // the thumbprint seen, which is govmomi's.
+    use adapters::common::{HttpClient, SecretString, Thumbprint, Timeouts, TlsOptions};
+    let login = |tls: TlsOptions| {
+        let (url, user, pass) = (url.clone(), user.clone(), pass.clone());
+        async move {
+            let http = HttpClient::new(&tls, &Timeouts::flat(Duration::from_secs(10)), 1 << 20).unwrap();
+            adapters::vsphere::client::Session::login(&http, &url, &user, &SecretString::from(pass))
+                .await
+                .map(drop)
+                .map_err(|e| adapters::driver::chain(&e))
+        }
+    };
+    let e = login(TlsOptions::default()).await.unwrap_err();
+    assert!(e.contains("invalid peer certificate"), "{e}");
+    let other = Thumbprint([0x5A; 32]);
+    let e = login(TlsOptions { thumbprint: Some(other.to_string()), ..Default::default() }).await.unwrap_err();
+    assert!(e.contains(&format!("has thumbprint sha256:{thumbprint}, not the configured {other}")), "{e}");
+    login(TlsOptions { thumbprint: Some(format!("sha256:{thumbprint}")), ..Default::default() }).await.unwrap();
+}

@@ -6,7 +6,7 @@ mod vsphere_support;
 
 use std::time::{Duration, Instant};
 
-use adapters::common::{HttpClient, Secret, Timeouts, TlsOptions};
+use adapters::common::{HttpClient, SecretString, Timeouts, TlsOptions};
 use adapters::driver::{Health, LinkState};
 use adapters::vsphere::client::Session;
 use adapters::vsphere::{codec, Adapter, Error};
@@ -159,7 +159,7 @@ async fn a_non_xml_response_is_a_clear_error() {
     let url = format!("http://{}/sdk", listener.local_addr().unwrap());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let http = HttpClient::new(&TlsOptions::default(), &Timeouts::flat(Duration::from_secs(5)), 1 << 20).unwrap();
-    let e = Session::login(&http, &url, "u", &Secret::new("p")).await.unwrap_err();
+    let e = Session::login(&http, &url, "u", &SecretString::from("p")).await.unwrap_err();
     assert!(matches!(&e, Error::ContentType { content_type, .. } if content_type == "text/html"), "{e:?}");
     assert!(e.to_string().contains("expected text/xml"), "{e}");
     server.abort();
@@ -254,7 +254,7 @@ async fn tls_certificates_are_verified_by_default() {
     let sim = Simulator::start(tls_options()).await.unwrap();
     assert!(sim.url().starts_with("https://"));
     let http = HttpClient::new(&TlsOptions::default(), &Timeouts::flat(Duration::from_secs(5)), 1 << 20).unwrap();
-    let e = Session::login(&http, &sim.url(), sim.user(), &Secret::new(sim.password())).await.unwrap_err();
+    let e = Session::login(&http, &sim.url(), sim.user(), &SecretString::from(sim.password())).await.unwrap_err();
     let chain = e.chain();
     assert!(chain.contains("certificate"), "the cause names the certificate: {chain}");
 }

@@ -305,13 +305,13 @@ async fn bad_password_retries_slowly_with_a_clear_error_and_recovers_once_fixed(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_event_token_surfaces_as_a_full_reread() {
-    use adapters::common::{Secret, Timeouts, TlsOptions};
+    use adapters::common::{SecretString, Timeouts, TlsOptions};
     use adapters::xen::client::{Client, Session};
     use adapters::xen::Recovery;
     let sim = Simulator::start(SimOptions::default()).await.unwrap();
     let client =
         Client::new(sim.url(), &TlsOptions::default(), &Timeouts::flat(Duration::from_secs(5)), 1 << 20).unwrap();
-    let session = Session::login(client, &sim.user(), &Secret::new(sim.password())).await.unwrap();
+    let session = Session::login(client, &sim.user(), &SecretString::from(sim.password())).await.unwrap();
     let err = session.event_from(&["VM"], "not-a-token", 1.0).await.unwrap_err();
     assert_eq!(err.code(), Some("EVENT_FROM_TOKEN_PARSE_FAILURE"), "{err}");
     assert_eq!(err.recovery(), Recovery::Reread);

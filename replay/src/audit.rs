@@ -12,6 +12,7 @@ use crate::point::format_time;
 pub struct Filter {
     pub hypervisor: Option<HypervisorId>,
     pub since: Option<UnixMs>,
+    pub until: Option<UnixMs>,
     /// Event kind by name, case-insensitive (`lost`, `Learnt`).
     pub kind: Option<String>,
 }
@@ -20,6 +21,7 @@ impl Filter {
     pub fn matches(&self, e: &Envelope) -> bool {
         self.hypervisor.as_ref().is_none_or(|h| *h == e.hypervisor)
             && self.since.is_none_or(|t| e.at >= t)
+            && self.until.is_none_or(|t| e.at <= t)
             && self.kind.as_ref().is_none_or(|k| k.eq_ignore_ascii_case(e.event.name()))
     }
 }

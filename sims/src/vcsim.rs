@@ -50,10 +50,14 @@ pub fn binary(dir: &Path) -> Result<PathBuf, String> {
 /// A running vcsim.
 pub struct Vcsim {
     child: Child,
+    /// `https` with `-tls`.
+    pub scheme: String,
     pub host: String,
     pub port: u16,
     pub user: String,
     pub password: String,
+    /// The SHA-256 thumbprint of its certificate, as govmomi prints it (with `-tls`).
+    pub thumbprint: Option<String>,
 }
 
 impl Vcsim {
@@ -75,18 +79,30 @@ impl Vcsim {
                 }
             }
         });
-        let mut v = Vcsim { child, host: String::new(), port: 0, user: String::new(), password: String::new() };
+        let mut v = Vcsim {
+            child,
+            scheme: String::new(),
+            host: String::new(),
+            port: 0,
+            user: String::new(),
+            password: String::new(),
+            thumbprint: None,
+        };
         let url = loop {
             match rx.recv_timeout(within) {
-                Ok(line) => match line.strip_prefix("url: ") {
-                    Some(url) => break url.to_string(),
-                    None => continue,
-                },
+                Ok(line) => {
+                    if let Some(t) = line.strip_prefix("thumbprint: ") {
+                        v.thumbprint = Some(t.to_string());
+                    } else if let Some(url) = line.strip_prefix("url: ") {
+                        break url.to_string();
+                    }
+                }
                 Err(e) => return Err(format!("vcsim printed no `url:` line within {within:?}: {e}")),
             }
         };
-        // `http://user:pass@127.0.0.1:PORT/sdk`
-        let rest = url.strip_prefix("http://").ok_or_else(|| format!("not an http URL: {url}"))?;
+        // `http[s]://user:pass@127.0.0.1:PORT/sdk`
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("not a URL: {url}"))?;
+        v.scheme = scheme.to_string();
         let (creds, hostport) = rest.split_once('@').ok_or_else(|| format!("no credentials in {url}"))?;
         let (user, password) = creds.split_once(':').ok_or_else(|| format!("no password in {url}"))?;
         let (host, port) =
@@ -98,9 +114,9 @@ impl Vcsim {
         Ok(v)
     }
 
-    /// `http://HOST:PORT/sdk`.
+    /// `http[s]://HOST:PORT/sdk`.
     pub fn url(&self) -> String {
-        format!("http://{}:{}/sdk", self.host, self.port)
+        format!("{}://{}:{}/sdk", self.scheme, self.host, self.port)
     }
 }
 

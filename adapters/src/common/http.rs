@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::TlsOptions;
 
-/// An HTTP transport failure. All are retryable except the CA-file and size errors.
+/// An HTTP transport failure. All are retryable except the CA-file, thumbprint and size errors.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error("cannot read CA file {path}: {source}")]
@@ -17,6 +17,8 @@ pub enum HttpError {
     },
     #[error("CA file {path} holds no usable PEM certificate: {reason}")]
     CaFileParse { path: PathBuf, reason: String },
+    #[error("thumbprint `{text}` is refused: {reason}")]
+    Thumbprint { text: String, reason: String },
     #[error("cannot build the HTTP client: {0}")]
     Build(#[source] reqwest::Error),
     #[error("request to {url} failed: {source}")]

@@ -7,5 +7,6 @@ mod tls;
 pub mod url;
 
 pub use http::{read_limited, HttpClient, HttpError, Timeouts};
-pub use secret::{Secret, SecretError, SecretSource, INLINE_PASSWORD_REFUSED};
-pub use tls::TlsOptions;
+pub use secrecy::{ExposeSecret, SecretString};
+pub use secret::{SecretError, SecretSource, INLINE_PASSWORD_REFUSED};
+pub use tls::{Thumbprint, ThumbprintMismatch, TlsOptions};

@@ -1,37 +1,10 @@
 //! Secrets (passwords, tokens): read from an environment variable or a file, never from inline
-//! config, and redacted from every `Debug`/`Display`.
+//! config, into a [`SecretString`] (secrecy: zeroed on drop, `Debug` redacted, no `Display`).
 
-use std::fmt;
 use std::path::PathBuf;
 
+use secrecy::SecretString;
 use serde::Deserialize;
-
-/// A secret value. Its `Debug` and `Display` print `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself: call only where it goes on the wire.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
 
 /// Where a secret comes from: exactly one of an environment variable or a file.
 ///
@@ -83,13 +56,18 @@ impl SecretSource {
     }
 
     /// Reads the secret. A file's trailing newline is dropped.
-    pub fn load(&self) -> Result<Secret, SecretError> {
+    pub fn load(&self) -> Result<SecretString, SecretError> {
         match (&self.password_env, &self.password_file) {
             (Some(var), None) if var.is_empty() => Err(SecretError::EmptyName("password_env")),
             (None, Some(path)) if path.as_os_str().is_empty() => Err(SecretError::EmptyName("password_file")),
-            (Some(var), None) => std::env::var(var).map(Secret).map_err(|_| SecretError::EnvUnset(var.clone())),
+            (Some(var), None) => {
+                std::env::var(var).map(SecretString::from).map_err(|_| SecretError::EnvUnset(var.clone()))
+            }
             (None, Some(path)) => std::fs::read_to_string(path)
-                .map(|s| Secret(s.trim_end_matches(['\r', '\n']).to_string()))
+                .map(|mut s| {
+                    s.truncate(s.trim_end_matches(['\r', '\n']).len());
+                    SecretString::from(s)
+                })
                 .map_err(|source| SecretError::File { path: path.clone(), source }),
             (Some(_), Some(_)) => Err(SecretError::Both),
             (None, None) => Err(SecretError::Neither),
@@ -131,12 +109,15 @@ pub enum SecretError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret as _;
 
     #[test]
-    fn secret_is_redacted_in_debug_and_display() {
-        let s = Secret::new("hunter2");
-        assert_eq!(format!("{s:?} {s}"), "Secret(***) ***");
-        assert_eq!(s.expose(), "hunter2");
+    fn a_loaded_secret_is_redacted_in_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pw");
+        std::fs::write(&p, "hunter2\n").unwrap();
+        let s = SecretSource::file(&p).load().unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"), "{s:?}");
     }
 
     #[test]
@@ -144,7 +125,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("pw");
         std::fs::write(&p, "s3cret\n").unwrap();
-        assert_eq!(SecretSource::file(&p).load().unwrap().expose(), "s3cret");
+        assert_eq!(SecretSource::file(&p).load().unwrap().expose_secret(), "s3cret");
     }
 
     #[test]

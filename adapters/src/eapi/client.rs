@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::common::{read_limited, HttpClient, Secret};
+use crate::common::{read_limited, ExposeSecret as _, HttpClient, SecretString};
 
 use super::{codec, Error, Result};
 
@@ -13,14 +13,14 @@ pub struct Client {
     http: HttpClient,
     url: String,
     username: String,
-    password: Secret,
+    password: SecretString,
     next_id: AtomicU64,
 }
 
 impl Client {
     /// `base` is the switch's address (`https://tor1`, `http://127.0.0.1:8080`); the path
     /// `/command-api` is appended.
-    pub fn new(http: HttpClient, base: &str, username: String, password: Secret) -> Self {
+    pub fn new(http: HttpClient, base: &str, username: String, password: SecretString) -> Self {
         let url = format!("{}/command-api", base.trim_end_matches('/'));
         Self { http, url, username, password, next_id: AtomicU64::new(1) }
     }
@@ -32,7 +32,7 @@ impl Client {
             .http
             .client
             .post(&self.url)
-            .basic_auth(&self.username, Some(self.password.expose()))
+            .basic_auth(&self.username, Some(self.password.expose_secret()))
             .json(&codec::run_cmds(&id, cmds))
             .send()
             .await

@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use super::codec::{self, MoRef, ObjectContent, PnicHint, ServiceContent, UpdateSet};
 use super::error::{Error, Result};
 use super::split;
-use crate::common::{read_limited, HttpClient, HttpError, Secret};
+use crate::common::{read_limited, ExposeSecret as _, HttpClient, HttpError, SecretString};
 
 /// One logged-in session with vCenter.
 pub struct Session {
@@ -19,7 +19,7 @@ pub struct Session {
     url: String,
     user: String,
     soap_action: String,
-    cookie: Secret,
+    cookie: SecretString,
     /// The service content read at login.
     pub content: ServiceContent,
 }
@@ -33,7 +33,7 @@ impl std::fmt::Debug for Session {
 struct Reply {
     status: StatusCode,
     body: Vec<u8>,
-    cookie: Option<String>,
+    cookie: Option<SecretString>,
 }
 
 /// Sends one SOAP request and checks the reply's status and content type; the body is left
@@ -42,9 +42,9 @@ async fn send(
     http: &HttpClient,
     url: &str,
     action: &str,
-    cookie: Option<&Secret>,
+    cookie: Option<&SecretString>,
     body: String,
-) -> Result<(reqwest::Response, Option<String>)> {
+) -> Result<(reqwest::Response, Option<SecretString>)> {
     let mut req = http
         .client
         .post(url)
@@ -53,7 +53,7 @@ async fn send(
         .body(body);
     if let Some(c) = cookie {
         // Marked sensitive: hyper and reqwest leave it out of their debug output.
-        let mut value = reqwest::header::HeaderValue::from_str(c.expose())
+        let mut value = reqwest::header::HeaderValue::from_str(c.expose_secret())
             .map_err(|_| Error::unexpected("Login", "the session cookie is not a valid header value"))?;
         value.set_sensitive(true);
         req = req.header(COOKIE, value);
@@ -68,7 +68,7 @@ async fn send(
         .filter_map(|v| v.to_str().ok())
         .filter_map(|v| v.split(';').next())
         .find(|v| v.trim_start().starts_with("vmware_soap_session="))
-        .map(|v| v.trim().to_string());
+        .map(|v| SecretString::from(v.trim()));
     if !(status == StatusCode::OK || status == StatusCode::INTERNAL_SERVER_ERROR) {
         return Err(Error::Status { url: url.to_string(), status: status.as_u16() });
     }
@@ -78,7 +78,13 @@ async fn send(
     Ok((resp, cookie))
 }
 
-async fn post(http: &HttpClient, url: &str, action: &str, cookie: Option<&Secret>, body: String) -> Result<Reply> {
+async fn post(
+    http: &HttpClient,
+    url: &str,
+    action: &str,
+    cookie: Option<&SecretString>,
+    body: String,
+) -> Result<Reply> {
     let (resp, cookie) = send(http, url, action, cookie, body).await?;
     let status = resp.status();
     let body = read_limited(resp, http.max_body).await?;
@@ -98,7 +104,7 @@ async fn discover_version(http: &HttpClient, url: &str) -> Option<String> {
 
 impl Session {
     /// Reads the service content and logs in. [`Error::InvalidLogin`] for a wrong password.
-    pub async fn login(http: &HttpClient, url: &str, user: &str, password: &Secret) -> Result<Session> {
+    pub async fn login(http: &HttpClient, url: &str, user: &str, password: &SecretString) -> Result<Session> {
         let soap_action = match discover_version(http, url).await {
             Some(v) => format!("urn:vim25/{v}"),
             None => "urn:vim25".to_string(),
@@ -110,20 +116,13 @@ impl Session {
             _ => soap_action,
         };
         let reply =
-            post(http, url, &soap_action, None, codec::login(&content.session_manager, user, password.expose()))
+            post(http, url, &soap_action, None, codec::login(&content.session_manager, user, password.expose_secret()))
                 .await?;
         codec::decode_login(&reply.body, url, user)?;
         let cookie =
             reply.cookie.ok_or_else(|| Error::unexpected("Login", "no vmware_soap_session cookie in the reply"))?;
         tracing::info!(endpoint = url, user, soap_action = %soap_action, "vSphere login succeeded");
-        Ok(Session {
-            http: http.clone(),
-            url: url.to_string(),
-            user: user.to_string(),
-            soap_action,
-            cookie: Secret::new(cookie),
-            content,
-        })
+        Ok(Session { http: http.clone(), url: url.to_string(), user: user.to_string(), soap_action, cookie, content })
     }
 
     /// The endpoint URL.

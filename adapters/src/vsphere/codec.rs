@@ -109,8 +109,40 @@ impl<'a> Node<'a> {
     }
 }
 
+/// Most attributes, namespace declarations included, that one start tag may carry. vim25 tags
+/// carry a handful (the envelope's `xmlns:*`, `xsi:type`, `type`). The bound keeps hostile tags
+/// away from quick-xml 0.37's namespace reader, whose duplicate-attribute check is quadratic in
+/// a tag's attributes (RUSTSEC-2026-0194) and whose namespace bindings are unbounded
+/// (RUSTSEC-2026-0195): ADR 0006.
+pub const MAX_ATTRIBUTES: usize = 64;
+
+/// Refuses a start tag with more than [`MAX_ATTRIBUTES`] attributes before the namespace reader
+/// sees it: one pass of quick-xml's plain reader (no namespace resolution), each tag's
+/// attributes counted without the duplicate check. Malformed XML is left to [`parse_tree`]'s
+/// reader, which reports it with its position.
+fn check_attribute_counts(xml: &[u8]) -> Result<()> {
+    let mut reader = quick_xml::Reader::from_reader(xml);
+    loop {
+        let pos = reader.buffer_position();
+        match reader.read_event() {
+            Ok(Event::Start(s) | Event::Empty(s))
+                if s.attributes().with_checks(false).nth(MAX_ATTRIBUTES).is_some() =>
+            {
+                let name = String::from_utf8_lossy(s.name().as_ref()).chars().take(40).collect::<String>();
+                return Err(Error::malformed(
+                    "XML",
+                    format!("<{name}> at byte {pos} has more than {MAX_ATTRIBUTES} attributes"),
+                ));
+            }
+            Ok(Event::Eof) | Err(_) => return Ok(()),
+            Ok(_) => {}
+        }
+    }
+}
+
 /// Parses an XML document into a [`Node`] tree (the root element).
 pub fn parse_tree(xml: &[u8]) -> Result<Node<'_>> {
+    check_attribute_counts(xml)?;
     let mut reader = NsReader::from_reader(xml);
     reader.config_mut().trim_text(false);
     let mut stack: Vec<Node<'_>> = Vec::new();
@@ -1022,6 +1054,24 @@ pub fn is_xml_content_type(content_type: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tag_with(attributes: usize, prefix: &str) -> Vec<u8> {
+        let attrs: String = (0..attributes).map(|i| format!(" {prefix}{i}=\"urn:{i}\"")).collect();
+        format!("<Envelope><a{attrs}/><b/></Envelope>").into_bytes()
+    }
+
+    #[test]
+    fn a_start_tag_with_too_many_attributes_is_refused_before_namespace_resolution() {
+        let ok = tag_with(MAX_ATTRIBUTES, "a");
+        let t = parse_tree(&ok).unwrap();
+        assert_eq!(t.children.len(), 2, "{MAX_ATTRIBUTES} attributes are accepted");
+        // RUSTSEC-2026-0194: 80,000 distinct names cost seconds in quick-xml 0.37's check.
+        let e = parse_tree(&tag_with(80_000, "a")).unwrap_err().to_string();
+        assert!(e.contains("<a> at byte 10 has more than 64 attributes"), "{e}");
+        // RUSTSEC-2026-0195: namespace declarations, bound before the resolver allocates them.
+        let e = parse_tree(&tag_with(MAX_ATTRIBUTES + 1, "xmlns:p")).unwrap_err().to_string();
+        assert!(e.contains("more than 64 attributes"), "{e}");
+    }
 
     #[test]
     fn xsi_type_is_resolved_by_namespace_uri_not_prefix() {

@@ -36,7 +36,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::common::{HttpClient, Secret};
+use crate::common::{HttpClient, SecretString};
 use crate::driver::{self, Class, Follow, Health, Inventory as Read, Peer};
 use codec::MoRef;
 use mapping::{Inventory, Mapper};
@@ -51,7 +51,7 @@ const HINT_CONCURRENCY: usize = 8;
 pub struct Adapter {
     config: Config,
     url: String,
-    password: Secret,
+    password: SecretString,
     http: HttpClient,
 }
 

@@ -19,7 +19,7 @@ use engine::Observation;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
-use crate::common::Secret;
+use crate::common::SecretString;
 use crate::driver::{self, Class, Follow, Health, Inventory, Peer};
 
 use super::client::{Client, Session as XenSession};
@@ -33,7 +33,7 @@ const MAX_REDIRECTS: u32 = 3;
 /// The XenAPI adapter for one pool.
 pub struct Adapter {
     config: Config,
-    password: Secret,
+    password: SecretString,
     /// Where the last login succeeded (the master, after a redirect); tried first next time.
     current: Mutex<String>,
     /// Where a `HOST_IS_SLAVE` redirect may lead: the configured URL and the `host.address` of

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::common::{read_limited, HttpClient, Secret, Timeouts, TlsOptions};
+use crate::common::{read_limited, ExposeSecret as _, HttpClient, SecretString, Timeouts, TlsOptions};
 
 use super::codec::{self, Response, Value};
 use super::error::{Error, Result};
@@ -107,7 +107,7 @@ pub enum Operation {
 /// A logged-in session. The session ref is a credential: it is never logged or displayed.
 pub struct Session {
     client: Client,
-    session: Secret,
+    session: SecretString,
 }
 
 impl std::fmt::Debug for Session {
@@ -122,10 +122,10 @@ fn shape(method: &str, why: impl Into<String>) -> Error {
 
 impl Session {
     /// `session.login_with_password(user, password, version, originator)`.
-    pub async fn login(client: Client, user: &str, password: &Secret) -> Result<Self> {
-        let params = [Value::str(user), Value::str(password.expose()), Value::str("1.0"), Value::str("netfold")];
+    pub async fn login(client: Client, user: &str, password: &SecretString) -> Result<Self> {
+        let params = [Value::str(user), Value::str(password.expose_secret()), Value::str("1.0"), Value::str("netfold")];
         match client.call("session.login_with_password", &params).await {
-            Ok(Value::Str(s)) => Ok(Self { client, session: Secret::new(s) }),
+            Ok(Value::Str(s)) => Ok(Self { client, session: SecretString::from(s) }),
             Ok(_) => Err(shape("session.login_with_password", "the session ref is not a string")),
             Err(Error::Api { code, .. }) if code == "SESSION_AUTHENTICATION_FAILED" => {
                 Err(Error::AuthenticationFailed { url: client.url.clone(), user: user.to_string() })
@@ -144,7 +144,7 @@ impl Session {
     }
 
     fn sref(&self) -> Value {
-        Value::str(self.session.expose())
+        Value::str(self.session.expose_secret())
     }
 
     /// `<class>.get_all_records`: ref → record.

@@ -1,19 +1,32 @@
 // vcsim for netfold's interop tests: VMware's own vCenter simulator (govmomi's simulator
 // package, Debian's golang-github-vmware-govmomi-dev), started on a loopback port with a model
 // sized by flags. Prints `url: http://user:pass@127.0.0.1:PORT/sdk` and serves until killed.
+// With -tls it serves https with a self-signed certificate made at start (RSA 2048, as a
+// standalone ESXi host has; the simulator's built-in test certificate is RSA 1024, which rustls
+// refuses) and also prints `thumbprint: AB:CD:…`, the certificate's SHA-256 thumbprint as
+// govmomi computes it.
 //
 // Build (offline, GOPATH mode):
-//   GO111MODULE=off GOPATH=/usr/share/gocode go build -o vcsim ./tests/peers/vcsim
+//
+//	GO111MODULE=off GOPATH=/usr/share/gocode go build -o vcsim ./tests/peers/vcsim
 package main
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"flag"
 	"fmt"
 	"log"
+	"math/big"
+	"net"
 	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/vmware/govmomi/simulator"
 )
@@ -28,6 +41,7 @@ func main() {
 	username := flag.String("username", "", "the only user a login may name (default: any non-empty)")
 	password := flag.String("password", "", "that user's password (with -username)")
 	vlan := flag.Int("vm-network-vlan", 0, "VLAN id of every host's standard port group \"VM Network\" (vcsim serves 0)")
+	useTLS := flag.Bool("tls", false, "serve https with a self-signed certificate")
 	flag.Parse()
 
 	model := simulator.VPX()
@@ -54,7 +68,13 @@ func main() {
 		// vcsim then refuses any other user or password with InvalidLogin, as vCenter does.
 		model.Service.Listen.User = url.UserPassword(*username, *password)
 	}
+	if *useTLS {
+		model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{selfSigned()}}
+	}
 	server := model.Service.NewServer()
+	if *useTLS {
+		fmt.Printf("thumbprint: %s\n", server.CertificateInfo().ThumbprintSHA256)
+	}
 	fmt.Printf("url: %s\n", server.URL)
 	os.Stdout.Sync()
 
@@ -63,4 +83,26 @@ func main() {
 	<-stop
 	server.Close()
 	model.Remove()
+}
+
+// selfSigned makes an RSA 2048 certificate for 127.0.0.1, signed by its own key.
+func selfSigned() tls.Certificate {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		log.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "vcsim.netfold.test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
