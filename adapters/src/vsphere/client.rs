@@ -196,7 +196,7 @@ impl Session {
     }
 
     /// Every object matching `spec`, following `token`s page by page, on collector `pc`.
-    /// Each page is read object by object (see [`Session::call_split`]).
+    /// Each page is read object by object (see `Session::call_split`).
     pub async fn retrieve_all(&self, pc: &MoRef, spec: &str, page: u32) -> Result<Vec<ObjectContent>> {
         let (b, mut objects) = self
             .call_split(codec::retrieve_properties_ex(pc, spec, page), split::RETRIEVE_OBJECTS, |n| {
@@ -228,7 +228,7 @@ impl Session {
     }
 
     /// One `WaitForUpdatesEx`; `None` when nothing changed within `max_wait_seconds`. Read
-    /// update by update (see [`Session::call_split`]).
+    /// update by update (see `Session::call_split`).
     pub async fn wait_for_updates(
         &self,
         pc: &MoRef,

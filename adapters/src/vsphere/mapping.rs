@@ -1,6 +1,6 @@
 //! vSphere data → engine facts. [`Inventory`] is the adapter's mirror of the vendor objects
 //! (property maps per managed object, plus the CDP/LLDP hints per host); [`Inventory::facts`]
-//! maps the whole mirror to facts keyed by [`FactKey`], and [`diff`] turns two such maps into
+//! maps the whole mirror to facts keyed by [`FactKey`], and [`engine::fact::diff`] turns two such maps into
 //! the exact [`Change`]s between them. Pure: no IO, no clock.
 //!
 //! Rules: a host → `HostFact`; each pnic → `UplinkFact` (switch port from CDP `devId` (else

@@ -2,7 +2,7 @@
 //!
 //! [`Mirror`] holds the pool's objects of the eight classes the adapter reads (pool, host, VM,
 //! VIF, network, PIF, VLAN, PIF_metrics), filled from `get_all_records` and kept current by
-//! `event.from`; [`Mirror::facts`] maps the whole mirror to facts, and [`diff`] turns two fact
+//! `event.from`; [`Mirror::facts`] maps the whole mirror to facts, and [`engine::fact::diff`] turns two fact
 //! sets into the exact changes (the fact-level delta).
 //!
 //! The mapping:
