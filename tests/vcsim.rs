@@ -471,7 +471,7 @@ port = "mem:Ethernet1/9"
         s["hypervisors"][0]["facts"].as_u64().unwrap()
     };
     let seq = head(&http, &base).await;
-    let logins = |m: &str| m.lines().find(|l| l.starts_with("netfold_adapter_logins{")).map(str::to_string);
+    let logins = |m: &str| m.lines().find(|l| l.starts_with("netfold_adapter_logins_total{")).map(str::to_string);
     let before = logins(&http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap());
     client.send("TERMINATE-OTHERS");
     let done = client.expect("DONE TERMINATE-OTHERS");
