@@ -131,6 +131,20 @@ pub enum Command {
         #[command(subcommand)]
         sim: SimCommand,
     },
+    /// Write the man pages or a shell's completions generated from this CLI (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: GenerateCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GenerateCommand {
+    /// One man page per visible command (`netfold.1`, `netfold-run.1`, …) into DIR.
+    Man { dir: PathBuf },
+    /// SHELL's completion script into DIR (`netfold.bash`, `_netfold`, `netfold.fish`, …).
+    Completions { shell: clap_complete::Shell, dir: PathBuf },
 }
 
 /// What both hypervisor simulators take besides their inventory size.

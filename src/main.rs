@@ -7,6 +7,7 @@ mod audit;
 mod cli;
 mod config;
 mod demo;
+mod generate;
 mod health;
 mod http;
 mod metrics;
@@ -85,5 +86,6 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Config { command: cli::ConfigCommand::Check { config } } => run::check(&config),
         Command::Sim { sim } => sim::run(sim).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Generate { what } => generate::run(what),
     }
 }
