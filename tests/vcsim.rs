@@ -196,7 +196,6 @@ async fn netfold_learns_vcsims_inventory_and_keeps_learning_beside_a_default_col
     let python = std::env::var("PYVMOMI_PYTHON").unwrap_or_else(|_| "python3".into());
     let vc = start_vcsim(&[]);
     let (host, port, user, pass) = (vc.host.as_str(), vc.port.to_string(), vc.user.as_str(), vc.password.as_str());
-    let hostport = format!("{host}:{port}");
     let script = format!("{}/tests/vcsim_client.py", env!("CARGO_MANIFEST_DIR"));
     let mut client = Lines::spawn(Command::new(python).args([&script, host, &port, user, pass]));
     let hosts = field(&client.expect("COUNT HOSTS").replace("COUNT HOSTS ", "hosts="), "hosts");
@@ -204,27 +203,7 @@ async fn netfold_learns_vcsims_inventory_and_keeps_learning_beside_a_default_col
     client.expect("WAITING");
 
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("netfold.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"data_dir = "{data}"
-[http]
-listen = "127.0.0.1:0"
-[[hypervisor]]
-name = "vcsim"
-kind = "vmware"
-url = "http://{hostport}/sdk"
-allow_plaintext = true
-user = "{user}"
-password = {{ password_env = "VCSIM_PASSWORD" }}
-wait_secs = 2
-liveness_secs = 5
-"#,
-            data = dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
+    let config = netfold_config(dir.path(), &vc, "");
     let mut nf = Netfold::start(&config, dir.path().join("netfold.log"), &[("VCSIM_PASSWORD", pass.to_string())]);
     let base = nf.http().await;
     nf.wait_line("vSphere inventory loaded").await;

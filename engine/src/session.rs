@@ -858,20 +858,17 @@ mod tests {
             .collect()
     }
 
+    /// `esx-01` and `esx-02`, each with one pNIC.
+    fn two_hosts() -> Input {
+        inventory(vec![esx("host-1", "esx-01"), esx("host-2", "esx-02"), pnic("host-1", "aa"), pnic("host-2", "bb")])
+    }
+
     #[test]
     fn topology_by_host_name_ties_the_uplink_in_the_learnt_facts() {
         let (id, g) = (hv(), MassRemoval::default());
         let topology = [by_name(1, "esx-02", "tor1:Et2")];
         let c = Ctx { topology: &topology, ..ctx(&id, 5, None, &g) };
-        let s = Session::New.step(
-            inventory(vec![
-                esx("host-1", "esx-01"),
-                esx("host-2", "esx-02"),
-                pnic("host-1", "aa"),
-                pnic("host-2", "bb"),
-            ]),
-            &c,
-        );
+        let s = Session::New.step(two_hosts(), &c);
         let ups = uplinks_of(&s.events);
         let tied: Vec<(&str, Option<String>)> =
             ups.iter().map(|u| (u.host.as_str(), u.port.as_ref().map(|p| p.to_string()))).collect();
@@ -880,15 +877,7 @@ mod tests {
         assert!(s.invalid.is_empty(), "{:?}", s.invalid);
         // The same inventory again learns nothing: the tie is what the log already says.
         let st = state_after(&s.events);
-        let again = Session::Live.step(
-            inventory(vec![
-                esx("host-1", "esx-01"),
-                esx("host-2", "esx-02"),
-                pnic("host-1", "aa"),
-                pnic("host-2", "bb"),
-            ]),
-            &Ctx { known: st.facts_of(&id), ..c },
-        );
+        let again = Session::Live.step(two_hosts(), &Ctx { known: st.facts_of(&id), ..c });
         assert_eq!(again.events, vec![]);
     }
 
@@ -897,15 +886,7 @@ mod tests {
         let (id, g) = (hv(), MassRemoval::default());
         let topology = [by_name(4, "esx-02", "tor1:Et2")];
         let c = Ctx { topology: &topology, ..ctx(&id, 5, None, &g) };
-        let first = Session::New.step(
-            inventory(vec![
-                esx("host-1", "esx-01"),
-                esx("host-2", "esx-02"),
-                pnic("host-1", "aa"),
-                pnic("host-2", "bb"),
-            ]),
-            &c,
-        );
+        let first = Session::New.step(two_hosts(), &c);
         let st = state_after(&first.events);
         let rename = Input::Observed(Observation::Delta {
             changes: vec![Change::Upsert(esx("host-1", "esx-02"))],
