@@ -36,6 +36,7 @@ pub fn check(path: &Path) -> Result<()> {
 }
 
 pub async fn run(path: &Path, accept_loss: bool) -> Result<()> {
+    let signals = Signals::watch()?;
     let plan = config::load(path)?;
     for w in &plan.warnings {
         tracing::warn!("{w}");
@@ -50,7 +51,7 @@ pub async fn run(path: &Path, accept_loss: bool) -> Result<()> {
     }
     let addr = agent.serve_http(&plan.http).await?;
     tracing::info!(http = %addr, data_dir = %plan.data_dir.display(), "netfold running");
-    wait_for_signal().await?;
+    signals.wait().await;
     tracing::info!("shutting down: completing in-flight appends");
     agent.shutdown().await
 }
@@ -94,13 +95,27 @@ pub async fn add_switch(agent: &mut Agent, s: &SwitchPlan) -> Result<()> {
     }
 }
 
-/// Until SIGINT or SIGTERM.
-pub async fn wait_for_signal() -> Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot watch for SIGTERM")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("cannot watch for SIGINT")?,
-        _ = term.recv() => {}
+/// SIGINT and SIGTERM, watched from the moment this is made: made before netfold says it is
+/// running (or prints a URL), so a signal right after that is a graceful stop, never the default
+/// action that kills the process.
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn watch() -> Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
+        let int = signal(SignalKind::interrupt()).context("cannot watch for SIGINT")?;
+        Ok(Signals { term, int })
     }
-    Ok(())
+
+    /// Until SIGINT or SIGTERM.
+    pub async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }

@@ -81,6 +81,7 @@ impl Controlled for sims::xen::Simulator {
 /// Prints what a client needs (`banner`, `url:`, `user:`, `password:`, then `control:` when
 /// asked for) and serves until SIGINT/SIGTERM.
 async fn announce_and_serve(banner: &str, sim: Arc<dyn Controlled>, control: Option<String>) -> Result<()> {
+    let signals = crate::run::Signals::watch()?;
     println!("{banner}");
     println!("url:      {}", sim.url());
     println!("user:     {}", sim.user());
@@ -88,7 +89,8 @@ async fn announce_and_serve(banner: &str, sim: Arc<dyn Controlled>, control: Opt
     if let Some(c) = control {
         serve_control(sim, &c).await?;
     }
-    crate::run::wait_for_signal().await
+    signals.wait().await;
+    Ok(())
 }
 
 /// Serves the control API on `listen` (loopback only); prints `control: http://ADDR`.
@@ -160,12 +162,13 @@ pub async fn run(sim: SimCommand) -> Result<()> {
             for i in interfaces.split(',').filter(|s| !s.is_empty()) {
                 sim = sim.with_trunk(i.trim(), &[]);
             }
+            let signals = crate::run::Signals::watch()?;
             let (bound, task) = sim.serve(addr(&listen)?).await.context("eAPI fixture")?;
             println!("Arista eAPI fixture: interfaces {interfaces}");
             println!("url:      http://{bound}");
             println!("user:     admin");
             println!("password: admin");
-            crate::run::wait_for_signal().await?;
+            signals.wait().await;
             task.abort();
             Ok(())
         }
