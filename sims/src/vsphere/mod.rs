@@ -478,26 +478,22 @@ impl SimHandle {
 
     /// Connects or disconnects a NIC (`connectable.connected`).
     pub fn set_nic_connected(&self, vm: &str, key: i64, connected: bool) -> Result<()> {
-        self.with_vm(vm, |v, _| {
-            let n = v
-                .nics
-                .iter_mut()
-                .find(|n| n.key == key)
-                .ok_or_else(|| Error::Sim(format!("VM {vm} has no NIC {key}")))?;
-            n.connected = connected;
-            Ok(())
-        })
+        self.with_nic(vm, key, |n| n.connected = connected)
     }
 
     /// Moves a NIC to another network.
     pub fn set_nic_network(&self, vm: &str, key: i64, network: SimNet) -> Result<()> {
+        self.with_nic(vm, key, |n| n.network = network)
+    }
+
+    fn with_nic(&self, vm: &str, key: i64, f: impl FnOnce(&mut SimNic)) -> Result<()> {
         self.with_vm(vm, |v, _| {
             let n = v
                 .nics
                 .iter_mut()
                 .find(|n| n.key == key)
                 .ok_or_else(|| Error::Sim(format!("VM {vm} has no NIC {key}")))?;
-            n.network = network;
+            f(n);
             Ok(())
         })
     }
