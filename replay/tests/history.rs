@@ -158,6 +158,31 @@ async fn verify_passes_then_names_a_tampered_record() {
     assert!(err.to_string().contains("record 2"), "{err}");
 }
 
+/// A snapshot whose state is not what the log folds to at its seq — as a projection that does
+/// not fold deterministically, or an altered snapshot, would leave — fails `verify`.
+#[tokio::test]
+async fn verify_fails_when_snapshot_plus_tail_differs_from_the_full_fold() {
+    let dir = tempfile::tempdir().unwrap();
+    write_history(dir.path()).await;
+    let mut at3 = History::open(dir.path()).unwrap().fold(Some(Point::Seq(3)), NO_PROGRESS).unwrap().state;
+    at3.apply(&engine::Envelope {
+        seq: 3,
+        at: 3_000,
+        hypervisor: HypervisorId::new("not-in-the-log").unwrap(),
+        schema: <Recorded as store::Record>::SCHEMA,
+        prev: [0; 32],
+        event: Event::Connected { kind: Kind::XenCitrix, endpoint: "https://elsewhere".into() },
+    });
+    {
+        let store = Store::open(db_path(dir.path())).unwrap();
+        store.log::<Recorded>(EVENTS_LOG).unwrap().save_snapshot(3, at3.encode()).unwrap();
+    }
+    let h = History::open(dir.path()).unwrap();
+    let err = replay::verify::verify(&h, NO_PROGRESS).unwrap_err();
+    assert!(matches!(err, replay::Error::NotDeterministic { snapshot: 3 }), "{err}");
+    assert!(err.to_string().contains("snapshot at record 3"), "{err}");
+}
+
 #[test]
 fn a_directory_without_a_database_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
