@@ -523,10 +523,5 @@ mod tests {
                 }
             }
         }
-
-        #[test]
-        fn planning_is_deterministic(desired in port_sets(), observed in port_sets(), owned in port_sets(), policy in policies()) {
-            prop_assert_eq!(plan(&desired, &observed, &owned, &policy), plan(&desired, &observed, &owned, &policy));
-        }
     }
 }
