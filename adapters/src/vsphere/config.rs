@@ -217,7 +217,8 @@ mod tests {
 
     #[test]
     fn parses_minimal_toml_with_defaults() {
-        let c: Config = toml_like(r#"{"url":"https://vc.lab","user":"u","password":{"password_env":"VC_PW"}}"#);
+        let c: Config =
+            toml::from_str("url = \"https://vc.lab\"\nuser = \"u\"\npassword = { password_env = \"VC_PW\" }\n").unwrap();
         assert_eq!(c.sdk_url(), "https://vc.lab/sdk");
         for (given, sdk) in [
             ("https://[::1]", "https://[::1]/sdk"),
@@ -232,9 +233,10 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused() {
-        let r: Result<Config, _> =
-            serde_json::from_str(r#"{"url":"https://vc","user":"u","password":{"password_env":"X"},"pasword":"x"}"#);
-        assert!(r.unwrap_err().to_string().contains("unknown field"));
+        let r = toml::from_str::<Config>(
+            "url = \"https://vc\"\nuser = \"u\"\npassword = { password_env = \"X\" }\npasword = \"x\"\n",
+        );
+        assert!(r.unwrap_err().to_string().contains("unknown field `pasword`"));
     }
 
     #[test]
@@ -245,9 +247,5 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("wait_max_seconds"));
         c.wait_max_seconds = 1;
         c.validate().unwrap();
-    }
-
-    fn toml_like(json: &str) -> Config {
-        serde_json::from_str(json).unwrap()
     }
 }
