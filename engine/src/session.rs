@@ -859,6 +859,57 @@ mod tests {
     }
 
     /// `esx-01` and `esx-02`, each with one pNIC.
+    #[test]
+    fn an_inventory_after_the_grace_ran_out_while_lost_expires_then_starts_over() {
+        let (id, g) = (hv(), MassRemoval::default());
+        let known = known_state();
+        let facts = known.facts_of(&id);
+        // Lost at 1 s, grace 180 s: the inventory arrives at 200 s, before the timer was handled.
+        let s = Session::Lost { since: 1_000 }
+            .step(inventory(vec![net("pg", 10), vnic("vm-1", "pg")]), &ctx(&id, 200_000, facts, &g));
+        assert_eq!(s.next, Session::Live);
+        assert!(
+            matches!(&s.events[..], [Event::Expired, Event::Connected { .. }, Event::Learnt { changes }]
+            if changes.len() == 2),
+            "{:?}",
+            s.events
+        );
+        assert_eq!(s.notices, vec![Notice::Removing]);
+        assert_eq!(s.timer, Timer::Cancel);
+        // One millisecond inside the grace, the same inventory is a return.
+        let s = Session::Lost { since: 1_000 }
+            .step(inventory(vec![net("pg", 10), vnic("vm-1", "pg")]), &ctx(&id, 180_999, facts, &g));
+        assert!(matches!(&s.events[0], Event::Reestablished { outage_ms: 179_999 }), "{:?}", s.events);
+        assert_eq!(s.notices, vec![Notice::Reestablished]);
+    }
+
+    #[test]
+    fn a_delta_while_not_live_is_refused_and_nothing_learnt() {
+        let (id, g) = (hv(), MassRemoval::default());
+        for session in [Session::New, Session::Lost { since: 1_000 }, Session::Expired] {
+            let delta =
+                Input::Observed(Observation::Delta { changes: vec![Change::Upsert(net("pg", 10))], rejected: vec![] });
+            let s = session.step(delta, &ctx(&id, 5_000, None, &g));
+            assert_eq!(s.next, session);
+            assert!(!s.events.iter().any(|e| matches!(e, Event::Learnt { .. })), "{session}: {:?}", s.events);
+            assert!(
+                matches!(&s.invalid[..], [Invalid::DeltaOutOfSession { session: name, .. }] if *name == session.name()),
+                "{session}: {:?}",
+                s.invalid
+            );
+            assert_eq!(s.timer, Timer::Unchanged);
+        }
+    }
+
+    #[test]
+    fn grace_elapsed_while_not_lost_cancels_the_timer_and_changes_nothing() {
+        let (id, g) = (hv(), MassRemoval::default());
+        for session in [Session::New, Session::Live, Session::Expired] {
+            let s = session.step(Input::GraceElapsed, &ctx(&id, 999_999, None, &g));
+            assert_eq!(s, Step { timer: Timer::Cancel, ..Step::stay(session) }, "{session}");
+        }
+    }
+
     fn two_hosts() -> Input {
         inventory(vec![esx("host-1", "esx-01"), esx("host-2", "esx-02"), pnic("host-1", "aa"), pnic("host-2", "bb")])
     }
