@@ -1178,6 +1178,8 @@ mod tests {
         CrashBeforeReply,
         /// The switch applies; the reply is slower than the timeout.
         TimeoutAfterApply,
+        /// Someone else clears the port between netfold's read and its request.
+        ClearedBeforeApply,
     }
 
     struct Faulty {
@@ -1207,6 +1209,12 @@ mod tests {
                 Fault::TimeoutAfterApply => {
                     self.inner.apply_now(ops)?;
                     Err(SwitchError::Unreachable { switch: "tor1".into(), reason: "timed out after 5s".into() })
+                }
+                Fault::ClearedBeforeApply => {
+                    for op in ops {
+                        self.inner.operator_set(op.port().as_str(), []);
+                    }
+                    self.inner.apply(ops).await
                 }
             }
         }
@@ -1365,13 +1373,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn run_follows_desired_changes_and_drift() {
         let (rig, r) = rig(MemorySwitch::new("tor1").with_port("e1", []));
+        let stats = r.stats();
         let task = tokio::spawn(r.run(std::future::pending()));
         rig.tx.send_replace(desired("tor1", &[("e1", &[10])]));
         until("VLAN 10 added", || rig.sw.vlans("e1").unwrap().contains(&v(10))).await;
+        assert_eq!(stats.drift_cycles.load(Ordering::SeqCst), 0);
         let start = tokio::time::Instant::now();
         rig.sw.operator_set("e1", []);
         until("VLAN 10 put back after drift", || rig.sw.vlans("e1").unwrap().contains(&v(10))).await;
         assert!(start.elapsed() < Duration::from_secs(1), "drift must not wait for the resync");
+        assert!(stats.drift_cycles.load(Ordering::SeqCst) >= 1, "the repair was a drift cycle");
         task.abort();
     }
 
@@ -1409,5 +1420,107 @@ mod tests {
         assert!(h.last_error.is_some(), "the last error is kept for the operator");
         ta.abort();
         tb.abort();
+    }
+
+    #[tokio::test]
+    async fn a_removal_answered_already_done_gives_up_ownership_and_claims_nothing() {
+        let store = store::Store::temporary().unwrap();
+        let ledger = Ledger::new(store.table("ledger").unwrap(), "tor1");
+        let sw = Arc::new(Faulty {
+            inner: MemorySwitch::new("tor1").with_port("e1", [v(10), v(99)]),
+            fault: Mutex::new(Fault::ClearedBeforeApply),
+        });
+        let mut owned = Owned::default();
+        owned.owned.entry(p("e1")).or_default().insert(v(10));
+        ledger.save(&owned, &[p("e1")].into()).unwrap();
+        let audit = Arc::new(MemoryLog::new());
+        let (_tx, rx) = watch::channel(Arc::new(Desired::default()));
+        let mut r = Reconciler::new(sw.clone(), ledger.clone(), audit.clone(), rx, Config::default());
+        let report = r.cycle().await.unwrap();
+        assert_eq!(report.plan.ops, vec![Op::RemoveVlan { port: p("e1"), vlan: v(10) }]);
+        assert_eq!(report.failed(), 0);
+        let kinds: Vec<_> = audit.read(1).map(|e| e.unwrap().record.entry.kind()).collect();
+        assert_eq!(kinds.last(), Some(&"already"), "{kinds:?}");
+        assert!(owned_of(&ledger).is_empty(), "VLAN 10 is gone from the port: netfold owns nothing there");
+        *sw.fault.lock().unwrap() = Fault::None;
+        assert!(r.cycle().await.unwrap().plan.ops.is_empty(), "nothing left to do");
+        assert!(sw.inner.applied().is_empty(), "the switch never carried out a netfold request");
+    }
+
+    fn owned_of(ledger: &Ledger) -> PortSets {
+        let mut o = ledger.load(Grammar::Memory).unwrap().owned;
+        o.retain(|_, s| !s.is_empty());
+        o
+    }
+
+    /// A switch audit log whose appends fail while `failing` is set, as a full disk would.
+    struct FlakyLog {
+        inner: MemoryLog<SwitchRecord>,
+        failing: AtomicBool,
+    }
+
+    impl store::Log<SwitchRecord> for FlakyLog {
+        async fn append(&self, batch: Vec<SwitchRecord>) -> store::Result<std::ops::RangeInclusive<store::Seq>> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(store::Error::Unavailable("disk full (test)".into()));
+            }
+            self.inner.append(batch).await
+        }
+        fn head(&self) -> store::Seq {
+            self.inner.head()
+        }
+        fn read(
+            &self,
+            from: store::Seq,
+        ) -> Box<dyn Iterator<Item = store::Result<store::Entry<SwitchRecord>>> + Send + '_> {
+            self.inner.read(from)
+        }
+        fn subscribe(&self, from: store::Seq) -> store::Subscription<SwitchRecord> {
+            self.inner.subscribe(from)
+        }
+        fn verify(&self) -> store::Result<store::Verified> {
+            self.inner.verify()
+        }
+        fn save_snapshot(&self, seq: store::Seq, bytes: Vec<u8>) -> store::Result<()> {
+            self.inner.save_snapshot(seq, bytes)
+        }
+        fn latest_snapshot(&self) -> store::Result<Option<store::Snapshot>> {
+            self.inner.latest_snapshot()
+        }
+        fn checkpoint(&self, name: &str) -> store::Result<Option<store::Seq>> {
+            self.inner.checkpoint(name)
+        }
+        fn set_checkpoint(&self, name: &str, seq: store::Seq) -> store::Result<()> {
+            self.inner.set_checkpoint(name, seq)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_error_fails_the_cycle_before_the_switch_is_touched_is_retried_and_shutdown_ends_the_loop() {
+        let store = store::Store::temporary().unwrap();
+        let ledger = Ledger::new(store.table("ledger").unwrap(), "tor1");
+        let sw = Arc::new(MemorySwitch::new("tor1").with_port("e1", []));
+        let audit = Arc::new(FlakyLog { inner: MemoryLog::new(), failing: AtomicBool::new(true) });
+        let (tx, rx) = watch::channel(desired("tor1", &[("e1", &[10])]));
+        let r = Reconciler::new(sw.clone(), ledger.clone(), audit.clone(), rx, Config::default());
+        let stats = r.stats();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(r.run(async move {
+            let _ = stopped.await;
+        }));
+        until("the store error shows", || stats.health().consecutive_failures >= 2).await;
+        let h = stats.health();
+        assert!(h.failing && h.last_error.as_deref().is_some_and(|e| e.contains("switch audit log")), "{h:?}");
+        assert!(sw.applied().is_empty(), "no request leaves before its intent is durable");
+        assert!(stats.failed_cycles.load(Ordering::SeqCst) >= 2);
+        audit.failing.store(false, Ordering::SeqCst);
+        until("VLAN 10 added once the store takes writes", || sw.vlans("e1").unwrap().contains(&v(10))).await;
+        until("healthy again", || !stats.health().failing).await;
+        assert_eq!(owned_of(&ledger), [(p("e1"), [v(10)].into())].into());
+        let cycles = stats.cycles.load(Ordering::SeqCst);
+        assert!(cycles > stats.failed_cycles.load(Ordering::SeqCst), "{cycles} cycles");
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(60), task).await.expect("run returns on shutdown").unwrap();
+        drop(tx);
     }
 }
