@@ -144,4 +144,31 @@ mod tests {
         assert_eq!(from_json(&json(&e)).unwrap(), e);
         assert!(from_json("{").is_err());
     }
+
+    #[test]
+    fn every_filter_field_narrows_and_the_time_bounds_are_inclusive() {
+        let env = |hv: &str, at: UnixMs, event: Event| Envelope {
+            seq: 1,
+            at,
+            hypervisor: HypervisorId::new(hv).unwrap(),
+            schema: 1,
+            prev: [0; 32],
+            event,
+        };
+        let events = [
+            env("vc-east", 1_000, Event::Expired),
+            env("vc-east", 2_000, Event::Lost { reason: "x".into(), since: 1_500 }),
+            env("xen217", 2_000, Event::Reestablished { outage_ms: 1 }),
+            env("xen217", 3_000, Event::Lost { reason: "y".into(), since: 2_500 }),
+        ];
+        let shown = |f: &Filter| -> Vec<usize> { (0..events.len()).filter(|&i| f.matches(&events[i])).collect() };
+        assert_eq!(shown(&Filter::default()), [0, 1, 2, 3]);
+        let xen = Some(HypervisorId::new("xen217").unwrap());
+        assert_eq!(shown(&Filter { hypervisor: xen.clone(), ..Filter::default() }), [2, 3]);
+        assert_eq!(shown(&Filter { since: Some(2_000), ..Filter::default() }), [1, 2, 3]);
+        assert_eq!(shown(&Filter { until: Some(2_000), ..Filter::default() }), [0, 1, 2]);
+        assert_eq!(shown(&Filter { kind: Some("LOST".into()), ..Filter::default() }), [1, 3]);
+        let all = Filter { hypervisor: xen, since: Some(2_000), until: Some(2_999), kind: Some("lost".into()) };
+        assert!(shown(&all).is_empty(), "every field must hold at once");
+    }
 }
