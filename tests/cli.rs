@@ -94,6 +94,22 @@ fn demo_runs_green_and_leaves_an_auditable_history() {
     assert!(verify.status.success(), "{}", text(&verify.stderr));
     assert!(text(&verify.stdout).contains("verify OK"));
 
+    // The vCenter's expiry took VLAN 100 off Ethernet1/3 between record 4 and the head.
+    let head = text(&verify.stdout).split("verify OK: ").nth(1).and_then(|t| t.split(' ').next()).unwrap().to_string();
+    let diff = netfold(&["diff", "--data-dir", d, "--from", "4", "--to", &head]);
+    assert!(diff.status.success(), "{}", text(&diff.stderr));
+    let diff = text(&diff.stdout);
+    assert!(diff.lines().any(|l| l.starts_with("- tor1:Ethernet1/3 vlan 100")), "{diff}");
+    assert!(!diff.contains("tor1:Ethernet2/1 vlan 100"), "the XenServer's VLAN did not change:\n{diff}");
+    let same = text(&netfold(&["diff", "--data-dir", d, "--from", &head, "--to", &head]).stdout);
+    assert!(same.starts_with("Desired state is the same"), "{same}");
+
+    // --hypervisor keeps one hypervisor's events, and every one of them.
+    let xen = text(&netfold(&["log", "--data-dir", d, "--hypervisor", "xen217"]).stdout);
+    let xen_lines = log.lines().filter(|l| l.contains(" xen217 ")).count();
+    assert!(xen_lines > 0 && xen.lines().count() == xen_lines, "{xen}");
+    assert!(!xen.contains("vc-east"), "{xen}");
+
     // Tamper with one record: verify fails, naming it. An agent starting without a snapshot to
     // lean on folds the whole log and refuses to run on it.
     tamper(&data.join("db"), 2);
