@@ -453,9 +453,12 @@ pub fn verify(data: &DataDir) -> Result<()> {
         "verify OK: {} records, hash chain intact (tip {}), every record decodes, replay deterministic ({}; state {})",
         report.records,
         &report.tip[..16],
-        report
-            .snapshot_seq
-            .map_or("no snapshot to compare".to_string(), |s| format!("snapshot at {s} + tail = full fold")),
+        match (report.snapshot_seq, report.older_snapshot) {
+            (Some(s), _) => format!("snapshot at {s} + tail = full fold"),
+            (None, Some((s, f))) =>
+                format!("the snapshot at {s} is of format {f}, older than this build's: not compared"),
+            (None, None) => "no snapshot to compare".to_string(),
+        },
         &report.state_hash[..16],
     );
     Ok(())

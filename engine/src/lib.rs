@@ -63,5 +63,5 @@ pub use event::{Envelope, Event, Recorded, UnixMs, LOSS_RECORDER};
 pub use fact::{Change, Fact, FactKey, HostFact, NeighbourSource, NetworkFact, UplinkFact, VlanSpec, VnicFact};
 pub use ids::{HypervisorId, IdError, Kind, SwitchPort, VlanId, VlanRange};
 pub use observe::{Ask, Observation, Rejected};
-pub use projector::{HypervisorStatus, State, Status};
+pub use projector::{HypervisorStatus, Stamp, State, Status};
 pub use runtime::Engine;

@@ -3,6 +3,8 @@
 //! - incremental state equals a fresh fold of the facts it ends with;
 //! - snapshot + tail equals a full fold, byte for byte;
 //! - `desired()` equals a naive recompute from the facts after every event;
+//! - provenance (the event that set each fact, since when each desired VLAN is desired) equals a
+//!   naive model kept beside the fold;
 //! - the state replayed from the log is byte-identical to the live engine's state.
 
 mod common;
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use common::{clock_at, T0};
 use engine::config::{Config, MassRemoval, Policy, StaticLink};
-use engine::projector::State;
+use engine::projector::{Stamp, State};
 use engine::runtime::Engine;
 use engine::{
     Change, Envelope, Event, Fact, HostFact, HypervisorId, Kind, NetworkFact, Observation, Recorded, SwitchPort,
@@ -154,6 +156,49 @@ proptest! {
         for (port, vlans) in &s.desired().ports {
             for (vlan, reasons) in vlans {
                 prop_assert_eq!(s.why(port, *vlan), reasons.iter().cloned().collect::<Vec<_>>());
+            }
+        }
+    }
+
+    #[test]
+    fn provenance_equals_a_naive_model_after_every_event(policy in policy(), envs in envelopes()) {
+        use std::collections::BTreeMap;
+        let mut s = State::new(&policy);
+        let mut set_by: BTreeMap<(HypervisorId, engine::FactKey), (Fact, Stamp)> = BTreeMap::new();
+        let mut since: BTreeMap<(SwitchPort, VlanId), Stamp> = BTreeMap::new();
+        for e in &envs {
+            let stamp = Stamp { seq: e.seq, at: e.at };
+            match &e.event {
+                Event::Learnt { changes } => {
+                    for c in changes {
+                        let k = (e.hypervisor.clone(), c.key());
+                        match c {
+                            // An upsert that changes nothing leaves the fact's provenance alone.
+                            Change::Upsert(f) if set_by.get(&k).is_some_and(|(old, _)| old == f) => {}
+                            Change::Upsert(f) => {
+                                set_by.insert(k, (f.clone(), stamp));
+                            }
+                            Change::Remove(_) => {
+                                set_by.remove(&k);
+                            }
+                        }
+                    }
+                }
+                Event::Expired => set_by.retain(|(h, _), _| *h != e.hypervisor),
+                _ => {}
+            }
+            s.apply(e);
+            let desired: Vec<(SwitchPort, VlanId)> =
+                s.desired().ports.iter().flat_map(|(p, vs)| vs.keys().map(move |v| (p.clone(), *v))).collect();
+            since.retain(|k, _| desired.contains(k));
+            for k in desired {
+                since.entry(k).or_insert(stamp);
+            }
+            for ((h, key), (_, stamp)) in &set_by {
+                prop_assert_eq!(s.facts_of(h).and_then(|f| f.set_by(key)), Some(*stamp), "{} {} after seq {}", h, key, e.seq);
+            }
+            for ((port, vlan), stamp) in &since {
+                prop_assert_eq!(s.desired_since(port, *vlan), Some(*stamp), "{} vlan {} after seq {}", port, vlan, e.seq);
             }
         }
     }

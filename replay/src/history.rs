@@ -6,12 +6,12 @@
 //! ([`store::Store::open_read_only`]); records it lost against its head anchor are reported
 //! ([`History::loss`]), never passed over.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use engine::config::Policy;
 use engine::projector::State;
-use engine::{Envelope, Event, FactKey, HypervisorId, Reason, Recorded, SwitchPort, VlanId};
+use engine::{Envelope, FactKey, Reason, Recorded, SwitchPort, VlanId};
 use serde::Serialize;
 use store::layout::{db_path, EVENTS_LOG, META_TABLE, POLICY_KEY};
 use store::{Log, SledLog, Store};
@@ -30,12 +30,12 @@ pub struct History {
     policy: Policy,
 }
 
-/// A state folded to a point, with the provenance of every fact: which event last set it.
+/// A state folded to a point (it carries its provenance: [`State::desired_since`],
+/// [`engine::projector::Facts::set_by`]).
 pub struct Folded {
     pub state: State,
     /// The last envelope folded (None: the point is before the first event).
     pub last: Option<(u64, engine::UnixMs)>,
-    pub provenance: HashMap<(HypervisorId, FactKey), (u64, engine::UnixMs)>,
 }
 
 impl History {
@@ -90,19 +90,36 @@ impl History {
 
     /// Folds the log from the start up to `point` (`None`: the head).
     pub fn fold(&self, point: Option<Point>, progress: Progress<'_>) -> Result<Folded> {
-        self.fold_watching(point, progress, |_, _| {})
+        self.fold_from(State::new(&self.policy), point, progress)
     }
 
-    /// The state at `point` (`None`: the head). For a sequence number (or the head) it starts
-    /// from the most recent retained snapshot at or before it, so it folds at most one snapshot
-    /// interval of the log; for a time, or without a usable snapshot, it folds from the start.
-    /// `Folded::provenance` is left empty: `why` needs the events behind every fact and folds
-    /// from the start ([`History::why`]).
-    pub fn state_at(&self, point: Option<Point>, progress: Progress<'_>) -> Result<Folded> {
+    /// Folds the events after `state` up to `point` (`None`: the head) onto it.
+    fn fold_from(&self, mut state: State, point: Option<Point>, progress: Progress<'_>) -> Result<Folded> {
         let head = self.head();
+        let mut last = (state.seq() > 0).then(|| (state.seq(), state.last_stamp().at));
+        for env in self.events(state.seq() + 1) {
+            let env = env?;
+            if point.is_some_and(|p| !p.includes(&env)) {
+                break;
+            }
+            state.apply(&env);
+            last = Some((env.seq, env.at));
+            if env.seq % 65_536 == 0 {
+                progress(env.seq, head);
+            }
+        }
+        progress(last.map_or(0, |(s, _)| s), head);
+        Ok(Folded { state, last })
+    }
+
+    /// The state at `point` (`None`: the head), provenance included. For a sequence number (or
+    /// the head) it starts from the most recent retained snapshot at or before it, so it folds
+    /// at most one snapshot interval of the log; for a time, or without a usable snapshot, it
+    /// folds from the start.
+    pub fn state_at(&self, point: Option<Point>, progress: Progress<'_>) -> Result<Folded> {
         let target = match point {
-            None => Some(head),
-            Some(Point::Seq(n)) => Some(n.min(head)),
+            None => Some(self.head()),
+            Some(Point::Seq(n)) => Some(n.min(self.head())),
             Some(Point::Time(_)) => None,
         };
         let snap = match target {
@@ -110,106 +127,28 @@ impl History {
             None => None,
         };
         let Some(snap) = snap else { return self.fold(point, progress) };
-        let mut state = match State::decode(&snap.bytes, &self.policy) {
-            Ok(s) if s.seq() == snap.seq => s,
-            _ => {
-                tracing::warn!(seq = snap.seq, "a snapshot does not decode; folding from the start");
-                return self.fold(point, progress);
+        match State::decode(&snap.bytes, &self.policy) {
+            Ok(state) if state.seq() == snap.seq => self.fold_from(state, point, progress),
+            Ok(state) => {
+                tracing::warn!(
+                    seq = snap.seq,
+                    holds = state.seq(),
+                    "a snapshot holds another seq; folding from the start"
+                );
+                self.fold(point, progress)
             }
-        };
-        let mut last = None;
-        for env in self.events(snap.seq + 1) {
-            let env = env?;
-            if point.is_some_and(|p| !p.includes(&env)) {
-                break;
-            }
-            state.apply(&env);
-            last = Some((env.seq, env.at));
-        }
-        if last.is_none() && snap.seq > 0 {
-            last = self.events(snap.seq).next().transpose()?.map(|e| (e.seq, e.at));
-        }
-        progress(last.map_or(0, |(s, _)| s), head);
-        Ok(Folded { state, last, provenance: HashMap::new() })
-    }
-
-    /// Folds like [`History::fold`], calling `watch(&state, &envelope)` after each event.
-    fn fold_watching(
-        &self,
-        point: Option<Point>,
-        progress: Progress<'_>,
-        mut watch: impl FnMut(&State, &Envelope),
-    ) -> Result<Folded> {
-        let head = self.head();
-        let mut state = State::new(&self.policy);
-        let mut provenance = HashMap::new();
-        let mut last = None;
-        for env in self.events(1) {
-            let env = env?;
-            if point.is_some_and(|p| !p.includes(&env)) {
-                break;
-            }
-            match &env.event {
-                Event::Learnt { changes } => {
-                    for c in changes {
-                        let k = (env.hypervisor.clone(), c.key());
-                        match c {
-                            engine::Change::Upsert(_) => provenance.insert(k, (env.seq, env.at)),
-                            engine::Change::Remove(_) => provenance.remove(&k),
-                        };
-                    }
-                }
-                Event::Expired => provenance.retain(|(h, _), _| *h != env.hypervisor),
-                _ => {}
-            }
-            state.apply(&env);
-            watch(&state, &env);
-            last = Some((env.seq, env.at));
-            if env.seq % 65_536 == 0 {
-                progress(env.seq, head);
+            Err(e) => {
+                tracing::warn!(seq = snap.seq, error = %e, "a snapshot cannot be used; folding from the start");
+                self.fold(point, progress)
             }
         }
-        progress(last.map_or(0, |(s, _)| s), head);
-        Ok(Folded { state, last, provenance })
     }
 
     /// Why `vlan` is (or was, at `point`) on `port`: every reason, with the events that set the
-    /// facts behind it, and since when the VLAN has been there without interruption.
+    /// facts behind it, and since when the VLAN has been there without interruption. Read from
+    /// the state at `point` ([`History::state_at`]): it folds at most one snapshot interval.
     pub fn why(&self, port: &SwitchPort, vlan: VlanId, point: Option<Point>, progress: Progress<'_>) -> Result<Why> {
-        let mut since = None;
-        let folded = self.fold_watching(point, progress, |state, env| {
-            let present = state.desired().ports.get(port).is_some_and(|v| v.contains_key(&vlan));
-            match (present, since) {
-                (true, None) => since = Some((env.seq, env.at)),
-                (false, Some(_)) => since = None,
-                _ => {}
-            }
-        })?;
-        let reasons = folded
-            .state
-            .why(port, vlan)
-            .into_iter()
-            .map(|reason| {
-                let mut learnt = Vec::new();
-                let facts = folded.state.facts_of(&reason.hypervisor);
-                let mut keys = vec![FactKey::Network { host: reason.host.clone(), network: reason.network.clone() }];
-                if let Some(v) = &reason.vnic {
-                    keys.insert(0, FactKey::Vnic { vm: v.vm.clone(), nic: v.nic.clone() });
-                }
-                if let Some(n) = facts.and_then(|f| f.network(&reason.host, &reason.network)) {
-                    for nic in &n.uplinks {
-                        keys.push(FactKey::Uplink { host: reason.host.clone(), nic: nic.clone() });
-                    }
-                }
-                for key in keys {
-                    if let Some(&(seq, at)) = folded.provenance.get(&(reason.hypervisor.clone(), key.clone())) {
-                        learnt.push(Learnt { fact: key.to_string(), seq, at });
-                    }
-                }
-                Explained { reason, learnt }
-            })
-            .collect();
-        Ok(Why { port: port.clone(), vlan, at: folded.last, since, reasons })
+        Ok(explain(&self.state_at(point, progress)?, port, vlan))
     }
 
     /// What changed in desired state from `a` to `b`.
@@ -218,6 +157,39 @@ impl History {
         let after = self.state_at(Some(b), progress)?.state;
         Ok(diff_desired(&flatten(&before), &flatten(&after)))
     }
+}
+
+/// The answer to "why is `vlan` on `port`?" in a folded state: its reasons, the events that set
+/// the facts behind each, and since when the VLAN has been desired.
+pub fn explain(folded: &Folded, port: &SwitchPort, vlan: VlanId) -> Why {
+    let state = &folded.state;
+    let stamp = |s: engine::projector::Stamp| (s.seq, s.at);
+    let reasons = state
+        .why(port, vlan)
+        .into_iter()
+        .map(|reason| {
+            let facts = state.facts_of(&reason.hypervisor);
+            let mut keys = vec![FactKey::Network { host: reason.host.clone(), network: reason.network.clone() }];
+            if let Some(v) = &reason.vnic {
+                keys.insert(0, FactKey::Vnic { vm: v.vm.clone(), nic: v.nic.clone() });
+            }
+            if let Some(n) = facts.and_then(|f| f.network(&reason.host, &reason.network)) {
+                for nic in &n.uplinks {
+                    keys.push(FactKey::Uplink { host: reason.host.clone(), nic: nic.clone() });
+                }
+            }
+            let learnt = keys
+                .into_iter()
+                .filter_map(|key| {
+                    let (seq, at) = stamp(facts?.set_by(&key)?);
+                    Some(Learnt { fact: key.to_string(), seq, at })
+                })
+                .collect();
+            Explained { reason, learnt }
+        })
+        .collect();
+    let since = state.desired_since(port, vlan).map(stamp);
+    Why { port: port.clone(), vlan, at: folded.last, since, reasons }
 }
 
 /// Desired state as `(port, vlan) → reason count`.

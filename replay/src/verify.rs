@@ -2,7 +2,7 @@
 //! chain and the decodability of every record, then replay determinism — a full fold and the
 //! latest snapshot plus the tail must give the same state, byte for byte.
 
-use engine::projector::State;
+use engine::projector::{SnapshotError, State, SNAPSHOT_FORMAT};
 use store::Log;
 
 use crate::history::{History, Progress};
@@ -19,6 +19,9 @@ pub struct Report {
     pub state_hash: String,
     /// The snapshot checked against the full fold, if there was one.
     pub snapshot_seq: Option<u64>,
+    /// A latest snapshot of an older format (seq, format), not compared: the agent ignores it
+    /// too (it folds the log and saves a current one).
+    pub older_snapshot: Option<(u64, u16)>,
 }
 
 /// Runs every check; the first failure is the error (naming the sequence number involved).
@@ -33,24 +36,31 @@ pub fn verify(history: &History, progress: Progress<'_>) -> Result<Report> {
     let full = history.fold(None, progress)?.state;
     let full_hash = full.state_hash();
     let snapshot = history.log().latest_snapshot().map_err(Error::Log)?;
+    let mut older_snapshot = None;
     let snapshot_seq = match snapshot {
         None => None,
-        Some(snap) => {
-            let mut state = State::decode(&snap.bytes, history.policy())
-                .map_err(|e| Error::Snapshot { seq: snap.seq, reason: e.to_string() })?;
-            for env in history.events(snap.seq + 1) {
-                state.apply(&env?);
+        Some(snap) => match State::decode(&snap.bytes, history.policy()) {
+            Err(SnapshotError::Format { found }) if found < SNAPSHOT_FORMAT => {
+                older_snapshot = Some((snap.seq, found));
+                None
             }
-            if state.state_hash() != full_hash {
-                return Err(Error::NotDeterministic { snapshot: snap.seq });
+            decoded => {
+                let mut state = decoded.map_err(|e| Error::Snapshot { seq: snap.seq, reason: e.to_string() })?;
+                for env in history.events(snap.seq + 1) {
+                    state.apply(&env?);
+                }
+                if state.state_hash() != full_hash {
+                    return Err(Error::NotDeterministic { snapshot: snap.seq });
+                }
+                Some(snap.seq)
             }
-            Some(snap.seq)
-        }
+        },
     };
     Ok(Report {
         records: verified.head,
         tip: hex::encode(verified.tip),
         state_hash: hex::encode(full_hash),
         snapshot_seq,
+        older_snapshot,
     })
 }

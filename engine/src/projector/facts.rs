@@ -11,11 +11,15 @@
 //! vNICs (the bulk of the facts and of the changes) are stored compactly: their VM, NIC, host
 //! and network as interned ids and their VM name and MAC as inline [`CompactString`]s, one small
 //! record with no heap blocks of its own; a [`VnicFact`] is rebuilt when asked for.
+//!
+//! Every fact carries its provenance: the [`Stamp`] of the event that set its current value (an
+//! upsert that changes nothing does not move it), so `why` at any point reads it from the state.
 
 use compact_str::CompactString;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::intern::Interner;
+use super::Stamp;
 use crate::fact::{Fact, FactKey, HostFact, NetworkFact, UplinkFact, VnicFact};
 use crate::ids::SwitchPort;
 
@@ -67,6 +71,7 @@ pub(crate) type Pair = (u32, u32);
 pub(crate) struct Uplink {
     fact: UplinkFact,
     port: Option<u32>,
+    set: Stamp,
 }
 
 /// A network and the ids of the uplink NICs that carry it.
@@ -77,6 +82,7 @@ pub(crate) struct Network {
     /// Whether it carries a VLAN and one of its uplinks leads to a port (kept up to date on
     /// every network and uplink change): whether its reasons reach desired state at all.
     pub(crate) reaches: bool,
+    set: Stamp,
 }
 
 /// A vNIC (its VM and NIC ids are its key): the ids of its host and network, its VM name and MAC
@@ -89,6 +95,7 @@ pub(crate) struct Vnic {
     mac: CompactString,
     connected: bool,
     powered_on: bool,
+    set: Stamp,
 }
 
 /// Whether a vNIC with these flags counts (see [`Facts::counts`]).
@@ -128,7 +135,7 @@ fn set_compact(dst: &mut CompactString, src: &str) {
 #[derive(Clone, Debug, Default)]
 pub struct Facts {
     names: Interner<CompactString>,
-    hosts: HashMap<u32, HostFact>,
+    hosts: HashMap<u32, (HostFact, Stamp)>,
     uplinks: HashMap<Pair, Uplink>,
     networks: HashMap<Pair, Network>,
     vnics: HashMap<Pair, Vnic>,
@@ -173,7 +180,7 @@ impl Facts {
     }
 
     pub fn host(&self, host: &str) -> Option<&HostFact> {
-        self.hosts.get(&self.names.get(host)?)
+        self.hosts.get(&self.names.get(host)?).map(|(h, _)| h)
     }
 
     pub fn uplink(&self, host: &str, nic: &str) -> Option<&UplinkFact> {
@@ -218,9 +225,19 @@ impl Facts {
         }
     }
 
+    /// The event that set the fact with this key to its current value.
+    pub fn set_by(&self, key: &FactKey) -> Option<Stamp> {
+        match key {
+            FactKey::Host { host } => self.hosts.get(&self.names.get(host.as_str())?).map(|(_, s)| *s),
+            FactKey::Uplink { host, nic } => self.uplinks.get(&self.pair(host, nic)?).map(|u| u.set),
+            FactKey::Network { host, network } => self.networks.get(&self.pair(host, network)?).map(|n| n.set),
+            FactKey::Vnic { vm, nic } => self.vnics.get(&self.pair(vm, nic)?).map(|v| v.set),
+        }
+    }
+
     /// Every host, in no particular order.
     pub fn hosts(&self) -> impl Iterator<Item = &HostFact> {
-        self.hosts.values()
+        self.hosts.values().map(|(h, _)| h)
     }
 
     /// Every uplink, in no particular order.
@@ -240,7 +257,7 @@ impl Facts {
 
     /// Every fact, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = FactRef<'_>> {
-        let hosts = self.hosts.values().map(FactRef::Host);
+        let hosts = self.hosts.values().map(|(h, _)| FactRef::Host(h));
         let uplinks = self.uplinks.values().map(|u| FactRef::Uplink(&u.fact));
         let networks = self.networks.values().map(|n| FactRef::Network(&n.fact));
         let vnics = self.vnics.iter().map(|(k, v)| FactRef::Vnic(self.vnic_fact(*k, v)));
@@ -252,6 +269,17 @@ impl Facts {
         let mut v: Vec<_> = self.iter().map(|f| (f.key(), f)).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
+    }
+
+    /// Every fact with the event that set it, ordered by key (the stored form).
+    pub(crate) fn sorted_stamped(&self) -> Vec<(Fact, Stamp)> {
+        let hosts = self.hosts.values().map(|(h, s)| (FactRef::Host(h), *s));
+        let uplinks = self.uplinks.values().map(|u| (FactRef::Uplink(&u.fact), u.set));
+        let networks = self.networks.values().map(|n| (FactRef::Network(&n.fact), n.set));
+        let vnics = self.vnics.iter().map(|(k, v)| (FactRef::Vnic(self.vnic_fact(*k, v)), v.set));
+        let mut all: Vec<_> = hosts.chain(uplinks).chain(networks).chain(vnics).map(|(f, s)| (f.key(), f, s)).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.into_iter().map(|(_, f, s)| (f.to_fact(), s)).collect()
     }
 
     // ----- crate-internal access by id -----
@@ -333,18 +361,19 @@ impl Facts {
         self.networks.keys().copied()
     }
 
-    /// Adds or replaces a fact (in place when it exists).
-    pub(crate) fn upsert(&mut self, fact: &Fact, ports: &mut Interner<SwitchPort>) {
+    /// Adds or replaces a fact (in place when it exists), set by the event `stamp`.
+    pub(crate) fn upsert(&mut self, fact: &Fact, ports: &mut Interner<SwitchPort>, stamp: Stamp) {
         let added = match fact {
             Fact::Host(h) => {
                 let k = self.names.intern(h.host.as_str());
                 match self.hosts.get_mut(&k) {
-                    Some(slot) => {
+                    Some((slot, set_by)) => {
                         set(&mut slot.name, &h.name);
+                        *set_by = stamp;
                         false
                     }
                     None => {
-                        self.hosts.insert(k, h.clone());
+                        self.hosts.insert(k, (h.clone(), stamp));
                         true
                     }
                 }
@@ -358,11 +387,12 @@ impl Facts {
                         slot.fact.port.clone_from(&u.port);
                         slot.fact.source = u.source;
                         slot.port = port;
+                        slot.set = stamp;
                         self.refresh_reach_via(k);
                         false
                     }
                     None => {
-                        self.uplinks.insert(k, Uplink { fact: u.clone(), port });
+                        self.uplinks.insert(k, Uplink { fact: u.clone(), port, set: stamp });
                         self.refresh_reach_via(k);
                         true
                     }
@@ -377,11 +407,12 @@ impl Facts {
                         slot.fact.vlan.clone_from(&n.vlan);
                         slot.fact.uplinks.clone_from(&n.uplinks);
                         slot.uplinks = uplinks;
+                        slot.set = stamp;
                         self.refresh_reach(k);
                         false
                     }
                     None => {
-                        self.networks.insert(k, Network { fact: n.clone(), uplinks, reaches: false });
+                        self.networks.insert(k, Network { fact: n.clone(), uplinks, reaches: false, set: stamp });
                         self.networks_by_host.entry(k.0).or_default().insert(k.1);
                         self.refresh_reach(k);
                         true
@@ -389,7 +420,7 @@ impl Facts {
                 }
             }
             Fact::Vnic(v) => {
-                self.upsert_vnic(v);
+                self.upsert_vnic(v, stamp);
                 false
             }
         };
@@ -398,10 +429,10 @@ impl Facts {
         }
     }
 
-    fn upsert_vnic(&mut self, v: &VnicFact) {
+    fn upsert_vnic(&mut self, v: &VnicFact, stamp: Stamp) {
         let k = (self.names.intern(v.vm.as_str()), self.names.intern(v.nic.as_str()));
         let at = (self.names.intern(v.host.as_str()), self.names.intern(v.network.as_str()));
-        self.upsert_vnic_at(k, at, v)
+        self.upsert_vnic_at(k, at, v, stamp)
     }
 
     /// Where the vNIC with ids `k` is attached ((host, network) ids) and whether it counts.
@@ -410,8 +441,8 @@ impl Facts {
     }
 
     /// Adds or replaces (in place) the vNIC `v`, whose (vm, nic) ids are `k` and whose (host,
-    /// network) ids are `at`.
-    pub(crate) fn upsert_vnic_at(&mut self, k: Pair, at: Pair, v: &VnicFact) {
+    /// network) ids are `at`, set by the event `stamp`.
+    pub(crate) fn upsert_vnic_at(&mut self, k: Pair, at: Pair, v: &VnicFact, stamp: Stamp) {
         let counts = self.counts(v);
         match self.vnics.get_mut(&k) {
             Some(slot) => {
@@ -421,6 +452,7 @@ impl Facts {
                 set_compact(&mut slot.mac, &v.mac);
                 slot.connected = v.connected;
                 slot.powered_on = v.powered_on;
+                slot.set = stamp;
                 if was != at {
                     (slot.host, slot.network) = at;
                     self.unindex(was, k, counted);
@@ -443,6 +475,7 @@ impl Facts {
                     mac: CompactString::from(v.mac.as_str()),
                     connected: v.connected,
                     powered_on: v.powered_on,
+                    set: stamp,
                 };
                 self.vnics.insert(k, vnic);
                 self.index(at, k, counts);

@@ -16,6 +16,11 @@
 //! to port `p` (a [`crate::config::StaticLink`] wins over the adapter's neighbour), puts those
 //! VLANs on `p` with a [`Reason`] naming the vNIC. With [`Policy::count_vmless_networks`] every
 //! network also does so itself (a reason with `vnic: None`).
+//!
+//! Provenance is part of the state, so a snapshot answers `why` at its point without folding
+//! from the start: each fact carries the [`Stamp`] of the event that set its current value, and
+//! each desired (port, VLAN) the stamp of the event since which it has been desired without
+//! interruption (an event that drops and restores it within itself does not interrupt it).
 
 mod facts;
 mod intern;
@@ -28,7 +33,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
 
 pub use facts::{FactRef, Facts};
-pub use snapshot::SnapshotError;
+pub use snapshot::{SnapshotError, FORMAT as SNAPSHOT_FORMAT};
 
 use facts::Pair;
 use intern::Interner;
@@ -48,6 +53,14 @@ pub enum Status {
     Lost { since: UnixMs },
     /// The grace period ran out; the hypervisor has no facts.
     Expired,
+}
+
+/// The event (sequence number and time) that set something: a fact's current value, or the
+/// start of a desired VLAN's presence on a port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Stamp {
+    pub seq: u64,
+    pub at: UnixMs,
 }
 
 /// A mass removal held back by the guard ([`Event::RemovalHeld`]), until released.
@@ -225,6 +238,8 @@ pub struct State {
     rules: Rules,
     policy: Policy,
     seq: u64,
+    /// The time of the event at `seq`.
+    at: UnixMs,
     /// Every hypervisor the log mentions, by its id in `hv_ids` (each interned id has one).
     hypervisors: Vec<Hypervisor>,
     hv_ids: Interner<HypervisorId>,
@@ -237,6 +252,10 @@ pub struct State {
     desired_version: u64,
     /// Reused buffer of the networks a change affects.
     scratch: Vec<Pair>,
+    /// Each desired (port, VLAN): the event since which it has been desired.
+    since: HashMap<(u32, VlanId), Stamp>,
+    /// The index entries created or removed by the event being applied.
+    touched: Vec<(u32, VlanId)>,
 }
 
 impl State {
@@ -246,6 +265,7 @@ impl State {
             rules: Rules::new(policy),
             policy: policy.clone(),
             seq: 0,
+            at: 0,
             hypervisors: Vec::new(),
             hv_ids: Interner::default(),
             order: BTreeMap::new(),
@@ -254,6 +274,8 @@ impl State {
             desired: DesiredCache::default(),
             desired_version: 0,
             scratch: Vec::new(),
+            since: HashMap::default(),
+            touched: Vec::new(),
         }
     }
 
@@ -267,9 +289,33 @@ impl State {
         self.seq
     }
 
+    /// The last event applied (seq 0: none).
+    pub fn last_stamp(&self) -> Stamp {
+        Stamp { seq: self.seq, at: self.at }
+    }
+
     /// Folds one event in.
     pub fn apply(&mut self, env: &Envelope) {
-        self.seq = self.seq.max(env.seq);
+        if env.seq >= self.seq {
+            (self.seq, self.at) = (env.seq, env.at);
+        }
+        let stamp = Stamp { seq: env.seq, at: env.at };
+        self.fold(env, stamp);
+        self.settle_since(stamp);
+    }
+
+    /// Starts or ends the presence of the index entries the event created or removed.
+    fn settle_since(&mut self, stamp: Stamp) {
+        for key in self.touched.drain(..) {
+            if self.vlans.contains_key(&key) {
+                self.since.entry(key).or_insert(stamp);
+            } else {
+                self.since.remove(&key);
+            }
+        }
+    }
+
+    fn fold(&mut self, env: &Envelope, stamp: Stamp) {
         let id = &env.hypervisor;
         match &env.event {
             Event::Connected { kind, endpoint } => {
@@ -281,7 +327,7 @@ impl State {
             Event::Learnt { changes } => {
                 let (hv, _) = self.entry(id, Status::Live);
                 for change in changes {
-                    self.apply_change(hv, change);
+                    self.apply_change(hv, change, stamp);
                 }
             }
             Event::Lost { since, .. } => {
@@ -374,6 +420,11 @@ impl State {
     }
 
     /// The facts of a hypervisor (`None` if the log never mentioned it).
+    /// Since when `vlan` has been desired on `port` without interruption (`None`: not desired).
+    pub fn desired_since(&self, port: &SwitchPort, vlan: VlanId) -> Option<Stamp> {
+        self.since.get(&(self.ports.get(port)?, vlan)).copied()
+    }
+
     pub fn facts_of(&self, id: &HypervisorId) -> Option<&Facts> {
         self.hypervisor(id).map(|h| &h.facts)
     }
@@ -544,7 +595,7 @@ impl State {
         d
     }
 
-    fn apply_change(&mut self, hv_ix: u32, change: &Change) {
+    fn apply_change(&mut self, hv_ix: u32, change: &Change, stamp: Stamp) {
         let Some(hv) = self.hypervisors.get_mut(hv_ix as usize) else { return };
         let facts = &mut hv.facts;
         let rules = &self.rules;
@@ -564,7 +615,7 @@ impl State {
             Change::Upsert(f) if unchanged(facts, f) => return,
             _ => None,
         };
-        let (vlans, desired) = (&mut self.vlans, &mut self.desired);
+        let (vlans, desired, touched) = (&mut self.vlans, &mut self.desired, &mut self.touched);
         let mut changed = false;
         if let Some((k, old, new)) = vnic {
             // The networks the vNIC leaves and joins (where it was and goes, and whether it
@@ -572,7 +623,7 @@ impl State {
             let nets = [old, new];
             let before = nets.map(|n| n.map(|(n, _)| facts.network_standing(n)));
             match (change, new) {
-                (Change::Upsert(Fact::Vnic(v)), Some((at, _))) => facts.upsert_vnic_at(k, at, v),
+                (Change::Upsert(Fact::Vnic(v)), Some((at, _))) => facts.upsert_vnic_at(k, at, v, stamp),
                 _ => facts.remove(&change.key()),
             }
             for (i, (n, before)) in nets.iter().zip(before).enumerate() {
@@ -587,9 +638,11 @@ impl State {
                 let vmless = rules.count_vmless_networks;
                 let nid = Nid { hv: hv_ix, host: n.0, network: n.1 };
                 match (exists && (vmless || count > 0), exists && (vmless || after > 0)) {
-                    (false, true) => entries(facts, n, |p, vlan| changed |= add_reason(vlans, desired, p, vlan, nid)),
+                    (false, true) => {
+                        entries(facts, n, |p, vlan| changed |= add_reason(vlans, desired, touched, p, vlan, nid))
+                    }
                     (true, false) => {
-                        entries(facts, n, |p, vlan| changed |= remove_reason(vlans, desired, p, vlan, &nid))
+                        entries(facts, n, |p, vlan| changed |= remove_reason(vlans, desired, touched, p, vlan, &nid))
                     }
                     (true, true) if left + joined > 0 => {
                         if desired.tracking() {
@@ -611,17 +664,17 @@ impl State {
             for &n in &affected {
                 if contributes(rules, facts, n) {
                     let nid = Nid { hv: hv_ix, host: n.0, network: n.1 };
-                    entries(facts, n, |p, vlan| changed |= remove_reason(vlans, desired, p, vlan, &nid));
+                    entries(facts, n, |p, vlan| changed |= remove_reason(vlans, desired, touched, p, vlan, &nid));
                 }
             }
             match change {
-                Change::Upsert(f) => facts.upsert(f, &mut self.ports),
+                Change::Upsert(f) => facts.upsert(f, &mut self.ports, stamp),
                 Change::Remove(k) => facts.remove(k),
             }
             for &n in &affected {
                 if contributes(rules, facts, n) {
                     let nid = Nid { hv: hv_ix, host: n.0, network: n.1 };
-                    entries(facts, n, |p, vlan| changed |= add_reason(vlans, desired, p, vlan, nid));
+                    entries(facts, n, |p, vlan| changed |= add_reason(vlans, desired, touched, p, vlan, nid));
                 }
             }
             self.scratch = affected;
@@ -636,11 +689,11 @@ impl State {
         let Some(hv) = self.hypervisors.get(hv_ix as usize) else { return };
         let facts = &hv.facts;
         let mut changed = false;
-        let (vlans, desired) = (&mut self.vlans, &mut self.desired);
+        let (vlans, desired, touched) = (&mut self.vlans, &mut self.desired, &mut self.touched);
         for n in facts.network_ids() {
             if contributes(&self.rules, facts, n) {
                 let nid = Nid { hv: hv_ix, host: n.0, network: n.1 };
-                entries(facts, n, |p, vlan| changed |= remove_reason(vlans, desired, p, vlan, &nid));
+                entries(facts, n, |p, vlan| changed |= remove_reason(vlans, desired, touched, p, vlan, &nid));
             }
         }
         let facts = self.rules.empty_facts(id, &mut self.ports);
@@ -652,9 +705,9 @@ impl State {
         }
     }
 
-    /// Adds a decoded hypervisor with its facts (the index is rebuilt afterwards).
-    /// (A hypervisor stored twice keeps the last.)
-    fn insert_decoded(&mut self, id: HypervisorId, hv: Hypervisor, facts: &[Fact]) {
+    /// Adds a decoded hypervisor with its facts and the events that set them (the index is
+    /// rebuilt afterwards). (A hypervisor stored twice keeps the last.)
+    fn insert_decoded(&mut self, id: HypervisorId, hv: Hypervisor, facts: &[(Fact, Stamp)]) {
         let ix = match self.hv_ids.get(&id) {
             Some(ix) => {
                 let facts = self.rules.empty_facts(&id, &mut self.ports);
@@ -664,8 +717,8 @@ impl State {
             None => self.add_hypervisor(&id, hv),
         };
         let f = &mut self.hypervisors[ix as usize].facts;
-        for fact in facts {
-            f.upsert(fact, &mut self.ports);
+        for (fact, stamp) in facts {
+            f.upsert(fact, &mut self.ports, *stamp);
         }
     }
 
@@ -765,19 +818,40 @@ fn entries(facts: &Facts, n: Pair, mut f: impl FnMut(u32, VlanId)) {
     }
 }
 
-fn add_reason(vlans: &mut Index, desired: &mut DesiredCache, p: u32, vlan: VlanId, n: Nid) -> bool {
-    let added = vlans.entry((p, vlan)).or_default().insert(n);
+/// Adds network `n`'s reason to (port `p`, `vlan`); an entry it creates is `touched`.
+fn add_reason(
+    vlans: &mut Index,
+    desired: &mut DesiredCache,
+    touched: &mut Vec<(u32, VlanId)>,
+    p: u32,
+    vlan: VlanId,
+    n: Nid,
+) -> bool {
+    let set = vlans.entry((p, vlan)).or_insert_with(|| {
+        touched.push((p, vlan));
+        HashSet::default()
+    });
+    let added = set.insert(n);
     if added {
         desired.mark((p, vlan));
     }
     added
 }
 
-fn remove_reason(vlans: &mut Index, desired: &mut DesiredCache, p: u32, vlan: VlanId, n: &Nid) -> bool {
+/// Removes network `n`'s reason from (port `p`, `vlan`); an entry it empties is `touched`.
+fn remove_reason(
+    vlans: &mut Index,
+    desired: &mut DesiredCache,
+    touched: &mut Vec<(u32, VlanId)>,
+    p: u32,
+    vlan: VlanId,
+    n: &Nid,
+) -> bool {
     let Some(set) = vlans.get_mut(&(p, vlan)) else { return false };
     let removed = set.remove(n);
     if set.is_empty() {
         vlans.remove(&(p, vlan));
+        touched.push((p, vlan));
     }
     if removed {
         desired.mark((p, vlan));

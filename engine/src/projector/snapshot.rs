@@ -2,24 +2,35 @@
 //! key order, bincode) for snapshots and for comparing a replayed state with the live one.
 //!
 //! Desired state is not stored: decoding rebuilds its index from the facts with the policy in force,
-//! so a snapshot stays valid when the policy changes.
+//! so a snapshot stays valid when the policy changes. Provenance is stored: the event that set
+//! each fact, and since when each desired (port, VLAN) has been desired (entries the policy in
+//! force no longer desires are dropped on decoding; ones it newly desires date from the
+//! snapshot).
+//!
+//! A snapshot of an older format (1: no held removals, 2: no provenance) is refused with
+//! [`SnapshotError::Format`]: snapshots are derived data, so the reader folds the log instead.
 
 use serde::{Deserialize, Serialize};
 
-use super::{Facts, Held, Hypervisor, State, Status};
+use super::{Facts, Held, Hypervisor, Stamp, State, Status};
 use crate::config::Policy;
 use crate::fact::Fact;
-use crate::ids::{HypervisorId, Kind};
+use crate::ids::{HypervisorId, Kind, SwitchPort, VlanId};
 
-/// Version of the stored form; bump (and keep reading the old one) when it changes.
-/// 2: hypervisors carry the held mass removal.
-const FORMAT: u16 = 2;
+/// Version of the stored form; bump it when the form changes (older ones are refused, and the
+/// log folded instead). 2: hypervisors carry the held mass removal. 3: provenance (the event
+/// that set each fact; since when each desired VLAN is desired).
+pub const FORMAT: u16 = 3;
 
 #[derive(Serialize, Deserialize)]
-struct Stored<H> {
+struct Stored {
     format: u16,
     seq: u64,
-    hypervisors: Vec<H>,
+    /// The time of the event at `seq`.
+    at: crate::event::UnixMs,
+    hypervisors: Vec<StoredHypervisor>,
+    /// Desired (port, VLAN) → since when, in (port, VLAN) order.
+    since: Vec<(SwitchPort, VlanId, Stamp)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -29,23 +40,8 @@ struct StoredHypervisor {
     endpoint: String,
     status: Status,
     held: Option<Held>,
-    facts: Vec<Fact>,
-}
-
-/// Format 1: no held removals (they did not exist as events yet).
-#[derive(Serialize, Deserialize)]
-struct StoredHypervisorV1 {
-    id: HypervisorId,
-    kind: Option<Kind>,
-    endpoint: String,
-    status: Status,
-    facts: Vec<Fact>,
-}
-
-impl From<StoredHypervisorV1> for StoredHypervisor {
-    fn from(h: StoredHypervisorV1) -> Self {
-        Self { id: h.id, kind: h.kind, endpoint: h.endpoint, status: h.status, held: None, facts: h.facts }
-    }
+    /// Each fact with the event that set it, in key order.
+    facts: Vec<(Fact, Stamp)>,
 }
 
 /// A snapshot that cannot be read; says why.
@@ -53,7 +49,7 @@ impl From<StoredHypervisorV1> for StoredHypervisor {
 pub enum SnapshotError {
     #[error("snapshot does not decode: {0}")]
     Decode(String),
-    #[error("snapshot has format {found}, this build reads format {FORMAT}")]
+    #[error("snapshot has format {found}, this build reads format {FORMAT} (older ones carry no provenance)")]
     Format { found: u16 },
     #[error("snapshot has {0} trailing bytes")]
     Trailing(usize),
@@ -69,6 +65,7 @@ impl State {
         let stored = Stored {
             format: FORMAT,
             seq: self.seq,
+            at: self.at,
             hypervisors: self
                 .sorted_hypervisors()
                 .map(|(id, _, h)| StoredHypervisor {
@@ -77,9 +74,15 @@ impl State {
                     endpoint: h.endpoint.clone(),
                     status: h.status,
                     held: h.held,
-                    facts: h.facts.sorted().into_iter().map(|(_, f)| f.to_fact()).collect(),
+                    facts: h.facts.sorted_stamped(),
                 })
                 .collect(),
+            since: {
+                let mut v: Vec<_> =
+                    self.since.iter().map(|(&(p, vlan), &s)| (self.ports.value(p).clone(), vlan, s)).collect();
+                v.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+                v
+            },
         };
         // Encoding plain owned data into a Vec cannot fail.
         bincode::serde::encode_to_vec(&stored, config()).unwrap_or_default()
@@ -94,21 +97,15 @@ impl State {
     pub fn decode(bytes: &[u8], policy: &Policy) -> Result<State, SnapshotError> {
         let decode_err = |e: bincode::error::DecodeError| SnapshotError::Decode(e.to_string());
         let (format, _): (u16, usize) = bincode::serde::decode_from_slice(bytes, config()).map_err(decode_err)?;
-        let (stored, used): (Stored<StoredHypervisor>, usize) = match format {
+        let (stored, used): (Stored, usize) = match format {
             FORMAT => bincode::serde::decode_from_slice(bytes, config()).map_err(decode_err)?,
-            1 => {
-                let (s, used): (Stored<StoredHypervisorV1>, usize) =
-                    bincode::serde::decode_from_slice(bytes, config()).map_err(decode_err)?;
-                let hypervisors = s.hypervisors.into_iter().map(Into::into).collect();
-                (Stored { format: s.format, seq: s.seq, hypervisors }, used)
-            }
             found => return Err(SnapshotError::Format { found }),
         };
         if used != bytes.len() {
             return Err(SnapshotError::Trailing(bytes.len() - used));
         }
         let mut state = State::new(policy);
-        state.seq = stored.seq;
+        (state.seq, state.at) = (stored.seq, stored.at);
         for h in stored.hypervisors {
             let hv = Hypervisor {
                 kind: h.kind,
@@ -120,6 +117,15 @@ impl State {
             state.insert_decoded(h.id, hv, &h.facts);
         }
         state.rebuild_index();
+        let snapshot_stamp = state.last_stamp();
+        let stored_since: std::collections::HashMap<_, _> =
+            stored.since.into_iter().map(|(port, vlan, s)| ((port, vlan), s)).collect();
+        let keys: Vec<_> = state.vlans.keys().copied().collect();
+        for (p, vlan) in keys {
+            let port = state.ports.value(p);
+            let since = stored_since.get(&(port.clone(), vlan)).copied().unwrap_or(snapshot_stamp);
+            state.since.insert((p, vlan), since);
+        }
         Ok(state)
     }
 }
