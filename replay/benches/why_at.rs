@@ -1,0 +1,111 @@
+//! `why --at` at the start, the middle and the head of a long log: how much of it a history
+//! query folds once provenance lives in the projector state and snapshots are retained.
+//!
+//! Builds a data directory holding a sled log of the projector benchmarks' world (1,000 hosts,
+//! 50,000 VMs, then one-change events: `engine/benches/common`), `NETFOLD_BENCH_EVENTS` in all
+//! (default 10,000,000), saving a snapshot every `NETFOLD_BENCH_SNAPSHOT_EVERY` events (default
+//! 100,000; the agent's default is 10,000, but the log thins older snapshots to about one per
+//! 1/32 of their span either way, so the retained spacing far from the head is the same). Then
+//! it opens the directory as `netfold why` does ([`History::open`]: a private read-only copy)
+//! and asks `why` for one VLAN at seq 1, the middle and the head, printing each answer's time,
+//! where its fold started and how many events it folded, beside the same answer from a full
+//! fold.
+//!
+//! Run: `cargo bench -p replay --bench why_at` (about 2 GB in a temporary directory).
+
+#[path = "../../engine/benches/common/mod.rs"]
+mod common;
+
+use std::time::Instant;
+
+use engine::projector::State;
+use engine::{Envelope, Recorded, SwitchPort, VlanId};
+use replay::{History, Point};
+use store::layout::{db_path, EVENTS_LOG};
+use store::{Log, Store};
+
+const BATCH: usize = 4096;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    let total = env_u64("NETFOLD_BENCH_EVENTS", 10_000_000);
+    let every = env_u64("NETFOLD_BENCH_SNAPSHOT_EVERY", 100_000);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let head = {
+        let store = Store::open(db_path(dir.path())).unwrap();
+        let log = store.log::<Recorded>(EVENTS_LOG).unwrap();
+        let mut state = State::new(&Default::default());
+        let mut g = common::world();
+        let mut pending: Vec<Recorded> =
+            g.envs.drain(..).map(|e| Recorded { at: e.at, hypervisor: e.hypervisor, event: e.event }).collect();
+        let mut i = 0u64;
+        let mut next_snapshot = every;
+        while log.head() < total {
+            while pending.len() < BATCH && log.head() + (pending.len() as u64) < total {
+                i += 1;
+                let at = 1_790_000_000_000 + i;
+                pending.extend(common::step(&mut g, i as usize).into_iter().map(|(hypervisor, event)| Recorded {
+                    at,
+                    hypervisor,
+                    event,
+                }));
+            }
+            let batch = std::mem::take(&mut pending);
+            let from = log.head() + 1;
+            rt.block_on(log.append(batch.clone())).expect("append a batch");
+            for (n, r) in batch.into_iter().enumerate() {
+                let seq = from + n as u64;
+                state.apply(&Envelope {
+                    seq,
+                    at: r.at,
+                    hypervisor: r.hypervisor,
+                    schema: 1,
+                    prev: [0; 32],
+                    event: r.event,
+                });
+                if seq == next_snapshot {
+                    log.save_snapshot(seq, state.encode()).expect("save a snapshot");
+                    next_snapshot += every;
+                }
+            }
+        }
+        log.head()
+    };
+    println!("built a log of {head} events with a snapshot every {every} in {:.1} s", t.elapsed().as_secs_f64());
+
+    let t = Instant::now();
+    let h = History::open(dir.path()).unwrap();
+    println!("History::open (private read-only copy + sled open): {:.2?}", t.elapsed());
+
+    // A VLAN the world puts on a port from its first inventory on.
+    let port = SwitchPort::new("tor0", "ethernet1/0/0").unwrap();
+    let vlan = VlanId::new(100).unwrap();
+    let none = &|_, _| {};
+    for at in [1, head / 2, head] {
+        let point = Some(Point::Seq(at));
+        let start = h.log().snapshot_at_or_before(at).unwrap().map_or(0, |s| s.seq);
+        let t = Instant::now();
+        let quick = h.why(&port, vlan, point, none).unwrap();
+        let took = t.elapsed();
+        let t = Instant::now();
+        let full = replay::history::explain(&h.fold(point, none).unwrap(), &port, vlan);
+        let full_took = t.elapsed();
+        assert_eq!(
+            serde_json::to_value(&quick).unwrap(),
+            serde_json::to_value(&full).unwrap(),
+            "why at {at}: from the snapshot and from the start must agree"
+        );
+        println!(
+            "why --at {at}: {took:.2?} (from the snapshot at {start}: {} events folded; {} reasons; since {:?}) — full fold {full_tookin:.2?}",
+            at - start,
+            quick.reasons.len(),
+            quick.since.map(|s| s.0),
+            full_tookin = full_took,
+        );
+    }
+}
