@@ -70,7 +70,8 @@ async fn answers_echo_reports_updates_and_reconnects() {
     assert!(err.is_retryable(), "{err}");
 
     // The client reconnects on its own and monitors again; calls work once more.
-    let (mut s, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept()).await.expect("reconnect").unwrap();
+    let (mut s, _) =
+        tokio::time::timeout(Duration::from_secs(30), listener.accept()).await.expect("reconnect").unwrap();
     let mut buf = BytesMut::new();
     let monitor = next(&mut s, &mut buf).await;
     assert_eq!(monitor["method"], "monitor");
@@ -181,7 +182,8 @@ async fn an_unterminated_message_is_cut_off_at_the_limit_with_bounded_memory() {
     let grown = rss_kib().saturating_sub(before);
     assert!(grown < 64 * 1024, "RSS grew by {grown} KiB while the peer sent {sent} bytes");
     // And it reconnects on its own.
-    let (mut s, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept()).await.expect("reconnect").unwrap();
+    let (mut s, _) =
+        tokio::time::timeout(Duration::from_secs(30), listener.accept()).await.expect("reconnect").unwrap();
     let monitor = next(&mut s, &mut BytesMut::new()).await;
     assert_eq!(monitor["method"], "monitor");
 }

@@ -218,7 +218,8 @@ mod tests {
     #[test]
     fn parses_minimal_toml_with_defaults() {
         let c: Config =
-            toml::from_str("url = \"https://vc.lab\"\nuser = \"u\"\npassword = { password_env = \"VC_PW\" }\n").unwrap();
+            toml::from_str("url = \"https://vc.lab\"\nuser = \"u\"\npassword = { password_env = \"VC_PW\" }\n")
+                .unwrap();
         assert_eq!(c.sdk_url(), "https://vc.lab/sdk");
         for (given, sdk) in [
             ("https://[::1]", "https://[::1]/sdk"),
