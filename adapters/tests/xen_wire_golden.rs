@@ -66,10 +66,13 @@ fn answer(method: &str) -> SimValue {
     }
 }
 
+/// The bodies the recording peer received: method name, body, in arrival order.
+type Recorded = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// Runs every call netfold's XenAPI client makes, in the adapter's order, against a peer that
 /// records each body: method name → body.
 async fn netfold_requests() -> BTreeMap<String, Vec<u8>> {
-    let seen: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let seen: Recorded = Arc::default();
     let record = seen.clone();
     let app = axum::Router::new().route(
         "/",

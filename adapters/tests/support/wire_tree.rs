@@ -192,10 +192,10 @@ impl Element {
     }
 }
 
-/// The first place two trees differ, as a path and the two sides; `None` when equal.
+/// The first place two trees differ, as a path (`/root/child[index]/…`) and the two sides;
+/// `None` when equal.
 pub fn first_difference(a: &Element, b: &Element) -> Option<String> {
     fn walk(a: &Element, b: &Element, path: &str) -> Option<String> {
-        let path = format!("{path}/{}", a.name);
         if a.name != b.name {
             return Some(format!("{path}: element {} vs {}", a.name, b.name));
         }
@@ -205,7 +205,7 @@ pub fn first_difference(a: &Element, b: &Element) -> Option<String> {
         for (i, pair) in a.children.iter().zip(&b.children).enumerate() {
             match pair {
                 (Item::Element(x), Item::Element(y)) => {
-                    if let Some(d) = walk(x, y, &format!("{path}[{i}]")) {
+                    if let Some(d) = walk(x, y, &format!("{path}/{}[{i}]", x.name)) {
                         return Some(d);
                     }
                 }
@@ -218,7 +218,7 @@ pub fn first_difference(a: &Element, b: &Element) -> Option<String> {
         }
         None
     }
-    walk(a, b, "")
+    walk(a, b, &format!("/{}", a.name))
 }
 
 /// XML-RPC's one equivalence: "if no type is indicated, the type is string" (the XML-RPC
