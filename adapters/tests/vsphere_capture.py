@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import threading
+import time
 
 from xml.etree import ElementTree
 
@@ -161,8 +162,11 @@ def main():
     options = PC.WaitOptions(maxWaitSeconds=wait, maxObjectUpdates=page)
     first = call("WaitForUpdatesEx.enter", pc.WaitForUpdatesEx, "", options)
     task = vms[0].PowerOffVM_Task()
+    deadline = time.monotonic() + 30
     while task.info.state not in ("success", "error"):
-        pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("PowerOffVM_Task not done within 30 s: " + str(task.info.state))
+        time.sleep(0.1)
     second = call("WaitForUpdatesEx.modify", pc.WaitForUpdatesEx, first.version, options)
     quiet = PC.WaitOptions(maxWaitSeconds=1, maxObjectUpdates=page)
     call("WaitForUpdatesEx.none", pc.WaitForUpdatesEx, second.version, quiet)

@@ -23,7 +23,7 @@ use std::time::Duration;
 use adapters::vsphere::codec::{self, ChangeOp, MoRef, UpdateKind, Value};
 use adapters::vsphere::mapping::{self, Inventory};
 use adapters::vsphere::Error;
-use engine::{Fact, VlanSpec};
+use engine::Fact;
 use wire_tree::{Element, Item};
 
 /// The credentials vcsim is started with for the capture.
@@ -206,12 +206,32 @@ fn vcsims_inventory_decodes_and_maps_to_facts() {
     inv.set_hints("host-21", hints);
     let m = inv.facts();
     assert!(m.rejected.is_empty(), "{:?}", m.rejected);
+    // vcsim's model: one host, two standard port groups on vmnic0, the DVS uplink port group
+    // (a 1-4094 trunk) and one distributed port group, one VM with one NIC on it.
+    assert_eq!(m.facts.len(), 8, "{:#?}", m.facts);
+    let networks: Vec<String> = m
+        .facts
+        .values()
+        .filter_map(|f| match f {
+            Fact::Network(n) => Some(format!("{} {:?} {:?}", n.network, n.vlan, n.uplinks)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        networks,
+        [
+            "Management Network Untagged [\"vmnic0\"]",
+            "VM Network Untagged [\"vmnic0\"]",
+            "dvportgroup-11 Trunk([VlanRange { first: VlanId(1), last: VlanId(4094) }]) []",
+            "dvportgroup-13 Untagged []",
+        ]
+    );
     let vnics: Vec<_> = m.facts.values().filter_map(|f| if let Fact::Vnic(v) = f { Some(v) } else { None }).collect();
-    assert_eq!(vnics.len(), 1, "{vnics:?}");
-    assert!(vnics[0].powered_on && vnics[0].host == "host-21", "{:?}", vnics[0]);
-    let dvpg_vlans: Vec<&VlanSpec> =
-        m.facts.values().filter_map(|f| if let Fact::Network(n) = f { Some(&n.vlan) } else { None }).collect();
-    assert!(!dvpg_vlans.is_empty(), "networks mapped: {:?}", m.facts);
+    let [v] = &vnics[..] else { panic!("one vNIC: {vnics:?}") };
+    assert_eq!(
+        (v.vm.as_str(), v.host.as_str(), v.network.as_str(), v.mac.as_str(), v.connected, v.powered_on),
+        ("vm-27", "host-21", "dvportgroup-13", "00:0c:29:36:63:62", false, true)
+    );
 }
 
 #[test]
