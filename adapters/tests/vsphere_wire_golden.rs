@@ -13,6 +13,8 @@
 //!   shape, ignoring only the volatile values [`volatile`] lists. With `NETFOLD_RECAPTURE=1`
 //!   it writes the fresh capture over the checked-in one instead (review the diff).
 
+#[path = "support/captures.rs"]
+mod captures;
 #[path = "support/wire_tree.rs"]
 mod wire_tree;
 
@@ -44,15 +46,7 @@ fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/vsphere/vcsim")
 }
 
-/// The captured `*.xml` files of a directory by name.
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "xml"))
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
-        .collect()
-}
+use captures::xml_files as files;
 
 fn golden(name: &str) -> Vec<u8> {
     let p = golden_dir().join(name);
@@ -312,27 +306,16 @@ fn volatile_values_are_all_that_the_recapture_ignores() {
 #[test]
 #[ignore = "needs vcsim (Go + govmomi) and pyVmomi: set PYVMOMI_PYTHON and run with --ignored"]
 fn vcsim_and_pyvmomi_still_answer_and_ask_as_captured() {
-    let python = std::env::var("PYVMOMI_PYTHON").unwrap_or_else(|_| "python3".into());
     let bin = sims::vcsim::binary(Path::new(env!("CARGO_TARGET_TMPDIR"))).unwrap_or_else(|e| panic!("{e}"));
     let vc = sims::vcsim::Vcsim::start(&bin, VCSIM_ARGS, Duration::from_secs(300)).unwrap_or_else(|e| panic!("{e}"));
     let out = tempfile::tempdir().unwrap();
     let props: Vec<(&str, &[&str])> = mapping::prop_specs();
     let spec = serde_json::json!({ "props": props, "page": PAGE, "wait": WAIT }).to_string();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vsphere_capture.py");
-    let run = std::process::Command::new(&python)
-        .arg(&script)
-        .args([&vc.host, &vc.port.to_string(), &vc.user, &vc.password])
-        .arg(out.path())
-        .arg(&spec)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {python} (set PYVMOMI_PYTHON to a Python with pyvmomi): {e}"));
-    assert!(
-        run.status.success(),
-        "{} failed ({}): {}",
-        script.display(),
-        run.status,
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let port = vc.port.to_string();
+    let strs = [vc.host.as_str(), &port, &vc.user, &vc.password];
+    let args: Vec<&std::ffi::OsStr> =
+        strs.iter().map(|a| a.as_ref()).chain([out.path().as_os_str(), spec.as_ref()]).collect();
+    captures::run_script("PYVMOMI_PYTHON", "vsphere_capture.py", &args);
     let fresh = files(out.path());
     if std::env::var_os("NETFOLD_RECAPTURE").is_some() {
         for (name, bytes) in &fresh {

@@ -13,6 +13,8 @@
 //! (its README names the file each came from); `decode_response` must read them to the values
 //! below.
 
+#[path = "support/captures.rs"]
+mod captures;
 #[path = "support/wire_tree.rs"]
 mod wire_tree;
 
@@ -40,14 +42,9 @@ fn dir(sub: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/xen").join(sub)
 }
 
-/// The `*.xml` files of a directory, by file stem.
+/// The `*.xml` files of a directory, by file stem (the method each holds).
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "xml"))
-        .map(|p| (p.file_stem().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
-        .collect()
+    captures::xml_files(dir).into_iter().map(|(name, b)| (name.trim_end_matches(".xml").to_string(), b)).collect()
 }
 
 /// What the recording peer answers, as xapi would (the simulator's own XML-RPC writer).
@@ -152,21 +149,8 @@ fn the_tree_comparison_sees_a_changed_parameter() {
 #[test]
 #[ignore = "needs XenAPI.py: set XENAPI_PYTHON (the CI venv) and run with --ignored"]
 fn xenapi_py_still_writes_the_checked_in_requests() {
-    let python = std::env::var("XENAPI_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = tempfile::tempdir().unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/xenapi_requests.py");
-    let run = std::process::Command::new(&python)
-        .arg(&script)
-        .arg(out.path())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {python} (set XENAPI_PYTHON to a Python with XenAPI): {e}"));
-    assert!(
-        run.status.success(),
-        "{} failed ({}): {}",
-        script.display(),
-        run.status,
-        String::from_utf8_lossy(&run.stderr)
-    );
+    captures::run_script("XENAPI_PYTHON", "xenapi_requests.py", &[out.path().as_os_str()]);
     let fresh = files(out.path());
     let golden = files(&dir("xenapi_py"));
     assert_eq!(fresh.keys().collect::<Vec<_>>(), golden.keys().collect::<Vec<_>>(), "the set of calls changed");

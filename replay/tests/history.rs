@@ -158,25 +158,29 @@ async fn verify_passes_then_names_a_tampered_record() {
     assert!(err.to_string().contains("record 2"), "{err}");
 }
 
+/// Saves as the snapshot at seq 3 the state the log folds to there plus `marker`, a hypervisor
+/// no record names: a state the log does not give, visible wherever the snapshot is used.
+fn save_marked_snapshot_at_3(dir: &std::path::Path, marker: &HypervisorId) {
+    let mut at3 = History::open(dir).unwrap().fold(Some(Point::Seq(3)), NO_PROGRESS).unwrap().state;
+    at3.apply(&engine::Envelope {
+        seq: 3,
+        at: 3_000,
+        hypervisor: marker.clone(),
+        schema: <Recorded as store::Record>::SCHEMA,
+        prev: [0; 32],
+        event: Event::Connected { kind: Kind::VMware, endpoint: "https://marker".into() },
+    });
+    let store = Store::open(db_path(dir)).unwrap();
+    store.log::<Recorded>(EVENTS_LOG).unwrap().save_snapshot(3, at3.encode()).unwrap();
+}
+
 /// A snapshot whose state is not what the log folds to at its seq — as a projection that does
 /// not fold deterministically, or an altered snapshot, would leave — fails `verify`.
 #[tokio::test]
 async fn verify_fails_when_snapshot_plus_tail_differs_from_the_full_fold() {
     let dir = tempfile::tempdir().unwrap();
     write_history(dir.path()).await;
-    let mut at3 = History::open(dir.path()).unwrap().fold(Some(Point::Seq(3)), NO_PROGRESS).unwrap().state;
-    at3.apply(&engine::Envelope {
-        seq: 3,
-        at: 3_000,
-        hypervisor: HypervisorId::new("not-in-the-log").unwrap(),
-        schema: <Recorded as store::Record>::SCHEMA,
-        prev: [0; 32],
-        event: Event::Connected { kind: Kind::XenCitrix, endpoint: "https://elsewhere".into() },
-    });
-    {
-        let store = Store::open(db_path(dir.path())).unwrap();
-        store.log::<Recorded>(EVENTS_LOG).unwrap().save_snapshot(3, at3.encode()).unwrap();
-    }
+    save_marked_snapshot_at_3(dir.path(), &HypervisorId::new("not-in-the-log").unwrap());
     let h = History::open(dir.path()).unwrap();
     let err = replay::verify::verify(&h, NO_PROGRESS).unwrap_err();
     assert!(matches!(err, replay::Error::NotDeterministic { snapshot: 3 }), "{err}");
@@ -189,20 +193,8 @@ async fn verify_fails_when_snapshot_plus_tail_differs_from_the_full_fold() {
 async fn a_point_after_a_snapshot_is_folded_from_it_and_one_before_from_the_start() {
     let dir = tempfile::tempdir().unwrap();
     write_history(dir.path()).await;
-    let mut at3 = History::open(dir.path()).unwrap().fold(Some(Point::Seq(3)), NO_PROGRESS).unwrap().state;
     let marker = HypervisorId::new("only-in-the-snapshot").unwrap();
-    at3.apply(&engine::Envelope {
-        seq: 3,
-        at: 3_000,
-        hypervisor: marker.clone(),
-        schema: <Recorded as store::Record>::SCHEMA,
-        prev: [0; 32],
-        event: Event::Connected { kind: Kind::VMware, endpoint: "https://marker".into() },
-    });
-    {
-        let store = Store::open(db_path(dir.path())).unwrap();
-        store.log::<Recorded>(EVENTS_LOG).unwrap().save_snapshot(3, at3.encode()).unwrap();
-    }
+    save_marked_snapshot_at_3(dir.path(), &marker);
     let h = History::open(dir.path()).unwrap();
     let from = |n| h.state_at(Some(Point::Seq(n)), NO_PROGRESS).unwrap().state.endpoint(&marker).is_some();
     assert!(from(3) && from(5) && from(6), "folded from the snapshot");
