@@ -13,6 +13,8 @@ mod http;
 mod metrics;
 mod run;
 mod sim;
+mod source;
+mod status;
 
 use std::process::ExitCode;
 
@@ -63,25 +65,21 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Log { data, follow, agent, hypervisor, switch, since, until, kind, json } => {
+        Command::Log { data, follow, hypervisor, switch, since, until, kind, json } => {
             let filter = audit::filter(hypervisor, (since, until), kind)?;
-            if let Some(switch) = switch {
-                if follow {
-                    audit::follow_switch(&agent, &switch, &filter, json).await
-                } else {
-                    audit::switch_log(&data, &switch, &filter, json)
-                }
-            } else if follow {
-                audit::follow(&agent, &filter, json).await
-            } else {
-                audit::log(&data, &filter, json)
+            match (switch, follow) {
+                (Some(switch), true) => audit::follow_switch(&data.agent, &switch, &filter, json).await,
+                (Some(switch), false) => audit::switch_log(&data, &switch, &filter, json).await,
+                (None, true) => audit::follow(&data.agent, &filter, json).await,
+                (None, false) => audit::log(&data, &filter, json).await,
             }
         }
-        Command::State { data, at, switch, json } => audit::state(&data, at, switch, json),
-        Command::Why { data, port, vlan, at, json } => audit::why(&data, &port, vlan, at, json),
-        Command::Diff { data, from, to } => audit::diff(&data, &from, &to),
-        Command::Verify { data } => audit::verify(&data),
+        Command::State { data, at, switch, json } => audit::state(&data, at, switch, json).await,
+        Command::Why { data, port, vlan, at, json } => audit::why(&data, &port, vlan, at, json).await,
+        Command::Diff { data, from, to } => audit::diff(&data, &from, &to).await,
+        Command::Verify { data } => audit::verify(&data).await,
         Command::Release { hypervisor, agent } => audit::release(&agent, &hypervisor).await,
+        Command::Status { agent, json } => status::run(&agent, json).await,
         Command::Run { config, accept_loss } => run::run(&config, accept_loss).await,
         Command::Config { command: cli::ConfigCommand::Check { config } } => run::check(&config),
         Command::Sim { sim } => sim::run(sim).await,

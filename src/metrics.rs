@@ -126,6 +126,22 @@ impl Metrics {
         switches.iter().map(|(name, st)| (name.clone(), st.health())).collect()
     }
 
+    /// Every reconciler's counters, by switch name (for `/status`).
+    pub fn switch_stats(&self) -> Vec<(String, Arc<engine::reconciler::Stats>)> {
+        self.switches.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Operations on `switch` that failed since start (from the audit log, as `/metrics` counts).
+    pub fn failed_operations(&self, switch: &str) -> u64 {
+        ["add", "remove"]
+            .iter()
+            .filter_map(|op| {
+                let label = OpLabel { switch: switch.to_string(), op: op.to_string(), result: "failed".into() };
+                self.switch_ops.get(&label).map(|c| c.get())
+            })
+            .sum()
+    }
+
     /// What `/metrics` encodes, built once: the tap's counters and the append histogram (shared,
     /// never reset) and a [`Live`] collector over `state`, this value's adapters and switches,
     /// and `head` (the event log's head).

@@ -304,6 +304,12 @@ impl Ledger {
         Self { table, switch: switch.into() }
     }
 
+    /// How many VLAN memberships netfold owns on this switch, as the ledger holds them (a
+    /// read: nothing is rewritten).
+    pub fn owned_count(&self) -> store::Result<usize> {
+        Ok(self.table.scan::<BTreeSet<VlanId>>(&self.prefix(OWNED))?.into_iter().map(|(_, v)| v.len()).sum())
+    }
+
     fn prefix(&self, kind: u8) -> Vec<u8> {
         let mut k = self.switch.as_bytes().to_vec();
         k.push(kind);
@@ -499,6 +505,8 @@ pub struct Stats {
     pub unresolved_intents: AtomicU64,
     /// Desired memberships the last cycle refused because the port name is invalid.
     pub refused_names: AtomicU64,
+    /// Unix ms the last cycle ended (0 before the first).
+    pub last_cycle_at: AtomicU64,
 }
 
 /// A copy of a reconciler's health, for `/healthz`.
@@ -511,6 +519,8 @@ pub struct Health {
     pub last_error: Option<String>,
     pub unresolved_intents: u64,
     pub refused_names: u64,
+    /// Unix ms the last cycle ended (`None` before the first).
+    pub last_cycle_at: Option<UnixMs>,
 }
 
 impl Stats {
@@ -521,7 +531,9 @@ impl Stats {
     /// The health fields, read together.
     pub fn health(&self) -> Health {
         let since = self.failing_since.load(Ordering::Relaxed);
+        let last = self.last_cycle_at.load(Ordering::Relaxed);
         Health {
+            last_cycle_at: (last != 0).then_some(last),
             failing: self.failing.load(Ordering::Relaxed),
             consecutive_failures: self.consecutive_failures.load(Ordering::Relaxed),
             failing_since: (since != 0).then_some(since),
@@ -901,6 +913,7 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
             let result = self.cycle().instrument(span.clone()).await;
             Stats::bump(&self.stats.cycles);
             let now = now_ms();
+            self.stats.last_cycle_at.store(now, Ordering::Relaxed);
             let (mut delay, recheck_at) = match result {
                 Ok(report) if report.failed() == 0 => {
                     if failures > 0 {
