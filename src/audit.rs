@@ -337,7 +337,7 @@ pub async fn release(agent: &AgentArgs, hypervisor: &str) -> Result<()> {
         .await
         .context("the release was not done (release goes through the running agent)")?;
     let n = body.get("released").and_then(|n| n.as_u64()).unwrap_or(0);
-    println!("{hypervisor}: released a held removal of {n} facts; it applies at the next full read (asked for now)");
+    outln!("{hypervisor}: released a held removal of {n} facts; it applies at the next full read (asked for now)");
     Ok(())
 }
 
@@ -463,12 +463,12 @@ pub async fn state(data: &DataDir, at: Option<String>, switch: Option<String>, j
 
 fn render_state(view: &StateView, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(view)?);
+        outln!("{}", serde_json::to_string_pretty(view)?);
         return Ok(());
     }
     match view.last {
-        Some((seq, t)) => println!("State as of record {seq} ({})", format_time(t)),
-        None => println!("State before the first record"),
+        Some((seq, t)) => outln!("State as of record {seq} ({})", format_time(t)),
+        None => outln!("State before the first record"),
     }
     print_statuses(&view.hypervisors);
     print_ports(&view.ports);
@@ -476,7 +476,7 @@ fn render_state(view: &StateView, json: bool) -> Result<()> {
 }
 
 fn print_statuses(rows: &[HypervisorRow]) {
-    println!("\nHypervisors:");
+    outln!("\nHypervisors:");
     for r in rows {
         let id = &r.name;
         let kind = r.kind.as_deref().unwrap_or("?");
@@ -493,7 +493,7 @@ fn print_statuses(rows: &[HypervisorRow]) {
                 h.seq
             )
         });
-        println!("  {id:<14} {kind:<11} {status:<36} {} facts{held}", r.facts);
+        outln!("  {id:<14} {kind:<11} {status:<36} {} facts{held}", r.facts);
     }
 }
 
@@ -503,18 +503,18 @@ pub fn print_desired(st: &State, switch: Option<&str>) {
 }
 
 fn print_ports(ports: &[PortRow]) {
-    println!("\n{:<22} {:>5}  reasons", "port", "vlan");
+    outln!("\n{:<22} {:>5}  reasons", "port", "vlan");
     let mut any = false;
     for port in ports {
         for v in &port.vlans {
             any = true;
             let n = v.reasons.len();
             let more = if n > v.labels.len() { format!(" (+{} more)", n - v.labels.len()) } else { String::new() };
-            println!("{:<22} {:>5}  {}{}", port.port, v.vlan.get(), v.labels.join(", "), more);
+            outln!("{:<22} {:>5}  {}{}", port.port, v.vlan.get(), v.labels.join(", "), more);
         }
     }
     if !any {
-        println!("(no VLAN is desired on any port)");
+        outln!("(no VLAN is desired on any port)");
     }
 }
 
@@ -546,32 +546,39 @@ pub async fn why(data: &DataDir, port: &str, vlan: u16, at: Option<String>, json
 
 fn render_why(why: &Why, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(why)?);
+        outln!("{}", serde_json::to_string_pretty(why)?);
         return Ok(());
     }
     let (port, vlan) = (&why.port, why.vlan);
     let when =
         why.at.map_or("before the first record".to_string(), |(s, t)| format!("as of record {s} ({})", format_time(t)));
     if why.reasons.is_empty() {
-        println!("VLAN {vlan} is not desired on {port} {when}: no VM or network needs it there.");
+        outln!("VLAN {vlan} is not desired on {port} {when}: no VM or network needs it there.");
         return Ok(());
     }
     let since = why.since.map_or(String::new(), |(s, t)| format!(", since record {s} ({})", format_time(t)));
-    println!("VLAN {vlan} is on {port} {when}{since}, because of {} reason(s):", why.reasons.len());
+    outln!("VLAN {vlan} is on {port} {when}{since}, because of {} reason(s):", why.reasons.len());
     for e in &why.reasons {
         let r = &e.reason;
         match &r.vnic {
-            Some(v) => println!(
+            Some(v) => outln!(
                 "- VM {} ({}) NIC {} on network {} at host {} of hypervisor {}",
-                v.vm_name, v.vm, v.nic, r.network, r.host, r.hypervisor
+                v.vm_name,
+                v.vm,
+                v.nic,
+                r.network,
+                r.host,
+                r.hypervisor
             ),
-            None => println!(
+            None => outln!(
                 "- network {} at host {} of hypervisor {} (VM-less networks count)",
-                r.network, r.host, r.hypervisor
+                r.network,
+                r.host,
+                r.hypervisor
             ),
         }
         for l in &e.learnt {
-            println!("    {} learnt at record {} ({})", l.fact, l.seq, format_time(l.at));
+            outln!("    {} learnt at record {} ({})", l.fact, l.seq, format_time(l.at));
         }
     }
     Ok(())
@@ -600,14 +607,14 @@ pub async fn diff(data: &DataDir, from: &str, to: &str) -> Result<()> {
 
 fn render_diff(a: Point, b: Point, lines: &[DiffLine]) {
     if lines.is_empty() {
-        println!("Desired state is the same at {a} and {b}.");
+        outln!("Desired state is the same at {a} and {b}.");
     }
     for l in lines {
         use replay::history::DiffChange::*;
         match l.change {
-            Added { reasons } => println!("+ {} vlan {} ({reasons} reasons)", l.port, l.vlan),
-            Removed { reasons } => println!("- {} vlan {} (had {reasons} reasons)", l.port, l.vlan),
-            Reasons { before, after } => println!("~ {} vlan {} (reasons {before} -> {after})", l.port, l.vlan),
+            Added { reasons } => outln!("+ {} vlan {} ({reasons} reasons)", l.port, l.vlan),
+            Removed { reasons } => outln!("- {} vlan {} (had {reasons} reasons)", l.port, l.vlan),
+            Reasons { before, after } => outln!("~ {} vlan {} (reasons {before} -> {after})", l.port, l.vlan),
         }
     }
 }
@@ -628,7 +635,7 @@ pub async fn verify(data: &DataDir) -> Result<()> {
             report
         }
     };
-    println!(
+    outln!(
         "verify OK: {} records, hash chain intact (tip {}), every record decodes, replay deterministic ({}; state {})",
         report.records,
         report.tip.get(..16).unwrap_or(&report.tip),

@@ -2,6 +2,15 @@
 //! parses arguments, installs the tracing subscriber, dispatches, and turns any error into one
 //! clear paragraph and a non-zero exit.
 
+/// `println!` that stops quietly when the reader went away (`netfold state | head`) instead of
+/// panicking on the broken pipe.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 mod agent;
 mod audit;
 mod cli;

@@ -157,9 +157,9 @@ pub async fn run(args: &AgentArgs, json: bool) -> Result<()> {
     let agent = Agent::from_args(args)?;
     let view: StatusView = agent.get("/status", &[]).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&view)?);
+        outln!("{}", serde_json::to_string_pretty(&view)?);
     } else {
-        print!("{}", render(&view));
+        outln!("{}", render(&view).trim_end());
     }
     Ok(())
 }
