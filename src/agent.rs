@@ -250,7 +250,7 @@ impl Agent {
     }
 
     /// Runs `task` until it returns or the agent stops (it has no step to finish).
-    fn spawn_until_stop(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+    pub fn spawn_until_stop(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         let stop = self.stop.clone();
         self.spawn(async move {
             stop.run_until_cancelled(task).await;
