@@ -134,8 +134,17 @@ async fn compute<T: serde::Serialize + Send + 'static>(
     }
 }
 
-fn parse_point(what: &str, s: &str) -> Result<Point, Response> {
-    s.parse::<Point>().map_err(|e| bad_request(what, e))
+/// A query parameter that does not parse: 400 with the reason.
+struct Bad(String);
+
+impl IntoResponse for Bad {
+    fn into_response(self) -> Response {
+        error(StatusCode::BAD_REQUEST, self.0)
+    }
+}
+
+fn parse_point(what: &str, s: &str) -> Result<Point, Bad> {
+    s.parse::<Point>().map_err(|e| Bad(format!("{what}: {e}")))
 }
 
 async fn healthz(Ax(ctx): Ax<Ctx>) -> impl IntoResponse {
@@ -188,7 +197,7 @@ struct StateQuery {
 async fn state_json(Ax(ctx): Ax<Ctx>, Query(q): Query<StateQuery>) -> Response {
     let at = match q.at.as_deref().map(|s| parse_point("at", s)).transpose() {
         Ok(at) => at,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let switch = q.switch;
     match at {
@@ -224,7 +233,7 @@ async fn why(Ax(ctx): Ax<Ctx>, Query(q): Query<WhyQuery>) -> Response {
     };
     let at = match q.at.as_deref().map(|s| parse_point("at", s)).transpose() {
         Ok(at) => at,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     compute(&ctx, move |h| Ok(h.why(&port, vlan, at, &|_, _| {})?)).await
 }
@@ -239,7 +248,7 @@ struct DiffQuery {
 async fn diff(Ax(ctx): Ax<Ctx>, Query(q): Query<DiffQuery>) -> Response {
     let (a, b) = match (parse_point("from", &q.from), parse_point("to", &q.to)) {
         (Ok(a), Ok(b)) => (a, b),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
     };
     compute(&ctx, move |h| Ok(h.diff(a, b, &|_, _| {})?)).await
 }

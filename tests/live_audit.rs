@@ -229,7 +229,9 @@ async fn the_audit_commands_answer_from_a_running_agent_as_from_the_stopped_dire
     let token = "s3cret-of-the-operator";
     let get = reqwest::Method::GET;
     let vlan_q = vlan.as_str();
-    let checks: Vec<(reqwest::Method, &str, Vec<(&str, &str)>, u16)> = vec![
+    /// Method, path, query, the status it must answer.
+    type Check<'a> = (reqwest::Method, &'a str, Vec<(&'a str, &'a str)>, u16);
+    let checks: Vec<Check> = vec![
         (get.clone(), "/healthz", vec![], 200),
         (get.clone(), "/status", vec![], 200),
         (get.clone(), "/state", vec![], 200),
