@@ -181,7 +181,8 @@ pub struct DataDir {
 #[derive(clap::Args, Debug)]
 pub struct AgentArgs {
     /// The agent's config file: its `data_dir`, and its `[http]` section to reach the agent
-    /// (`listen`, and `token_file` when set). Default: ./netfold.toml when it exists.
+    /// (`listen`, and `token_file` when set). Default: ./netfold.toml, else
+    /// /etc/netfold/netfold.toml, when one exists.
     #[arg(short, long, env = "NETFOLD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Ask the running agent at this URL (e.g. http://127.0.0.1:9187). Default: the agent at

@@ -7,8 +7,10 @@
 //! for what `--follow` reads, or pages of what is there with `wait=false`) and `POST
 //! /release?hypervisor=H` (lets a held mass removal through). The answers are computed with the
 //! same functions the CLI uses on a stopped data directory (`replay` over the agent's live log),
-//! and returned as data: the CLI renders them. docs/openapi.yaml documents every route
-//! (`tests/openapi.rs` checks it). Loopback by default.
+//! and returned as data: the CLI renders them (ADR 0008). docs/openapi.json documents every
+//! route: the router is built from [`ROUTES`], which a unit test below compares with the
+//! document, and tests/live_audit.rs validates live answers against its schemas. Loopback by
+//! default.
 //!
 //! [`serve`] is the serving layer around the router: at most `max_connections` connections at
 //! once (more wait in the kernel's backlog), a request's headers must arrive within
@@ -68,8 +70,8 @@ struct Ctx {
     registry: Arc<prometheus_client::registry::Registry>,
 }
 
-/// Every route, method and path: the router is built from this list, and tests/openapi.rs
-/// checks docs/openapi.yaml names exactly these.
+/// Every route, method and path: the router is built from this list, and a test checks that
+/// docs/openapi.json names exactly these.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/metrics"),
@@ -301,7 +303,7 @@ const LOG_SCAN: usize = 20_000;
 /// One page of what `log` holds in `from..=to` (`to` at most the head): the JSON lines `line`
 /// makes of the records it keeps, at most [`LOG_PAGE`] of them or [`LOG_SCAN`] records read.
 fn page<R: store::Record>(
-    log: &SledLog<R>,
+    log: &impl Log<R>,
     from: u64,
     to: Option<u64>,
     mut line: impl FnMut(store::Entry<R>) -> Option<String>,
@@ -357,7 +359,7 @@ async fn log_lines(Ax(ctx): Ax<Ctx>, Query(q): Query<LogQuery>) -> Response {
     let filter = replay::audit::Filter { hypervisor, since: q.since, until: q.until, kind: q.kind };
     let events = ctx.api.events.clone();
     let page = tokio::task::spawn_blocking(move || {
-        page(&events, q.from, q.to, |e| {
+        page(&*events, q.from, q.to, |e| {
             let env = engine::Envelope::from(e);
             filter.matches(&env).then(|| replay::audit::json(&env))
         })
@@ -378,7 +380,7 @@ async fn switch_log_lines(Ax(ctx): Ax<Ctx>, Query(q): Query<SwitchLogQuery>) -> 
             .await;
     }
     let page = tokio::task::spawn_blocking(move || {
-        page(&audit, q.from, q.to, |e| {
+        page(&*audit, q.from, q.to, |e| {
             q.switch
                 .as_ref()
                 .is_none_or(|s| *s == e.record.switch)
@@ -531,6 +533,39 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
+
+    use engine::{Event, HypervisorId, Recorded};
+    use store::{Log, MemoryLog};
+
+    /// Pages through `log` as `netfold log` does; returns the sequence numbers kept and pages.
+    fn pages(log: &MemoryLog<Recorded>, keep: impl Fn(u64) -> bool) -> (Vec<u64>, usize) {
+        let (mut seqs, mut n, mut from, mut to) = (Vec::new(), 0, Some(1), None);
+        while let Some(f) = from {
+            let (body, head, next) =
+                super::page(log, f, to, |e| keep(e.seq).then(|| e.seq.to_string())).expect("a page");
+            seqs.extend(body.lines().map(|l| l.parse::<u64>().unwrap()));
+            n += 1;
+            to = to.or(Some(head));
+            from = next;
+        }
+        (seqs, n)
+    }
+
+    #[tokio::test]
+    async fn paging_reads_every_record_once_up_to_the_head_the_first_page_saw() {
+        let log = MemoryLog::new();
+        let record = || Recorded { at: 1, hypervisor: HypervisorId::new("vc").unwrap(), event: Event::Expired };
+        log.append((0..45_000).map(|_| record()).collect()).await.unwrap();
+        let (all, n) = pages(&log, |_| true);
+        assert_eq!(all, (1..=45_000).collect::<Vec<_>>());
+        assert_eq!(n, 45, "pages of {} records", super::LOG_PAGE);
+        // A narrow filter: each page stops after LOG_SCAN records read, and none is skipped.
+        let (few, n) = pages(&log, |s| s % 7_000 == 0);
+        assert_eq!(few, [7_000, 14_000, 21_000, 28_000, 35_000, 42_000]);
+        assert_eq!(n, 3, "45,000 records in scans of {}", super::LOG_SCAN);
+        let (none, n) = pages(&MemoryLog::new(), |_| true);
+        assert!(none.is_empty() && n == 1);
+    }
 
     /// docs/openapi.json documents exactly the routes the router serves: a route added or
     /// removed without the document fails here (the router is built from [`super::ROUTES`]).

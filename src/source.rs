@@ -20,12 +20,19 @@ use crate::cli::{AgentArgs, DataDir};
 /// The listen address the agent uses when the config does not say (`[http] listen`).
 const DEFAULT_AGENT: &str = "http://127.0.0.1:9187";
 
-/// The config file the command reads, when one is given or ./netfold.toml exists.
+/// Where the config is looked for when `-c` is not given: the working directory's (as `run`
+/// defaults to), then the one the Debian package installs.
+const DEFAULT_CONFIGS: &[&str] = &["netfold.toml", "/etc/netfold/netfold.toml"];
+
+/// The config file the command reads: the one given, else the first of [`DEFAULT_CONFIGS`]
+/// that exists.
 fn config(args: &AgentArgs) -> Result<Option<crate::config::Plan>> {
     let path = match &args.config {
         Some(p) => p.clone(),
-        None if Path::new("netfold.toml").is_file() => PathBuf::from("netfold.toml"),
-        None => return Ok(None),
+        None => match DEFAULT_CONFIGS.iter().map(Path::new).find(|p| p.is_file()) {
+            Some(p) => p.to_path_buf(),
+            None => return Ok(None),
+        },
     };
     // Parsed and validated only: the passwords it names are the agent's, not read here.
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read the config {}", path.display()))?;
@@ -181,12 +188,70 @@ impl Source {
             (None, Some(p)) => p.data_dir.clone(),
             (None, None) => PathBuf::from("netfold-data"),
         };
-        if store::Store::in_use(store::layout::db_path(&dir)) {
+        let db = store::layout::db_path(&dir);
+        // A directory this user may not read (the packaged agent's, mode 750) is asked of the
+        // agent as well.
+        let unreadable =
+            matches!(std::fs::File::open(db.join("db")), Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied);
+        if unreadable || store::Store::in_use(&db) {
             let mut agent = Agent::with_config(&args.agent, plan.as_ref())?;
-            agent.why = Some(format!("the data directory {} is in use (by a running agent?)", dir.display()));
+            let why = if unreadable { "not readable by this user" } else { "in use (by a running agent?)" };
+            agent.why = Some(format!("the data directory {} is {why}", dir.display()));
             tracing::debug!(data_dir = %dir.display(), agent = agent.url(), "the data directory is in use: asking the agent");
             return Ok(Source::Agent(agent));
         }
         Ok(Source::Dir(dir))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(dir: Option<&Path>, config: Option<&Path>, agent: Option<&str>) -> DataDir {
+        DataDir {
+            data_dir: dir.map(Path::to_path_buf),
+            agent: AgentArgs { config: config.map(Path::to_path_buf), agent: agent.map(str::to_string) },
+        }
+    }
+
+    #[test]
+    fn an_unspecified_listen_address_is_asked_on_loopback_and_agent_overrides_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("netfold.toml");
+        std::fs::write(&config, "data_dir = \"/nonexistent\"\n[http]\nlisten = \"0.0.0.0:9999\"\n").unwrap();
+        let a = Agent::from_args(&args(None, Some(&config), None).agent).unwrap();
+        assert_eq!(a.url(), "http://127.0.0.1:9999");
+        let a = Agent::from_args(&args(None, Some(&config), Some("http://10.0.0.1:1/")).agent).unwrap();
+        assert_eq!(a.url(), "http://10.0.0.1:1");
+    }
+
+    #[test]
+    fn a_held_directory_is_asked_of_the_agent_a_free_one_read_and_agent_forces_the_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = store::Store::open(store::layout::db_path(dir.path())).unwrap();
+        match Source::resolve(&args(Some(dir.path()), None, None)).unwrap() {
+            Source::Agent(a) => assert!(a.why.as_deref().is_some_and(|w| w.contains("is in use")), "{:?}", a.why),
+            Source::Dir(_) => panic!("a held directory is read directly"),
+        }
+        drop(held);
+        // sled lets go of its lock from background threads shortly after the last handle.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store::Store::in_use(store::layout::db_path(dir.path())) {
+            assert!(std::time::Instant::now() < deadline, "the lock is still held");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(matches!(Source::resolve(&args(Some(dir.path()), None, None)).unwrap(), Source::Dir(_)));
+        let forced = Source::resolve(&args(Some(dir.path()), None, Some("http://127.0.0.1:1"))).unwrap();
+        assert!(matches!(forced, Source::Agent(a) if a.url() == "http://127.0.0.1:1"));
+    }
+
+    #[test]
+    fn a_config_given_that_does_not_parse_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("bad.toml");
+        std::fs::write(&config, "data_dir = 3\n").unwrap();
+        let e = Source::resolve(&args(None, Some(&config), None)).err().expect("an error");
+        assert!(format!("{e:#}").contains("bad.toml"), "{e:#}");
     }
 }
