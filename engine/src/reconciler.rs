@@ -1485,6 +1485,30 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_change_a_failed_cycle_did_not_apply_is_timed_once_when_a_later_cycle_writes_it() {
+        let (rig, r) = rig(MemorySwitch::new("tor1").with_port("e1", []));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        r.stats().observe_changes(move |d| s.lock().unwrap().push(d));
+        let stats = r.stats();
+        let task = tokio::spawn(r.run(std::future::pending()));
+        until("the first cycle", || stats.cycles.load(Ordering::Relaxed) >= 1).await;
+        rig.sw.set_down(true);
+        rig.tx.send_replace(desired("tor1", &[("e1", &[10])]));
+        until("a failed cycle", || stats.failed_cycles.load(Ordering::Relaxed) >= 1).await;
+        assert!(seen.lock().unwrap().is_empty(), "nothing written, nothing timed");
+        rig.sw.set_down(false);
+        until("VLAN 10 added after the outage", || rig.sw.vlans("e1").unwrap().contains(&v(10))).await;
+        until("the change timed", || !seen.lock().unwrap().is_empty()).await;
+        let cycles = stats.cycles.load(Ordering::Relaxed);
+        rig.sw.operator_set("e1", []);
+        until("drift repaired", || rig.sw.vlans("e1").unwrap().contains(&v(10))).await;
+        until("the repair cycle counted", || stats.cycles.load(Ordering::Relaxed) > cycles).await;
+        assert_eq!(seen.lock().unwrap().len(), 1, "a drift repair is no change of desired state");
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn failures_back_off_and_converge_while_other_switches_proceed() {
         let (a, ra) = rig(MemorySwitch::new("tor1").with_port("e1", []));
         let (b, rb) = rig(MemorySwitch::new("tor2").with_port("e1", []));
