@@ -207,6 +207,29 @@ async fn the_audit_commands_answer_from_a_running_agent_as_from_the_stopped_dire
     let verify = ok(&["verify", "-c", c]);
     assert!(verify.starts_with("verify OK"), "{verify}");
 
+    // --follow reads the agent too, with the token: the history so far, then waits for more.
+    let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_netfold"))
+        .args(["log", "-c", c, "--follow", "--kind", "Learnt"])
+        .env_remove("NETFOLD_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("netfold log --follow");
+    let first = {
+        use std::io::BufRead;
+        let stdout = follow.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let line = std::io::BufReader::new(stdout).lines().next();
+            let _ = tx.send(line);
+        });
+        rx.recv_timeout(STEP)
+    };
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let first = first.expect("a line from log --follow within the bound").expect("a line").unwrap();
+    assert_eq!(Some(first.as_str()), live[6].lines().next(), "--follow starts with the history");
+
     // --agent forces the agent; without the config there is no token, and the agent says so.
     let forced = ok(&["state", "-c", c, "--agent", &base, "--at", &seq]);
     assert_eq!(forced, live[2]);
