@@ -537,8 +537,9 @@ pub async fn why(data: &DataDir, port: &str, vlan: u16, at: Option<String>, json
                 q.push(("at", point_query(p)));
             }
             let bar = waiting(&agent, "explaining");
-            let why: Why = agent.get("/why", &q).await?;
+            let why = agent.get::<Why>("/why", &q).await;
             bar.finish_and_clear();
+            let why = why?;
             render_why(&why, json)
         }
     }
@@ -597,8 +598,9 @@ pub async fn diff(data: &DataDir, from: &str, to: &str) -> Result<()> {
         }
         Source::Agent(agent) => {
             let bar = waiting(&agent, "comparing");
-            let lines: Vec<DiffLine> = agent.get("/diff", &[("from", point_query(a)), ("to", point_query(b))]).await?;
+            let lines = agent.get::<Vec<DiffLine>>("/diff", &[("from", point_query(a)), ("to", point_query(b))]).await;
             bar.finish_and_clear();
+            let lines = lines?;
             render_diff(a, b, &lines);
             Ok(())
         }
@@ -630,9 +632,9 @@ pub async fn verify(data: &DataDir) -> Result<()> {
         }
         Source::Agent(agent) => {
             let bar = waiting(&agent, "verifying the log");
-            let report: Report = agent.get("/verify", &[]).await.context("verification FAILED")?;
+            let report = agent.get::<Report>("/verify", &[]).await;
             bar.finish_and_clear();
-            report
+            report.context("verification FAILED")?
         }
     };
     outln!(

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use engine::projector::Status;
 use engine::{HypervisorId, UnixMs};
 use replay::point::format_time;
@@ -155,7 +155,10 @@ pub fn collect(api: &crate::http::Api) -> StatusView {
 /// `netfold status [--json]`: asks the running agent.
 pub async fn run(args: &AgentArgs, json: bool) -> Result<()> {
     let agent = Agent::from_args(args)?;
-    let view: StatusView = agent.get("/status", &[]).await?;
+    let view: StatusView = agent
+        .get("/status", &[])
+        .await
+        .context("`status` asks the running agent (sessions and switches live only there)")?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&view)?);
     } else {
