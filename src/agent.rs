@@ -207,8 +207,9 @@ impl Agent {
         Ok(())
     }
 
-    /// Serves `/healthz`, `/metrics`, `/state`, `/log`, `/switch-log` (the switch audit, for
-    /// `netfold log --switch --follow`) and `/release` on `http.listen` until the agent stops.
+    /// Serves the HTTP endpoint ([`crate::http`]: health, metrics, status and the audit API
+    /// the CLI reads while the agent holds the data directory) on `http.listen` until the
+    /// agent stops.
     pub async fn serve_http(&mut self, http: &crate::config::HttpPlan) -> Result<std::net::SocketAddr> {
         let addr = http.listen;
         let options = crate::http::ServeOptions {
@@ -220,9 +221,17 @@ impl Agent {
             .await
             .with_context(|| format!("cannot listen on {addr} for /healthz, /metrics and /state"))?;
         let bound = listener.local_addr()?;
-        let app =
-            crate::http::router(self.metrics.clone(), self.engine.state(), self.events.clone(), self.engine.releaser())
-                .merge(crate::audit::switch_log_router(self.audit.clone()));
+        let history = replay::History::live(self.store.clone(), self.events.clone(), self.engine_config.policy.clone());
+        let ledger = self.store.table(LEDGER_TABLE).context("cannot open the ownership ledger")?;
+        let app = crate::http::router(crate::http::Api {
+            metrics: self.metrics.clone(),
+            state: self.engine.state(),
+            events: self.events.clone(),
+            audit: self.audit.clone(),
+            releaser: self.engine.releaser(),
+            history: Arc::new(history),
+            status: Arc::new(crate::status::Sources { engine: self.engine_config.clone(), ledger }),
+        });
         let shutdown = self.stop.clone().cancelled_owned();
         self.spawn(async move {
             if let Err(e) = crate::http::serve(listener, app, options, shutdown).await {
@@ -241,7 +250,7 @@ impl Agent {
     }
 
     /// Runs `task` until it returns or the agent stops (it has no step to finish).
-    fn spawn_until_stop(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+    pub fn spawn_until_stop(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         let stop = self.stop.clone();
         self.spawn(async move {
             stop.run_until_cancelled(task).await;

@@ -1,29 +1,35 @@
-//! `netfold log | state | why | diff | verify`: open the data directory (read-only: a private
-//! copy, so it is never written), ask `replay`, print. A log that lost acknowledged records
-//! still shows what is left, then fails with what was lost (non-zero exit): never a silently
-//! shorter history. `netfold log --switch NAME` prints the switch audit instead: intents, applied
+//! `netfold log | state | why | diff | verify | release`: each asks its [`Source`] — the data
+//! directory (read-only: a private copy, never written) or, while a running agent holds it, the
+//! agent's HTTP API ([`crate::http`]) — for data, then renders it here. Both sources compute
+//! with the same functions (`state_of`, `replay`'s `why`, `diff` and `verify`) and return the
+//! same types, so the output is the same either way. A log that lost acknowledged records still
+//! shows what is left, then fails with what was lost (non-zero exit): never a silently shorter
+//! history. `netfold log --switch NAME` prints the switch audit instead: intents, applied
 //! changes, failures, settlements, refusals and held removals, each with its cause.
 
 use std::io::{IsTerminal, Write};
+use std::path::Path;
 
 use anyhow::{Context, Result};
-use engine::projector::{State, Status};
+use engine::projector::{Held, State, Status};
 use engine::reconciler::{AuditEntry, SwitchRecord};
-use engine::{HypervisorId, SwitchPort, VlanId};
+use engine::{HypervisorId, Reason, SwitchPort, UnixMs, VlanId};
 use indicatif::{ProgressBar, ProgressStyle};
 use replay::audit::{self, Filter};
+use replay::history::{DiffLine, Why};
 use replay::point::format_time;
+use replay::verify::Report;
 use replay::{History, Point};
+use serde::{Deserialize, Serialize};
 
-use std::sync::Arc;
+use store::Log;
 
-use store::{Log, SledLog};
-
-use crate::cli::DataDir;
+use crate::cli::{AgentArgs, DataDir};
+use crate::source::{Agent, Source};
 use store::layout::SWITCH_AUDIT_LOG;
 
-fn open(data: &DataDir) -> Result<History> {
-    History::open(&data.data_dir).with_context(|| format!("cannot read the history in {}", data.data_dir.display()))
+fn open(dir: &Path) -> Result<History> {
+    History::open(dir).with_context(|| format!("cannot read the history in {}", dir.display()))
 }
 
 /// Fails when the history is incomplete (acknowledged records lost), after the output.
@@ -38,6 +44,15 @@ fn point(s: &Option<String>) -> Result<Option<Point>> {
     s.as_deref().map(|s| s.parse::<Point>().map_err(anyhow::Error::msg)).transpose()
 }
 
+/// A point as the agent's API takes it: a sequence number, or an RFC 3339 time in UTC (a
+/// relative time is resolved here, on the caller's clock).
+pub fn point_query(p: Point) -> String {
+    match p {
+        Point::Seq(n) => n.to_string(),
+        Point::Time(t) => format_time(t),
+    }
+}
+
 /// A progress bar on a terminal, nothing when piped; returns the callback replay calls.
 fn progress() -> (ProgressBar, impl Fn(u64, u64)) {
     let bar = if std::io::stderr().is_terminal() { ProgressBar::new(0) } else { ProgressBar::hidden() };
@@ -50,6 +65,16 @@ fn progress() -> (ProgressBar, impl Fn(u64, u64)) {
         b.set_length(head);
         b.set_position(seq);
     })
+}
+
+/// A spinner on a terminal while the agent works (it reports no progress), nothing when piped.
+fn waiting(agent: &Agent, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner().with_message(format!("{what} on the agent at {}", agent.url()));
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
 }
 
 /// The audit filter from the command line: `(since, until)` are times ([`replay::point::parse_time`]).
@@ -70,22 +95,90 @@ pub fn filter(
     })
 }
 
+/// The filter as the agent's `/log` takes it (times in unix ms).
+fn filter_query(filter: &Filter) -> Vec<(&'static str, String)> {
+    let mut q = Vec::new();
+    if let Some(h) = &filter.hypervisor {
+        q.push(("hypervisor", h.to_string()));
+    }
+    if let Some(k) = &filter.kind {
+        q.push(("kind", k.clone()));
+    }
+    if let Some(t) = filter.since {
+        q.push(("since", t.to_string()));
+    }
+    if let Some(t) = filter.until {
+        q.push(("until", t.to_string()));
+    }
+    q
+}
+
 fn print_event(out: &mut impl Write, env: &engine::Envelope, json: bool) -> bool {
     let line = if json { audit::json(env) } else { audit::line(env) };
     writeln!(out, "{line}").is_ok()
 }
 
-/// The audit trail from the data directory.
-pub fn log(data: &DataDir, filter: &Filter, json: bool) -> Result<()> {
-    let h = open(data)?;
+/// The audit trail: from the data directory, or page by page from the agent's `/log`.
+pub async fn log(data: &DataDir, filter: &Filter, json: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    for env in h.events(1) {
-        let env = env?;
-        if filter.matches(&env) && !print_event(&mut out, &env, json) {
-            return Ok(()); // reader went away (e.g. `| head`)
+    match Source::resolve(data)? {
+        Source::Dir(dir) => {
+            let h = open(&dir)?;
+            for env in h.events(1) {
+                let env = env?;
+                if filter.matches(&env) && !print_event(&mut out, &env, json) {
+                    return Ok(()); // reader went away (e.g. `| head`)
+                }
+            }
+            complete(&h)
+        }
+        Source::Agent(agent) => {
+            let base = filter_query(filter);
+            let mut pages = Pages::new(&agent, "/log", base);
+            while let Some(body) = pages.next().await? {
+                for line in body.lines() {
+                    let env = audit::from_json(line)
+                        .map_err(|e| anyhow::anyhow!("the agent sent a malformed /log line: {e}"))?;
+                    if !print_event(&mut out, &env, json) {
+                        return Ok(());
+                    }
+                }
+            }
+            Ok(())
         }
     }
-    complete(&h)
+}
+
+/// The pages of a paged agent answer (`/log`, `/switch-log` with `wait=false`): the first
+/// fixes the head it reads to (`Netfold-Head`), each names where the next starts
+/// (`Netfold-Next`; none after the last).
+struct Pages<'a> {
+    agent: &'a Agent,
+    path: &'static str,
+    query: Vec<(&'static str, String)>,
+    from: Option<u64>,
+    to: Option<u64>,
+}
+
+impl<'a> Pages<'a> {
+    fn new(agent: &'a Agent, path: &'static str, query: Vec<(&'static str, String)>) -> Self {
+        Pages { agent, path, query, from: Some(1), to: None }
+    }
+
+    async fn next(&mut self) -> Result<Option<String>> {
+        let Some(from) = self.from else { return Ok(None) };
+        let mut q = self.query.clone();
+        q.push(("from", from.to_string()));
+        q.push(("wait", "false".into()));
+        if let Some(to) = self.to {
+            q.push(("to", to.to_string()));
+        }
+        let (body, headers) = self.agent.get_page(self.path, &q).await?;
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        self.to = self.to.or(header(crate::http::HEAD_HEADER));
+        self.from = header(crate::http::NEXT_HEADER);
+        Ok(Some(body))
+    }
 }
 
 /// One switch audit record for people: `seq  time  switch  kind  what (cause)`.
@@ -104,6 +197,20 @@ pub fn switch_json(seq: u64, r: &SwitchRecord) -> serde_json::Value {
         "text": r.entry.to_string(),
         "entry": r.entry,
     })
+}
+
+/// Reads back a line [`switch_json`] wrote.
+fn switch_from_json(line: &str) -> Result<(u64, SwitchRecord)> {
+    let v: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| anyhow::anyhow!("the agent sent a malformed /switch-log line: {e}"))?;
+    let seq = v["seq"].as_u64().context("a /switch-log line without seq")?;
+    let record = SwitchRecord {
+        at: v["at"].as_u64().context("a /switch-log line without at")?,
+        switch: v["switch"].as_str().context("a /switch-log line without switch")?.to_string(),
+        entry: serde_json::from_value(v["entry"].clone())
+            .map_err(|e| anyhow::anyhow!("the agent sent a malformed /switch-log entry: {e}"))?,
+    };
+    Ok((seq, record))
 }
 
 /// Whether a switch audit record passes the command line's filter (`--kind` names an entry kind
@@ -126,78 +233,24 @@ fn switch_matches(filter: &Filter, r: &SwitchRecord) -> bool {
             .is_none_or(|h| cause.is_some_and(|c| c.reasons.iter().any(|reason| reason.hypervisor == *h)))
 }
 
-/// Most switch audit records one `/switch-log` answer carries.
-const SWITCH_LOG_PAGE: usize = 1000;
-
-#[derive(serde::Deserialize)]
-struct SwitchLogFrom {
-    from: u64,
-}
-
-/// `/switch-log?from=SEQ` on the agent's endpoint: the switch audit (every switch) as JSON lines
-/// from `from` on, long-polling up to 20 s for the first — what `netfold log --switch --follow`
-/// reads while the agent holds the data directory.
-pub fn switch_log_router(audit: Arc<SledLog<SwitchRecord>>) -> axum::Router {
-    use axum::extract::{Query, State};
-    use axum::response::IntoResponse;
-    async fn lines(
-        State(audit): State<Arc<SledLog<SwitchRecord>>>,
-        Query(q): Query<SwitchLogFrom>,
-    ) -> impl IntoResponse {
-        let mut sub = audit.subscribe(q.from.max(1));
-        let mut body = String::new();
-        let mut wait = std::time::Duration::from_secs(20);
-        for _ in 0..SWITCH_LOG_PAGE {
-            match tokio::time::timeout(wait, sub.next()).await {
-                Ok(Some(Ok(e))) => {
-                    body.push_str(&switch_json(e.seq, &e.record).to_string());
-                    body.push('\n');
-                    wait = std::time::Duration::ZERO;
-                }
-                Ok(Some(Err(e))) => {
-                    tracing::error!(error = %e, "cannot serve /switch-log");
-                    break;
-                }
-                _ => break,
-            }
-        }
-        ([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], body)
-    }
-    axum::Router::new().route("/switch-log", axum::routing::get(lines)).with_state(audit)
-}
-
 /// One long-polled page of JSON lines from the running agent's `/{path}?from=FROM`.
-async fn agent_page(client: &reqwest::Client, agent: &str, path: &str, from: u64) -> Result<String> {
-    let url = format!("{}/{path}?from={from}", agent.trim_end_matches('/'));
-    let page = client
-        .get(&url)
-        .send()
+async fn agent_page(agent: &Agent, path: &str, from: u64) -> Result<String> {
+    agent
+        .get_text(path, &[("from", from.to_string())], Some(std::time::Duration::from_secs(30)))
         .await
-        .and_then(|r| r.error_for_status())
-        .with_context(|| format!("no netfold agent answering at {agent} (--follow reads the running agent; without one, drop --follow to read the data directory)"))?
-        .text()
-        .await?;
-    Ok(page)
+        .context("--follow reads the running agent; without one, drop --follow to read the data directory")
 }
 
 /// The switch audit of `switch` from the running agent, following new entries until interrupted.
-pub async fn follow_switch(agent: &str, switch: &str, filter: &Filter, json: bool) -> Result<()> {
-    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
+pub async fn follow_switch(agent: &AgentArgs, switch: &str, filter: &Filter, json: bool) -> Result<()> {
+    let agent = Agent::from_args(agent)?;
     let mut from = 1;
     let mut out = std::io::stdout().lock();
     loop {
-        let body = agent_page(&client, agent, "switch-log", from).await?;
+        let body = agent_page(&agent, "/switch-log", from).await?;
         for line in body.lines() {
-            let v: serde_json::Value = serde_json::from_str(line)
-                .map_err(|e| anyhow::anyhow!("the agent sent a malformed /switch-log line: {e}"))?;
-            let seq = v["seq"].as_u64().context("a /switch-log line without seq")?;
+            let (seq, record) = switch_from_json(line)?;
             from = seq + 1;
-            let record = SwitchRecord {
-                at: v["at"].as_u64().unwrap_or(0),
-                switch: v["switch"].as_str().unwrap_or_default().to_string(),
-                entry: serde_json::from_value(v["entry"].clone())
-                    .map_err(|e| anyhow::anyhow!("the agent sent a malformed /switch-log entry: {e}"))?,
-            };
             if record.switch != switch || !switch_matches(filter, &record) {
                 continue;
             }
@@ -209,46 +262,62 @@ pub async fn follow_switch(agent: &str, switch: &str, filter: &Filter, json: boo
     }
 }
 
-/// The switch audit of `switch` from the data directory.
-pub fn switch_log(data: &DataDir, switch: &str, filter: &Filter, json: bool) -> Result<()> {
-    let h = open(data)?;
-    let log = h
-        .store()
-        .log::<SwitchRecord>(SWITCH_AUDIT_LOG)
-        .with_context(|| format!("cannot open the switch audit log in {}", data.data_dir.display()))?;
+/// The switch audit of `switch`: from the data directory, or from the agent's `/switch-log`.
+pub async fn switch_log(data: &DataDir, switch: &str, filter: &Filter, json: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let mut seen = false;
-    for entry in log.read(1) {
-        let entry = entry.with_context(|| "cannot read the switch audit log")?;
-        if entry.record.switch != switch {
-            continue;
+    let mut print = |seq: u64, record: &SwitchRecord| -> bool {
+        if record.switch != switch {
+            return true;
         }
         seen = true;
-        if !switch_matches(filter, &entry.record) {
-            continue;
+        if !switch_matches(filter, record) {
+            return true;
         }
-        let line = if json {
-            switch_json(entry.seq, &entry.record).to_string()
-        } else {
-            switch_line(entry.seq, &entry.record)
-        };
-        if writeln!(out, "{line}").is_err() {
-            return Ok(()); // reader went away (e.g. `| head`)
+        let line = if json { switch_json(seq, record).to_string() } else { switch_line(seq, record) };
+        writeln!(out, "{line}").is_ok() // false: the reader went away (e.g. `| head`)
+    };
+    let from = match Source::resolve(data)? {
+        Source::Dir(dir) => {
+            let h = open(&dir)?;
+            let log = h
+                .store()
+                .log::<SwitchRecord>(SWITCH_AUDIT_LOG)
+                .with_context(|| format!("cannot open the switch audit log in {}", dir.display()))?;
+            for entry in log.read(1) {
+                let entry = entry.with_context(|| "cannot read the switch audit log")?;
+                if !print(entry.seq, &entry.record) {
+                    return Ok(());
+                }
+            }
+            dir.display().to_string()
         }
-    }
+        Source::Agent(agent) => {
+            let mut pages = Pages::new(&agent, "/switch-log", vec![("switch", switch.to_string())]);
+            while let Some(body) = pages.next().await? {
+                for line in body.lines() {
+                    let (seq, record) = switch_from_json(line)?;
+                    if !print(seq, &record) {
+                        return Ok(());
+                    }
+                }
+            }
+            format!("the agent at {}", agent.url())
+        }
+    };
     if !seen {
-        eprintln!("no switch audit entries for switch `{switch}` in {}", data.data_dir.display());
+        eprintln!("no switch audit entries for switch `{switch}` in {from}");
     }
     Ok(())
 }
 
 /// The audit trail from the running agent, following new events until interrupted.
-pub async fn follow(agent: &str, filter: &Filter, json: bool) -> Result<()> {
-    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
+pub async fn follow(agent: &AgentArgs, filter: &Filter, json: bool) -> Result<()> {
+    let agent = Agent::from_args(agent)?;
     let mut from = 1;
     let mut out = std::io::stdout().lock();
     loop {
-        let body = agent_page(&client, agent, "log", from).await?;
+        let body = agent_page(&agent, "/log", from).await?;
         for line in body.lines() {
             let env =
                 audit::from_json(line).map_err(|e| anyhow::anyhow!("the agent sent a malformed /log line: {e}"))?;
@@ -261,54 +330,162 @@ pub async fn follow(agent: &str, filter: &Filter, json: bool) -> Result<()> {
 }
 
 /// `netfold release`: asks the running agent to let `hypervisor`'s held removal through.
-pub async fn release(agent: &str, hypervisor: &str) -> Result<()> {
-    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
-    let url = format!("{}/release", agent.trim_end_matches('/'));
-    let resp =
-        client.post(&url).query(&[("hypervisor", hypervisor)]).send().await.with_context(|| {
-            format!("no netfold agent answering at {agent} (release goes through the running agent)")
-        })?;
-    let status = resp.status();
-    let body: serde_json::Value = resp.json().await.context("the agent's answer to /release is not JSON")?;
-    if !status.is_success() {
-        let why = body.get("error").and_then(|e| e.as_str()).unwrap_or("no reason given");
-        anyhow::bail!("the agent refused the release ({status}): {why}");
-    }
+pub async fn release(agent: &AgentArgs, hypervisor: &str) -> Result<()> {
+    let agent = Agent::from_args(agent)?;
+    let body = agent
+        .post("/release", &[("hypervisor", hypervisor.to_string())])
+        .await
+        .context("the release was not done (release goes through the running agent)")?;
     let n = body.get("released").and_then(|n| n.as_u64()).unwrap_or(0);
-    println!("{hypervisor}: released a held removal of {n} facts; it applies at the next full read (asked for now)");
+    outln!("{hypervisor}: released a held removal of {n} facts; it applies at the next full read (asked for now)");
     Ok(())
 }
 
-pub fn state(data: &DataDir, at: Option<String>, switch: Option<String>, json: bool) -> Result<()> {
-    let h = open(data)?;
-    let (bar, cb) = progress();
-    let folded = h.state_at(point(&at)?, &cb)?;
-    bar.finish_and_clear();
-    let st = &folded.state;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&state_json(st, switch.as_deref()))?);
-        return complete(&h);
-    }
-    match folded.last {
-        Some((seq, t)) => println!("State as of record {seq} ({})", format_time(t)),
-        None => println!("State before the first record"),
-    }
-    print_statuses(st);
-    print_desired(st, switch.as_deref());
-    complete(&h)
+/// The desired state and hypervisor statuses at one point: what `state` prints and the agent's
+/// `/state` returns.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StateView {
+    /// The state's sequence number (the last record folded; 0 before the first).
+    pub seq: u64,
+    /// The last record folded, `(seq, unix ms)`; `None` before the first.
+    pub last: Option<(u64, UnixMs)>,
+    pub hypervisors: Vec<HypervisorRow>,
+    pub ports: Vec<PortRow>,
 }
 
-pub fn print_statuses(st: &State) {
-    println!("\nHypervisors:");
-    for (id, s) in st.hypervisors() {
-        let kind = s.kind.map_or("?".to_string(), |k| k.to_string());
-        let status = match s.status {
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HypervisorRow {
+    pub name: HypervisorId,
+    pub kind: Option<String>,
+    pub status: Status,
+    pub held: Option<Held>,
+    pub facts: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PortRow {
+    /// `SWITCH:PORT`.
+    pub port: String,
+    pub vlans: Vec<VlanRow>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VlanRow {
+    pub vlan: VlanId,
+    pub reasons: Vec<Reason>,
+    /// The first three reasons in words, with the names the facts give.
+    pub labels: Vec<String>,
+}
+
+/// Most reasons a desired-state row names in words.
+const LABELS: usize = 3;
+
+impl StateView {
+    /// The view of `st` as of `last`, the ports of `switch` only when given.
+    pub fn of(st: &State, last: Option<(u64, UnixMs)>, switch: Option<&str>) -> StateView {
+        let hypervisors = st
+            .hypervisors()
+            .map(|(id, s)| HypervisorRow {
+                name: id.clone(),
+                kind: s.kind.map(|k| k.to_string()),
+                status: s.status,
+                held: s.held,
+                facts: st.facts_of(id).map_or(0, |f| f.len()),
+            })
+            .collect();
+        let ports = st
+            .desired()
+            .ports
+            .iter()
+            .filter(|(p, _)| switch.is_none_or(|s| s == p.switch))
+            .map(|(p, vlans)| PortRow {
+                port: p.to_string(),
+                vlans: vlans
+                    .iter()
+                    .map(|(v, reasons)| VlanRow {
+                        vlan: *v,
+                        reasons: reasons.iter().cloned().collect(),
+                        labels: reasons.iter().take(LABELS).map(|r| label(st, r)).collect(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        StateView { seq: st.seq(), last, hypervisors, ports }
+    }
+}
+
+/// A reason in words: human names where the facts have them, ids otherwise.
+fn label(st: &State, r: &Reason) -> String {
+    let facts = st.facts_of(&r.hypervisor);
+    let host = facts.and_then(|f| f.host(&r.host)).map_or(r.host.as_str(), |h| h.name.as_str());
+    let net = facts.and_then(|f| f.network(&r.host, &r.network)).map_or(r.network.as_str(), |n| n.name.as_str());
+    match &r.vnic {
+        Some(v) => format!("{}: VM {} on {net} at {host}", r.hypervisor, v.vm_name),
+        None => format!("{}: network {net} at {host}", r.hypervisor),
+    }
+}
+
+/// The state at `at` (the head when `None`) from a history, as a view.
+pub fn state_of(
+    h: &History,
+    at: Option<Point>,
+    switch: Option<&str>,
+    progress: replay::history::Progress<'_>,
+) -> Result<StateView> {
+    let folded = h.state_at(at, progress)?;
+    Ok(StateView::of(&folded.state, folded.last, switch))
+}
+
+pub async fn state(data: &DataDir, at: Option<String>, switch: Option<String>, json: bool) -> Result<()> {
+    let at = point(&at)?;
+    match Source::resolve(data)? {
+        Source::Dir(dir) => {
+            let h = open(&dir)?;
+            let (bar, cb) = progress();
+            let view = state_of(&h, at, switch.as_deref(), &cb)?;
+            bar.finish_and_clear();
+            render_state(&view, json)?;
+            complete(&h)
+        }
+        Source::Agent(agent) => {
+            let mut q = Vec::new();
+            if let Some(p) = at {
+                q.push(("at", point_query(p)));
+            }
+            if let Some(s) = &switch {
+                q.push(("switch", s.clone()));
+            }
+            let view: StateView = agent.get("/state", &q).await?;
+            render_state(&view, json)
+        }
+    }
+}
+
+fn render_state(view: &StateView, json: bool) -> Result<()> {
+    if json {
+        outln!("{}", serde_json::to_string_pretty(view)?);
+        return Ok(());
+    }
+    match view.last {
+        Some((seq, t)) => outln!("State as of record {seq} ({})", format_time(t)),
+        None => outln!("State before the first record"),
+    }
+    print_statuses(&view.hypervisors);
+    print_ports(&view.ports);
+    Ok(())
+}
+
+fn print_statuses(rows: &[HypervisorRow]) {
+    outln!("\nHypervisors:");
+    for r in rows {
+        let id = &r.name;
+        let kind = r.kind.as_deref().unwrap_or("?");
+        let status = match r.status {
             Status::Live => "live".to_string(),
             Status::Lost { since } => format!("lost since {}", format_time(since)),
             Status::Expired => "expired".to_string(),
         };
-        let facts = st.facts_of(id).map_or(0, |f| f.len());
-        let held = s.held.map_or(String::new(), |h| {
+        let held = r.held.map_or(String::new(), |h| {
             format!(
                 "  HELD: removal of {} facts since {} (seq {}; netfold release --hypervisor {id})",
                 h.would_remove,
@@ -316,150 +493,161 @@ pub fn print_statuses(st: &State) {
                 h.seq
             )
         });
-        println!("  {id:<14} {kind:<11} {status:<36} {facts} facts{held}");
+        outln!("  {id:<14} {kind:<11} {status:<36} {} facts{held}", r.facts);
     }
 }
 
-/// The desired-state table: port, VLANs, and a summary of the reasons.
+/// The desired-state table of `st`: port, VLANs, and a summary of the reasons.
 pub fn print_desired(st: &State, switch: Option<&str>) {
-    println!("\n{:<22} {:>5}  reasons", "port", "vlan");
+    print_ports(&StateView::of(st, None, switch).ports);
+}
+
+fn print_ports(ports: &[PortRow]) {
+    outln!("\n{:<22} {:>5}  reasons", "port", "vlan");
     let mut any = false;
-    for (port, vlans) in &st.desired().ports {
-        if switch.is_some_and(|s| s != port.switch) {
-            continue;
-        }
-        for (vlan, reasons) in vlans {
+    for port in ports {
+        for v in &port.vlans {
             any = true;
-            let names: Vec<String> = reasons
-                .iter()
-                .take(3)
-                .map(|r| {
-                    // Human names where the facts have them, ids otherwise.
-                    let facts = st.facts_of(&r.hypervisor);
-                    let host = facts.and_then(|f| f.host(&r.host)).map_or(r.host.as_str(), |h| h.name.as_str());
-                    let net = facts
-                        .and_then(|f| f.network(&r.host, &r.network))
-                        .map_or(r.network.as_str(), |n| n.name.as_str());
-                    match &r.vnic {
-                        Some(v) => format!("{}: VM {} on {net} at {host}", r.hypervisor, v.vm_name),
-                        None => format!("{}: network {net} at {host}", r.hypervisor),
-                    }
-                })
-                .collect();
-            let more = if reasons.len() > 3 { format!(" (+{} more)", reasons.len() - 3) } else { String::new() };
-            println!("{:<22} {:>5}  {}{}", port.to_string(), vlan.get(), names.join(", "), more);
+            let n = v.reasons.len();
+            let more = if n > v.labels.len() { format!(" (+{} more)", n - v.labels.len()) } else { String::new() };
+            outln!("{:<22} {:>5}  {}{}", port.port, v.vlan.get(), v.labels.join(", "), more);
         }
     }
     if !any {
-        println!("(no VLAN is desired on any port)");
+        outln!("(no VLAN is desired on any port)");
     }
 }
 
-fn state_json(st: &State, switch: Option<&str>) -> serde_json::Value {
-    let hypervisors: Vec<_> = st
-        .hypervisors()
-        .map(|(id, s)| {
-            serde_json::json!({
-                "name": id,
-                "kind": s.kind.map(|k| k.to_string()),
-                "status": s.status,
-                "held": s.held,
-                "facts": st.facts_of(id).map_or(0, |f| f.len()),
-            })
-        })
-        .collect();
-    let ports: Vec<_> = st
-        .desired()
-        .ports
-        .iter()
-        .filter(|(p, _)| switch.is_none_or(|s| s == p.switch))
-        .map(|(p, vlans)| {
-            let vlans: Vec<_> = vlans.iter().map(|(v, r)| serde_json::json!({"vlan": v, "reasons": r})).collect();
-            serde_json::json!({"port": p.to_string(), "vlans": vlans})
-        })
-        .collect();
-    serde_json::json!({"seq": st.seq(), "hypervisors": hypervisors, "ports": ports})
-}
-
-/// The JSON of the current state, for the agent's `/state` endpoint.
-pub fn state_json_all(st: &State) -> serde_json::Value {
-    state_json(st, None)
-}
-
-pub fn why(data: &DataDir, port: &str, vlan: u16, at: Option<String>, json: bool) -> Result<()> {
+pub async fn why(data: &DataDir, port: &str, vlan: u16, at: Option<String>, json: bool) -> Result<()> {
     let port: SwitchPort = port.parse()?;
     let vlan = VlanId::new(vlan)?;
-    let h = open(data)?;
-    let (bar, cb) = progress();
-    let why = h.why(&port, vlan, point(&at)?, &cb)?;
-    bar.finish_and_clear();
-    if json {
-        println!("{}", serde_json::to_string_pretty(&why)?);
-        return complete(&h);
+    let at = point(&at)?;
+    match Source::resolve(data)? {
+        Source::Dir(dir) => {
+            let h = open(&dir)?;
+            let (bar, cb) = progress();
+            let why = h.why(&port, vlan, at, &cb)?;
+            bar.finish_and_clear();
+            render_why(&why, json)?;
+            complete(&h)
+        }
+        Source::Agent(agent) => {
+            let mut q = vec![("port", port.to_string()), ("vlan", vlan.get().to_string())];
+            if let Some(p) = at {
+                q.push(("at", point_query(p)));
+            }
+            let bar = waiting(&agent, "explaining");
+            let why = agent.get::<Why>("/why", &q).await;
+            bar.finish_and_clear();
+            let why = why?;
+            render_why(&why, json)
+        }
     }
+}
+
+fn render_why(why: &Why, json: bool) -> Result<()> {
+    if json {
+        outln!("{}", serde_json::to_string_pretty(why)?);
+        return Ok(());
+    }
+    let (port, vlan) = (&why.port, why.vlan);
     let when =
         why.at.map_or("before the first record".to_string(), |(s, t)| format!("as of record {s} ({})", format_time(t)));
     if why.reasons.is_empty() {
-        println!("VLAN {vlan} is not desired on {port} {when}: no VM or network needs it there.");
-        return complete(&h);
+        outln!("VLAN {vlan} is not desired on {port} {when}: no VM or network needs it there.");
+        return Ok(());
     }
     let since = why.since.map_or(String::new(), |(s, t)| format!(", since record {s} ({})", format_time(t)));
-    println!("VLAN {vlan} is on {port} {when}{since}, because of {} reason(s):", why.reasons.len());
+    outln!("VLAN {vlan} is on {port} {when}{since}, because of {} reason(s):", why.reasons.len());
     for e in &why.reasons {
         let r = &e.reason;
         match &r.vnic {
-            Some(v) => println!(
+            Some(v) => outln!(
                 "- VM {} ({}) NIC {} on network {} at host {} of hypervisor {}",
-                v.vm_name, v.vm, v.nic, r.network, r.host, r.hypervisor
+                v.vm_name,
+                v.vm,
+                v.nic,
+                r.network,
+                r.host,
+                r.hypervisor
             ),
-            None => println!(
+            None => outln!(
                 "- network {} at host {} of hypervisor {} (VM-less networks count)",
-                r.network, r.host, r.hypervisor
+                r.network,
+                r.host,
+                r.hypervisor
             ),
         }
         for l in &e.learnt {
-            println!("    {} learnt at record {} ({})", l.fact, l.seq, format_time(l.at));
+            outln!("    {} learnt at record {} ({})", l.fact, l.seq, format_time(l.at));
         }
     }
-    complete(&h)
+    Ok(())
 }
 
-pub fn diff(data: &DataDir, from: &str, to: &str) -> Result<()> {
+pub async fn diff(data: &DataDir, from: &str, to: &str) -> Result<()> {
     let (a, b) = (from.parse::<Point>().map_err(anyhow::Error::msg)?, to.parse::<Point>().map_err(anyhow::Error::msg)?);
-    let h = open(data)?;
-    let (bar, cb) = progress();
-    let lines = h.diff(a, b, &cb)?;
-    bar.finish_and_clear();
+    match Source::resolve(data)? {
+        Source::Dir(dir) => {
+            let h = open(&dir)?;
+            let (bar, cb) = progress();
+            let lines = h.diff(a, b, &cb)?;
+            bar.finish_and_clear();
+            render_diff(a, b, &lines);
+            complete(&h)
+        }
+        Source::Agent(agent) => {
+            let bar = waiting(&agent, "comparing");
+            let lines = agent.get::<Vec<DiffLine>>("/diff", &[("from", point_query(a)), ("to", point_query(b))]).await;
+            bar.finish_and_clear();
+            let lines = lines?;
+            render_diff(a, b, &lines);
+            Ok(())
+        }
+    }
+}
+
+fn render_diff(a: Point, b: Point, lines: &[DiffLine]) {
     if lines.is_empty() {
-        println!("Desired state is the same at {a} and {b}.");
+        outln!("Desired state is the same at {a} and {b}.");
     }
     for l in lines {
         use replay::history::DiffChange::*;
         match l.change {
-            Added { reasons } => println!("+ {} vlan {} ({reasons} reasons)", l.port, l.vlan),
-            Removed { reasons } => println!("- {} vlan {} (had {reasons} reasons)", l.port, l.vlan),
-            Reasons { before, after } => println!("~ {} vlan {} (reasons {before} -> {after})", l.port, l.vlan),
+            Added { reasons } => outln!("+ {} vlan {} ({reasons} reasons)", l.port, l.vlan),
+            Removed { reasons } => outln!("- {} vlan {} (had {reasons} reasons)", l.port, l.vlan),
+            Reasons { before, after } => outln!("~ {} vlan {} (reasons {before} -> {after})", l.port, l.vlan),
         }
     }
-    complete(&h)
 }
 
-pub fn verify(data: &DataDir) -> Result<()> {
-    let h = open(data)?;
-    let (bar, cb) = progress();
-    let report = replay::verify::verify(&h, &cb).context("verification FAILED")?;
-    bar.finish_and_clear();
-    println!(
+pub async fn verify(data: &DataDir) -> Result<()> {
+    let report = match Source::resolve(data)? {
+        Source::Dir(dir) => {
+            let h = open(&dir)?;
+            let (bar, cb) = progress();
+            let report = replay::verify::verify(&h, &cb).context("verification FAILED")?;
+            bar.finish_and_clear();
+            report
+        }
+        Source::Agent(agent) => {
+            let bar = waiting(&agent, "verifying the log");
+            let report = agent.get::<Report>("/verify", &[]).await;
+            bar.finish_and_clear();
+            report.context("verification FAILED")?
+        }
+    };
+    outln!(
         "verify OK: {} records, hash chain intact (tip {}), every record decodes, replay deterministic ({}; state {})",
         report.records,
-        &report.tip[..16],
+        report.tip.get(..16).unwrap_or(&report.tip),
         match (report.snapshot_seq, report.older_snapshot) {
             (Some(s), _) => format!("snapshot at {s} + tail = full fold"),
             (None, Some((s, f))) =>
                 format!("the snapshot at {s} is of format {f}, older than this build's: not compared"),
             (None, None) => "no snapshot to compare".to_string(),
         },
-        &report.state_hash[..16],
+        report.state_hash.get(..16).unwrap_or(&report.state_hash),
     );
     Ok(())
 }

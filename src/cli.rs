@@ -43,13 +43,10 @@ pub enum Command {
     Log {
         #[command(flatten)]
         data: DataDir,
-        /// Keep printing new events as the running agent appends them (read from its HTTP
-        /// endpoint: the data directory is the agent's alone while it runs).
+        /// Keep printing new events as the running agent appends them (always read from the
+        /// agent: `--agent`, else the config's `[http] listen`).
         #[arg(long)]
         follow: bool,
-        /// The running agent's HTTP endpoint, for --follow.
-        #[arg(long, default_value = "http://127.0.0.1:9187")]
-        agent: String,
         #[arg(long)]
         hypervisor: Option<String>,
         /// The switch audit of this switch instead of the event log: intents, applied changes,
@@ -117,9 +114,18 @@ pub enum Command {
         /// The hypervisor whose held removal to release.
         #[arg(long)]
         hypervisor: String,
-        /// The running agent's HTTP endpoint.
-        #[arg(long, default_value = "http://127.0.0.1:9187")]
-        agent: String,
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// One screen on the running agent: per hypervisor its session, last contact, grace left,
+    /// facts, held removals and errors; per switch its last cycle, pending and failed
+    /// operations, owned VLANs and drift repairs.
+    Status {
+        #[command(flatten)]
+        agent: AgentArgs,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Configuration commands.
     Config {
@@ -160,11 +166,29 @@ pub struct SimCommon {
     pub control: Option<String>,
 }
 
+/// Where an audit command reads its history: the data directory itself, or — while a running
+/// agent holds it (sled lets one process open it), or with `--agent` — the agent's HTTP API.
 #[derive(clap::Args, Debug)]
 pub struct DataDir {
-    /// The agent's data directory.
-    #[arg(short, long, default_value = "netfold-data")]
-    pub data_dir: PathBuf,
+    /// The agent's data directory (default: the config's `data_dir`, else ./netfold-data).
+    #[arg(short, long)]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub agent: AgentArgs,
+}
+
+/// How the command reaches the running agent.
+#[derive(clap::Args, Debug)]
+pub struct AgentArgs {
+    /// The agent's config file: its `data_dir`, and its `[http]` section to reach the agent
+    /// (`listen`, and `token_file` when set). Default: ./netfold.toml, else
+    /// /etc/netfold/netfold.toml, when one exists.
+    #[arg(short, long, env = "NETFOLD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Ask the running agent at this URL (e.g. http://127.0.0.1:9187). Default: the agent at
+    /// the config's `[http] listen` address, asked when the data directory is in use.
+    #[arg(long, value_name = "URL")]
+    pub agent: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]

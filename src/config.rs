@@ -512,6 +512,17 @@ fn check_secret(s: &SecretSource) -> Result<()> {
     }
 }
 
+/// The `[http]` bearer token a client of the agent sends (`netfold status`, the audit
+/// commands while the agent runs): the `token_file`'s contents, `None` when none is set.
+pub fn http_token(http: &HttpPlan) -> Result<Option<SecretString>> {
+    let Some(path) = &http.token_file else { return Ok(None) };
+    let token = SecretSource::file(path.clone()).load().map_err(|e| anyhow!("[http]: key `token_file`: {e}"))?;
+    if token.expose_secret().trim().is_empty() {
+        bail!("[http]: key `token_file`: {} is empty", path.display());
+    }
+    Ok(Some(token))
+}
+
 /// Reads what the agent reads at start-up: every password (environment variable set, file
 /// readable and private), every `ca_file` (PEM with at least one certificate) and the HTTP
 /// token. A group- or world-readable file is refused, or a warning with

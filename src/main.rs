@@ -2,6 +2,15 @@
 //! parses arguments, installs the tracing subscriber, dispatches, and turns any error into one
 //! clear paragraph and a non-zero exit.
 
+/// `println!` that stops quietly when the reader went away (`netfold state | head`) instead of
+/// panicking on the broken pipe.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 mod agent;
 mod audit;
 mod cli;
@@ -11,8 +20,11 @@ mod generate;
 mod health;
 mod http;
 mod metrics;
+mod progress;
 mod run;
 mod sim;
+mod source;
+mod status;
 
 use std::process::ExitCode;
 
@@ -28,7 +40,7 @@ fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(progress::LogWriter).with_ansi(ansi);
     match format {
         LogFormat::Human => builder.with_target(false).init(),
         LogFormat::Json => builder.json().init(),
@@ -63,25 +75,21 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Log { data, follow, agent, hypervisor, switch, since, until, kind, json } => {
+        Command::Log { data, follow, hypervisor, switch, since, until, kind, json } => {
             let filter = audit::filter(hypervisor, (since, until), kind)?;
-            if let Some(switch) = switch {
-                if follow {
-                    audit::follow_switch(&agent, &switch, &filter, json).await
-                } else {
-                    audit::switch_log(&data, &switch, &filter, json)
-                }
-            } else if follow {
-                audit::follow(&agent, &filter, json).await
-            } else {
-                audit::log(&data, &filter, json)
+            match (switch, follow) {
+                (Some(switch), true) => audit::follow_switch(&data.agent, &switch, &filter, json).await,
+                (Some(switch), false) => audit::switch_log(&data, &switch, &filter, json).await,
+                (None, true) => audit::follow(&data.agent, &filter, json).await,
+                (None, false) => audit::log(&data, &filter, json).await,
             }
         }
-        Command::State { data, at, switch, json } => audit::state(&data, at, switch, json),
-        Command::Why { data, port, vlan, at, json } => audit::why(&data, &port, vlan, at, json),
-        Command::Diff { data, from, to } => audit::diff(&data, &from, &to),
-        Command::Verify { data } => audit::verify(&data),
+        Command::State { data, at, switch, json } => audit::state(&data, at, switch, json).await,
+        Command::Why { data, port, vlan, at, json } => audit::why(&data, &port, vlan, at, json).await,
+        Command::Diff { data, from, to } => audit::diff(&data, &from, &to).await,
+        Command::Verify { data } => audit::verify(&data).await,
         Command::Release { hypervisor, agent } => audit::release(&agent, &hypervisor).await,
+        Command::Status { agent, json } => status::run(&agent, json).await,
         Command::Run { config, accept_loss } => run::run(&config, accept_loss).await,
         Command::Config { command: cli::ConfigCommand::Check { config } } => run::check(&config),
         Command::Sim { sim } => sim::run(sim).await,

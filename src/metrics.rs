@@ -66,6 +66,10 @@ pub struct AdapterEntry {
 pub struct Metrics {
     /// Seconds per durable append of a session's events (fed by the engine).
     pub append_latency: Histogram,
+    /// Seconds from a change of desired state (published once the event that made it is
+    /// durable) to the end of the reconcile cycle that wrote it to the switch, per switch (fed
+    /// by each reconciler: `engine::reconciler::Stats::observe_changes`).
+    pub change_latency: Family<SwitchLabel, Histogram, fn() -> Histogram>,
     switches: std::sync::Mutex<Vec<(String, Arc<engine::reconciler::Stats>)>>,
     adapters: std::sync::Mutex<Vec<AdapterEntry>>,
     pub events: Family<KindLabel, Counter>,
@@ -82,6 +86,7 @@ impl Default for Metrics {
         Self {
             // 50 µs .. ~0.8 s.
             append_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 15)),
+            change_latency: Family::new_with_constructor(change_buckets),
             switches: Default::default(),
             adapters: Default::default(),
             events: Default::default(),
@@ -91,6 +96,11 @@ impl Default for Metrics {
             engine: Default::default(),
         }
     }
+}
+
+/// 1 ms .. ~33 s.
+fn change_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
 impl Metrics {
@@ -104,8 +114,10 @@ impl Metrics {
         self.engine.get().map(|m| &**m)
     }
 
-    /// Registers a running reconciler's counters.
+    /// Registers a running reconciler's counters, and times its writes of changes.
     pub fn add_switch(&self, name: String, stats: Arc<engine::reconciler::Stats>) {
+        let (family, label) = (self.change_latency.clone(), SwitchLabel { switch: name.clone() });
+        stats.observe_changes(move |took| family.get_or_create(&label).observe(took.as_secs_f64()));
         self.switches.lock().unwrap_or_else(|p| p.into_inner()).push((name, stats));
     }
 
@@ -124,6 +136,22 @@ impl Metrics {
     pub fn switch_health(&self) -> Vec<(String, engine::reconciler::Health)> {
         let switches = self.switches.lock().unwrap_or_else(|p| p.into_inner());
         switches.iter().map(|(name, st)| (name.clone(), st.health())).collect()
+    }
+
+    /// Every reconciler's counters, by switch name (for `/status`).
+    pub fn switch_stats(&self) -> Vec<(String, Arc<engine::reconciler::Stats>)> {
+        self.switches.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Operations on `switch` that failed since start (from the audit log, as `/metrics` counts).
+    pub fn failed_operations(&self, switch: &str) -> u64 {
+        ["add", "remove"]
+            .iter()
+            .filter_map(|op| {
+                let label = OpLabel { switch: switch.to_string(), op: op.to_string(), result: "failed".into() };
+                self.switch_ops.get(&label).map(|c| c.get())
+            })
+            .sum()
     }
 
     /// What `/metrics` encodes, built once: the tap's counters and the append histogram (shared,
@@ -146,6 +174,11 @@ impl Metrics {
             "append_latency_seconds",
             "Durable append latency of session events",
             self.append_latency.clone(),
+        );
+        registry.register(
+            "change_to_switch_seconds",
+            "Seconds from a change of desired state (its event durable) to the switch writes that apply it, per switch",
+            self.change_latency.clone(),
         );
         registry.register_collector(Box::new(Live { metrics: self.clone(), state, head: Box::new(head) }));
         registry

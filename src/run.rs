@@ -46,6 +46,8 @@ pub async fn run(path: &Path, accept_loss: bool) -> Result<()> {
     for h in plan.hypervisors {
         agent.add_hypervisor(h.id, h.kind, h.adapter).await?;
     }
+    // On a terminal: a line per hypervisor until its first inventory is learnt.
+    agent.spawn_until_stop(crate::progress::first_learn(agent.metrics.clone(), agent.engine.state()));
     for s in &plan.switches {
         add_switch(&mut agent, s).await?;
     }

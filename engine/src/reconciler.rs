@@ -304,6 +304,12 @@ impl Ledger {
         Self { table, switch: switch.into() }
     }
 
+    /// How many VLAN memberships netfold owns on this switch, as the ledger holds them (a
+    /// read: nothing is rewritten).
+    pub fn owned_count(&self) -> store::Result<usize> {
+        Ok(self.table.scan::<BTreeSet<VlanId>>(&self.prefix(OWNED))?.into_iter().map(|(_, v)| v.len()).sum())
+    }
+
     fn prefix(&self, kind: u8) -> Vec<u8> {
         let mut k = self.switch.as_bytes().to_vec();
         k.push(kind);
@@ -499,6 +505,23 @@ pub struct Stats {
     pub unresolved_intents: AtomicU64,
     /// Desired memberships the last cycle refused because the port name is invalid.
     pub refused_names: AtomicU64,
+    /// Unix ms the last cycle ended (0 before the first).
+    pub last_cycle_at: AtomicU64,
+    /// Unix ms of the earliest change of desired state no cycle has applied yet (0: none).
+    pub changed_since: AtomicU64,
+    /// Told, after each cycle that wrote to the switch, how long ago the earliest change it
+    /// applied was noted ([`Stats::observe_changes`]).
+    change_observer: ChangeObserver,
+}
+
+/// The callback [`Stats::observe_changes`] keeps.
+#[derive(Default)]
+struct ChangeObserver(std::sync::OnceLock<Box<dyn Fn(Duration) + Send + Sync>>);
+
+impl fmt::Debug for ChangeObserver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.get().is_some() { "ChangeObserver(set)" } else { "ChangeObserver(none)" })
+    }
 }
 
 /// A copy of a reconciler's health, for `/healthz`.
@@ -511,6 +534,8 @@ pub struct Health {
     pub last_error: Option<String>,
     pub unresolved_intents: u64,
     pub refused_names: u64,
+    /// Unix ms the last cycle ended (`None` before the first).
+    pub last_cycle_at: Option<UnixMs>,
 }
 
 impl Stats {
@@ -518,10 +543,27 @@ impl Stats {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Has `f` told the change→switch latency from now on: for each cycle that applied
+    /// operations, the time from the earliest change of desired state it applied — published
+    /// by the engine as soon as the event that made it is durable — to the end of the cycle,
+    /// when the switch has confirmed the writes. Changes that need no write on this switch are
+    /// not counted; a failed cycle passes its changes to the next. Only the first observer is
+    /// kept; returns whether this one was.
+    pub fn observe_changes(&self, f: impl Fn(Duration) + Send + Sync + 'static) -> bool {
+        self.change_observer.0.set(Box::new(f)).is_ok()
+    }
+
+    /// Notes a change of desired state at `now` (keeps the earliest unapplied one).
+    fn changed(&self, now: UnixMs) {
+        let _ = self.changed_since.compare_exchange(0, now.max(1), Ordering::AcqRel, Ordering::Relaxed);
+    }
+
     /// The health fields, read together.
     pub fn health(&self) -> Health {
         let since = self.failing_since.load(Ordering::Relaxed);
+        let last = self.last_cycle_at.load(Ordering::Relaxed);
         Health {
+            last_cycle_at: (last != 0).then_some(last),
             failing: self.failing.load(Ordering::Relaxed),
             consecutive_failures: self.consecutive_failures.load(Ordering::Relaxed),
             failing_since: (since != 0).then_some(since),
@@ -548,6 +590,18 @@ impl Stats {
 
 fn now_ms() -> UnixMs {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as UnixMs).unwrap_or(0)
+}
+
+/// Notes each change of desired state in `stats` as it is published and wakes the cycle loop;
+/// once the sender is gone, wakes it a last time (it sees the channel closed and returns) and
+/// pends.
+async fn note_changes(mut desired: watch::Receiver<Arc<Desired>>, stats: Arc<Stats>, wake: Arc<tokio::sync::Notify>) {
+    while desired.changed().await.is_ok() {
+        stats.changed(now_ms());
+        wake.notify_one();
+    }
+    wake.notify_one();
+    std::future::pending::<()>().await
 }
 
 async fn drift_changed(drift: &mut Option<watch::Receiver<u64>>) {
@@ -891,16 +945,45 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
     /// Runs cycles until `shutdown` resolves or the desired-state sender is dropped. A switch
     /// that cannot be reached (at start-up or later) is retried with backoff; its [`Stats`] say
     /// it is failing meanwhile.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) {
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        // Changes are noted as they are published, also while a cycle runs; the note wakes
+        // the cycle loop.
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let notes = note_changes(self.desired.clone(), self.stats.clone(), wake.clone());
+        tokio::select! {
+            _ = self.run_cycles(shutdown, wake) => {}
+            _ = notes => {}
+        }
+    }
+
+    async fn run_cycles(mut self, shutdown: impl Future<Output = ()> + Send, wake: Arc<tokio::sync::Notify>) {
         let name = self.switch.name().to_string();
         let mut drift = self.switch.drift();
         let mut failures: u32 = 0;
+        // The earliest change a failed cycle did not apply.
+        let mut carried: Option<UnixMs> = None;
         tokio::pin!(shutdown);
         loop {
             let span = info_span!("reconcile", switch = %name);
+            // A note counts only when this cycle reads a value it has not seen: otherwise it
+            // came late for a value an earlier cycle applied.
+            let noted = self.stats.changed_since.swap(0, Ordering::AcqRel);
+            let noted = if self.desired.has_changed().unwrap_or(false) { noted } else { 0 };
+            let since = [carried.take().unwrap_or(0), noted].into_iter().filter(|&t| t != 0).min().unwrap_or(0);
             let result = self.cycle().instrument(span.clone()).await;
             Stats::bump(&self.stats.cycles);
             let now = now_ms();
+            self.stats.last_cycle_at.store(now, Ordering::Relaxed);
+            match &result {
+                Ok(report) if report.failed() == 0 => {
+                    let wrote = report.outcomes.iter().any(|o| matches!(o.result, OpResult::Applied));
+                    if let (true, Some(f)) = (wrote && since != 0, self.stats.change_observer.0.get()) {
+                        f(Duration::from_millis(now.saturating_sub(since)));
+                    }
+                }
+                // A failed cycle passes its changes to the next.
+                _ => carried = (since != 0).then_some(since),
+            }
             let (mut delay, recheck_at) = match result {
                 Ok(report) if report.failed() == 0 => {
                     if failures > 0 {
@@ -933,7 +1016,7 @@ impl<S: Switch, L: store::Log<SwitchRecord>> Reconciler<S, L> {
             }
             tokio::select! {
                 _ = &mut shutdown => return,
-                changed = self.desired.changed() => if changed.is_err() { return },
+                _ = wake.notified() => if self.desired.has_changed().is_err() { return },
                 _ = drift_changed(&mut drift) => {
                     Stats::bump(&self.stats.drift_cycles);
                     debug!(switch = %name, "drift");
@@ -1383,6 +1466,56 @@ mod tests {
         until("VLAN 10 put back after drift", || rig.sw.vlans("e1").unwrap().contains(&v(10))).await;
         assert!(start.elapsed() < Config::default().resync, "drift must not wait for the resync");
         assert!(stats.drift_cycles.load(Ordering::SeqCst) >= 1, "the repair was a drift cycle");
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_that_needs_a_write_is_timed_once_from_its_publication_to_the_written_switch() {
+        let (rig, r) = rig(MemorySwitch::new("tor1").with_port("e1", []));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        assert!(r.stats().observe_changes(move |d| s.lock().unwrap().push(d)));
+        let stats = r.stats();
+        let task = tokio::spawn(r.run(std::future::pending()));
+        until("the first cycle", || stats.cycles.load(Ordering::Relaxed) >= 1).await;
+        assert!(seen.lock().unwrap().is_empty(), "the start-up cycle applies no change");
+        rig.tx.send_replace(desired("tor1", &[("e1", &[10])]));
+        until("VLAN 10 added", || rig.sw.vlans("e1").unwrap().contains(&v(10))).await;
+        until("the change timed", || !seen.lock().unwrap().is_empty()).await;
+        // A change on another switch's ports needs no write here: not timed.
+        let cycles = stats.cycles.load(Ordering::Relaxed);
+        rig.tx.send_replace(Arc::new({
+            let mut d = (*desired("tor1", &[("e1", &[10])])).clone();
+            d.ports.extend(desired("tor2", &[("e1", &[30])]).ports.clone());
+            d
+        }));
+        until("a cycle for the change", || stats.cycles.load(Ordering::Relaxed) > cycles).await;
+        assert_eq!(seen.lock().unwrap().len(), 1, "{:?}", seen.lock().unwrap());
+        assert_eq!(stats.changed_since.load(Ordering::Relaxed), 0, "no change left unapplied");
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_a_failed_cycle_did_not_apply_is_timed_once_when_a_later_cycle_writes_it() {
+        let (rig, r) = rig(MemorySwitch::new("tor1").with_port("e1", []));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        r.stats().observe_changes(move |d| s.lock().unwrap().push(d));
+        let stats = r.stats();
+        let task = tokio::spawn(r.run(std::future::pending()));
+        until("the first cycle", || stats.cycles.load(Ordering::Relaxed) >= 1).await;
+        rig.sw.set_down(true);
+        rig.tx.send_replace(desired("tor1", &[("e1", &[10])]));
+        until("a failed cycle", || stats.failed_cycles.load(Ordering::Relaxed) >= 1).await;
+        assert!(seen.lock().unwrap().is_empty(), "nothing written, nothing timed");
+        rig.sw.set_down(false);
+        until("VLAN 10 added after the outage", || rig.sw.vlans("e1").unwrap().contains(&v(10))).await;
+        until("the change timed", || !seen.lock().unwrap().is_empty()).await;
+        let cycles = stats.cycles.load(Ordering::Relaxed);
+        rig.sw.operator_set("e1", []);
+        until("drift repaired", || rig.sw.vlans("e1").unwrap().contains(&v(10))).await;
+        until("the repair cycle counted", || stats.cycles.load(Ordering::Relaxed) > cycles).await;
+        assert_eq!(seen.lock().unwrap().len(), 1, "a drift repair is no change of desired state");
         task.abort();
     }
 

@@ -8,11 +8,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use engine::config::Policy;
 use engine::projector::State;
 use engine::{Envelope, FactKey, Reason, Recorded, SwitchPort, VlanId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use store::layout::{db_path, EVENTS_LOG, META_TABLE, POLICY_KEY};
 use store::{Log, SledLog, Store};
 
@@ -25,7 +26,7 @@ pub type Progress<'a> = &'a dyn Fn(u64, u64);
 /// An opened data directory.
 pub struct History {
     // Field order matters: the log must drop (joining its writer) before the store.
-    log: SledLog<Recorded>,
+    log: Arc<SledLog<Recorded>>,
     store: Store,
     policy: Policy,
 }
@@ -54,7 +55,15 @@ impl History {
             .and_then(|t| t.get::<Policy>(POLICY_KEY))
             .map_err(|source| Error::Open { path, source })?
             .unwrap_or_default();
-        Ok(Self { log, store, policy })
+        Ok(Self { log: Arc::new(log), store, policy })
+    }
+
+    /// The history of a running agent's own log (its store, its event log, the policy it folds
+    /// with): what the agent's HTTP API answers `state --at`, `why`, `diff` and `verify` from
+    /// while the data directory is its alone. Folds read the log as appends go on; each
+    /// answer holds as of the record it names.
+    pub fn live(store: Store, log: Arc<SledLog<Recorded>>, policy: Policy) -> Self {
+        Self { log, store, policy }
     }
 
     pub fn store(&self) -> &Store {
@@ -218,7 +227,7 @@ fn diff_desired(a: &BTreeMap<(SwitchPort, VlanId), usize>, b: &BTreeMap<(SwitchP
 }
 
 /// An event that set a fact behind a reason.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Learnt {
     pub fact: String,
     pub seq: u64,
@@ -226,14 +235,14 @@ pub struct Learnt {
 }
 
 /// A reason and the events behind it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Explained {
     pub reason: Reason,
     pub learnt: Vec<Learnt>,
 }
 
 /// The answer to "why is this VLAN on this port?".
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Why {
     pub port: SwitchPort,
     pub vlan: VlanId,
@@ -245,14 +254,14 @@ pub struct Why {
 }
 
 /// One difference in desired state.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiffLine {
     pub port: SwitchPort,
     pub vlan: VlanId,
     pub change: DiffChange,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DiffChange {
     Added { reasons: usize },
     Removed { reasons: usize },

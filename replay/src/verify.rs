@@ -1,15 +1,18 @@
 //! `netfold verify`: the log against its head anchor (no acknowledged record lost), the hash
 //! chain and the decodability of every record, then replay determinism — a full fold and the
-//! latest snapshot plus the tail must give the same state, byte for byte.
+//! latest snapshot plus the tail must give the same state, byte for byte. Every check stops at
+//! the head the chain check found, so a log a running agent appends to verifies as of that
+//! record ([`History::live`]).
 
 use engine::projector::{SnapshotError, State, SNAPSHOT_FORMAT};
 use store::Log;
 
 use crate::history::{History, Progress};
+use crate::point::Point;
 use crate::{Error, Result};
 
 /// What verification established.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Report {
     /// Records checked (the head).
     pub records: u64,
@@ -33,9 +36,10 @@ pub fn verify(history: &History, progress: Progress<'_>) -> Result<Report> {
         }
         (_, e) => Error::Log(e),
     })?;
-    let full = history.fold(None, progress)?.state;
+    let head = verified.head;
+    let full = history.fold(Some(Point::Seq(head)), progress)?.state;
     let full_hash = full.state_hash();
-    let snapshot = history.log().latest_snapshot().map_err(Error::Log)?;
+    let snapshot = history.log().snapshot_at_or_before(head).map_err(Error::Log)?;
     let mut older_snapshot = None;
     let snapshot_seq = match snapshot {
         None => None,
@@ -47,7 +51,11 @@ pub fn verify(history: &History, progress: Progress<'_>) -> Result<Report> {
             decoded => {
                 let mut state = decoded.map_err(|e| Error::Snapshot { seq: snap.seq, reason: e.to_string() })?;
                 for env in history.events(snap.seq + 1) {
-                    state.apply(&env?);
+                    let env = env?;
+                    if env.seq > head {
+                        break;
+                    }
+                    state.apply(&env);
                 }
                 if state.state_hash() != full_hash {
                     return Err(Error::NotDeterministic { snapshot: snap.seq });

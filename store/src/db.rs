@@ -273,6 +273,17 @@ impl Store {
         Ok(Self { inner: Arc::new(inner) })
     }
 
+    /// Whether another process holds the database in `path` right now (a running agent: sled
+    /// locks its log file exclusively while open). Asks once, without waiting; a directory with
+    /// no database is not in use. The audit commands ask this to choose between reading the
+    /// directory and asking the agent.
+    pub fn in_use(path: impl AsRef<Path>) -> bool {
+        let Ok(file) = File::open(path.as_ref().join("db")) else { return false };
+        // Dropping the file releases the shared lock at once. Any other failure to lock is left
+        // to opening, which names it.
+        matches!(fs2::FileExt::try_lock_shared(&file), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
     /// A throw-away database in a temporary directory, removed on drop (tests, dry runs).
     pub fn temporary() -> Result<Self> {
         let db = sled::Config::new().temporary(true).open().map_err(Error::db("opening a temporary database"))?;
