@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
-use crate::codec;
 use crate::subscribe::Source;
+use crate::{codec, retention};
 use crate::{Entry, Error, Hash, Log, Record, Result, Seq, Snapshot, Subscription, Verified, GENESIS};
 
 #[derive(Default)]
@@ -42,6 +42,13 @@ impl Inner {
 pub struct MemoryLog<R> {
     inner: Arc<Inner>,
     _record: PhantomData<fn() -> R>,
+}
+
+/// Another handle on the same log (what reopening a durable log gives: the same records).
+impl<R> Clone for MemoryLog<R> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), _record: PhantomData }
+    }
 }
 
 impl<R: Record> Default for MemoryLog<R> {
@@ -116,7 +123,13 @@ impl<R: Record> Log<R> for MemoryLog<R> {
     }
 
     fn save_snapshot(&self, seq: Seq, bytes: Vec<u8>) -> Result<()> {
-        self.inner.lock().snapshots.insert(seq, bytes);
+        let mut g = self.inner.lock();
+        g.snapshots.insert(seq, bytes);
+        // Thinned as the durable logs thin theirs, so a test of history queries sees the same.
+        let seqs: Vec<Seq> = g.snapshots.keys().copied().collect();
+        for seq in retention::pruned(&seqs) {
+            g.snapshots.remove(&seq);
+        }
         Ok(())
     }
 
