@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use store::{Log, MemoryLog, PgLog, PgStore, PgTls, SledLog, Store};
 
-use super::Rec;
+use crate::common::Rec;
 
 /// Where a test's logs live, across restarts.
 pub trait Backend: Send + Sized + 'static {
