@@ -100,6 +100,9 @@ pub enum Error {
     /// without an operator: the text says which migration failed.
     #[error("cannot migrate the PostgreSQL schema: {0}")]
     Migrate(String),
+    /// A copy's target already holds data. Not retryable: copy into an empty database.
+    #[error("{0}")]
+    NotEmpty(String),
     /// The directory holds no sled database. Not retryable.
     #[error("{} holds no netfold database (no `db` file)", path.display())]
     NotAStore { path: std::path::PathBuf },

@@ -15,13 +15,17 @@
 //! - [`Table`]: a small durable key-value tree (the reconciler's ownership ledger lives in one),
 //!   on sled or PostgreSQL.
 //! - `retention`: which snapshots a durable log keeps.
+//! - [`AnyStore`] / [`AnyLog`]: the configured back end, whichever it is.
+//! - [`copy`]: a sled store copied into an empty PostgreSQL database, verified by chain hash.
 //! - [`layout`]: the database path in a data directory and the names of netfold's logs and tables.
 //!
 //! Every record is `[format][schema][prev hash][crc][payload]`; its hash (over its sequence number
 //! and those bytes) is the next record's `prev`, starting from [`GENESIS`].
 
 mod anchor;
+mod any;
 mod codec;
+pub mod copy;
 mod db;
 mod error;
 pub mod layout;
@@ -36,6 +40,7 @@ use std::future::Future;
 use std::ops::RangeInclusive;
 
 pub use anchor::Anchor;
+pub use any::{AnyLog, AnyStore};
 pub use codec::{hash_record, FORMAT};
 pub use db::{open_db, Store};
 pub use error::{Error, Loss, Result};

@@ -627,6 +627,27 @@ impl<R: Record> Log<R> for SledLog<R> {
 }
 
 impl<R> SledLog<R> {
+    /// Every consumer checkpoint of the log, by name.
+    pub fn checkpoints(&self) -> Result<Vec<(String, Seq)>> {
+        let stored = self.trees.inner.with(|o| {
+            o.tree(&self.trees.checkpoints)?
+                .iter()
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(Error::db("reading checkpoints"))
+        })?;
+        stored
+            .into_iter()
+            .map(|(k, v)| {
+                let name = String::from_utf8_lossy(&k).into_owned();
+                let seq = seq_of(&v, 0).map_err(|_| Error::Meta {
+                    what: format!("checkpoint `{name}`"),
+                    reason: format!("{} bytes, expected 8", v.len()),
+                })?;
+                Ok((name, seq))
+            })
+            .collect()
+    }
+
     fn writable(&self) -> Result<()> {
         match self.trees.inner.mode {
             Mode::ReadWrite => Ok(()),

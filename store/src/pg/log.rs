@@ -44,7 +44,7 @@ const RACES: usize = 16;
 /// How long dropping a log waits for its writer to finish what was queued.
 const WRITER_EXIT: Duration = Duration::from_secs(10);
 
-const APPEND: &str = "WITH moved AS (
+pub(super) const APPEND: &str = "WITH moved AS (
         UPDATE netfold_logs SET head = $3, tip = $4 WHERE name = $1 AND head = $2 RETURNING name
     )
     INSERT INTO netfold_records (log, seq, value)

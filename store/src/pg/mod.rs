@@ -238,6 +238,81 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// Creates the (empty) row of log `name` for an import.
+    pub(crate) async fn import_log(&self, name: &str) -> Result<()> {
+        let (inner, name) = (self.inner.clone(), name.to_string());
+        self.inner
+            .rt
+            .run(async move {
+                let c = inner.client().await?;
+                c.execute("INSERT INTO netfold_logs (name) VALUES ($1) ON CONFLICT DO NOTHING", &[&name])
+                    .await
+                    .map_err(Error::pg("creating the log"))?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Appends stored records as they are (already chained, after `head`), in one transaction.
+    pub(crate) async fn import_records(&self, name: &str, head: Seq, rows: Vec<(Seq, Vec<u8>)>) -> Result<()> {
+        let Some((last, value)) = rows.last() else { return Ok(()) };
+        let tip = crate::codec::hash_record(*last, value);
+        let new_head = to_sql(*last)?;
+        let seqs = rows.iter().map(|(s, _)| to_sql(*s)).collect::<Result<Vec<_>>>()?;
+        let values: Vec<Vec<u8>> = rows.into_iter().map(|(_, v)| v).collect();
+        let (inner, name, head) = (self.inner.clone(), name.to_string(), to_sql(head)?);
+        self.inner
+            .rt
+            .run(async move {
+                let c = inner.client().await?;
+                let n = c
+                    .execute(log::APPEND, &[&name, &head, &new_head, &&tip[..], &seqs, &values])
+                    .await
+                    .map_err(Error::pg("copying records"))?;
+                if n as usize != seqs.len() {
+                    return Err(Error::Unavailable(format!("the log `{name}` was appended to during the copy")));
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Writes snapshots and checkpoints as they are, in one transaction.
+    pub(crate) async fn import_meta(
+        &self,
+        name: &str,
+        snapshots: Vec<crate::Snapshot>,
+        checkpoints: Vec<(String, Seq)>,
+    ) -> Result<()> {
+        let (inner, name) = (self.inner.clone(), name.to_string());
+        self.inner
+            .rt
+            .run(async move {
+                let mut c = inner.client().await?;
+                let tx = c.transaction().await.map_err(Error::pg("copying snapshots"))?;
+                for s in snapshots {
+                    tx.execute(
+                        "INSERT INTO netfold_snapshots (log, seq, bytes) VALUES ($1, $2, $3)",
+                        &[&name, &to_sql(s.seq)?, &s.bytes],
+                    )
+                    .await
+                    .map_err(Error::pg("copying snapshots"))?;
+                }
+                for (cname, seq) in checkpoints {
+                    tx.execute(
+                        "INSERT INTO netfold_checkpoints (log, name, seq) VALUES ($1, $2, $3)",
+                        &[&name, &cname, &to_sql(seq)?],
+                    )
+                    .await
+                    .map_err(Error::pg("copying checkpoints"))?;
+                }
+                tx.commit().await.map_err(Error::pg("copying snapshots"))
+            })
+            .await
+    }
+}
+
 impl PgInner {
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(|e| Error::Unavailable(format!("no PostgreSQL connection: {e}")))
