@@ -17,7 +17,7 @@ use replay::{History, Point};
 
 use std::sync::Arc;
 
-use store::{Log, SledLog};
+use store::{AnyLog, Log};
 
 use crate::cli::DataDir;
 use store::layout::SWITCH_AUDIT_LOG;
@@ -137,11 +137,11 @@ struct SwitchLogFrom {
 /// `/switch-log?from=SEQ` on the agent's endpoint: the switch audit (every switch) as JSON lines
 /// from `from` on, long-polling up to 20 s for the first — what `netfold log --switch --follow`
 /// reads while the agent holds the data directory.
-pub fn switch_log_router(audit: Arc<SledLog<SwitchRecord>>) -> axum::Router {
+pub fn switch_log_router(audit: Arc<AnyLog<SwitchRecord>>) -> axum::Router {
     use axum::extract::{Query, State};
     use axum::response::IntoResponse;
     async fn lines(
-        State(audit): State<Arc<SledLog<SwitchRecord>>>,
+        State(audit): State<Arc<AnyLog<SwitchRecord>>>,
         Query(q): Query<SwitchLogFrom>,
     ) -> impl IntoResponse {
         let mut sub = audit.subscribe(q.from.max(1));

@@ -32,7 +32,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use engine::runtime::{Releaser, SharedState};
 use engine::Recorded;
-use store::{Log, SledLog};
+use store::{AnyLog, Log};
 
 use crate::metrics::{Format, Metrics};
 
@@ -41,11 +41,11 @@ struct Ctx {
     metrics: Arc<Metrics>,
     registry: Arc<prometheus_client::registry::Registry>,
     state: SharedState,
-    events: Arc<SledLog<Recorded>>,
+    events: Arc<AnyLog<Recorded>>,
     releaser: Releaser,
 }
 
-pub fn router(metrics: Arc<Metrics>, state: SharedState, events: Arc<SledLog<Recorded>>, releaser: Releaser) -> Router {
+pub fn router(metrics: Arc<Metrics>, state: SharedState, events: Arc<AnyLog<Recorded>>, releaser: Releaser) -> Router {
     let log = events.clone();
     let head = move || log.head();
     Router::new()

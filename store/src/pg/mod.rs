@@ -173,7 +173,15 @@ pub struct PgStore {
 impl PgStore {
     /// Connects to the database `config` names and brings its schema up to date (migrations in
     /// `store/migrations`). An unreachable server or a refused login is an error naming it.
-    pub async fn connect(config: tokio_postgres::Config, tls: PgTls) -> Result<Self> {
+    pub async fn connect(mut config: tokio_postgres::Config, tls: PgTls) -> Result<Self> {
+        // TLS is required when configured and not attempted otherwise: never a silent downgrade.
+        config.ssl_mode(match tls {
+            PgTls::Off => tokio_postgres::config::SslMode::Disable,
+            PgTls::Rustls(_) => tokio_postgres::config::SslMode::Require,
+        });
+        if config.get_application_name().is_none() {
+            config.application_name("netfold");
+        }
         let rt = Rt::new()?;
         let pool = Pool::builder(tls.manager(config.clone()))
             .max_size(POOL_SIZE)
@@ -186,6 +194,17 @@ impl PgStore {
         let migrating = inner.clone();
         inner.rt.run(async move { migrate(&migrating).await }).await?;
         Ok(Self { inner })
+    }
+
+    /// Whether every host `config` names is on this machine (a Unix socket or a loopback
+    /// address): where plain TCP exposes nothing.
+    pub fn is_local(config: &tokio_postgres::Config) -> bool {
+        config.get_hosts().iter().all(|h| match h {
+            tokio_postgres::config::Host::Unix(_) => true,
+            tokio_postgres::config::Host::Tcp(name) => {
+                name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            }
+        })
     }
 
     /// The log named `name`, created empty if the database has none. Open each log once per
