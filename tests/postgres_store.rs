@@ -3,7 +3,8 @@
 //! history in a data directory is copied with `netfold store copy` (verified by chain hash; a
 //! second copy into the same database is refused), then `netfold run` with
 //! `[store] kind = "postgres"` folds that history from PostgreSQL and serves it; `config check`
-//! refuses a password file others can read and a password in the url.
+//! refuses a password file others can read and a password in the url; over TLS the server's
+//! certificate is verified (`--ca-file` trusts it, the system roots alone do not).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -159,4 +160,44 @@ fn config_check_refuses_a_readable_password_file_and_a_password_in_the_url() {
     let out = netfold(&["config", "check", "--config", cfg.to_str().unwrap()]);
     let err = text(&out.stderr);
     assert!(!out.status.success() && err.contains("no `tls` is set"), "{err}");
+}
+
+#[test]
+fn store_copy_over_tls_verifies_the_servers_certificate() {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let cluster = sims::postgres::Cluster::start_tls(&ck.cert.pem(), &ck.key_pair.serialize_pem()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        // A data directory with one log and the policy table, as `run` leaves it.
+        let store = store::Store::open(store::layout::db_path(&data)).unwrap();
+        store.table("meta").unwrap().insert(b"policy", &"p".to_string()).unwrap();
+    }
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, cluster.password()).unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ck.cert.pem()).unwrap();
+    let db = cluster.database("tls").unwrap();
+    let url = cluster.url(&db);
+    let (d, pw) = (data.to_str().unwrap(), pw.to_str().unwrap());
+
+    let untrusted = netfold(&["store", "copy", "--from", d, "--to", &url, "--password-file", pw, "--tls"]);
+    let err = text(&untrusted.stderr);
+    assert!(!untrusted.status.success() && err.to_lowercase().contains("certificate"), "{err}");
+
+    let trusted = netfold(&[
+        "store",
+        "copy",
+        "--from",
+        d,
+        "--to",
+        &url,
+        "--password-file",
+        pw,
+        "--ca-file",
+        ca.to_str().unwrap(),
+    ]);
+    assert!(trusted.status.success(), "{}", text(&trusted.stderr));
+    assert!(text(&trusted.stdout).contains("table meta: 1 entries"), "{}", text(&trusted.stdout));
 }

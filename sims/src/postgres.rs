@@ -109,8 +109,12 @@ bin=$1 dir=$2 port=$3
 if ! "$bin/initdb" -D "$dir/data" -U netfold --auth=scram-sha-256 --pwfile="$dir/password" -E UTF8 --no-sync >"$dir/initdb.log" 2>&1; then
   echo "initdb failed:"; cat "$dir/initdb.log"; rm -rf "$dir"; exit 1
 fi
+ssl=""
+if [ -f "$dir/server.crt" ]; then
+  ssl="-c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key"
+fi
 "$bin/postgres" -D "$dir/data" -p "$port" -c listen_addresses=127.0.0.1 -c unix_socket_directories="$dir" \
-  -c fsync=on -c synchronous_commit=on -c max_connections=300 -c shared_buffers=64MB \
+  -c fsync=on -c synchronous_commit=on -c max_connections=300 -c shared_buffers=64MB $ssl \
   >"$dir/postgres.log" 2>&1 &
 pid=$!
 echo "postgres $pid"
@@ -137,12 +141,21 @@ impl Cluster {
 
     /// Starts a new cluster (see the module doc).
     pub fn start() -> Result<Cluster> {
+        Self::start_with(None)
+    }
+
+    /// Starts a new cluster that also accepts TLS with this certificate and key (PEM).
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Result<Cluster> {
+        Self::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Result<Cluster> {
         let bin = binaries()?;
         let user = unprivileged()?;
         // A free port can be taken by someone else between asking and binding: try a few.
         let mut last = None;
         for _ in 0..5 {
-            match Self::try_start(&bin, &user) {
+            match Self::try_start(&bin, &user, tls) {
                 Err(Error::Timeout(log)) if log.contains("could not bind") => last = Some(Error::Timeout(log)),
                 other => return other,
             }
@@ -150,12 +163,21 @@ impl Cluster {
         Err(last.unwrap_or_else(|| Error::Timeout(String::new())))
     }
 
-    fn try_start(bin: &Path, user: &Option<(String, u32, u32)>) -> Result<Cluster> {
+    fn try_start(bin: &Path, user: &Option<(String, u32, u32)>, tls: Option<(&str, &str)>) -> Result<Cluster> {
+        use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::Builder::new().prefix("netfold-pg-").tempdir()?.keep();
         let password = format!("test-{:016x}", rand::random::<u64>());
         std::fs::write(dir.join("password"), &password)?;
+        let mut owned = vec![dir.clone(), dir.join("password")];
+        if let Some((cert, key)) = tls {
+            std::fs::write(dir.join("server.crt"), cert)?;
+            std::fs::write(dir.join("server.key"), key)?;
+            // The server refuses a key its group or others can read.
+            std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600))?;
+            owned.extend([dir.join("server.crt"), dir.join("server.key")]);
+        }
         if let Some((_, uid, gid)) = user {
-            for p in [dir.clone(), dir.join("password")] {
+            for p in owned {
                 std::os::unix::fs::chown(&p, Some(*uid), Some(*gid))?;
             }
         }

@@ -16,6 +16,8 @@
 //!   on sled or PostgreSQL.
 //! - `retention`: which snapshots a durable log keeps.
 //! - [`AnyStore`] / [`AnyLog`]: the configured back end, whichever it is.
+//! - [`lease`]: leases with fencing tokens ([`Leases`]: [`PgLeases`], [`MemoryLeases`]) and
+//!   appends checked against them in the same transaction (`append_fenced`; ADR 0009).
 //! - [`copy`]: a sled store copied into an empty PostgreSQL database, verified by chain hash.
 //! - [`layout`]: the database path in a data directory and the names of netfold's logs and tables.
 //!
@@ -29,6 +31,7 @@ pub mod copy;
 mod db;
 mod error;
 pub mod layout;
+pub mod lease;
 mod memory;
 mod pg;
 mod retention;
@@ -44,8 +47,9 @@ pub use any::{AnyLog, AnyStore};
 pub use codec::{hash_record, FORMAT};
 pub use db::{open_db, Store};
 pub use error::{Error, Loss, Result};
+pub use lease::{Fence, Lease, Leases, MemoryLeases};
 pub use memory::MemoryLog;
-pub use pg::{PgLog, PgStore, PgTls};
+pub use pg::{PgLeases, PgLog, PgStore, PgTls};
 pub use sled_log::{OnLoss, SledLog};
 pub use subscribe::Subscription;
 pub use table::{Table, TableBatch};

@@ -80,12 +80,23 @@ impl<R: Record> Source<R> for Inner {
     }
 }
 
-impl<R: Record> Log<R> for MemoryLog<R> {
-    async fn append(&self, batch: Vec<R>) -> Result<RangeInclusive<Seq>> {
+impl<R: Record> MemoryLog<R> {
+    /// Appends `batch` only while `fence`'s lease is held in `leases` with its token, checked
+    /// and appended with no lease change in between (the twin of `PgLog::append_fenced`).
+    pub async fn append_fenced(
+        &self,
+        batch: Vec<R>,
+        leases: &crate::MemoryLeases,
+        fence: &crate::Fence,
+    ) -> Result<RangeInclusive<Seq>> {
         let payloads = codec::encode_payloads(&batch)?;
+        leases.while_valid(fence, || self.push(&payloads))
+    }
+
+    fn push(&self, payloads: &[Vec<u8>]) -> RangeInclusive<Seq> {
         let mut g = self.inner.lock();
         let head = g.values.len() as Seq;
-        let (values, tip) = codec::chain(head, g.tip.unwrap_or(GENESIS), R::SCHEMA, &payloads);
+        let (values, tip) = codec::chain(head, g.tip.unwrap_or(GENESIS), R::SCHEMA, payloads);
         g.values.extend(values.into_iter().map(|(_, v)| v));
         g.tip = Some(tip);
         let new_head = g.values.len() as Seq;
@@ -93,7 +104,14 @@ impl<R: Record> Log<R> for MemoryLog<R> {
         // order and move the head back.
         self.inner.head.send_replace(new_head);
         drop(g);
-        Ok((head + 1)..=new_head)
+        (head + 1)..=new_head
+    }
+}
+
+impl<R: Record> Log<R> for MemoryLog<R> {
+    async fn append(&self, batch: Vec<R>) -> Result<RangeInclusive<Seq>> {
+        let payloads = codec::encode_payloads(&batch)?;
+        Ok(self.push(&payloads))
     }
 
     fn head(&self) -> Seq {

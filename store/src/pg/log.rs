@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{from_sql, to_sql, PgInner};
 use crate::codec;
+use crate::lease::Fence;
 use crate::subscribe::Source;
 use crate::{retention, Entry, Error, Hash, Log, Loss, Record, Result, Seq, Snapshot, Subscription, Verified};
 
@@ -54,6 +55,8 @@ const RANGE: &str = "SELECT seq, value FROM netfold_records WHERE log = $1 AND s
 
 struct Request {
     payloads: Vec<Vec<u8>>,
+    /// The lease the append is made under, checked in its transaction (ADR 0009).
+    fence: Option<Fence>,
     reply: oneshot::Sender<Result<RangeInclusive<Seq>>>,
 }
 
@@ -148,6 +151,21 @@ impl<R: Record> PgLog<R> {
     }
 }
 
+impl<R: Record> PgLog<R> {
+    /// Appends `batch` as [`Log::append`] does, only while `fence`'s lease is held with its
+    /// token: checked in the transaction that inserts the records, so a deposed holder's append
+    /// fails with [`Error::Fenced`] (ADR 0009).
+    pub async fn append_fenced(&self, batch: Vec<R>, fence: &Fence) -> Result<RangeInclusive<Seq>> {
+        let payloads = codec::encode_payloads(&batch)?;
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request { payloads, fence: Some(fence.clone()), reply })
+            .await
+            .map_err(|_| Error::Closed("the writer has stopped".into()))?;
+        answer.await.map_err(|_| Error::Closed("the writer stopped before answering".into()))?
+    }
+}
+
 /// The writer of one log in this process.
 struct Writer {
     inner: Arc<PgInner>,
@@ -173,10 +191,15 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            match self.commit(&group).await {
-                Ok(ranges) => {
-                    for (req, range) in group.into_iter().zip(ranges) {
-                        let _ = req.reply.send(Ok(range));
+            let outcome = if group.iter().any(|r| r.fence.is_some()) {
+                self.commit_fenced(&group).await
+            } else {
+                self.commit(&group).await.map(|ranges| ranges.into_iter().map(Ok).collect())
+            };
+            match outcome {
+                Ok(outcomes) => {
+                    for (req, outcome) in group.into_iter().zip(outcomes) {
+                        let _ = req.reply.send(outcome);
                     }
                 }
                 Err(e) => {
@@ -189,26 +212,96 @@ impl Writer {
         }
     }
 
+    /// The chained rows of the requests `admitted`, each one's range, and the new head and tip.
+    #[allow(clippy::type_complexity)] // the rows, then what the caller needs after the insert
+    fn chain(
+        &self,
+        group: &[Request],
+        admitted: &[bool],
+    ) -> Result<(Vec<i64>, Vec<Vec<u8>>, Vec<Option<RangeInclusive<Seq>>>, Seq, Hash)> {
+        let (mut head, mut tip) = (self.head, self.tip);
+        let (mut seqs, mut values, mut ranges) = (Vec::new(), Vec::new(), Vec::with_capacity(group.len()));
+        for (req, &ok) in group.iter().zip(admitted) {
+            if !ok {
+                ranges.push(None);
+                continue;
+            }
+            let (chained, new_tip) = codec::chain(head, tip, self.schema, &req.payloads);
+            for (seq, value) in chained {
+                seqs.push(to_sql(seq)?);
+                values.push(value);
+            }
+            ranges.push(Some((head + 1)..=(head + req.payloads.len() as Seq)));
+            head += req.payloads.len() as Seq;
+            tip = new_tip;
+        }
+        Ok((seqs, values, ranges, head, tip))
+    }
+
+    /// A group with fenced appends: one transaction that first checks every fence (holding the
+    /// lease rows `FOR SHARE`, so a takeover waits for this commit), then appends the requests
+    /// whose fence holds; the others get [`Error::Fenced`].
+    async fn commit_fenced(&mut self, group: &[Request]) -> Result<Vec<Result<RangeInclusive<Seq>>>> {
+        let mut client = self.inner.client().await?;
+        let append = client.prepare_cached(APPEND).await.map_err(Error::pg("preparing the append"))?;
+        let fences: std::collections::BTreeSet<&Fence> = group.iter().filter_map(|r| r.fence.as_ref()).collect();
+        for _ in 0..RACES {
+            let tx = client.transaction().await.map_err(Error::pg("appending"))?;
+            let mut valid = std::collections::BTreeSet::new();
+            for f in &fences {
+                let held = tx
+                    .query_opt(
+                        "SELECT 1 FROM netfold_leases WHERE name = $1 AND token = $2 AND expires_at > now() FOR SHARE",
+                        &[&f.lease, &to_sql(f.token)?],
+                    )
+                    .await
+                    .map_err(Error::pg("checking a lease"))?;
+                if held.is_some() {
+                    valid.insert(*f);
+                }
+            }
+            let admitted: Vec<bool> =
+                group.iter().map(|r| r.fence.as_ref().is_none_or(|f| valid.contains(f))).collect();
+            let (seqs, values, ranges, head, tip) = self.chain(group, &admitted)?;
+            if !seqs.is_empty() {
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                    [&self.name, &to_sql(self.head)?, &to_sql(head)?, &&tip[..], &seqs, &values];
+                let inserted = tx.execute(&append, &params).await.map_err(Error::pg("appending"))?;
+                if inserted as usize != seqs.len() {
+                    drop(tx);
+                    let (h, t) = head_and_tip(&client, &self.name).await?;
+                    self.head = h;
+                    self.tip = t;
+                    publish(&self.published, h);
+                    continue;
+                }
+            }
+            tx.commit().await.map_err(Error::pg("appending"))?;
+            self.head = head;
+            self.tip = tip;
+            publish(&self.published, head);
+            return Ok(group
+                .iter()
+                .zip(ranges)
+                .map(|(req, range)| {
+                    range.ok_or_else(|| {
+                        let f = req.fence.as_ref().expect("only fenced requests are refused");
+                        Error::Fenced { lease: f.lease.clone(), token: f.token }
+                    })
+                })
+                .collect());
+        }
+        Err(Error::Unavailable(format!("the log `{}` kept moving under {RACES} attempts to append", self.name)))
+    }
+
     /// Chains the group after the head, writes it in one transaction and returns each
     /// request's sequence numbers once it committed.
     async fn commit(&mut self, group: &[Request]) -> Result<Vec<RangeInclusive<Seq>>> {
         let client = self.inner.client().await?;
         let append = client.prepare_cached(APPEND).await.map_err(Error::pg("preparing the append"))?;
+        let all = vec![true; group.len()];
         for _ in 0..RACES {
-            let (mut head, mut tip) = (self.head, self.tip);
-            let mut ranges = Vec::with_capacity(group.len());
-            let mut seqs = Vec::new();
-            let mut values = Vec::new();
-            for req in group {
-                let (chained, new_tip) = codec::chain(head, tip, self.schema, &req.payloads);
-                for (seq, value) in chained {
-                    seqs.push(to_sql(seq)?);
-                    values.push(value);
-                }
-                ranges.push((head + 1)..=(head + req.payloads.len() as Seq));
-                head += req.payloads.len() as Seq;
-                tip = new_tip;
-            }
+            let (seqs, values, ranges, head, tip) = self.chain(group, &all)?;
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
                 [&self.name, &to_sql(self.head)?, &to_sql(head)?, &&tip[..], &seqs, &values];
             let inserted = client.execute(&append, &params).await.map_err(Error::pg("appending"))?;
@@ -216,7 +309,7 @@ impl Writer {
                 self.head = head;
                 self.tip = tip;
                 publish(&self.published, head);
-                return Ok(ranges);
+                return Ok(ranges.into_iter().flatten().collect());
             }
             // Another writer moved the head: learn where it is and chain again.
             let (h, t) = head_and_tip(&client, &self.name).await?;
@@ -383,7 +476,7 @@ impl<R: Record> Log<R> for PgLog<R> {
         let payloads = codec::encode_payloads(&batch)?;
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send(Request { payloads, reply })
+            .send(Request { payloads, fence: None, reply })
             .await
             .map_err(|_| Error::Closed("the writer has stopped".into()))?;
         answer.await.map_err(|_| Error::Closed("the writer stopped before answering".into()))?

@@ -15,6 +15,7 @@
 //! - **TLS.** [`PgTls`]: plain TCP (loopback, a Unix socket) or rustls with a caller-built client
 //!   configuration (the binary builds it with the hypervisors' trust options).
 
+mod lease;
 mod log;
 mod table;
 
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
+pub use lease::PgLeases;
 pub use log::PgLog;
 pub(crate) use table::PgTable;
 
@@ -212,6 +214,11 @@ impl PgStore {
     /// log: each append is checked against the database's head in its own transaction.
     pub async fn log<R: crate::Record>(&self, name: &str) -> Result<PgLog<R>> {
         PgLog::open(self.inner.clone(), name).await
+    }
+
+    /// The store's leases (ADR 0009).
+    pub fn leases(&self) -> PgLeases {
+        PgLeases::new(self.inner.clone())
     }
 
     /// The durable key-value table named `name`.
