@@ -269,7 +269,9 @@ impl Cluster {
                 }
                 Err(e) => {
                     let log = std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default();
-                    if log.contains("could not bind") || log.contains("FATAL") {
+                    // A port taken meanwhile is retried on another at once; anything else
+                    // (a client refused while the server starts up, for one) is waited out.
+                    if log.contains("could not bind") {
                         return Err(Error::Timeout(format!("{log}\n(last attempt: {e})")));
                     }
                     std::thread::sleep(Duration::from_millis(100));

@@ -110,6 +110,9 @@ async fn drive<S, T>(
     }
 }
 
+/// The name of the store runtime's threads.
+const THREAD_NAME: &str = "netfold-pg";
+
 /// The store's runtime: where every database call runs.
 pub(crate) struct Rt {
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
@@ -120,7 +123,7 @@ impl Rt {
     fn new() -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
-            .thread_name("netfold-pg")
+            .thread_name(THREAD_NAME)
             .enable_all()
             .build()
             .map_err(|e| Error::Closed(format!("cannot start the PostgreSQL runtime: {e}")))?;
@@ -153,8 +156,14 @@ impl Rt {
 impl Drop for Rt {
     fn drop(&mut self) {
         // Dropping a runtime blocks, which tokio refuses inside async code: let it go instead.
+        // The last handle can be dropped by one of the runtime's own tasks (an aborted
+        // listener): then it is let go from a thread of its own, never from inside itself.
         if let Some(rt) = self.runtime.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            rt.shutdown_background();
+            if std::thread::current().name() == Some(THREAD_NAME) {
+                std::thread::spawn(move || rt.shutdown_background());
+            } else {
+                rt.shutdown_background();
+            }
         }
     }
 }
