@@ -108,7 +108,7 @@ pub struct StoreSection {
 pub enum StorePlan {
     /// sled in the data directory.
     Sled,
-    Postgres(PostgresPlan),
+    Postgres(Box<PostgresPlan>),
 }
 
 pub struct PostgresPlan {
@@ -186,13 +186,13 @@ pub fn store_plan(s: &StoreSection, warnings: &mut Vec<String>) -> Result<StoreP
                 }
                 warnings.push(format!("{at}: key `url`: `{url}` without TLS (allow_plaintext = true): the password and the log cross the network unencrypted"));
             }
-            Ok(StorePlan::Postgres(PostgresPlan {
+            Ok(StorePlan::Postgres(Box::new(PostgresPlan {
                 config,
                 url,
                 password_file: s.password_file.clone(),
                 tls_options: s.tls.clone(),
                 tls: store::PgTls::Off,
-            }))
+            })))
         }
         other => bail!("{at}: key `kind`: `{other}` is not a store kind; allowed: `sled`, `postgres`"),
     }
@@ -662,7 +662,7 @@ pub fn postgres_store(section: &StoreSection) -> Result<(PostgresPlan, Vec<Strin
         pg.config.password(password.expose_secret());
     }
     pg.tls = postgres_tls(&pg)?;
-    Ok((pg, warnings))
+    Ok((*pg, warnings))
 }
 
 /// Reads what the agent reads at start-up: every password (environment variable set, file
