@@ -12,13 +12,13 @@ use engine::reconciler::{Ledger, Reconciler, SwitchRecord};
 use engine::switch::Switch;
 use engine::{Engine, Event, HypervisorId, Kind, Recorded, LOSS_RECORDER};
 use store::layout::{db_path, EVENTS_LOG, LEDGER_TABLE, META_TABLE, POLICY_KEY, SWITCH_AUDIT_LOG};
-use store::{Log, OnLoss, SledLog, Store};
+use store::{AnyLog, AnyStore, Log, OnLoss, PgStore, Store};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use adapters::driver::Health;
 
-use crate::config::Hypervisor;
+use crate::config::{Hypervisor, StorePlan};
 use crate::metrics::Metrics;
 
 /// A hypervisor adapter's configuration.
@@ -101,9 +101,9 @@ pub struct Agent {
     pub engine: Engine,
     engine_config: engine::config::Config,
     pub metrics: Arc<Metrics>,
-    store: Store,
-    events: Arc<SledLog<Recorded>>,
-    audit: Arc<SledLog<SwitchRecord>>,
+    store: AnyStore,
+    events: Arc<AnyLog<Recorded>>,
+    audit: Arc<AnyLog<SwitchRecord>>,
     /// Cancelled at shutdown: every task finishes its step and returns (adapters and the tap
     /// are dropped at once).
     stop: CancellationToken,
@@ -132,27 +132,48 @@ impl Agent {
         clock: Arc<dyn Clock>,
         on_loss: OnLoss,
     ) -> Result<Agent> {
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-        let path = db_path(data_dir);
-        let store = Store::open(&path).with_context(|| {
-            format!(
-                "cannot open the database at {} (is another netfold running on this data directory?)",
-                path.display()
-            )
-        })?;
+        Self::start_on(&StorePlan::Sled, data_dir, config, clock, on_loss).await
+    }
+
+    /// Like [`Agent::start_with`], on the configured store: sled in `data_dir`, or PostgreSQL.
+    pub async fn start_on(
+        plan: &StorePlan,
+        data_dir: &Path,
+        config: engine::config::Config,
+        clock: Arc<dyn Clock>,
+        on_loss: OnLoss,
+    ) -> Result<Agent> {
+        let store = match plan {
+            StorePlan::Sled => {
+                std::fs::create_dir_all(data_dir)
+                    .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+                let path = db_path(data_dir);
+                AnyStore::Sled(Store::open(&path).with_context(|| {
+                    format!(
+                        "cannot open the database at {} (is another netfold running on this data directory?)",
+                        path.display()
+                    )
+                })?)
+            }
+            StorePlan::Postgres(pg) => AnyStore::Postgres(
+                PgStore::connect(pg.config.clone(), pg.tls.clone())
+                    .await
+                    .with_context(|| format!("cannot open the store at PostgreSQL {}", pg.url))?,
+            ),
+        };
+        let place = plan.describe(data_dir);
         store
             .table(META_TABLE)
             .and_then(|t| t.insert(POLICY_KEY, &config.policy))
-            .context("cannot record the policy in the data directory")?;
+            .with_context(|| format!("cannot record the policy in the {place}"))?;
         let refused = "netfold refuses to start on a log that lost acknowledged records (`netfold verify` \
                        names them; `netfold run --accept-loss` records the loss in the log and continues)";
-        let events = Arc::new(store.log_on_loss::<Recorded>(EVENTS_LOG, on_loss).context(refused)?);
-        let audit = Arc::new(store.log_on_loss::<SwitchRecord>(SWITCH_AUDIT_LOG, on_loss).context(refused)?);
+        let events = Arc::new(store.log_on_loss::<Recorded>(EVENTS_LOG, on_loss).await.context(refused)?);
+        let audit = Arc::new(store.log_on_loss::<SwitchRecord>(SWITCH_AUDIT_LOG, on_loss).await.context(refused)?);
         record_losses(&events, &audit, &*clock).await?;
         let engine = Engine::start(events.clone(), config.clone(), clock)
             .await
-            .with_context(|| format!("cannot recover state from {}", path.display()))?;
+            .with_context(|| format!("cannot recover state from the {place}"))?;
         let metrics = Arc::new(Metrics::default());
         metrics.set_engine(engine.metrics().clone());
         let m = metrics.clone();
@@ -279,7 +300,7 @@ impl Agent {
         )
         .await
         {
-            Ok(Ok(flushed)) => flushed.context("flushing the data directory")?,
+            Ok(Ok(flushed)) => flushed.context("flushing the store")?,
             Ok(Err(e)) => anyhow::bail!("flushing the data directory failed: {e}"),
             Err(_) => anyhow::bail!("flushing the data directory did not finish within 5 s"),
         }
@@ -289,7 +310,7 @@ impl Agent {
 
 /// After an accepted loss: appends a `LossAccepted` event per log that lost records (which
 /// re-anchors the event log), then re-anchors the switch audit log.
-async fn record_losses(events: &SledLog<Recorded>, audit: &SledLog<SwitchRecord>, clock: &dyn Clock) -> Result<()> {
+async fn record_losses(events: &AnyLog<Recorded>, audit: &AnyLog<SwitchRecord>, clock: &dyn Clock) -> Result<()> {
     let losses: Vec<_> = [(EVENTS_LOG, events.loss(), events.head()), (SWITCH_AUDIT_LOG, audit.loss(), audit.head())]
         .into_iter()
         .filter_map(|(log, loss, head)| loss.map(|l| (log, l.clone(), head)))

@@ -280,8 +280,11 @@ pub async fn switch_log(data: &DataDir, switch: &str, filter: &Filter, json: boo
     let from = match Source::resolve(data)? {
         Source::Dir(dir) => {
             let h = open(&dir)?;
-            let log = h
-                .store()
+            // A data directory is always sled's (History::open).
+            let store::AnyStore::Sled(store) = h.store() else {
+                anyhow::bail!("{} is not a sled data directory", dir.display())
+            };
+            let log = store
                 .log::<SwitchRecord>(SWITCH_AUDIT_LOG)
                 .with_context(|| format!("cannot open the switch audit log in {}", dir.display()))?;
             for entry in log.read(1) {

@@ -132,6 +132,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// The store: move a data directory's history into PostgreSQL.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Run a simulator on its own.
     Sim {
         #[command(subcommand)]
@@ -142,6 +147,33 @@ pub enum Command {
     Generate {
         #[command(subcommand)]
         what: GenerateCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCommand {
+    /// Copy a data directory's store (the event log, the switch audit log, their snapshots and
+    /// checkpoints, the ownership ledger and the policy) into an empty PostgreSQL database, byte
+    /// for byte, then verify every copied log by its head and chain hash. Stop netfold first.
+    Copy {
+        /// The data directory (as `data_dir` in the config).
+        #[arg(long)]
+        from: PathBuf,
+        /// The target: `postgres://USER@HOST:PORT/DATABASE` (no password in it).
+        #[arg(long)]
+        to: String,
+        /// A file holding the database password (readable by its owner only).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Require TLS, trusting these CA certificates (PEM) besides the system's.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Require TLS, trusting the system's roots.
+        #[arg(long)]
+        tls: bool,
+        /// Accept a server not on this machine without TLS.
+        #[arg(long)]
+        allow_plaintext: bool,
     },
 }
 

@@ -39,6 +39,9 @@ pub struct Config {
     pub switches: Vec<Switch>,
     #[serde(default, rename = "topology")]
     pub topology: Vec<Link>,
+    /// Where the logs and tables live: the data directory (sled, the default) or PostgreSQL.
+    #[serde(default)]
+    pub store: StoreSection,
     /// Accept password and token files that their group or others can read (a WARN at every
     /// start instead of a refusal).
     #[serde(default)]
@@ -80,6 +83,119 @@ pub struct EngineSection {
     #[serde(default)]
     pub count_vmless_networks: bool,
     pub mass_removal: Option<MassRemoval>,
+}
+
+/// `[store]`: sled in the data directory, or a PostgreSQL database (ADR 0008).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// `sled` (default) or `postgres`.
+    pub kind: Option<String>,
+    /// postgres: `postgres://USER@HOST:PORT/DATABASE` (no password in it: `password_file`).
+    pub url: Option<String>,
+    /// postgres: a file holding the password (readable by netfold only).
+    pub password_file: Option<PathBuf>,
+    /// postgres: TLS to the server, with the hypervisors' options (`ca_file`, `thumbprint`,
+    /// `insecure`); when set, TLS is required.
+    pub tls: Option<TlsOptions>,
+    /// postgres: accept a server that is not on this machine without TLS (a WARN at every
+    /// start).
+    #[serde(default)]
+    pub allow_plaintext: bool,
+}
+
+/// The store, validated.
+pub enum StorePlan {
+    /// sled in the data directory.
+    Sled,
+    Postgres(Box<PostgresPlan>),
+}
+
+pub struct PostgresPlan {
+    /// The connection (the password is added by [`check_environment`]).
+    pub config: store::PgConfig,
+    /// The url as configured (it holds no password), for messages.
+    pub url: String,
+    pub password_file: Option<PathBuf>,
+    pub tls_options: Option<TlsOptions>,
+    /// Built by [`check_environment`] (it reads `ca_file`).
+    pub tls: store::PgTls,
+}
+
+impl StorePlan {
+    /// `sled` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StorePlan::Sled => "sled",
+            StorePlan::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The store for messages: the data directory or the PostgreSQL url.
+    pub fn describe(&self, data_dir: &Path) -> String {
+        match self {
+            StorePlan::Sled => format!("data directory {}", data_dir.display()),
+            StorePlan::Postgres(p) => format!("PostgreSQL {}", p.url),
+        }
+    }
+}
+
+/// Validates `[store]`; warnings go to `warnings`.
+pub fn store_plan(s: &StoreSection, warnings: &mut Vec<String>) -> Result<StorePlan> {
+    let at = "[store]";
+    match s.kind.as_deref().unwrap_or("sled") {
+        "sled" => {
+            for (key, set) in [
+                ("url", s.url.is_some()),
+                ("password_file", s.password_file.is_some()),
+                ("tls", s.tls.is_some()),
+                ("allow_plaintext", s.allow_plaintext),
+            ] {
+                if set {
+                    bail!("{at}: key `{key}` applies to kind `postgres` only (this store is `sled`)");
+                }
+            }
+            Ok(StorePlan::Sled)
+        }
+        "postgres" => {
+            let url = s.url.clone().ok_or_else(|| anyhow!("{at}: key `url` is required for kind `postgres`"))?;
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                bail!("{at}: key `url`: expected `postgres://USER@HOST:PORT/DATABASE`");
+            }
+            let config: store::PgConfig =
+                url.parse().map_err(|e| anyhow!("{at}: key `url`: not a PostgreSQL url: {e}"))?;
+            if config.get_password().is_some() {
+                bail!("{at}: key `url`: holds a password; put it in a file readable only by netfold and name it in `password_file`");
+            }
+            if config.get_user().is_none() {
+                bail!("{at}: key `url`: names no user (`postgres://USER@HOST/DATABASE`)");
+            }
+            if config.get_dbname().is_none() {
+                bail!("{at}: key `url`: names no database (`postgres://USER@HOST/DATABASE`)");
+            }
+            if let Some(p) = &s.password_file {
+                if p.as_os_str().is_empty() {
+                    bail!("{at}: key `password_file` is empty");
+                }
+            }
+            if let Some(t) = &s.tls {
+                t.pinned().map_err(|e| anyhow!("{at}: key `tls.thumbprint`: {e}"))?;
+            } else if !store::PgStore::is_local(&config) {
+                if !s.allow_plaintext {
+                    bail!("{at}: key `url`: the server is not on this machine and no `tls` is set: the password and the log would cross the network in clear; set `tls = {{}}` (system roots) or `tls = {{ ca_file = \"...\" }}`, or allow_plaintext = true");
+                }
+                warnings.push(format!("{at}: key `url`: `{url}` without TLS (allow_plaintext = true): the password and the log cross the network unencrypted"));
+            }
+            Ok(StorePlan::Postgres(Box::new(PostgresPlan {
+                config,
+                url,
+                password_file: s.password_file.clone(),
+                tls_options: s.tls.clone(),
+                tls: store::PgTls::Off,
+            })))
+        }
+        other => bail!("{at}: key `kind`: `{other}` is not a store kind; allowed: `sled`, `postgres`"),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -255,6 +371,7 @@ pub struct HttpPlan {
 /// Everything the agent needs, validated.
 pub struct Plan {
     pub data_dir: PathBuf,
+    pub store: StorePlan,
     pub http: HttpPlan,
     pub log_format: Option<crate::cli::LogFormat>,
     pub engine: engine::config::Config,
@@ -481,8 +598,10 @@ fn validate(c: Config) -> Result<Plan> {
         bail!("[http]: key `max_connections` must be at least 1");
     }
     let http = HttpPlan { listen: c.http.listen, token_file: c.http.token_file, token: None, max_connections };
+    let store = store_plan(&c.store, &mut warnings)?;
     Ok(Plan {
         data_dir: c.data_dir,
+        store,
         http,
         log_format: c.log_format,
         engine,
@@ -523,6 +642,40 @@ pub fn http_token(http: &HttpPlan) -> Result<Option<SecretString>> {
     Ok(Some(token))
 }
 
+/// The TLS of a PostgreSQL store: built from its options (reads `ca_file`).
+fn postgres_tls(pg: &PostgresPlan) -> Result<store::PgTls> {
+    match &pg.tls_options {
+        None => Ok(store::PgTls::Off),
+        Some(t) => {
+            let c = t.rustls_client_config().map_err(|e| anyhow!("[store]: key `tls`: {e}"))?;
+            Ok(store::PgTls::Rustls(std::sync::Arc::new(c)))
+        }
+    }
+}
+
+/// A PostgreSQL store given outside a config file (`netfold store copy`): validated as
+/// `[store]` is, its password file read and checked private (refused when its group or others
+/// can read it), its TLS built. Returns the plan and the warnings.
+pub fn postgres_store(section: &StoreSection) -> Result<(PostgresPlan, Vec<String>)> {
+    let mut warnings = Vec::new();
+    let StorePlan::Postgres(mut pg) = store_plan(section, &mut warnings)? else {
+        bail!("[store]: kind `postgres` expected");
+    };
+    if let Some(path) = pg.password_file.clone() {
+        let source = SecretSource::file(&path);
+        let password = source.load().map_err(|e| anyhow!("password file: {e}"))?;
+        if let Some((path, mode)) = source.readable_by_others() {
+            bail!(
+                "password file {} has mode {mode:03o}: its group or others can read it; `chmod 600` it",
+                path.display()
+            );
+        }
+        pg.config.password(password.expose_secret());
+    }
+    pg.tls = postgres_tls(&pg)?;
+    Ok((*pg, warnings))
+}
+
 /// Reads what the agent reads at start-up: every password (environment variable set, file
 /// readable and private), every `ca_file` (PEM with at least one certificate) and the HTTP
 /// token. A group- or world-readable file is refused, or a warning with
@@ -558,6 +711,13 @@ pub fn check_environment(plan: &mut Plan) -> Result<()> {
         if let Some(t) = &s.entry.tls {
             tls(&at, "tls", t)?;
         }
+    }
+    if let StorePlan::Postgres(pg) = &mut plan.store {
+        if let Some(path) = pg.password_file.clone() {
+            let password = private("[store]", "password_file", &SecretSource::file(path))?;
+            pg.config.password(password.expose_secret());
+        }
+        pg.tls = postgres_tls(pg)?;
     }
     if let Some(path) = plan.http.token_file.clone() {
         let token = private("[http]", "token_file", &SecretSource::file(path))?;
@@ -793,5 +953,29 @@ port = "tor1:eth5"
             let e = err(&text);
             assert!(e.contains(want), "want `{want}`, got `{e}`");
         }
+    }
+
+    #[test]
+    fn the_store_section_names_what_is_wrong() {
+        let with = |store: &str| parse(&format!("data_dir = \"/d\"\n[store]\n{store}\n"), Path::new("s.toml"));
+        assert!(matches!(with("kind = \"sled\"").unwrap().store, StorePlan::Sled));
+        let err = |store: &str| with(store).err().expect("refused").to_string();
+        assert!(
+            err("kind = \"sled\"\nurl = \"postgres://a@b/c\"").contains("key `url` applies to kind `postgres` only")
+        );
+        assert!(err("kind = \"etcd\"").contains("`etcd` is not a store kind; allowed: `sled`, `postgres`"));
+        assert!(err("kind = \"postgres\"").contains("key `url` is required"));
+        assert!(err("kind = \"postgres\"\nurl = \"mysql://a@b/c\"")
+            .contains("expected `postgres://USER@HOST:PORT/DATABASE`"));
+        assert!(err("kind = \"postgres\"\nurl = \"postgres://127.0.0.1/c\"").contains("names no user"));
+        let plain = err("kind = \"postgres\"\nurl = \"postgres://nf@db.example/nf\"");
+        assert!(plain.contains("[store]: key `url`") && plain.contains("no `tls` is set"), "{plain}");
+        let warned =
+            with("kind = \"postgres\"\nurl = \"postgres://nf@db.example/nf\"\nallow_plaintext = true").unwrap();
+        assert!(warned.warnings.iter().any(|w| w.contains("without TLS")), "{:?}", warned.warnings);
+        let tls = with("kind = \"postgres\"\nurl = \"postgres://nf@db.example/nf\"\ntls = {}").unwrap();
+        assert!(matches!(tls.store, StorePlan::Postgres(_)) && tls.warnings.is_empty());
+        let local = with("kind = \"postgres\"\nurl = \"postgres://nf@localhost/nf\"").unwrap();
+        assert_eq!(local.store.describe(Path::new("/d")), "PostgreSQL postgres://nf@localhost/nf");
     }
 }

@@ -40,7 +40,7 @@ use engine::reconciler::SwitchRecord;
 use engine::runtime::{Releaser, SharedState};
 use engine::Recorded;
 use replay::{History, Point};
-use store::{Log, SledLog};
+use store::{AnyLog, Log};
 
 use crate::metrics::{Format, Metrics};
 
@@ -54,9 +54,9 @@ pub const NEXT_HEADER: &str = "netfold-next";
 pub struct Api {
     pub metrics: Arc<Metrics>,
     pub state: SharedState,
-    pub events: Arc<SledLog<Recorded>>,
+    pub events: Arc<AnyLog<Recorded>>,
     /// The switch audit log.
-    pub audit: Arc<SledLog<SwitchRecord>>,
+    pub audit: Arc<AnyLog<SwitchRecord>>,
     pub releaser: Releaser,
     /// The agent's own log as a history (`state --at`, `why`, `diff`, `verify`).
     pub history: Arc<History>,
@@ -396,7 +396,7 @@ async fn switch_log_lines(Ax(ctx): Ax<Ctx>, Query(q): Query<SwitchLogQuery>) -> 
 
 /// JSON lines of the records from `from` on; waits up to 20 s for the first one.
 async fn long_poll<R: store::Record>(
-    log: Arc<SledLog<R>>,
+    log: Arc<AnyLog<R>>,
     from: u64,
     line: impl Fn(store::Entry<R>) -> String,
     what: &str,

@@ -25,6 +25,7 @@ mod run;
 mod sim;
 mod source;
 mod status;
+mod store_copy;
 
 use std::process::ExitCode;
 
@@ -92,6 +93,20 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Status { agent, json } => status::run(&agent, json).await,
         Command::Run { config, accept_loss } => run::run(&config, accept_loss).await,
         Command::Config { command: cli::ConfigCommand::Check { config } } => run::check(&config),
+        Command::Store {
+            command: cli::StoreCommand::Copy { from, to, password_file, ca_file, tls, allow_plaintext },
+        } => {
+            let tls =
+                (tls || ca_file.is_some()).then(|| adapters::common::TlsOptions { ca_file, ..Default::default() });
+            let section = config::StoreSection {
+                kind: Some("postgres".into()),
+                url: Some(to),
+                password_file,
+                tls,
+                allow_plaintext,
+            };
+            store_copy::run(&from, &section).await
+        }
         Command::Sim { sim } => sim::run(sim).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Generate { what } => generate::run(what),

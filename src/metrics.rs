@@ -26,7 +26,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::TypedMetric;
 use prometheus_client::registry::Registry;
-use store::{Log, SledLog};
+use store::{AnyLog, Log};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
@@ -452,8 +452,8 @@ fn classic(openmetrics: &str) -> String {
 /// the process); runs until the agent stops.
 pub async fn tap(
     metrics: Arc<Metrics>,
-    events: Arc<SledLog<Recorded>>,
-    audit: Arc<SledLog<SwitchRecord>>,
+    events: Arc<AnyLog<Recorded>>,
+    audit: Arc<AnyLog<SwitchRecord>>,
     _state: SharedState,
 ) {
     let mut ev = events.subscribe(events.head() + 1);

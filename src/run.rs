@@ -26,11 +26,11 @@ pub fn check(path: &Path) -> Result<()> {
         println!("warning: {w}");
     }
     println!(
-        "{}: OK — {} hypervisor(s), {} switch(es), data directory {}",
+        "{}: OK — {} hypervisor(s), {} switch(es), {}",
         path.display(),
         plan.hypervisors.len(),
         plan.switches.len(),
-        plan.data_dir.display()
+        plan.store.describe(&plan.data_dir)
     );
     Ok(())
 }
@@ -42,7 +42,7 @@ pub async fn run(path: &Path, accept_loss: bool) -> Result<()> {
         tracing::warn!("{w}");
     }
     let on_loss = if accept_loss { store::OnLoss::Accept } else { store::OnLoss::Refuse };
-    let mut agent = Agent::start_with(&plan.data_dir, plan.engine, Arc::new(SystemClock), on_loss).await?;
+    let mut agent = Agent::start_on(&plan.store, &plan.data_dir, plan.engine, Arc::new(SystemClock), on_loss).await?;
     for h in plan.hypervisors {
         agent.add_hypervisor(h.id, h.kind, h.adapter).await?;
     }
@@ -52,7 +52,7 @@ pub async fn run(path: &Path, accept_loss: bool) -> Result<()> {
         add_switch(&mut agent, s).await?;
     }
     let addr = agent.serve_http(&plan.http).await?;
-    tracing::info!(http = %addr, data_dir = %plan.data_dir.display(), "netfold running");
+    tracing::info!(http = %addr, data_dir = %plan.data_dir.display(), store = %plan.store.kind(), "netfold running");
     signals.wait().await;
     tracing::info!("shutting down: completing in-flight appends");
     agent.shutdown().await

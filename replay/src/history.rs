@@ -15,7 +15,7 @@ use engine::projector::State;
 use engine::{Envelope, FactKey, Reason, Recorded, SwitchPort, VlanId};
 use serde::{Deserialize, Serialize};
 use store::layout::{db_path, EVENTS_LOG, META_TABLE, POLICY_KEY};
-use store::{Log, SledLog, Store};
+use store::{AnyLog, AnyStore, Log, Store};
 
 use crate::point::Point;
 use crate::{Error, Result};
@@ -26,8 +26,8 @@ pub type Progress<'a> = &'a dyn Fn(u64, u64);
 /// An opened data directory.
 pub struct History {
     // Field order matters: the log must drop (joining its writer) before the store.
-    log: Arc<SledLog<Recorded>>,
-    store: Store,
+    log: Arc<AnyLog<Recorded>>,
+    store: AnyStore,
     policy: Policy,
 }
 
@@ -55,22 +55,22 @@ impl History {
             .and_then(|t| t.get::<Policy>(POLICY_KEY))
             .map_err(|source| Error::Open { path, source })?
             .unwrap_or_default();
-        Ok(Self { log: Arc::new(log), store, policy })
+        Ok(Self { log: Arc::new(AnyLog::Sled(log)), store: AnyStore::Sled(store), policy })
     }
 
     /// The history of a running agent's own log (its store, its event log, the policy it folds
     /// with): what the agent's HTTP API answers `state --at`, `why`, `diff` and `verify` from
     /// while the data directory is its alone. Folds read the log as appends go on; each
     /// answer holds as of the record it names.
-    pub fn live(store: Store, log: Arc<SledLog<Recorded>>, policy: Policy) -> Self {
+    pub fn live(store: AnyStore, log: Arc<AnyLog<Recorded>>, policy: Policy) -> Self {
         Self { log, store, policy }
     }
 
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &AnyStore {
         &self.store
     }
 
-    pub fn log(&self) -> &SledLog<Recorded> {
+    pub fn log(&self) -> &AnyLog<Recorded> {
         &self.log
     }
 
@@ -88,7 +88,10 @@ impl History {
         self.log.loss().map(|loss| Error::Lost {
             loss: loss.clone(),
             first: None,
-            discarded: self.store.discarded_blobs().to_vec(),
+            discarded: match &self.store {
+                AnyStore::Sled(s) => s.discarded_blobs().to_vec(),
+                AnyStore::Postgres(_) => Vec::new(),
+            },
         })
     }
 

@@ -304,6 +304,24 @@ impl Store {
         Ok(crate::Table::new(self.inner.clone(), tree))
     }
 
+    /// The names of the logs (trees `<name>.log`) and of the tables (`<name>.table`) the
+    /// database holds, sorted.
+    pub fn names(&self) -> Result<(Vec<String>, Vec<String>)> {
+        let trees = self.inner.with(|o| Ok(o.db.tree_names()))?;
+        let (mut logs, mut tables) = (Vec::new(), Vec::new());
+        for t in trees {
+            let name = String::from_utf8_lossy(&t).into_owned();
+            if let Some(log) = name.strip_suffix(".log") {
+                logs.push(log.to_string());
+            } else if let Some(table) = name.strip_suffix(".table") {
+                tables.push(table.to_string());
+            }
+        }
+        logs.sort();
+        tables.sort();
+        Ok((logs, tables))
+    }
+
     /// Makes everything written so far durable (sled's flush, then `fdatasync`: ADR 0001).
     pub fn flush(&self) -> Result<()> {
         self.inner.with(Open::sync)

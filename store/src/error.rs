@@ -83,6 +83,31 @@ pub enum Error {
         #[source]
         source: sled::Error,
     },
+    /// PostgreSQL failed (ADR 0008). Retryable when the connection failed or the server said
+    /// the operation may succeed later (SQLSTATE classes 08, 40, 53, 57); an error during a
+    /// commit leaves the outcome unknown (the records may be in the log: see the ADR).
+    #[error("PostgreSQL error while {context}: {source}")]
+    Pg {
+        context: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The same PostgreSQL failure as reported to the other appenders of a failed group
+    /// commit. Retryable as the original was.
+    #[error("PostgreSQL error while {context}: {text}")]
+    PgShared { context: &'static str, text: String, retryable: bool },
+    /// The PostgreSQL schema could not be brought up to date (store/migrations). Not retryable
+    /// without an operator: the text says which migration failed.
+    #[error("cannot migrate the PostgreSQL schema: {0}")]
+    Migrate(String),
+    /// An append made under a lease that is no longer held with that token (taken over by
+    /// another holder, expired or released): nothing was written. Not retryable with this
+    /// token: the holder must take the lease again (a new token) before writing (ADR 0009).
+    #[error("the lease `{lease}` is no longer held with token {token}: the append was refused")]
+    Fenced { lease: String, token: u64 },
+    /// A copy's target already holds data. Not retryable: copy into an empty database.
+    #[error("{0}")]
+    NotEmpty(String),
     /// The directory holds no sled database. Not retryable.
     #[error("{} holds no netfold database (no `db` file)", path.display())]
     NotAStore { path: std::path::PathBuf },
@@ -135,10 +160,42 @@ impl Error {
                 | Error::NoSpace { .. }
                 | Error::InUse { .. }
                 | Error::Unavailable(_)
-        )
+                | Error::PgShared { retryable: true, .. }
+        ) || matches!(self, Error::Pg { source, .. } if pg_retryable(source))
+    }
+
+    pub(crate) fn pg(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
+        move |source| Error::Pg { context, source }
+    }
+
+    /// The same failure again, for the other requests of a failed group commit (errors are not
+    /// `Clone`); it stays retryable if the original was.
+    pub(crate) fn again(&self) -> Error {
+        match self {
+            Error::Pg { context, source } => {
+                Error::PgShared { context, text: source.to_string(), retryable: pg_retryable(source) }
+            }
+            Error::PgShared { context, text, retryable } => {
+                Error::PgShared { context, text: text.clone(), retryable: *retryable }
+            }
+            Error::Unavailable(text) => Error::Unavailable(text.clone()),
+            Error::Meta { what, reason } => Error::Meta { what: what.clone(), reason: reason.clone() },
+            Error::Fenced { lease, token } => Error::Fenced { lease: lease.clone(), token: *token },
+            other => Error::Unavailable(other.to_string()),
+        }
     }
 
     pub(crate) fn db(context: &'static str) -> impl FnOnce(sled::Error) -> Error {
         move |source| Error::Db { context, source }
+    }
+}
+
+/// Whether a PostgreSQL error may go away on its own: the connection failed, or the server's
+/// SQLSTATE is of class 08 (connection), 40 (transaction rollback: serialization, deadlock),
+/// 53 (insufficient resources) or 57 (operator intervention: shutting down, cancelled).
+fn pg_retryable(e: &tokio_postgres::Error) -> bool {
+    match e.code() {
+        None => e.is_closed() || e.as_db_error().is_none(),
+        Some(code) => ["08", "40", "53", "57"].iter().any(|class| code.code().starts_with(class)),
     }
 }

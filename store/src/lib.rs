@@ -4,24 +4,37 @@
 //! - [`Log`]: the boundary trait — append (durable, group-committed), read, subscribe (catch-up
 //!   then live tail), verify (hash chain), snapshots and consumer checkpoints.
 //! - [`SledLog`] (over [`Store`], one sled database) and [`MemoryLog`], its in-memory twin.
+//! - [`PgLog`] (over [`PgStore`], one PostgreSQL database; ADR 0008): the same semantics for
+//!   several machines sharing one history.
 //!   [`Store`] owns sled: it syncs what sled wrote before anything is acknowledged, refuses a
 //!   write that would run the disk out, reopens sled after an IO error, and opens a private
 //!   copy for reading ([`Store::open_read_only`]).
 //! - `anchor`: each log's last acknowledged head, kept outside sled, so a log that lost
 //!   acknowledged records is named ([`Loss`]) instead of silently shorter.
 //! - [`codec`]: the stored form of a record and the hash chain, shared by both.
-//! - [`Table`]: a small durable key-value tree (the reconciler's ownership ledger lives in one).
+//! - [`Table`]: a small durable key-value tree (the reconciler's ownership ledger lives in one),
+//!   on sled or PostgreSQL.
+//! - `retention`: which snapshots a durable log keeps.
+//! - [`AnyStore`] / [`AnyLog`]: the configured back end, whichever it is.
+//! - [`lease`]: leases with fencing tokens ([`Leases`]: [`PgLeases`], [`MemoryLeases`]) and
+//!   appends checked against them in the same transaction (`append_fenced`; ADR 0009).
+//! - [`copy`]: a sled store copied into an empty PostgreSQL database, verified by chain hash.
 //! - [`layout`]: the database path in a data directory and the names of netfold's logs and tables.
 //!
 //! Every record is `[format][schema][prev hash][crc][payload]`; its hash (over its sequence number
 //! and those bytes) is the next record's `prev`, starting from [`GENESIS`].
 
 mod anchor;
+mod any;
 mod codec;
+pub mod copy;
 mod db;
 mod error;
 pub mod layout;
+pub mod lease;
 mod memory;
+mod pg;
+mod retention;
 mod sled_log;
 mod subscribe;
 mod table;
@@ -30,13 +43,18 @@ use std::future::Future;
 use std::ops::RangeInclusive;
 
 pub use anchor::Anchor;
+pub use any::{AnyLog, AnyStore};
 pub use codec::{hash_record, FORMAT};
 pub use db::{open_db, Store};
 pub use error::{Error, Loss, Result};
+pub use lease::{Fence, Lease, Leases, MemoryLeases};
 pub use memory::MemoryLog;
+pub use pg::{PgLeases, PgLog, PgStore, PgTls};
 pub use sled_log::{OnLoss, SledLog};
 pub use subscribe::Subscription;
 pub use table::{Table, TableBatch};
+/// How to reach a PostgreSQL server (host, port, user, password, database): the driver's own.
+pub use tokio_postgres::Config as PgConfig;
 
 /// Sequence number of a record: gapless from 1. 0 means "before the first record".
 pub type Seq = u64;

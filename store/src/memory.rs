@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
-use crate::codec;
 use crate::subscribe::Source;
+use crate::{codec, retention};
 use crate::{Entry, Error, Hash, Log, Record, Result, Seq, Snapshot, Subscription, Verified, GENESIS};
 
 #[derive(Default)]
@@ -44,6 +44,13 @@ pub struct MemoryLog<R> {
     _record: PhantomData<fn() -> R>,
 }
 
+/// Another handle on the same log (what reopening a durable log gives: the same records).
+impl<R> Clone for MemoryLog<R> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), _record: PhantomData }
+    }
+}
+
 impl<R: Record> Default for MemoryLog<R> {
     fn default() -> Self {
         Self::new()
@@ -73,12 +80,23 @@ impl<R: Record> Source<R> for Inner {
     }
 }
 
-impl<R: Record> Log<R> for MemoryLog<R> {
-    async fn append(&self, batch: Vec<R>) -> Result<RangeInclusive<Seq>> {
+impl<R: Record> MemoryLog<R> {
+    /// Appends `batch` only while `fence`'s lease is held in `leases` with its token, checked
+    /// and appended with no lease change in between (the twin of `PgLog::append_fenced`).
+    pub async fn append_fenced(
+        &self,
+        batch: Vec<R>,
+        leases: &crate::MemoryLeases,
+        fence: &crate::Fence,
+    ) -> Result<RangeInclusive<Seq>> {
         let payloads = codec::encode_payloads(&batch)?;
+        leases.while_valid(fence, || self.push(&payloads))
+    }
+
+    fn push(&self, payloads: &[Vec<u8>]) -> RangeInclusive<Seq> {
         let mut g = self.inner.lock();
         let head = g.values.len() as Seq;
-        let (values, tip) = codec::chain(head, g.tip.unwrap_or(GENESIS), R::SCHEMA, &payloads);
+        let (values, tip) = codec::chain(head, g.tip.unwrap_or(GENESIS), R::SCHEMA, payloads);
         g.values.extend(values.into_iter().map(|(_, v)| v));
         g.tip = Some(tip);
         let new_head = g.values.len() as Seq;
@@ -86,7 +104,14 @@ impl<R: Record> Log<R> for MemoryLog<R> {
         // order and move the head back.
         self.inner.head.send_replace(new_head);
         drop(g);
-        Ok((head + 1)..=new_head)
+        (head + 1)..=new_head
+    }
+}
+
+impl<R: Record> Log<R> for MemoryLog<R> {
+    async fn append(&self, batch: Vec<R>) -> Result<RangeInclusive<Seq>> {
+        let payloads = codec::encode_payloads(&batch)?;
+        Ok(self.push(&payloads))
     }
 
     fn head(&self) -> Seq {
@@ -116,7 +141,13 @@ impl<R: Record> Log<R> for MemoryLog<R> {
     }
 
     fn save_snapshot(&self, seq: Seq, bytes: Vec<u8>) -> Result<()> {
-        self.inner.lock().snapshots.insert(seq, bytes);
+        let mut g = self.inner.lock();
+        g.snapshots.insert(seq, bytes);
+        // Thinned as the durable logs thin theirs, so a test of history queries sees the same.
+        let seqs: Vec<Seq> = g.snapshots.keys().copied().collect();
+        for seq in retention::pruned(&seqs) {
+            g.snapshots.remove(&seq);
+        }
         Ok(())
     }
 

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::anchor::{self, Anchor, AnchorFile};
 use crate::codec::{self, key, seq_of};
 use crate::db::{Inner, Mode, Open};
+use crate::retention;
 use crate::subscribe::Source;
 use crate::{Entry, Error, Hash, Log, Loss, Record, Result, Seq, Snapshot, Store, Subscription, Verified, GENESIS};
 
@@ -31,11 +32,6 @@ const MAX_GROUP: usize = 1 << 16;
 const MAX_BLOCK_BYTES: usize = 6 * 1024;
 /// Records a read gathers (from consecutive blocks) before decoding them together.
 const READ_RUN: usize = 4096;
-/// The most recent snapshots, all kept.
-const KEEP_SNAPSHOTS: usize = 3;
-/// About how many older snapshots are kept for history queries: one per 1/32 of the span they
-/// cover, the oldest always, so they stay spread over the whole log in bounded space.
-const KEEP_HISTORY: u64 = 32;
 
 /// What to do when a log opened for writing has lost acknowledged records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -565,18 +561,9 @@ impl<R: Record> Log<R> for SledLog<R> {
             t.insert(key(seq), bytes).map_err(Error::db("saving a snapshot"))?;
             let keys: Vec<_> =
                 t.iter().keys().collect::<std::result::Result<_, _>>().map_err(Error::db("listing snapshots"))?;
-            let older: Vec<Seq> =
-                keys[..keys.len().saturating_sub(KEEP_SNAPSHOTS)].iter().filter_map(|k| seq_of(k, 0).ok()).collect();
-            if let (Some(&first), Some(&last)) = (older.first(), older.last()) {
-                let spacing = (last - first) / KEEP_HISTORY;
-                let mut kept = first;
-                for &seq in &older[1..] {
-                    if seq - kept < spacing {
-                        t.remove(key(seq)).map_err(Error::db("pruning snapshots"))?;
-                    } else {
-                        kept = seq;
-                    }
-                }
+            let seqs: Vec<Seq> = keys.iter().filter_map(|k| seq_of(k, 0).ok()).collect();
+            for seq in retention::pruned(&seqs) {
+                t.remove(key(seq)).map_err(Error::db("pruning snapshots"))?;
             }
             open.sync()
         })
@@ -640,6 +627,27 @@ impl<R: Record> Log<R> for SledLog<R> {
 }
 
 impl<R> SledLog<R> {
+    /// Every consumer checkpoint of the log, by name.
+    pub fn checkpoints(&self) -> Result<Vec<(String, Seq)>> {
+        let stored = self.trees.inner.with(|o| {
+            o.tree(&self.trees.checkpoints)?
+                .iter()
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(Error::db("reading checkpoints"))
+        })?;
+        stored
+            .into_iter()
+            .map(|(k, v)| {
+                let name = String::from_utf8_lossy(&k).into_owned();
+                let seq = seq_of(&v, 0).map_err(|_| Error::Meta {
+                    what: format!("checkpoint `{name}`"),
+                    reason: format!("{} bytes, expected 8", v.len()),
+                })?;
+                Ok((name, seq))
+            })
+            .collect()
+    }
+
     fn writable(&self) -> Result<()> {
         match self.trees.inner.mode {
             Mode::ReadWrite => Ok(()),

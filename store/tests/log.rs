@@ -1,16 +1,64 @@
-//! The log's contract, on sled and on its in-memory twin: gapless sequence numbers under
-//! concurrent appenders, subscriptions without gap or duplicate, reopen, corruption and tamper
-//! detection naming the sequence number.
+//! The log's contract, on sled, on its in-memory twin and on PostgreSQL (each test is written
+//! once, generic over `backends::Backend`): gapless sequence numbers under concurrent appenders,
+//! subscriptions without gap or duplicate, reopen, snapshots and checkpoints, corruption and
+//! tamper detection naming the sequence number.
 
+#[path = "common/backends.rs"]
+mod backends;
 mod common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use backends::{Backend, Deletes, Memory, Postgres, Sled};
 use common::Rec;
 use store::{Error, Log, MemoryLog, Store};
 
-async fn concurrent_appends_are_gapless_and_exactly_once<L: Log<Rec>>(log: Arc<L>) {
+backends!(sled = super::Sled:
+    concurrent_appends_are_gapless_and_exactly_once,
+    subscription_catches_up_then_tails_a_busy_writer,
+    reopen_keeps_everything_and_appends_continue_the_chain,
+    logs_in_one_store_are_independent,
+    snapshots_keep_the_latest,
+    older_snapshots_are_thinned_but_stay_spread_over_the_whole_log,
+    a_flipped_byte_is_named_by_verify_and_read,
+    a_consistent_rewrite_breaks_the_chain_at_the_next_record,
+    an_unknown_storage_format_names_the_record,
+    a_missing_record_is_reported_not_skipped,
+    an_empty_batch_appends_nothing,
+    a_corrupt_record_deep_in_a_long_read_ends_it_in_order,
+);
+backends!(memory = super::Memory:
+    concurrent_appends_are_gapless_and_exactly_once,
+    subscription_catches_up_then_tails_a_busy_writer,
+    reopen_keeps_everything_and_appends_continue_the_chain,
+    logs_in_one_store_are_independent,
+    snapshots_keep_the_latest,
+    older_snapshots_are_thinned_but_stay_spread_over_the_whole_log,
+    a_flipped_byte_is_named_by_verify_and_read,
+    a_consistent_rewrite_breaks_the_chain_at_the_next_record,
+    an_unknown_storage_format_names_the_record,
+    an_empty_batch_appends_nothing,
+    a_corrupt_record_deep_in_a_long_read_ends_it_in_order,
+);
+backends!(postgres = super::Postgres:
+    concurrent_appends_are_gapless_and_exactly_once,
+    subscription_catches_up_then_tails_a_busy_writer,
+    reopen_keeps_everything_and_appends_continue_the_chain,
+    logs_in_one_store_are_independent,
+    snapshots_keep_the_latest,
+    older_snapshots_are_thinned_but_stay_spread_over_the_whole_log,
+    a_flipped_byte_is_named_by_verify_and_read,
+    a_consistent_rewrite_breaks_the_chain_at_the_next_record,
+    an_unknown_storage_format_names_the_record,
+    a_missing_record_is_reported_not_skipped,
+    an_empty_batch_appends_nothing,
+    a_corrupt_record_deep_in_a_long_read_ends_it_in_order,
+);
+
+async fn concurrent_appends_are_gapless_and_exactly_once<B: Backend>() {
+    let mut b = B::fresh().await;
+    let log = Arc::new(b.open("t").await);
     let mut tasks = Vec::new();
     for t in 0..16u64 {
         let log = log.clone();
@@ -45,18 +93,9 @@ async fn concurrent_appends_are_gapless_and_exactly_once<L: Log<Rec>>(log: Arc<L
     log.verify().unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sled_concurrent_appends_are_gapless_and_exactly_once() {
-    let store = Store::temporary().unwrap();
-    concurrent_appends_are_gapless_and_exactly_once(Arc::new(store.log::<Rec>("t").unwrap())).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn memory_concurrent_appends_are_gapless_and_exactly_once() {
-    concurrent_appends_are_gapless_and_exactly_once(Arc::new(MemoryLog::<Rec>::new())).await;
-}
-
-async fn subscription_catches_up_then_tails<L: Log<Rec>>(log: Arc<L>) {
+async fn subscription_catches_up_then_tails_a_busy_writer<B: Backend>() {
+    let mut b = B::fresh().await;
+    let log = Arc::new(b.open("t").await);
     for i in 1..=100 {
         log.append(vec![Rec::new(i)]).await.unwrap();
     }
@@ -78,29 +117,16 @@ async fn subscription_catches_up_then_tails<L: Log<Rec>>(log: Arc<L>) {
     assert_eq!(sub.position(), 2001);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sled_subscription_catches_up_then_tails_a_busy_writer() {
-    let store = Store::temporary().unwrap();
-    subscription_catches_up_then_tails(Arc::new(store.log::<Rec>("t").unwrap())).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn memory_subscription_catches_up_then_tails_a_busy_writer() {
-    subscription_catches_up_then_tails(Arc::new(MemoryLog::<Rec>::new())).await;
-}
-
-#[tokio::test]
-async fn reopen_keeps_everything_and_appends_continue_the_chain() {
-    let dir = tempfile::tempdir().unwrap();
+async fn reopen_keeps_everything_and_appends_continue_the_chain<B: Backend>() {
+    let mut b = B::fresh().await;
     {
-        let store = Store::open(dir.path()).unwrap();
-        let log = store.log::<Rec>("events").unwrap();
+        let log = b.open("events").await;
         log.append((1..=10).map(Rec::new).collect()).await.unwrap();
         log.save_snapshot(7, b"state@7".to_vec()).unwrap();
         log.set_checkpoint("reconciler-tor1", 9).unwrap();
     }
-    let store = Store::open(dir.path()).unwrap();
-    let log = store.log::<Rec>("events").unwrap();
+    b.restart().await;
+    let log = b.open("events").await;
     assert_eq!(log.head(), 10);
     assert_eq!(log.append(vec![Rec::new(11)]).await.unwrap(), 11..=11);
     let all: Vec<_> = log.read(1).map(|e| e.unwrap().record.n).collect();
@@ -112,30 +138,31 @@ async fn reopen_keeps_everything_and_appends_continue_the_chain() {
     assert_eq!(log.checkpoint("nobody").unwrap(), None);
 }
 
-#[tokio::test]
-async fn logs_in_one_store_are_independent() {
-    let store = Store::temporary().unwrap();
-    let a = store.log::<Rec>("a").unwrap();
-    let b = store.log::<Rec>("b").unwrap();
+async fn logs_in_one_store_are_independent<B: Backend>() {
+    let mut store = B::fresh().await;
+    let a = store.open("a").await;
+    let b = store.open("b").await;
     a.append(vec![Rec::new(1), Rec::new(2)]).await.unwrap();
     assert_eq!(b.append(vec![Rec::new(9)]).await.unwrap(), 1..=1);
     assert_eq!(a.head(), 2);
+    a.save_snapshot(2, vec![2]).unwrap();
+    a.set_checkpoint("c", 2).unwrap();
+    assert_eq!(b.latest_snapshot().unwrap(), None);
+    assert_eq!(b.checkpoint("c").unwrap(), None);
 }
 
-#[tokio::test]
-async fn snapshots_keep_the_latest() {
-    let store = Store::temporary().unwrap();
-    let log = store.log::<Rec>("s").unwrap();
+async fn snapshots_keep_the_latest<B: Backend>() {
+    let mut b = B::fresh().await;
+    let log = b.open("s").await;
     for seq in [10, 20, 30, 40, 50] {
         log.save_snapshot(seq, seq.to_be_bytes().to_vec()).unwrap();
     }
     assert_eq!(log.latest_snapshot().unwrap().unwrap().seq, 50);
 }
 
-#[tokio::test]
-async fn older_snapshots_are_thinned_but_stay_spread_over_the_whole_log() {
-    let store = Store::temporary().unwrap();
-    let log = store.log::<Rec>("s").unwrap();
+async fn older_snapshots_are_thinned_but_stay_spread_over_the_whole_log<B: Backend>() {
+    let mut b = B::fresh().await;
+    let log = b.open("s").await;
     for seq in (1..=1000u64).map(|i| i * 10) {
         log.save_snapshot(seq, seq.to_be_bytes().to_vec()).unwrap();
     }
@@ -156,47 +183,22 @@ async fn older_snapshots_are_thinned_but_stay_spread_over_the_whole_log() {
     assert!(at <= 5_555 && 5_555 - at <= widest, "{at}");
 }
 
-/// Rewrites one stored record of a closed sled log directly in the database, using the block
-/// layout documented in `store::codec`: `[count u32]` then `[len u32][record]` per record.
-fn rewrite_value(dir: &std::path::Path, seq: u64, f: impl FnOnce(&mut Vec<u8>)) {
-    let db = store::open_db(dir).unwrap();
-    let tree = db.open_tree("events.log").unwrap();
-    let (k, block) = tree.range(..=seq.to_be_bytes()).next_back().unwrap().unwrap();
-    let first = u64::from_be_bytes(k.as_ref().try_into().unwrap());
-    let count = u32::from_be_bytes(block[0..4].try_into().unwrap()) as usize;
-    let mut records = Vec::new();
-    let mut at = 4;
-    for _ in 0..count {
-        let len = u32::from_be_bytes(block[at..at + 4].try_into().unwrap()) as usize;
-        records.push(block[at + 4..at + 4 + len].to_vec());
-        at += 4 + len;
-    }
-    f(&mut records[(seq - first) as usize]);
-    let mut out = (count as u32).to_be_bytes().to_vec();
-    for r in records {
-        out.extend_from_slice(&(r.len() as u32).to_be_bytes());
-        out.extend_from_slice(&r);
-    }
-    tree.insert(k, out).unwrap();
-    db.flush().unwrap();
-}
-
-async fn fill(dir: &std::path::Path, n: u64) {
-    let store = Store::open(dir).unwrap();
-    let log = store.log::<Rec>("events").unwrap();
+async fn fill<B: Backend>(n: u64) -> B {
+    let mut b = B::fresh().await;
+    let log = b.open("events").await;
     log.append((1..=n).map(Rec::new).collect()).await.unwrap();
+    drop(log);
+    b
 }
 
-#[tokio::test]
-async fn a_flipped_byte_is_named_by_verify_and_read() {
-    let dir = tempfile::tempdir().unwrap();
-    fill(dir.path(), 20).await;
-    rewrite_value(dir.path(), 13, |v| {
+async fn a_flipped_byte_is_named_by_verify_and_read<B: Backend>() {
+    let mut b = fill::<B>(20).await;
+    b.tamper("events", 13, |v| {
         let last = v.len() - 1;
         v[last] ^= 0x40;
-    });
-    let store = Store::open(dir.path()).unwrap();
-    let log = store.log::<Rec>("events").unwrap();
+    })
+    .await;
+    let log = b.open("events").await;
     let err = log.verify().unwrap_err();
     assert!(matches!(err, Error::Corrupt { seq: 13 }), "{err}");
     assert!(err.to_string().contains("record 13"), "{err}");
@@ -211,13 +213,11 @@ async fn a_flipped_byte_is_named_by_verify_and_read() {
     assert!(sub.next().await.is_none());
 }
 
-#[tokio::test]
-async fn a_consistent_rewrite_breaks_the_chain_at_the_next_record() {
-    let dir = tempfile::tempdir().unwrap();
-    fill(dir.path(), 20).await;
+async fn a_consistent_rewrite_breaks_the_chain_at_the_next_record<B: Backend>() {
+    let mut b = fill::<B>(20).await;
     {
         // Re-encode record 8 with other content but a valid checksum, as a forger would: the
-        // memory log stores the same bytes a sled log would for this prefix.
+        // memory log stores the same bytes a sled or PostgreSQL log would for this prefix.
         let db_bytes = {
             let m2 = MemoryLog::<Rec>::new();
             m2.append((1..=7).map(Rec::new).chain([Rec::new(999)]).collect()).await.unwrap();
@@ -225,45 +225,35 @@ async fn a_consistent_rewrite_breaks_the_chain_at_the_next_record() {
             m2.tamper(8, |v| out = v.clone());
             out
         };
-        rewrite_value(dir.path(), 8, |v| *v = db_bytes);
+        b.tamper("events", 8, |v| *v = db_bytes).await;
     }
-    let store = Store::open(dir.path()).unwrap();
-    let log = store.log::<Rec>("events").unwrap();
+    let log = b.open("events").await;
     // The forged record itself reads back clean (its checksum is right): only the chain names it.
     assert_eq!(log.read(8).next().unwrap().unwrap().record.n, 999);
     let err = log.verify().unwrap_err();
     assert!(matches!(err, Error::Chain { seq: 9 }), "{err}");
 }
 
-#[tokio::test]
-async fn an_unknown_storage_format_names_the_record() {
-    let dir = tempfile::tempdir().unwrap();
-    fill(dir.path(), 3).await;
-    rewrite_value(dir.path(), 2, |v| v[0] = 9);
-    let store = Store::open(dir.path()).unwrap();
-    let log = store.log::<Rec>("events").unwrap();
+async fn an_unknown_storage_format_names_the_record<B: Backend>() {
+    let mut b = fill::<B>(3).await;
+    b.tamper("events", 2, |v| v[0] = 9).await;
+    let log = b.open("events").await;
     let err = log.verify().unwrap_err();
     assert!(matches!(err, Error::Format { seq: 2, found: 9, .. }), "{err}");
 }
 
-#[tokio::test]
-async fn a_missing_record_is_reported_not_skipped() {
-    let dir = tempfile::tempdir().unwrap();
+async fn a_missing_record_is_reported_not_skipped<B: Deletes>() {
+    let mut b = B::fresh().await;
     {
-        // One append per record: one block per record, so deleting a block deletes record 3.
-        let store = Store::open(dir.path()).unwrap();
-        let log = store.log::<Rec>("events").unwrap();
+        // One append per record: on sled one block per record, so deleting a block deletes
+        // record 3.
+        let log = b.open("events").await;
         for n in 1..=5 {
             log.append(vec![Rec::new(n)]).await.unwrap();
         }
     }
-    {
-        let db = store::open_db(dir.path()).unwrap();
-        db.open_tree("events.log").unwrap().remove(3u64.to_be_bytes()).unwrap();
-        db.flush().unwrap();
-    }
-    let store = Store::open(dir.path()).unwrap();
-    let log = store.log::<Rec>("events").unwrap();
+    b.delete("events", 3).await;
+    let log = b.open("events").await;
     assert!(matches!(log.verify().unwrap_err(), Error::Missing { seq: 3, head: 5 }));
     let read: Vec<_> = log.read(1).collect();
     assert!(matches!(read.last(), Some(Err(Error::Missing { seq: 3, .. }))));
@@ -277,10 +267,9 @@ async fn a_truncated_record_is_reported() {
     assert!(matches!(mem.verify().unwrap_err(), Error::Truncated { seq: 2, len: 5, .. }));
 }
 
-#[tokio::test]
-async fn an_empty_batch_appends_nothing() {
-    let store = Store::temporary().unwrap();
-    let log = store.log::<Rec>("e").unwrap();
+async fn an_empty_batch_appends_nothing<B: Backend>() {
+    let mut b = B::fresh().await;
+    let log = b.open("e").await;
     assert!(log.append(vec![]).await.unwrap().is_empty());
     assert_eq!(log.head(), 0);
     assert_eq!(log.verify().unwrap().head, 0);
@@ -314,17 +303,15 @@ fn a_database_held_elsewhere_is_reported_in_use_with_its_path() {
     assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
 }
 
-#[tokio::test]
-async fn a_corrupt_record_deep_in_a_long_read_ends_it_in_order() {
+async fn a_corrupt_record_deep_in_a_long_read_ends_it_in_order<B: Backend>() {
     // 1,000 records read as one run, decoded in parallel: the result stays in order.
-    let dir = tempfile::tempdir().unwrap();
-    fill(dir.path(), 1000).await;
-    rewrite_value(dir.path(), 700, |v| {
+    let mut b = fill::<B>(1000).await;
+    b.tamper("events", 700, |v| {
         let last = v.len() - 1;
         v[last] ^= 0x01;
-    });
-    let store = Store::open(dir.path()).unwrap();
-    let log = store.log::<Rec>("events").unwrap();
+    })
+    .await;
+    let log = b.open("events").await;
     let read: Vec<_> = log.read(1).collect();
     assert_eq!(read.len(), 700, "records 1..=699, then the error, then nothing");
     for (i, r) in read[..699].iter().enumerate() {
@@ -332,4 +319,84 @@ async fn a_corrupt_record_deep_in_a_long_read_ends_it_in_order() {
     }
     assert!(matches!(read[699], Err(Error::Corrupt { seq: 700 })), "{:?}", read[699]);
     assert_eq!(log.read(650).count(), 51, "a read from further on stops there too");
+}
+
+/// Two stores on one database (two netfold processes) appending to the same log at once: every
+/// append lands once, the sequence stays gapless and the chain verifies; each side's head and
+/// subscriptions see the other's appends (NOTIFY, or the poll).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_two_processes_appending_to_one_log_keep_it_gapless() {
+    let mut one = Postgres::fresh().await;
+    let a = Arc::new(one.open("events").await);
+    let other = store::PgStore::connect(Postgres::config(one.db()), store::PgTls::Off).await.unwrap();
+    let b = Arc::new(other.log::<Rec>("events").await.unwrap());
+    let mut sub = a.subscribe(1);
+    let mut tasks = Vec::new();
+    for (t, log) in [(0u64, a.clone()), (1, b.clone()), (2, a.clone()), (3, b.clone())] {
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..40u64 {
+                let batch: Vec<Rec> = (0..=(i % 3)).map(|k| Rec::new(t * 1_000_000 + i * 10 + k)).collect();
+                let range = log.append(batch.clone()).await.unwrap();
+                acked.extend(range.zip(batch.into_iter().map(|r| r.n)));
+            }
+            acked
+        }));
+    }
+    let mut acked = std::collections::BTreeMap::new();
+    for t in tasks {
+        for (seq, n) in t.await.unwrap() {
+            assert!(acked.insert(seq, n).is_none(), "seq {seq} acknowledged twice");
+        }
+    }
+    let total = acked.len() as u64;
+    assert_eq!(*acked.keys().last().unwrap(), total, "gapless: the last seq is the count");
+    for seq in 1..=total {
+        let e = tokio::time::timeout(std::time::Duration::from_secs(30), sub.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!((e.seq, e.record.n), (seq, acked[&seq]), "the subscription sees both writers' records in order");
+    }
+    assert_eq!(a.verify().unwrap().head, total);
+    assert_eq!(b.verify().unwrap(), a.verify().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while (a.head(), b.head()) != (total, total) {
+        assert!(std::time::Instant::now() < deadline, "heads {} and {} never reached {total}", a.head(), b.head());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Without notifications (the trigger dropped, as a server that does not deliver them), a
+/// subscription still sees another process's appends through the poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_subscription_follows_another_writer_by_polling_without_notifications() {
+    let mut one = Postgres::fresh().await;
+    one.sql("DROP TRIGGER netfold_log_moved ON netfold_logs");
+    let a = one.open("events").await;
+    let other = store::PgStore::connect(Postgres::config(one.db()), store::PgTls::Off).await.unwrap();
+    let b = other.log::<Rec>("events").await.unwrap();
+    let mut sub = a.subscribe(1);
+    for n in 1..=5 {
+        b.append(vec![Rec::new(n)]).await.unwrap();
+    }
+    for n in 1..=5 {
+        let e = tokio::time::timeout(std::time::Duration::from_secs(30), sub.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!((e.seq, e.record.n), (n, n));
+    }
+}
+
+/// The last record rewritten consistently (chain intact up to it) is still caught: it is not
+/// the record whose hash the log's row holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_consistent_rewrite_of_the_last_record_is_named() {
+    let mut b = fill::<Postgres>(8).await;
+    let forged = {
+        let mem = MemoryLog::<Rec>::new();
+        mem.append((1..=7).map(Rec::new).chain([Rec::new(999)]).collect()).await.unwrap();
+        let mut out = Vec::new();
+        mem.tamper(8, |v| out = v.clone());
+        out
+    };
+    b.tamper("events", 8, |v| *v = forged).await;
+    let log = b.open("events").await;
+    let err = log.verify().unwrap_err();
+    assert!(matches!(&err, Error::Lost(store::Loss::Rewritten { seq: 8, .. })), "{err}");
 }

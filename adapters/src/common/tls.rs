@@ -82,6 +82,50 @@ impl TlsOptions {
         Ok(Some(pinned))
     }
 
+    /// These options as a rustls client configuration, for a connection that is not made by
+    /// reqwest (the PostgreSQL store): the same trust — bundled webpki roots, the system's,
+    /// `ca_file`'s — or the pinned certificate, or none with `insecure`; no ALPN. Errors as
+    /// [`TlsOptions::apply`].
+    pub fn rustls_client_config(&self) -> Result<rustls::ClientConfig, HttpError> {
+        use rustls::pki_types::pem::PemObject as _;
+        if let Some(pinned) = self.pinned()? {
+            let mut c = pinned_config(pinned);
+            c.alpn_protocols.clear();
+            return Ok(c);
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions");
+        if self.insecure {
+            let verifier = Arc::new(AnyCertificate { provider });
+            return Ok(builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth());
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let native = rustls_native_certs::load_native_certs();
+        for cert in native.certs {
+            // A system certificate rustls cannot read is skipped, as reqwest skips it.
+            let _ = roots.add(cert);
+        }
+        if let Some(path) = &self.ca_file {
+            let pem = std::fs::read(path).map_err(|source| HttpError::CaFile { path: path.clone(), source })?;
+            let certs = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| HttpError::CaFileParse { path: path.clone(), reason: e.to_string() })?;
+            if certs.is_empty() {
+                return Err(HttpError::CaFileParse {
+                    path: path.clone(),
+                    reason: "no `-----BEGIN CERTIFICATE-----` block".into(),
+                });
+            }
+            for c in certs {
+                roots.add(c).map_err(|e| HttpError::CaFileParse { path: path.clone(), reason: e.to_string() })?;
+            }
+        }
+        Ok(builder.with_root_certificates(roots).with_no_client_auth())
+    }
+
     /// Logs the insecure-TLS warning when it applies; adapters call this at every connect.
     pub fn warn_if_insecure(&self, endpoint: &str) {
         if self.insecure {
@@ -195,6 +239,48 @@ impl ServerCertVerifier for Pinned {
             let mismatch = ThumbprintMismatch { seen, pinned: self.pinned };
             Err(CertificateError::Other(OtherError(Arc::new(mismatch))).into())
         }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `insecure = true` outside reqwest: any certificate, the handshake signature still checked
+/// against it (the peer holds the key of the certificate it shows, whatever that is).
+#[derive(Debug)]
+struct AnyCertificate {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(

@@ -1,0 +1,43 @@
+//! Which snapshots a log keeps, shared by every durable back end: the most recent few, all of
+//! them, and older ones thinned out to about one per 1/32 of the span they cover (the oldest
+//! always), so history queries ([`crate::Log::snapshot_at_or_before`]) stay spread over the whole
+//! log in bounded space.
+
+use crate::Seq;
+
+/// The most recent snapshots, all kept.
+pub(crate) const KEEP_SNAPSHOTS: usize = 3;
+/// About how many older snapshots are kept for history queries.
+pub(crate) const KEEP_HISTORY: u64 = 32;
+
+/// Of the snapshots at `seqs` (ascending), those to remove.
+pub(crate) fn pruned(seqs: &[Seq]) -> Vec<Seq> {
+    let older = &seqs[..seqs.len().saturating_sub(KEEP_SNAPSHOTS)];
+    let mut out = Vec::new();
+    if let (Some(&first), Some(&last)) = (older.first(), older.last()) {
+        let spacing = (last - first) / KEEP_HISTORY;
+        let mut kept = first;
+        for &seq in &older[1..] {
+            if seq - kept < spacing {
+                out.push(seq);
+            } else {
+                kept = seq;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latest_and_the_oldest_stay_and_the_middle_is_thinned() {
+        let seqs: Vec<Seq> = (1..=100).map(|i| i * 10).collect();
+        let gone = pruned(&seqs);
+        assert!(!gone.contains(&10) && !gone.iter().any(|s| *s >= 980), "{gone:?}");
+        assert!(gone.len() > 50, "thinned: {}", gone.len());
+        assert!(pruned(&[1, 2, 3]).is_empty());
+    }
+}

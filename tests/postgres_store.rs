@@ -1,0 +1,203 @@
+//! netfold on PostgreSQL as an operator moves to it (ADR 0008), against a private cluster
+//! (`sims::postgres`; Debian's `postgresql-15`, the test fails loudly without it): the demo's
+//! history in a data directory is copied with `netfold store copy` (verified by chain hash; a
+//! second copy into the same database is refused), then `netfold run` with
+//! `[store] kind = "postgres"` folds that history from PostgreSQL and serves it; `config check`
+//! refuses a password file others can read and a password in the url; over TLS the server's
+//! certificate is verified (`--ca-file` trusts it, the system roots alone do not).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn netfold(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_netfold")).args(args).env("RUST_LOG", "info").output().expect("run netfold")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn password_file(dir: &Path, mode: u32) -> std::path::PathBuf {
+    let p = dir.join(format!("pg-{mode:o}.pw"));
+    std::fs::write(&p, format!("{}\n", sims::postgres::Cluster::shared().password())).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    p
+}
+
+fn config(dir: &Path, url: &str, pw: &Path) -> std::path::PathBuf {
+    let path = dir.join("netfold.toml");
+    let text = format!(
+        r#"data_dir = "{data}"
+
+[http]
+listen = "127.0.0.1:0"
+
+[store]
+kind = "postgres"
+url = "{url}"
+password_file = "{pw}"
+
+[[switch]]
+name = "tor1"
+kind = "memory"
+"#,
+        data = dir.join("unused-data").display(),
+        pw = pw.display(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn get(addr: &str, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: netfold\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+#[test]
+fn a_demo_history_copied_to_postgres_is_what_run_serves_from_it() {
+    let cluster = sims::postgres::Cluster::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let d = data.to_str().unwrap();
+    let demo = netfold(&["demo", "--data-dir", d]);
+    assert!(demo.status.success(), "demo failed: {}", text(&demo.stderr));
+    let before = netfold(&["log", "--data-dir", d, "--json"]);
+    let events = text(&before.stdout).lines().count() as u64;
+    assert!(events >= 5, "the demo left a history: {events} events");
+
+    let db = cluster.database("copy_run").unwrap();
+    let url = cluster.url(&db);
+    let pw = password_file(dir.path(), 0o600);
+    let pw_arg = pw.to_str().unwrap();
+    let copy = netfold(&["store", "copy", "--from", d, "--to", &url, "--password-file", pw_arg]);
+    let out = text(&copy.stdout);
+    assert!(copy.status.success(), "store copy failed: {}{}", out, text(&copy.stderr));
+    assert!(out.contains(&format!("log events: {events} records, verified, chain tip ")), "{out}");
+    assert!(
+        out.contains("log switch-audit: ") && out.contains("table ledger: ") && out.contains("table meta: 1 entries"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(cluster.password()) && !text(&copy.stderr).contains(cluster.password()),
+        "the password is never printed"
+    );
+
+    let again = netfold(&["store", "copy", "--from", d, "--to", &url, "--password-file", pw_arg]);
+    let err = text(&again.stderr);
+    assert!(!again.status.success() && err.contains("already holds"), "a second copy is refused: {err}");
+
+    let readable = password_file(dir.path(), 0o644);
+    let loose = netfold(&["store", "copy", "--from", d, "--to", &url, "--password-file", readable.to_str().unwrap()]);
+    assert!(!loose.status.success() && text(&loose.stderr).contains("mode 644"), "{}", text(&loose.stderr));
+
+    // `run` on the copied database: the engine folds the demo's history from PostgreSQL.
+    let cfg = config(dir.path(), &url, &pw);
+    let check = netfold(&["config", "check", "--config", cfg.to_str().unwrap()]);
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    assert!(text(&check.stdout).contains(&format!("PostgreSQL {url}")), "{}", text(&check.stdout));
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_netfold"))
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(agent.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = loop {
+        assert!(Instant::now() < deadline, "netfold did not start on PostgreSQL");
+        let line = lines.next().expect("netfold exited").unwrap();
+        assert!(!line.contains(cluster.password()), "the password is never logged: {line}");
+        if let Some(rest) = line.split("netfold running http=").nth(1) {
+            assert!(line.contains("store=postgres"), "{line}");
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let state = get(&addr, "/state");
+    assert!(state.contains("xen217") && state.contains("vc-east"), "the copied history is served: {state}");
+    let log = get(&addr, "/log?from=1");
+    assert!(log.contains("Learnt"), "{log}");
+    // SIGTERM: a graceful stop.
+    Command::new("kill").args(["-TERM", &agent.id().to_string()]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = agent.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "netfold did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    let head = cluster.sql(&db, "SELECT head FROM netfold_logs WHERE name = 'events'").unwrap();
+    assert!(head.trim().parse::<u64>().unwrap() >= events, "{head}");
+}
+
+#[test]
+fn config_check_refuses_a_readable_password_file_and_a_password_in_the_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = sims::postgres::Cluster::shared();
+    let readable = password_file(dir.path(), 0o640);
+    let cfg = config(dir.path(), &cluster.url("netfold"), &readable);
+    let out = netfold(&["config", "check", "--config", cfg.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && err.contains("[store]: key `password_file`") && err.contains("mode 640"), "{err}");
+
+    let pw = password_file(dir.path(), 0o600);
+    let cfg = config(dir.path(), "postgres://netfold:hunter2@127.0.0.1:5432/netfold", &pw);
+    let out = netfold(&["config", "check", "--config", cfg.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && err.contains("holds a password") && !err.contains("hunter2"), "{err}");
+
+    let cfg = config(dir.path(), "postgres://netfold@db.example:5432/netfold", &pw);
+    let out = netfold(&["config", "check", "--config", cfg.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && err.contains("no `tls` is set"), "{err}");
+}
+
+#[test]
+fn store_copy_over_tls_verifies_the_servers_certificate() {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let cluster = sims::postgres::Cluster::start_tls(&ck.cert.pem(), &ck.key_pair.serialize_pem()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        // A data directory with one log and the policy table, as `run` leaves it.
+        let store = store::Store::open(store::layout::db_path(&data)).unwrap();
+        store.table("meta").unwrap().insert(b"policy", &"p".to_string()).unwrap();
+    }
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, cluster.password()).unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ck.cert.pem()).unwrap();
+    let db = cluster.database("tls").unwrap();
+    let url = cluster.url(&db);
+    let (d, pw) = (data.to_str().unwrap(), pw.to_str().unwrap());
+
+    let untrusted = netfold(&["store", "copy", "--from", d, "--to", &url, "--password-file", pw, "--tls"]);
+    let err = text(&untrusted.stderr);
+    assert!(!untrusted.status.success() && err.to_lowercase().contains("certificate"), "{err}");
+
+    let trusted = netfold(&[
+        "store",
+        "copy",
+        "--from",
+        d,
+        "--to",
+        &url,
+        "--password-file",
+        pw,
+        "--ca-file",
+        ca.to_str().unwrap(),
+    ]);
+    assert!(trusted.status.success(), "{}", text(&trusted.stderr));
+    assert!(text(&trusted.stdout).contains("table meta: 1 entries"), "{}", text(&trusted.stdout));
+}
