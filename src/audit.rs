@@ -308,6 +308,10 @@ pub fn print_statuses(st: &State) {
             Status::Expired => "expired".to_string(),
         };
         let facts = st.facts_of(id).map_or(0, |f| f.len());
+        let ties = st.ties_of(id);
+        let tied = ties.iter().filter(|t| t.port.is_some()).count();
+        let disagree = ties.iter().filter(|t| t.disagree).count();
+        let ties = format!("{tied}/{} uplinks tied, {disagree} disagree", ties.len());
         let held = s.held.map_or(String::new(), |h| {
             format!(
                 "  HELD: removal of {} facts since {} (seq {}; netfold release --hypervisor {id})",
@@ -316,7 +320,7 @@ pub fn print_statuses(st: &State) {
                 h.seq
             )
         });
-        println!("  {id:<14} {kind:<11} {status:<36} {facts} facts{held}");
+        println!("  {id:<14} {kind:<11} {status:<36} {:<11} {ties}{held}", format!("{facts} facts"));
     }
 }
 
@@ -365,6 +369,7 @@ fn state_json(st: &State, switch: Option<&str>) -> serde_json::Value {
                 "status": s.status,
                 "held": s.held,
                 "facts": st.facts_of(id).map_or(0, |f| f.len()),
+                "ties": st.ties_of(id),
             })
         })
         .collect();
@@ -416,6 +421,12 @@ pub fn why(data: &DataDir, port: &str, vlan: u16, at: Option<String>, json: bool
                 "- network {} at host {} of hypervisor {} (VM-less networks count)",
                 r.network, r.host, r.hypervisor
             ),
+        }
+        for t in &e.ties {
+            let source = t.source.map_or("an unknown source".to_string(), |s| s.to_string());
+            let others: Vec<String> = t.opinions.iter().map(|(s, p)| format!("{s}: {p}")).collect();
+            let note = if t.disagree { format!(" (sources DISAGREE: {})", others.join(", ")) } else { String::new() };
+            println!("    uplink {}/{} is tied to {port} by {source}{note}", r.host, t.nic);
         }
         for l in &e.learnt {
             println!("    {} learnt at record {} ({})", l.fact, l.seq, format_time(l.at));

@@ -63,6 +63,38 @@ fn detail(event: &Event) -> String {
             let more = if refusals.len() > 3 { format!(" (+{} more)", refusals.len() - 3) } else { String::new() };
             format!("{} not learnt: {}{more}", refusals.len(), sample.join("; "))
         }
+        Event::SwitchSaw { switch, view } => {
+            let sample: Vec<String> = view
+                .macs
+                .iter()
+                .take(3)
+                .map(|m| format!("{} on {}{}", m.mac, m.port, if m.managed { "" } else { " (unmanaged)" }))
+                .collect();
+            let more = if view.macs.len() > 3 { format!(" (+{} more)", view.macs.len() - 3) } else { String::new() };
+            format!(
+                "switch {switch} saw {} pNIC MAC(s), {} LLDP neighbour(s), {} bond member(s): {}{more}",
+                view.macs.len(),
+                view.lldp.len(),
+                view.bonds.len(),
+                sample.join("; ")
+            )
+        }
+        Event::TiesDisagreed { disagreements } if disagreements.is_empty() => {
+            "the port sources of every uplink agree again".to_string()
+        }
+        Event::TiesDisagreed { disagreements } => {
+            let sample: Vec<String> = disagreements
+                .iter()
+                .take(3)
+                .map(|d| {
+                    let said: Vec<String> = d.opinions.iter().map(|(s, p)| format!("{s} says {p}")).collect();
+                    format!("uplink {}/{}: {}", d.host, d.nic, said.join(", "))
+                })
+                .collect();
+            let more =
+                if disagreements.len() > 3 { format!(" (+{} more)", disagreements.len() - 3) } else { String::new() };
+            format!("port sources disagree for {} uplink(s): {}{more}", disagreements.len(), sample.join("; "))
+        }
     }
 }
 

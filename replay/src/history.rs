@@ -206,7 +206,18 @@ impl History {
                         learnt.push(Learnt { fact: key.to_string(), seq, at });
                     }
                 }
-                Explained { reason, learnt }
+                let uplinks: Vec<String> = facts
+                    .and_then(|f| f.network(&reason.host, &reason.network))
+                    .map(|n| n.uplinks.clone())
+                    .unwrap_or_default();
+                let ties = folded
+                    .state
+                    .ties_of(&reason.hypervisor)
+                    .into_iter()
+                    .filter(|t| t.host == reason.host && uplinks.contains(&t.nic) && t.port.as_ref() == Some(port))
+                    .map(|t| Tie { nic: t.nic, source: t.source, opinions: t.opinions, disagree: t.disagree })
+                    .collect();
+                Explained { reason, learnt, ties }
             })
             .collect();
         Ok(Why { port: port.clone(), vlan, at: folded.last, since, reasons })
@@ -258,6 +269,18 @@ pub struct Learnt {
 pub struct Explained {
     pub reason: Reason,
     pub learnt: Vec<Learnt>,
+    /// How the reason's uplinks are tied to the port: by which source.
+    pub ties: Vec<Tie>,
+}
+
+/// An uplink of a reason's host tied to the port, and the source that tied it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Tie {
+    pub nic: String,
+    pub source: Option<engine::NeighbourSource>,
+    /// Every source's port, in precedence order.
+    pub opinions: Vec<(engine::NeighbourSource, SwitchPort)>,
+    pub disagree: bool,
 }
 
 /// The answer to "why is this VLAN on this port?".

@@ -8,15 +8,25 @@ use serde::{Deserialize, Serialize};
 
 use super::{Facts, Held, Hypervisor, State, Status};
 use crate::config::Policy;
+use crate::discovery::SwitchView;
 use crate::fact::Fact;
 use crate::ids::{HypervisorId, Kind};
 
 /// Version of the stored form; bump (and keep reading the old one) when it changes.
-/// 2: hypervisors carry the held mass removal.
-const FORMAT: u16 = 2;
+/// 2: hypervisors carry the held mass removal. 3: what each switch saw (`SwitchSaw`).
+const FORMAT: u16 = 3;
 
 #[derive(Serialize, Deserialize)]
 struct Stored<H> {
+    format: u16,
+    seq: u64,
+    hypervisors: Vec<H>,
+    switches: Vec<(String, SwitchView)>,
+}
+
+/// Formats 1 and 2: no switch views.
+#[derive(Serialize, Deserialize)]
+struct StoredV2<H> {
     format: u16,
     seq: u64,
     hypervisors: Vec<H>,
@@ -80,6 +90,7 @@ impl State {
                     facts: h.facts.sorted().into_iter().map(|(_, f)| f.to_fact()).collect(),
                 })
                 .collect(),
+            switches: self.switches.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         };
         // Encoding plain owned data into a Vec cannot fail.
         bincode::serde::encode_to_vec(&stored, config()).unwrap_or_default()
@@ -96,11 +107,16 @@ impl State {
         let (format, _): (u16, usize) = bincode::serde::decode_from_slice(bytes, config()).map_err(decode_err)?;
         let (stored, used): (Stored<StoredHypervisor>, usize) = match format {
             FORMAT => bincode::serde::decode_from_slice(bytes, config()).map_err(decode_err)?,
+            2 => {
+                let (s, used): (StoredV2<StoredHypervisor>, usize) =
+                    bincode::serde::decode_from_slice(bytes, config()).map_err(decode_err)?;
+                (Stored { format: s.format, seq: s.seq, hypervisors: s.hypervisors, switches: Vec::new() }, used)
+            }
             1 => {
-                let (s, used): (Stored<StoredHypervisorV1>, usize) =
+                let (s, used): (StoredV2<StoredHypervisorV1>, usize) =
                     bincode::serde::decode_from_slice(bytes, config()).map_err(decode_err)?;
                 let hypervisors = s.hypervisors.into_iter().map(Into::into).collect();
-                (Stored { format: s.format, seq: s.seq, hypervisors }, used)
+                (Stored { format: s.format, seq: s.seq, hypervisors, switches: Vec::new() }, used)
             }
             found => return Err(SnapshotError::Format { found }),
         };
@@ -109,6 +125,7 @@ impl State {
         }
         let mut state = State::new(policy);
         state.seq = stored.seq;
+        state.switches = stored.switches.into_iter().collect();
         for h in stored.hypervisors {
             let hv = Hypervisor {
                 kind: h.kind,
