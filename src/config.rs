@@ -136,6 +136,13 @@ pub struct Switch {
     pub allow_plaintext: bool,
     /// ovs only: the VLAN kept on a trunk instead of leaving it empty (default 4094).
     pub parking_vlan: Option<u16>,
+    /// ovs only: ovs-vswitchd's control socket (`/var/run/openvswitch/ovs-vswitchd.<pid>.ctl`) or
+    /// its run directory, where the MAC table is read (default: the directory of a `unix:`
+    /// address; a `tcp:` address without it does not discover).
+    pub unixctl: Option<String>,
+    /// How often the switch's MAC table, LLDP neighbours and bonds are read to tie host NICs to
+    /// ports, seconds (default 60; 0: never).
+    pub discover_secs: Option<u64>,
     /// VLANs netfold may add or remove (`["100-199", "300"]`); empty: all.
     #[serde(default)]
     pub allowed_vlans: Vec<String>,
@@ -453,7 +460,16 @@ fn validate(c: Config) -> Result<Plan> {
         // An intent whose VLAN is absent is dropped only once no request still queued on the
         // switch can land: twice the request timeout, at least 10 s.
         let settle = Duration::from_millis(s.timeout_ms() * 2).max(Duration::from_secs(10));
-        let mut reconcile = engine::reconciler::Config { policy, settle, ..engine::reconciler::Config::default() };
+        if s.unixctl.is_some() && s.kind != "ovs" {
+            bail!("{at}: key `unixctl`: only an `ovs` switch has an ovs-vswitchd control socket");
+        }
+        let discover_every = match s.discover_secs {
+            Some(0) => None,
+            Some(n) => Some(Duration::from_secs(n)),
+            None => Some(engine::runtime::discover::DEFAULT_EVERY),
+        };
+        let mut reconcile =
+            engine::reconciler::Config { policy, settle, discover_every, ..engine::reconciler::Config::default() };
         if let Some(r) = s.resync_secs {
             if r == 0 {
                 bail!("{at}: key `resync_secs`: must be at least 1");

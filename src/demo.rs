@@ -186,8 +186,13 @@ async fn start_ovs(ports: &[String]) -> Result<(Lab, Arc<ovs::OvsSwitch>)> {
         lab.unix_endpoint(),
         lab.bridge()
     );
-    let c =
-        ovs::Config { name: SWITCH.into(), endpoint: lab.unix_endpoint(), parking_vlan: PARKING, timeout_ms: 5_000 };
+    let c = ovs::Config {
+        name: SWITCH.into(),
+        endpoint: lab.unix_endpoint(),
+        parking_vlan: PARKING,
+        timeout_ms: 5_000,
+        unixctl: Some(lab.unixctl().display().to_string()),
+    };
     let switch = Arc::new(ovs::OvsSwitch::start(&c).context("connecting to the Open vSwitch lab")?);
     let deadline = Instant::now() + STEP_TIMEOUT;
     while let Err(e) = switch.read(&BTreeSet::new()).await {

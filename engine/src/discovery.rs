@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::fact::{NeighbourSource, UplinkFact};
 use crate::ids::SwitchPort;
 use crate::plan::Policy;
-use crate::port::PortName;
+use crate::port::{Grammar, PortName};
 use crate::topology::normalize_mac;
 
 /// An LLDP neighbour as a switch reports it on one of its ports (all fields as sent by the
@@ -93,8 +93,17 @@ pub struct SwitchView {
 impl SwitchView {
     /// The view of `d` under `policy`, keeping the MACs `keep` says are hypervisor pNICs (the
     /// rest of a MAC table, VMs above all, is not netfold's business and would bloat the log).
-    pub fn of(d: &Discovery, policy: &Policy, keep: impl Fn(&str) -> bool) -> SwitchView {
-        let macs: BTreeSet<MacSighting> = d
+    ///
+    /// A pNIC MAC that `previous` (what the switch saw before) has and `d` lacks keeps its old
+    /// ports: a MAC table forgets quiet hosts (ageing, a flush on reconfiguration), and a host
+    /// that merely went quiet must not lose its VLANs. Only a sighting elsewhere moves it.
+    pub fn of(
+        d: &Discovery,
+        policy: &Policy,
+        keep: impl Fn(&str) -> bool,
+        previous: Option<&SwitchView>,
+    ) -> SwitchView {
+        let mut macs: BTreeSet<MacSighting> = d
             .macs
             .iter()
             .filter_map(|(mac, port)| {
@@ -102,6 +111,15 @@ impl SwitchView {
                 keep(&mac).then(|| MacSighting { mac, port: port.to_string(), managed: policy.manages(port) })
             })
             .collect();
+        let fresh: BTreeSet<String> = macs.iter().map(|m| m.mac.clone()).collect();
+        for old in previous.into_iter().flat_map(|p| &p.macs) {
+            if !fresh.contains(&old.mac) && keep(&old.mac) {
+                // Judged by the policy in force. (Recorded names are canonical, and every
+                // canonical name passes the generic grammar.)
+                let managed = PortName::parse(Grammar::Memory, &old.port).is_ok_and(|p| policy.manages(&p));
+                macs.insert(MacSighting { managed, ..old.clone() });
+            }
+        }
         let lldp: BTreeSet<LldpSighting> = d
             .lldp
             .iter()
@@ -267,7 +285,6 @@ pub struct Disagreement {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::port::Grammar;
 
     fn sp(s: &str) -> SwitchPort {
         s.parse().unwrap()
@@ -383,7 +400,7 @@ mod tests {
             bonds: vec![(p("m1"), p("bond0"))],
         };
         let policy = Policy { excluded_ports: [p("up")].into(), ..Policy::default() };
-        let v = SwitchView::of(&d, &policy, |m| m != "02:00:00:00:00:99");
+        let v = SwitchView::of(&d, &policy, |m| m != "02:00:00:00:00:99", None);
         assert_eq!(
             v.macs,
             vec![
@@ -392,5 +409,24 @@ mod tests {
             ]
         );
         assert_eq!(v.bonds, vec![BondMember { member: "m1".into(), bond: "bond0".into() }]);
+    }
+
+    #[test]
+    fn a_mac_the_table_forgot_keeps_its_port_until_it_is_seen_elsewhere() {
+        let p = |s: &str| PortName::parse(Grammar::Ovs, s).unwrap();
+        let keep = |_: &str| true;
+        let first = Discovery {
+            macs: vec![("02:00:00:00:00:01".into(), p("p1")), ("02:00:00:00:00:02".into(), p("p2"))],
+            ..Discovery::default()
+        };
+        let v1 = SwitchView::of(&first, &Policy::default(), keep, None);
+        // 01 aged out, 02 moved to p3.
+        let second = Discovery { macs: vec![("02:00:00:00:00:02".into(), p("p3"))], ..Discovery::default() };
+        let v2 = SwitchView::of(&second, &Policy::default(), keep, Some(&v1));
+        let got: Vec<(&str, &str)> = v2.macs.iter().map(|m| (m.mac.as_str(), m.port.as_str())).collect();
+        assert_eq!(got, [("02:00:00:00:00:01", "p1"), ("02:00:00:00:00:02", "p3")]);
+        // A MAC that is no pNIC any more is not kept.
+        let v3 = SwitchView::of(&second, &Policy::default(), |m| m != "02:00:00:00:00:01", Some(&v1));
+        assert_eq!(v3.macs.len(), 1);
     }
 }

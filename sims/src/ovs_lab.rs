@@ -174,6 +174,11 @@ impl Lab {
         format!("tcp:127.0.0.1:{}", self.tcp_port)
     }
 
+    /// ovs-vswitchd's control socket (unixctl: `fdb/show` and the other `ovs-appctl` commands).
+    pub fn unixctl(&self) -> PathBuf {
+        self.dir.path().join("vswitchd.ctl")
+    }
+
     /// Runs `ovs-vsctl` against the lab's database.
     pub fn vsctl(&self, args: &[&str]) -> Result<String> {
         let mut c = Command::new(&self.vsctl);

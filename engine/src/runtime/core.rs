@@ -388,7 +388,7 @@ impl<L: store::Log<Recorded>> Core<L> {
         let Some((discovery, policy)) = self.discoveries.get(switch) else { return Ok(false) };
         let view = self.state.read(|s| {
             let macs = s.pnic_macs();
-            let view = SwitchView::of(discovery, policy, |m| macs.contains(m));
+            let view = SwitchView::of(discovery, policy, |m| macs.contains(m), s.switch_view(switch));
             (s.switch_view(switch) != Some(&view)).then_some(view)
         });
         let Some(view) = view else { return Ok(false) };
