@@ -712,6 +712,25 @@ port = "tor1:eth5"
     }
 
     #[test]
+    fn port_channels_are_managed_by_name_and_discovery_is_configured_per_switch() {
+        let eapi = GOOD
+            .replace(r#"kind = "ovs""#, "kind = \"eapi\"\nuser = \"netfold\"\npassword = { password_env = \"P\" }")
+            .replace(r#"address = "tcp:127.0.0.1:6640""#, r#"address = "https://tor1""#)
+            .replace(r#"managed_ports = ["eth5", "eth48"]"#, "managed_ports = [\"Po10\"]\ndiscover_secs = 0")
+            .replace(r#"excluded_ports = ["eth48"]"#, r#"excluded_ports = ["port-channel1000"]"#);
+        let plan = parse(&eapi, Path::new("netfold.toml")).unwrap();
+        let r = &plan.switches[0].reconcile;
+        let eos = |p: &str| PortName::parse(Grammar::Eos, p).unwrap();
+        assert!(r.policy.manages(&eos("Port-Channel10")));
+        assert!(r.policy.excluded_ports.contains(&eos("Po1000")));
+        assert_eq!(r.discover_every, None, "0: never");
+        let ovs = parse(&GOOD, Path::new("netfold.toml")).unwrap();
+        assert_eq!(ovs.switches[0].reconcile.discover_every, Some(Duration::from_secs(60)));
+        let e = err(&eapi.replace("discover_secs = 0", "unixctl = \"/run/openvswitch\""));
+        assert!(e.contains("key `unixctl`"), "{e}");
+    }
+
+    #[test]
     fn an_unknown_key_names_file_line_key_and_what_is_allowed() {
         let e = err(&GOOD.replace("max_removals = 20", "max_removal = 20"));
         assert!(e.starts_with("netfold.toml:"), "{e}");
