@@ -255,7 +255,7 @@ impl Collector for Live {
         family(
             &mut enc,
             "hosts_without_switch_port",
-            "Hosts with uplinks none of which leads to a known switch port (no CDP/LLDP, no [[topology]])",
+            "Hosts with uplinks none of which leads to a known switch port (no CDP/LLDP, no [[topology]], no switch sighting)",
             unported,
         )?;
         family(

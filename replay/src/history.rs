@@ -36,6 +36,8 @@ pub struct Folded {
     /// The last envelope folded (None: the point is before the first event).
     pub last: Option<(u64, engine::UnixMs)>,
     pub provenance: HashMap<(HypervisorId, FactKey), (u64, engine::UnixMs)>,
+    /// The last `SwitchSaw` of each switch (what ties uplinks by the switch's sources).
+    pub switch_seen: HashMap<String, (u64, engine::UnixMs)>,
 }
 
 impl History {
@@ -130,7 +132,7 @@ impl History {
             last = self.events(snap.seq).next().transpose()?.map(|e| (e.seq, e.at));
         }
         progress(last.map_or(0, |(s, _)| s), head);
-        Ok(Folded { state, last, provenance: HashMap::new() })
+        Ok(Folded { state, last, provenance: HashMap::new(), switch_seen: HashMap::new() })
     }
 
     /// Folds like [`History::fold`], calling `watch(&state, &envelope)` after each event.
@@ -143,6 +145,7 @@ impl History {
         let head = self.head();
         let mut state = State::new(&self.policy);
         let mut provenance = HashMap::new();
+        let mut switch_seen = HashMap::new();
         let mut last = None;
         for env in self.events(1) {
             let env = env?;
@@ -160,6 +163,9 @@ impl History {
                     }
                 }
                 Event::Expired => provenance.retain(|(h, _), _| *h != env.hypervisor),
+                Event::SwitchSaw { switch, .. } => {
+                    switch_seen.insert(switch.clone(), (env.seq, env.at));
+                }
                 _ => {}
             }
             state.apply(&env);
@@ -170,7 +176,7 @@ impl History {
             }
         }
         progress(last.map_or(0, |(s, _)| s), head);
-        Ok(Folded { state, last, provenance })
+        Ok(Folded { state, last, provenance, switch_seen })
     }
 
     /// Why `vlan` is (or was, at `point`) on `port`: every reason, with the events that set the
@@ -210,13 +216,19 @@ impl History {
                     .and_then(|f| f.network(&reason.host, &reason.network))
                     .map(|n| n.uplinks.clone())
                     .unwrap_or_default();
-                let ties = folded
+                let ties: Vec<Tie> = folded
                     .state
                     .ties_of(&reason.hypervisor)
                     .into_iter()
                     .filter(|t| t.host == reason.host && uplinks.contains(&t.nic) && t.port.as_ref() == Some(port))
                     .map(|t| Tie { nic: t.nic, source: t.source, opinions: t.opinions, disagree: t.disagree })
                     .collect();
+                let by_switch = ties.iter().any(|t| {
+                    matches!(t.source, Some(engine::NeighbourSource::MacTable | engine::NeighbourSource::SwitchLldp))
+                });
+                if let Some(&(seq, at)) = folded.switch_seen.get(&port.switch).filter(|_| by_switch) {
+                    learnt.push(Learnt { fact: format!("what switch {} saw", port.switch), seq, at });
+                }
                 Explained { reason, learnt, ties }
             })
             .collect();

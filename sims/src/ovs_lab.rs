@@ -195,6 +195,44 @@ impl Lab {
         Ok(())
     }
 
+    /// [`Lab::add_trunk_port`], with an interface of type `patch` (peer `peer`, which need not
+    /// exist): it gets an OpenFlow port number without a kernel device, so the bridge's MAC table
+    /// can hold entries on it ([`Lab::fdb_add`]).
+    pub fn add_patch_trunk_port(&self, port: &str, peer: &str, trunks: &[u16]) -> Result<()> {
+        let list = trunks.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+        let (t, p) = (format!("trunks=[{list}]"), format!("options:peer={peer}"));
+        self.vsctl(&[
+            "--timeout=20",
+            "add-port",
+            &self.bridge,
+            port,
+            "--",
+            "set",
+            "interface",
+            port,
+            "type=patch",
+            &p,
+            "--",
+            "set",
+            "port",
+            port,
+            "vlan_mode=trunk",
+            &t,
+        ])?;
+        Ok(())
+    }
+
+    /// Puts a static entry in the bridge's MAC learning table (`ovs-appctl fdb/add`): `mac` on
+    /// `port` in `vlan`, as if a host behind the port had sent a frame. ovs-vswitchd drops such
+    /// entries when it reconfigures the bridge.
+    pub fn fdb_add(&self, port: &str, vlan: u16, mac: &str) -> Result<()> {
+        let appctl = require("ovs-appctl")?;
+        let mut c = Command::new(appctl);
+        c.arg("-t").arg(self.unixctl()).args(["fdb/add", &self.bridge, port, &vlan.to_string(), mac]);
+        run(&mut c)?;
+        Ok(())
+    }
+
     /// The port's trunk VLANs as `ovs-vsctl` shows them (the ground truth, not netfold's client).
     pub fn trunks(&self, port: &str) -> Result<Vec<u16>> {
         parse_trunks(&self.vsctl(&["get", "port", port, "trunks"])?)

@@ -399,6 +399,7 @@ impl<L: store::Log<Recorded>> Core<L> {
         tracing::info!(switch, seq = range.start(), macs, lldp, bonds, "switch discovery recorded");
         let ids: Vec<HypervisorId> = self.state.read(|s| s.hypervisors().map(|(id, _)| id.clone()).collect());
         for id in ids {
+            self.warn_unported(&id);
             self.record_disagreements(&id).await?;
         }
         Ok(true)
@@ -490,8 +491,8 @@ impl<L: store::Log<Recorded>> Core<L> {
                 hypervisor = %id,
                 host = %host,
                 name = name.as_deref().unwrap_or(""),
-                "host has uplinks but no known switch port (no CDP/LLDP neighbour, no [[topology]] entry): \
-                 no VLAN is configured for it"
+                "host has uplinks but no known switch port (no CDP/LLDP neighbour, no [[topology]] entry, \
+                 no switch has seen its NICs): no VLAN is configured for it"
             );
         }
         *before = now;
