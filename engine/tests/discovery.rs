@@ -162,3 +162,35 @@ async fn switch_lldp_by_host_name_and_nic_beats_the_mac_table_and_bonds_lift_mem
     assert!(tie[0].disagree, "the MAC table names e9: {tie:?}");
     engine.shutdown().await.unwrap();
 }
+
+/// Real time: the poller's interval is an hour, so only the engine's ask can make it read again.
+#[tokio::test]
+async fn a_host_no_source_ties_makes_the_pollers_read_their_switches_at_once() {
+    let log = Arc::new(MemoryLog::<Recorded>::new());
+    let engine = Engine::start(log.clone(), config(), Arc::new(engine::clock::SystemClock)).await.unwrap();
+    let sw = Arc::new(MemorySwitch::new("tor1"));
+    sw.set_discovery(Some(Discovery::default()));
+    let poller =
+        Poller::new(sw.clone(), Policy::default(), std::time::Duration::from_secs(3600), engine.switch_observer());
+    let stats = poller.stats();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(poller.run(async move {
+        let _ = stopped.await;
+    }));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while stats.rounds.load(Ordering::Relaxed) < 1 {
+        assert!(std::time::Instant::now() < deadline, "no first round");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The host is cabled now; the switch learnt its MAC after the poller's first round.
+    sw.set_discovery(Some(table(&[(MAC, "e1")])));
+    engine.observe(hv("xen"), Kind::XenCitrix, inventory(host(None))).await.unwrap();
+    while vlans(&engine.desired().borrow()) != expect(&[("e1", &[100])]) {
+        assert!(std::time::Instant::now() < deadline, "not tied: {:?}", vlans(&engine.desired().borrow()));
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(stats.rounds.load(Ordering::Relaxed), 2, "one round at start, one on the engine's ask");
+    let _ = stop.send(());
+    task.await.unwrap();
+    engine.shutdown().await.unwrap();
+}

@@ -100,6 +100,8 @@ pub(super) struct Core<L> {
     discoveries: BTreeMap<String, (Discovery, crate::plan::Policy)>,
     /// The disagreements last recorded ([`Event::TiesDisagreed`]), by hypervisor.
     disagreed: BTreeMap<HypervisorId, Vec<Disagreement>>,
+    /// Notified when hosts with no known port appear: discovery pollers read their switches now.
+    pub(super) wanted: Arc<tokio::sync::Notify>,
 }
 
 impl<L: store::Log<Recorded>> Core<L> {
@@ -125,6 +127,7 @@ impl<L: store::Log<Recorded>> Core<L> {
             unported: BTreeMap::new(),
             discoveries: BTreeMap::new(),
             disagreed,
+            wanted: Arc::default(),
             log,
             config,
             clock,
@@ -485,6 +488,10 @@ impl<L: store::Log<Recorded>> Core<L> {
             .read(|s| s.facts_of(id).map(|f| f.hosts_without_switch_port().into_iter().map(str::to_string).collect()))
             .unwrap_or_default();
         let before = self.unported.entry(id.clone()).or_default();
+        if now.difference(before).next().is_some() {
+            // Perhaps a switch has seen them: ask for a discovery now rather than in a minute.
+            self.wanted.notify_waiters();
+        }
         for host in now.difference(before) {
             let name = self.state.read(|s| s.facts_of(id).and_then(|f| f.host(host)).map(|h| h.name.clone()));
             tracing::warn!(

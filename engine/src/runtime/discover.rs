@@ -1,6 +1,7 @@
 //! The discovery poller: one task per switch that asks the switch what it sees
-//! ([`Switch::discover`]: MAC table, LLDP neighbours, bonds) every `every` (default 60 s) and
-//! whenever asked ([`Poller::demand`]), and hands it to the engine core, which records it as
+//! ([`Switch::discover`]: MAC table, LLDP neighbours, bonds) every `every` (default 60 s),
+//! whenever asked ([`Poller::demand`]) and whenever the engine learnt hosts that no source ties
+//! yet ([`SwitchObserver::wanted`]), and hands it to the engine core, which records it as
 //! [`crate::Event::SwitchSaw`] when it changed. Wiring only: what a sighting means is
 //! [`crate::discovery`]'s, judged by the switch's own policy (managed and excluded ports).
 //!
@@ -97,9 +98,11 @@ impl<S: Switch> Poller<S> {
         Ok(Some(appended))
     }
 
-    /// Runs rounds until `stop` completes: at once, then every `every` and on each demand.
+    /// Runs rounds until `stop` completes: at once, then every `every`, on each demand, and when
+    /// the engine learnt hosts no source ties yet ([`SwitchObserver::wanted`]).
     pub async fn run(self, stop: impl std::future::Future<Output = ()> + Send) {
         tokio::pin!(stop);
+        let wanted = self.observer.wanted();
         loop {
             match self.round().await {
                 Ok(None) => {
@@ -117,6 +120,7 @@ impl<S: Switch> Poller<S> {
                 _ = &mut stop => return,
                 _ = tokio::time::sleep(self.every) => {}
                 _ = self.demand.notified() => {}
+                _ = wanted.notified() => {}
             }
         }
     }

@@ -157,7 +157,7 @@ enum Command {
 
 /// Hands switch discoveries to the engine ([`Engine::switch_observer`]); cheap to clone.
 #[derive(Clone)]
-pub struct SwitchObserver(mpsc::Sender<Command>);
+pub struct SwitchObserver(mpsc::Sender<Command>, Arc<tokio::sync::Notify>);
 
 impl SwitchObserver {
     /// Records what `switch` saw (as [`crate::Event::SwitchSaw`], when it changed) and waits
@@ -174,6 +174,12 @@ impl SwitchObserver {
             .await
             .map_err(|_| Error::Stopped("the core task is not running"))?;
         answer.await.map_err(|_| Error::Stopped("the core task stopped before answering"))?
+    }
+
+    /// Notified when the engine learnt hosts whose NICs lead to no known port: the pollers read
+    /// their switches at once (on demand) instead of at their next round.
+    pub fn wanted(&self) -> Arc<tokio::sync::Notify> {
+        self.1.clone()
     }
 }
 
@@ -220,6 +226,8 @@ pub struct Engine {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
     metrics: Arc<Metrics>,
+    /// Discovery wanted now ([`SwitchObserver::wanted`]).
+    wanted: Arc<tokio::sync::Notify>,
 }
 
 impl Engine {
@@ -237,9 +245,10 @@ impl Engine {
         let (commands, rx) = mpsc::channel(QUEUE);
         let (stop, stop_rx) = watch::channel(false);
         let mut core = core::Core::new(log, config, clock, state.clone(), desired_tx, metrics.clone());
+        let wanted = core.wanted.clone();
         core.expire_or_rearm().await?;
         let task = tokio::spawn(core.run(rx, stop_rx));
-        Ok(Engine { commands, state, desired, stop, task, metrics })
+        Ok(Engine { commands, state, desired, stop, task, metrics, wanted })
     }
 
     /// The channel an adapter sends `hypervisor`'s observations into. Must be called inside
@@ -268,7 +277,7 @@ impl Engine {
 
     /// A handle that records switch discoveries (for the discovery pollers).
     pub fn switch_observer(&self) -> SwitchObserver {
-        SwitchObserver(self.commands.clone())
+        SwitchObserver(self.commands.clone(), self.wanted.clone())
     }
 
     /// A handle that releases held removals (for the HTTP endpoint).
