@@ -724,7 +724,7 @@ port = "tor1:eth5"
         assert!(r.policy.manages(&eos("Port-Channel10")));
         assert!(r.policy.excluded_ports.contains(&eos("Po1000")));
         assert_eq!(r.discover_every, None, "0: never");
-        let ovs = parse(&GOOD, Path::new("netfold.toml")).unwrap();
+        let ovs = parse(GOOD, Path::new("netfold.toml")).unwrap();
         assert_eq!(ovs.switches[0].reconcile.discover_every, Some(Duration::from_secs(60)));
         let e = err(&eapi.replace("discover_secs = 0", "unixctl = \"/run/openvswitch\""));
         assert!(e.contains("key `unixctl`"), "{e}");
