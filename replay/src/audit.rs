@@ -176,4 +176,39 @@ mod tests {
         assert_eq!(from_json(&json(&e)).unwrap(), e);
         assert!(from_json("{").is_err());
     }
+
+    #[test]
+    fn switch_sightings_and_disagreements_read_as_sentences() {
+        use engine::discovery::{Disagreement, MacSighting, SwitchView};
+        let view = SwitchView {
+            macs: vec![
+                MacSighting { mac: "02:00:00:00:00:01".into(), port: "Ethernet1".into(), managed: true },
+                MacSighting { mac: "02:00:00:00:00:02".into(), port: "Ethernet48".into(), managed: false },
+            ],
+            ..SwitchView::default()
+        };
+        let saw = detail(&Event::SwitchSaw { switch: "tor1".into(), view });
+        assert_eq!(
+            saw,
+            "switch tor1 saw 2 pNIC MAC(s), 0 LLDP neighbour(s), 0 bond member(s): 02:00:00:00:00:01 on Ethernet1; \
+             02:00:00:00:00:02 on Ethernet48 (unmanaged)"
+        );
+        let d = Disagreement {
+            host: "host-1".into(),
+            nic: "vmnic0".into(),
+            opinions: vec![
+                (engine::NeighbourSource::Cdp, "tor1:Ethernet1".parse().unwrap()),
+                (engine::NeighbourSource::MacTable, "tor1:Ethernet2".parse().unwrap()),
+            ],
+        };
+        assert_eq!(
+            detail(&Event::TiesDisagreed { disagreements: vec![d] }),
+            "port sources disagree for 1 uplink(s): uplink host-1/vmnic0: hypervisor CDP says tor1:Ethernet1, \
+             switch MAC table says tor1:Ethernet2"
+        );
+        assert_eq!(
+            detail(&Event::TiesDisagreed { disagreements: vec![] }),
+            "the port sources of every uplink agree again"
+        );
+    }
 }
