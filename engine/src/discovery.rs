@@ -142,13 +142,20 @@ impl SwitchView {
 /// A sighting as the index holds it: which port, whether managed.
 type Spot = (SwitchPort, bool);
 
-/// Every switch's view, indexed for tying uplinks: MAC → spots, the LLDP sightings, and
-/// member → bond.
+/// Every switch's view, indexed for tying uplinks: MAC → spots, the LLDP sightings (indexed by
+/// the MAC their port ID names and by their system name's first label), and member → bond.
 #[derive(Clone, Debug, Default)]
 pub struct Seen {
     by_mac: HashMap<String, BTreeSet<Spot>>,
     lldp: Vec<(Spot, LldpNeighbour)>,
+    lldp_by_mac: HashMap<String, Vec<usize>>,
+    lldp_by_name: HashMap<String, Vec<usize>>,
     bonds: HashMap<SwitchPort, SwitchPort>,
+}
+
+/// A host or system name's first DNS label, lower case (`ESX-01.lab` → `esx-01`).
+fn label(s: &str) -> String {
+    s.split('.').next().unwrap_or(s).to_ascii_lowercase()
 }
 
 impl Seen {
@@ -161,6 +168,13 @@ impl Seen {
                 s.by_mac.entry(m.mac.clone()).or_default().insert((at(&m.port), m.managed));
             }
             for l in &v.lldp {
+                let i = s.lldp.len();
+                if let Some(m) = l.neighbour.port_id.as_deref().and_then(normalize_mac) {
+                    s.lldp_by_mac.entry(m).or_default().push(i);
+                }
+                if let Some(n) = &l.neighbour.system_name {
+                    s.lldp_by_name.entry(label(n)).or_default().push(i);
+                }
                 s.lldp.push(((at(&l.port), l.managed), l.neighbour.clone()));
             }
             for b in &v.bonds {
@@ -187,9 +201,11 @@ impl Seen {
     /// (switch LLDP first, then MAC table); sources without a sighting are left out.
     pub fn sightings(&self, host_name: &str, uplink: &UplinkFact) -> Vec<(NeighbourSource, BTreeSet<Spot>)> {
         let mac = uplink.mac.as_deref().and_then(normalize_mac);
-        let lldp: BTreeSet<Spot> = self
-            .lldp
-            .iter()
+        let by_mac = mac.as_ref().and_then(|m| self.lldp_by_mac.get(m)).into_iter().flatten();
+        let by_name = (!host_name.is_empty()).then(|| self.lldp_by_name.get(&label(host_name))).flatten();
+        let lldp: BTreeSet<Spot> = by_mac
+            .chain(by_name.into_iter().flatten())
+            .filter_map(|&i| self.lldp.get(i))
             .filter(|(_, n)| lldp_matches(n, host_name, &uplink.nic, mac.as_deref()))
             .map(|(s, _)| s.clone())
             .collect();
@@ -217,7 +233,6 @@ impl Seen {
 /// description is the NIC's name.
 fn lldp_matches(n: &LldpNeighbour, host_name: &str, nic: &str, mac: Option<&str>) -> bool {
     let by_mac = mac.is_some() && n.port_id.as_deref().and_then(normalize_mac).as_deref() == mac;
-    let label = |s: &str| s.split('.').next().unwrap_or(s).to_ascii_lowercase();
     let by_name = !host_name.is_empty()
         && n.system_name.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(host_name) || label(s) == label(host_name))
         && (n.port_id.as_deref() == Some(nic) || n.port_description.as_deref() == Some(nic));
