@@ -192,6 +192,7 @@ async fn scenario(label: &str, hosts: usize, vms_per_host: usize, managed: usize
         endpoint: lab.unix_endpoint(),
         parking_vlan: PARKING,
         timeout_ms: 30_000,
+        unixctl: None,
     })?;
     let mut drift = sw.drift().context("the OVS switch has no monitor")?;
     let all: BTreeSet<PortName> = ports.iter().map(|p| PortName::parse(Grammar::Ovs, p)).collect::<Result<_, _>>()?;

@@ -9,6 +9,7 @@ use adapters::{vsphere, xen};
 use anyhow::{Context, Result};
 use engine::clock::{Clock, SystemClock};
 use engine::reconciler::{Ledger, Reconciler, SwitchRecord};
+use engine::runtime::discover::Poller;
 use engine::switch::Switch;
 use engine::{Engine, Event, HypervisorId, Kind, Recorded, LOSS_RECORDER};
 use store::layout::{db_path, EVENTS_LOG, LEDGER_TABLE, META_TABLE, POLICY_KEY, SWITCH_AUDIT_LOG};
@@ -222,6 +223,11 @@ impl Agent {
         let table = self.store.table(LEDGER_TABLE).context("cannot open the ownership ledger")?;
         let ledger = Ledger::new(table, switch.name());
         let name = switch.name().to_string();
+        if let Some(every) = config.discover_every {
+            let poller = Poller::new(switch.clone(), config.policy.clone(), every, self.engine.switch_observer());
+            self.metrics.add_discovery(name.clone(), poller.stats());
+            self.spawn(poller.run(self.stop.clone().cancelled_owned()));
+        }
         let reconciler = Reconciler::new(switch, ledger, self.audit.clone(), self.engine.desired(), config);
         self.metrics.add_switch(name, reconciler.stats());
         self.spawn(reconciler.run(self.stop.clone().cancelled_owned()));

@@ -11,7 +11,7 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use engine::projector::{Held, State, Status};
+use engine::projector::{Held, State, Status, UplinkTie};
 use engine::reconciler::{AuditEntry, SwitchRecord};
 use engine::{HypervisorId, Reason, SwitchPort, UnixMs, VlanId};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -363,6 +363,8 @@ pub struct HypervisorRow {
     pub status: Status,
     pub held: Option<Held>,
     pub facts: usize,
+    /// How each uplink is tied to a switch port, and what every source says.
+    pub ties: Vec<UplinkTie>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -394,6 +396,7 @@ impl StateView {
                 status: s.status,
                 held: s.held,
                 facts: st.facts_of(id).map_or(0, |f| f.len()),
+                ties: st.ties_of(id),
             })
             .collect();
         let ports = st
@@ -488,6 +491,9 @@ fn print_statuses(rows: &[HypervisorRow]) {
             Status::Lost { since } => format!("lost since {}", format_time(since)),
             Status::Expired => "expired".to_string(),
         };
+        let tied = r.ties.iter().filter(|t| t.port.is_some()).count();
+        let disagree = r.ties.iter().filter(|t| t.disagree).count();
+        let ties = format!("{tied}/{} uplinks tied, {disagree} disagree", r.ties.len());
         let held = r.held.map_or(String::new(), |h| {
             format!(
                 "  HELD: removal of {} facts since {} (seq {}; netfold release --hypervisor {id})",
@@ -496,7 +502,7 @@ fn print_statuses(rows: &[HypervisorRow]) {
                 h.seq
             )
         });
-        outln!("  {id:<14} {kind:<11} {status:<36} {} facts{held}", r.facts);
+        outln!("  {id:<14} {kind:<11} {status:<36} {:<11} {ties}{held}", format!("{} facts", r.facts));
     }
 }
 
@@ -580,6 +586,12 @@ fn render_why(why: &Why, json: bool) -> Result<()> {
                 r.host,
                 r.hypervisor
             ),
+        }
+        for t in &e.ties {
+            let source = t.source.map_or("an unknown source".to_string(), |s| s.to_string());
+            let others: Vec<String> = t.opinions.iter().map(|(s, p)| format!("{s}: {p}")).collect();
+            let note = if t.disagree { format!(" (sources DISAGREE: {})", others.join(", ")) } else { String::new() };
+            println!("    uplink {}/{} is tied to {port} by {source}{note}", r.host, t.nic);
         }
         for l in &e.learnt {
             outln!("    {} learnt at record {} ({})", l.fact, l.seq, format_time(l.at));

@@ -252,6 +252,13 @@ pub struct Switch {
     pub allow_plaintext: bool,
     /// ovs only: the VLAN kept on a trunk instead of leaving it empty (default 4094).
     pub parking_vlan: Option<u16>,
+    /// ovs only: ovs-vswitchd's control socket (`/var/run/openvswitch/ovs-vswitchd.<pid>.ctl`) or
+    /// its run directory, where the MAC table is read (default: the directory of a `unix:`
+    /// address; a `tcp:` address without it does not discover).
+    pub unixctl: Option<String>,
+    /// How often the switch's MAC table, LLDP neighbours and bonds are read to tie host NICs to
+    /// ports, seconds (default 60; 0: never).
+    pub discover_secs: Option<u64>,
     /// VLANs netfold may add or remove (`["100-199", "300"]`); empty: all.
     #[serde(default)]
     pub allowed_vlans: Vec<String>,
@@ -570,7 +577,16 @@ fn validate(c: Config) -> Result<Plan> {
         // An intent whose VLAN is absent is dropped only once no request still queued on the
         // switch can land: twice the request timeout, at least 10 s.
         let settle = Duration::from_millis(s.timeout_ms() * 2).max(Duration::from_secs(10));
-        let mut reconcile = engine::reconciler::Config { policy, settle, ..engine::reconciler::Config::default() };
+        if s.unixctl.is_some() && s.kind != "ovs" {
+            bail!("{at}: key `unixctl`: only an `ovs` switch has an ovs-vswitchd control socket");
+        }
+        let discover_every = match s.discover_secs {
+            Some(0) => None,
+            Some(n) => Some(Duration::from_secs(n)),
+            None => Some(engine::runtime::discover::DEFAULT_EVERY),
+        };
+        let mut reconcile =
+            engine::reconciler::Config { policy, settle, discover_every, ..engine::reconciler::Config::default() };
         if let Some(r) = s.resync_secs {
             if r == 0 {
                 bail!("{at}: key `resync_secs`: must be at least 1");
@@ -864,6 +880,25 @@ port = "tor1:eth5"
         let memory = GOOD.replace(r#"kind = "ovs""#, "kind = \"memory\"\nports = [\"eth5\", \"eth 6\"]");
         assert!(err(&memory).contains("key `ports`"), "{}", err(&memory));
         assert_eq!(plan.switches[0].reconcile.settle, Duration::from_secs(10), "twice the 5 s timeout, at least 10 s");
+    }
+
+    #[test]
+    fn port_channels_are_managed_by_name_and_discovery_is_configured_per_switch() {
+        let eapi = GOOD
+            .replace(r#"kind = "ovs""#, "kind = \"eapi\"\nuser = \"netfold\"\npassword = { password_env = \"P\" }")
+            .replace(r#"address = "tcp:127.0.0.1:6640""#, r#"address = "https://tor1""#)
+            .replace(r#"managed_ports = ["eth5", "eth48"]"#, "managed_ports = [\"Po10\"]\ndiscover_secs = 0")
+            .replace(r#"excluded_ports = ["eth48"]"#, r#"excluded_ports = ["port-channel1000"]"#);
+        let plan = parse(&eapi, Path::new("netfold.toml")).unwrap();
+        let r = &plan.switches[0].reconcile;
+        let eos = |p: &str| PortName::parse(Grammar::Eos, p).unwrap();
+        assert!(r.policy.manages(&eos("Port-Channel10")));
+        assert!(r.policy.excluded_ports.contains(&eos("Po1000")));
+        assert_eq!(r.discover_every, None, "0: never");
+        let ovs = parse(GOOD, Path::new("netfold.toml")).unwrap();
+        assert_eq!(ovs.switches[0].reconcile.discover_every, Some(Duration::from_secs(60)));
+        let e = err(&eapi.replace("discover_secs = 0", "unixctl = \"/run/openvswitch\""));
+        assert!(e.contains("key `unixctl`"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,16 @@
 //! ([`sims::ovs_lab`]) and drives it over OVSDB. Its six trunk ports keep the simulators'
 //! names (`Ethernet1/1`…: OVSDB accepts `/` in a port name; the ports have no kernel device)
 //! and start with only the parking VLAN, which the demo's tables leave out.
+//!
+//! The vCenter reports CDP/LLDP for its hosts; the XenServer pool, like a real one, reports
+//! nothing about cabling, so its PIFs are tied by their MACs through the switch's MAC table
+//! (ADR 0009). The in-memory switch's table holds the PIF MACs on the ports the simulator cables
+//! them to. Open vSwitch learns MACs only from frames, and the lab's ports have no devices to
+//! carry any, so the demo puts the PIF MACs into OVS's real MAC learning table with
+//! `ovs-appctl fdb/add` (the XenServer's two ports are patch ports, which have OpenFlow port
+//! numbers), again every second as a host's traffic would (ovs-vswitchd flushes them when it
+//! reconfigures the bridge); netfold reads them back with `fdb/show` over the control socket,
+//! exactly as on a production switch.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -17,8 +27,9 @@ use std::time::Duration;
 use adapters::common::SecretSource;
 use adapters::{ovs, vsphere, xen};
 use anyhow::{bail, Context, Result};
+use engine::discovery::Discovery;
 use engine::projector::Status;
-use engine::switch::{MemorySwitch, PortName, Switch};
+use engine::switch::{Grammar, MemorySwitch, PortName, Switch};
 use engine::{HypervisorId, Kind, VlanId};
 use sims::ovs_lab::Lab;
 use tokio::time::Instant;
@@ -49,9 +60,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let vc = sims::vsphere::Simulator::start(sims::vsphere::SimOptions::lab(SWITCH, "Ethernet1/"))
         .await
         .context("starting the vCenter simulator")?;
-    let xs = sims::xen::Simulator::start(sims::xen::SimOptions::lab(SWITCH, "Ethernet2/"))
-        .await
-        .context("starting the XenServer simulator")?;
+    let xen_opts = sims::xen::SimOptions { lldp_convention: false, ..sims::xen::SimOptions::lab(SWITCH, "Ethernet2/") };
+    let xs = sims::xen::Simulator::start(xen_opts).await.context("starting the XenServer simulator")?;
     println!("vCenter simulator   {}  (SOAP, urn:vim25)", vc.url());
     println!("XenServer simulator {}  (XenAPI XML-RPC)\n", xs.url());
 
@@ -60,7 +70,18 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     // The switch's host-facing ports, as cabled in the simulators (no VLANs on them yet).
     let ports: Vec<String> =
         (1..=4).map(|n| format!("Ethernet1/{n}")).chain((1..=2).map(|n| format!("Ethernet2/{n}"))).collect();
-    let reconcile = engine::reconciler::Config { resync: Duration::from_secs(2), ..Default::default() };
+    let reconcile = engine::reconciler::Config {
+        resync: Duration::from_secs(2),
+        discover_every: Some(Duration::from_secs(1)),
+        ..Default::default()
+    };
+    // Where the XenServer's PIFs are cabled, as the switch's MAC table will show it.
+    let cabling: Vec<(String, String)> = xs.cabling().into_iter().map(|(mac, _, port)| (mac, port)).collect();
+    println!("XenServer PIFs are tied through the switch's MAC table (XenAPI reports no LLDP):");
+    for (mac, port) in &cabling {
+        println!("  {mac} on {SWITCH}:{port}");
+    }
+    println!();
 
     // The simulators' passwords reach the adapters the production way: through the environment.
     std::env::set_var("NETFOLD_DEMO_VC_PASSWORD", vc.password());
@@ -81,20 +102,29 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     agent.add_hypervisor(vc_id.clone(), Kind::VMware, Adapter::VMware(vcfg)).await?;
     agent.add_hypervisor(xs_id.clone(), Kind::XenCitrix, Adapter::Xen(xcfg)).await?;
 
-    let sc = Scenario { vc: &vc, xs: &xs, vc_id: &vc_id, xs_id: &xs_id, grace_secs: args.grace_secs };
+    let xen_ports: BTreeSet<String> = cabling.iter().map(|(_, p)| p.clone()).collect();
+    let sc = Scenario { vc: &vc, xs: &xs, vc_id: &vc_id, xs_id: &xs_id, grace_secs: args.grace_secs, xen_ports };
     let (after, lab) = match args.switch {
         DemoSwitch::Memory => {
             let switch = Arc::new(ports.iter().fold(MemorySwitch::new(SWITCH), |s, p| s.with_port(p, [])));
+            let macs = cabling.iter().map(|(mac, p)| PortName::parse(Grammar::Memory, p).map(|p| (mac.clone(), p)));
+            let macs = macs.collect::<Result<Vec<_>, _>>()?;
+            switch.set_discovery(Some(Discovery { macs, ..Discovery::default() }));
             agent.add_switch(switch.clone(), reconcile)?;
             let demo = Demo { agent: &agent, switch: &*switch, ports: ports.into_iter().collect(), parking: None };
             (demo.play(&sc).await?, None)
         }
         DemoSwitch::Ovs => {
-            let (lab, switch) = start_ovs(&ports).await?;
+            let (lab, switch) = start_ovs(&ports, &sc.xen_ports).await?;
+            let lab = Arc::new(lab);
+            let teach = teach_macs(lab.clone(), cabling.clone());
             agent.add_switch(switch.clone(), reconcile)?;
             let parking = Some(PARKING);
             let demo = Demo { agent: &agent, switch: &*switch, ports: ports.into_iter().collect(), parking };
-            (demo.play(&sc).await?, Some(lab))
+            let played = demo.play(&sc).await;
+            teach.abort();
+            let _ = teach.await;
+            (played?, Some(lab))
         }
     };
 
@@ -165,16 +195,42 @@ struct Scenario<'a> {
     vc_id: &'a HypervisorId,
     xs_id: &'a HypervisorId,
     grace_secs: u64,
+    /// The switch ports the XenServer's PIFs are cabled to.
+    xen_ports: BTreeSet<String>,
 }
 
-/// Starts the Open vSwitch lab with the demo's trunk ports (parking VLAN only) and connects
-/// netfold's OVSDB client to it.
-async fn start_ovs(ports: &[String]) -> Result<(Lab, Arc<ovs::OvsSwitch>)> {
+/// Puts the XenServer's PIF MACs in the lab's MAC table every second (see the module docs)
+/// until aborted.
+fn teach_macs(lab: Arc<Lab>, cabling: Vec<(String, String)>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let (lab, cabling) = (lab.clone(), cabling.clone());
+            let taught = tokio::task::spawn_blocking(move || {
+                cabling.iter().try_for_each(|(mac, port)| lab.fdb_add(port, PARKING, mac))
+            })
+            .await;
+            if let Ok(Err(e)) = taught {
+                tracing::warn!(error = %e, "cannot put the XenServer's MACs in the lab's MAC table");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+}
+
+/// Starts the Open vSwitch lab with the demo's trunk ports (parking VLAN only; those in
+/// `patched` as patch ports, which can hold MAC table entries) and connects netfold's OVSDB
+/// client to it.
+async fn start_ovs(ports: &[String], patched: &BTreeSet<String>) -> Result<(Lab, Arc<ovs::OvsSwitch>)> {
     let owned = ports.to_vec();
+    let patched = patched.clone();
     let lab = tokio::task::spawn_blocking(move || -> Result<Lab, sims::ovs_lab::Error> {
         let lab = Lab::start()?;
-        for p in &owned {
-            lab.add_trunk_port(p, &[PARKING])?;
+        for (i, p) in owned.iter().enumerate() {
+            if patched.contains(p) {
+                lab.add_patch_trunk_port(p, &format!("nfdemo-peer{i}"), &[PARKING])?;
+            } else {
+                lab.add_trunk_port(p, &[PARKING])?;
+            }
         }
         Ok(lab)
     })
@@ -186,8 +242,13 @@ async fn start_ovs(ports: &[String]) -> Result<(Lab, Arc<ovs::OvsSwitch>)> {
         lab.unix_endpoint(),
         lab.bridge()
     );
-    let c =
-        ovs::Config { name: SWITCH.into(), endpoint: lab.unix_endpoint(), parking_vlan: PARKING, timeout_ms: 5_000 };
+    let c = ovs::Config {
+        name: SWITCH.into(),
+        endpoint: lab.unix_endpoint(),
+        parking_vlan: PARKING,
+        timeout_ms: 5_000,
+        unixctl: Some(lab.unixctl().display().to_string()),
+    };
     let switch = Arc::new(ovs::OvsSwitch::start(&c).context("connecting to the Open vSwitch lab")?);
     let deadline = Instant::now() + STEP_TIMEOUT;
     while let Err(e) = switch.read(&BTreeSet::new()).await {
@@ -203,8 +264,25 @@ impl<S: Switch> Demo<'_, S> {
     /// Plays the five steps; returns the switch's table at the end.
     async fn play(&self, sc: &Scenario<'_>) -> Result<PortTable> {
         step(1, "learn both hypervisors");
-        let learnt = self.converged(|t, st| st.live(sc.vc_id) && st.live(sc.xs_id) && !t.is_empty()).await?;
+        let xen_ports = &sc.xen_ports;
+        let learnt = self
+            .converged(|t, st| {
+                st.live(sc.vc_id)
+                    && st.live(sc.xs_id)
+                    && !xen_ports.is_empty()
+                    && xen_ports.iter().all(|p| t.get(p).is_some_and(|v| !v.is_empty()))
+            })
+            .await?;
         print_table(&learnt);
+        let ties = self.agent.engine.state().read(|s| s.ties_of(sc.xs_id));
+        for t in &ties {
+            let source = t.source.map_or("nothing".to_string(), |s| s.to_string());
+            let port = t.port.as_ref().map_or("no port".to_string(), ToString::to_string);
+            println!("  {} uplink {}/{} -> {port} (by {source})", sc.xs_id, t.host, t.nic);
+        }
+        if ties.iter().any(|t| t.source != Some(engine::NeighbourSource::MacTable)) {
+            bail!("the XenServer's PIFs were not all tied by the switch's MAC table");
+        }
 
         step(2, "a VM moves to another host (vMotion)");
         let vm = sc.vc.vm_ids().into_iter().next().context("the vCenter simulator has no VM")?;

@@ -2,7 +2,7 @@
 //! with `"status":"degraded"` and one reason per thing that does not — an adapter that is not
 //! live (connecting, retrying, failing, with its last error), a hypervisor the log holds as
 //! lost, a held mass removal, a switch whose last reconcile cycle failed or that has refused port
-//! names, an event log that refuses appends (disk full, IO error). The body also lists every
+//! names, a switch whose discovery fails, an uplink whose port sources disagree, an event log that refuses appends (disk full, IO error). The body also lists every
 //! adapter's and switch's health, so one request answers "what is wrong, and since when".
 
 use engine::projector::Status;
@@ -44,6 +44,26 @@ pub fn reasons(metrics: &Metrics, state: &SharedState) -> Vec<String> {
                     held.would_remove,
                     replay::point::format_time(held.since),
                     held.seq
+                ));
+            }
+        }
+    });
+    for (name, st) in metrics.discovery() {
+        if let Some(e) = st.failure() {
+            out.push(format!(
+                "switch {name}: discovery (MAC table, LLDP, bonds) failing: {e}; host NICs it tied keep their last ports"
+            ));
+        }
+    }
+    state.read(|s| {
+        for (id, _) in s.hypervisors() {
+            for d in s.disagreements_of(id) {
+                let said: Vec<String> = d.opinions.iter().map(|(s, p)| format!("{s}: {p}")).collect();
+                out.push(format!(
+                    "hypervisor {id}: uplink {}/{}: port sources disagree ({}); the first is applied",
+                    d.host,
+                    d.nic,
+                    said.join(", ")
                 ));
             }
         }

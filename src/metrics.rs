@@ -6,7 +6,7 @@
 //! `/metrics` is OpenMetrics 1.0 (what prometheus-client writes and Prometheus asks for first);
 //! a client that prefers `text/plain` gets the classic Prometheus text format ([`Format`]).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -56,6 +56,12 @@ pub struct SwitchLabel {
     pub switch: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub hypervisor: String,
+    pub source: String,
+}
+
 /// A running hypervisor adapter, as health and metrics see it.
 pub struct AdapterEntry {
     pub id: HypervisorId,
@@ -71,6 +77,7 @@ pub struct Metrics {
     /// by each reconciler: `engine::reconciler::Stats::observe_changes`).
     pub change_latency: Family<SwitchLabel, Histogram, fn() -> Histogram>,
     switches: std::sync::Mutex<Vec<(String, Arc<engine::reconciler::Stats>)>>,
+    discovery: std::sync::Mutex<Vec<(String, Arc<engine::runtime::discover::Stats>)>>,
     adapters: std::sync::Mutex<Vec<AdapterEntry>>,
     pub events: Family<KindLabel, Counter>,
     pub reconnects: Family<HypervisorLabel, Counter>,
@@ -88,6 +95,7 @@ impl Default for Metrics {
             append_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 15)),
             change_latency: Family::new_with_constructor(change_buckets),
             switches: Default::default(),
+            discovery: Default::default(),
             adapters: Default::default(),
             events: Default::default(),
             reconnects: Default::default(),
@@ -119,6 +127,16 @@ impl Metrics {
         let (family, label) = (self.change_latency.clone(), SwitchLabel { switch: name.clone() });
         stats.observe_changes(move |took| family.get_or_create(&label).observe(took.as_secs_f64()));
         self.switches.lock().unwrap_or_else(|p| p.into_inner()).push((name, stats));
+    }
+
+    /// Registers a running discovery poller's counters.
+    pub fn add_discovery(&self, name: String, stats: Arc<engine::runtime::discover::Stats>) {
+        self.discovery.lock().unwrap_or_else(|p| p.into_inner()).push((name, stats));
+    }
+
+    /// Every discovery poller's counters, by switch name.
+    pub fn discovery(&self) -> Vec<(String, Arc<engine::runtime::discover::Stats>)> {
+        self.discovery.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Registers a running hypervisor adapter's health.
@@ -242,6 +260,7 @@ fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> fmt
 impl Collector for Live {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
         let (mut status, mut held, mut facts, mut unported) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut disagree, mut tied) = (Vec::new(), BTreeMap::<SourceLabel, i64>::new());
         self.state.read(|s| {
             for (id, st) in s.hypervisors() {
                 let name = match st.status {
@@ -254,7 +273,13 @@ impl Collector for Live {
                 held.push((l.clone(), ConstGauge::new(st.held.map_or(0, |h| h.would_remove as i64))));
                 facts.push((l.clone(), ConstGauge::new(s.facts_of(id).map_or(0, |f| f.len() as i64))));
                 let hosts = s.facts_of(id).map_or(0, |f| f.hosts_without_switch_port().len());
-                unported.push((l, ConstGauge::new(hosts as i64)));
+                unported.push((l.clone(), ConstGauge::new(hosts as i64)));
+                let ties = s.ties_of(id);
+                disagree.push((l, ConstGauge::new(ties.iter().filter(|t| t.disagree).count() as i64)));
+                for t in &ties {
+                    let source = t.source.map_or("none".to_string(), |s| format!("{s:?}"));
+                    *tied.entry(SourceLabel { hypervisor: id.to_string(), source }).or_default() += 1;
+                }
             }
         });
         family(&mut enc, "hypervisor_status", "1 for each hypervisor's current status", status)?;
@@ -263,8 +288,20 @@ impl Collector for Live {
         family(
             &mut enc,
             "hosts_without_switch_port",
-            "Hosts with uplinks none of which leads to a known switch port (no CDP/LLDP, no [[topology]])",
+            "Hosts with uplinks none of which leads to a known switch port (no CDP/LLDP, no [[topology]], no switch sighting)",
             unported,
+        )?;
+        family(
+            &mut enc,
+            "uplink_port_sources_disagree",
+            "Uplinks whose port sources (static, hypervisor CDP/LLDP, switch LLDP, MAC table) name different ports",
+            disagree,
+        )?;
+        family(
+            &mut enc,
+            "uplinks_tied",
+            "Uplinks per hypervisor by the source that ties them to a switch port (none: untied)",
+            tied.into_iter().map(|(l, n)| (l, ConstGauge::new(n))).collect(),
         )?;
 
         let adapters = self.metrics.adapters();
@@ -337,6 +374,29 @@ impl Collector for Live {
             "reconcile_drift_repairs",
             "Cycles triggered by drift on the switch",
             cycles(|st| &st.drift_cycles),
+        )?;
+
+        let discovery = self.metrics.discovery();
+        let rows = |f: fn(&engine::runtime::discover::Stats) -> u64| {
+            discovery.iter().map(|(n, st)| (SwitchLabel { switch: n.clone() }, ConstCounter::new(f(st)))).collect()
+        };
+        family(
+            &mut enc,
+            "switch_discovery_rounds",
+            "Reads of a switch's MAC table, LLDP and bonds",
+            rows(|st| st.rounds.load(Ordering::Relaxed)),
+        )?;
+        family(
+            &mut enc,
+            "switch_discovery_recorded",
+            "Discovery rounds that recorded a change (SwitchSaw)",
+            rows(|st| st.recorded.load(Ordering::Relaxed)),
+        )?;
+        family(
+            &mut enc,
+            "switch_discovery_failures",
+            "Discovery rounds that failed",
+            rows(|st| st.failed.load(Ordering::Relaxed)),
         )?;
 
         let head = (self.head)();

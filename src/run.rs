@@ -70,6 +70,7 @@ pub async fn add_switch(agent: &mut Agent, s: &SwitchPlan) -> Result<()> {
                 endpoint: e.address.clone().unwrap_or_default(),
                 parking_vlan: e.parking_vlan.unwrap_or(4094),
                 timeout_ms: e.timeout_ms(),
+                unixctl: e.unixctl.clone(),
             };
             let sw = Arc::new(ovs::OvsSwitch::start(&c).with_context(|| format!("switch {}", e.name))?);
             agent.add_switch(sw, s.reconcile.clone())

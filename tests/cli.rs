@@ -94,9 +94,10 @@ fn demo_runs_green_and_leaves_an_auditable_history() {
     assert!(verify.status.success(), "{}", text(&verify.stderr));
     assert!(text(&verify.stdout).contains("verify OK"));
 
-    // The vCenter's expiry took VLAN 100 off Ethernet1/3 between record 4 and the head.
+    // The vCenter's expiry took VLAN 100 off Ethernet1/3 between its loss and the head.
     let head = text(&verify.stdout).split("verify OK: ").nth(1).and_then(|t| t.split(' ').next()).unwrap().to_string();
-    let diff = netfold(&["diff", "--data-dir", d, "--from", "4", "--to", &head]);
+    let vc_lost = lines.iter().find(|l| l["hypervisor"] == "vc-east").expect("vc-east's Lost")["seq"].to_string();
+    let diff = netfold(&["diff", "--data-dir", d, "--from", &vc_lost, "--to", &head]);
     assert!(diff.status.success(), "{}", text(&diff.stderr));
     let diff = text(&diff.stdout);
     assert!(diff.lines().any(|l| l.starts_with("- tor1:Ethernet1/3 vlan 100")), "{diff}");

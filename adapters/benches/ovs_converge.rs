@@ -34,6 +34,7 @@ fn bench(c: &mut Criterion) {
             endpoint: ovs.unix_endpoint(),
             parking_vlan: 4094,
             timeout_ms: 30_000,
+            unixctl: None,
         })
         .unwrap();
         for _ in 0..500 {

@@ -16,7 +16,8 @@ use ovs::{wait_for, Ovs};
 use rig::{ovs as pn, v, Rig};
 
 fn switch(endpoint: String) -> OvsSwitch {
-    OvsSwitch::start(&Config { name: "ovs1".into(), endpoint, parking_vlan: 4094, timeout_ms: 5000 }).unwrap()
+    OvsSwitch::start(&Config { name: "ovs1".into(), endpoint, parking_vlan: 4094, timeout_ms: 5000, unixctl: None })
+        .unwrap()
 }
 
 async fn connected(sw: &OvsSwitch) {

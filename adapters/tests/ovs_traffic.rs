@@ -74,6 +74,7 @@ async fn namespaces_reach_each_other_only_while_netfold_carries_their_vlan() {
         endpoint: ovs.unix_endpoint(),
         parking_vlan: 4094,
         timeout_ms: 5000,
+        unixctl: None,
     })
     .unwrap();
     for _ in 0..500 {

@@ -146,3 +146,54 @@ async fn xen_outage_within_and_past_grace_gives_the_seed_messages_and_unconfigur
     engine.shutdown().await?;
     Ok(())
 }
+
+/// A pool as a real one: no LLDP through XenAPI (the `other_config` convention off). The
+/// switch's MAC table holds the PIF MACs on the ports they are cabled to; the engine ties every
+/// PIF by its MAC (`PIF.MAC`) and the VLANs land on those ports.
+#[tokio::test]
+async fn a_pool_without_lldp_maps_its_pifs_by_mac_through_the_switch() -> anyhow::Result<()> {
+    let id = HypervisorId::new("xen217")?;
+    let engine = Engine::start(
+        Arc::new(MemoryLog::<Recorded>::new()),
+        EngineConfig::default(),
+        Arc::new(engine::clock::SystemClock),
+    )
+    .await?;
+    let opts = SimOptions { hosts: 2, vms_per_host: 2, vlans: 2, lldp_convention: false, ..SimOptions::default() };
+    let sim = Simulator::start(opts).await?;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("pw"), sim.password())?;
+    let mut c = Config::new(sim.url(), sim.user(), SecretSource::file(dir.path().join("pw")));
+    c.event_timeout_secs = 5.0;
+    let link = engine.link(id.clone(), Kind::XenCitrix, c.last_attempt_window()).await;
+    let health = adapters::driver::Health::new(&c.url);
+    let adapter = tokio::spawn(Adapter::new(c)?.run(link, std::time::Duration::from_secs(3), health));
+
+    // Learnt, but nothing reaches a port: XenAPI says nothing about cabling.
+    let until = Instant::now() + DEADLINE;
+    while engine.state().read(|s| s.facts_of(&id).map_or(0, |f| f.len())) == 0 {
+        assert!(Instant::now() < until, "the pool was never learnt");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(vlans(&engine.desired().borrow()), BTreeMap::new());
+
+    let switch = Arc::new(engine::switch::MemorySwitch::new("tor1"));
+    let port = |p: &str| engine::port::PortName::parse(engine::port::Grammar::Memory, p).unwrap();
+    let macs = sim.cabling().into_iter().map(|(mac, _, p)| (mac, port(&p))).collect();
+    switch.set_discovery(Some(engine::discovery::Discovery { macs, ..Default::default() }));
+    let poller = engine::runtime::discover::Poller::new(
+        switch,
+        engine::plan::Policy::default(),
+        Duration::from_secs(60),
+        engine.switch_observer(),
+    );
+    poller.round().await.map_err(anyhow::Error::msg)?;
+    desired_becomes(&engine, &expect(&[("tor1:ethernet1/1/2", &[100, 101]), ("tor1:ethernet1/1/4", &[100, 101])]))
+        .await;
+    let ties = engine.state().read(|s| s.ties_of(&id));
+    assert!(ties.iter().all(|t| t.source == Some(engine::NeighbourSource::MacTable)), "{ties:#?}");
+
+    adapter.abort();
+    engine.shutdown().await?;
+    Ok(())
+}

@@ -3,6 +3,9 @@
 //! memory (resident-set growth while building it, and its snapshot size).
 //!
 //! The generated world and log are in `common` (shared with the `fold_once` profiling example).
+//!
+//! `switch_saw`: folding one `SwitchSaw` (a switch's MAC table and LLDP neighbours) into a state
+//! of 2,000 hosts whose 4,000 uplinks no hypervisor ties: every uplink is re-tied.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -230,5 +233,82 @@ fn bench_apply(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_apply, bench_fold);
+/// 2,000 hosts × 2 uplinks (unique MACs, no neighbour), a network on each host; and a switch view
+/// that has every MAC on a port, plus `lldp` LLDP neighbours (none matching).
+fn switch_world(lldp: usize) -> (State, Envelope) {
+    use engine::discovery::{LldpNeighbour, LldpSighting, MacSighting, SwitchView};
+    use engine::{HostFact, HypervisorId, NetworkFact, UplinkFact, VlanId, VlanSpec};
+    let id = HypervisorId::new("xen").unwrap();
+    let mac = |h: usize, n: usize| format!("02:00:{:02x}:{:02x}:00:{n:02x}", h >> 8, h & 0xff);
+    let mut changes = Vec::new();
+    for h in 0..2000 {
+        let host = format!("host-{h}");
+        changes.push(Change::Upsert(Fact::Host(HostFact { host: host.clone(), name: format!("xen-{h}") })));
+        for n in 0..2 {
+            changes.push(Change::Upsert(Fact::Uplink(UplinkFact {
+                host: host.clone(),
+                nic: format!("eth{n}"),
+                mac: Some(mac(h, n)),
+                port: None,
+                source: None,
+            })));
+        }
+        changes.push(Change::Upsert(Fact::Network(NetworkFact {
+            host: host.clone(),
+            network: "net".into(),
+            name: "net".into(),
+            vlan: VlanSpec::Access(VlanId::new(100).unwrap()),
+            uplinks: vec!["eth0".into(), "eth1".into()],
+        })));
+    }
+    let env = |seq: u64, hypervisor: HypervisorId, event: Event| Envelope {
+        seq,
+        at: 0,
+        hypervisor,
+        schema: 1,
+        prev: [0; 32],
+        event,
+    };
+    let mut state = State::new(&Policy { count_vmless_networks: true, ..Policy::default() });
+    state.apply(&env(1, id, Event::Learnt { changes }));
+    let macs = (0..2000)
+        .flat_map(|h| (0..2).map(move |n| (h, n)))
+        .map(|(h, n)| MacSighting { mac: mac(h, n), port: format!("Ethernet{}", 2 * h + n + 1), managed: true })
+        .collect();
+    let lldp = (0..lldp)
+        .map(|i| LldpSighting {
+            port: format!("Ethernet{}", i + 1),
+            managed: true,
+            neighbour: LldpNeighbour {
+                system_name: Some(format!("other-{i}")),
+                port_id: Some("x".into()),
+                ..LldpNeighbour::default()
+            },
+        })
+        .collect();
+    let view = SwitchView { macs, lldp, bonds: vec![] };
+    let saw = env(2, HypervisorId::new("netfold").unwrap(), Event::SwitchSaw { switch: "tor1".into(), view });
+    (state, saw)
+}
+
+fn bench_switch_saw(c: &mut Criterion) {
+    let mut g = c.benchmark_group("switch_saw");
+    g.sample_size(10);
+    for lldp in [0, 4000] {
+        let (state, saw) = switch_world(lldp);
+        g.bench_function(format!("2000_hosts_4000_macs_{lldp}_lldp"), |b| {
+            b.iter_batched(
+                || state.clone(),
+                |mut s| {
+                    s.apply(&saw);
+                    black_box(s.desired().ports.len())
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_apply, bench_fold, bench_switch_saw);
 criterion_main!(benches);

@@ -45,10 +45,22 @@ pub enum Event {
     /// found; a delta, those it brought. The projector ignores it. Appended last: bincode
     /// stores the variant index.
     Refused { refusals: Vec<crate::observe::Rejected> },
+    /// Switch `switch` saw this (its MAC table entries for known hypervisor pNICs, its LLDP
+    /// neighbours, its bonds / port-channels), and it differs from what it saw before. Recorded
+    /// under [`SWITCH_RECORDER`]; the projector ties uplinks by it
+    /// ([`crate::discovery`]). Appended last: bincode stores the variant index.
+    SwitchSaw { switch: String, view: crate::discovery::SwitchView },
+    /// The sources that tie this hypervisor's uplinks to switch ports disagree for these NICs
+    /// (empty: they agree again). The applied tie is the first opinion of each; the projector
+    /// ignores it: it is the audit trail of a disagreement. Appended last.
+    TiesDisagreed { disagreements: Vec<crate::discovery::Disagreement> },
 }
 
 /// The hypervisor name a [`Event::LossAccepted`] is recorded under (it concerns no hypervisor).
 pub const LOSS_RECORDER: &str = "netfold";
+
+/// The hypervisor name a [`Event::SwitchSaw`] is recorded under (it concerns a switch).
+pub const SWITCH_RECORDER: &str = LOSS_RECORDER;
 
 impl Event {
     /// The variant's name, for metrics, filters and audit output.
@@ -63,6 +75,8 @@ impl Event {
             Event::RemovalReleased { .. } => "RemovalReleased",
             Event::LossAccepted { .. } => "LossAccepted",
             Event::Refused { .. } => "Refused",
+            Event::SwitchSaw { .. } => "SwitchSaw",
+            Event::TiesDisagreed { .. } => "TiesDisagreed",
         }
     }
 }

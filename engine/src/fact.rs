@@ -29,6 +29,21 @@ pub enum NeighbourSource {
     SwitchLldp,
     /// Static topology configuration.
     Static,
+    /// The switch's MAC table: the NIC's MAC was seen on one port only. Appended last: bincode
+    /// stores the variant index.
+    MacTable,
+}
+
+impl fmt::Display for NeighbourSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NeighbourSource::Cdp => "hypervisor CDP",
+            NeighbourSource::Lldp => "hypervisor LLDP",
+            NeighbourSource::SwitchLldp => "switch LLDP",
+            NeighbourSource::Static => "static topology",
+            NeighbourSource::MacTable => "switch MAC table",
+        })
+    }
 }
 
 /// A physical uplink NIC of a host and, when known, the switch port it is cabled to.

@@ -16,6 +16,8 @@
 //!   links), the mass-removal guard, the snapshot interval.
 //! - [`topology`]: `[[topology]]` entries by host id, host name or pNIC MAC, and the pure
 //!   matching ([`topology::resolve`]) the session applies and refuses by.
+//! - [`discovery`]: switch-side discovery (MAC table, LLDP neighbours, bonds) and the one
+//!   precedence that ties a host NIC to a switch port from every source.
 //! - [`backoff`]: the one capped-exponential-backoff schedule every retry loop uses.
 //! - [`clock`]: the injected clock ([`clock::TokioClock`] follows paused tokio time).
 //! - [`runtime`]: the async shell that only wires — [`runtime::Engine`]:
@@ -42,6 +44,7 @@ pub mod backoff;
 pub mod clock;
 pub mod config;
 pub mod desired;
+pub mod discovery;
 pub mod error;
 pub mod event;
 pub mod fact;
@@ -59,7 +62,7 @@ pub mod topology;
 
 pub use desired::{Desired, Reason, VnicRef};
 pub use error::{Error, Invalid, Result};
-pub use event::{Envelope, Event, Recorded, UnixMs, LOSS_RECORDER};
+pub use event::{Envelope, Event, Recorded, UnixMs, LOSS_RECORDER, SWITCH_RECORDER};
 pub use fact::{Change, Fact, FactKey, HostFact, NeighbourSource, NetworkFact, UplinkFact, VlanSpec, VnicFact};
 pub use ids::{HypervisorId, IdError, Kind, SwitchPort, VlanId, VlanRange};
 pub use observe::{Ask, Observation, Rejected};

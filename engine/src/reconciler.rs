@@ -429,6 +429,9 @@ pub struct Config {
     /// enough that a request the switch has not carried out yet cannot land after it (default
     /// 30 s; `netfold run` uses twice the switch's request timeout, at least 10 s).
     pub settle: Duration,
+    /// How often the switch's MAC table, LLDP neighbours and bonds are read
+    /// ([`crate::runtime::discover`]); `None`: never (default 60 s).
+    pub discover_every: Option<Duration>,
 }
 
 impl Default for Config {
@@ -438,6 +441,7 @@ impl Default for Config {
             resync: Duration::from_secs(30),
             backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
             settle: Duration::from_secs(30),
+            discover_every: Some(crate::runtime::discover::DEFAULT_EVERY),
         }
     }
 }

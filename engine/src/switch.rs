@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+pub use crate::discovery::Discovery;
 use crate::ids::VlanId;
 pub use crate::port::{Grammar, PortName, PortNameError};
 
@@ -127,6 +128,14 @@ pub trait Switch: Send + Sync + 'static {
     /// A counter bumped whenever the switch sees a change it did not make (drift), if the back
     /// end can watch; `None` when only the periodic resync will notice.
     fn drift(&self) -> Option<watch::Receiver<u64>>;
+
+    /// What the switch itself sees of its neighbours: its MAC table, its LLDP neighbours and its
+    /// bonds / port-channels ([`Discovery`], members folded into their bond), for tying host NICs
+    /// to ports ([`crate::discovery`]). `Ok(None)`: this back end (or this configuration of it)
+    /// cannot discover. An error means this read failed; the poller retries at its next round.
+    fn discover(&self) -> impl Future<Output = Result<Option<Discovery>, SwitchError>> + Send {
+        std::future::ready(Ok(None))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -138,6 +147,8 @@ struct MemoryState {
     /// Operations that fail (once each time they are tried) while listed here.
     failing: BTreeSet<Op>,
     applied: Vec<Op>,
+    /// What [`Switch::discover`] answers (`None`: it cannot discover).
+    discovery: Option<Discovery>,
 }
 
 /// The in-memory twin of a switch: ports with trunk sets, plus knobs to make it fail. Its ports
@@ -192,6 +203,11 @@ impl MemorySwitch {
     pub fn operator_set(&self, port: &str, vlans: impl IntoIterator<Item = VlanId>) {
         self.lock().ports.insert(memory_port(port), vlans.into_iter().collect());
         self.drift.send_modify(|n| *n += 1);
+    }
+
+    /// Sets what [`Switch::discover`] answers from now on (a MAC table, LLDP neighbours, bonds).
+    pub fn set_discovery(&self, discovery: Option<Discovery>) {
+        self.lock().discovery = discovery;
     }
 
     /// Every port the switch has.
@@ -286,6 +302,14 @@ impl Switch for MemorySwitch {
 
     fn drift(&self) -> Option<watch::Receiver<u64>> {
         Some(self.drift.subscribe())
+    }
+
+    async fn discover(&self) -> Result<Option<Discovery>, SwitchError> {
+        let s = self.lock();
+        if s.down {
+            return Err(self.unreachable());
+        }
+        Ok(s.discovery.clone())
     }
 }
 

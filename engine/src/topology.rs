@@ -63,8 +63,15 @@ impl TopologyEntry {
     }
 }
 
-/// `aa:BB-cc…` → `aa:bb:cc…`: six hex pairs separated by `:` or `-`, else `None`.
+/// `aa:BB-cc…` → `aa:bb:cc…`: six hex pairs separated by `:` or `-`, or three groups of four
+/// separated by `.` (`001c.7300.0001`, as EOS and IOS write MACs), else `None`.
 pub fn normalize_mac(mac: &str) -> Option<String> {
+    let dotted: Vec<&str> = mac.split('.').collect();
+    if dotted.len() == 3 && dotted.iter().all(|p| p.len() == 4 && p.chars().all(|c| c.is_ascii_hexdigit())) {
+        let hex: String = dotted.concat().to_ascii_lowercase();
+        let pairs: Vec<&str> = (0..6).map(|i| &hex[2 * i..2 * i + 2]).collect();
+        return Some(pairs.join(":"));
+    }
     let parts: Vec<&str> = mac.split([':', '-']).collect();
     let ok = parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()));
     ok.then(|| parts.join(":").to_ascii_lowercase())
@@ -277,6 +284,8 @@ mod tests {
     #[test]
     fn macs_are_compared_normalized() {
         assert_eq!(normalize_mac("00-0C-29-81-D8-A0").as_deref(), Some("00:0c:29:81:d8:a0"));
+        assert_eq!(normalize_mac("001C.7300.00aB").as_deref(), Some("00:1c:73:00:00:ab"));
+        assert_eq!(normalize_mac("001c.7300.00"), None);
         for bad in ["", "00:0c:29:81:d8", "00:0c:29:81:d8:a0:11", "0:0c:29:81:d8:a0", "zz:0c:29:81:d8:a0"] {
             assert_eq!(normalize_mac(bad), None, "{bad}");
         }

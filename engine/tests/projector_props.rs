@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use common::{clock_at, T0};
 use engine::config::{Config, MassRemoval, Policy, StaticLink};
+use engine::discovery::{BondMember, LldpNeighbour, LldpSighting, MacSighting, SwitchView};
 use engine::projector::{Stamp, State};
 use engine::runtime::Engine;
 use engine::{
@@ -29,6 +30,7 @@ const NICS: &[&str] = &["n0", "n1"];
 const NETS: &[&str] = &["net0", "net1", "net2"];
 const VMS: &[&str] = &["vm0", "vm1", "vm2", "vm3", "vm4"];
 const PORTS: &[&str] = &["p0", "p1", "p2"];
+const MACS: &[&str] = &["02:00:00:00:00:00", "02:00:00:00:00:01", "02:00:00:00:00:02"];
 
 fn pick(xs: &'static [&'static str]) -> impl Strategy<Value = String> {
     proptest::sample::select(xs).prop_map(str::to_string)
@@ -53,9 +55,9 @@ fn vlan_spec() -> impl Strategy<Value = VlanSpec> {
 fn fact() -> impl Strategy<Value = Fact> {
     prop_oneof![
         (pick(HOSTS), pick(&["a", "b"])).prop_map(|(host, name)| Fact::Host(HostFact { host, name })),
-        (pick(HOSTS), pick(NICS), proptest::option::of(port())).prop_map(|(host, nic, port)| Fact::Uplink(
-            UplinkFact { host, nic, mac: Some("m".into()), port, source: None }
-        )),
+        (pick(HOSTS), pick(NICS), pick(MACS), proptest::option::of(port())).prop_map(|(host, nic, mac, port)| {
+            Fact::Uplink(UplinkFact { host, nic, mac: Some(mac), port, source: None })
+        }),
         (pick(HOSTS), pick(NETS), vlan_spec(), proptest::sample::subsequence(NICS, 0..=2)).prop_map(
             |(host, network, vlan, uplinks)| Fact::Network(NetworkFact {
                 host,
@@ -80,6 +82,31 @@ fn fact() -> impl Strategy<Value = Fact> {
     ]
 }
 
+/// What a switch saw: sightings of the pNIC MACs on its ports (some unmanaged), LLDP
+/// neighbours naming hosts by name and NIC, and a bond of two ports.
+fn switch_view() -> impl Strategy<Value = SwitchView> {
+    let sighting = (pick(MACS), pick(PORTS), any::<bool>()).prop_map(|(mac, port, m)| MacSighting {
+        managed: m || port != "p2",
+        mac,
+        port,
+    });
+    let lldp = (pick(PORTS), pick(&["a", "b"]), pick(NICS)).prop_map(|(port, name, nic)| LldpSighting {
+        port,
+        managed: true,
+        neighbour: LldpNeighbour { system_name: Some(name), port_description: Some(nic), ..LldpNeighbour::default() },
+    });
+    (proptest::collection::btree_set(sighting, 0..5), proptest::collection::btree_set(lldp, 0..2), any::<bool>())
+        .prop_map(|(macs, lldp, bond)| SwitchView {
+            macs: macs.into_iter().collect(),
+            lldp: lldp.into_iter().collect(),
+            bonds: if bond {
+                ["p1", "p2"].iter().map(|m| BondMember { member: m.to_string(), bond: "b0".into() }).collect()
+            } else {
+                vec![]
+            },
+        })
+}
+
 fn change() -> impl Strategy<Value = Change> {
     prop_oneof![3 => fact().prop_map(Change::Upsert), 1 => fact().prop_map(|f| Change::Remove(f.key()))]
 }
@@ -94,6 +121,7 @@ fn event() -> impl Strategy<Value = Event> {
         1 => Just(Event::Expired),
         1 => (1u64..100).prop_map(|would_remove| Event::RemovalHeld { would_remove, known: 100, sample: vec![] }),
         1 => Just(Event::RemovalReleased { by: "operator".into() }),
+        2 => (pick(&["tor1", "tor2"]), switch_view()).prop_map(|(switch, view)| Event::SwitchSaw { switch, view }),
     ]
 }
 
@@ -207,17 +235,17 @@ proptest! {
     fn incremental_state_equals_a_fresh_fold_of_its_facts(policy in policy(), envs in envelopes()) {
         let live = fold(&policy, &envs);
         // A fresh fold: one Learnt per hypervisor with exactly the facts the history ended with.
-        let fresh_envs: Vec<Envelope> = all_facts(&live)
+        // What the switches saw comes first: the uplinks are tied as they are learnt.
+        let saw = live.switch_views().map(|(switch, view)| {
+            (HypervisorId::new("netfold").unwrap(), Event::SwitchSaw { switch: switch.clone(), view: view.clone() })
+        });
+        let learnt = all_facts(&live)
             .into_iter()
+            .map(|(hypervisor, facts)| (hypervisor, Event::Learnt { changes: facts.into_iter().map(Change::Upsert).collect() }));
+        let fresh_envs: Vec<Envelope> = saw
+            .chain(learnt)
             .enumerate()
-            .map(|(i, (hypervisor, facts))| Envelope {
-                seq: i as u64 + 1,
-                at: 0,
-                hypervisor,
-                schema: 1,
-                prev: [0; 32],
-                event: Event::Learnt { changes: facts.into_iter().map(Change::Upsert).collect() },
-            })
+            .map(|(i, (hypervisor, event))| Envelope { seq: i as u64 + 1, at: 0, hypervisor, schema: 1, prev: [0; 32], event })
             .collect();
         let fresh = fold(&policy, &fresh_envs);
         prop_assert_eq!(live.desired(), fresh.desired());

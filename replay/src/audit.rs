@@ -63,6 +63,38 @@ fn detail(event: &Event) -> String {
             let more = if refusals.len() > 3 { format!(" (+{} more)", refusals.len() - 3) } else { String::new() };
             format!("{} not learnt: {}{more}", refusals.len(), sample.join("; "))
         }
+        Event::SwitchSaw { switch, view } => {
+            let sample: Vec<String> = view
+                .macs
+                .iter()
+                .take(3)
+                .map(|m| format!("{} on {}{}", m.mac, m.port, if m.managed { "" } else { " (unmanaged)" }))
+                .collect();
+            let more = if view.macs.len() > 3 { format!(" (+{} more)", view.macs.len() - 3) } else { String::new() };
+            format!(
+                "switch {switch} saw {} pNIC MAC(s), {} LLDP neighbour(s), {} bond member(s): {}{more}",
+                view.macs.len(),
+                view.lldp.len(),
+                view.bonds.len(),
+                sample.join("; ")
+            )
+        }
+        Event::TiesDisagreed { disagreements } if disagreements.is_empty() => {
+            "the port sources of every uplink agree again".to_string()
+        }
+        Event::TiesDisagreed { disagreements } => {
+            let sample: Vec<String> = disagreements
+                .iter()
+                .take(3)
+                .map(|d| {
+                    let said: Vec<String> = d.opinions.iter().map(|(s, p)| format!("{s} says {p}")).collect();
+                    format!("uplink {}/{}: {}", d.host, d.nic, said.join(", "))
+                })
+                .collect();
+            let more =
+                if disagreements.len() > 3 { format!(" (+{} more)", disagreements.len() - 3) } else { String::new() };
+            format!("port sources disagree for {} uplink(s): {}{more}", disagreements.len(), sample.join("; "))
+        }
     }
 }
 
@@ -170,5 +202,40 @@ mod tests {
         assert_eq!(shown(&Filter { kind: Some("LOST".into()), ..Filter::default() }), [1, 3]);
         let all = Filter { hypervisor: xen, since: Some(2_000), until: Some(2_999), kind: Some("lost".into()) };
         assert!(shown(&all).is_empty(), "every field must hold at once");
+    }
+
+    #[test]
+    fn switch_sightings_and_disagreements_read_as_sentences() {
+        use engine::discovery::{Disagreement, MacSighting, SwitchView};
+        let view = SwitchView {
+            macs: vec![
+                MacSighting { mac: "02:00:00:00:00:01".into(), port: "Ethernet1".into(), managed: true },
+                MacSighting { mac: "02:00:00:00:00:02".into(), port: "Ethernet48".into(), managed: false },
+            ],
+            ..SwitchView::default()
+        };
+        let saw = detail(&Event::SwitchSaw { switch: "tor1".into(), view });
+        assert_eq!(
+            saw,
+            "switch tor1 saw 2 pNIC MAC(s), 0 LLDP neighbour(s), 0 bond member(s): 02:00:00:00:00:01 on Ethernet1; \
+             02:00:00:00:00:02 on Ethernet48 (unmanaged)"
+        );
+        let d = Disagreement {
+            host: "host-1".into(),
+            nic: "vmnic0".into(),
+            opinions: vec![
+                (engine::NeighbourSource::Cdp, "tor1:Ethernet1".parse().unwrap()),
+                (engine::NeighbourSource::MacTable, "tor1:Ethernet2".parse().unwrap()),
+            ],
+        };
+        assert_eq!(
+            detail(&Event::TiesDisagreed { disagreements: vec![d] }),
+            "port sources disagree for 1 uplink(s): uplink host-1/vmnic0: hypervisor CDP says tor1:Ethernet1, \
+             switch MAC table says tor1:Ethernet2"
+        );
+        assert_eq!(
+            detail(&Event::TiesDisagreed { disagreements: vec![] }),
+            "the port sources of every uplink agree again"
+        );
     }
 }

@@ -190,14 +190,31 @@ pub fn explain(folded: &Folded, port: &SwitchPort, vlan: VlanId) -> Why {
                     keys.push(FactKey::Uplink { host: reason.host.clone(), nic: nic.clone() });
                 }
             }
-            let learnt = keys
+            let mut learnt: Vec<Learnt> = keys
                 .into_iter()
                 .filter_map(|key| {
                     let (seq, at) = stamp(facts?.set_by(&key)?);
                     Some(Learnt { fact: key.to_string(), seq, at })
                 })
                 .collect();
-            Explained { reason, learnt }
+            let uplinks: Vec<String> = facts
+                .and_then(|f| f.network(&reason.host, &reason.network))
+                .map(|n| n.uplinks.clone())
+                .unwrap_or_default();
+            let ties: Vec<Tie> = state
+                .ties_of(&reason.hypervisor)
+                .into_iter()
+                .filter(|t| t.host == reason.host && uplinks.contains(&t.nic) && t.port.as_ref() == Some(port))
+                .map(|t| Tie { nic: t.nic, source: t.source, opinions: t.opinions, disagree: t.disagree })
+                .collect();
+            let by_switch = ties.iter().any(|t| {
+                matches!(t.source, Some(engine::NeighbourSource::MacTable | engine::NeighbourSource::SwitchLldp))
+            });
+            if let Some(seen) = state.switch_seen(&port.switch).filter(|_| by_switch) {
+                let (seq, at) = stamp(seen);
+                learnt.push(Learnt { fact: format!("what switch {} saw", port.switch), seq, at });
+            }
+            Explained { reason, learnt, ties }
         })
         .collect();
     let since = state.desired_since(port, vlan).map(stamp);
@@ -242,6 +259,18 @@ pub struct Learnt {
 pub struct Explained {
     pub reason: Reason,
     pub learnt: Vec<Learnt>,
+    /// How the reason's uplinks are tied to the port: by which source.
+    pub ties: Vec<Tie>,
+}
+
+/// An uplink of a reason's host tied to the port, and the source that tied it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Tie {
+    pub nic: String,
+    pub source: Option<engine::NeighbourSource>,
+    /// Every source's port, in precedence order.
+    pub opinions: Vec<(engine::NeighbourSource, SwitchPort)>,
+    pub disagree: bool,
 }
 
 /// The answer to "why is this VLAN on this port?".

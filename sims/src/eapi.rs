@@ -3,6 +3,13 @@
 //! or a JSON-RPC error (codes 1000–1004) naming the failed command, with `data` holding the
 //! results of the commands run before it. Checks basic auth. Faults can be injected per command
 //! for tests; `netfold sim eapi` serves it for the demo.
+//!
+//! For discovery it also answers `show mac address-table`, `show lldp neighbors detail`,
+//! `show port-channel` and `show mlag` in EOS's JSON shapes (`unicastTable.tableEntries[]` with
+//! `macAddress`/`vlanId`/`interface`/`entryType`; `lldpNeighbors.<intf>.lldpNeighborInfo[]` with
+//! `chassisId`, `systemName` and `neighborInterfaceInfo.interfaceId_v2`/`interfaceDescription`;
+//! `portChannels.<Po>.activePorts`/`inactivePorts`; `show mlag` `state` and `peerLink`). As on
+//! EOS, a MAC learnt on a port-channel member shows on the port-channel.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -112,10 +119,28 @@ struct Fault {
     remaining: Option<usize>,
 }
 
+/// An LLDP neighbour on one interface, as the simulator renders it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Neighbor {
+    /// `macAddress` chassis ID, in EOS's dotted form (`001c.7300.0001`) or any MAC notation.
+    pub chassis_id: String,
+    pub system_name: String,
+    /// The neighbour's port: an interface name (`vmnic0`) or a MAC.
+    pub port_id: String,
+    pub port_description: String,
+}
+
 #[derive(Debug, Default)]
 struct SimState {
     vlans: BTreeMap<u16, String>,
     interfaces: BTreeMap<String, Interface>,
+    /// (vlan, mac, interface as learnt) of the MAC table.
+    macs: Vec<(u16, String, String)>,
+    lldp: BTreeMap<String, Vec<Neighbor>>,
+    /// Port-channel → (member → active).
+    port_channels: BTreeMap<String, BTreeMap<String, bool>>,
+    /// The MLAG peer-link, when MLAG is configured.
+    peer_link: Option<String>,
     faults: Vec<Fault>,
     requests: usize,
     /// The most recent command texts received (at most [`COMMAND_LOG`]).
@@ -177,6 +202,43 @@ impl Sim {
     pub fn set_trunk(&self, name: &str, vlans: &[u16]) {
         let allowed = vlans.iter().copied().filter(|v| VLANS.contains(v)).collect();
         self.lock().interfaces.insert(name.into(), Interface { mode: "trunk".into(), allowed, access_vlan: 1 });
+    }
+
+    /// Makes `channel` a port-channel (a trunk interface, with no VLANs) of `members`, all
+    /// active (LACP).
+    pub fn with_port_channel(self, channel: &str, members: &[&str]) -> Self {
+        self.set_trunk(channel, &[]);
+        self.lock().port_channels.insert(channel.into(), members.iter().map(|m| (m.to_string(), true)).collect());
+        self
+    }
+
+    /// Configures MLAG with `peer_link` (a port-channel) as the peer-link.
+    pub fn with_mlag_peer_link(self, peer_link: &str) -> Self {
+        self.lock().peer_link = Some(peer_link.into());
+        self
+    }
+
+    /// The switch learns `mac` on `interface` in `vlan` (a member of a port-channel learns on the
+    /// port-channel, as EOS shows it); a MAC moves when learnt again elsewhere in the same VLAN.
+    pub fn learn_mac(&self, interface: &str, vlan: u16, mac: &str) {
+        let mut s = self.lock();
+        let at = s
+            .port_channels
+            .iter()
+            .find(|(_, m)| m.contains_key(interface))
+            .map_or_else(|| interface.to_string(), |(pc, _)| pc.clone());
+        s.macs.retain(|(v, m, _)| !(*v == vlan && m.eq_ignore_ascii_case(mac)));
+        s.macs.push((vlan, mac.to_ascii_lowercase(), at));
+    }
+
+    /// Flushes the MAC table.
+    pub fn flush_macs(&self) {
+        self.lock().macs.clear();
+    }
+
+    /// Sets the LLDP neighbours seen on `interface` (none: an empty list).
+    pub fn set_lldp(&self, interface: &str, neighbors: Vec<Neighbor>) {
+        self.lock().lldp.insert(interface.into(), neighbors);
     }
 
     /// The allowed VLANs of a trunk interface.
@@ -256,6 +318,10 @@ impl Sim {
                 Ok(json!({}))
             }
             ["show", "vlan"] => Ok(show_vlan(&s)),
+            ["show", "mac", "address-table"] => Ok(show_mac_table(&s)),
+            ["show", "lldp", "neighbors", "detail"] => Ok(show_lldp_detail(&s)),
+            ["show", "port-channel"] => Ok(show_port_channel(&s)),
+            ["show", "mlag"] => Ok(show_mlag(&s)),
             ["show", "interfaces", "switchport"] => Ok(show_switchports(&s, None)),
             ["show", "interfaces", names, "switchport"] => {
                 let wanted: Vec<&str> = names.split(',').collect();
@@ -343,6 +409,113 @@ fn show_switchports(s: &SimState, only: Option<&[&str]>) -> Value {
         })
         .collect();
     json!({ "switchports": ports })
+}
+
+fn show_mac_table(s: &SimState) -> Value {
+    let entries: Vec<Value> = s
+        .macs
+        .iter()
+        .map(|(vlan, mac, interface)| {
+            json!({
+                "vlanId": vlan,
+                "macAddress": mac,
+                "entryType": "dynamic",
+                "interface": interface,
+                "moves": 1,
+                "lastMove": 1_790_000_000.0,
+            })
+        })
+        .collect();
+    json!({ "unicastTable": { "tableEntries": entries }, "multicastTable": { "tableEntries": [] } })
+}
+
+/// A MAC-looking port ID is `macAddress`, anything else `interfaceName` (quoted in `interfaceId`
+/// as EOS does).
+fn show_lldp_detail(s: &SimState) -> Value {
+    let neighbors: serde_json::Map<String, Value> = s
+        .lldp
+        .iter()
+        .map(|(intf, ns)| {
+            let info: Vec<Value> = ns
+                .iter()
+                .map(|n| {
+                    let is_mac = n.port_id.len() == 14 && n.port_id.matches('.').count() == 2
+                        || n.port_id.len() == 17 && n.port_id.matches(':').count() == 5;
+                    let (id_type, id) = if is_mac {
+                        ("macAddress", n.port_id.clone())
+                    } else {
+                        ("interfaceName", format!("\"{}\"", n.port_id))
+                    };
+                    json!({
+                        "chassisIdType": "macAddress",
+                        "chassisId": n.chassis_id,
+                        "systemName": n.system_name,
+                        "systemDescription": "",
+                        "ttl": 120,
+                        "lastChangeTime": 1_790_000_000.0,
+                        "neighborDiscoveryTime": 1_790_000_000.0,
+                        "neighborInterfaceInfo": {
+                            "interfaceIdType": id_type,
+                            "interfaceId": id,
+                            "interfaceId_v2": n.port_id,
+                            "interfaceDescription": n.port_description,
+                        },
+                    })
+                })
+                .collect();
+            (intf.clone(), json!({ "lldpNeighborInfo": info }))
+        })
+        .collect();
+    json!({ "lldpNeighbors": neighbors })
+}
+
+fn show_port_channel(s: &SimState) -> Value {
+    let channels: serde_json::Map<String, Value> = s
+        .port_channels
+        .iter()
+        .map(|(pc, members)| {
+            let ports = |active: bool| -> serde_json::Map<String, Value> {
+                members
+                    .iter()
+                    .filter(|(_, a)| **a == active)
+                    .map(|(m, _)| (m.clone(), json!({ "protocol": "lacp", "lacpMode": "active", "weight": 1 })))
+                    .collect()
+            };
+            (
+                pc.clone(),
+                json!({
+                    "activePorts": ports(true),
+                    "inactivePorts": ports(false),
+                    "rxPorts": {},
+                    "recircFeature": [],
+                    "inactiveLag": false,
+                    "minLinks": 0,
+                    "minSpeed": "0 gbps",
+                    "currWeight": 0,
+                    "maxWeight": 16,
+                }),
+            )
+        })
+        .collect();
+    json!({ "portChannels": channels })
+}
+
+fn show_mlag(s: &SimState) -> Value {
+    match &s.peer_link {
+        None => json!({ "state": "disabled" }),
+        Some(pl) => json!({
+            "domainId": "netfold-sim",
+            "localInterface": "Vlan4094",
+            "localIntfStatus": "up",
+            "peerLink": pl,
+            "peerLinkStatus": "up",
+            "peerAddress": "10.255.255.2",
+            "configSanity": "consistent",
+            "state": "active",
+            "negStatus": "connected",
+            "mlagPorts": { "Disabled": 0, "Configured": 0, "Inactive": 0, "Active-partial": 0, "Active-full": 0 },
+        }),
+    }
 }
 
 fn rpc_error(id: &Value, code: i64, message: String, data: Vec<Value>) -> Response {

@@ -174,6 +174,11 @@ impl Lab {
         format!("tcp:127.0.0.1:{}", self.tcp_port)
     }
 
+    /// ovs-vswitchd's control socket (unixctl: `fdb/show` and the other `ovs-appctl` commands).
+    pub fn unixctl(&self) -> PathBuf {
+        self.dir.path().join("vswitchd.ctl")
+    }
+
     /// Runs `ovs-vsctl` against the lab's database.
     pub fn vsctl(&self, args: &[&str]) -> Result<String> {
         let mut c = Command::new(&self.vsctl);
@@ -187,6 +192,44 @@ impl Lab {
         let list = trunks.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
         let t = format!("trunks=[{list}]");
         self.vsctl(&["--no-wait", "add-port", &self.bridge, port, "--", "set", "port", port, "vlan_mode=trunk", &t])?;
+        Ok(())
+    }
+
+    /// [`Lab::add_trunk_port`], with an interface of type `patch` (peer `peer`, which need not
+    /// exist): it gets an OpenFlow port number without a kernel device, so the bridge's MAC table
+    /// can hold entries on it ([`Lab::fdb_add`]).
+    pub fn add_patch_trunk_port(&self, port: &str, peer: &str, trunks: &[u16]) -> Result<()> {
+        let list = trunks.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+        let (t, p) = (format!("trunks=[{list}]"), format!("options:peer={peer}"));
+        self.vsctl(&[
+            "--timeout=20",
+            "add-port",
+            &self.bridge,
+            port,
+            "--",
+            "set",
+            "interface",
+            port,
+            "type=patch",
+            &p,
+            "--",
+            "set",
+            "port",
+            port,
+            "vlan_mode=trunk",
+            &t,
+        ])?;
+        Ok(())
+    }
+
+    /// Puts a static entry in the bridge's MAC learning table (`ovs-appctl fdb/add`): `mac` on
+    /// `port` in `vlan`, as if a host behind the port had sent a frame. ovs-vswitchd drops such
+    /// entries when it reconfigures the bridge.
+    pub fn fdb_add(&self, port: &str, vlan: u16, mac: &str) -> Result<()> {
+        let appctl = require("ovs-appctl")?;
+        let mut c = Command::new(appctl);
+        c.arg("-t").arg(self.unixctl()).args(["fdb/add", &self.bridge, port, &vlan.to_string(), mac]);
+        run(&mut c)?;
         Ok(())
     }
 

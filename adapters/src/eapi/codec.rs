@@ -1,7 +1,8 @@
 //! The Arista eAPI wire format as pure functions: the JSON-RPC 2.0 `runCmds` request, the reply
 //! (results, or an error whose code and message name the failed command), and the JSON shapes
 //! of `show vlan` and `show interfaces switchport` — including EOS's VLAN list notation
-//! (`1-10,20`, `ALL`, `NONE`).
+//! (`1-10,20`, `ALL`, `NONE`) — and, for discovery, of `show mac address-table`,
+//! `show lldp neighbors detail`, `show port-channel` and `show mlag`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -120,6 +121,86 @@ pub fn parse_switchports(v: &Value) -> Result<BTreeMap<String, BTreeSet<VlanId>>
     Ok(out)
 }
 
+/// (MAC, interface) of every unicast entry of `show mac address-table`.
+pub fn parse_mac_table(v: &Value) -> Result<Vec<(String, String)>> {
+    let entries = v.pointer("/unicastTable/tableEntries").and_then(Value::as_array).ok_or_else(|| {
+        Error::Codec(format!("`show mac address-table` without unicastTable.tableEntries: {}", shown(v)))
+    })?;
+    entries
+        .iter()
+        .map(|e| {
+            let field = |k: &str| {
+                e.get(k)
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .ok_or_else(|| Error::Codec(format!("MAC table entry without `{k}`: {}", shown(e))))
+            };
+            Ok((field("macAddress")?, field("interface")?))
+        })
+        .collect()
+}
+
+/// (local interface, neighbour) of every neighbour of `show lldp neighbors detail`. The port ID
+/// is `neighborInterfaceInfo.interfaceId_v2` (older EOS: `interfaceId`, quoted for names).
+pub fn parse_lldp_detail(v: &Value) -> Result<Vec<(String, engine::discovery::LldpNeighbour)>> {
+    let by_intf = v
+        .get("lldpNeighbors")
+        .and_then(Value::as_object)
+        .ok_or_else(|| Error::Codec(format!("`show lldp neighbors detail` without lldpNeighbors: {}", shown(v))))?;
+    let text = |n: &Value, k: &str| n.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+    let mut out = Vec::new();
+    for (intf, info) in by_intf {
+        let neighbours = info
+            .get("lldpNeighborInfo")
+            .and_then(Value::as_array)
+            .ok_or_else(|| Error::Codec(format!("LLDP on {intf}: no lldpNeighborInfo list")))?;
+        for n in neighbours {
+            let port = n.get("neighborInterfaceInfo").cloned().unwrap_or(Value::Null);
+            let port_id = text(&port, "interfaceId_v2")
+                .or_else(|| text(&port, "interfaceId").map(|s| s.trim_matches('"').to_string()));
+            out.push((
+                intf.clone(),
+                engine::discovery::LldpNeighbour {
+                    chassis_id: text(n, "chassisId"),
+                    port_id,
+                    port_description: text(&port, "interfaceDescription"),
+                    system_name: text(n, "systemName"),
+                },
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// (member, port-channel) of every active or inactive member of `show port-channel`.
+pub fn parse_port_channels(v: &Value) -> Result<Vec<(String, String)>> {
+    let channels = v
+        .get("portChannels")
+        .and_then(Value::as_object)
+        .ok_or_else(|| Error::Codec(format!("`show port-channel` without portChannels: {}", shown(v))))?;
+    let mut out = Vec::new();
+    for (pc, c) in channels {
+        for key in ["activePorts", "inactivePorts"] {
+            if let Some(members) = c.get(key).and_then(Value::as_object) {
+                out.extend(members.keys().map(|m| (m.clone(), pc.clone())));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The MLAG peer-link of `show mlag` (`None` while MLAG is disabled or has no peer-link).
+pub fn parse_mlag_peer_link(v: &Value) -> Result<Option<String>> {
+    let state = v
+        .get("state")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::Codec(format!("`show mlag` without state: {}", shown(v))))?;
+    Ok(match state {
+        "disabled" => None,
+        _ => v.get("peerLink").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +266,43 @@ mod tests {
         let p = parse_switchports(&j).unwrap();
         assert_eq!(p.len(), 1);
         assert_eq!(p["Ethernet1"], [10, 20, 21].map(v).into());
+    }
+
+    #[test]
+    fn discovery_shapes_parse_as_eos_sends_them() {
+        let macs = json!({"unicastTable": {"tableEntries": [
+            {"vlanId": 10, "macAddress": "00:50:56:00:01:00", "entryType": "dynamic", "interface": "Port-Channel10", "moves": 1, "lastMove": 1.7e9}
+        ]}, "multicastTable": {"tableEntries": []}});
+        assert_eq!(parse_mac_table(&macs).unwrap(), [("00:50:56:00:01:00".to_string(), "Port-Channel10".to_string())]);
+        assert!(parse_mac_table(&json!({})).is_err());
+
+        // Older EOS: no interfaceId_v2, the name quoted in interfaceId.
+        let lldp = json!({"lldpNeighbors": {"Ethernet1": {"lldpNeighborInfo": [{
+            "chassisIdType": "macAddress", "chassisId": "0050.5600.01ff", "systemName": "esx-01.lab",
+            "neighborInterfaceInfo": {"interfaceIdType": "interfaceName", "interfaceId": "\"vmnic0\"", "interfaceDescription": ""}
+        }]}, "Ethernet2": {"lldpNeighborInfo": []}}});
+        let n = parse_lldp_detail(&lldp).unwrap();
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].0, "Ethernet1");
+        assert_eq!(n[0].1.port_id.as_deref(), Some("vmnic0"));
+        assert_eq!(n[0].1.port_description, None, "an empty description is none");
+        assert_eq!(n[0].1.system_name.as_deref(), Some("esx-01.lab"));
+
+        let pc = json!({"portChannels": {"Port-Channel10": {
+            "activePorts": {"Ethernet3": {}}, "inactivePorts": {"Ethernet4": {}}, "recircFeature": [], "inactiveLag": false
+        }}});
+        assert_eq!(
+            parse_port_channels(&pc).unwrap(),
+            [
+                ("Ethernet3".to_string(), "Port-Channel10".to_string()),
+                ("Ethernet4".to_string(), "Port-Channel10".to_string())
+            ]
+        );
+        assert_eq!(parse_mlag_peer_link(&json!({"state": "disabled"})).unwrap(), None);
+        assert_eq!(
+            parse_mlag_peer_link(&json!({"state": "active", "peerLink": "Port-Channel1000"})).unwrap().as_deref(),
+            Some("Port-Channel1000")
+        );
+        assert!(parse_mlag_peer_link(&json!({})).is_err());
     }
 }

@@ -267,4 +267,39 @@ impl Switch for EapiSwitch {
         // eAPI has no change stream: drift is found by the periodic resync.
         None
     }
+
+    async fn discover(&self) -> Result<Option<engine::discovery::Discovery>, SwitchError> {
+        self.discover_now().await.map(Some).map_err(|e| e.into_switch(&self.name))
+    }
+}
+
+/// The commands one discovery runs, in one request.
+const DISCOVER: [&str; 4] = ["show mac address-table", "show lldp neighbors detail", "show port-channel", "show mlag"];
+
+impl EapiSwitch {
+    /// The MAC table, LLDP neighbours and port-channels, members lifted to their port-channel;
+    /// nothing seen on the MLAG peer-link (or its members) is kept: a MAC there is behind the
+    /// peer switch, which says nothing about this switch's ports.
+    async fn discover_now(&self) -> Result<engine::discovery::Discovery> {
+        let cmds: Vec<String> = DISCOVER.iter().map(|c| c.to_string()).collect();
+        let r = self.client.run_cmds(&cmds).await?;
+        let eos = |s: &str| PortName::parse(Grammar::Eos, s).ok();
+        let bonds: Vec<(PortName, PortName)> =
+            codec::parse_port_channels(&r[2])?.into_iter().filter_map(|(m, pc)| Some((eos(&m)?, eos(&pc)?))).collect();
+        let peer_link = codec::parse_mlag_peer_link(&r[3])?.and_then(|p| eos(&p));
+        let lift = |p: PortName| bonds.iter().find(|(m, _)| *m == p).map_or(p, |(_, pc)| pc.clone());
+        let through_peer = |p: &PortName| peer_link.as_ref() == Some(p);
+        let macs = codec::parse_mac_table(&r[0])?
+            .into_iter()
+            .filter_map(|(mac, intf)| Some((mac, lift(eos(&intf)?))))
+            .filter(|(_, p)| !through_peer(p))
+            .collect();
+        let lldp = codec::parse_lldp_detail(&r[1])?
+            .into_iter()
+            .filter_map(|(intf, n)| Some((lift(eos(&intf)?), n)))
+            .filter(|(p, _)| !through_peer(p))
+            .collect();
+        let bonds = bonds.iter().filter(|(_, pc)| !through_peer(pc)).cloned().collect();
+        Ok(engine::discovery::Discovery { macs, lldp, bonds })
+    }
 }

@@ -2,6 +2,9 @@
 //!
 //! - [`codec`]: the wire format as pure functions (framing, datum decoding, guarded mutations).
 //! - [`client`]: the connection task (echo, monitor, reconnect).
+//! - [`unixctl`] and [`discovery`]: the MAC table from ovs-vswitchd's control socket
+//!   (`fdb/show`, JSON-RPC) joined with OVSDB's `Interface.ofport` and bonds, for
+//!   [`Switch::discover`].
 //! - [`OvsSwitch`]: the [`engine::switch::Switch`] implementation the reconciler drives; ports
 //!   are [`PortName`]s of [`Grammar::Ovs`]; incoming messages are limited to
 //!   [`codec::MAX_MESSAGE`] bytes.
@@ -13,6 +16,8 @@
 
 pub mod client;
 pub mod codec;
+pub mod discovery;
+pub mod unixctl;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -50,6 +55,10 @@ pub enum Error {
     /// dropped (and re-made). Retryable, but a server that keeps doing it needs an operator.
     #[error("OVSDB message exceeds the {limit}-byte limit without ending; connection dropped")]
     MessageTooLarge { limit: usize },
+    /// ovs-vswitchd's control socket answered a command with an error (`no such bridge`). Not
+    /// retryable as is.
+    #[error("ovs-vswitchd refused {command}: {text}")]
+    Vswitchd { command: String, text: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -93,6 +102,12 @@ pub struct Config {
     /// Per-request timeout in milliseconds (default 5000).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// ovs-vswitchd's control socket (`/var/run/openvswitch/ovs-vswitchd.<pid>.ctl`), or its run
+    /// directory (the socket is found through `ovs-vswitchd.pid`): where the MAC table is read
+    /// for discovery. Default: the directory of a `unix:` endpoint; none for `tcp:` (the
+    /// control socket is local only), and then the switch does not discover.
+    #[serde(default)]
+    pub unixctl: Option<String>,
 }
 
 /// An Open vSwitch driven over OVSDB.
@@ -100,6 +115,8 @@ pub struct OvsSwitch {
     name: String,
     client: Client,
     parking: VlanId,
+    unixctl: Option<unixctl::Target>,
+    timeout: Duration,
 }
 
 impl OvsSwitch {
@@ -110,8 +127,38 @@ impl OvsSwitch {
         let endpoint: Endpoint = config.endpoint.parse()?;
         let parking = VlanId::new(config.parking_vlan)
             .map_err(|e| Error::Config(format!("switch {}: parking_vlan: {e}", config.name)))?;
-        let client = Client::start(endpoint, Duration::from_millis(config.timeout_ms), Duration::from_secs(5));
-        Ok(Self { name: config.name.clone(), client, parking })
+        let timeout = Duration::from_millis(config.timeout_ms);
+        let unixctl = match (&config.unixctl, &endpoint) {
+            (Some(path), _) => Some(unixctl::Target::new(path)),
+            (None, Endpoint::Unix(db)) => db.parent().map(unixctl::Target::new),
+            (None, Endpoint::Tcp(_)) => None,
+        };
+        let client = Client::start(endpoint, timeout, Duration::from_secs(5));
+        Ok(Self { name: config.name.clone(), client, parking, unixctl, timeout })
+    }
+
+    /// The rows of one `select`.
+    async fn select(&self, op: serde_json::Value) -> Result<Vec<serde_json::Value>> {
+        match codec::op_replies(&self.client.transact(vec![op]).await?)?.into_iter().next() {
+            Some(OpReply::Rows(rows)) => Ok(rows),
+            other => Err(Error::Codec(format!("select returned {}", codec::shown(&format!("{other:?}"))))),
+        }
+    }
+
+    /// Every bridge's MAC table joined with the ports and bonds (see [`discovery`]).
+    async fn discover_now(&self, target: &unixctl::Target) -> Result<engine::discovery::Discovery> {
+        let bridges = discovery::decode_bridges(&self.select(discovery::select_bridges()).await?)?;
+        let interfaces = discovery::decode_interfaces(&self.select(discovery::select_interfaces()).await?)?;
+        let ports = discovery::decode_ports(&self.select(discovery::select_port_interfaces()).await?)?;
+        let mut fdb = Vec::new();
+        for bridge in &bridges {
+            let text = unixctl::call(target, "fdb/show", &[bridge], self.timeout).await.map_err(|e| match e {
+                Error::Vswitchd { command, text } => Error::Vswitchd { command: format!("{command} {bridge}"), text },
+                other => other,
+            })?;
+            fdb.extend(discovery::parse_fdb(&text)?);
+        }
+        Ok(discovery::mapping(&fdb, &interfaces, &ports))
     }
 
     /// The underlying connection.
@@ -271,5 +318,10 @@ impl Switch for OvsSwitch {
 
     fn drift(&self) -> Option<watch::Receiver<u64>> {
         Some(self.client.drift())
+    }
+
+    async fn discover(&self) -> Result<Option<engine::discovery::Discovery>, SwitchError> {
+        let Some(target) = &self.unixctl else { return Ok(None) };
+        self.discover_now(target).await.map(Some).map_err(|e| e.into_switch(&self.name))
     }
 }

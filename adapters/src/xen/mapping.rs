@@ -7,9 +7,12 @@
 //!
 //! The mapping:
 //! - `HostFact { host: host.uuid, name: host.name_label }`.
-//! - `UplinkFact` per physical PIF (`physical = true`): `nic = device`, `mac = MAC`; the switch
-//!   port comes from the PIF's `PIF_metrics.other_config` keys [`LLDP_SYSTEM_NAME`] and
-//!   [`LLDP_PORT_ID`] (source `Lldp`) when both are set, otherwise `None`.
+//! - `UplinkFact` per physical PIF (`physical = true`): `nic = device`, `mac = MAC`. No XenServer
+//!   release reports a NIC's LLDP neighbour through XenAPI, so the port is normally `None` and the
+//!   engine ties the PIF by its MAC through the switch's MAC table or LLDP table
+//!   (`engine::discovery`, ADR 0009). Optionally, a netfold convention an operator's script may
+//!   fill: the PIF's `PIF_metrics.other_config` keys [`LLDP_SYSTEM_NAME`] and [`LLDP_PORT_ID`],
+//!   when both are set, give the port (source `Lldp`, ahead of the switch's sources).
 //! - `NetworkFact` per (host, network) where the host has a PIF on the network: a VLAN PIF
 //!   (`VLAN >= 0`) → its `VLAN_master_of` VLAN record → `Access(tag)`, uplink = the
 //!   `tagged_PIF`'s device; any other PIF → `Untagged`, uplink = its own device.
@@ -30,7 +33,8 @@ use engine::{
 use super::client::{Operation, XenEvent};
 use super::codec::Value;
 
-/// `PIF_metrics.other_config` key holding the LLDP neighbour's system name (the switch).
+/// `PIF_metrics.other_config` key holding the LLDP neighbour's system name (the switch): an
+/// optional netfold convention, not xapi's (see the module docs).
 pub const LLDP_SYSTEM_NAME: &str = "lldp_neighbor_system_name";
 /// `PIF_metrics.other_config` key holding the LLDP neighbour's port id (`ethernet1/1/3`).
 pub const LLDP_PORT_ID: &str = "lldp_neighbor_port_id";

@@ -66,11 +66,16 @@ impl FactRef<'_> {
 /// A pair of interned ids: (host, nic), (host, network) or (vm, nic).
 pub(crate) type Pair = (u32, u32);
 
-/// An uplink and the switch port its reported neighbour is (interned by the state).
+/// An uplink, the switch port its reported neighbour is, and the port it leads to (both
+/// interned by the state).
 #[derive(Clone, Debug)]
 pub(crate) struct Uplink {
     fact: UplinkFact,
     port: Option<u32>,
+    /// The port it leads to: the static link, else the reported neighbour, else what the
+    /// switches saw, bond members lifted to their bond (set by the state: [`Facts::set_tied`];
+    /// until then the static link or the reported neighbour).
+    tied: Option<u32>,
     set: Stamp,
 }
 
@@ -325,14 +330,56 @@ impl Facts {
         self.networks.get(&k)
     }
 
-    /// The switch port (host, nic) leads to: the static link, else the reported neighbour.
+    /// The switch port (host, nic) leads to: the uplink's tie ([`Uplink::tied`]), else (no
+    /// uplink fact) the static link.
     pub(crate) fn port_of(&self, k: Pair) -> Option<u32> {
-        if !self.links.is_empty() {
-            if let Some(&p) = self.links.get(&k) {
-                return Some(p);
-            }
+        match self.uplinks.get(&k) {
+            Some(u) => u.tied,
+            None => self.links.get(&k).copied(),
         }
-        self.uplinks.get(&k).and_then(|u| u.port)
+    }
+
+    /// The uplink with (host, nic) ids `k`.
+    pub(crate) fn uplink_by_id(&self, k: Pair) -> Option<&UplinkFact> {
+        self.uplinks.get(&k).map(|u| &u.fact)
+    }
+
+    /// The static link of (host, nic) ids `k`.
+    pub(crate) fn link_of(&self, k: Pair) -> Option<u32> {
+        self.links.get(&k).copied()
+    }
+
+    /// The name of the host with id `host` (empty when no host fact has it).
+    pub(crate) fn host_name(&self, host: u32) -> &str {
+        self.hosts.get(&host).map_or("", |(h, _)| h.name.as_str())
+    }
+
+    /// The (host, nic) ids of every uplink (of `host`, when given).
+    pub(crate) fn uplink_ids(&self, host: Option<u32>) -> Vec<Pair> {
+        let mut v: Vec<Pair> = self.uplinks.keys().filter(|k| host.is_none_or(|h| k.0 == h)).copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The networks ((host, network) ids) that use uplink `k`.
+    pub(crate) fn networks_via(&self, (host, nic): Pair) -> Vec<Pair> {
+        self.network_ids_on(host)
+            .filter(|&n| self.networks.get(&(host, n)).is_some_and(|net| net.uplinks.contains(&nic)))
+            .map(|n| (host, n))
+            .collect()
+    }
+
+    /// The port uplink `k` is tied to.
+    pub(crate) fn tied(&self, k: Pair) -> Option<u32> {
+        self.uplinks.get(&k).and_then(|u| u.tied)
+    }
+
+    /// Ties uplink `k` to `port` (the state resolved it from every source).
+    pub(crate) fn set_tied(&mut self, k: Pair, port: Option<u32>) {
+        if let Some(u) = self.uplinks.get_mut(&k) {
+            u.tied = port;
+            self.refresh_reach_via(k);
+        }
     }
 
     /// The ids of the networks on `host`.
@@ -381,18 +428,20 @@ impl Facts {
             Fact::Uplink(u) => {
                 let k = (self.names.intern(u.host.as_str()), self.names.intern(u.nic.as_str()));
                 let port = u.port.as_ref().map(|p| ports.intern(p));
+                let tied = self.links.get(&k).copied().or(port);
                 match self.uplinks.get_mut(&k) {
                     Some(slot) => {
                         slot.fact.mac.clone_from(&u.mac);
                         slot.fact.port.clone_from(&u.port);
                         slot.fact.source = u.source;
                         slot.port = port;
+                        slot.tied = tied;
                         slot.set = stamp;
                         self.refresh_reach_via(k);
                         false
                     }
                     None => {
-                        self.uplinks.insert(k, Uplink { fact: u.clone(), port, set: stamp });
+                        self.uplinks.insert(k, Uplink { fact: u.clone(), port, tied, set: stamp });
                         self.refresh_reach_via(k);
                         true
                     }

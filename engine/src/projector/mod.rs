@@ -21,6 +21,11 @@
 //! from the start: each fact carries the [`Stamp`] of the event that set its current value, and
 //! each desired (port, VLAN) the stamp of the event since which it has been desired without
 //! interruption (an event that drops and restores it within itself does not interrupt it).
+//!
+//! Which port an uplink is cabled to follows [`crate::discovery::resolve`]: a static link, the
+//! uplink's own reported neighbour, then what the switches saw ([`Event::SwitchSaw`], folded
+//! into [`Seen`]), bond members lifted to their bond. A switch's view changing re-ties every
+//! uplink; an uplink or host change re-ties that uplink or that host's uplinks.
 
 mod facts;
 mod intern;
@@ -40,8 +45,9 @@ use intern::Interner;
 
 use crate::config::Policy;
 use crate::desired::{Desired, PortVlans, Reason, VnicRef};
+use crate::discovery::{self, Disagreement, Seen, SwitchView};
 use crate::event::{Envelope, Event, UnixMs};
-use crate::fact::{Change, Fact, FactKey};
+use crate::fact::{Change, Fact, FactKey, NeighbourSource};
 use crate::ids::{HypervisorId, Kind, SwitchPort, VlanId};
 
 /// Where a hypervisor's session stands, as the log tells it.
@@ -256,6 +262,27 @@ pub struct State {
     since: HashMap<(u32, VlanId), Stamp>,
     /// The index entries created or removed by the event being applied.
     touched: Vec<(u32, VlanId)>,
+    /// What each switch saw last ([`Event::SwitchSaw`]), by switch name.
+    switches: BTreeMap<String, SwitchView>,
+    /// `switches`, indexed for tying uplinks.
+    seen: Seen,
+    /// The `SwitchSaw` event each switch's view comes from.
+    switch_seen: BTreeMap<String, Stamp>,
+}
+
+/// How one uplink is tied, and what every source says about it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkTie {
+    pub host: String,
+    pub nic: String,
+    pub mac: Option<String>,
+    /// The port it leads to and the source that decided (`None`: no source ties it).
+    pub port: Option<SwitchPort>,
+    pub source: Option<NeighbourSource>,
+    /// Every source's port, in precedence order.
+    pub opinions: Vec<(NeighbourSource, SwitchPort)>,
+    /// Whether the sources name different ports.
+    pub disagree: bool,
 }
 
 impl State {
@@ -276,6 +303,9 @@ impl State {
             scratch: Vec::new(),
             since: HashMap::default(),
             touched: Vec::new(),
+            switches: BTreeMap::new(),
+            seen: Seen::default(),
+            switch_seen: BTreeMap::new(),
         }
     }
 
@@ -351,8 +381,18 @@ impl State {
             Event::RemovalReleased { .. } => {
                 self.entry(id, Status::Live).1.held = None;
             }
-            // Records for the audit trail: about the log itself, or what was not learnt.
-            Event::LossAccepted { .. } | Event::Refused { .. } => {}
+            Event::SwitchSaw { switch, view } => {
+                self.switches.insert(switch.clone(), view.clone());
+                self.switch_seen.insert(switch.clone(), stamp);
+                self.seen = Seen::new(&self.switches);
+                for hv in 0..self.hypervisors.len() {
+                    let hv = u32::try_from(hv).unwrap_or(u32::MAX);
+                    self.retie(hv, None);
+                }
+            }
+            // Records for the audit trail: about the log itself, what was not learnt, or
+            // sources that disagree.
+            Event::LossAccepted { .. } | Event::Refused { .. } | Event::TiesDisagreed { .. } => {}
         }
     }
 
@@ -420,6 +460,11 @@ impl State {
     }
 
     /// The facts of a hypervisor (`None` if the log never mentioned it).
+    /// The `SwitchSaw` event the switch's current view comes from (`None`: it has reported none).
+    pub fn switch_seen(&self, switch: &str) -> Option<Stamp> {
+        self.switch_seen.get(switch).copied()
+    }
+
     /// Since when `vlan` has been desired on `port` without interruption (`None`: not desired).
     pub fn desired_since(&self, port: &SwitchPort, vlan: VlanId) -> Option<Stamp> {
         self.since.get(&(self.ports.get(port)?, vlan)).copied()
@@ -427,6 +472,61 @@ impl State {
 
     pub fn facts_of(&self, id: &HypervisorId) -> Option<&Facts> {
         self.hypervisor(id).map(|h| &h.facts)
+    }
+
+    /// What switch `switch` saw last (`None`: no `SwitchSaw` for it yet).
+    pub fn switch_view(&self, switch: &str) -> Option<&SwitchView> {
+        self.switches.get(switch)
+    }
+
+    /// The switches that reported what they saw, in name order.
+    pub fn switch_views(&self) -> impl Iterator<Item = (&String, &SwitchView)> {
+        self.switches.iter()
+    }
+
+    /// The MACs of every hypervisor's uplinks, normalized (what a switch's view keeps).
+    pub fn pnic_macs(&self) -> BTreeSet<String> {
+        self.hypervisors
+            .iter()
+            .flat_map(|h| h.facts.uplinks())
+            .filter_map(|u| u.mac.as_deref().and_then(crate::topology::normalize_mac))
+            .collect()
+    }
+
+    /// How each uplink of hypervisor `id` is tied, in (host, NIC) order.
+    pub fn ties_of(&self, id: &HypervisorId) -> Vec<UplinkTie> {
+        let Some(hv) = self.hypervisor(id) else { return Vec::new() };
+        let links = self.rules.links.get(id);
+        let mut out: Vec<UplinkTie> = hv
+            .facts
+            .uplinks()
+            .map(|u| {
+                let link = links.and_then(|l| l.get(&u.host)).and_then(|l| l.get(&u.nic));
+                let name = hv.facts.host(&u.host).map_or("", |h| h.name.as_str());
+                let tie = discovery::resolve(&self.seen, link, Some(u), name);
+                let opinions = discovery::opinions(&self.seen, link, u, name);
+                UplinkTie {
+                    host: u.host.clone(),
+                    nic: u.nic.clone(),
+                    mac: u.mac.clone(),
+                    disagree: discovery::disagree(&opinions),
+                    port: tie.as_ref().map(|t| t.0.clone()),
+                    source: tie.map(|t| t.1),
+                    opinions,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.host, &a.nic).cmp(&(&b.host, &b.nic)));
+        out
+    }
+
+    /// The uplinks of hypervisor `id` whose sources disagree.
+    pub fn disagreements_of(&self, id: &HypervisorId) -> Vec<Disagreement> {
+        self.ties_of(id)
+            .into_iter()
+            .filter(|t| t.disagree)
+            .map(|t| Disagreement { host: t.host, nic: t.nic, opinions: t.opinions })
+            .collect()
     }
 
     /// A hypervisor's status and kind (`None` if the log never mentioned it).
@@ -460,11 +560,10 @@ impl State {
                     _ => continue,
                 };
                 for nic in &network.uplinks {
-                    let port = links
-                        .and_then(|l| l.get(&network.host))
-                        .and_then(|l| l.get(nic))
-                        .or_else(|| hv.facts.uplink(&network.host, nic).and_then(|u| u.port.as_ref()));
-                    let Some(port) = port else { continue };
+                    let link = links.and_then(|l| l.get(&network.host)).and_then(|l| l.get(nic));
+                    let name = hv.facts.host(&network.host).map_or("", |h| h.name.as_str());
+                    let uplink = hv.facts.uplink(&network.host, nic);
+                    let Some((port, _)) = discovery::resolve(&self.seen, link, uplink, name) else { continue };
                     for vlan in network.vlan.vlans() {
                         d.ports.entry(port.clone()).or_default().entry(vlan).or_default().insert(Reason {
                             hypervisor: id.clone(),
@@ -671,6 +770,12 @@ impl State {
                 Change::Upsert(f) => facts.upsert(f, &mut self.ports, stamp),
                 Change::Remove(k) => facts.remove(k),
             }
+            if let (Change::Upsert(Fact::Uplink(u)), false) = (change, self.seen.is_empty()) {
+                if let Some(k) = facts.id(&u.host).zip(facts.id(&u.nic)) {
+                    let tied = tie_for(&self.seen, facts, &mut self.ports, k);
+                    facts.set_tied(k, tied);
+                }
+            }
             for &n in &affected {
                 if contributes(rules, facts, n) {
                     let nid = Nid { hv: hv_ix, host: n.0, network: n.1 };
@@ -678,6 +783,50 @@ impl State {
                 }
             }
             self.scratch = affected;
+        }
+        if changed {
+            self.desired_version += 1;
+        }
+        // A renamed or removed host may match (or stop matching) switch LLDP neighbours by name.
+        let host = match change {
+            Change::Upsert(Fact::Host(h)) => Some(h.host.as_str()),
+            Change::Remove(FactKey::Host { host }) => Some(host.as_str()),
+            _ => None,
+        };
+        if let (Some(host), false) = (host, self.seen.is_empty()) {
+            let host = self.hypervisors.get(hv_ix as usize).and_then(|hv| hv.facts.id(host));
+            if let Some(host) = host {
+                self.retie(hv_ix, Some(host));
+            }
+        }
+    }
+
+    /// Re-ties the uplinks of hypervisor `hv_ix` (of one host, when given) after what they are
+    /// tied by changed: each uplink whose port moves takes its networks' reasons along.
+    fn retie(&mut self, hv_ix: u32, host: Option<u32>) {
+        let Some(hv) = self.hypervisors.get_mut(hv_ix as usize) else { return };
+        let facts = &mut hv.facts;
+        let (vlans, desired, touched) = (&mut self.vlans, &mut self.desired, &mut self.touched);
+        let mut changed = false;
+        for k in facts.uplink_ids(host) {
+            let want = tie_for(&self.seen, facts, &mut self.ports, k);
+            if facts.tied(k) == want {
+                continue;
+            }
+            let nets = facts.networks_via(k);
+            for &n in &nets {
+                if contributes(&self.rules, facts, n) {
+                    let nid = Nid { hv: hv_ix, host: n.0, network: n.1 };
+                    entries(facts, n, |p, vlan| changed |= remove_reason(vlans, desired, touched, p, vlan, &nid));
+                }
+            }
+            facts.set_tied(k, want);
+            for &n in &nets {
+                if contributes(&self.rules, facts, n) {
+                    let nid = Nid { hv: hv_ix, host: n.0, network: n.1 };
+                    entries(facts, n, |p, vlan| changed |= add_reason(vlans, desired, touched, p, vlan, nid));
+                }
+            }
         }
         if changed {
             self.desired_version += 1;
@@ -726,6 +875,15 @@ impl State {
     fn rebuild_index(&mut self) {
         self.vlans.clear();
         self.desired.reset();
+        self.seen = Seen::new(&self.switches);
+        if !self.seen.is_empty() {
+            for hv in &mut self.hypervisors {
+                for k in hv.facts.uplink_ids(None) {
+                    let tied = tie_for(&self.seen, &hv.facts, &mut self.ports, k);
+                    hv.facts.set_tied(k, tied);
+                }
+            }
+        }
         for (hv_ix, hv) in self.hypervisors.iter().enumerate() {
             let hv_ix = u32::try_from(hv_ix).unwrap_or(u32::MAX);
             for n in hv.facts.network_ids() {
@@ -738,6 +896,13 @@ impl State {
             }
         }
     }
+}
+
+/// The port uplink `k` ((host, nic) ids) leads to by [`discovery::resolve`], interned.
+fn tie_for(seen: &Seen, facts: &Facts, ports: &mut Interner<SwitchPort>, k: Pair) -> Option<u32> {
+    let link = facts.link_of(k).map(|p| ports.value(p).clone());
+    let (port, _) = discovery::resolve(seen, link.as_ref(), facts.uplink_by_id(k), facts.host_name(k.0))?;
+    Some(ports.intern(&port))
 }
 
 /// Whether upserting `f` would leave the facts as they are (it is there already, unchanged).

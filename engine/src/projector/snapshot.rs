@@ -14,12 +14,14 @@ use serde::{Deserialize, Serialize};
 
 use super::{Facts, Held, Hypervisor, Stamp, State, Status};
 use crate::config::Policy;
+use crate::discovery::SwitchView;
 use crate::fact::Fact;
 use crate::ids::{HypervisorId, Kind, SwitchPort, VlanId};
 
 /// Version of the stored form; bump it when the form changes (older ones are refused, and the
 /// log folded instead). 2: hypervisors carry the held mass removal. 3: provenance (the event
-/// that set each fact; since when each desired VLAN is desired).
+/// that set each fact; since when each desired VLAN is desired) and what each switch saw
+/// (`SwitchSaw`).
 pub const FORMAT: u16 = 3;
 
 #[derive(Serialize, Deserialize)]
@@ -31,6 +33,8 @@ struct Stored {
     hypervisors: Vec<StoredHypervisor>,
     /// Desired (port, VLAN) → since when, in (port, VLAN) order.
     since: Vec<(SwitchPort, VlanId, Stamp)>,
+    /// What each switch saw last, by switch name, with the `SwitchSaw` event it comes from.
+    switches: Vec<(String, SwitchView, Stamp)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -83,6 +87,11 @@ impl State {
                 v.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
                 v
             },
+            switches: self
+                .switches
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone(), self.switch_seen.get(k).copied().unwrap_or_default()))
+                .collect(),
         };
         // Encoding plain owned data into a Vec cannot fail.
         bincode::serde::encode_to_vec(&stored, config()).unwrap_or_default()
@@ -106,6 +115,10 @@ impl State {
         }
         let mut state = State::new(policy);
         (state.seq, state.at) = (stored.seq, stored.at);
+        for (name, view, stamp) in stored.switches {
+            state.switch_seen.insert(name.clone(), stamp);
+            state.switches.insert(name, view);
+        }
         for h in stored.hypervisors {
             let hv = Hypervisor {
                 kind: h.kind,

@@ -15,8 +15,9 @@ use super::{Attached, Command, Metrics, Outcome, SharedState};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::desired::Desired;
+use crate::discovery::{Disagreement, Discovery, SwitchView};
 use crate::error::{Error, Invalid, Result};
-use crate::event::{Envelope, Event, Recorded, UnixMs};
+use crate::event::{Envelope, Event, Recorded, UnixMs, SWITCH_RECORDER};
 use crate::ids::{HypervisorId, Kind};
 use crate::observe::Ask;
 use crate::projector::{State, Status};
@@ -94,6 +95,13 @@ pub(super) struct Core<L> {
     /// Hosts last seen with uplinks but no known switch port, by hypervisor: each is warned
     /// about once when it becomes so, not on every read.
     unported: BTreeMap<HypervisorId, BTreeSet<String>>,
+    /// The last discovery each switch reported, with its policy: re-filtered when new pNIC MACs
+    /// are learnt, so a new host is tied without waiting for the next poll.
+    discoveries: BTreeMap<String, (Discovery, crate::plan::Policy)>,
+    /// The disagreements last recorded ([`Event::TiesDisagreed`]), by hypervisor.
+    disagreed: BTreeMap<HypervisorId, Vec<Disagreement>>,
+    /// Notified when hosts with no known port appear: discovery pollers read their switches now.
+    pub(super) wanted: Arc<tokio::sync::Notify>,
 }
 
 impl<L: store::Log<Recorded>> Core<L> {
@@ -110,9 +118,16 @@ impl<L: store::Log<Recorded>> Core<L> {
         for e in &config.topology {
             topology.entry(e.hypervisor.clone()).or_default().push(e.clone());
         }
+        let disagreed: BTreeMap<HypervisorId, Vec<Disagreement>> = state.read(|s| {
+            s.hypervisors().map(|(id, _)| (id.clone(), s.disagreements_of(id))).filter(|(_, d)| !d.is_empty()).collect()
+        });
+        metrics.tie_disagreements.store(disagreed.values().map(|d| d.len() as u64).sum(), Ordering::Relaxed);
         Self {
             topology,
             unported: BTreeMap::new(),
+            discoveries: BTreeMap::new(),
+            disagreed,
+            wanted: Arc::default(),
             log,
             config,
             clock,
@@ -174,6 +189,16 @@ impl<L: store::Log<Recorded>> Core<L> {
                     }
                     Some(Command::Release { hypervisor, reply }) => {
                         let _ = reply.send(self.release(&hypervisor));
+                    }
+                    Some(Command::Saw { switch, discovery, policy, reply }) => {
+                        self.discoveries.insert(switch.clone(), (discovery, policy));
+                        let out = self.record_switch(&switch).await;
+                        if let Err(e) = &out {
+                            tracing::error!(switch = %switch, error = %e, "switch discovery not recorded");
+                        }
+                        if let Some(reply) = reply {
+                            let _ = reply.send(out);
+                        }
                     }
                     Some(Command::Observe { hypervisor, kind, observation, reply }) => {
                         let out = self.handle(&hypervisor, Some(kind), Input::Observed(observation)).await;
@@ -295,7 +320,15 @@ impl<L: store::Log<Recorded>> Core<L> {
             }
             self.state.write(|s| envelopes.iter().for_each(|e| s.apply(e)));
             if envelopes.iter().any(|e| moves_host_ports(&e.event)) {
+                // New pNIC MACs may be in what the switches reported: re-filter their views.
+                let switches: Vec<String> = self.discoveries.keys().cloned().collect();
+                for switch in switches {
+                    if let Err(e) = self.record_switch(&switch).await {
+                        tracing::error!(switch = %switch, error = %e, "switch discovery not recorded");
+                    }
+                }
                 self.warn_unported(id);
+                self.record_disagreements(id).await?;
             }
             outcome.appended = Some(range);
             self.snapshot(false);
@@ -334,6 +367,71 @@ impl<L: store::Log<Recorded>> Core<L> {
             }
         }
         Ok(outcome)
+    }
+
+    /// Appends `records`, reads them back as the log acknowledged them and applies them.
+    async fn record(&mut self, records: Vec<Recorded>) -> Result<RangeInclusive<u64>> {
+        let count = records.len() as u64;
+        let range =
+            self.append_held(records).await.map_err(|source| Error::Log { context: "appending events", source })?;
+        Metrics::bump(&self.metrics.events_appended, count);
+        let mut envelopes = Vec::with_capacity(count as usize);
+        for entry in self.log.read(*range.start()).take(count as usize) {
+            envelopes.push(Envelope::from(entry.map_err(Error::log("reading back appended events"))?));
+        }
+        self.state.write(|s| envelopes.iter().for_each(|e| s.apply(e)));
+        self.snapshot(false);
+        Ok(range)
+    }
+
+    /// Records what `switch` saw (its last discovery, keeping the MACs of known pNICs) when it
+    /// differs from what the log has; then records any change in the hypervisors'
+    /// disagreements. Returns whether a `SwitchSaw` was appended.
+    async fn record_switch(&mut self, switch: &str) -> Result<bool> {
+        let Some((discovery, policy)) = self.discoveries.get(switch) else { return Ok(false) };
+        let view = self.state.read(|s| {
+            let macs = s.pnic_macs();
+            let view = SwitchView::of(discovery, policy, |m| macs.contains(m), s.switch_view(switch));
+            (s.switch_view(switch) != Some(&view)).then_some(view)
+        });
+        let Some(view) = view else { return Ok(false) };
+        let (macs, lldp, bonds) = (view.macs.len(), view.lldp.len(), view.bonds.len());
+        let event = Event::SwitchSaw { switch: switch.to_string(), view };
+        let recorder = HypervisorId::new(SWITCH_RECORDER).map_err(|e| Error::Config(e.to_string()))?;
+        let range = self.record(vec![Recorded { at: self.clock.now(), hypervisor: recorder, event }]).await?;
+        tracing::info!(switch, seq = range.start(), macs, lldp, bonds, "switch discovery recorded");
+        let ids: Vec<HypervisorId> = self.state.read(|s| s.hypervisors().map(|(id, _)| id.clone()).collect());
+        for id in ids {
+            self.warn_unported(&id);
+            self.record_disagreements(&id).await?;
+        }
+        Ok(true)
+    }
+
+    /// Appends [`Event::TiesDisagreed`] for `id` when the uplinks whose sources disagree
+    /// changed since the last one, and keeps the metric current.
+    async fn record_disagreements(&mut self, id: &HypervisorId) -> Result<()> {
+        if id.as_str() == SWITCH_RECORDER {
+            return Ok(());
+        }
+        let now = self.state.read(|s| s.disagreements_of(id));
+        if self.disagreed.get(id).map_or(&[][..], Vec::as_slice) == now.as_slice() {
+            return Ok(());
+        }
+        for d in &now {
+            let said: Vec<String> = d.opinions.iter().map(|(s, p)| format!("{s}: {p}")).collect();
+            tracing::warn!(hypervisor = %id, host = %d.host, nic = %d.nic, sources = %said.join(", "), "port sources disagree");
+        }
+        let event = Event::TiesDisagreed { disagreements: now.clone() };
+        self.record(vec![Recorded { at: self.clock.now(), hypervisor: id.clone(), event }]).await?;
+        if now.is_empty() {
+            self.disagreed.remove(id);
+        } else {
+            self.disagreed.insert(id.clone(), now);
+        }
+        let total: u64 = self.disagreed.values().map(|d| d.len() as u64).sum();
+        self.metrics.tie_disagreements.store(total, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Appends `records`. While the log refuses them for a reason that can pass (disk full, IO
@@ -390,14 +488,18 @@ impl<L: store::Log<Recorded>> Core<L> {
             .read(|s| s.facts_of(id).map(|f| f.hosts_without_switch_port().into_iter().map(str::to_string).collect()))
             .unwrap_or_default();
         let before = self.unported.entry(id.clone()).or_default();
+        if now.difference(before).next().is_some() {
+            // Perhaps a switch has seen them: ask for a discovery now rather than in a minute.
+            self.wanted.notify_waiters();
+        }
         for host in now.difference(before) {
             let name = self.state.read(|s| s.facts_of(id).and_then(|f| f.host(host)).map(|h| h.name.clone()));
             tracing::warn!(
                 hypervisor = %id,
                 host = %host,
                 name = name.as_deref().unwrap_or(""),
-                "host has uplinks but no known switch port (no CDP/LLDP neighbour, no [[topology]] entry): \
-                 no VLAN is configured for it"
+                "host has uplinks but no known switch port (no CDP/LLDP neighbour, no [[topology]] entry, \
+                 no switch has seen its NICs): no VLAN is configured for it"
             );
         }
         *before = now;

@@ -17,6 +17,7 @@
 //! always diffs against facts that include all of its earlier events.
 
 mod core;
+pub mod discover;
 
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,6 +59,8 @@ pub struct Metrics {
     /// work: read it with [`Metrics::log_unavailable_since`] (health reports it).
     pub log_unavailable_since: AtomicU64,
     pub snapshots_saved: AtomicU64,
+    /// How many uplinks' port sources disagree now ([`crate::Event::TiesDisagreed`]).
+    pub tie_disagreements: AtomicU64,
     /// Told how long every durable append took (the binary feeds a histogram with it).
     append_observer: std::sync::OnceLock<Box<dyn Fn(std::time::Duration) + Send + Sync>>,
 }
@@ -143,6 +146,41 @@ enum Command {
         hypervisor: HypervisorId,
         reply: oneshot::Sender<Result<u64>>,
     },
+    /// A switch's discovery, with the policy its sightings are judged by.
+    Saw {
+        switch: String,
+        discovery: crate::discovery::Discovery,
+        policy: crate::plan::Policy,
+        reply: Option<oneshot::Sender<Result<bool>>>,
+    },
+}
+
+/// Hands switch discoveries to the engine ([`Engine::switch_observer`]); cheap to clone.
+#[derive(Clone)]
+pub struct SwitchObserver(mpsc::Sender<Command>, Arc<tokio::sync::Notify>);
+
+impl SwitchObserver {
+    /// Records what `switch` saw (as [`crate::Event::SwitchSaw`], when it changed) and waits
+    /// until it is durable and applied. Returns whether an event was appended.
+    pub async fn saw(
+        &self,
+        switch: &str,
+        discovery: crate::discovery::Discovery,
+        policy: crate::plan::Policy,
+    ) -> Result<bool> {
+        let (reply, answer) = oneshot::channel();
+        self.0
+            .send(Command::Saw { switch: switch.to_string(), discovery, policy, reply: Some(reply) })
+            .await
+            .map_err(|_| Error::Stopped("the core task is not running"))?;
+        answer.await.map_err(|_| Error::Stopped("the core task stopped before answering"))?
+    }
+
+    /// Notified when the engine learnt hosts whose NICs lead to no known port: the pollers read
+    /// their switches at once (on demand) instead of at their next round.
+    pub fn wanted(&self) -> Arc<tokio::sync::Notify> {
+        self.1.clone()
+    }
 }
 
 /// An attached adapter, as the core sees it.
@@ -188,6 +226,8 @@ pub struct Engine {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
     metrics: Arc<Metrics>,
+    /// Discovery wanted now ([`SwitchObserver::wanted`]).
+    wanted: Arc<tokio::sync::Notify>,
 }
 
 impl Engine {
@@ -205,9 +245,10 @@ impl Engine {
         let (commands, rx) = mpsc::channel(QUEUE);
         let (stop, stop_rx) = watch::channel(false);
         let mut core = core::Core::new(log, config, clock, state.clone(), desired_tx, metrics.clone());
+        let wanted = core.wanted.clone();
         core.expire_or_rearm().await?;
         let task = tokio::spawn(core.run(rx, stop_rx));
-        Ok(Engine { commands, state, desired, stop, task, metrics })
+        Ok(Engine { commands, state, desired, stop, task, metrics, wanted })
     }
 
     /// The channel an adapter sends `hypervisor`'s observations into. Must be called inside
@@ -232,6 +273,11 @@ impl Engine {
     /// is asked for now). Returns how many removals were held.
     pub async fn release(&self, hypervisor: HypervisorId) -> Result<u64> {
         self.releaser().release(hypervisor).await
+    }
+
+    /// A handle that records switch discoveries (for the discovery pollers).
+    pub fn switch_observer(&self) -> SwitchObserver {
+        SwitchObserver(self.commands.clone(), self.wanted.clone())
     }
 
     /// A handle that releases held removals (for the HTTP endpoint).

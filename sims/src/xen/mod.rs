@@ -59,6 +59,10 @@ pub struct SimOptions {
     pub switch_name: String,
     /// ... and port `{port_prefix}{n}`, n = host index × nics_per_host + nic + 1.
     pub port_prefix: String,
+    /// Whether each physical NIC's neighbour is reported under the netfold convention keys in
+    /// `PIF_metrics.other_config` (no XenServer release does this; off, the pool is as a real
+    /// one: the cabling is only in [`Simulator::cabling`], for a switch to learn).
+    pub lldp_convention: bool,
     pub user: String,
     pub password: String,
     pub pool_name: String,
@@ -75,6 +79,7 @@ impl Default for SimOptions {
             nics_per_host: 2,
             switch_name: "tor1".into(),
             port_prefix: "ethernet1/1/".into(),
+            lldp_convention: true,
             user: "root".into(),
             password: "netfold".into(),
             pool_name: "sim-pool".into(),
@@ -203,6 +208,11 @@ impl Simulator {
     /// The id of the last event logged (for tests that count events).
     pub fn last_event(&self) -> u64 {
         self.shared.lock_pool().last_event()
+    }
+
+    /// Where each physical NIC is cabled: (PIF MAC, switch, port), as a switch would learn it.
+    pub fn cabling(&self) -> Vec<(String, String, String)> {
+        self.shared.lock_pool().cabling.clone()
     }
 
     pub fn hosts(&self) -> Vec<SimHost> {

@@ -146,6 +146,9 @@ pub struct Pool {
     pub fault: Fault,
     /// Logins and logouts served.
     pub counts: Counts,
+    /// Where each physical NIC is cabled: (PIF MAC, switch, port), whether or not its LLDP
+    /// neighbour is reported through the convention.
+    pub cabling: Vec<(String, String, String)>,
 }
 
 fn s(v: impl Into<String>) -> Value {
@@ -183,6 +186,7 @@ impl Pool {
             master_endpoint: 0,
             fault: Fault::None,
             counts: Counts::default(),
+            cabling: Vec::new(),
         }
     }
 
@@ -331,7 +335,9 @@ impl Pool {
             for (i, net) in nic_networks.iter().enumerate() {
                 let port = format!("{}{}", opts.port_prefix, h * nics + i + 1);
                 let mac = format!("00:1e:{:02x}:{:02x}:{:02x}:{:02x}", (h >> 8) & 0xff, h & 0xff, i, 0);
-                p.add_physical_pif(&href, net, &format!("eth{i}"), &mac, Some((&opts.switch_name, &port)));
+                let lldp = opts.lldp_convention.then_some((opts.switch_name.as_str(), port.as_str()));
+                p.add_physical_pif(&href, net, &format!("eth{i}"), &mac, lldp);
+                p.cabling.push((mac, opts.switch_name.clone(), port));
             }
             let dom0 = p.add_vm_record(&format!("Control domain on host: xen-{h:03}"), Some(&href), false, true);
             let _ = dom0;
