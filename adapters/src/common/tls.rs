@@ -98,7 +98,7 @@ impl TlsOptions {
             .with_safe_default_protocol_versions()
             .expect("ring supports the default protocol versions");
         if self.insecure {
-            let verifier = Arc::new(AnyCertificate { provider });
+            let verifier = Arc::new(Pinned { pinned: None, provider });
             return Ok(builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth());
         }
         let mut roots = rustls::RootCertStore::empty();
@@ -203,7 +203,7 @@ impl fmt::Debug for ThumbprintMismatch {
 /// A client config that trusts the one certificate whose fingerprint is `pinned`.
 fn pinned_config(pinned: Thumbprint) -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(Pinned { pinned, provider: provider.clone() });
+    let verifier = Arc::new(Pinned { pinned: Some(pinned), provider: provider.clone() });
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions")
@@ -215,11 +215,12 @@ fn pinned_config(pinned: Thumbprint) -> rustls::ClientConfig {
 }
 
 /// Accepts the end-entity certificate whose SHA-256 fingerprint is the pinned one — no chain,
-/// name or validity-period check, as govc and pyVmomi do for a thumbprint — and verifies the
-/// handshake signature against that certificate's key, so the peer must hold its private key.
+/// name or validity-period check, as govc and pyVmomi do for a thumbprint — or, with no pin
+/// (`insecure = true` outside reqwest), any certificate; either way it verifies the handshake
+/// signature against that certificate's key, so the peer must hold its private key.
 #[derive(Debug)]
 struct Pinned {
-    pinned: Thumbprint,
+    pinned: Option<Thumbprint>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -232,55 +233,14 @@ impl ServerCertVerifier for Pinned {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(pinned) = self.pinned else { return Ok(ServerCertVerified::assertion()) };
         let seen = Thumbprint::of(end_entity);
-        if seen == self.pinned {
+        if seen == pinned {
             Ok(ServerCertVerified::assertion())
         } else {
-            let mismatch = ThumbprintMismatch { seen, pinned: self.pinned };
+            let mismatch = ThumbprintMismatch { seen, pinned };
             Err(CertificateError::Other(OtherError(Arc::new(mismatch))).into())
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// `insecure = true` outside reqwest: any certificate, the handshake signature still checked
-/// against it (the peer holds the key of the certificate it shows, whatever that is).
-#[derive(Debug)]
-struct AnyCertificate {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
