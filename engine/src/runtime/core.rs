@@ -310,16 +310,9 @@ impl<L: store::Log<Recorded>> Core<L> {
         if !step.events.is_empty() {
             let records: Vec<Recorded> =
                 step.events.into_iter().map(|event| Recorded { at: now, hypervisor: id.clone(), event }).collect();
-            let count = records.len() as u64;
-            let range =
-                self.append_held(records).await.map_err(|source| Error::Log { context: "appending events", source })?;
-            Metrics::bump(&self.metrics.events_appended, count);
-            let mut envelopes = Vec::with_capacity(count as usize);
-            for entry in self.log.read(*range.start()).take(count as usize) {
-                envelopes.push(Envelope::from(entry.map_err(Error::log("reading back appended events"))?));
-            }
-            self.state.write(|s| envelopes.iter().for_each(|e| s.apply(e)));
-            if envelopes.iter().any(|e| moves_host_ports(&e.event)) {
+            let moves = records.iter().any(|r| moves_host_ports(&r.event));
+            let range = self.record(records).await?;
+            if moves {
                 // New pNIC MACs may be in what the switches reported: re-filter their views.
                 let switches: Vec<String> = self.discoveries.keys().cloned().collect();
                 for switch in switches {
@@ -331,7 +324,6 @@ impl<L: store::Log<Recorded>> Core<L> {
                 self.record_disagreements(id).await?;
             }
             outcome.appended = Some(range);
-            self.snapshot(false);
         }
         if from != step.next {
             tracing::debug!(hypervisor = %id, from = from.name(), to = step.next.name(), "session transition");
