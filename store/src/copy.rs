@@ -37,8 +37,12 @@ pub struct Copied {
 /// Records moved per transaction.
 const CHUNK: usize = 4096;
 
-/// Copies everything `from` holds into `to`, which must be empty (see the module doc).
-pub async fn copy_to_postgres(from: &Store, to: &PgStore) -> Result<Copied> {
+/// Called as records are copied: `(log, records copied, records in the log)`.
+pub type Progress<'a> = &'a (dyn Fn(&str, Seq, Seq) + Sync);
+
+/// Copies everything `from` holds into `to`, which must be empty (see the module doc),
+/// reporting each chunk of records to `progress`.
+pub async fn copy_to_postgres(from: &Store, to: &PgStore, progress: Progress<'_>) -> Result<Copied> {
     if !to.is_empty().await? {
         return Err(Error::NotEmpty("the target PostgreSQL database already holds netfold records or tables".into()));
     }
@@ -69,6 +73,7 @@ pub async fn copy_to_postgres(from: &Store, to: &PgStore) -> Result<Copied> {
                 let last = rows.last().map_or(head, |(s, _)| *s);
                 to.import_records(name, head, rows).await?;
                 head = last;
+                progress(name, head, verified.head);
             }
             if next.is_none() {
                 break;

@@ -50,7 +50,7 @@ async fn a_sled_store_copied_to_postgres_keeps_every_byte_and_chains_the_same() 
     }
     let source = Store::open_read_only(dir.path()).unwrap();
     let (_db, pg) = target().await;
-    let copied = store::copy::copy_to_postgres(&source, &pg).await.unwrap();
+    let copied = store::copy::copy_to_postgres(&source, &pg, &|_, _, _| {}).await.unwrap();
 
     let names: Vec<&str> = copied.logs.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["events", "switch-audit"]);
@@ -78,7 +78,7 @@ async fn a_sled_store_copied_to_postgres_keeps_every_byte_and_chains_the_same() 
     assert_eq!(pg.table("ledger").get::<bool>(b"tor1/Ethernet2/20").unwrap(), Some(false));
     assert_eq!(pg.table("meta").get::<String>(b"policy").unwrap(), Some("p".into()));
 
-    let again = store::copy::copy_to_postgres(&source, &pg).await.unwrap_err();
+    let again = store::copy::copy_to_postgres(&source, &pg, &|_, _, _| {}).await.unwrap_err();
     assert!(matches!(again, Error::NotEmpty(_)), "a second copy into the same database is refused: {again}");
 }
 
@@ -95,7 +95,7 @@ async fn a_damaged_source_is_refused_and_nothing_is_written() {
     });
     let source = Store::open_read_only(dir.path()).unwrap();
     let (_db, pg) = target().await;
-    let err = store::copy::copy_to_postgres(&source, &pg).await.unwrap_err();
+    let err = store::copy::copy_to_postgres(&source, &pg, &|_, _, _| {}).await.unwrap_err();
     assert!(matches!(err, Error::Corrupt { seq: 6 }), "{err}");
     assert!(pg.is_empty().await.unwrap(), "nothing was written");
     assert!(pg.log_names().await.unwrap().is_empty());
