@@ -12,7 +12,7 @@
 //!
 //! The vCenter reports CDP/LLDP for its hosts; the XenServer pool, like a real one, reports
 //! nothing about cabling, so its PIFs are tied by their MACs through the switch's MAC table
-//! (ADR 0009). The in-memory switch's table holds the PIF MACs on the ports the simulator cables
+//! (ADR 0011). The in-memory switch's table holds the PIF MACs on the ports the simulator cables
 //! them to. Open vSwitch learns MACs only from frames, and the lab's ports have no devices to
 //! carry any, so the demo puts the PIF MACs into OVS's real MAC learning table with
 //! `ovs-appctl fdb/add` (the XenServer's two ports are patch ports, which have OpenFlow port

@@ -8,7 +8,7 @@
 //! [`crate::Event::SwitchSaw`] when it changed. The projector folds those events into [`Seen`]
 //! and ties uplinks by [`resolve`]. Pure: no IO, no clock.
 //!
-//! **Precedence** (docs/adr/0009-host-to-port-mapping-from-the-switch.md), first that applies:
+//! **Precedence** (docs/adr/0011-host-to-port-mapping-from-the-switch.md), first that applies:
 //! 1. static topology (`[[topology]]`, by id in the projector, by name or MAC in the session);
 //! 2. the hypervisor's own CDP/LLDP report;
 //! 3. the switch's LLDP neighbour table;
