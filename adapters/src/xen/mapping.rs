@@ -10,7 +10,7 @@
 //! - `UplinkFact` per physical PIF (`physical = true`): `nic = device`, `mac = MAC`. No XenServer
 //!   release reports a NIC's LLDP neighbour through XenAPI, so the port is normally `None` and the
 //!   engine ties the PIF by its MAC through the switch's MAC table or LLDP table
-//!   (`engine::discovery`, ADR 0009). Optionally, a netfold convention an operator's script may
+//!   (`engine::discovery`, ADR 0011). Optionally, a netfold convention an operator's script may
 //!   fill: the PIF's `PIF_metrics.other_config` keys [`LLDP_SYSTEM_NAME`] and [`LLDP_PORT_ID`],
 //!   when both are set, give the port (source `Lldp`, ahead of the switch's sources).
 //! - `NetworkFact` per (host, network) where the host has a PIF on the network: a VLAN PIF
