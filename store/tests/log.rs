@@ -321,21 +321,26 @@ async fn a_corrupt_record_deep_in_a_long_read_ends_it_in_order<B: Backend>() {
     assert_eq!(log.read(650).count(), 51, "a read from further on stops there too");
 }
 
-/// Two stores on one database (two netfold processes) appending to the same log at once: every
-/// append lands once, the sequence stays gapless and the chain verifies; each side's head and
-/// subscriptions see the other's appends (NOTIFY, or the poll).
+/// Three stores on one database (three netfold processes) appending to the same log at once, two
+/// writers each: every append lands once — none gives up however often the others win the
+/// race — the sequence stays gapless and the chain verifies; each side's head and subscriptions
+/// see the others' appends (NOTIFY, or the poll).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn postgres_two_processes_appending_to_one_log_keep_it_gapless() {
+async fn postgres_three_processes_appending_to_one_log_keep_it_gapless() {
     let mut one = Postgres::fresh().await;
     let a = Arc::new(one.open("events").await);
     let other = store::PgStore::connect(Postgres::config(one.db()), store::PgTls::Off).await.unwrap();
     let b = Arc::new(other.log::<Rec>("events").await.unwrap());
+    let third = store::PgStore::connect(Postgres::config(one.db()), store::PgTls::Off).await.unwrap();
+    let c = Arc::new(third.log::<Rec>("events").await.unwrap());
     let mut sub = a.subscribe(1);
     let mut tasks = Vec::new();
-    for (t, log) in [(0u64, a.clone()), (1, b.clone()), (2, a.clone()), (3, b.clone())] {
+    let writers = [a.clone(), b.clone(), c.clone(), a.clone(), b.clone(), c.clone()];
+    for (t, log) in writers.into_iter().enumerate() {
+        let t = t as u64;
         tasks.push(tokio::spawn(async move {
             let mut acked = Vec::new();
-            for i in 0..40u64 {
+            for i in 0..60u64 {
                 let batch: Vec<Rec> = (0..=(i % 3)).map(|k| Rec::new(t * 1_000_000 + i * 10 + k)).collect();
                 let range = log.append(batch.clone()).await.unwrap();
                 acked.extend(range.zip(batch.into_iter().map(|r| r.n)));
@@ -357,9 +362,11 @@ async fn postgres_two_processes_appending_to_one_log_keep_it_gapless() {
     }
     assert_eq!(a.verify().unwrap().head, total);
     assert_eq!(b.verify().unwrap(), a.verify().unwrap());
+    assert_eq!(c.verify().unwrap(), a.verify().unwrap());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while (a.head(), b.head()) != (total, total) {
-        assert!(std::time::Instant::now() < deadline, "heads {} and {} never reached {total}", a.head(), b.head());
+    while (a.head(), b.head(), c.head()) != (total, total, total) {
+        let heads = (a.head(), b.head(), c.head());
+        assert!(std::time::Instant::now() < deadline, "heads {heads:?} never all reached {total}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

@@ -8,9 +8,10 @@
 //! - **Gapless sequence, whoever appends.** The same statement moves the log's row in
 //!   `netfold_logs` from the head it chained after to the new head and tip, and inserts the
 //!   records only if that row still held the old head. A second writer (another process) that
-//!   chained after a stale head changes nothing and learns the current head and tip, then chains
-//!   again: no gap, no duplicate, no fork in the chain. The `(log, seq)` primary key is the
-//!   backstop.
+//!   chained after a stale head changes nothing; it then writes the group in a transaction that
+//!   locks the row (`FOR UPDATE`) and chains after the head it holds, which cannot be lost to
+//!   a third writer: no gap, no duplicate, no fork in the chain, no writer starved. The
+//!   `(log, seq)` primary key is the backstop.
 //! - **Head.** [`Log::head`] is the cached durable head: the writer publishes it after each
 //!   commit, and a listener task moves it on the `netfold_log` notifications every commit sends
 //!   (`LISTEN/NOTIFY`), with a poll of the row every [`POLL`] as the fallback (a lost listener
@@ -40,8 +41,6 @@ const MAX_GROUP: usize = 1 << 16;
 const CHUNK: usize = 4096;
 /// How often the head is polled besides the notifications.
 const POLL: Duration = Duration::from_millis(500);
-/// How many times a group is chained again after another writer moved the head under it.
-const RACES: usize = 16;
 /// How long dropping a log waits for its writer to finish what was queued.
 const WRITER_EXIT: Duration = Duration::from_secs(10);
 
@@ -51,6 +50,7 @@ pub(super) const APPEND: &str = "WITH moved AS (
     INSERT INTO netfold_records (log, seq, value)
     SELECT moved.name, r.seq, r.value FROM moved, unnest($5::bigint[], $6::bytea[]) AS r(seq, value)";
 const HEAD: &str = "SELECT head, tip FROM netfold_logs WHERE name = $1";
+const HEAD_LOCKED: &str = "SELECT head, tip FROM netfold_logs WHERE name = $1 FOR UPDATE";
 const RANGE: &str = "SELECT seq, value FROM netfold_records WHERE log = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq";
 
 struct Request {
@@ -191,12 +191,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let outcome = if group.iter().any(|r| r.fence.is_some()) {
-                self.commit_fenced(&group).await
-            } else {
-                self.commit(&group).await.map(|ranges| ranges.into_iter().map(Ok).collect())
-            };
-            match outcome {
+            match self.commit(&group).await {
                 Ok(outcomes) => {
                     for (req, outcome) in group.into_iter().zip(outcomes) {
                         let _ = req.reply.send(outcome);
@@ -238,87 +233,90 @@ impl Writer {
         Ok((seqs, values, ranges, head, tip))
     }
 
-    /// A group with fenced appends: one transaction that first checks every fence (holding the
-    /// lease rows `FOR SHARE`, so a takeover waits for this commit), then appends the requests
-    /// whose fence holds; the others get [`Error::Fenced`].
-    async fn commit_fenced(&mut self, group: &[Request]) -> Result<Vec<Result<RangeInclusive<Seq>>>> {
+    /// Commits a group. Without fences the uncontended path is one statement chained after the
+    /// cached head; if another writer moved the head (the statement changed nothing), or the
+    /// group has fences, it is written by [`Self::commit_locked`], which cannot lose that race.
+    async fn commit(&mut self, group: &[Request]) -> Result<Vec<Result<RangeInclusive<Seq>>>> {
         let mut client = self.inner.client().await?;
-        let append = client.prepare_cached(APPEND).await.map_err(Error::pg("preparing the append"))?;
-        let fences: std::collections::BTreeSet<&Fence> = group.iter().filter_map(|r| r.fence.as_ref()).collect();
-        for _ in 0..RACES {
-            let tx = client.transaction().await.map_err(Error::pg("appending"))?;
-            let mut valid = std::collections::BTreeSet::new();
-            for f in &fences {
-                let held = tx
-                    .query_opt(
-                        "SELECT 1 FROM netfold_leases WHERE name = $1 AND token = $2 AND expires_at > now() FOR SHARE",
-                        &[&f.lease, &to_sql(f.token)?],
-                    )
-                    .await
-                    .map_err(Error::pg("checking a lease"))?;
-                if held.is_some() {
-                    valid.insert(*f);
-                }
-            }
-            let admitted: Vec<bool> =
-                group.iter().map(|r| r.fence.as_ref().is_none_or(|f| valid.contains(f))).collect();
-            let (seqs, values, ranges, head, tip) = self.chain(group, &admitted)?;
-            if !seqs.is_empty() {
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
-                    [&self.name, &to_sql(self.head)?, &to_sql(head)?, &&tip[..], &seqs, &values];
-                let inserted = tx.execute(&append, &params).await.map_err(Error::pg("appending"))?;
-                if inserted as usize != seqs.len() {
-                    drop(tx);
-                    let (h, t) = head_and_tip(&client, &self.name).await?;
-                    self.head = h;
-                    self.tip = t;
-                    publish(&self.published, h);
-                    continue;
-                }
-            }
-            tx.commit().await.map_err(Error::pg("appending"))?;
-            self.head = head;
-            self.tip = tip;
-            publish(&self.published, head);
-            return Ok(group
-                .iter()
-                .zip(ranges)
-                .map(|(req, range)| {
-                    range.ok_or_else(|| {
-                        let f = req.fence.as_ref().expect("only fenced requests are refused");
-                        Error::Fenced { lease: f.lease.clone(), token: f.token }
-                    })
-                })
-                .collect());
-        }
-        Err(Error::Unavailable(format!("the log `{}` kept moving under {RACES} attempts to append", self.name)))
-    }
-
-    /// Chains the group after the head, writes it in one transaction and returns each
-    /// request's sequence numbers once it committed.
-    async fn commit(&mut self, group: &[Request]) -> Result<Vec<RangeInclusive<Seq>>> {
-        let client = self.inner.client().await?;
-        let append = client.prepare_cached(APPEND).await.map_err(Error::pg("preparing the append"))?;
-        let all = vec![true; group.len()];
-        for _ in 0..RACES {
+        if group.iter().all(|r| r.fence.is_none()) {
+            let all = vec![true; group.len()];
             let (seqs, values, ranges, head, tip) = self.chain(group, &all)?;
+            let append = client.prepare_cached(APPEND).await.map_err(Error::pg("preparing the append"))?;
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
                 [&self.name, &to_sql(self.head)?, &to_sql(head)?, &&tip[..], &seqs, &values];
             let inserted = client.execute(&append, &params).await.map_err(Error::pg("appending"))?;
             if inserted as usize == seqs.len() {
-                self.head = head;
-                self.tip = tip;
-                publish(&self.published, head);
-                return Ok(ranges.into_iter().flatten().collect());
+                self.advance(head, tip);
+                return Ok(ranges.into_iter().map(|r| Ok(r.expect("every request is admitted"))).collect());
             }
-            // Another writer moved the head: learn where it is and chain again.
-            let (h, t) = head_and_tip(&client, &self.name).await?;
-            tracing::debug!(log = %self.name, ours = self.head, theirs = h, "the log was appended elsewhere; chaining again");
-            self.head = h;
-            self.tip = t;
-            publish(&self.published, h);
+            tracing::debug!(log = %self.name, ours = self.head, "the log was appended elsewhere; chaining under its lock");
         }
-        Err(Error::Unavailable(format!("the log `{}` kept moving under {RACES} attempts to append", self.name)))
+        self.commit_locked(&mut client, group).await
+    }
+
+    /// One transaction that locks the log's row (`FOR UPDATE`: another writer's commit waits for
+    /// this one, and this one for theirs), learns the head and tip from it, checks every fence
+    /// (holding the lease rows `FOR SHARE`, so a takeover waits for this commit), then chains
+    /// and appends the requests whose fence holds; the others get [`Error::Fenced`]. With the
+    /// row held the append cannot miss the head, so there is no retry to run out of.
+    async fn commit_locked(
+        &mut self,
+        client: &mut deadpool_postgres::Object,
+        group: &[Request],
+    ) -> Result<Vec<Result<RangeInclusive<Seq>>>> {
+        let append = client.prepare_cached(APPEND).await.map_err(Error::pg("preparing the append"))?;
+        let tx = client.transaction().await.map_err(Error::pg("appending"))?;
+        let row = tx.query_one(HEAD_LOCKED, &[&self.name]).await.map_err(Error::pg("locking the log head"))?;
+        let (h, t) = (from_sql("the log head", row.get(0))?, tip_of(row.get(1))?);
+        if h != self.head {
+            self.advance(h, t);
+        }
+        let fences: std::collections::BTreeSet<&Fence> = group.iter().filter_map(|r| r.fence.as_ref()).collect();
+        let mut valid = std::collections::BTreeSet::new();
+        for f in fences {
+            let held = tx
+                .query_opt(
+                    "SELECT 1 FROM netfold_leases WHERE name = $1 AND token = $2 AND expires_at > now() FOR SHARE",
+                    &[&f.lease, &to_sql(f.token)?],
+                )
+                .await
+                .map_err(Error::pg("checking a lease"))?;
+            if held.is_some() {
+                valid.insert(f);
+            }
+        }
+        let admitted: Vec<bool> = group.iter().map(|r| r.fence.as_ref().is_none_or(|f| valid.contains(f))).collect();
+        let (seqs, values, ranges, head, tip) = self.chain(group, &admitted)?;
+        if !seqs.is_empty() {
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                [&self.name, &to_sql(self.head)?, &to_sql(head)?, &&tip[..], &seqs, &values];
+            let inserted = tx.execute(&append, &params).await.map_err(Error::pg("appending"))?;
+            if inserted as usize != seqs.len() {
+                return Err(Error::Unavailable(format!(
+                    "the log `{}` moved from seq {} while its row was locked: something besides netfold writes it",
+                    self.name, self.head
+                )));
+            }
+        }
+        tx.commit().await.map_err(Error::pg("appending"))?;
+        self.advance(head, tip);
+        Ok(group
+            .iter()
+            .zip(ranges)
+            .map(|(req, range)| {
+                range.ok_or_else(|| {
+                    let f = req.fence.as_ref().expect("only fenced requests are refused");
+                    Error::Fenced { lease: f.lease.clone(), token: f.token }
+                })
+            })
+            .collect())
+    }
+
+    /// Takes `head` and `tip` as this writer's, and publishes the head.
+    fn advance(&mut self, head: Seq, tip: Hash) {
+        self.head = head;
+        self.tip = tip;
+        publish(&self.published, head);
     }
 }
 
