@@ -37,36 +37,36 @@ impl TlsOptions {
     /// Applies these options to a reqwest client builder. A `ca_file` that cannot be read, or
     /// holds no PEM certificate, is an error.
     pub fn apply(&self, mut b: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, HttpError> {
-        if let Some(text) = &self.thumbprint {
-            let pinned =
-                text.parse::<Thumbprint>().map_err(|reason| HttpError::Thumbprint { text: text.clone(), reason })?;
-            if self.ca_file.is_some() || self.insecure {
-                return Err(HttpError::Thumbprint {
-                    text: text.clone(),
-                    reason: "a pinned certificate is trusted by its fingerprint alone: remove `ca_file` and `insecure`"
-                        .into(),
-                });
-            }
+        if let Some(pinned) = self.pinned()? {
             return Ok(b.use_preconfigured_tls(pinned_config(pinned)));
         }
-        if let Some(path) = &self.ca_file {
-            let pem = std::fs::read(path).map_err(|source| HttpError::CaFile { path: path.clone(), source })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| HttpError::CaFileParse { path: path.clone(), reason: e.to_string() })?;
-            if certs.is_empty() {
-                return Err(HttpError::CaFileParse {
-                    path: path.clone(),
-                    reason: "no `-----BEGIN CERTIFICATE-----` block".into(),
-                });
-            }
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
+        for der in self.ca_certificates()? {
+            let cert = reqwest::Certificate::from_der(&der).map_err(|e| self.ca_refused(e.to_string()))?;
+            b = b.add_root_certificate(cert);
         }
         if self.insecure {
             b = b.danger_accept_invalid_certs(true);
         }
         Ok(b)
+    }
+
+    /// The certificates in `ca_file` (none without one): an error when it cannot be read, a
+    /// block does not parse, or it holds no `CERTIFICATE` block.
+    fn ca_certificates(&self) -> Result<Vec<CertificateDer<'static>>, HttpError> {
+        use rustls::pki_types::pem::PemObject as _;
+        let Some(path) = &self.ca_file else { return Ok(Vec::new()) };
+        let pem = std::fs::read(path).map_err(|source| HttpError::CaFile { path: path.clone(), source })?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.ca_refused(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(self.ca_refused("no `-----BEGIN CERTIFICATE-----` block".into()));
+        }
+        Ok(certs)
+    }
+
+    fn ca_refused(&self, reason: String) -> HttpError {
+        HttpError::CaFileParse { path: self.ca_file.clone().unwrap_or_default(), reason }
     }
 
     /// The pinned certificate's fingerprint, when `thumbprint` is set: an error when it is not
@@ -87,7 +87,6 @@ impl TlsOptions {
     /// `ca_file`'s — or the pinned certificate, or none with `insecure`; no ALPN. Errors as
     /// [`TlsOptions::apply`].
     pub fn rustls_client_config(&self) -> Result<rustls::ClientConfig, HttpError> {
-        use rustls::pki_types::pem::PemObject as _;
         if let Some(pinned) = self.pinned()? {
             let mut c = pinned_config(pinned);
             c.alpn_protocols.clear();
@@ -108,20 +107,8 @@ impl TlsOptions {
             // A system certificate rustls cannot read is skipped, as reqwest skips it.
             let _ = roots.add(cert);
         }
-        if let Some(path) = &self.ca_file {
-            let pem = std::fs::read(path).map_err(|source| HttpError::CaFile { path: path.clone(), source })?;
-            let certs = CertificateDer::pem_slice_iter(&pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| HttpError::CaFileParse { path: path.clone(), reason: e.to_string() })?;
-            if certs.is_empty() {
-                return Err(HttpError::CaFileParse {
-                    path: path.clone(),
-                    reason: "no `-----BEGIN CERTIFICATE-----` block".into(),
-                });
-            }
-            for c in certs {
-                roots.add(c).map_err(|e| HttpError::CaFileParse { path: path.clone(), reason: e.to_string() })?;
-            }
+        for c in self.ca_certificates()? {
+            roots.add(c).map_err(|e| self.ca_refused(e.to_string()))?;
         }
         Ok(builder.with_root_certificates(roots).with_no_client_auth())
     }
