@@ -4,28 +4,11 @@
 //! (Neither an unreachable hypervisor nor an unreachable switch stops start-up: tests/faults.rs
 //! and tests/switch_faults.rs show netfold running, retrying and reporting them.)
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod support;
 
-/// Runs netfold to completion; one still running after 60 s is killed and fails the test.
-fn netfold(args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_netfold"))
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run netfold");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while child.try_wait().expect("wait").is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("netfold {args:?} still running after 60 s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    child.wait_with_output().expect("collect output")
-}
+use std::path::Path;
+use std::process::Output;
+use support::netfold::netfold;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

@@ -4,21 +4,18 @@
 //! appends resume by themselves once space is freed, SIGTERM shuts down within seconds — also
 //! while the disk is still full — and no acknowledged event is lost.
 
+mod support;
 #[path = "../store/tests/common/tmpfs.rs"]
 mod tmpfs;
 
 use std::io::{BufRead, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use support::netfold::free_port;
 use tmpfs::Tmpfs;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// Fills the file system holding `dir`; returns the filler's path.
 fn fill_up(dir: &Path) -> PathBuf {

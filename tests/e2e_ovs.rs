@@ -10,12 +10,11 @@
 //! userspace datapath opens tap devices); a missing binary fails the test, naming the package.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use sims::ovs_lab::Lab;
-use support::netfold::{Netfold, STEP};
+use support::netfold::{netfold, Netfold, STEP};
 
 mod support;
 
@@ -97,10 +96,6 @@ fn status(state: &Value, hypervisor: &str) -> String {
         .find(|h| h["name"] == hypervisor)
         .map(|h| h["status"].to_string())
         .unwrap_or_default()
-}
-
-fn netfold(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_netfold")).args(args).output().expect("run netfold")
 }
 
 fn ok(args: &[&str]) -> String {

@@ -11,6 +11,8 @@
 //! - The HTTP endpoint: half-sent requests are timed out, connections are capped, and with
 //!   `[http] token_file` every route but `/healthz` needs the bearer token.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -25,6 +27,7 @@ use axum::routing::post;
 use axum::Router;
 use hyper_util::rt::TokioIo;
 use sims::xen::xmlrpc::{decode_call, encode_response, Response, Value};
+use support::netfold::free_port;
 
 const PASSWORD: &str = "root-password-under-attack";
 
@@ -73,10 +76,6 @@ fn failure(out: &Output) -> String {
 fn write_private(path: &Path, contents: &str, mode: u32) {
     std::fs::write(path, contents).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// `kB` of a `/proc/PID/status` field.

@@ -9,41 +9,15 @@
 mod support;
 
 use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
-use support::netfold::{text, Netfold, Sim, STEP};
-
-/// Runs `netfold ARGS` (with a bound: a command that hangs fails the test).
-fn netfold(args: &[&str]) -> Output {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_netfold"))
-        .args(args)
-        .env_remove("NETFOLD_CONFIG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run netfold");
-    let deadline = Instant::now() + STEP;
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("netfold {args:?} still running after {STEP:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("collect output")
-}
+use support::netfold::{free_port, netfold, text, Netfold, Sim, STEP};
 
 /// The stdout of a command that must succeed.
 fn ok(args: &[&str]) -> String {
     let out = netfold(args);
     assert!(out.status.success(), "netfold {args:?} failed:\n{}{}", text(&out.stdout), text(&out.stderr));
     text(&out.stdout)
-}
-
-/// A loopback port nothing listens on (bound, read, released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn write_config(dir: &Path, sim: &Sim, port: u16) -> std::path::PathBuf {

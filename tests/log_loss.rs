@@ -4,6 +4,8 @@
 //! refuses to start unless `--accept-loss` (which records the loss in the log), and no reading
 //! command changes a byte of the directory.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -13,25 +15,8 @@ mod tree;
 
 use engine::{Change, Event, Fact, HypervisorId, Kind, Recorded, VnicFact};
 use store::Log;
+use support::netfold::netfold;
 use tree::contents;
-
-fn netfold(args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_netfold"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run netfold");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("netfold {args:?} still running after 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().expect("collect output")
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

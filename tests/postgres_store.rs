@@ -6,15 +6,14 @@
 //! refuses a password file others can read and a password in the url; over TLS the server's
 //! certificate is verified (`--ca-file` trusts it, the system roots alone do not).
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn netfold(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_netfold")).args(args).env("RUST_LOG", "info").output().expect("run netfold")
-}
+use support::netfold::netfold;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

@@ -29,7 +29,7 @@ use serde_json::Value;
 use sims::eapi::Sim as EapiSim;
 use sims::ovs_lab::Lab;
 use sims::vsphere::Neighbour;
-use support::netfold::{Netfold, STEP};
+use support::netfold::{netfold, Netfold, STEP};
 use support::proxy::{Mode, Proxy};
 
 const SWITCH: &str = "tor1";
@@ -39,11 +39,6 @@ const OPERATOR: u16 = 999;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// Runs `netfold ARGS` to completion.
-fn netfold(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_netfold")).args(args).output().expect("run netfold")
 }
 
 fn ports() -> Vec<String> {

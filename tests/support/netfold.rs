@@ -130,9 +130,34 @@ pub fn signal(pid: u32, signal: &str) {
     assert!(out.status.success(), "kill -{signal} {pid}: {}", text(&out.stderr));
 }
 
-/// Runs `netfold ARGS` to completion.
+/// How long a one-shot command may take before the test fails as hung.
+pub const COMMAND: Duration = Duration::from_secs(60);
+
+/// Runs `netfold ARGS` to completion (`RUST_LOG=info`, no `NETFOLD_CONFIG` from the caller's
+/// environment), failing the test if it is still running after [`COMMAND`].
 pub fn netfold(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_netfold")).args(args).output().expect("run netfold")
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netfold"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env_remove("NETFOLD_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run netfold");
+    let deadline = Instant::now() + COMMAND;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("netfold {args:?} still running after {COMMAND:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collect output")
+}
+
+/// A loopback port nothing listens on (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port").local_addr().expect("its address").port()
 }
 
 /// A hypervisor simulator in its own process (`netfold sim vcenter|xen --lab … --control …`).
