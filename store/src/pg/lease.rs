@@ -37,12 +37,10 @@ const ACQUIRE: &str = "INSERT INTO netfold_leases AS l (name, holder, token, exp
 
 impl Leases for PgLeases {
     async fn acquire(&self, name: &str, holder: &str, ttl: Duration) -> Result<Option<Lease>> {
-        let (inner, n, h) = (self.inner.clone(), name.to_string(), holder.to_string());
+        let (n, h) = (name.to_string(), holder.to_string());
         let token = self
             .inner
-            .rt
-            .run(async move {
-                let c = inner.client().await?;
+            .with_client(move |c| async move {
                 let row = c.query_opt(ACQUIRE, &[&n, &h, &interval(ttl)]).await.map_err(Error::pg("taking a lease"))?;
                 row.map(|r| from_sql("a lease token", r.get(0))).transpose()
             })
@@ -51,11 +49,9 @@ impl Leases for PgLeases {
     }
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
-        let (inner, l) = (self.inner.clone(), lease.clone());
+        let l = lease.clone();
         self.inner
-            .rt
-            .run(async move {
-                let c = inner.client().await?;
+            .with_client(move |c| async move {
                 let n = c
                     .execute(
                         "UPDATE netfold_leases SET expires_at = now() + make_interval(secs => $4) \
@@ -70,11 +66,9 @@ impl Leases for PgLeases {
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {
-        let (inner, l) = (self.inner.clone(), lease.clone());
+        let l = lease.clone();
         self.inner
-            .rt
-            .run(async move {
-                let c = inner.client().await?;
+            .with_client(move |c| async move {
                 c.execute(
                     "UPDATE netfold_leases SET expires_at = least(expires_at, now()) WHERE name = $1 AND token = $2",
                     &[&l.name, &super::to_sql(l.token)?],
@@ -87,11 +81,8 @@ impl Leases for PgLeases {
     }
 
     async fn holdings(&self) -> Result<Vec<Holding>> {
-        let inner = self.inner.clone();
         self.inner
-            .rt
-            .run(async move {
-                let c = inner.client().await?;
+            .with_client(move |c| async move {
                 let rows = c
                     .query(
                         "SELECT name, holder, token, greatest(extract(epoch FROM expires_at - now()), 0)::float8 \

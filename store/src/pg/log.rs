@@ -116,12 +116,9 @@ async fn head_and_tip(client: &tokio_postgres::Client, name: &str) -> Result<(Se
 impl<R: Record> PgLog<R> {
     pub(crate) async fn open(inner: Arc<PgInner>, name: &str) -> Result<Self> {
         let (head, tip) = {
-            let (inner, name) = (inner.clone(), name.to_string());
+            let name = name.to_string();
             inner
-                .clone()
-                .rt
-                .run(async move {
-                    let c = inner.client().await?;
+                .with_client(move |c| async move {
                     c.execute("INSERT INTO netfold_logs (name) VALUES ($1) ON CONFLICT DO NOTHING", &[&name])
                         .await
                         .map_err(Error::pg("creating the log"))?;
@@ -515,11 +512,9 @@ impl<R: Record> Log<R> for PgLog<R> {
     /// the tip its row in `netfold_logs` holds (a consistent rewrite of the last record is
     /// [`Error::Lost`] with [`Loss::Rewritten`]).
     fn verify(&self) -> Result<Verified> {
-        let (inner, name) = (self.shared.inner.clone(), self.shared.name.clone());
-        let (head, tip) = self.shared.inner.rt.block(async move {
-            let c = inner.client().await?;
-            head_and_tip(&c, &name).await
-        })?;
+        let name = self.shared.name.clone();
+        let (head, tip) =
+            self.shared.inner.with_client_blocking(move |c| async move { head_and_tip(&c, &name).await })?;
         let raw = Raw { shared: &self.shared, next: 1, head, buffer: VecDeque::new(), failed: false };
         let verified = codec::verify_values::<R, _>(raw, head)?;
         if verified.tip != tip {
@@ -529,9 +524,8 @@ impl<R: Record> Log<R> for PgLog<R> {
     }
 
     fn save_snapshot(&self, seq: Seq, bytes: Vec<u8>) -> Result<()> {
-        let (inner, name) = (self.shared.inner.clone(), self.shared.name.clone());
-        self.shared.inner.rt.block(async move {
-            let mut c = inner.client().await?;
+        let name = self.shared.name.clone();
+        self.shared.inner.with_client_blocking(move |mut c| async move {
             let tx = c.transaction().await.map_err(Error::pg("saving a snapshot"))?;
             tx.execute(
                 "INSERT INTO netfold_snapshots (log, seq, bytes) VALUES ($1, $2, $3) \
@@ -560,10 +554,9 @@ impl<R: Record> Log<R> for PgLog<R> {
     }
 
     fn snapshot_at_or_before(&self, seq: Seq) -> Result<Option<Snapshot>> {
-        let (inner, name) = (self.shared.inner.clone(), self.shared.name.clone());
+        let name = self.shared.name.clone();
         let seq = to_sql(seq.min(i64::MAX as Seq))?;
-        self.shared.inner.rt.block(async move {
-            let c = inner.client().await?;
+        self.shared.inner.with_client_blocking(move |c| async move {
             let row = c
                 .query_opt(
                     "SELECT seq, bytes FROM netfold_snapshots WHERE log = $1 AND seq <= $2 ORDER BY seq DESC LIMIT 1",
@@ -576,9 +569,8 @@ impl<R: Record> Log<R> for PgLog<R> {
     }
 
     fn checkpoint(&self, cname: &str) -> Result<Option<Seq>> {
-        let (inner, name, cname) = (self.shared.inner.clone(), self.shared.name.clone(), cname.to_string());
-        self.shared.inner.rt.block(async move {
-            let c = inner.client().await?;
+        let (name, cname) = (self.shared.name.clone(), cname.to_string());
+        self.shared.inner.with_client_blocking(move |c| async move {
             let row = c
                 .query_opt("SELECT seq FROM netfold_checkpoints WHERE log = $1 AND name = $2", &[&name, &cname])
                 .await
@@ -588,9 +580,8 @@ impl<R: Record> Log<R> for PgLog<R> {
     }
 
     fn set_checkpoint(&self, cname: &str, seq: Seq) -> Result<()> {
-        let (inner, name, cname) = (self.shared.inner.clone(), self.shared.name.clone(), cname.to_string());
-        self.shared.inner.rt.block(async move {
-            let c = inner.client().await?;
+        let (name, cname) = (self.shared.name.clone(), cname.to_string());
+        self.shared.inner.with_client_blocking(move |c| async move {
             c.execute(
                 "INSERT INTO netfold_checkpoints (log, name, seq) VALUES ($1, $2, $3) \
                  ON CONFLICT (log, name) DO UPDATE SET seq = EXCLUDED.seq",

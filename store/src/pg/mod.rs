@@ -238,11 +238,8 @@ impl PgStore {
     /// Whether the database holds no record, snapshot, checkpoint or table entry (a target for
     /// `netfold store copy`).
     pub async fn is_empty(&self) -> Result<bool> {
-        let inner = self.inner.clone();
         self.inner
-            .rt
-            .run(async move {
-                let c = inner.client().await?;
+            .with_client(move |c| async move {
                 let row = c
                     .query_one(
                         "SELECT (SELECT count(*) FROM netfold_records) + (SELECT count(*) FROM netfold_snapshots) \
@@ -258,11 +255,8 @@ impl PgStore {
 
     /// The names of the logs the database holds.
     pub async fn log_names(&self) -> Result<Vec<String>> {
-        let inner = self.inner.clone();
         self.inner
-            .rt
-            .run(async move {
-                let c = inner.client().await?;
+            .with_client(move |c| async move {
                 let rows = c
                     .query("SELECT name FROM netfold_logs ORDER BY name", &[])
                     .await
@@ -276,11 +270,9 @@ impl PgStore {
 impl PgStore {
     /// Creates the (empty) row of log `name` for an import.
     pub(crate) async fn import_log(&self, name: &str) -> Result<()> {
-        let (inner, name) = (self.inner.clone(), name.to_string());
+        let name = name.to_string();
         self.inner
-            .rt
-            .run(async move {
-                let c = inner.client().await?;
+            .with_client(move |c| async move {
                 c.execute("INSERT INTO netfold_logs (name) VALUES ($1) ON CONFLICT DO NOTHING", &[&name])
                     .await
                     .map_err(Error::pg("creating the log"))?;
@@ -296,11 +288,9 @@ impl PgStore {
         let new_head = to_sql(*last)?;
         let seqs = rows.iter().map(|(s, _)| to_sql(*s)).collect::<Result<Vec<_>>>()?;
         let values: Vec<Vec<u8>> = rows.into_iter().map(|(_, v)| v).collect();
-        let (inner, name, head) = (self.inner.clone(), name.to_string(), to_sql(head)?);
+        let (name, head) = (name.to_string(), to_sql(head)?);
         self.inner
-            .rt
-            .run(async move {
-                let c = inner.client().await?;
+            .with_client(move |c| async move {
                 let n = c
                     .execute(log::APPEND, &[&name, &head, &new_head, &&tip[..], &seqs, &values])
                     .await
@@ -320,11 +310,9 @@ impl PgStore {
         snapshots: Vec<crate::Snapshot>,
         checkpoints: Vec<(String, Seq)>,
     ) -> Result<()> {
-        let (inner, name) = (self.inner.clone(), name.to_string());
+        let name = name.to_string();
         self.inner
-            .rt
-            .run(async move {
-                let mut c = inner.client().await?;
+            .with_client(move |mut c| async move {
                 let tx = c.transaction().await.map_err(Error::pg("copying snapshots"))?;
                 for s in snapshots {
                     tx.execute(
@@ -351,6 +339,30 @@ impl PgStore {
 impl PgInner {
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(|e| Error::Unavailable(format!("no PostgreSQL connection: {e}")))
+    }
+
+    /// Runs `f` with a pooled connection on the store's runtime; the caller awaits the answer
+    /// from its own runtime.
+    pub(crate) async fn with_client<T, F, Fut>(self: &Arc<Self>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        let inner = self.clone();
+        self.rt.run(async move { f(inner.client().await?).await }).await
+    }
+
+    /// [`Self::with_client`] for synchronous callers: blocks the calling thread (any thread,
+    /// async or not) until the answer is there.
+    pub(crate) fn with_client_blocking<T, F, Fut>(self: &Arc<Self>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        let inner = self.clone();
+        self.rt.block(async move { f(inner.client().await?).await })
     }
 }
 

@@ -31,9 +31,8 @@ impl PgTable {
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let (inner, name, key) = (self.inner.clone(), self.name.clone(), key.to_vec());
-        self.inner.rt.block(async move {
-            let c = inner.client().await?;
+        let (name, key) = (self.name.clone(), key.to_vec());
+        self.inner.with_client_blocking(move |c| async move {
             let row = c
                 .query_opt("SELECT value FROM netfold_tables WHERE tbl = $1 AND key = $2", &[&name, &key])
                 .await
@@ -46,9 +45,8 @@ impl PgTable {
         if writes.is_empty() {
             return Ok(());
         }
-        let (inner, name) = (self.inner.clone(), self.name.clone());
-        self.inner.rt.block(async move {
-            let mut c = inner.client().await?;
+        let name = self.name.clone();
+        self.inner.with_client_blocking(move |mut c| async move {
             let tx = c.transaction().await.map_err(Error::pg("writing a table"))?;
             let put = tx
                 .prepare_cached(
@@ -73,9 +71,8 @@ impl PgTable {
     }
 
     pub(crate) fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let (inner, name, from, to) = (self.inner.clone(), self.name.clone(), prefix.to_vec(), after_prefix(prefix));
-        self.inner.rt.block(async move {
-            let c = inner.client().await?;
+        let (name, from, to) = (self.name.clone(), prefix.to_vec(), after_prefix(prefix));
+        self.inner.with_client_blocking(move |c| async move {
             let rows = c
                 .query(
                     "SELECT key, value FROM netfold_tables WHERE tbl = $1 AND key >= $2 \
