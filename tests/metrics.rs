@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use support::netfold::Netfold;
+use support::netfold::{Netfold, STEP};
 
 /// What Prometheus 2.x sends when it scrapes.
 const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
@@ -83,6 +83,18 @@ async fn a_live_scrape_is_openmetrics_to_prometheus_and_the_classic_format_passe
     let mut nf = Netfold::start(&config, dir.path().join("run.log"), &[("METRICS_VC_PASSWORD", vc.password())]);
     let base = nf.http().await;
     nf.wait_line("tor1 Ethernet1/1: added VLAN 100").await;
+    // The switch-operation counters come from the switch audit log, read by the metrics
+    // subscriber after the reconciler wrote it: wait (bounded) for the add to be counted.
+    let applied = r#"netfold_switch_operations_total{switch="tor1",op="add",result="applied"}"#;
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let (_, text) = scrape(&base, Some("text/plain")).await;
+        if text.contains(applied) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the add was never counted within {STEP:?}:\n{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 
     // Two scrapes at once, one per format: each is whole and consistent.
     let ((om_ct, om), (prom_ct, _), (text_ct, text)) =
@@ -124,6 +136,6 @@ async fn a_live_scrape_is_openmetrics_to_prometheus_and_the_classic_format_passe
     ] {
         assert_eq!(classic.get(name).map(|(_, t)| t.as_str()), Some(t), "{name}:\n{text}");
     }
-    assert!(text.contains(r#"netfold_switch_operations_total{switch="tor1",op="add",result="applied"}"#), "{text}");
+    assert!(text.contains(applied), "{text}");
     nf.stop().await;
 }
