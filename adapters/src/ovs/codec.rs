@@ -228,6 +228,11 @@ pub fn bump_next_cfg() -> Value {
     json!({ "op": "mutate", "table": "Open_vSwitch", "where": [], "mutations": [["next_cfg", "+=", 1]] })
 }
 
+/// A `comment` operation (RFC 7047 5.2.10): ovsdb-server logs it with the transaction.
+pub fn comment(text: &str) -> Value {
+    json!({ "op": "comment", "comment": text })
+}
+
 /// `transact` params for `ops`.
 pub fn transact_params(ops: Vec<Value>) -> Value {
     let mut p = vec![Value::String(DB.to_string())];

@@ -117,6 +117,9 @@ pub struct OvsSwitch {
     parking: VlanId,
     unixctl: Option<unixctl::Target>,
     timeout: Duration,
+    /// Written into every transaction that changes the switch as an OVSDB `comment`, which
+    /// ovsdb-server keeps with the transaction in its database log (`ovsdb-tool show-log`).
+    writer: Option<String>,
 }
 
 impl OvsSwitch {
@@ -134,7 +137,7 @@ impl OvsSwitch {
             (None, Endpoint::Tcp(_)) => None,
         };
         let client = Client::start(endpoint, timeout, Duration::from_secs(5));
-        Ok(Self { name: config.name.clone(), client, parking, unixctl, timeout })
+        Ok(Self { name: config.name.clone(), client, parking, unixctl, timeout, writer: None })
     }
 
     /// The rows of one `select`.
@@ -161,6 +164,13 @@ impl OvsSwitch {
         Ok(discovery::mapping(&fdb, &interfaces, &ports))
     }
 
+    /// Names who writes in every transaction that changes the switch (an OVSDB `comment`, kept
+    /// by ovsdb-server in its database log): which netfold instance, under which lease token.
+    pub fn writing_as(mut self, writer: impl Into<String>) -> Self {
+        self.writer = Some(writer.into());
+        self
+    }
+
     /// The underlying connection.
     pub fn client(&self) -> &Client {
         &self.client
@@ -179,6 +189,9 @@ impl OvsSwitch {
             index.push(wire.len() - 1);
         }
         wire.push(codec::bump_next_cfg());
+        if let Some(w) = &self.writer {
+            wire.push(codec::comment(w));
+        }
         let replies = codec::op_replies(&self.client.transact(wire).await?)?;
         if let Some(err) = replies.iter().find_map(|r| if let OpReply::Error(e) = r { Some(e.clone()) } else { None }) {
             if ops.len() == 1 {
