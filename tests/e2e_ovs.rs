@@ -107,15 +107,7 @@ fn ok(args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn seed_scenario_on_real_ovs_with_a_restart_while_the_vcenter_is_lost() {
     let started = Instant::now();
-    let lab = tokio::task::spawn_blocking(|| {
-        let lab = Lab::start().unwrap_or_else(|e| panic!("cannot start the Open vSwitch lab: {e}"));
-        for p in ports() {
-            lab.add_trunk_port(&p, &[PARKING]).unwrap_or_else(|e| panic!("{e}"));
-        }
-        lab
-    })
-    .await
-    .unwrap();
+    let lab = support::ovs::lab(ports(), |_| vec![PARKING]).await;
     let vc = sims::vsphere::Simulator::start(sims::vsphere::SimOptions::lab(SWITCH, "Ethernet1/")).await.unwrap();
     let xs = sims::xen::Simulator::start(sims::xen::SimOptions::lab(SWITCH, "Ethernet2/")).await.unwrap();
 

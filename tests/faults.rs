@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -17,6 +16,7 @@ use engine::{Change, Envelope, Event};
 use serde_json::Value;
 use sims::ovs_lab::Lab;
 use support::netfold::{signal, Netfold, Sim, STEP};
+use support::ovs::{self, xen_lab_empty as empty_table, xen_lab_learnt as learnt_table, xen_lab_ports as ports, Table};
 use support::proxy::{Mode, Proxy};
 
 const SWITCH: &str = "tor1";
@@ -27,21 +27,6 @@ const BACK: &str = "Xen-Citrix:Reestablished connection with hypervisor xen217."
 const REMOVING: &str = "Xen-Citrix:Lost connection to hypervisor xen217. Removing learnt information.";
 /// The liveness bound the rig configures (and `wait_secs` below it).
 const LIVENESS_SECS: u64 = 5;
-
-type Table = BTreeMap<String, BTreeSet<u16>>;
-
-/// The XenServer lab's cabling: two hosts, one NIC each, VLANs 100 and 101 on both.
-fn ports() -> Vec<String> {
-    vec!["Ethernet2/1".into(), "Ethernet2/2".into()]
-}
-
-fn learnt_table() -> Table {
-    ports().into_iter().map(|p| (p, BTreeSet::from([100, 101]))).collect()
-}
-
-fn empty_table() -> Table {
-    ports().into_iter().map(|p| (p, BTreeSet::new())).collect()
-}
 
 /// What a scenario varies.
 struct Setup {
@@ -73,15 +58,7 @@ struct Rig {
 
 impl Rig {
     async fn start(setup: Setup) -> Rig {
-        let lab = tokio::task::spawn_blocking(|| {
-            let lab = Lab::start().unwrap_or_else(|e| panic!("cannot start the Open vSwitch lab: {e}"));
-            for p in ports() {
-                lab.add_trunk_port(&p, &[PARKING]).unwrap_or_else(|e| panic!("{e}"));
-            }
-            lab
-        })
-        .await
-        .expect("lab");
+        let lab = ovs::lab(ports(), |_| vec![PARKING]).await;
         let sim = Sim::start("xen", "tor1:Ethernet2/", "127.0.0.1:0");
         let upstream = sim.authority().parse().expect("simulator address");
         let proxy = Proxy::start(upstream).await;
@@ -158,26 +135,12 @@ resync_secs = 2
     }
 
     fn trunks(&self) -> Table {
-        ports()
-            .into_iter()
-            .map(|p| {
-                let t = self.lab.trunks(&p).unwrap_or_else(|e| panic!("{e}\n{}", self.lab.diagnostics()));
-                (p, t.into_iter().filter(|v| *v != PARKING).collect())
-            })
-            .collect()
+        ovs::table(&self.lab, &ports(), PARKING)
     }
 
     /// Waits until OVS carries `want`.
     async fn switch_is(&self, want: &Table, what: &str) {
-        let deadline = Instant::now() + STEP;
-        loop {
-            let t = self.trunks();
-            if &t == want {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{what}: OVS has {t:?}, expected {want:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        ovs::becomes(&self.lab, &ports(), PARKING, want, what).await
     }
 
     /// Every event in the log, from the running agent's `/log`.

@@ -27,7 +27,7 @@ use axum::routing::post;
 use axum::Router;
 use hyper_util::rt::TokioIo;
 use sims::xen::xmlrpc::{decode_call, encode_response, Response, Value};
-use support::netfold::free_port;
+use support::netfold::{finish, free_port, text};
 
 const PASSWORD: &str = "root-password-under-attack";
 
@@ -38,23 +38,6 @@ fn netfold() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_netfold"));
     c.env("RUST_LOG", "info").stdout(Stdio::piped()).stderr(Stdio::piped());
     c
-}
-
-/// Runs netfold to completion; one still running after 60 s is killed and fails the test.
-fn finish(mut child: Child, what: &str) -> Output {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("netfold {what} still running after 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().expect("collect output")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// SIGTERM, then the output.

@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sims::eapi::Sim as EapiSim;
-use sims::ovs_lab::Lab;
 use sims::vsphere::Neighbour;
 use support::netfold::{netfold, Netfold, STEP};
 use support::proxy::{Mode, Proxy};
@@ -180,16 +179,8 @@ resync_secs = 2
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_ovs_reply_slower_than_the_timeout_leaks_no_vlan_and_an_unreachable_switch_does_not_stop_netfold() {
-    let lab = tokio::task::spawn_blocking(|| {
-        let lab = Lab::start().unwrap_or_else(|e| panic!("cannot start the Open vSwitch lab: {e}"));
-        for p in ports() {
-            let trunks: &[u16] = if p == "Ethernet1/1" { &[OPERATOR, PARKING] } else { &[PARKING] };
-            lab.add_trunk_port(&p, trunks).unwrap_or_else(|e| panic!("{e}"));
-        }
-        lab
-    })
-    .await
-    .unwrap();
+    let lab =
+        support::ovs::lab(ports(), |p| if p == "Ethernet1/1" { vec![OPERATOR, PARKING] } else { vec![PARKING] }).await;
     let ovsdb: std::net::SocketAddr = lab.tcp_endpoint().strip_prefix("tcp:").unwrap().parse().unwrap();
     let proxy = Proxy::start(ovsdb).await;
     proxy.set(Mode::Refuse).await; // the switch is unreachable when netfold starts

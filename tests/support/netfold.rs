@@ -136,7 +136,7 @@ pub const COMMAND: Duration = Duration::from_secs(60);
 /// Runs `netfold ARGS` to completion (`RUST_LOG=info`, no `NETFOLD_CONFIG` from the caller's
 /// environment), failing the test if it is still running after [`COMMAND`].
 pub fn netfold(args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_netfold"))
+    let child = Command::new(env!("CARGO_BIN_EXE_netfold"))
         .args(args)
         .env("RUST_LOG", "info")
         .env_remove("NETFOLD_CONFIG")
@@ -144,11 +144,17 @@ pub fn netfold(args: &[&str]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run netfold");
+    finish(child, &format!("{args:?}"))
+}
+
+/// Waits for a spawned `netfold` to exit and collects its output, failing the test (and killing
+/// it) if it is still running after [`COMMAND`]; `what` names it in that failure.
+pub fn finish(mut child: Child, what: &str) -> Output {
     let deadline = Instant::now() + COMMAND;
     while child.try_wait().expect("wait").is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("netfold {args:?} still running after {COMMAND:?}");
+            panic!("netfold {what} still running after {COMMAND:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
