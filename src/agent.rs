@@ -13,7 +13,7 @@ use engine::runtime::discover::Poller;
 use engine::switch::Switch;
 use engine::{Engine, Event, HypervisorId, Kind, Recorded, LOSS_RECORDER};
 use store::layout::{db_path, EVENTS_LOG, LEDGER_TABLE, META_TABLE, POLICY_KEY, SWITCH_AUDIT_LOG};
-use store::{AnyLog, AnyStore, Log, OnLoss, PgStore, Store};
+use store::{AnyLog, AnyStore, Fence, Log, OnLoss, PgStore, Store};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -144,33 +144,34 @@ impl Agent {
         clock: Arc<dyn Clock>,
         on_loss: OnLoss,
     ) -> Result<Agent> {
-        let store = match plan {
-            StorePlan::Sled => {
-                std::fs::create_dir_all(data_dir)
-                    .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-                let path = db_path(data_dir);
-                AnyStore::Sled(Store::open(&path).with_context(|| {
-                    format!(
-                        "cannot open the database at {} (is another netfold running on this data directory?)",
-                        path.display()
-                    )
-                })?)
-            }
-            StorePlan::Postgres(pg) => AnyStore::Postgres(
-                PgStore::connect(pg.config.clone(), pg.tls.clone())
-                    .await
-                    .with_context(|| format!("cannot open the store at PostgreSQL {}", pg.url))?,
-            ),
-        };
-        let place = plan.describe(data_dir);
+        let store = open_store(plan, data_dir).await?;
+        Self::start_in(store, plan.describe(data_dir), config, clock, on_loss, None).await
+    }
+
+    /// Starts the agent on an open store (`place` names it in errors). With a `fence`, every
+    /// append to the logs is made under that lease (PostgreSQL checks it in the append's
+    /// transaction): once another instance holds the lease, nothing more is accepted.
+    pub async fn start_in(
+        store: AnyStore,
+        place: String,
+        config: engine::config::Config,
+        clock: Arc<dyn Clock>,
+        on_loss: OnLoss,
+        fence: Option<Fence>,
+    ) -> Result<Agent> {
         store
             .table(META_TABLE)
             .and_then(|t| t.insert(POLICY_KEY, &config.policy))
             .with_context(|| format!("cannot record the policy in the {place}"))?;
         let refused = "netfold refuses to start on a log that lost acknowledged records (`netfold verify` \
                        names them; `netfold run --accept-loss` records the loss in the log and continues)";
-        let events = Arc::new(store.log_on_loss::<Recorded>(EVENTS_LOG, on_loss).await.context(refused)?);
-        let audit = Arc::new(store.log_on_loss::<SwitchRecord>(SWITCH_AUDIT_LOG, on_loss).await.context(refused)?);
+        let events = store.log_on_loss::<Recorded>(EVENTS_LOG, on_loss).await.context(refused)?;
+        let audit = store.log_on_loss::<SwitchRecord>(SWITCH_AUDIT_LOG, on_loss).await.context(refused)?;
+        let (events, audit) = match &fence {
+            Some(f) => (events.fenced(f.clone()), audit.fenced(f.clone())),
+            None => (events, audit),
+        };
+        let (events, audit) = (Arc::new(events), Arc::new(audit));
         record_losses(&events, &audit, &*clock).await?;
         let engine = Engine::start(events.clone(), config.clone(), clock)
             .await
@@ -312,6 +313,28 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+/// Opens (creating) the configured store: sled in `data_dir`, or PostgreSQL.
+pub async fn open_store(plan: &StorePlan, data_dir: &Path) -> Result<AnyStore> {
+    Ok(match plan {
+        StorePlan::Sled => {
+            std::fs::create_dir_all(data_dir)
+                .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+            let path = db_path(data_dir);
+            AnyStore::Sled(Store::open(&path).with_context(|| {
+                format!(
+                    "cannot open the database at {} (is another netfold running on this data directory?)",
+                    path.display()
+                )
+            })?)
+        }
+        StorePlan::Postgres(pg) => AnyStore::Postgres(
+            PgStore::connect(pg.config.clone(), pg.tls.clone())
+                .await
+                .with_context(|| format!("cannot open the store at PostgreSQL {}", pg.url))?,
+        ),
+    })
 }
 
 /// After an accepted loss: appends a `LossAccepted` event per log that lost records (which

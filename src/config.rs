@@ -42,6 +42,9 @@ pub struct Config {
     /// Where the logs and tables live: the data directory (sled, the default) or PostgreSQL.
     #[serde(default)]
     pub store: StoreSection,
+    /// Several instances on one PostgreSQL store: who this one is and how long its lease lasts.
+    #[serde(default)]
+    pub cluster: ClusterSection,
     /// Accept password and token files that their group or others can read (a WARN at every
     /// start instead of a refusal).
     #[serde(default)]
@@ -102,6 +105,53 @@ pub struct StoreSection {
     /// start).
     #[serde(default)]
     pub allow_plaintext: bool,
+}
+
+/// `[cluster]`: instances sharing one PostgreSQL store (ADR 0012). Only with `[store] kind =
+/// "postgres"`; one instance holds the lease `netfold/active` and works, the others wait.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// This instance's name in leases, `/healthz` and `netfold status` (default: the host name).
+    pub instance: Option<String>,
+    /// How long the active lease lasts without a renewal, seconds (default 10; renewed every
+    /// third of it).
+    pub lease_ttl_secs: Option<u64>,
+}
+
+/// `[cluster]`, validated (present only with a PostgreSQL store).
+#[derive(Clone, Debug)]
+pub struct ClusterPlan {
+    pub instance: String,
+    pub lease_ttl: Duration,
+}
+
+/// Validates `[cluster]` for `store`: `None` on sled, where one process holds the data directory.
+fn cluster_plan(c: &ClusterSection, store: &StorePlan) -> Result<Option<ClusterPlan>> {
+    let at = "[cluster]";
+    if matches!(store, StorePlan::Sled) {
+        if c.instance.is_some() || c.lease_ttl_secs.is_some() {
+            bail!("{at}: applies to `[store] kind = \"postgres\"` only (on sled one process holds the data directory)");
+        }
+        return Ok(None);
+    }
+    let instance = match &c.instance {
+        Some(i) => i.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .map_err(|e| anyhow!("{at}: key `instance` is not set and the host name cannot be read: {e}"))?,
+    };
+    if instance.is_empty()
+        || instance.len() > 64
+        || !instance.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+    {
+        bail!("{at}: key `instance`: `{instance}` is not a name (1 to 64 of A-Z a-z 0-9 - _ .)");
+    }
+    let ttl = c.lease_ttl_secs.unwrap_or(10);
+    if !(2..=300).contains(&ttl) {
+        bail!("{at}: key `lease_ttl_secs`: {ttl} is out of range; allowed: 2 to 300 seconds");
+    }
+    Ok(Some(ClusterPlan { instance, lease_ttl: Duration::from_secs(ttl) }))
 }
 
 /// The store, validated.
@@ -379,6 +429,8 @@ pub struct HttpPlan {
 pub struct Plan {
     pub data_dir: PathBuf,
     pub store: StorePlan,
+    /// With a PostgreSQL store: this instance and its lease.
+    pub cluster: Option<ClusterPlan>,
     pub http: HttpPlan,
     pub log_format: Option<crate::cli::LogFormat>,
     pub engine: engine::config::Config,
@@ -615,9 +667,11 @@ fn validate(c: Config) -> Result<Plan> {
     }
     let http = HttpPlan { listen: c.http.listen, token_file: c.http.token_file, token: None, max_connections };
     let store = store_plan(&c.store, &mut warnings)?;
+    let cluster = cluster_plan(&c.cluster, &store)?;
     Ok(Plan {
         data_dir: c.data_dir,
         store,
+        cluster,
         http,
         log_format: c.log_format,
         engine,
@@ -1012,5 +1066,27 @@ port = "tor1:eth5"
         assert!(matches!(tls.store, StorePlan::Postgres(_)) && tls.warnings.is_empty());
         let local = with("kind = \"postgres\"\nurl = \"postgres://nf@localhost/nf\"").unwrap();
         assert_eq!(local.store.describe(Path::new("/d")), "PostgreSQL postgres://nf@localhost/nf");
+    }
+
+    #[test]
+    fn the_cluster_section_applies_to_postgres_and_names_what_is_wrong() {
+        let pg = "[store]\nkind = \"postgres\"\nurl = \"postgres://nf@localhost/nf\"";
+        let with = |text: &str| parse(&format!("data_dir = \"/d\"\n{text}\n"), Path::new("c.toml"));
+        let err = |text: &str| with(text).err().expect("refused").to_string();
+        assert!(with("").unwrap().cluster.is_none(), "sled: one process, no lease");
+        assert!(err("[cluster]\ninstance = \"a\"").contains("[cluster]: applies to `[store] kind = \"postgres\"` only"));
+        let named = with(&format!("{pg}\n[cluster]\ninstance = \"nf-a.dc1\"\nlease_ttl_secs = 6")).unwrap();
+        let c = named.cluster.expect("a cluster plan");
+        assert_eq!((c.instance.as_str(), c.lease_ttl), ("nf-a.dc1", Duration::from_secs(6)));
+        let host = with(pg).unwrap().cluster.expect("postgres always runs under the lease");
+        assert!(!host.instance.is_empty() && host.lease_ttl == Duration::from_secs(10), "{host:?}");
+        for bad in ["", "a b", "nf/a"] {
+            let e = err(&format!("{pg}\n[cluster]\ninstance = \"{bad}\""));
+            assert!(e.contains("[cluster]: key `instance`") && e.contains("is not a name"), "{bad}: {e}");
+        }
+        for bad in [0, 1, 301] {
+            let e = err(&format!("{pg}\n[cluster]\nlease_ttl_secs = {bad}"));
+            assert!(e.contains("[cluster]: key `lease_ttl_secs`") && e.contains("2 to 300 seconds"), "{bad}: {e}");
+        }
     }
 }

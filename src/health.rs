@@ -2,7 +2,8 @@
 //! with `"status":"degraded"` and one reason per thing that does not — an adapter that is not
 //! live (connecting, retrying, failing, with its last error), a hypervisor the log holds as
 //! lost, a held mass removal, a switch whose last reconcile cycle failed or that has refused port
-//! names, a switch whose discovery fails, an uplink whose port sources disagree, an event log that refuses appends (disk full, IO error). The body also lists every
+//! names, a switch whose discovery fails, an uplink whose port sources disagree, an event log that refuses appends (disk full, IO error), an active lease that may be lost
+//! (instances on PostgreSQL: `crate::cluster`). The body also lists every
 //! adapter's and switch's health, so one request answers "what is wrong, and since when".
 
 use engine::projector::Status;
@@ -15,6 +16,15 @@ use crate::metrics::Metrics;
 /// switches).
 pub fn reasons(metrics: &Metrics, state: &SharedState) -> Vec<String> {
     let mut out = Vec::new();
+    if let Some(a) = metrics.cluster().filter(|a| !a.writable()) {
+        out.push(format!(
+            "instance {}: the lease {} (token {}) may be lost ({:?} left): switch writes stopped, appends are fenced",
+            a.instance,
+            a.lease.name,
+            a.lease.token,
+            a.remaining()
+        ));
+    }
     for (id, kind, h) in metrics.adapters() {
         let state = serde_json::to_value(h.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         match (&h.state, &h.last_error) {
@@ -109,5 +119,9 @@ pub fn report(metrics: &Metrics, state: &SharedState) -> (bool, Value) {
         .collect();
     let ok = reasons.is_empty();
     let status = if ok { "ok" } else { "degraded" };
-    (ok, json!({ "status": status, "reasons": reasons, "hypervisors": adapters, "switches": switches }))
+    let mut body = json!({ "status": status, "reasons": reasons, "hypervisors": adapters, "switches": switches });
+    if let Some(a) = metrics.cluster() {
+        body["cluster"] = a.view();
+    }
+    (ok, body)
 }

@@ -14,6 +14,7 @@ macro_rules! outln {
 mod agent;
 mod audit;
 mod cli;
+mod cluster;
 mod config;
 mod demo;
 mod generate;

@@ -86,6 +86,9 @@ pub struct Metrics {
     /// The engine's own counters (set once the engine runs): health reads whether the log
     /// takes appends from them.
     engine: std::sync::OnceLock<Arc<engine::runtime::Metrics>>,
+    /// This instance's hold on the active lease (set when it runs on PostgreSQL): health and
+    /// status show it, and say so once it may be lost.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Active>>,
 }
 
 impl Default for Metrics {
@@ -100,6 +103,7 @@ impl Default for Metrics {
             events: Default::default(),
             reconnects: Default::default(),
             switch_ops: Default::default(),
+            cluster: Default::default(),
             tapped: Default::default(),
             engine: Default::default(),
         }
@@ -115,6 +119,16 @@ impl Metrics {
     /// Attaches the running engine's counters (only the first call counts).
     pub fn set_engine(&self, engine: Arc<engine::runtime::Metrics>) {
         let _ = self.engine.set(engine);
+    }
+
+    /// Attaches this instance's hold on the active lease (only the first call counts).
+    pub fn set_cluster(&self, active: Arc<crate::cluster::Active>) {
+        let _ = self.cluster.set(active);
+    }
+
+    /// This instance's hold on the active lease, when it runs in a cluster.
+    pub fn cluster(&self) -> Option<&crate::cluster::Active> {
+        self.cluster.get().map(|a| &**a)
     }
 
     /// The engine's counters, once attached.

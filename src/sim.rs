@@ -81,7 +81,7 @@ impl Controlled for sims::xen::Simulator {
 /// Prints what a client needs (`banner`, `url:`, `user:`, `password:`, then `control:` when
 /// asked for) and serves until SIGINT/SIGTERM.
 async fn announce_and_serve(banner: &str, sim: Arc<dyn Controlled>, control: Option<String>) -> Result<()> {
-    let signals = crate::run::Signals::watch()?;
+    let mut signals = crate::run::Signals::watch()?;
     println!("{banner}");
     println!("url:      {}", sim.url());
     println!("user:     {}", sim.user());
@@ -162,7 +162,7 @@ pub async fn run(sim: SimCommand) -> Result<()> {
             for i in interfaces.split(',').filter(|s| !s.is_empty()) {
                 sim = sim.with_trunk(i.trim(), &[]);
             }
-            let signals = crate::run::Signals::watch()?;
+            let mut signals = crate::run::Signals::watch()?;
             let (bound, task) = sim.serve(addr(&listen)?).await.context("eAPI fixture")?;
             println!("Arista eAPI fixture: interfaces {interfaces}");
             println!("url:      http://{bound}");

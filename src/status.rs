@@ -34,6 +34,18 @@ pub struct StatusView {
     pub log_unavailable_since: Option<UnixMs>,
     pub hypervisors: Vec<HypervisorStatus>,
     pub switches: Vec<SwitchStatus>,
+    /// With instances on PostgreSQL: this one's hold on the active lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub instance: String,
+    pub lease: String,
+    pub holder: String,
+    pub token: u64,
+    pub remaining_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -149,6 +161,13 @@ pub fn collect(api: &crate::http::Api) -> StatusView {
         log_unavailable_since: metrics.engine().and_then(|m| m.log_unavailable_since()),
         hypervisors,
         switches,
+        cluster: metrics.cluster().map(|a| ClusterStatus {
+            instance: a.instance.clone(),
+            lease: a.lease.name.clone(),
+            holder: a.lease.holder.clone(),
+            token: a.lease.token,
+            remaining_ms: a.remaining().as_millis() as u64,
+        }),
     }
 }
 
@@ -190,6 +209,17 @@ pub fn render(v: &StatusView) -> String {
         None => "taking appends".to_string(),
     };
     let _ = writeln!(out, "netfold status at {} — event log head {}, {log}", format_time(v.at), v.log_head);
+    if let Some(c) = &v.cluster {
+        let _ = writeln!(
+            out,
+            "instance {} holds {} (token {}, holder {}, {} left)",
+            c.instance,
+            c.lease,
+            c.token,
+            c.holder,
+            humantime::format_duration(Duration::from_millis(c.remaining_ms))
+        );
+    }
     let _ = writeln!(out, "\nHypervisors:");
     let _ = writeln!(
         out,
@@ -316,9 +346,25 @@ mod tests {
                 refused_names: 0,
                 error: Some("timeout".into()),
             }],
+            cluster: Some(ClusterStatus {
+                instance: "nf-b".into(),
+                lease: "netfold/active".into(),
+                holder: "nf-b/0badcafe".into(),
+                token: 3,
+                remaining_ms: 9_000,
+            }),
         };
         let text = render(&v);
-        for want in ["vc-east", "LOST", "10s ago", "2m 50s", "FAILING×2", "switch tor1: timeout", "attempt 3"] {
+        for want in [
+            "vc-east",
+            "LOST",
+            "10s ago",
+            "2m 50s",
+            "FAILING×2",
+            "switch tor1: timeout",
+            "attempt 3",
+            "instance nf-b holds netfold/active (token 3, holder nf-b/0badcafe, 9s left)",
+        ] {
             assert!(text.contains(want), "`{want}` missing from:\n{text}");
         }
         let back: StatusView = serde_json::from_str(&serde_json::to_string(&v).unwrap()).unwrap();
