@@ -151,7 +151,8 @@ async fn standby(
 /// Builds the switch's client and starts its reconciler. Nothing here waits for the switch:
 /// one that does not answer is retried by its reconciler (and shows as failing in `/healthz` and
 /// `/metrics`). With `active`, the switch is written only while its lease holds
-/// ([`cluster::Gated`]), and an OVS switch names the instance and token in every transaction.
+/// ([`cluster::Gated`]); an OVS switch also checks the lease's token itself in every write and
+/// names the instance and token in every transaction (`ovs::fence`).
 pub async fn add_switch(agent: &mut Agent, s: &SwitchPlan, active: Option<&Arc<cluster::Active>>) -> Result<()> {
     fn gated<S: Switch>(
         agent: &mut Agent,
@@ -176,8 +177,8 @@ pub async fn add_switch(agent: &mut Agent, s: &SwitchPlan, active: Option<&Arc<c
             };
             let mut sw = ovs::OvsSwitch::start(&c).with_context(|| format!("switch {}", e.name))?;
             if let Some(a) = active {
-                sw =
-                    sw.writing_as(format!("netfold {} lease {} token {}", a.lease.holder, a.lease.name, a.lease.token));
+                let writer = format!("netfold {} lease {} token {}", a.lease.holder, a.lease.name, a.lease.token);
+                sw = sw.writing_as(writer).fenced_by(a.lease.token);
             }
             gated(agent, Arc::new(sw), active, s.reconcile.clone())
         }

@@ -285,6 +285,8 @@ async fn sigkill_of_the_active_instance_hands_over_within_the_lease_and_the_grac
     assert!(writers.contains(&(a_holder.clone(), 1)), "nf-a wrote under token 1: {writers:?}");
     assert!(writers.contains(&(new_holder.clone(), 2)), "{new_holder} wrote under token 2: {writers:?}");
     assert!(writers.iter().all(|(h, _)| *h == a_holder || *h == new_holder), "{writers:?}");
+    let fence = rig.lab.vsctl(&["get", "Open_vSwitch", ".", "external_ids:netfold-fence"]).expect("ovs-vsctl get");
+    assert_eq!(fence.trim(), "\"2\"", "the switch itself holds the new token and refuses token 1");
 
     // A clean stop gives the lease up at once: the last standby takes it without waiting out
     // the TTL.

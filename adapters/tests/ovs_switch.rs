@@ -155,3 +155,42 @@ async fn down_server_is_unreachable_then_reconnects() {
     let obs = sw.read(&[pn("p1")].into()).await.unwrap();
     assert_eq!(obs[&pn("p1")], [v(99)].into());
 }
+
+/// Writers under lease tokens (ADR 0012): ovsdb-server itself refuses a deposed writer's
+/// transaction, and the fence never goes back to an older token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ovsdb_refuses_the_writes_of_a_writer_whose_token_was_superseded() {
+    let ovs = Ovs::start();
+    ovs.add_trunk_port("p1", &[4094]);
+    let add = |vlan: u16| Op::AddVlan { port: pn("p1"), vlan: v(vlan) };
+    let fence =
+        || ovs.vsctl(&["get", "Open_vSwitch", ".", "external_ids:netfold-fence"]).trim().trim_matches('"').to_string();
+    let first = switch(ovs.unix_endpoint()).fenced_by(1);
+    connected(&first).await;
+    let out = first.apply(&[add(10)]).await.expect("token 1 takes the fence and writes");
+    assert_eq!(out[0].result, OpResult::Applied);
+    assert_eq!(fence(), "1");
+
+    let second = switch(ovs.unix_endpoint()).fenced_by(2);
+    connected(&second).await;
+    second.apply(&[add(11)]).await.expect("token 2 takes the fence from 1 and writes");
+    assert_eq!(fence(), "2");
+
+    // The deposed writer's next transaction is refused by ovsdb-server, whatever it believes.
+    let e = first.apply(&[add(12)]).await.expect_err("token 1 is fenced off").to_string();
+    assert!(e.contains("fencing token 1") && e.contains("newer writer"), "{e}");
+    // A writer that starts late with an older token does not take the fence back.
+    let late = switch(ovs.unix_endpoint()).fenced_by(1);
+    connected(&late).await;
+    let e = late.apply(&[add(13)]).await.expect_err("an older token never lowers the fence").to_string();
+    assert!(e.contains("fenced by the newer token 2"), "{e}");
+    assert_eq!(fence(), "2");
+    assert_eq!(ovs.trunks("p1"), vec![10, 11, 4094], "only the writes under the fence's token landed");
+
+    // Something else in the key is named, not overwritten.
+    ovs.vsctl(&["set", "Open_vSwitch", ".", "external_ids:netfold-fence=seven"]);
+    let third = switch(ovs.unix_endpoint()).fenced_by(3);
+    connected(&third).await;
+    let e = third.apply(&[add(14)]).await.expect_err("not a token").to_string();
+    assert!(e.contains("external_ids:netfold-fence is \"seven\", not a fencing token"), "{e}");
+}

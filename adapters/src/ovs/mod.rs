@@ -17,6 +17,7 @@
 pub mod client;
 pub mod codec;
 pub mod discovery;
+pub mod fence;
 pub mod unixctl;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -55,6 +56,10 @@ pub enum Error {
     /// dropped (and re-made). Retryable, but a server that keeps doing it needs an operator.
     #[error("OVSDB message exceeds the {limit}-byte limit without ending; connection dropped")]
     MessageTooLarge { limit: usize },
+    /// The switch's fence holds a newer writer's token ([`fence`]): this writer was deposed and
+    /// ovsdb-server refused its write. Not retryable.
+    #[error("OVSDB refused a write under fencing token {mine}: {why}")]
+    Fenced { mine: u64, why: String },
     /// ovs-vswitchd's control socket answered a command with an error (`no such bridge`). Not
     /// retryable as is.
     #[error("ovs-vswitchd refused {command}: {text}")]
@@ -120,6 +125,10 @@ pub struct OvsSwitch {
     /// Written into every transaction that changes the switch as an OVSDB `comment`, which
     /// ovsdb-server keeps with the transaction in its database log (`ovsdb-tool show-log`).
     writer: Option<String>,
+    /// The lease token this writer holds: checked by ovsdb-server in every write ([`fence`]).
+    fence: Option<u64>,
+    /// Whether the fence was taken on the switch (once, before the first write).
+    fence_taken: std::sync::atomic::AtomicBool,
 }
 
 impl OvsSwitch {
@@ -137,7 +146,16 @@ impl OvsSwitch {
             (None, Endpoint::Tcp(_)) => None,
         };
         let client = Client::start(endpoint, timeout, Duration::from_secs(5));
-        Ok(Self { name: config.name.clone(), client, parking, unixctl, timeout, writer: None })
+        Ok(Self {
+            name: config.name.clone(),
+            client,
+            parking,
+            unixctl,
+            timeout,
+            writer: None,
+            fence: None,
+            fence_taken: Default::default(),
+        })
     }
 
     /// The rows of one `select`.
@@ -171,6 +189,39 @@ impl OvsSwitch {
         self
     }
 
+    /// Writes only under lease token `token`: before its first write it takes the switch's fence
+    /// (never lowering it), and every write is checked against it by ovsdb-server ([`fence`]).
+    pub fn fenced_by(mut self, token: u64) -> Self {
+        self.fence = Some(token);
+        self
+    }
+
+    /// Takes the switch's fence for `token` unless already taken by this writer.
+    async fn take_fence(&self, token: u64) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.fence_taken.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let current = fence::decode(&self.select(fence::select()).await?)?;
+        if let Some(c) = current.filter(|c| *c > token) {
+            return Err(Error::Fenced { mine: token, why: format!("the switch is fenced by the newer token {c}") });
+        }
+        let mut wire = fence::take(current, token);
+        if let Some(w) = &self.writer {
+            wire.push(codec::comment(w));
+        }
+        let replies = codec::op_replies(&self.client.transact(wire).await?)?;
+        if let Some(err) = replies.iter().find_map(|r| if let OpReply::Error(e) = r { Some(e.clone()) } else { None }) {
+            return Err(Error::Fenced {
+                mine: token,
+                why: format!("the fence changed while it was taken (another writer): {err}"),
+            });
+        }
+        tracing::info!(switch = %self.name, token, previous = ?current, "took the switch's fence");
+        self.fence_taken.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
     /// The underlying connection.
     pub fn client(&self) -> &Client {
         &self.client
@@ -180,6 +231,9 @@ impl OvsSwitch {
     /// each operation gets its own outcome.
     async fn apply_port(&self, port: &PortName, ops: &[&Op]) -> Result<Vec<Outcome>> {
         let mut wire = vec![codec::select_port(port)];
+        if let Some(t) = self.fence {
+            wire.push(fence::check(t));
+        }
         let mut index = Vec::with_capacity(ops.len());
         for op in ops {
             match op {
@@ -193,6 +247,9 @@ impl OvsSwitch {
             wire.push(codec::comment(w));
         }
         let replies = codec::op_replies(&self.client.transact(wire).await?)?;
+        if let (Some(t), Some(OpReply::Error(e))) = (self.fence, replies.get(1)) {
+            return Err(Error::Fenced { mine: t, why: format!("a newer writer's token is on the switch ({e})") });
+        }
         if let Some(err) = replies.iter().find_map(|r| if let OpReply::Error(e) = r { Some(e.clone()) } else { None }) {
             if ops.len() == 1 {
                 return Ok(vec![Outcome::failed(ops[0].clone(), format!("OVSDB transaction aborted: {err}"))]);
@@ -269,6 +326,9 @@ impl Switch for OvsSwitch {
     }
 
     async fn apply(&self, ops: &[Op]) -> Result<Vec<Outcome>, SwitchError> {
+        if let Some(t) = self.fence {
+            self.take_fence(t).await.map_err(|e| e.into_switch(&self.name))?;
+        }
         let mut out: Vec<Option<Outcome>> = vec![None; ops.len()];
         // Runs of same-kind operations, in order: all additions complete before any removal.
         let mut start = 0;
@@ -304,6 +364,7 @@ impl Switch for OvsSwitch {
                             out[i] = Some(o);
                         }
                     }
+                    Err(e @ Error::Fenced { .. }) => return Err(e.into_switch(&self.name)),
                     Err(e) => {
                         let why = e.to_string();
                         for (&i, op) in idx.iter().zip(port_ops) {
