@@ -160,3 +160,35 @@ async fn postgres_a_takeover_orders_every_acknowledged_append_of_the_deposed_hol
     assert!(acked.iter().all(|s| *s < first), "an append of a acknowledged after b's first: {first} vs {acked:?}");
     rig.log().verify().unwrap();
 }
+
+/// `AnyLog::fenced`, what `netfold run` on PostgreSQL appends through (ADR 0012): the plain
+/// `Log::append` of the wrapped log is made under the fence, and fails once another holder has
+/// the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_any_log_made_fenced_appends_only_while_its_lease_holds() {
+    use backends::Backend as _;
+    let b = backends::Postgres::fresh().await;
+    let pg = store::PgStore::connect(backends::Postgres::config(b.db()), store::PgTls::Off).await.unwrap();
+    let leases = pg.leases();
+    let any = store::AnyStore::Postgres(pg);
+    let a = leases.acquire("netfold/active", "a", TTL).await.unwrap().expect("free");
+    let fenced = any.log_on_loss::<Rec>("events", store::OnLoss::Refuse).await.unwrap().fenced(a.fence());
+    let plain = any.log_on_loss::<Rec>("events", store::OnLoss::Refuse).await.unwrap();
+    assert_eq!(fenced.append(vec![Rec::new(1)]).await.unwrap(), 1..=1, "appended under a held lease");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let b_lease = loop {
+        if let Some(l) = leases.acquire("netfold/active", "b", TTL).await.unwrap() {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "b never took the lease");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let err = fenced.append(vec![Rec::new(2)]).await.unwrap_err();
+    assert!(matches!(&err, Error::Fenced { token, .. } if *token == a.token), "{err}");
+    let by_b = plain.fenced(b_lease.fence());
+    assert_eq!(by_b.head(), 1);
+    assert_eq!(by_b.append(vec![Rec::new(3)]).await.unwrap(), 2..=2, "the new holder appends");
+    let records: Vec<u64> = by_b.read(1).map(|e| e.unwrap().record.n).collect();
+    assert_eq!(records, [1, 3], "nothing of the refused append was written");
+}
