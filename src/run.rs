@@ -55,15 +55,15 @@ pub async fn run(path: &Path, accept_loss: bool) -> Result<()> {
         (Some(c), AnyStore::Postgres(pg)) => {
             let leases = pg.leases();
             match standby(c, &leases, &plan.http, &mut signals).await? {
-                Some(active) => Some((active, leases)),
+                Some((active, holding)) => Some((active, leases, holding)),
                 None => return Ok(()),
             }
         }
         _ => None,
     };
-    let fence = cluster.as_ref().map(|(a, _)| a.fence());
+    let fence = cluster.as_ref().map(|(a, ..)| a.fence());
     let mut agent = Agent::start_in(store, place, plan.engine, Arc::new(SystemClock), on_loss, fence).await?;
-    let active = cluster.as_ref().map(|(a, _)| a.clone());
+    let active = cluster.as_ref().map(|(a, ..)| a.clone());
     if let Some(a) = &active {
         agent.metrics.set_cluster(a.clone());
     }
@@ -77,12 +77,11 @@ pub async fn run(path: &Path, accept_loss: bool) -> Result<()> {
     }
     let addr = agent.serve_http(&plan.http).await?;
     tracing::info!(http = %addr, data_dir = %plan.data_dir.display(), store = %plan.store.kind(), "netfold running");
-    let Some((active, leases)) = cluster else {
+    let Some((active, leases, mut holding)) = cluster else {
         signals.wait().await;
         tracing::info!("shutting down: completing in-flight appends");
         return agent.shutdown().await;
     };
-    let mut holding = tokio::spawn(cluster::hold(leases.clone(), active.clone()));
     tokio::select! {
         _ = signals.wait() => {
             tracing::info!("shutting down: completing in-flight appends, then giving up the active lease");
@@ -108,13 +107,15 @@ pub async fn run(path: &Path, accept_loss: bool) -> Result<()> {
 }
 
 /// Serves a standby's `/healthz` on `http.listen` until this instance takes the active lease
-/// (`Some`), or until SIGINT/SIGTERM (`None`). The port is free again when this returns.
+/// (`Some`: the lease and its renewal task, started at once, since starting the agent can take
+/// longer than the lease lasts), or until SIGINT/SIGTERM (`None`). The port is free again when
+/// this returns.
 async fn standby(
     plan: &ClusterPlan,
     leases: &PgLeases,
     http: &HttpPlan,
     signals: &mut Signals,
-) -> Result<Option<Arc<cluster::Active>>> {
+) -> Result<Option<(Arc<cluster::Active>, tokio::task::JoinHandle<String>)>> {
     let holder = cluster::holder(&plan.instance);
     let view = Arc::new(Mutex::new(cluster::Standby::new(&plan.instance)));
     let listener = tokio::net::TcpListener::bind(http.listen)
@@ -135,14 +136,17 @@ async fn standby(
     ));
     tracing::info!(http = %addr, instance = %plan.instance, holder = %holder, "netfold standby: waiting for the active lease");
     let taken = tokio::select! {
-        t = cluster::take(leases, plan, &holder, &view) => Some(t?),
+        t = cluster::take(leases, plan, &holder, &view) => {
+            let active = t?;
+            Some((active.clone(), tokio::spawn(cluster::hold(leases.clone(), active))))
+        }
         _ = signals.wait() => None,
     };
     stop.cancel();
     if tokio::time::timeout(std::time::Duration::from_secs(5), server).await.is_err() {
         tracing::warn!("the standby endpoint did not close within 5 s");
     }
-    if let Some(a) = &taken {
+    if let Some((a, _)) = &taken {
         tracing::info!(lease = %a.lease.name, token = a.lease.token, holder = %holder, "took the active lease: this instance is active");
     }
     Ok(taken)
