@@ -140,8 +140,26 @@ resync_secs = 2
             .collect()
     }
 
+    /// Every instance's log, for a failure message.
+    fn logs(&self) -> String {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        names.retain(|p| p.extension().is_some_and(|x| x == "log"));
+        names.sort();
+        names
+            .iter()
+            .map(|p| format!("--- {}\n{}", p.display(), std::fs::read_to_string(p).unwrap_or_default()))
+            .collect()
+    }
+
     async fn get(&self, base: &str, path: &str) -> (u16, String) {
-        let r = self.http.get(format!("{base}{path}")).send().await.unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let r = self
+            .http
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {base}{path}: {e}\n{}", self.logs()));
         (r.status().as_u16(), r.text().await.expect("body"))
     }
 
@@ -317,18 +335,19 @@ async fn a_paused_active_instance_cannot_append_or_write_the_switch_once_its_lea
     b.wait_line(REMOVING).await;
     rig.switch_is(&empty_table(), "the new holder unconfigures after the grace").await;
 
-    // Woken, the old holder finds its lease gone and stops. Its adapter and its reconciler act
-    // on what it knew (the hypervisor gone, VLANs missing from the switch), but it appends
+    // Woken, the old holder finds its lease gone and stops. Its adapter and its reconciler may
+    // act on what it knew (the hypervisor gone, VLANs missing from the switch), but it appends
     // nothing and writes nothing.
     signal(a.pid(), "CONT");
     let status = a.exit().await;
     let log = a.log();
     assert!(!status.success(), "losing the lease is an error exit: {status}\n{log}");
     assert!(log.contains("lost the active lease"), "{log}");
-    assert!(
-        log.contains("is no longer held with token 1: the append was refused"),
-        "its adapter's Lost was fenced:\n{log}"
-    );
+    // Whether its adapter gets to report the loss before the shutdown drops it is a race; when
+    // it does, PostgreSQL refuses the append (the log below has no second Lost either way).
+    for refused in log.lines().filter(|l| l.contains("the event log failed while appending")) {
+        assert!(refused.contains("is no longer held with token 1: the append was refused"), "{refused}");
+    }
     assert_eq!(rig.trunks(), empty_table(), "the paused instance put nothing back:\n{log}");
     let writers = rig.writers();
     one_writer_at_a_time(&writers);
