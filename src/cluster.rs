@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use engine::switch::{Discovery, Grammar, Observed, Op, Outcome, PortName, Switch, SwitchError};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use store::lease::Holding;
 use store::{Fence, Lease, Leases, PgLeases};
@@ -68,16 +69,40 @@ impl Active {
     }
 
     /// For `/healthz` and `netfold status`.
-    pub fn view(&self) -> Value {
-        json!({
-            "role": "active",
-            "instance": self.instance,
-            "lease": self.lease.name,
-            "holder": self.lease.holder,
-            "token": self.lease.token,
-            "remaining_secs": self.remaining().as_secs_f64(),
-        })
+    pub fn view(&self) -> ClusterView {
+        ClusterView {
+            role: Role::Active,
+            instance: self.instance.clone(),
+            lease: self.lease.name.clone(),
+            holder: Some(self.lease.holder.clone()),
+            token: Some(self.lease.token),
+            remaining_ms: Some(self.remaining().as_millis() as u64),
+        }
     }
+}
+
+/// Whether an instance works or waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Active,
+    Standby,
+}
+
+/// An instance's view of the active lease: `/healthz`'s and `/status`'s `cluster`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    pub role: Role,
+    /// This instance's name.
+    pub instance: String,
+    pub lease: String,
+    /// Who holds the lease: this process while active; another instance, or nobody (`None`),
+    /// while standby.
+    pub holder: Option<String>,
+    pub token: Option<u64>,
+    /// How long the holder's lease runs on: the active instance counts on its own monotonic
+    /// clock, a standby reports the server's count when it last read the lease.
+    pub remaining_ms: Option<u64>,
 }
 
 /// The holder string of this process in the lease table: the instance and a nonce, so two
@@ -103,13 +128,25 @@ impl Standby {
         (self.active, self.error) = (active, error);
     }
 
+    /// The active instance's holder string, as last read.
+    pub fn holder(&self) -> Option<&str> {
+        self.active.as_ref().map(|h| h.holder.as_str())
+    }
+
+    pub fn view(&self) -> ClusterView {
+        ClusterView {
+            role: Role::Standby,
+            instance: self.instance.clone(),
+            lease: ACTIVE_LEASE.to_string(),
+            holder: self.active.as_ref().map(|h| h.holder.clone()),
+            token: self.active.as_ref().map(|h| h.token),
+            remaining_ms: self.active.as_ref().map(|h| h.remaining.as_millis() as u64),
+        }
+    }
+
     /// `/healthz` of a standby: 200 while it can see the store (it is ready to take over), 503
     /// with the reason while it cannot.
     pub fn report(&self) -> (bool, Value) {
-        let active = self
-            .active
-            .as_ref()
-            .map(|h| json!({ "holder": h.holder, "token": h.token, "remaining_secs": h.remaining.as_secs_f64() }));
         let reasons: Vec<String> = self.error.iter().cloned().collect();
         let ok = reasons.is_empty();
         let body = json!({
@@ -117,7 +154,7 @@ impl Standby {
             "reasons": reasons,
             "hypervisors": {},
             "switches": {},
-            "cluster": { "role": "standby", "instance": self.instance, "lease": ACTIVE_LEASE, "active": active },
+            "cluster": self.view(),
         });
         (ok, body)
     }
@@ -129,20 +166,18 @@ pub fn router(standby: Arc<Mutex<Standby>>) -> axum::Router {
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
     use axum::Json;
-    let report = move || {
-        let (ok, body) = standby.lock().unwrap_or_else(|p| p.into_inner()).report();
-        (ok, body)
-    };
+    fn read(s: &Mutex<Standby>) -> std::sync::MutexGuard<'_, Standby> {
+        s.lock().unwrap_or_else(|p| p.into_inner())
+    }
     let health = {
-        let report = report.clone();
+        let standby = standby.clone();
         move || async move {
-            let (ok, body) = report();
+            let (ok, body) = read(&standby).report();
             (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body)).into_response()
         }
     };
     let elsewhere = move || async move {
-        let (_, body) = report();
-        let by = body["cluster"]["active"]["holder"].as_str().unwrap_or("no instance yet").to_string();
+        let by = read(&standby).holder().unwrap_or("no instance yet").to_string();
         let error = format!("this instance is a standby; the active instance is {by}: ask it");
         (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": error }))).into_response()
     };

@@ -121,7 +121,7 @@ pub fn report(metrics: &Metrics, state: &SharedState) -> (bool, Value) {
     let status = if ok { "ok" } else { "degraded" };
     let mut body = json!({ "status": status, "reasons": reasons, "hypervisors": adapters, "switches": switches });
     if let Some(a) = metrics.cluster() {
-        body["cluster"] = a.view();
+        body["cluster"] = json!(a.view());
     }
     (ok, body)
 }

@@ -14,6 +14,7 @@ use replay::point::format_time;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::AgentArgs;
+use crate::cluster::ClusterView;
 use crate::source::Agent;
 
 /// What `/status` adds to the metrics and the state.
@@ -36,16 +37,7 @@ pub struct StatusView {
     pub switches: Vec<SwitchStatus>,
     /// With instances on PostgreSQL: this one's hold on the active lease.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<ClusterStatus>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ClusterStatus {
-    pub instance: String,
-    pub lease: String,
-    pub holder: String,
-    pub token: u64,
-    pub remaining_ms: u64,
+    pub cluster: Option<ClusterView>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -161,13 +153,7 @@ pub fn collect(api: &crate::http::Api) -> StatusView {
         log_unavailable_since: metrics.engine().and_then(|m| m.log_unavailable_since()),
         hypervisors,
         switches,
-        cluster: metrics.cluster().map(|a| ClusterStatus {
-            instance: a.instance.clone(),
-            lease: a.lease.name.clone(),
-            holder: a.lease.holder.clone(),
-            token: a.lease.token,
-            remaining_ms: a.remaining().as_millis() as u64,
-        }),
+        cluster: metrics.cluster().map(|a| a.view()),
     }
 }
 
@@ -215,9 +201,9 @@ pub fn render(v: &StatusView) -> String {
             "instance {} holds {} (token {}, holder {}, {} left)",
             c.instance,
             c.lease,
-            c.token,
-            c.holder,
-            humantime::format_duration(Duration::from_millis(c.remaining_ms))
+            c.token.unwrap_or_default(),
+            c.holder.as_deref().unwrap_or("none"),
+            humantime::format_duration(Duration::from_millis(c.remaining_ms.unwrap_or_default()))
         );
     }
     let _ = writeln!(out, "\nHypervisors:");
@@ -346,12 +332,13 @@ mod tests {
                 refused_names: 0,
                 error: Some("timeout".into()),
             }],
-            cluster: Some(ClusterStatus {
+            cluster: Some(ClusterView {
+                role: crate::cluster::Role::Active,
                 instance: "nf-b".into(),
                 lease: "netfold/active".into(),
-                holder: "nf-b/0badcafe".into(),
-                token: 3,
-                remaining_ms: 9_000,
+                holder: Some("nf-b/0badcafe".into()),
+                token: Some(3),
+                remaining_ms: Some(9_000),
             }),
         };
         let text = render(&v);

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use engine::{Envelope, Event};
 use serde_json::Value;
 use sims::ovs_lab::Lab;
-use support::netfold::{signal, text, Netfold, Sim, STEP};
+use support::netfold::{netfold, signal, text, Netfold, Sim, STEP};
+use support::proxy::{Mode, Proxy};
 use support::ovs::{self, xen_lab_empty as empty_table, xen_lab_learnt as learnt_table, xen_lab_ports as ports, Table};
 
 const SWITCH: &str = "tor1";
@@ -41,6 +42,7 @@ struct Rig {
     lab: Lab,
     sim: Sim,
     dir: tempfile::TempDir,
+    db: String,
     url: String,
     password_file: PathBuf,
     http: reqwest::Client,
@@ -57,12 +59,17 @@ impl Rig {
         std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let sim = Sim::start("xen", "tor1:Ethernet2/", "127.0.0.1:0");
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
-        Rig { lab, sim, dir, url: cluster.url(&db), password_file, http }
+        Rig { lab, sim, dir, url: cluster.url(&db), db, password_file, http }
     }
 
     /// `netfold run` as instance `name`: the same config as every other instance but for the
     /// name.
     fn instance(&self, name: &str) -> Netfold {
+        self.instance_at(name, &self.url)
+    }
+
+    /// [`Rig::instance`] reaching PostgreSQL at `url` (through a proxy).
+    fn instance_at(&self, name: &str, url: &str) -> Netfold {
         let config = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(
             &config,
@@ -100,7 +107,6 @@ parking_vlan = {PARKING}
 resync_secs = 2
 "#,
                 data = self.dir.path().join("unused-data").display(),
-                url = self.url,
                 pw = self.password_file.display(),
                 sim = self.sim.url,
                 user = self.sim.user,
@@ -166,6 +172,19 @@ resync_secs = 2
     async fn healthz(&self, base: &str) -> (u16, Value) {
         let (s, body) = self.get(base, "/healthz").await;
         (s, serde_json::from_str(&body).unwrap_or_else(|e| panic!("/healthz JSON: {e}: {body}")))
+    }
+
+    /// Polls `/healthz` until it answers `status`; returns that body.
+    async fn healthz_becomes(&self, base: &str, status: u16, what: &str) -> Value {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let (s, h) = self.healthz(base).await;
+            if s == status {
+                return h;
+            }
+            assert!(Instant::now() < deadline, "{what}: /healthz still {s} after {STEP:?}: {h}\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     async fn events(&self, base: &str) -> Vec<Envelope> {
@@ -244,10 +263,16 @@ async fn sigkill_of_the_active_instance_hands_over_within_the_lease_and_the_grac
     assert_eq!((s, &h["cluster"]["role"], &h["cluster"]["token"]), (200, &"active".into(), &1.into()), "{h}");
     let (s, h) = rig.healthz(&b_base).await;
     assert_eq!((s, h["status"].as_str()), (200, Some("standby")), "{h}");
-    let active = h["cluster"]["active"]["holder"].as_str().unwrap_or_default();
+    let active = h["cluster"]["holder"].as_str().unwrap_or_default();
     assert!(active.starts_with("nf-a/"), "the standby names the active instance: {h}");
     let (s, body) = rig.get(&b_base, "/state").await;
     assert!(s == 503 && body.contains("nf-a/"), "a standby sends the audit to the active instance: {s} {body}");
+    let status = netfold(&["status", "--agent", &b_base]);
+    let said = text(&status.stderr);
+    assert!(
+        !status.status.success() && said.contains("is a standby") && said.contains(active),
+        "`netfold status` asked of a standby fails naming the active instance: {said}"
+    );
     let a_holder = holder(&a);
 
     // The hypervisor goes away; the active instance logs the loss and keeps the VLANs. Then the
@@ -359,5 +384,34 @@ async fn a_paused_active_instance_cannot_append_or_write_the_switch_once_its_lea
     assert_eq!(kinds, ["Connected", "Learnt", "Lost", "Expired"], "no second Lost from the paused instance:\n{log}");
     let (s, h) = rig.healthz(&b_base).await;
     assert_eq!((s, &h["cluster"]["token"]), (503, &2.into()), "degraded (the hypervisor is gone), token 2: {h}");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_that_cannot_read_the_lease_is_unhealthy_until_it_can_again() {
+    let rig = Rig::start("unreadable").await;
+    let mut a = rig.instance("nf-a");
+    a.wait_line(TOOK).await;
+    let pg = sims::postgres::Cluster::shared();
+    let proxy = Proxy::start(format!("{}:{}", pg.host(), pg.port()).parse().expect("an address")).await;
+    let mut b = rig.instance_at("nf-b", &format!("postgres://{}@{}/{}", pg.user(), proxy.addr(), rig.db));
+    let b_base = address(&mut b, "netfold standby").await;
+    b.wait_line(STANDBY).await;
+    let (s, h) = rig.healthz(&b_base).await;
+    assert_eq!((s, h["status"].as_str()), (200, Some("standby")), "{h}");
+
+    // Cut off from PostgreSQL, the standby could not take over: its /healthz says so.
+    proxy.set(Mode::Refuse).await;
+    let h = rig.healthz_becomes(&b_base, 503, "a standby cut off from the store").await;
+    let reasons = h["reasons"].to_string();
+    assert!(reasons.contains("the lease netfold/active cannot be read"), "the reason names the lease: {h}");
+    assert_eq!(h["cluster"]["role"], "standby", "{h}");
+
+    // Reachable again, it is a ready standby once more, and still takes over.
+    proxy.set(Mode::Pass).await;
+    let h = rig.healthz_becomes(&b_base, 200, "a standby that reaches the store again").await;
+    assert!(h["cluster"]["holder"].as_str().is_some_and(|by| by.starts_with("nf-a/")), "{h}");
+    a.stop().await;
+    b.wait_line(TOOK).await;
     b.stop().await;
 }
