@@ -86,12 +86,10 @@ pub enum Error {
     /// PostgreSQL failed (ADR 0008). Retryable when the connection failed or the server said
     /// the operation may succeed later (SQLSTATE classes 08, 40, 53, 57); an error during a
     /// commit leaves the outcome unknown (the records may be in the log: see the ADR).
-    #[error("PostgreSQL error while {context}: {source}")]
-    Pg {
-        context: &'static str,
-        #[source]
-        source: tokio_postgres::Error,
-    },
+    /// The text carries the server's message (a `tokio_postgres::Error` alone says only "db
+    /// error"), so it is not also given as the error's source.
+    #[error("PostgreSQL error while {context}: {}", pg_text(error))]
+    Pg { context: &'static str, error: tokio_postgres::Error },
     /// The same PostgreSQL failure as reported to the other appenders of a failed group
     /// commit. Retryable as the original was.
     #[error("PostgreSQL error while {context}: {text}")]
@@ -161,19 +159,19 @@ impl Error {
                 | Error::InUse { .. }
                 | Error::Unavailable(_)
                 | Error::PgShared { retryable: true, .. }
-        ) || matches!(self, Error::Pg { source, .. } if pg_retryable(source))
+        ) || matches!(self, Error::Pg { error, .. } if pg_retryable(error))
     }
 
     pub(crate) fn pg(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
-        move |source| Error::Pg { context, source }
+        move |error| Error::Pg { context, error }
     }
 
     /// The same failure again, for the other requests of a failed group commit (errors are not
     /// `Clone`); it stays retryable if the original was.
     pub(crate) fn again(&self) -> Error {
         match self {
-            Error::Pg { context, source } => {
-                Error::PgShared { context, text: source.to_string(), retryable: pg_retryable(source) }
+            Error::Pg { context, error } => {
+                Error::PgShared { context, text: pg_text(error), retryable: pg_retryable(error) }
             }
             Error::PgShared { context, text, retryable } => {
                 Error::PgShared { context, text: text.clone(), retryable: *retryable }
@@ -187,6 +185,26 @@ impl Error {
 
     pub(crate) fn db(context: &'static str) -> impl FnOnce(sled::Error) -> Error {
         move |source| Error::Db { context, source }
+    }
+}
+
+/// What PostgreSQL said: the server's severity, SQLSTATE, message, detail and hint; or the
+/// client's error with its cause (a refused connection, a closed socket).
+fn pg_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+            for (what, more) in [("detail", db.detail()), ("hint", db.hint())] {
+                if let Some(more) = more {
+                    text.push_str(&format!(" ({what}: {more})"));
+                }
+            }
+            text
+        }
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
     }
 }
 

@@ -407,3 +407,44 @@ async fn postgres_a_consistent_rewrite_of_the_last_record_is_named() {
     let err = log.verify().unwrap_err();
     assert!(matches!(&err, Error::Lost(store::Loss::Rewritten { seq: 8, .. })), "{err}");
 }
+
+/// A store opened read-only (the audit commands) reads what another process wrote, and writes
+/// nothing: an append is refused with the log's name, and PostgreSQL itself refuses any other
+/// write (every session is read-only). It creates no log and migrates no schema: a missing log,
+/// a database without netfold's schema, are errors saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_read_only_store_reads_and_never_writes() {
+    let mut b = fill::<Postgres>(5).await;
+    let config = Postgres::config(b.db());
+    let ro = store::PgStore::connect_read_only(config.clone(), store::PgTls::Off).await.unwrap();
+    let log = ro.log::<Rec>("events").await.unwrap();
+    assert_eq!(log.head(), 5);
+    let read: Vec<u64> = log.read(1).map(|e| e.unwrap().record.n).collect();
+    assert_eq!(read, (1..=5).collect::<Vec<_>>());
+    assert_eq!(log.verify().unwrap().head, 5);
+
+    let err = log.append(vec![Rec::new(6)]).await.unwrap_err();
+    assert!(matches!(&err, Error::ReadOnly(name) if name == "events"), "{err}");
+    let err = ro.table("meta").insert(b"k", &1u32).unwrap_err();
+    assert!(err.to_string().contains("read-only transaction"), "PostgreSQL refuses the write: {err}");
+    let err = log.save_snapshot(5, vec![1, 2, 3]).unwrap_err();
+    assert!(err.to_string().contains("read-only transaction"), "{err}");
+    let err = ro.log::<Rec>("no-such-log").await.err().expect("a missing log is not created");
+    assert!(err.to_string().contains("no-such-log") && err.to_string().contains("no such log"), "{err}");
+    assert_eq!(b.sql("SELECT count(*) FROM netfold_logs WHERE name = 'no-such-log'").trim(), "0");
+    assert_eq!(b.open("events").await.head(), 5, "nothing was appended");
+
+    // A database nothing has run on: no schema, and none made.
+    let empty = tokio::task::spawn_blocking(|| sims::postgres::Cluster::shared().database("ro-empty").unwrap())
+        .await
+        .unwrap();
+    let err = store::PgStore::connect_read_only(Postgres::config(&empty), store::PgTls::Off).await.err().unwrap();
+    assert!(err.to_string().contains("no netfold schema"), "{err}");
+    let tables = sims::postgres::Cluster::shared().sql(&empty, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'");
+    assert_eq!(tables.unwrap().trim(), "0", "reading made no table");
+
+    // A schema older than this build's: named, not migrated.
+    b.sql("DELETE FROM refinery_schema_history WHERE version = (SELECT max(version) FROM refinery_schema_history)");
+    let err = store::PgStore::connect_read_only(config, store::PgTls::Off).await.err().unwrap();
+    assert!(err.to_string().contains("`netfold run` of this version migrates it"), "{err}");
+}

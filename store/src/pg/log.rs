@@ -117,8 +117,18 @@ impl<R: Record> PgLog<R> {
     pub(crate) async fn open(inner: Arc<PgInner>, name: &str) -> Result<Self> {
         let (head, tip) = {
             let name = name.to_string();
+            let read_only = inner.read_only;
             inner
                 .with_client(move |c| async move {
+                    if read_only {
+                        return match c.query_opt(HEAD, &[&name]).await.map_err(Error::pg("reading the log head"))? {
+                            Some(row) => Ok((from_sql("the log head", row.get(0))?, tip_of(row.get(1))?)),
+                            None => Err(Error::Meta {
+                                what: format!("the log `{name}`"),
+                                reason: "the database holds no such log (nothing was ever appended to it)".into(),
+                            }),
+                        };
+                    }
                     c.execute("INSERT INTO netfold_logs (name) VALUES ($1) ON CONFLICT DO NOTHING", &[&name])
                         .await
                         .map_err(Error::pg("creating the log"))?;
@@ -177,6 +187,10 @@ struct Writer {
 impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         while let Some(first) = rx.recv().await {
+            if self.inner.read_only {
+                let _ = first.reply.send(Err(Error::ReadOnly(self.name.clone())));
+                continue;
+            }
             let mut group = vec![first];
             let mut records = group[0].payloads.len();
             while records < MAX_GROUP {

@@ -173,6 +173,8 @@ pub(crate) struct PgInner {
     pub rt: Rt,
     pub config: tokio_postgres::Config,
     pub tls: PgTls,
+    /// Opened with [`PgStore::connect_read_only`]: every session is read-only.
+    pub read_only: bool,
 }
 
 /// One PostgreSQL database holding netfold's logs and tables.
@@ -184,26 +186,23 @@ pub struct PgStore {
 impl PgStore {
     /// Connects to the database `config` names and brings its schema up to date (migrations in
     /// `store/migrations`). An unreachable server or a refused login is an error naming it.
-    pub async fn connect(mut config: tokio_postgres::Config, tls: PgTls) -> Result<Self> {
-        // TLS is required when configured and not attempted otherwise: never a silent downgrade.
-        config.ssl_mode(match tls {
-            PgTls::Off => tokio_postgres::config::SslMode::Disable,
-            PgTls::Rustls(_) => tokio_postgres::config::SslMode::Require,
-        });
-        if config.get_application_name().is_none() {
-            config.application_name("netfold");
-        }
-        let rt = Rt::new()?;
-        let pool = Pool::builder(tls.manager(config.clone()))
-            .max_size(POOL_SIZE)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(POOL_WAIT))
-            .create_timeout(Some(POOL_WAIT))
-            .build()
-            .map_err(|e| Error::Unavailable(format!("cannot build the PostgreSQL pool: {e}")))?;
-        let inner = Arc::new(PgInner { pool, rt, config, tls });
+    pub async fn connect(config: tokio_postgres::Config, tls: PgTls) -> Result<Self> {
+        let inner = PgInner::new(config, tls, false)?;
         let migrating = inner.clone();
         inner.rt.run(async move { migrate(&migrating).await }).await?;
+        Ok(Self { inner })
+    }
+
+    /// Connects for reading only (the audit commands): every session the store opens is
+    /// read-only (`default_transaction_read_only`), so PostgreSQL itself refuses any write; the
+    /// schema is not migrated but must be the one this build knows. A log that does not exist
+    /// is an error rather than created.
+    pub async fn connect_read_only(mut config: tokio_postgres::Config, tls: PgTls) -> Result<Self> {
+        let options = [config.get_options().unwrap_or_default(), "-c default_transaction_read_only=on"].join(" ");
+        config.options(options.trim());
+        let inner = PgInner::new(config, tls, true)?;
+        let checking = inner.clone();
+        inner.rt.run(async move { schema_is_current(&checking).await }).await?;
         Ok(Self { inner })
     }
 
@@ -337,6 +336,26 @@ impl PgStore {
 }
 
 impl PgInner {
+    fn new(mut config: tokio_postgres::Config, tls: PgTls, read_only: bool) -> Result<Arc<Self>> {
+        // TLS is required when configured and not attempted otherwise: never a silent downgrade.
+        config.ssl_mode(match tls {
+            PgTls::Off => tokio_postgres::config::SslMode::Disable,
+            PgTls::Rustls(_) => tokio_postgres::config::SslMode::Require,
+        });
+        if config.get_application_name().is_none() {
+            config.application_name("netfold");
+        }
+        let rt = Rt::new()?;
+        let pool = Pool::builder(tls.manager(config.clone()))
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(POOL_WAIT))
+            .build()
+            .map_err(|e| Error::Unavailable(format!("cannot build the PostgreSQL pool: {e}")))?;
+        Ok(Arc::new(PgInner { pool, rt, config, tls, read_only }))
+    }
+
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(|e| Error::Unavailable(format!("no PostgreSQL connection: {e}")))
     }
@@ -379,6 +398,26 @@ async fn migrate(inner: &PgInner) -> Result<()> {
         tracing::info!(version = m.version(), name = m.name(), "PostgreSQL schema migrated");
     }
     Ok(())
+}
+
+/// For a read-only store: the database's schema is the newest this build migrates to (an
+/// older one needs `netfold run` of this build to migrate it; a newer one, a newer netfold).
+async fn schema_is_current(inner: &PgInner) -> Result<()> {
+    let known = embedded::migrations::runner().get_migrations().iter().map(|m| m.version()).max().unwrap_or(0);
+    let client = inner.client().await?;
+    let applied = match client.query_one("SELECT max(version) FROM refinery_schema_history", &[]).await {
+        Ok(row) => row.get::<_, Option<i32>>(0),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => None,
+        Err(e) => return Err(Error::pg("reading the schema version")(e)),
+    };
+    match applied {
+        Some(v) if v as u32 == known => Ok(()),
+        Some(v) => Err(Error::Migrate(format!(
+            "the database's schema is at version {v}, this netfold reads version {known}: {}",
+            if (v as u32) < known { "`netfold run` of this version migrates it" } else { "use a newer netfold" }
+        ))),
+        None => Err(Error::Migrate("the database holds no netfold schema: no netfold has run on it".into())),
+    }
 }
 
 /// A sequence number as PostgreSQL stores it (`bigint`).
