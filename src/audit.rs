@@ -8,7 +8,6 @@
 //! changes, failures, settlements, refusals and held removals, each with its cause.
 
 use std::io::{IsTerminal, Write};
-use std::path::Path;
 
 use anyhow::{Context, Result};
 use engine::projector::{Held, State, Status, UplinkTie};
@@ -27,10 +26,6 @@ use store::Log;
 use crate::cli::{AgentArgs, DataDir};
 use crate::source::{Agent, Source};
 use store::layout::SWITCH_AUDIT_LOG;
-
-fn open(dir: &Path) -> Result<History> {
-    History::open(dir).with_context(|| format!("cannot read the history in {}", dir.display()))
-}
 
 /// Fails when the history is incomplete (acknowledged records lost), after the output.
 fn complete(h: &History) -> Result<()> {
@@ -122,8 +117,8 @@ fn print_event(out: &mut impl Write, env: &engine::Envelope, json: bool) -> bool
 pub async fn log(data: &DataDir, filter: &Filter, json: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match Source::resolve(data)? {
-        Source::Dir(dir) => {
-            let h = open(&dir)?;
+        Source::Local(local) => {
+            let h = local.open().await?;
             for env in h.events(1) {
                 let env = env?;
                 if filter.matches(&env) && !print_event(&mut out, &env, json) {
@@ -278,22 +273,24 @@ pub async fn switch_log(data: &DataDir, switch: &str, filter: &Filter, json: boo
         writeln!(out, "{line}").is_ok() // false: the reader went away (e.g. `| head`)
     };
     let from = match Source::resolve(data)? {
-        Source::Dir(dir) => {
-            let h = open(&dir)?;
-            // A data directory is always sled's (History::open).
-            let store::AnyStore::Sled(store) = h.store() else {
-                anyhow::bail!("{} is not a sled data directory", dir.display())
+        Source::Local(local) => {
+            let h = local.open().await?;
+            let log = match h.store().log_on_loss::<SwitchRecord>(SWITCH_AUDIT_LOG, store::OnLoss::Refuse).await {
+                Ok(log) => Some(log),
+                // On PostgreSQL a log nothing was appended to does not exist (sled makes it).
+                Err(store::Error::NoLog(_)) => None,
+                Err(e) => {
+                    return Err(anyhow::Error::new(e))
+                        .with_context(|| format!("cannot open the switch audit log in {}", local.place()))
+                }
             };
-            let log = store
-                .log::<SwitchRecord>(SWITCH_AUDIT_LOG)
-                .with_context(|| format!("cannot open the switch audit log in {}", dir.display()))?;
-            for entry in log.read(1) {
+            for entry in log.iter().flat_map(|log| log.read(1)) {
                 let entry = entry.with_context(|| "cannot read the switch audit log")?;
                 if !print(entry.seq, &entry.record) {
                     return Ok(());
                 }
             }
-            dir.display().to_string()
+            local.place()
         }
         Source::Agent(agent) => {
             let mut pages = Pages::new(&agent, "/switch-log", vec![("switch", switch.to_string())]);
@@ -445,8 +442,8 @@ pub fn state_of(
 pub async fn state(data: &DataDir, at: Option<String>, switch: Option<String>, json: bool) -> Result<()> {
     let at = point(&at)?;
     match Source::resolve(data)? {
-        Source::Dir(dir) => {
-            let h = open(&dir)?;
+        Source::Local(local) => {
+            let h = local.open().await?;
             let (bar, cb) = progress();
             let view = state_of(&h, at, switch.as_deref(), &cb)?;
             bar.finish_and_clear();
@@ -532,8 +529,8 @@ pub async fn why(data: &DataDir, port: &str, vlan: u16, at: Option<String>, json
     let vlan = VlanId::new(vlan)?;
     let at = point(&at)?;
     match Source::resolve(data)? {
-        Source::Dir(dir) => {
-            let h = open(&dir)?;
+        Source::Local(local) => {
+            let h = local.open().await?;
             let (bar, cb) = progress();
             let why = h.why(&port, vlan, at, &cb)?;
             bar.finish_and_clear();
@@ -603,8 +600,8 @@ fn render_why(why: &Why, json: bool) -> Result<()> {
 pub async fn diff(data: &DataDir, from: &str, to: &str) -> Result<()> {
     let (a, b) = (from.parse::<Point>().map_err(anyhow::Error::msg)?, to.parse::<Point>().map_err(anyhow::Error::msg)?);
     match Source::resolve(data)? {
-        Source::Dir(dir) => {
-            let h = open(&dir)?;
+        Source::Local(local) => {
+            let h = local.open().await?;
             let (bar, cb) = progress();
             let lines = h.diff(a, b, &cb)?;
             bar.finish_and_clear();
@@ -638,8 +635,8 @@ fn render_diff(a: Point, b: Point, lines: &[DiffLine]) {
 
 pub async fn verify(data: &DataDir) -> Result<()> {
     let report = match Source::resolve(data)? {
-        Source::Dir(dir) => {
-            let h = open(&dir)?;
+        Source::Local(local) => {
+            let h = local.open().await?;
             let (bar, cb) = progress();
             let report = replay::verify::verify(&h, &cb).context("verification FAILED")?;
             bar.finish_and_clear();

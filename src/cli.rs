@@ -200,9 +200,12 @@ pub struct SimCommon {
 
 /// Where an audit command reads its history: the data directory itself, or — while a running
 /// agent holds it (sled lets one process open it), or with `--agent` — the agent's HTTP API.
+/// With a config on PostgreSQL (`[store] kind = "postgres"`) it reads the database, in read-only
+/// sessions, whether instances run or not.
 #[derive(clap::Args, Debug)]
 pub struct DataDir {
-    /// The agent's data directory (default: the config's `data_dir`, else ./netfold-data).
+    /// A sled data directory to read (default: the config's store — its PostgreSQL database, or
+    /// its `data_dir` — else ./netfold-data).
     #[arg(short, long)]
     pub data_dir: Option<PathBuf>,
     #[command(flatten)]

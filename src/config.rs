@@ -713,6 +713,52 @@ pub fn http_token(http: &HttpPlan) -> Result<Option<SecretString>> {
 }
 
 /// The TLS of a PostgreSQL store: built from its options (reads `ca_file`).
+/// A secret file's contents, refused (or, with `allow`, warned about in `warnings`) when its
+/// group or others can read it.
+fn private_secret(
+    at: &str,
+    key: &str,
+    s: &SecretSource,
+    allow: bool,
+    warnings: &mut Vec<String>,
+) -> Result<SecretString> {
+    let secret = s.load().map_err(|e| anyhow!("{at}: key `{key}`: {e}"))?;
+    if let Some((path, mode)) = s.readable_by_others() {
+        let what =
+            format!("{at}: key `{key}`: {} has mode {mode:03o}: its group or others can read it", path.display());
+        if !allow {
+            bail!("{what}; `chmod 600` it (or set allow_readable_secrets = true to accept it with a warning)");
+        }
+        warnings.push(format!("{what} (allow_readable_secrets = true)"));
+    }
+    Ok(secret)
+}
+
+/// Readies `[store]`'s connection: its password file read (through `private`), its TLS built.
+fn store_access(
+    pg: &mut PostgresPlan,
+    private: &mut impl FnMut(&str, &str, &SecretSource) -> Result<SecretString>,
+) -> Result<()> {
+    if let Some(path) = pg.password_file.clone() {
+        let password = private("[store]", "password_file", &SecretSource::file(path))?;
+        pg.config.password(password.expose_secret());
+    }
+    pg.tls = postgres_tls(pg)?;
+    Ok(())
+}
+
+/// The config's PostgreSQL store, readied for a reader (the audit commands) as `run` readies it,
+/// and nothing else of the config's secrets read; `None` on sled. Returns the warnings too.
+pub fn reader_store(plan: Plan) -> Result<Option<(PostgresPlan, Vec<String>)>> {
+    let allow = plan.allow_readable_secrets;
+    let StorePlan::Postgres(mut pg) = plan.store else { return Ok(None) };
+    let mut warnings = Vec::new();
+    store_access(&mut pg, &mut |at: &str, key: &str, s: &SecretSource| {
+        private_secret(at, key, s, allow, &mut warnings)
+    })?;
+    Ok(Some((*pg, warnings)))
+}
+
 fn postgres_tls(pg: &PostgresPlan) -> Result<store::PgTls> {
     match &pg.tls_options {
         None => Ok(store::PgTls::Off),
@@ -753,18 +799,7 @@ pub fn postgres_store(section: &StoreSection) -> Result<(PostgresPlan, Vec<Strin
 pub fn check_environment(plan: &mut Plan) -> Result<()> {
     let allow = plan.allow_readable_secrets;
     let mut warnings = Vec::new();
-    let mut private = |at: &str, key: &str, s: &SecretSource| -> Result<SecretString> {
-        let secret = s.load().map_err(|e| anyhow!("{at}: key `{key}`: {e}"))?;
-        if let Some((path, mode)) = s.readable_by_others() {
-            let what =
-                format!("{at}: key `{key}`: {} has mode {mode:03o}: its group or others can read it", path.display());
-            if !allow {
-                bail!("{what}; `chmod 600` it (or set allow_readable_secrets = true to accept it with a warning)");
-            }
-            warnings.push(format!("{what} (allow_readable_secrets = true)"));
-        }
-        Ok(secret)
-    };
+    let mut private = |at: &str, key: &str, s: &SecretSource| private_secret(at, key, s, allow, &mut warnings);
     let tls = |at: &str, key: &str, t: &TlsOptions| -> Result<()> {
         t.apply(reqwest::Client::builder()).map(drop).map_err(|e| anyhow!("{at}: key `{key}`: {e}"))
     };
@@ -783,11 +818,7 @@ pub fn check_environment(plan: &mut Plan) -> Result<()> {
         }
     }
     if let StorePlan::Postgres(pg) = &mut plan.store {
-        if let Some(path) = pg.password_file.clone() {
-            let password = private("[store]", "password_file", &SecretSource::file(path))?;
-            pg.config.password(password.expose_secret());
-        }
-        pg.tls = postgres_tls(pg)?;
+        store_access(pg, &mut private)?;
     }
     if let Some(path) = plan.http.token_file.clone() {
         let token = private("[http]", "token_file", &SecretSource::file(path))?;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use adapters::common::{ExposeSecret as _, SecretString};
 use anyhow::{Context, Result};
+use replay::History;
 use serde::de::DeserializeOwned;
 
 use crate::cli::{AgentArgs, DataDir};
@@ -50,10 +51,45 @@ pub struct Agent {
 
 /// Where one command reads.
 pub enum Source {
-    /// The data directory, read directly (no agent holds it).
-    Dir(PathBuf),
+    /// The history itself, read directly.
+    Local(Local),
     /// The running agent's HTTP API.
     Agent(Agent),
+}
+
+/// A history read directly, never written.
+pub enum Local {
+    /// A sled data directory no agent holds (a private read-only copy: [`History::open`]).
+    Dir(PathBuf),
+    /// The config's PostgreSQL database (`[store] kind = "postgres"`), read in read-only
+    /// sessions: any number of readers, instances running or not.
+    Postgres(Box<crate::config::PostgresPlan>),
+}
+
+impl Local {
+    pub async fn open(&self) -> Result<History> {
+        match self {
+            Local::Dir(dir) => {
+                History::open(dir).with_context(|| format!("cannot read the history in {}", dir.display()))
+            }
+            Local::Postgres(pg) => {
+                let store = store::PgStore::connect_read_only(pg.config.clone(), pg.tls.clone())
+                    .await
+                    .with_context(|| format!("cannot read the history in PostgreSQL {}", pg.url))?;
+                History::open_postgres(store)
+                    .await
+                    .with_context(|| format!("cannot read the history in PostgreSQL {}", pg.url))
+            }
+        }
+    }
+
+    /// Where it is, for messages.
+    pub fn place(&self) -> String {
+        match self {
+            Local::Dir(dir) => dir.display().to_string(),
+            Local::Postgres(pg) => format!("PostgreSQL {}", pg.url),
+        }
+    }
 }
 
 impl Agent {
@@ -175,13 +211,24 @@ impl Agent {
 }
 
 impl Source {
-    /// `--agent` forces the agent; otherwise the data directory (`--data-dir`, the config's,
-    /// or ./netfold-data) is read directly unless a running agent holds it, then the agent is
+    /// `--agent` forces the agent; `--data-dir` names a sled data directory. Otherwise a config
+    /// on PostgreSQL is read there; on sled, the data directory (the config's, or
+    /// ./netfold-data) is read directly unless a running agent holds it, then the agent is
     /// asked.
     pub fn resolve(args: &DataDir) -> Result<Source> {
         let plan = config(&args.agent)?;
         if args.agent.agent.is_some() {
             return Agent::with_config(&args.agent, plan.as_ref()).map(Source::Agent);
+        }
+        if let (None, Some(p)) = (&args.data_dir, &plan) {
+            if matches!(p.store, crate::config::StorePlan::Postgres(_)) {
+                let plan = plan.expect("matched");
+                let (pg, warnings) = crate::config::reader_store(plan)?.expect("a PostgreSQL store");
+                for w in warnings {
+                    tracing::warn!("{w}");
+                }
+                return Ok(Source::Local(Local::Postgres(Box::new(pg))));
+            }
         }
         let dir = match (&args.data_dir, &plan) {
             (Some(d), _) => d.clone(),
@@ -200,7 +247,7 @@ impl Source {
             tracing::debug!(data_dir = %dir.display(), agent = agent.url(), "the data directory is in use: asking the agent");
             return Ok(Source::Agent(agent));
         }
-        Ok(Source::Dir(dir))
+        Ok(Source::Local(Local::Dir(dir)))
     }
 }
 
@@ -232,7 +279,7 @@ mod tests {
         let held = store::Store::open(store::layout::db_path(dir.path())).unwrap();
         match Source::resolve(&args(Some(dir.path()), None, None)).unwrap() {
             Source::Agent(a) => assert!(a.why.as_deref().is_some_and(|w| w.contains("is in use")), "{:?}", a.why),
-            Source::Dir(_) => panic!("a held directory is read directly"),
+            Source::Local(_) => panic!("a held directory is read directly"),
         }
         drop(held);
         // sled lets go of its lock from background threads shortly after the last handle.
@@ -241,7 +288,7 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "the lock is still held");
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert!(matches!(Source::resolve(&args(Some(dir.path()), None, None)).unwrap(), Source::Dir(_)));
+        assert!(matches!(Source::resolve(&args(Some(dir.path()), None, None)).unwrap(), Source::Local(Local::Dir(_))));
         let forced = Source::resolve(&args(Some(dir.path()), None, Some("http://127.0.0.1:1"))).unwrap();
         assert!(matches!(forced, Source::Agent(a) if a.url() == "http://127.0.0.1:1"));
     }

@@ -20,8 +20,8 @@ use engine::{Envelope, Event};
 use serde_json::Value;
 use sims::ovs_lab::Lab;
 use support::netfold::{netfold, signal, text, Netfold, Sim, STEP};
-use support::proxy::{Mode, Proxy};
 use support::ovs::{self, xen_lab_empty as empty_table, xen_lab_learnt as learnt_table, xen_lab_ports as ports, Table};
+use support::proxy::{Mode, Proxy};
 
 const SWITCH: &str = "tor1";
 const PARKING: u16 = 4094;

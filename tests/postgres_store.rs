@@ -2,7 +2,8 @@
 //! (`sims::postgres`; Debian's `postgresql-15`, the test fails loudly without it): the demo's
 //! history in a data directory is copied with `netfold store copy` (verified by chain hash; a
 //! second copy into the same database is refused), then `netfold run` with
-//! `[store] kind = "postgres"` folds that history from PostgreSQL and serves it; `config check`
+//! `[store] kind = "postgres"` folds that history from PostgreSQL and serves it; the audit
+//! commands given that config read the database and answer as from the directory; `config check`
 //! refuses a password file others can read and a password in the url; over TLS the server's
 //! certificate is verified (`--ca-file` trusts it, the system roots alone do not).
 
@@ -50,6 +51,11 @@ kind = "memory"
     path
 }
 
+/// Everything netfold keeps in a database, counted: what a reader must leave as it was.
+const WRITTEN: &str = "SELECT (SELECT count(*) FROM netfold_records), (SELECT count(*) FROM netfold_snapshots), \
+     (SELECT count(*) FROM netfold_checkpoints), (SELECT count(*) FROM netfold_tables), \
+     (SELECT string_agg(name || ':' || head, ',' ORDER BY name) FROM netfold_logs)";
+
 fn get(addr: &str, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(s, "GET {path} HTTP/1.0\r\nHost: netfold\r\n\r\n").unwrap();
@@ -95,9 +101,37 @@ fn a_demo_history_copied_to_postgres_is_what_run_serves_from_it() {
     let loose = netfold(&["store", "copy", "--from", d, "--to", &url, "--password-file", readable.to_str().unwrap()]);
     assert!(!loose.status.success() && text(&loose.stderr).contains("mode 644"), "{}", text(&loose.stderr));
 
-    // `run` on the copied database: the engine folds the demo's history from PostgreSQL.
+    // Given the config, the audit commands read the database itself (no instance runs), answer
+    // as they do from the data directory, and write nothing.
     let cfg = config(dir.path(), &url, &pw);
-    let check = netfold(&["config", "check", "--config", cfg.to_str().unwrap()]);
+    let c = cfg.to_str().unwrap();
+    let written = || cluster.sql(&db, WRITTEN).unwrap();
+    let before = written();
+    for args in [
+        &["log"][..],
+        &["log", "--json"],
+        &["log", "--switch", "tor1"],
+        &["state"],
+        &["state", "--at", "5", "--json"],
+        &["why", "--port", "tor1:Ethernet1/1", "--vlan", "100", "--at", "5"],
+        &["diff", "--from", "1", "--to", "12"],
+        &["verify"],
+    ] {
+        let from_dir = netfold(&[args, &["--data-dir", d]].concat());
+        let from_pg = netfold(&[args, &["-c", c]].concat());
+        assert!(from_dir.status.success(), "{args:?} on the data directory: {}", text(&from_dir.stderr));
+        assert!(from_pg.status.success(), "{args:?} on PostgreSQL: {}", text(&from_pg.stderr));
+        assert_eq!(text(&from_pg.stdout), text(&from_dir.stdout), "{args:?}: PostgreSQL answers as the directory");
+    }
+    assert_eq!(written(), before, "reading wrote nothing");
+    let loose_cfg = dir.path().join("loose.toml");
+    let loose_text = std::fs::read_to_string(&cfg).unwrap().replace(pw.to_str().unwrap(), readable.to_str().unwrap());
+    std::fs::write(&loose_cfg, loose_text).unwrap();
+    let loose = netfold(&["log", "-c", loose_cfg.to_str().unwrap()]);
+    assert!(!loose.status.success() && text(&loose.stderr).contains("mode 644"), "{}", text(&loose.stderr));
+
+    // `run` on the copied database: the engine folds the demo's history from PostgreSQL.
+    let check = netfold(&["config", "check", "--config", c]);
     assert!(check.status.success(), "{}", text(&check.stderr));
     assert!(text(&check.stdout).contains(&format!("PostgreSQL {url}")), "{}", text(&check.stdout));
     let mut agent = Command::new(env!("CARGO_BIN_EXE_netfold"))

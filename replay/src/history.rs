@@ -15,7 +15,7 @@ use engine::projector::State;
 use engine::{Envelope, FactKey, Reason, Recorded, SwitchPort, VlanId};
 use serde::{Deserialize, Serialize};
 use store::layout::{db_path, EVENTS_LOG, META_TABLE, POLICY_KEY};
-use store::{AnyLog, AnyStore, Log, Store};
+use store::{AnyLog, AnyStore, Log, PgStore, Store};
 
 use crate::point::Point;
 use crate::{Error, Result};
@@ -56,6 +56,16 @@ impl History {
             .map_err(|source| Error::Open { path, source })?
             .unwrap_or_default();
         Ok(Self { log: Arc::new(AnyLog::Sled(log)), store: AnyStore::Sled(store), policy })
+    }
+
+    /// The history in a PostgreSQL database (ADR 0008), opened for reading
+    /// ([`store::PgStore::connect_read_only`]: PostgreSQL refuses any write). Any number of
+    /// readers may open it, instances running or not; each answer holds as of the record it
+    /// names.
+    pub async fn open_postgres(store: PgStore) -> Result<Self, store::Error> {
+        let log = store.log::<Recorded>(EVENTS_LOG).await?;
+        let policy = store.table(META_TABLE).get::<Policy>(POLICY_KEY)?.unwrap_or_default();
+        Ok(Self { log: Arc::new(AnyLog::Postgres(log)), store: AnyStore::Postgres(store), policy })
     }
 
     /// The history of a running agent's own log (its store, its event log, the policy it folds

@@ -73,6 +73,8 @@ pub enum Error {
     #[error("the log database is unavailable: {0}")]
     Unavailable(String),
     /// The log was opened read-only (on a private copy); appends are refused. Not retryable.
+    #[error("the database holds no log `{0}`: nothing was ever appended to it")]
+    NoLog(String),
     #[error("the log `{0}` was opened read-only: appending is refused")]
     ReadOnly(String),
     /// A record could not be read from the database (sled failed to load it: a damaged or

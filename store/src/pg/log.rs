@@ -123,10 +123,7 @@ impl<R: Record> PgLog<R> {
                     if read_only {
                         return match c.query_opt(HEAD, &[&name]).await.map_err(Error::pg("reading the log head"))? {
                             Some(row) => Ok((from_sql("the log head", row.get(0))?, tip_of(row.get(1))?)),
-                            None => Err(Error::Meta {
-                                what: format!("the log `{name}`"),
-                                reason: "the database holds no such log (nothing was ever appended to it)".into(),
-                            }),
+                            None => Err(Error::NoLog(name)),
                         };
                     }
                     c.execute("INSERT INTO netfold_logs (name) VALUES ($1) ON CONFLICT DO NOTHING", &[&name])
