@@ -105,6 +105,8 @@ pub struct Agent {
     store: AnyStore,
     events: Arc<AnyLog<Recorded>>,
     audit: Arc<AnyLog<SwitchRecord>>,
+    /// The lease every write to the store is made under (PostgreSQL instances, ADR 0012).
+    fence: Option<Fence>,
     /// Cancelled at shutdown: every task finishes its step and returns (adapters and the tap
     /// are dropped at once).
     stop: CancellationToken,
@@ -149,8 +151,9 @@ impl Agent {
     }
 
     /// Starts the agent on an open store (`place` names it in errors). With a `fence`, every
-    /// append to the logs is made under that lease (PostgreSQL checks it in the append's
-    /// transaction): once another instance holds the lease, nothing more is accepted.
+    /// append to the logs and every write of the ownership ledger and the policy is made under
+    /// that lease (PostgreSQL checks it in the write's transaction): once another instance
+    /// holds the lease, nothing more is accepted.
     pub async fn start_in(
         store: AnyStore,
         place: String,
@@ -159,8 +162,7 @@ impl Agent {
         on_loss: OnLoss,
         fence: Option<Fence>,
     ) -> Result<Agent> {
-        store
-            .table(META_TABLE)
+        fenced_table(&store, META_TABLE, &fence)
             .and_then(|t| t.insert(POLICY_KEY, &config.policy))
             .with_context(|| format!("cannot record the policy in the {place}"))?;
         let refused = "netfold refuses to start on a log that lost acknowledged records (`netfold verify` \
@@ -181,7 +183,7 @@ impl Agent {
         let m = metrics.clone();
         engine.metrics().observe_appends(move |took| m.append_latency.observe(took.as_secs_f64()));
         let (stop, kill, tasks) = (CancellationToken::new(), CancellationToken::new(), TaskTracker::new());
-        let agent = Agent { engine, engine_config: config, metrics, store, events, audit, stop, kill, tasks };
+        let agent = Agent { engine, engine_config: config, metrics, store, events, audit, fence, stop, kill, tasks };
         let tap =
             crate::metrics::tap(agent.metrics.clone(), agent.events.clone(), agent.audit.clone(), agent.engine.state());
         // The tap follows the logs until they close, which is after shutdown: it must end at
@@ -221,7 +223,7 @@ impl Agent {
 
     /// Starts a reconciler for `switch`.
     pub fn add_switch<S: Switch>(&mut self, switch: Arc<S>, config: engine::reconciler::Config) -> Result<()> {
-        let table = self.store.table(LEDGER_TABLE).context("cannot open the ownership ledger")?;
+        let table = fenced_table(&self.store, LEDGER_TABLE, &self.fence).context("cannot open the ownership ledger")?;
         let ledger = Ledger::new(table, switch.name());
         let name = switch.name().to_string();
         if let Some(every) = config.discover_every {
@@ -313,6 +315,16 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+/// The table `name`, written under `fence` when there is one: a deposed instance's write-ahead
+/// claim (ADR 0004) is refused by PostgreSQL rather than landing without its switch write.
+fn fenced_table(store: &AnyStore, name: &str, fence: &Option<Fence>) -> store::Result<store::Table> {
+    let table = store.table(name)?;
+    Ok(match fence {
+        Some(f) => table.fenced(f.clone()),
+        None => table,
+    })
 }
 
 /// Opens (creating) the configured store: sled in `data_dir`, or PostgreSQL.

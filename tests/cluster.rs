@@ -371,7 +371,7 @@ async fn a_paused_active_instance_cannot_append_or_write_the_switch_once_its_lea
     // Whether its adapter gets to report the loss before the shutdown drops it is a race; when
     // it does, PostgreSQL refuses the append (the log below has no second Lost either way).
     for refused in log.lines().filter(|l| l.contains("the event log failed while appending")) {
-        assert!(refused.contains("is no longer held with token 1: the append was refused"), "{refused}");
+        assert!(refused.contains("is no longer held with token 1: the write was refused"), "{refused}");
     }
     assert_eq!(rig.trunks(), empty_table(), "the paused instance put nothing back:\n{log}");
     let writers = rig.writers();

@@ -100,10 +100,10 @@ pub enum Error {
     /// without an operator: the text says which migration failed.
     #[error("cannot migrate the PostgreSQL schema: {0}")]
     Migrate(String),
-    /// An append made under a lease that is no longer held with that token (taken over by
-    /// another holder, expired or released): nothing was written. Not retryable with this
-    /// token: the holder must take the lease again (a new token) before writing (ADR 0009).
-    #[error("the lease `{lease}` is no longer held with token {token}: the append was refused")]
+    /// An append or a table write made under a lease that is no longer held with that token
+    /// (taken over by another holder, expired or released): nothing was written. Not retryable
+    /// with this token: the holder must take the lease again (a new token) first (ADR 0009).
+    #[error("the lease `{lease}` is no longer held with token {token}: the write was refused")]
     Fenced { lease: String, token: u64 },
     /// A copy's target already holds data. Not retryable: copy into an empty database.
     #[error("{0}")]

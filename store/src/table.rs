@@ -40,6 +40,16 @@ impl Table {
         Self { backend: Backend::Pg(table) }
     }
 
+    /// This table with every write made under `fence` (PostgreSQL: checked in the write's
+    /// transaction, [`Error::Fenced`] once the lease is another's or expired). On sled it is
+    /// returned as it is: one process holds the data directory.
+    pub fn fenced(self, fence: crate::Fence) -> Self {
+        match self.backend {
+            Backend::Pg(t) => Self { backend: Backend::Pg(t.fenced(fence)) },
+            sled => Self { backend: sled },
+        }
+    }
+
     fn with_sled<T>(inner: &Inner, tree: &str, f: impl FnOnce(&sled::Tree, &Open) -> Result<T>) -> Result<T> {
         inner.with(|open| f(&open.tree(tree)?, open))
     }

@@ -192,3 +192,34 @@ async fn postgres_an_any_log_made_fenced_appends_only_while_its_lease_holds() {
     let records: Vec<u64> = by_b.read(1).map(|e| e.unwrap().record.n).collect();
     assert_eq!(records, [1, 3], "nothing of the refused append was written");
 }
+
+/// `Table::fenced`, what the ownership ledger of `netfold run` on PostgreSQL is written through
+/// (ADR 0012): a write-ahead claim of a deposed holder is refused in its own transaction, so it
+/// never lands without the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_fenced_table_writes_only_while_its_lease_holds() {
+    use backends::Backend as _;
+    let b = backends::Postgres::fresh().await;
+    let pg = store::PgStore::connect(backends::Postgres::config(b.db()), store::PgTls::Off).await.unwrap();
+    let leases = pg.leases();
+    let a = leases.acquire("netfold/active", "a", TTL).await.unwrap().expect("free");
+    let by_a = pg.table("ledger").fenced(a.fence());
+    by_a.insert(b"tor1/e1/100", &1u8).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let b_lease = loop {
+        if let Some(l) = leases.acquire("netfold/active", "b", TTL).await.unwrap() {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "b never took the lease");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let err = by_a.insert(b"tor1/e1/101", &1u8).unwrap_err();
+    assert!(matches!(&err, Error::Fenced { token, .. } if *token == a.token), "{err}");
+    let err = by_a.remove(b"tor1/e1/100").unwrap_err();
+    assert!(matches!(&err, Error::Fenced { .. }), "a removal is fenced too: {err}");
+    let by_b = pg.table("ledger").fenced(b_lease.fence());
+    by_b.insert(b"tor1/e1/102", &1u8).unwrap();
+    let keys: Vec<Vec<u8>> = by_b.scan::<u8>(b"tor1/").unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, [b"tor1/e1/100".to_vec(), b"tor1/e1/102".to_vec()], "nothing of the refused writes landed");
+}

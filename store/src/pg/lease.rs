@@ -10,6 +10,11 @@ use super::{from_sql, PgInner};
 use crate::lease::{Holding, Lease, Leases};
 use crate::{Error, Result};
 
+/// Whether a lease is held with a token, locking its row (`FOR SHARE`) until the transaction
+/// ends: a fenced write checks it in its own transaction, so a takeover waits for that commit.
+pub(crate) const HELD: &str =
+    "SELECT 1 FROM netfold_leases WHERE name = $1 AND token = $2 AND expires_at > now() FOR SHARE";
+
 /// The leases of one PostgreSQL store.
 #[derive(Clone)]
 pub struct PgLeases {

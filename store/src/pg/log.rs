@@ -283,10 +283,7 @@ impl Writer {
         let mut valid = std::collections::BTreeSet::new();
         for f in fences {
             let held = tx
-                .query_opt(
-                    "SELECT 1 FROM netfold_leases WHERE name = $1 AND token = $2 AND expires_at > now() FOR SHARE",
-                    &[&f.lease, &to_sql(f.token)?],
-                )
+                .query_opt(super::lease::HELD, &[&f.lease, &to_sql(f.token)?])
                 .await
                 .map_err(Error::pg("checking a lease"))?;
             if held.is_some() {

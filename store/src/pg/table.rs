@@ -3,14 +3,16 @@
 
 use std::sync::Arc;
 
-use super::PgInner;
+use super::{to_sql, PgInner};
 use crate::table::Write;
-use crate::{Error, Result};
+use crate::{Error, Fence, Result};
 
 #[derive(Clone)]
 pub(crate) struct PgTable {
     inner: Arc<PgInner>,
     name: String,
+    /// Every write checks this lease first, in its transaction.
+    fence: Option<Fence>,
 }
 
 /// The least key greater than every key starting with `prefix` (`None`: there is none).
@@ -27,7 +29,11 @@ fn after_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
 
 impl PgTable {
     pub(crate) fn new(inner: Arc<PgInner>, name: &str) -> Self {
-        Self { inner, name: name.to_string() }
+        Self { inner, name: name.to_string(), fence: None }
+    }
+
+    pub(crate) fn fenced(self, fence: Fence) -> Self {
+        Self { fence: Some(fence), ..self }
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -45,9 +51,19 @@ impl PgTable {
         if writes.is_empty() {
             return Ok(());
         }
-        let name = self.name.clone();
+        let (name, fence) = (self.name.clone(), self.fence.clone());
         self.inner.with_client_blocking(move |mut c| async move {
             let tx = c.transaction().await.map_err(Error::pg("writing a table"))?;
+            if let Some(f) = fence {
+                // FOR SHARE: a takeover (an update of the lease's row) waits for this commit.
+                let held = tx
+                    .query_opt(super::lease::HELD, &[&f.lease, &to_sql(f.token)?])
+                    .await
+                    .map_err(Error::pg("checking a lease"))?;
+                if held.is_none() {
+                    return Err(Error::Fenced { lease: f.lease, token: f.token });
+                }
+            }
             let put = tx
                 .prepare_cached(
                     "INSERT INTO netfold_tables (tbl, key, value) VALUES ($1, $2, $3) \
