@@ -200,3 +200,50 @@ async fn a_delta_before_any_inventory_is_refused() -> anyhow::Result<()> {
     engine.shutdown().await?;
     Ok(())
 }
+
+/// Each full read of a hypervisor refuses what it still holds that netfold cannot take: the log
+/// records a set of refusals when it appears or changes, not on every read.
+#[tokio::test(start_paused = true)]
+async fn a_full_read_refusing_what_the_last_one_refused_records_nothing_new() -> anyhow::Result<()> {
+    let log = Arc::new(MemoryLog::<Recorded>::new());
+    let engine = Engine::start(log.clone(), config(), clock_at(T0)).await?;
+    let id = hv("vc-east");
+    let pvlan = Rejected { what: "distributed port group \"p\" (dvportgroup-9)".into(), why: "private VLAN".into() };
+    let vlan0 = Rejected { what: "port group \"pg-0\" on h1".into(), why: "VLAN 0 is reserved".into() };
+    let read = |rejected: Vec<Rejected>| Observation::Inventory {
+        endpoint: "https://vc-east/sdk".into(),
+        facts: many_vms(2),
+        rejected,
+    };
+    let refusals = |log: &MemoryLog<Recorded>| -> Vec<Vec<String>> {
+        log.read(1)
+            .filter_map(|e| match e.unwrap().record.event {
+                Event::Refused { refusals } => Some(refusals.into_iter().map(|r| r.what).collect()),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = || vec![pvlan.what.clone()];
+
+    engine.observe(id.clone(), VMWARE, read(vec![pvlan.clone()])).await?;
+    engine.observe(id.clone(), VMWARE, read(vec![pvlan.clone()])).await?;
+    assert_eq!(refusals(&log), [first()], "the same refusal on the next full read is not recorded again");
+    let head = log.head();
+    engine.observe(id.clone(), VMWARE, read(vec![pvlan.clone()])).await?;
+    assert_eq!(log.head(), head, "an unchanged full read appends nothing at all");
+
+    engine.observe(id.clone(), VMWARE, read(vec![pvlan.clone(), vlan0.clone()])).await?;
+    engine.observe(id.clone(), VMWARE, read(vec![])).await?;
+    engine.observe(id.clone(), VMWARE, read(vec![pvlan.clone()])).await?;
+    let both = vec![pvlan.what.clone(), vlan0.what.clone()];
+    assert_eq!(refusals(&log), [first(), both.clone(), first()], "a changed set is recorded, and again after none");
+
+    // A delta refusing something means the set is no longer the one recorded: the next full
+    // read records its refusals again.
+    let delta = Observation::Delta { changes: vec![], rejected: vec![vlan0.clone()] };
+    engine.observe(id.clone(), VMWARE, delta).await?;
+    engine.observe(id.clone(), VMWARE, read(vec![pvlan.clone()])).await?;
+    assert_eq!(refusals(&log), [first(), both, first(), vec![vlan0.what.clone()], first()]);
+    engine.shutdown().await?;
+    Ok(())
+}

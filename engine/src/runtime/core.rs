@@ -19,7 +19,7 @@ use crate::discovery::{Disagreement, Discovery, SwitchView};
 use crate::error::{Error, Invalid, Result};
 use crate::event::{Envelope, Event, Recorded, UnixMs, SWITCH_RECORDER};
 use crate::ids::{HypervisorId, Kind};
-use crate::observe::Ask;
+use crate::observe::{Ask, Rejected};
 use crate::projector::{State, Status};
 use crate::session::{Ctx, Input, LastAttempt, Notice, Session, Timer};
 use crate::topology::TopologyEntry;
@@ -100,6 +100,11 @@ pub(super) struct Core<L> {
     discoveries: BTreeMap<String, (Discovery, crate::plan::Policy)>,
     /// The disagreements last recorded ([`Event::TiesDisagreed`]), by hypervisor.
     disagreed: BTreeMap<HypervisorId, Vec<Disagreement>>,
+    /// What the last full read of each live hypervisor refused, as recorded in this process
+    /// ([`Event::Refused`]): a full read that refuses the same again records nothing new. A
+    /// refusing delta, a session that is no longer live or a restart forgets it, so the next
+    /// full read records its refusals once more.
+    refused: BTreeMap<HypervisorId, Vec<Rejected>>,
     /// Notified when hosts with no known port appear: discovery pollers read their switches now.
     pub(super) wanted: Arc<tokio::sync::Notify>,
 }
@@ -127,6 +132,7 @@ impl<L: store::Log<Recorded>> Core<L> {
             unported: BTreeMap::new(),
             discoveries: BTreeMap::new(),
             disagreed,
+            refused: BTreeMap::new(),
             wanted: Arc::default(),
             log,
             config,
@@ -307,9 +313,18 @@ impl<L: store::Log<Recorded>> Core<L> {
             tracing::warn!(hypervisor = %id, error = %inv, "observation refused in part");
         }
         let mut outcome = Outcome { appended: None, invalid: step.invalid.clone() };
-        if !step.events.is_empty() {
+        let mut events = step.events;
+        let refused = match events.last() {
+            Some(Event::Refused { refusals }) => Some(refusals.clone()),
+            _ => None,
+        };
+        let known_refusals = is_inventory && self.refused.get(id) == Some(refused.as_ref().unwrap_or(&Vec::new()));
+        if known_refusals && refused.is_some() {
+            events.pop();
+        }
+        if !events.is_empty() {
             let records: Vec<Recorded> =
-                step.events.into_iter().map(|event| Recorded { at: now, hypervisor: id.clone(), event }).collect();
+                events.into_iter().map(|event| Recorded { at: now, hypervisor: id.clone(), event }).collect();
             let moves = records.iter().any(|r| moves_host_ports(&r.event));
             let range = self.record(records).await?;
             if moves {
@@ -324,6 +339,15 @@ impl<L: store::Log<Recorded>> Core<L> {
                 self.record_disagreements(id).await?;
             }
             outcome.appended = Some(range);
+        }
+        match (step.next, is_inventory, refused) {
+            (Session::Live, true, refused) => {
+                self.refused.insert(id.clone(), refused.unwrap_or_default());
+            }
+            (Session::Live, false, None) => {}
+            _ => {
+                self.refused.remove(id);
+            }
         }
         if from != step.next {
             tracing::debug!(hypervisor = %id, from = from.name(), to = step.next.name(), "session transition");
