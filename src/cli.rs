@@ -33,7 +33,8 @@ pub enum Command {
         config: PathBuf,
         /// Start even though the log lost acknowledged records (`verify` names them): the loss
         /// is appended to the log as a `LossAccepted` event and netfold continues from what is
-        /// left. Without it, `run` refuses such a log.
+        /// left. Without it, `run` refuses such a log. For a sled data directory: on PostgreSQL
+        /// it is refused (restore the database from its backups).
         #[arg(long)]
         accept_loss: bool,
     },

@@ -47,6 +47,13 @@ pub async fn run(path: &Path, accept_loss: bool) -> Result<()> {
     for w in &plan.warnings {
         tracing::warn!("{w}");
     }
+    if accept_loss && matches!(plan.store, config::StorePlan::Postgres(_)) {
+        anyhow::bail!(
+            "--accept-loss is for a sled data directory whose files lost acknowledged records; a PostgreSQL \
+             log keeps what the server committed (ADR 0008): if `netfold verify` names a damaged record, \
+             restore the database from its backups"
+        );
+    }
     let on_loss = if accept_loss { store::OnLoss::Accept } else { store::OnLoss::Refuse };
     let place = plan.store.describe(&plan.data_dir);
     let store = crate::agent::open_store(&plan.store, &plan.data_dir).await?;

@@ -130,6 +130,12 @@ fn a_demo_history_copied_to_postgres_is_what_run_serves_from_it() {
     let loose = netfold(&["log", "-c", loose_cfg.to_str().unwrap()]);
     assert!(!loose.status.success() && text(&loose.stderr).contains("mode 644"), "{}", text(&loose.stderr));
 
+    // `--accept-loss` is sled's: on PostgreSQL it is refused before anything is opened.
+    let accept = netfold(&["run", "--accept-loss", "--config", c]);
+    let said = text(&accept.stderr);
+    assert!(!accept.status.success() && said.contains("restore the database from its backups"), "{said}");
+    assert_eq!(written(), before, "nothing was written");
+
     // `run` on the copied database: the engine folds the demo's history from PostgreSQL.
     let check = netfold(&["config", "check", "--config", c]);
     assert!(check.status.success(), "{}", text(&check.stderr));
