@@ -28,12 +28,17 @@ pub struct Reason {
 }
 
 /// The VLANs of one port, each with the reasons that hold it there.
-pub type PortVlans = BTreeMap<VlanId, BTreeSet<Reason>>;
+pub type PortVlans = imbl::OrdMap<VlanId, BTreeSet<Reason>>;
 
 /// The desired VLAN membership of every port netfold has a reason for.
+///
+/// A persistent map: a clone shares every port with the original and costs O(1), and a change
+/// to a clone copies only the path to the port it changes. So the engine publishes each new
+/// desired state as a clone of the one it maintains, while readers keep older ones, and never
+/// copies the whole state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Desired {
-    pub ports: BTreeMap<SwitchPort, PortVlans>,
+    pub ports: imbl::OrdMap<SwitchPort, PortVlans>,
 }
 
 impl Desired {

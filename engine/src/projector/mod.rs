@@ -32,7 +32,7 @@ mod intern;
 mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
@@ -171,26 +171,18 @@ type Index = HashMap<(u32, VlanId), HashSet<Nid>>;
 /// Keys of desired-state entries: (port id, VLAN).
 type Keys = HashSet<(u32, VlanId)>;
 
-/// What a read of desired state needs to bring the last built [`Desired`] up to date, and the
-/// older values it may reuse instead of copying the whole state.
+/// What a read of desired state needs to bring the last built [`Desired`] up to date.
 #[derive(Clone, Debug, Default)]
 struct Pending {
     /// The last built value, once a change made it stale.
     base: Option<Arc<Desired>>,
     /// The entries changed since `base` was built.
     dirty: Keys,
-    /// The value the last build copied from (still held by whoever it was published to), and
-    /// the entries in which it differs from the last built value.
-    replaced: Option<(Weak<Desired>, Keys)>,
-    /// An older value handed back by the publisher ([`State::recycle_desired`]), and the
-    /// entries in which it differs from the last built value.
-    spare: Option<(Arc<Desired>, Keys)>,
 }
 
 /// [`Desired`] as last built, and what changed since: a read after a change rebuilds only the
 /// (port, VLAN) entries that changed — in place when nobody else holds the value, else on a
-/// recycled older value when one was handed back, else on a copy — never the whole state from
-/// the index.
+/// clone of it, which costs O(1) ([`Desired`] is a persistent map) — never the whole state.
 #[derive(Debug, Default)]
 struct DesiredCache {
     built: OnceLock<Arc<Desired>>,
@@ -225,16 +217,6 @@ impl DesiredCache {
     fn reset(&mut self) {
         self.built = OnceLock::new();
         *self.pending.get_mut().unwrap_or_else(PoisonError::into_inner) = Pending::default();
-    }
-
-    /// Takes back `old`, a value this cache built earlier, to update instead of copying.
-    fn recycle(&mut self, old: Arc<Desired>) {
-        let pending = self.pending.get_mut().unwrap_or_else(PoisonError::into_inner);
-        if pending.replaced.as_ref().is_some_and(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&old))) {
-            if let Some((_, keys)) = pending.replaced.take() {
-                pending.spare = Some((old, keys));
-            }
-        }
     }
 }
 
@@ -435,13 +417,6 @@ impl State {
         self.desired.built.get_or_init(|| self.build_desired()).clone()
     }
 
-    /// Hands back a value [`State::desired_shared`] gave earlier, once it is no longer
-    /// published: the next read after a change updates it (entry by entry) instead of copying
-    /// the whole desired state. Any other value is simply dropped.
-    pub fn recycle_desired(&mut self, old: Arc<Desired>) {
-        self.desired.recycle(old);
-    }
-
     /// Bumped on every change to desired state; the runtime publishes when it moves.
     pub fn desired_version(&self) -> u64 {
         self.desired_version
@@ -626,45 +601,18 @@ impl State {
     /// The up-to-date [`Desired`]: the stale one with its changed entries rebuilt, or (the
     /// first time) everything built from the index.
     fn build_desired(&self) -> Arc<Desired> {
-        let mut guard = self.desired.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        let pending = &mut *guard;
+        let mut pending = self.desired.pending.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(mut base) = pending.base.take() else {
             *pending = Pending::default();
             return Arc::new(self.materialize());
         };
         let dirty = std::mem::take(&mut pending.dirty);
-        let spare_free = pending.spare.as_mut().is_some_and(|(s, _)| Arc::get_mut(s).is_some());
-        if Arc::get_mut(&mut base).is_some() {
-            // Nobody else holds it: update in place; older values fall further behind.
-            self.refresh(&mut base, &dirty);
-            if let Some((_, keys)) = &mut pending.replaced {
-                keys.extend(dirty.iter().copied());
-            }
-            if let Some((_, keys)) = &mut pending.spare {
-                keys.extend(dirty.iter().copied());
-            }
-            return base;
-        }
-        let (out, replaced_keys) = match pending.spare.take() {
-            Some((spare, mut keys)) if spare_free => {
-                // A recycled older value: bring it up to date entry by entry.
-                keys.extend(dirty.iter().copied());
-                let mut spare = spare;
-                self.refresh(&mut spare, &keys);
-                (spare, dirty)
-            }
-            _ => {
-                let mut copy = Arc::new(Desired::clone(&base));
-                self.refresh(&mut copy, &dirty);
-                (copy, dirty)
-            }
-        };
-        pending.replaced = Some((Arc::downgrade(&base), replaced_keys));
-        out
+        self.refresh(&mut base, &dirty);
+        base
     }
 
-    /// Rebuilds the `keys` entries of `d` from the index (copying `d` first if it is shared, so
-    /// a value someone holds never changes).
+    /// Rebuilds the `keys` entries of `d` from the index (cloning `d` first if it is shared, so
+    /// a value someone holds never changes; the clone shares all it does not change).
     fn refresh(&self, d: &mut Arc<Desired>, keys: &Keys) {
         let d = Arc::make_mut(d);
         for &(p, vlan) in keys {

@@ -536,11 +536,8 @@ impl<L: store::Log<Recorded>> Core<L> {
             (v, (v != self.published_version).then(|| s.desired_shared()))
         });
         if let Some(d) = desired {
-            // The replaced value goes back to the projector: the next publish updates it entry
-            // by entry (when no subscriber still holds it) instead of copying the whole state.
-            let old = self.desired.send_replace(d);
+            self.desired.send_replace(d);
             self.published_version = version;
-            self.state.write(|s| s.recycle_desired(old));
         }
     }
 
