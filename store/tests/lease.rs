@@ -82,10 +82,10 @@ impl Rig for Postgres {
 const TTL: Duration = Duration::from_millis(800);
 
 /// Takes `name` for `holder`, waiting (bounded) for the current holder's lease to run out.
-async fn take<R: Rig>(rig: &R, name: &str, holder: &str) -> Lease {
+async fn take<L: Leases>(leases: &L, name: &str, holder: &str) -> Lease {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(l) = rig.leases().acquire(name, holder, TTL).await.unwrap() {
+        if let Some(l) = leases.acquire(name, holder, TTL).await.unwrap() {
             return l;
         }
         assert!(Instant::now() < deadline, "{holder} never took {name}");
@@ -103,7 +103,7 @@ async fn tokens_grow_and_a_deposed_holder_cannot_append<R: Rig>() {
     assert_eq!(rig.append_fenced(vec![Rec::new(1)], &a.fence()).await.unwrap(), 1..=1);
 
     rig.pass(TTL * 2);
-    let b = take(&rig, "switch/tor1", "b").await;
+    let b = take(rig.leases(), "switch/tor1", "b").await;
     assert!(b.token > a.token, "a new holder gets a higher token: {} after {}", b.token, a.token);
     assert!(!l.renew(&a, TTL).await.unwrap(), "a deposed holder cannot renew");
     let err = rig.append_fenced(vec![Rec::new(2)], &a.fence()).await.unwrap_err();
@@ -152,7 +152,7 @@ async fn postgres_a_takeover_orders_every_acknowledged_append_of_the_deposed_hol
             unreachable!()
         })
     };
-    let b = take(&*rig, "switch/tor1", "b").await;
+    let b = take(rig.leases(), "switch/tor1", "b").await;
     let first = *rig.append_fenced(vec![Rec::new(u64::MAX)], &b.fence()).await.unwrap().start();
     let (acked, err) = writer.await.unwrap();
     assert!(matches!(err, Error::Fenced { .. }), "{err}");
@@ -176,14 +176,7 @@ async fn postgres_an_any_log_made_fenced_appends_only_while_its_lease_holds() {
     let plain = any.log_on_loss::<Rec>("events", store::OnLoss::Refuse).await.unwrap();
     assert_eq!(fenced.append(vec![Rec::new(1)]).await.unwrap(), 1..=1, "appended under a held lease");
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let b_lease = loop {
-        if let Some(l) = leases.acquire("netfold/active", "b", TTL).await.unwrap() {
-            break l;
-        }
-        assert!(Instant::now() < deadline, "b never took the lease");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let b_lease = take(&leases, "netfold/active", "b").await;
     let err = fenced.append(vec![Rec::new(2)]).await.unwrap_err();
     assert!(matches!(&err, Error::Fenced { token, .. } if *token == a.token), "{err}");
     let by_b = plain.fenced(b_lease.fence());
@@ -206,14 +199,7 @@ async fn postgres_a_fenced_table_writes_only_while_its_lease_holds() {
     let by_a = pg.table("ledger").fenced(a.fence());
     by_a.insert(b"tor1/e1/100", &1u8).unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let b_lease = loop {
-        if let Some(l) = leases.acquire("netfold/active", "b", TTL).await.unwrap() {
-            break l;
-        }
-        assert!(Instant::now() < deadline, "b never took the lease");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let b_lease = take(&leases, "netfold/active", "b").await;
     let err = by_a.insert(b"tor1/e1/101", &1u8).unwrap_err();
     assert!(matches!(&err, Error::Fenced { token, .. } if *token == a.token), "{err}");
     let err = by_a.remove(b"tor1/e1/100").unwrap_err();
