@@ -380,3 +380,56 @@ async fn record_losses(events: &AnyLog<Recorded>, audit: &AnyLog<SwitchRecord>, 
     audit.anchor_head().await.context("cannot re-anchor the switch audit log")?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+    use store::Leases as _;
+
+    /// On PostgreSQL every write the agent makes goes through its lease's fence, the ownership
+    /// ledger's and the policy's as well as the appends: an agent started under a lease another
+    /// instance has since taken writes nothing and says why.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_postgres_an_agent_under_a_superseded_lease_writes_neither_policy_nor_ledger() {
+        let (cluster, db) = tokio::task::spawn_blocking(|| {
+            let c = sims::postgres::Cluster::shared();
+            (c, c.database("agent_fence").unwrap_or_else(|e| panic!("{e}")))
+        })
+        .await
+        .unwrap();
+        let mut config = store::PgConfig::new();
+        config.host(cluster.host()).port(cluster.port()).user(cluster.user()).password(cluster.password()).dbname(&db);
+        let pg = PgStore::connect(config, store::PgTls::Off).await.unwrap();
+        let leases = pg.leases();
+        let ttl = Duration::from_millis(500);
+        let a = leases.acquire("netfold/active", "a", ttl).await.unwrap().expect("free");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let b = loop {
+            if let Some(b) = leases.acquire("netfold/active", "b", ttl).await.unwrap() {
+                break b;
+            }
+            assert!(Instant::now() < deadline, "b never took the lease");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let any = AnyStore::Postgres(pg);
+        let started = Agent::start_in(
+            any.clone(),
+            "PostgreSQL test".into(),
+            engine::config::Config::default(),
+            Arc::new(SystemClock),
+            OnLoss::Refuse,
+            Some(a.fence()),
+        )
+        .await;
+        let err = format!("{:#}", started.err().expect("refused"));
+        assert!(err.contains("cannot record the policy") && err.contains("token 1: the write was refused"), "{err}");
+        let deposed = fenced_table(&any, LEDGER_TABLE, &Some(a.fence())).unwrap();
+        let refused = deposed.insert(b"tor1/Ethernet1/1/100", &1u8).unwrap_err();
+        assert!(matches!(refused, store::Error::Fenced { token: 1, .. }), "{refused}");
+        fenced_table(&any, LEDGER_TABLE, &Some(b.fence())).unwrap().insert(b"tor1/Ethernet1/1/100", &1u8).unwrap();
+        let ledger = any.table(LEDGER_TABLE).unwrap();
+        assert_eq!(ledger.scan::<u8>(b"").unwrap().len(), 1, "only the holder's write landed");
+        assert_eq!(any.table(META_TABLE).unwrap().get::<engine::config::Policy>(POLICY_KEY).unwrap(), None);
+    }
+}
