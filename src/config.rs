@@ -712,7 +712,6 @@ pub fn http_token(http: &HttpPlan) -> Result<Option<SecretString>> {
     Ok(Some(token))
 }
 
-/// The TLS of a PostgreSQL store: built from its options (reads `ca_file`).
 /// A secret file's contents, refused (or, with `allow`, warned about in `warnings`) when its
 /// group or others can read it.
 fn private_secret(
@@ -759,6 +758,7 @@ pub fn reader_store(plan: Plan) -> Result<Option<(PostgresPlan, Vec<String>)>> {
     Ok(Some((*pg, warnings)))
 }
 
+/// The TLS of a PostgreSQL store: built from its options (reads `ca_file`).
 fn postgres_tls(pg: &PostgresPlan) -> Result<store::PgTls> {
     match &pg.tls_options {
         None => Ok(store::PgTls::Off),

@@ -1,5 +1,6 @@
-//! Where the audit commands and `status` get their answers: the data directory itself, or the
-//! running agent's HTTP API ([`crate::http`]). sled lets one process open a database, so while
+//! Where the audit commands and `status` get their answers: the history itself (a sled data
+//! directory, or the config's PostgreSQL database in read-only sessions), or the running
+//! agent's HTTP API ([`crate::http`]). sled lets one process open a database, so while
 //! the agent runs the directory is its alone: a command that finds it in use (or is given
 //! `--agent URL`) asks the agent, which computes the answer with the same `replay` functions
 //! over its live log and returns data; the command renders it with the same code either way
