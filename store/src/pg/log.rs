@@ -109,7 +109,8 @@ fn tip_of(bytes: &[u8]) -> Result<Hash> {
 }
 
 async fn head_and_tip(client: &tokio_postgres::Client, name: &str) -> Result<(Seq, Hash)> {
-    let row = client.query_one(HEAD, &[&name]).await.map_err(Error::pg("reading the log head"))?;
+    let row = client.query_opt(HEAD, &[&name]).await.map_err(Error::pg("reading the log head"))?;
+    let row = row.ok_or_else(|| Error::NoLog(name.to_string()))?;
     Ok((from_sql("the log head", row.get(0))?, tip_of(row.get(1))?))
 }
 
@@ -120,15 +121,12 @@ impl<R: Record> PgLog<R> {
             let read_only = inner.read_only;
             inner
                 .with_client(move |c| async move {
-                    if read_only {
-                        return match c.query_opt(HEAD, &[&name]).await.map_err(Error::pg("reading the log head"))? {
-                            Some(row) => Ok((from_sql("the log head", row.get(0))?, tip_of(row.get(1))?)),
-                            None => Err(Error::NoLog(name)),
-                        };
+                    // A read-only store creates no log: a missing one is `NoLog`.
+                    if !read_only {
+                        c.execute("INSERT INTO netfold_logs (name) VALUES ($1) ON CONFLICT DO NOTHING", &[&name])
+                            .await
+                            .map_err(Error::pg("creating the log"))?;
                     }
-                    c.execute("INSERT INTO netfold_logs (name) VALUES ($1) ON CONFLICT DO NOTHING", &[&name])
-                        .await
-                        .map_err(Error::pg("creating the log"))?;
                     head_and_tip(&c, &name).await
                 })
                 .await?
