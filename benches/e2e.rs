@@ -12,7 +12,8 @@
 //!
 //! Run: `cargo bench --bench e2e` (needs Open vSwitch: `apt-get install -y openvswitch-switch`).
 //! `NETFOLD_BENCH_CHANGES` / `NETFOLD_BENCH_LOADED_CHANGES` set the number of changes per run,
-//! `NETFOLD_BENCH_ONLY=small|loaded` runs one of the two. In the loaded run only the first
+//! `NETFOLD_BENCH_ONLY=small|loaded` runs one of the two, `NETFOLD_BENCH_KEEP=1` keeps each run's
+//! directory (config, data, `netfold.log`; `NETFOLD_BENCH_LOG` sets its `RUST_LOG`). In the loaded run only the first
 //! `NETFOLD_BENCH_MANAGED_PORTS` (default 4) of the 2,000 cabled ports exist on OVS and are
 //! managed (the rest are `excluded_ports`): the engine carries the whole inventory, while the
 //! switch side stays what a real top-of-rack switch is. (With all 2,000 on the lab OVS, the
@@ -162,6 +163,9 @@ async fn scenario(label: &str, hosts: usize, vms_per_host: usize, managed: usize
     let vm = vc.add_vm(&host, "bench-vm", SimNet::Standard("pg-bench-a".into()))?;
 
     let dir = tempfile::tempdir()?;
+    if std::env::var_os("NETFOLD_BENCH_KEEP").is_some() {
+        println!("keeping the run's directory (config, data, netfold.log): {}", dir.path().display());
+    }
     let config = dir.path().join("netfold.toml");
     std::fs::write(
         &config,
@@ -250,6 +254,9 @@ async fn scenario(label: &str, hosts: usize, vms_per_host: usize, managed: usize
     println!("RSS after changes: netfold {rss:.1} MiB (peak {hwm:.1}); bench process with simulator {own:.1} MiB (peak {own_hwm:.1})");
     nf.stop()?;
     drop(sw);
+    if std::env::var_os("NETFOLD_BENCH_KEEP").is_some() {
+        let _ = dir.into_path();
+    }
     tokio::task::spawn_blocking(move || drop(lab)).await?;
     Ok(())
 }
