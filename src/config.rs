@@ -272,7 +272,8 @@ pub struct Hypervisor {
     /// `event.from` timeout); below `liveness_secs`.
     pub wait_secs: Option<u32>,
     pub resync_secs: Option<u64>,
-    /// vmware only: objects per `RetrievePropertiesEx` page.
+    /// vmware only: objects per page of the inventory read (`maxObjectUpdates`) and per
+    /// `RetrievePropertiesEx` page.
     pub page_size: Option<u32>,
     /// Accept an `http://` url (the password then crosses the network in clear; a WARN at
     /// every start).

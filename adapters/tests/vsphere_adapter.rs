@@ -37,6 +37,26 @@ async fn logs_in_again_after_the_session_is_dropped_server_side() {
     h.task.abort();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hollow_server_reads_as_an_empty_inventory_follows_as_silence_and_a_healthy_one_reads_whole() {
+    let mut h = start(small(), |_| {}).await;
+    let first = inventory(&mut h.rx).await;
+    assert!(!first.is_empty());
+    h.sim.set_fault(sims::fault::Fault::Hollow);
+    h.sim.drop_sessions();
+    assert!(inventory(&mut h.rx).await.is_empty(), "the filter's first update set has no objects");
+    // Following a hollow read reports nothing, not the objects the read did not give.
+    let vm = h.sim.vm_ids()[0].clone();
+    h.sim.set_power(&vm, false).unwrap();
+    let quiet = tokio::time::timeout(Duration::from_secs(2), next(&mut h.rx)).await;
+    assert!(quiet.is_err(), "nothing follows a hollow read: {quiet:?}");
+    h.sim.set_fault(sims::fault::Fault::None);
+    h.sim.drop_sessions();
+    let again = inventory(&mut h.rx).await;
+    assert_eq!(again.len(), first.len(), "a healthy read has every fact again");
+    h.task.abort();
+}
+
 async fn cut_and_restore(how: Cut) {
     let mut h = start(small(), |_| {}).await;
     inventory(&mut h.rx).await;

@@ -12,14 +12,17 @@ pub enum Fault {
     #[default]
     None,
     /// Full reads return no objects (XenAPI `*.get_all_records` → `{}`; vSphere
-    /// `RetrievePropertiesEx` → no `objects`), as a broken or half-started server does.
+    /// `RetrievePropertiesEx` → no `objects`, a new filter's first `WaitForUpdatesEx` → an
+    /// update set without objects, and following it reports nothing), as a broken or
+    /// half-started server does.
     Hollow,
     /// XenAPI only: one `VM.get_all_records` record is a string, not a struct.
     Garbage,
-    /// Full-read replies are padded past [`OVERSIZE_BYTES`].
+    /// Full-read replies are padded past [`OVERSIZE_BYTES`] (vSphere: `RetrieveProperties*`
+    /// and a new filter's first `WaitForUpdatesEx`).
     Oversize,
     /// Every follow call fails: XenAPI `event.from` → `SESSION_INVALID`; vSphere
-    /// `WaitForUpdatesEx` → a `SystemError` fault.
+    /// `WaitForUpdatesEx` from a version (not a new filter's first) → a `SystemError` fault.
     FailFollow,
 }
 

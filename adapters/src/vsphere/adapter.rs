@@ -1,6 +1,7 @@
 //! The vSphere protocol steps the session [`crate::driver`] runs: log in, create a collector of
-//! the session's own and a container view, read the inventory (paged `RetrievePropertiesEx` +
-//! `QueryNetworkHint`), then follow `CreateFilter` + `WaitForUpdatesEx` and report exact deltas.
+//! the session's own and a container view, read the inventory (`CreateFilter` and the filter's
+//! first `WaitForUpdatesEx` update sets, paged, + `QueryNetworkHint`), then follow the same
+//! filter with `WaitForUpdatesEx` from their version and report exact deltas.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -110,8 +111,16 @@ impl Peer for Adapter {
         if let Some(f) = s.filter.take() {
             s.client.destroy_filter(&f).await?;
         }
-        let mut inv =
-            Inventory::from_contents(s.client.retrieve_all(&s.collector, &s.spec, self.config.page_size).await?);
+        // The inventory is the new filter's first update sets, and following goes on from their
+        // version: nothing is sent twice. (A `RetrievePropertiesEx` read followed by the
+        // filter's first update set had every object sent again, seconds at 50,000 VMs during
+        // which no change reached the engine.)
+        s.filter = Some(s.client.create_filter(&s.collector, &s.spec).await?);
+        let (updates, version) = s.client.initial_updates(&s.collector, self.config.page_size).await?;
+        let (mut inv, refetch) = Inventory::from_updates(updates);
+        for obj in refetch {
+            refetch_object(&s.client, &s.collector, &mut inv, &obj).await?;
+        }
         let systems = inv.network_systems();
         refresh_hints(&s.client, &mut inv, systems).await?;
         let mut mapper = Mapper::default();
@@ -130,8 +139,7 @@ impl Peer for Adapter {
             facts: current.facts.values().cloned().collect(),
             rejected: current.rejected.clone(),
         };
-        s.filter = Some(s.client.create_filter(&s.collector, &s.spec).await?);
-        s.version = String::new();
+        s.version = version;
         s.inv = inv;
         s.mapper = mapper;
         s.next_hints = Instant::now() + self.config.topology_refresh();
@@ -155,8 +163,7 @@ impl Peer for Adapter {
                         let mut refetch = BTreeSet::new();
                         let mut new_hosts = Vec::new();
                         for u in &us.objects {
-                            // A new filter's first update set re-sends hosts already known:
-                            // only hosts new to the mirror need their topology read.
+                            // Only hosts new to the mirror need their topology read.
                             if u.obj.kind == mapping::HOST && u.kind == codec::UpdateKind::Enter && !inv.contains(&u.obj) {
                                 new_hosts.push(u.obj.value.clone());
                             }

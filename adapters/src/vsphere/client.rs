@@ -8,7 +8,7 @@
 use reqwest::header::{CONTENT_TYPE, COOKIE, SET_COOKIE};
 use reqwest::StatusCode;
 
-use super::codec::{self, MoRef, ObjectContent, PnicHint, ServiceContent, UpdateSet};
+use super::codec::{self, MoRef, ObjectContent, ObjectUpdate, PnicHint, ServiceContent, UpdateSet};
 use super::error::{Error, Result};
 use super::split;
 use crate::common::{read_limited, ExposeSecret as _, HttpClient, HttpError, SecretString};
@@ -245,6 +245,26 @@ impl Session {
             return Err(Error::unexpected("WaitForUpdatesEx", "object updates without an UpdateSet"));
         }
         Ok(us)
+    }
+
+    /// A new filter's first update sets, page by page (`maxObjectUpdates` = `page`): every object
+    /// the filter covers, as `enter` with all its properties, and the version to follow from.
+    /// Asked with `maxWaitSeconds` 0 (one update calculation), so a filter that covers nothing
+    /// answers at once: no update set, no objects, and following starts from the version `""`.
+    pub async fn initial_updates(&self, pc: &MoRef, page: u32) -> Result<(Vec<ObjectUpdate>, String)> {
+        let mut version = String::new();
+        let mut objects = Vec::new();
+        let mut pages = 0;
+        while let Some(us) = self.wait_for_updates(pc, version.clone(), 0, page).await? {
+            version = us.version;
+            objects.extend(us.objects);
+            pages += 1;
+            if !us.truncated {
+                break;
+            }
+        }
+        tracing::debug!(objects = objects.len(), pages, "read a new filter's initial update sets");
+        Ok((objects, version))
     }
 
     /// `QueryNetworkHint` on a host's network system.

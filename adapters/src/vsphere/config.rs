@@ -41,7 +41,8 @@ pub struct Config {
     /// `maxWaitSeconds` of each `WaitForUpdatesEx`; must stay below the liveness bound.
     #[serde(default = "defaults::wait_max_seconds")]
     pub wait_max_seconds: u32,
-    /// `maxObjects` per `RetrievePropertiesEx` page and `maxObjectUpdates` per update set.
+    /// `maxObjectUpdates` per update set (the inventory read is a new filter's first update
+    /// sets) and `maxObjects` per `RetrievePropertiesEx` page (an object re-read whole).
     #[serde(default = "defaults::page_size")]
     pub page_size: u32,
     /// How often `QueryNetworkHint` (CDP/LLDP) is re-read per host.

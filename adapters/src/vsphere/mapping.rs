@@ -182,6 +182,33 @@ fn known_path(kind: &str, path: &str) -> bool {
 }
 
 impl Inventory {
+    /// A mirror of a new filter's first update sets (the full read,
+    /// [`super::client::Session::initial_updates`]): each `enter` is an object with every
+    /// property it has, read as [`Inventory::from_contents`] reads a retrieve (an object that
+    /// enters twice with different properties is not mirrored); a `modify` or `leave` (a change
+    /// made while the pages were read) is applied after them. Returns the mirror and the objects
+    /// to re-read whole (a change to a path the mirror does not keep).
+    pub fn from_updates(updates: Vec<ObjectUpdate>) -> (Self, BTreeSet<MoRef>) {
+        let (enters, later): (Vec<ObjectUpdate>, Vec<ObjectUpdate>) =
+            updates.into_iter().partition(|u| u.kind == UpdateKind::Enter);
+        let contents = enters
+            .into_iter()
+            .map(|u| ObjectContent {
+                obj: u.obj,
+                props: u
+                    .changes
+                    .into_iter()
+                    .filter(|c| matches!(c.op, ChangeOp::Assign | ChangeOp::Add))
+                    .filter_map(|c| Some((c.name, c.val?)))
+                    .collect(),
+                missing: u.missing,
+            })
+            .collect();
+        let mut inv = Self::from_contents(contents);
+        let refetch = later.iter().filter(|u| inv.apply_update(u)).map(|u| u.obj.clone()).collect();
+        (inv, refetch)
+    }
+
     /// A mirror of a full `RetrievePropertiesEx` result. An object returned twice with
     /// different properties is not mirrored: it maps to a rejection naming both copies.
     pub fn from_contents(contents: Vec<ObjectContent>) -> Self {
@@ -291,8 +318,8 @@ impl Inventory {
                 false
             }
             UpdateKind::Enter => {
-                // A new filter's first update set re-sends every object: a cheap comparison
-                // keeps identical ones from being mapped again.
+                // An object that enters again with the same properties (a peer re-sending what
+                // it sent) is not mapped again: a cheap comparison.
                 let mut props = BTreeMap::new();
                 let refetch = apply(&mut props);
                 if self.conflicts.remove(&u.obj).is_some() || self.objects.get(&u.obj) != Some(&props) {
@@ -664,7 +691,7 @@ fn vm_facts(m: &MoRef, p: &BTreeMap<String, Value>, out: &mut Mapped) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vsphere::codec::{CdpInfo, LldpInfo, PhysicalNic, PortGroup, VirtualSwitch};
+    use crate::vsphere::codec::{CdpInfo, LldpInfo, PhysicalNic, PortGroup, PropertyChange, VirtualSwitch};
     use engine::{fact::diff, Change};
 
     fn host_with(vlan: i64) -> Inventory {
@@ -746,6 +773,60 @@ mod tests {
         let r: Vec<_> = m.rejected.iter().filter(|r| r.why.contains("mapped twice")).collect();
         assert_eq!(r.len(), 1, "{:?}", m.rejected);
         assert!(r[0].why.contains("Access(VlanId(10))") && r[0].why.contains("Access(VlanId(20))"), "{}", r[0].why);
+    }
+
+    /// An `enter` update carrying an object's properties as `assign` changes.
+    fn enter(c: ObjectContent) -> ObjectUpdate {
+        let changes =
+            c.props.into_iter().map(|(name, v)| PropertyChange { name, op: ChangeOp::Assign, val: Some(v) }).collect();
+        ObjectUpdate { kind: UpdateKind::Enter, obj: c.obj, changes, missing: c.missing }
+    }
+
+    #[test]
+    fn a_filters_first_update_sets_read_as_a_retrieve_and_later_changes_apply_after_them() {
+        let (inv, refetch) = Inventory::from_updates(vec![enter(host_content(vec![pg("pg", 10)]))]);
+        assert!(refetch.is_empty());
+        let retrieved = Inventory::from_contents(vec![host_content(vec![pg("pg", 10)])]);
+        assert_eq!(inv.facts(), retrieved.facts(), "the same mirror as a retrieve of the same object");
+        assert_eq!(net(&inv).unwrap().vlan.to_string(), "vlan 10");
+        // Entering twice with different properties: neither copy, as in a retrieve.
+        let (twice, _) = Inventory::from_updates(vec![
+            enter(host_content(vec![pg("pg", 10)])),
+            enter(host_content(vec![pg("pg", 20)])),
+        ]);
+        assert!(net(&twice).is_none());
+        assert!(twice.facts().rejected[0].why.contains("returned twice"), "{:?}", twice.facts().rejected);
+        // A change made while the pages were read applies after the enters, whatever its page.
+        let modify = ObjectUpdate {
+            kind: UpdateKind::Modify,
+            obj: MoRef::new(HOST, "host-1"),
+            changes: vec![PropertyChange {
+                name: "config.network.portgroup".into(),
+                op: ChangeOp::Assign,
+                val: Some(Value::Portgroups(vec![pg("pg", 30)])),
+            }],
+            missing: vec![],
+        };
+        let (changed, refetch) = Inventory::from_updates(vec![modify, enter(host_content(vec![pg("pg", 10)]))]);
+        assert!(refetch.is_empty());
+        assert_eq!(net(&changed).unwrap().vlan.to_string(), "vlan 30");
+        let leave =
+            ObjectUpdate { kind: UpdateKind::Leave, obj: MoRef::new(HOST, "host-1"), changes: vec![], missing: vec![] };
+        let (left, _) = Inventory::from_updates(vec![enter(host_content(vec![pg("pg", 10)])), leave]);
+        assert!(left.facts().facts.is_empty(), "{:?}", left.facts());
+        // A change to a path the mirror does not keep is re-read whole.
+        let odd = ObjectUpdate {
+            kind: UpdateKind::Modify,
+            obj: MoRef::new(HOST, "host-1"),
+            changes: vec![PropertyChange {
+                name: "config.network.portgroup[\"pg\"]".into(),
+                op: ChangeOp::Remove,
+                val: None,
+            }],
+            missing: vec![],
+        };
+        let (_, refetch) = Inventory::from_updates(vec![enter(host_content(vec![pg("pg", 10)])), odd]);
+        assert_eq!(refetch.into_iter().collect::<Vec<_>>(), vec![MoRef::new(HOST, "host-1")]);
     }
 
     #[test]

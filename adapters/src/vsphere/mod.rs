@@ -11,11 +11,14 @@
 //! - [`Adapter::new`]`(config)?` then [`Adapter::run`]`(link, grace, health).await`: the
 //!   protocol steps run by the one session [`crate::driver`], which owns retries, liveness and
 //!   loss reporting and never stops on an error. A session logs in, creates its own
-//!   `PropertyCollector` and a container view, reads the full inventory (`RetrievePropertiesEx`
-//!   paging + `QueryNetworkHint` per host), then follows `CreateFilter` + `WaitForUpdatesEx`
-//!   (`maxWaitSeconds` below the liveness bound, so a hung vCenter fails a request) and sends one
-//!   `Delta` per update set with exactly the facts that changed; CDP/LLDP is re-read every
-//!   `topology_refresh_ms`. Logout destroys the collector (and its filters) first.
+//!   `PropertyCollector` and a container view, reads the full inventory as a new filter's first
+//!   update sets (`CreateFilter`, then `WaitForUpdatesEx` from version `""`, paged by
+//!   `maxObjectUpdates`; + `QueryNetworkHint` per host), then follows that filter with
+//!   `WaitForUpdatesEx` from the version they ended at (`maxWaitSeconds` below the liveness
+//!   bound, so a hung vCenter fails a request) and sends one `Delta` per update set with exactly
+//!   the facts that changed; CDP/LLDP is re-read every `topology_refresh_ms`. An object whose
+//!   change the mirror cannot apply is re-read with `RetrievePropertiesEx`. Logout destroys the
+//!   collector (and its filters) first.
 //!
 //! Layout (the Xen adapter's file set): [`adapter`] (the protocol steps the driver runs),
 //! [`config`], [`client`] (the only module owning reqwest), [`split`] (large replies read element

@@ -215,20 +215,37 @@ pub async fn handle(shared: Arc<Shared>, headers: HeaderMap, body: axum::body::B
     if !shared.sessions.lock().map(|s| s.contains_key(&cookie)).unwrap_or(false) {
         return not_authenticated(&this);
     }
-    match method.as_str() {
-        "WaitForUpdatesEx" if misbehaviour == Fault::FailFollow => fault("simulated failure", "SystemError", ""),
+    // A full read: a retrieve, or a filter's first update sets (`WaitForUpdatesEx` from "").
+    let follow = method == "WaitForUpdatesEx" && req.text_of("version").is_some_and(|v| !v.trim().is_empty());
+    let full_read = method.starts_with("RetrieveProperties") || (method == "WaitForUpdatesEx" && !follow);
+    let r = match method.as_str() {
+        "WaitForUpdatesEx" if follow && misbehaviour == Fault::FailFollow => {
+            fault("simulated failure", "SystemError", "")
+        }
+        _ if misbehaviour == Fault::Hollow && (full_read || follow) => hollow(&method, &req).await,
         "WaitForUpdatesEx" => wait_for_updates(&shared, &cookie, &this, &req).await,
-        "RetrievePropertiesEx" | "RetrieveProperties" if misbehaviour == Fault::Hollow => {
-            ok(&method, if method == "RetrieveProperties" { "" } else { "<returnval></returnval>" })
+        _ => dispatch_locked(&shared, &method, &req, &this, &cookie),
+    };
+    if misbehaviour == Fault::Oversize && full_read {
+        oversize(r).await
+    } else {
+        r
+    }
+}
+
+/// What a hollow server answers: a retrieve or a filter's first update set without objects,
+/// and a follow call that waits out its `maxWaitSeconds` with nothing to report.
+async fn hollow(method: &str, req: &Node) -> Response {
+    match method {
+        "RetrieveProperties" => ok(method, ""),
+        "RetrievePropertiesEx" => ok(method, "<returnval></returnval>"),
+        _ if req.text_of("version").is_some_and(|v| !v.trim().is_empty()) => {
+            let max_wait = req.child("options").and_then(|o| o.text_of("maxWaitSeconds"));
+            let secs = max_wait.and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(60);
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            ok(method, "")
         }
-        _ => {
-            let r = dispatch_locked(&shared, &method, &req, &this, &cookie);
-            if misbehaviour == Fault::Oversize && method.starts_with("RetrieveProperties") {
-                oversize(r).await
-            } else {
-                r
-            }
-        }
+        _ => ok(method, "<returnval><version>hollow</version><truncated>false</truncated></returnval>"),
     }
 }
 
