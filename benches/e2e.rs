@@ -255,7 +255,7 @@ async fn scenario(label: &str, hosts: usize, vms_per_host: usize, managed: usize
     nf.stop()?;
     drop(sw);
     if std::env::var_os("NETFOLD_BENCH_KEEP").is_some() {
-        let _ = dir.into_path();
+        let _ = dir.keep();
     }
     tokio::task::spawn_blocking(move || drop(lab)).await?;
     Ok(())

@@ -42,13 +42,15 @@ pub struct Desired {
 }
 
 impl Desired {
+    /// One switch's ports (a range of the map: other switches' ports are not visited).
+    pub fn ports_of<'a>(&'a self, switch: &'a str) -> impl Iterator<Item = (&'a SwitchPort, &'a PortVlans)> + 'a {
+        let first = SwitchPort { switch: switch.to_string(), port: String::new() };
+        self.ports.range(first..).take_while(move |(p, _)| p.switch == switch)
+    }
+
     /// The VLAN sets of one switch's ports, keyed by port name.
     pub fn vlans_for(&self, switch: &str) -> BTreeMap<String, BTreeSet<VlanId>> {
-        self.ports
-            .iter()
-            .filter(|(p, _)| p.switch == switch)
-            .map(|(p, vlans)| (p.port.clone(), vlans.keys().copied().collect()))
-            .collect()
+        self.ports_of(switch).map(|(p, vlans)| (p.port.clone(), vlans.keys().copied().collect())).collect()
     }
 
     /// The reasons for `vlan` on `port`; empty when the VLAN is not desired there.
