@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::fault::{Counts, Fault};
 pub use world::{Neighbour, SimNet, SimVlan};
-use world::{SimDvpg, SimDvs, SimHost, SimNic, SimPnic, SimVm, World};
+use world::{SimDvpg, SimDvs, SimHost, SimNic, SimPnic, SimVm, World, DVPG, DVS, HOST, VM};
 
 /// A control call that named an object the simulator does not hold, or a set-up failure.
 #[derive(Debug, thiserror::Error)]
@@ -271,9 +271,15 @@ impl SimHandle {
         let acceptor = self.tls.as_ref().map(|(_, a)| a.clone());
         let t = token.clone();
         let task = tokio::spawn(async move {
+            // Open connections end with the listener: once cancelled, this task ends after them.
+            let connections = tokio_util::task::TaskTracker::new();
             loop {
                 let stream = tokio::select! {
-                    _ = t.cancelled() => return,
+                    _ = t.cancelled() => {
+                        connections.close();
+                        connections.wait().await;
+                        return;
+                    }
                     r = listener.accept() => match r {
                         Ok((s, _)) => s,
                         Err(e) => {
@@ -285,7 +291,7 @@ impl SimHandle {
                 let svc = TowerToHyperService::new(app.clone());
                 let t = t.clone();
                 let acceptor = acceptor.clone();
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     let http = hyper::server::conn::http1::Builder::new();
                     let serve = async {
                         match acceptor {
@@ -323,8 +329,9 @@ impl SimHandle {
             Cut::Refuse => {
                 let task = lock(&self.serving).take();
                 if let Some((token, task)) = task {
+                    // Returns once the listener and every open connection are closed, so no
+                    // answer leaves after the cut.
                     token.cancel();
-                    task.abort();
                     let _ = task.await;
                 }
             }
@@ -401,7 +408,7 @@ impl SimHandle {
         self.change(|w| {
             let portgroups = w.hosts.values().next().map(|h| h.portgroups.clone()).unwrap_or_default();
             let id = w.id("host");
-            let gen = w.bump();
+            let gen = w.bump(HOST, &id);
             let [a, b] = cabling;
             let pnics = [("vmnic0", a), ("vmnic1", b)]
                 .into_iter()
@@ -432,7 +439,7 @@ impl SimHandle {
                 return Err(Error::Sim(format!("no host {host}")));
             }
             let id = w.id("vm");
-            let gen = w.bump();
+            let gen = w.bump(VM, &id);
             let nic = SimNic { key: 4000, mac: w.mac(), connected: true, network };
             w.vms.insert(
                 id.clone(),
@@ -450,7 +457,7 @@ impl SimHandle {
         self.change(|w| {
             let mut v = w.vms.remove(vm).ok_or_else(|| Error::Sim(format!("no VM {vm}")))?;
             let r = f(&mut v, w);
-            v.gen = w.bump();
+            v.gen = w.bump(VM, vm);
             w.vms.insert(vm.to_string(), v);
             r
         })
@@ -522,7 +529,7 @@ impl SimHandle {
             let mut n = 0;
             let ids: Vec<String> = w.hosts.keys().cloned().collect();
             for id in ids {
-                let gen = w.bump();
+                let gen = w.bump(HOST, &id);
                 if let Some(h) = w.hosts.get_mut(&id) {
                     if f(h) {
                         h.gen = gen;
@@ -578,7 +585,7 @@ impl SimHandle {
         self.change(|w| {
             let dvs = w.dvs.keys().next().cloned().ok_or_else(|| Error::Sim("no distributed switch".into()))?;
             let id = w.id("dvportgroup");
-            let gen = w.bump();
+            let gen = w.bump(DVPG, &id);
             w.dvpgs.insert(id.clone(), SimDvpg { name: name.into(), gen, dvs, vlan, uplink: false });
             Ok(id)
         })
@@ -586,7 +593,7 @@ impl SimHandle {
 
     pub fn set_dvportgroup_vlan(&self, key: &str, vlan: SimVlan) -> Result<()> {
         self.change(|w| {
-            let gen = w.bump();
+            let gen = w.bump(DVPG, key);
             let p = w.dvpgs.get_mut(key).ok_or_else(|| Error::Sim(format!("no distributed port group {key}")))?;
             p.vlan = vlan;
             p.gen = gen;
@@ -642,11 +649,11 @@ fn generate(o: &SimOptions) -> World {
         (0..o.portgroups).map(|i| (format!("pg-{}", o.first_vlan + i as i64), o.first_vlan + i as i64)).collect();
     let dvs = (o.dvs_portgroups > 0).then(|| {
         let id = w.id("dvs");
-        let gen = w.bump();
+        let gen = w.bump(DVS, &id);
         let uuid = format!("50 1d 2e 3f 4a 5b 6c 7d-8e 9f a0 b1 c2 d3 e4 {:02x}", w.next_id & 0xff);
         w.dvs.insert(id.clone(), SimDvs { name: "dvSwitch".into(), gen, uuid });
         let up = w.id("dvportgroup");
-        let gen = w.bump();
+        let gen = w.bump(DVPG, &up);
         w.dvpgs.insert(
             up,
             SimDvpg {
@@ -659,7 +666,7 @@ fn generate(o: &SimOptions) -> World {
         );
         for i in 0..o.dvs_portgroups {
             let pg = w.id("dvportgroup");
-            let gen = w.bump();
+            let gen = w.bump(DVPG, &pg);
             let vlan = o.first_vlan + 100 + i as i64;
             w.dvpgs.insert(
                 pg,
@@ -671,7 +678,7 @@ fn generate(o: &SimOptions) -> World {
     let dvpg_keys: Vec<String> = w.dvpgs.iter().filter(|(_, p)| !p.uplink).map(|(k, _)| k.clone()).collect();
     for h in 0..o.hosts {
         let id = w.id("host");
-        let gen = w.bump();
+        let gen = w.bump(HOST, &id);
         let mut pnics = vec![cable(&mut w, "vmnic0", false), cable(&mut w, "vmnic1", false)];
         if dvs.is_some() {
             pnics.push(cable(&mut w, "vmnic2", true));
@@ -702,7 +709,7 @@ fn generate(o: &SimOptions) -> World {
                 vec![SimNic { key: 4000, mac: w.mac(), connected: true, network }]
             };
             let vm = w.id("vm");
-            let gen = w.bump();
+            let gen = w.bump(VM, &vm);
             w.vms.insert(
                 vm,
                 SimVm { name: format!("vm-{:02}-{:03}", h + 1, v + 1), gen, host: id.clone(), powered_on: true, nics },

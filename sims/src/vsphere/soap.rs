@@ -681,8 +681,12 @@ fn collect_updates(world: &World, f: &mut Filter, max: usize) -> (Vec<String>, b
     if let Some(synced) = incremental {
         // Only objects changed since the last complete pass can differ from the snapshot.
         // No generation above `synced`: nothing changed (the usual call that then parks).
-        let changed: Vec<(&'static str, &str, u64)> =
-            if world.gen > synced { walk(world, &f.spec, None).filter(|o| o.2 > synced).collect() } else { Vec::new() };
+        let changed: Vec<(&'static str, &str, u64)> = match &f.spec.target {
+            Target::View(types) if world.gen > synced => {
+                world.changed_since(types, synced).into_iter().filter(|(k, _, _)| wanted(&f.spec, k)).collect()
+            }
+            _ => Vec::new(),
+        };
         let fresh = changed.iter().filter(|(k, id, _)| f.reported_gen(k, id).is_none()).count();
         let expected = f.reported_len() + fresh;
         for (kind, id, gen) in changed {
@@ -908,7 +912,7 @@ mod tests {
 
     fn add_vm(w: &mut World, host: &str) -> String {
         let id = w.id("vm");
-        let gen = w.bump();
+        let gen = w.bump(VM, &id);
         let nic = SimNic { key: 4000, mac: w.mac(), connected: true, network: SimNet::Standard("pg-100".into()) };
         w.vms.insert(
             id.clone(),
@@ -932,7 +936,7 @@ mod tests {
         let seen_vm = reported.iter().find(|(_, id)| id.starts_with("vm-")).unwrap().1.clone();
         let gone_seen = reported.iter().filter(|(_, id)| id.starts_with("vm-")).nth(1).unwrap().1.clone();
         let gone_unseen = w.vms.keys().last().unwrap().clone();
-        let gen = w.bump();
+        let gen = w.bump(VM, &seen_vm);
         let v = w.vms.get_mut(&seen_vm).unwrap();
         v.name = "renamed".into();
         v.gen = gen;
@@ -961,7 +965,7 @@ mod tests {
         assert!(f.synced.is_some(), "a completed pass switches to looking at newer generations only");
 
         // Incremental calls: a change, and a removal with an addition (same object count).
-        let gen = w.bump();
+        let gen = w.bump(VM, &late);
         let v = w.vms.get_mut(&late).unwrap();
         v.host = w.hosts.keys().nth(1).unwrap().clone();
         v.gen = gen;

@@ -174,6 +174,10 @@ pub struct World {
     pub vms: BTreeMap<String, SimVm>,
     pub dvpgs: BTreeMap<String, SimDvpg>,
     pub dvs: BTreeMap<String, SimDvs>,
+    /// Objects by the generation [`World::bump`] gave them (an object given a newer one since
+    /// is found again under it; its older entry is stale and skipped): what changed since a
+    /// generation is a range of this, not a walk of every object.
+    changed: BTreeMap<u64, (&'static str, String)>,
 }
 
 impl World {
@@ -182,9 +186,32 @@ impl World {
         format!("{prefix}-{}", self.next_id)
     }
 
-    pub fn bump(&mut self) -> u64 {
+    /// The next generation, for object `id` of type `kind` (which the caller gives it).
+    pub fn bump(&mut self, kind: &'static str, id: &str) -> u64 {
         self.gen += 1;
+        self.changed.insert(self.gen, (kind, id.to_string()));
+        let objects = self.hosts.len() + self.vms.len() + self.dvpgs.len() + self.dvs.len();
+        if self.changed.len() > 2 * objects + 1024 {
+            let mut changed = std::mem::take(&mut self.changed);
+            changed.retain(|gen, (kind, id)| self.gen_of(kind, id) == Some(*gen) || *gen == self.gen);
+            self.changed = changed;
+        }
         self.gen
+    }
+
+    /// `(type, id, generation)` of the objects of these types whose generation is above
+    /// `since`, in walk order ([`World::walk`]'s).
+    pub fn changed_since(&self, types: &[String], since: u64) -> Vec<(&'static str, &str, u64)> {
+        let mut out: Vec<(&'static str, &str, u64)> = self
+            .changed
+            .range(since + 1..)
+            .filter(|(_, (kind, _))| wants(types, kind))
+            .filter_map(|(gen, (kind, id))| {
+                self.lookup(kind, id).filter(|(_, g)| g == gen).map(|(id, g)| (*kind, id, g))
+            })
+            .collect();
+        out.sort_by_key(|(kind, id, _)| (WALK_ORDER.iter().position(|o| o == kind), *id));
+        out
     }
 
     pub fn mac(&mut self) -> String {
