@@ -32,6 +32,10 @@ const MAX_GROUP: usize = 1 << 16;
 const MAX_BLOCK_BYTES: usize = 6 * 1024;
 /// Records a read gathers (from consecutive blocks) before decoding them together.
 const READ_RUN: usize = 4096;
+/// Records in a read's first run: runs start short and double up to [`READ_RUN`], so a reader
+/// that stops after a few records (a history query at an early seq) does not decode thousands
+/// it never looks at.
+const FIRST_RUN: usize = 16;
 
 /// What to do when a log opened for writing has lost acknowledged records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -441,8 +445,8 @@ impl Trees {
 
     /// Records `from..=last` of a log whose head is `head`, decoded, as runs: blocks are small (a
     /// few KiB), so records are gathered across blocks into runs long enough to decode in
-    /// parallel. A gap (including records missing before `last`) or a bad record ends the runs
-    /// with its error.
+    /// parallel (the first runs shorter: [`FIRST_RUN`]). A gap (including records missing before
+    /// `last`) or a bad record ends the runs with its error.
     fn runs<R: Record>(
         &self,
         from: Seq,
@@ -452,6 +456,7 @@ impl Trees {
         let mut blocks = self.blocks_from(from, last);
         let mut expected = from.max(1);
         let mut done = false;
+        let mut want = FIRST_RUN;
         std::iter::from_fn(move || {
             if done {
                 return None;
@@ -459,7 +464,9 @@ impl Trees {
             let mut run: Vec<Block> = Vec::new();
             let mut records = 0;
             let mut error = None;
-            while records < READ_RUN {
+            let target = want;
+            want = (want * 2).min(READ_RUN);
+            while records < target {
                 match blocks.next() {
                     None if expected <= last => error = Some(Error::Missing { seq: expected, head }),
                     None => done = true,
