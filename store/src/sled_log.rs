@@ -5,7 +5,9 @@
 //! flush, chains and inserts them in one sled batch, flushes once, then acknowledges them all:
 //! group commit. The head other readers see moves only after the flush, so nothing that is not
 //! durable is ever read. Reads hand out slices of the stored blocks, and decode long runs of
-//! records on every core.
+//! records on every core; a whole-log read ([`Log::read`]) decodes on a thread of its own, a
+//! run ahead of its reader, so the reader's work (a fold) overlaps the decoding of what comes
+//! next.
 
 use std::marker::PhantomData;
 use std::ops::{Range, RangeInclusive};
@@ -505,6 +507,68 @@ impl Trees {
     }
 }
 
+/// How many decoded runs a [`ReadAhead`] holds ready beyond the one being consumed.
+const READ_AHEAD: usize = 1;
+
+/// Records `from..=head`, read and decoded on a thread of its own ([`Trees::runs`]), at most
+/// [`READ_AHEAD`] runs ahead of the consumer: the consumer's work on one run overlaps the
+/// decoding of the next. Dropping it stops the thread (after the run it is decoding) and waits
+/// for it, so nothing reads the database once the reader is gone.
+struct ReadAhead<R> {
+    runs: Option<std::sync::mpsc::Receiver<Vec<Result<Entry<R>>>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<R: Record> ReadAhead<R> {
+    fn start(trees: Arc<Trees>, from: Seq, head: Seq) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD);
+        let spawned = std::thread::Builder::new().name(format!("log-read-{}", trees.name)).spawn(move || {
+            for run in trees.runs::<R>(from, head, head) {
+                if tx.send(run).is_err() {
+                    return;
+                }
+            }
+        });
+        match spawned {
+            Ok(thread) => Self { runs: Some(rx), thread: Some(thread) },
+            Err(e) => {
+                // No thread: the one error is the whole read.
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                let _ = tx.send(vec![Err(Error::Closed(format!("cannot start the log reader thread: {e}")))]);
+                Self { runs: Some(rx), thread: None }
+            }
+        }
+    }
+}
+
+impl<R> Iterator for ReadAhead<R> {
+    type Item = Vec<Result<Entry<R>>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.runs.as_ref()?.recv() {
+            Ok(run) => Some(run),
+            Err(_) => {
+                // Every run was sent, or the thread panicked: that panic is the reader's.
+                self.runs = None;
+                if let Some(Err(panic)) = self.thread.take().map(std::thread::JoinHandle::join) {
+                    std::panic::resume_unwind(panic);
+                }
+                None
+            }
+        }
+    }
+}
+
+impl<R> Drop for ReadAhead<R> {
+    fn drop(&mut self) {
+        // The thread's next send fails once the receiver is gone; then it returns.
+        drop(self.runs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 impl<R: Record> Source<R> for Trees {
     fn read_chunk(&self, from: Seq, max: usize) -> (Vec<Entry<R>>, Option<Error>) {
         let head = *self.head.borrow();
@@ -542,7 +606,7 @@ impl<R: Record> Log<R> for SledLog<R> {
 
     fn read(&self, from: Seq) -> Box<dyn Iterator<Item = Result<Entry<R>>> + Send + '_> {
         let head = self.head();
-        Box::new(self.trees.runs(from, head, head).flatten())
+        Box::new(ReadAhead::start(self.trees.clone(), from, head).flatten())
     }
 
     fn subscribe(&self, from: Seq) -> Subscription<R> {
