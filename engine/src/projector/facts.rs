@@ -148,17 +148,27 @@ fn counting(powered_on: bool, connected: bool, count_powered_off: bool) -> bool 
     }
 }
 
-/// The vNICs attached to one network on one host, and how many of them count (powered on and
-/// connected; with the policy's `count_powered_off`, powered-off ones too).
+/// The vNICs attached to one network on one host.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Attached {
     pub(crate) vnics: HashSet<VKey>,
-    pub(crate) counting: u32,
 }
 
 /// A network's standing before a vNIC change: whether it exists, whether it reaches a port,
 /// and how many vNICs on it count.
 pub(crate) type Standing = (bool, bool, u32);
+
+/// What a vNIC change reads and writes of a (host, network), kept small and apart from the
+/// networks and the attached vNICs so that it stays in cache: whether the network exists,
+/// whether it reaches a port ([`Network::reaches`]), and how many attached vNICs count
+/// (powered on and connected; with the policy's `count_powered_off`, powered-off ones too).
+/// Absent: no network and no counting vNIC.
+#[derive(Clone, Copy, Debug, Default)]
+struct NetStanding {
+    exists: bool,
+    reaches: bool,
+    counting: u32,
+}
 
 /// What a vNIC change moved: where the vNIC was and goes ((host, network) ids, and whether it
 /// counts there; `None`: not stored before / removed), and the standing of those two networks
@@ -169,11 +179,20 @@ pub(crate) struct VnicMove {
     pub(crate) before: [Option<Standing>; 2],
 }
 
-/// Network `k`'s [`Standing`], from the two maps it is read from (so it can be read while a
-/// vNIC is borrowed from a third).
-fn standing(reach: &HashMap<Pair, bool>, vnics_on: &HashMap<Pair, Attached>, k: Pair) -> Standing {
-    let r = reach.get(&k);
-    (r.is_some(), r.is_some_and(|r| *r), vnics_on.get(&k).map_or(0, |a| a.counting))
+/// Network `k`'s [`Standing`], from the map it is kept in (so it can be read while a vNIC is
+/// borrowed from another).
+fn standing(nets: &HashMap<Pair, NetStanding>, k: Pair) -> Standing {
+    nets.get(&k).map_or((false, false, 0), |s| (s.exists, s.reaches, s.counting))
+}
+
+/// Counts a vNIC that starts (`+1`) or stops (`-1`) counting on (host, network) `k`; an
+/// entry left with no network and no count goes.
+fn count(nets: &mut HashMap<Pair, NetStanding>, k: Pair, delta: i8) {
+    let s = nets.entry(k).or_default();
+    s.counting = if delta > 0 { s.counting + 1 } else { s.counting.saturating_sub(1) };
+    if !s.exists && s.counting == 0 {
+        nets.remove(&k);
+    }
 }
 
 /// Overwrites `dst` with `src`, reusing `dst`'s buffers.
@@ -199,9 +218,8 @@ pub struct Facts {
     hosts: HashMap<u32, (HostFact, Stamp)>,
     uplinks: HashMap<Pair, Uplink>,
     networks: HashMap<Pair, Network>,
-    /// Every network's [`Network::reaches`], by (host, network) ids: a small table a vNIC
-    /// change reads instead of the networks themselves.
-    reach: HashMap<Pair, bool>,
+    /// (host, network) → what a vNIC change reads and writes there, apart from the networks.
+    nets: HashMap<Pair, NetStanding>,
     vnics: hashbrown::HashMap<VKey, Vnic, FxBuildHasher>,
     /// host → the networks reported on it.
     networks_by_host: HashMap<u32, HashSet<u32>>,
@@ -445,14 +463,14 @@ impl Facts {
         self.networks_by_host.get(&host).into_iter().flat_map(|s| s.iter().copied())
     }
 
-    /// The vNICs attached to (host, network) ids, and how many of them count.
+    /// The vNICs attached to (host, network) ids.
     pub(crate) fn attached(&self, k: Pair) -> Option<&Attached> {
         self.vnics_on.get(&k)
     }
 
     /// How many vNICs attached to (host, network) ids count.
     pub(crate) fn counting_on(&self, k: Pair) -> u32 {
-        self.vnics_on.get(&k).map_or(0, |a| a.counting)
+        self.nets.get(&k).map_or(0, |s| s.counting)
     }
 
     /// Whether a vNIC counts: powered on and connected, or powered off when the policy counts
@@ -520,7 +538,7 @@ impl Facts {
                     }
                     None => {
                         self.networks.insert(k, Network { fact: n.clone(), uplinks, reaches: false, set: stamp });
-                        self.reach.insert(k, false);
+                        self.nets.entry(k).or_default().exists = true;
                         self.networks_by_host.entry(k.0).or_default().insert(k.1);
                         self.refresh_reach(k);
                         true
@@ -596,13 +614,7 @@ impl Facts {
                     self.unindex(was, &k, counted);
                     self.index(at, &k, counts);
                 } else if counted != counts {
-                    if let Some(a) = self.vnics_on.get_mut(&at) {
-                        if counts {
-                            a.counting += 1;
-                        } else {
-                            a.counting = a.counting.saturating_sub(1);
-                        }
-                    }
+                    count(&mut self.nets, at, if counts { 1 } else { -1 });
                 }
             }
             None => {
@@ -636,7 +648,12 @@ impl Facts {
             },
             FactKey::Network { host, network } => match self.pair(host, network) {
                 Some(k) if self.networks.remove(&k).is_some() => {
-                    self.reach.remove(&k);
+                    if let Some(s) = self.nets.get_mut(&k) {
+                        (s.exists, s.reaches) = (false, false);
+                        if s.counting == 0 {
+                            self.nets.remove(&k);
+                        }
+                    }
                     if let Some(s) = self.networks_by_host.get_mut(&k.0) {
                         s.remove(&k.1);
                         if s.is_empty() {
@@ -668,7 +685,7 @@ impl Facts {
             n.fact.vlan.vlans().next().is_some() && n.uplinks.iter().any(|&nic| self.port_of((k.0, nic)).is_some());
         if let Some(n) = self.networks.get_mut(&k) {
             n.reaches = reaches;
-            self.reach.insert(k, reaches);
+            self.nets.entry(k).or_default().reaches = reaches;
         }
     }
 
@@ -692,7 +709,7 @@ impl Facts {
         let counts = counting(v.powered_on, v.connected, self.count_powered_off);
         let Some((k, slot)) = self.vnics.get_key_value_mut(&VKeyRef(&v.vm, &v.nic)) else {
             let at = (self.names.intern(v.host.as_str()), self.names.intern(v.network.as_str()));
-            let before = [None, Some(standing(&self.reach, &self.vnics_on, at))];
+            let before = [None, Some(standing(&self.nets, at))];
             self.upsert_vnic_at(at, v, stamp);
             return Some(VnicMove { old: None, new: Some((at, counts)), before });
         };
@@ -718,22 +735,13 @@ impl Facts {
         let network = if same_network { was.1 } else { self.names.intern(v.network.as_str()) };
         let at = (host, network);
         (slot.host, slot.network) = at;
-        let before = [
-            Some(standing(&self.reach, &self.vnics_on, was)),
-            (was != at).then(|| standing(&self.reach, &self.vnics_on, at)),
-        ];
+        let before = [Some(standing(&self.nets, was)), (was != at).then(|| standing(&self.nets, at))];
         if was != at {
             let k = k.clone();
             self.unindex(was, &k, counted);
             self.index(at, &k, counts);
         } else if counted != counts {
-            if let Some(a) = self.vnics_on.get_mut(&at) {
-                if counts {
-                    a.counting += 1;
-                } else {
-                    a.counting = a.counting.saturating_sub(1);
-                }
-            }
+            count(&mut self.nets, at, if counts { 1 } else { -1 });
         }
         Some(VnicMove { old: Some((was, counted)), new: Some((at, counts)), before })
     }
@@ -741,22 +749,25 @@ impl Facts {
     /// Network `k`'s standing before a vNIC change: whether it exists, whether it reaches a
     /// port, and how many vNICs on it count.
     pub(crate) fn network_standing(&self, k: Pair) -> Standing {
-        standing(&self.reach, &self.vnics_on, k)
+        standing(&self.nets, k)
     }
 
     fn index(&mut self, at: Pair, k: &VKey, counts: bool) {
-        let a = self.vnics_on.entry(at).or_default();
-        a.vnics.insert(k.clone());
-        a.counting += u32::from(counts);
+        self.vnics_on.entry(at).or_default().vnics.insert(k.clone());
+        if counts {
+            count(&mut self.nets, at, 1);
+        }
     }
 
     fn unindex(&mut self, at: Pair, k: &VKey, counted: bool) {
         if let Some(a) = self.vnics_on.get_mut(&at) {
             a.vnics.remove(k);
-            a.counting = a.counting.saturating_sub(u32::from(counted));
             if a.vnics.is_empty() {
                 self.vnics_on.remove(&at);
             }
+        }
+        if counted {
+            count(&mut self.nets, at, -1);
         }
     }
 }
