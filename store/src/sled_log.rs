@@ -5,7 +5,9 @@
 //! flush, chains and inserts them in one sled batch, flushes once, then acknowledges them all:
 //! group commit. The head other readers see moves only after the flush, so nothing that is not
 //! durable is ever read. Reads hand out slices of the stored blocks, and decode long runs of
-//! records on every core.
+//! records on every core; a whole-log read ([`Log::read`]) decodes on a thread of its own, a
+//! run ahead of its reader, so the reader's work (a fold) overlaps the decoding of what comes
+//! next.
 
 use std::marker::PhantomData;
 use std::ops::{Range, RangeInclusive};
@@ -32,6 +34,10 @@ const MAX_GROUP: usize = 1 << 16;
 const MAX_BLOCK_BYTES: usize = 6 * 1024;
 /// Records a read gathers (from consecutive blocks) before decoding them together.
 const READ_RUN: usize = 4096;
+/// Records in a read's first run: runs start short and double up to [`READ_RUN`], so a reader
+/// that stops after a few records (a history query at an early seq) does not decode thousands
+/// it never looks at.
+const FIRST_RUN: usize = 16;
 
 /// What to do when a log opened for writing has lost acknowledged records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -441,8 +447,8 @@ impl Trees {
 
     /// Records `from..=last` of a log whose head is `head`, decoded, as runs: blocks are small (a
     /// few KiB), so records are gathered across blocks into runs long enough to decode in
-    /// parallel. A gap (including records missing before `last`) or a bad record ends the runs
-    /// with its error.
+    /// parallel (the first runs shorter: [`FIRST_RUN`]). A gap (including records missing before
+    /// `last`) or a bad record ends the runs with its error.
     fn runs<R: Record>(
         &self,
         from: Seq,
@@ -452,6 +458,7 @@ impl Trees {
         let mut blocks = self.blocks_from(from, last);
         let mut expected = from.max(1);
         let mut done = false;
+        let mut want = FIRST_RUN;
         std::iter::from_fn(move || {
             if done {
                 return None;
@@ -459,7 +466,9 @@ impl Trees {
             let mut run: Vec<Block> = Vec::new();
             let mut records = 0;
             let mut error = None;
-            while records < READ_RUN {
+            let target = want;
+            want = (want * 2).min(READ_RUN);
+            while records < target {
                 match blocks.next() {
                     None if expected <= last => error = Some(Error::Missing { seq: expected, head }),
                     None => done = true,
@@ -495,6 +504,68 @@ impl Trees {
             }
             Err(e) => vec![Err(e)],
         })
+    }
+}
+
+/// How many decoded runs a [`ReadAhead`] holds ready beyond the one being consumed.
+const READ_AHEAD: usize = 1;
+
+/// Records `from..=head`, read and decoded on a thread of its own ([`Trees::runs`]), at most
+/// [`READ_AHEAD`] runs ahead of the consumer: the consumer's work on one run overlaps the
+/// decoding of the next. Dropping it stops the thread (after the run it is decoding) and waits
+/// for it, so nothing reads the database once the reader is gone.
+struct ReadAhead<R> {
+    runs: Option<std::sync::mpsc::Receiver<Vec<Result<Entry<R>>>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<R: Record> ReadAhead<R> {
+    fn start(trees: Arc<Trees>, from: Seq, head: Seq) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD);
+        let spawned = std::thread::Builder::new().name(format!("log-read-{}", trees.name)).spawn(move || {
+            for run in trees.runs::<R>(from, head, head) {
+                if tx.send(run).is_err() {
+                    return;
+                }
+            }
+        });
+        match spawned {
+            Ok(thread) => Self { runs: Some(rx), thread: Some(thread) },
+            Err(e) => {
+                // No thread: the one error is the whole read.
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                let _ = tx.send(vec![Err(Error::Closed(format!("cannot start the log reader thread: {e}")))]);
+                Self { runs: Some(rx), thread: None }
+            }
+        }
+    }
+}
+
+impl<R> Iterator for ReadAhead<R> {
+    type Item = Vec<Result<Entry<R>>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.runs.as_ref()?.recv() {
+            Ok(run) => Some(run),
+            Err(_) => {
+                // Every run was sent, or the thread panicked: that panic is the reader's.
+                self.runs = None;
+                if let Some(Err(panic)) = self.thread.take().map(std::thread::JoinHandle::join) {
+                    std::panic::resume_unwind(panic);
+                }
+                None
+            }
+        }
+    }
+}
+
+impl<R> Drop for ReadAhead<R> {
+    fn drop(&mut self) {
+        // The thread's next send fails once the receiver is gone; then it returns.
+        drop(self.runs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -535,7 +606,7 @@ impl<R: Record> Log<R> for SledLog<R> {
 
     fn read(&self, from: Seq) -> Box<dyn Iterator<Item = Result<Entry<R>>> + Send + '_> {
         let head = self.head();
-        Box::new(self.trees.runs(from, head, head).flatten())
+        Box::new(ReadAhead::start(self.trees.clone(), from, head).flatten())
     }
 
     fn subscribe(&self, from: Seq) -> Subscription<R> {

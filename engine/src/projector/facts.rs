@@ -8,17 +8,23 @@
 //! between hypervisors) and passed in. Upserting a fact that already exists updates it in place,
 //! reusing its strings' buffers.
 //!
-//! vNICs (the bulk of the facts and of the changes) are stored compactly: their VM, NIC, host
-//! and network as interned ids and their VM name and MAC as inline [`CompactString`]s, one small
-//! record with no heap blocks of its own; a [`VnicFact`] is rebuilt when asked for.
+//! vNICs (the bulk of the facts and of the changes) are stored compactly, keyed by their VM and
+//! NIC ids themselves ([`VKey`], inline [`CompactString`]s: an upsert finds its vNIC in one
+//! lookup, without interning the VM id first), with their host and network as interned ids and
+//! their VM name and MAC inline: one small record with no heap blocks of its own; a
+//! [`VnicFact`] is rebuilt when asked for.
 //!
 //! Every fact carries its provenance: the [`Stamp`] of the event that set its current value (an
 //! upsert that changes nothing does not move it), so `why` at any point reads it from the state.
 
+use std::hash::{Hash, Hasher};
+
 use compact_str::CompactString;
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use hashbrown::Equivalent;
+use rustc_hash::{FxBuildHasher, FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::intern::Interner;
+use super::snapshot::VnicIn;
 use super::Stamp;
 use crate::fact::{Fact, FactKey, HostFact, NetworkFact, UplinkFact, VnicFact};
 use crate::ids::SwitchPort;
@@ -63,8 +69,38 @@ impl FactRef<'_> {
     }
 }
 
-/// A pair of interned ids: (host, nic), (host, network) or (vm, nic).
+/// A pair of interned ids: (host, nic) or (host, network).
 pub(crate) type Pair = (u32, u32);
+
+/// A vNIC's key: its VM and NIC ids, inline (short ids need no heap block).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct VKey {
+    pub(crate) vm: CompactString,
+    pub(crate) nic: CompactString,
+}
+
+impl VKey {
+    fn new(vm: &str, nic: &str) -> Self {
+        Self { vm: CompactString::from(vm), nic: CompactString::from(nic) }
+    }
+}
+
+/// Hashes as [`VKeyRef`] does, so a lookup needs no owned key.
+impl Hash for VKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        VKeyRef(self.vm.as_str(), self.nic.as_str()).hash(h);
+    }
+}
+
+/// A borrowed [`VKey`]: (vm, nic).
+#[derive(Hash)]
+struct VKeyRef<'a>(&'a str, &'a str);
+
+impl Equivalent<VKey> for VKeyRef<'_> {
+    fn equivalent(&self, key: &VKey) -> bool {
+        key.vm.as_str() == self.0 && key.nic.as_str() == self.1
+    }
+}
 
 /// An uplink, the switch port its reported neighbour is, and the port it leads to (both
 /// interned by the state).
@@ -90,7 +126,7 @@ pub(crate) struct Network {
     set: Stamp,
 }
 
-/// A vNIC (its VM and NIC ids are its key): the ids of its host and network, its VM name and MAC
+/// A vNIC (its [`VKey`] is its key): the ids of its host and network, its VM name and MAC
 /// inline, its flags.
 #[derive(Clone, Debug)]
 pub(crate) struct Vnic {
@@ -112,12 +148,51 @@ fn counting(powered_on: bool, connected: bool, count_powered_off: bool) -> bool 
     }
 }
 
-/// The vNICs attached to one network on one host, and how many of them count (powered on and
-/// connected; with the policy's `count_powered_off`, powered-off ones too).
+/// The vNICs attached to one network on one host.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Attached {
-    pub(crate) vnics: HashSet<Pair>,
-    pub(crate) counting: u32,
+    pub(crate) vnics: HashSet<VKey>,
+}
+
+/// A network's standing before a vNIC change: whether it exists, whether it reaches a port,
+/// and how many vNICs on it count.
+pub(crate) type Standing = (bool, bool, u32);
+
+/// What a vNIC change reads and writes of a (host, network), kept small and apart from the
+/// networks and the attached vNICs so that it stays in cache: whether the network exists,
+/// whether it reaches a port ([`Network::reaches`]), and how many attached vNICs count
+/// (powered on and connected; with the policy's `count_powered_off`, powered-off ones too).
+/// Absent: no network and no counting vNIC.
+#[derive(Clone, Copy, Debug, Default)]
+struct NetStanding {
+    exists: bool,
+    reaches: bool,
+    counting: u32,
+}
+
+/// What a vNIC change moved: where the vNIC was and goes ((host, network) ids, and whether it
+/// counts there; `None`: not stored before / removed), and the standing of those two networks
+/// before the change (`None` where there is no network).
+pub(crate) struct VnicMove {
+    pub(crate) old: Option<(Pair, bool)>,
+    pub(crate) new: Option<(Pair, bool)>,
+    pub(crate) before: [Option<Standing>; 2],
+}
+
+/// Network `k`'s [`Standing`], from the map it is kept in (so it can be read while a vNIC is
+/// borrowed from another).
+fn standing(nets: &HashMap<Pair, NetStanding>, k: Pair) -> Standing {
+    nets.get(&k).map_or((false, false, 0), |s| (s.exists, s.reaches, s.counting))
+}
+
+/// Counts a vNIC that starts (`+1`) or stops (`-1`) counting on (host, network) `k`; an
+/// entry left with no network and no count goes.
+fn count(nets: &mut HashMap<Pair, NetStanding>, k: Pair, delta: i8) {
+    let s = nets.entry(k).or_default();
+    s.counting = if delta > 0 { s.counting + 1 } else { s.counting.saturating_sub(1) };
+    if !s.exists && s.counting == 0 {
+        nets.remove(&k);
+    }
 }
 
 /// Overwrites `dst` with `src`, reusing `dst`'s buffers.
@@ -143,10 +218,12 @@ pub struct Facts {
     hosts: HashMap<u32, (HostFact, Stamp)>,
     uplinks: HashMap<Pair, Uplink>,
     networks: HashMap<Pair, Network>,
-    vnics: HashMap<Pair, Vnic>,
+    /// (host, network) → what a vNIC change reads and writes there, apart from the networks.
+    nets: HashMap<Pair, NetStanding>,
+    vnics: hashbrown::HashMap<VKey, Vnic, FxBuildHasher>,
     /// host → the networks reported on it.
     networks_by_host: HashMap<u32, HashSet<u32>>,
-    /// (host, network) → (vm, nic) of the vNICs attached to that network on that host.
+    /// (host, network) → the keys of the vNICs attached to that network on that host.
     vnics_on: HashMap<Pair, Attached>,
     /// Static links (host, nic) → port: they win over the reported neighbour.
     links: HashMap<Pair, u32>,
@@ -198,8 +275,7 @@ impl Facts {
 
     /// The vNIC with this key (rebuilt from its stored form).
     pub fn vnic(&self, vm: &str, nic: &str) -> Option<VnicFact> {
-        let k = self.pair(vm, nic)?;
-        self.vnics.get(&k).map(|v| self.vnic_fact(k, v))
+        self.vnics.get_key_value(&VKeyRef(vm, nic)).map(|(k, v)| self.vnic_fact(k, v))
     }
 
     /// The networks reported on `host`.
@@ -217,7 +293,7 @@ impl Facts {
             .and_then(|k| self.vnics_on.get(&k))
             .into_iter()
             .flat_map(|s| s.vnics.iter())
-            .filter_map(|k| self.vnics.get(k).map(|v| self.vnic_fact(*k, v)))
+            .filter_map(|k| self.vnics.get(k).map(|v| self.vnic_fact(k, v)))
     }
 
     /// The fact with this key.
@@ -236,7 +312,7 @@ impl Facts {
             FactKey::Host { host } => self.hosts.get(&self.names.get(host.as_str())?).map(|(_, s)| *s),
             FactKey::Uplink { host, nic } => self.uplinks.get(&self.pair(host, nic)?).map(|u| u.set),
             FactKey::Network { host, network } => self.networks.get(&self.pair(host, network)?).map(|n| n.set),
-            FactKey::Vnic { vm, nic } => self.vnics.get(&self.pair(vm, nic)?).map(|v| v.set),
+            FactKey::Vnic { vm, nic } => self.vnics.get(&VKeyRef(vm, nic)).map(|v| v.set),
         }
     }
 
@@ -265,7 +341,7 @@ impl Facts {
         let hosts = self.hosts.values().map(|(h, _)| FactRef::Host(h));
         let uplinks = self.uplinks.values().map(|u| FactRef::Uplink(&u.fact));
         let networks = self.networks.values().map(|n| FactRef::Network(&n.fact));
-        let vnics = self.vnics.iter().map(|(k, v)| FactRef::Vnic(self.vnic_fact(*k, v)));
+        let vnics = self.vnics.iter().map(|(k, v)| FactRef::Vnic(self.vnic_fact(k, v)));
         hosts.chain(uplinks).chain(networks).chain(vnics)
     }
 
@@ -281,7 +357,7 @@ impl Facts {
         let hosts = self.hosts.values().map(|(h, s)| (FactRef::Host(h), *s));
         let uplinks = self.uplinks.values().map(|u| (FactRef::Uplink(&u.fact), u.set));
         let networks = self.networks.values().map(|n| (FactRef::Network(&n.fact), n.set));
-        let vnics = self.vnics.iter().map(|(k, v)| (FactRef::Vnic(self.vnic_fact(*k, v)), v.set));
+        let vnics = self.vnics.iter().map(|(k, v)| (FactRef::Vnic(self.vnic_fact(k, v)), v.set));
         let mut all: Vec<_> = hosts.chain(uplinks).chain(networks).chain(vnics).map(|(f, s)| (f.key(), f, s)).collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all.into_iter().map(|(_, f, s)| (f.to_fact(), s)).collect()
@@ -303,16 +379,16 @@ impl Facts {
         self.names.value(id)
     }
 
-    pub(crate) fn vnic_by_id(&self, k: Pair) -> Option<&Vnic> {
-        self.vnics.get(&k)
+    pub(crate) fn vnic_by_key(&self, k: &VKey) -> Option<&Vnic> {
+        self.vnics.get(k)
     }
 
-    /// The [`VnicFact`] stored as `v` under (vm, nic) ids `k`.
-    pub(crate) fn vnic_fact(&self, k: Pair, v: &Vnic) -> VnicFact {
+    /// The [`VnicFact`] stored as `v` under key `k`.
+    pub(crate) fn vnic_fact(&self, k: &VKey, v: &Vnic) -> VnicFact {
         VnicFact {
-            vm: self.name(k.0).to_string(),
+            vm: k.vm.to_string(),
             vm_name: v.vm_name.to_string(),
-            nic: self.name(k.1).to_string(),
+            nic: k.nic.to_string(),
             mac: v.mac.to_string(),
             host: self.name(v.host).to_string(),
             network: self.name(v.network).to_string(),
@@ -387,14 +463,14 @@ impl Facts {
         self.networks_by_host.get(&host).into_iter().flat_map(|s| s.iter().copied())
     }
 
-    /// The vNICs attached to (host, network) ids, and how many of them count.
+    /// The vNICs attached to (host, network) ids.
     pub(crate) fn attached(&self, k: Pair) -> Option<&Attached> {
         self.vnics_on.get(&k)
     }
 
     /// How many vNICs attached to (host, network) ids count.
     pub(crate) fn counting_on(&self, k: Pair) -> u32 {
-        self.vnics_on.get(&k).map_or(0, |a| a.counting)
+        self.nets.get(&k).map_or(0, |s| s.counting)
     }
 
     /// Whether a vNIC counts: powered on and connected, or powered off when the policy counts
@@ -462,6 +538,7 @@ impl Facts {
                     }
                     None => {
                         self.networks.insert(k, Network { fact: n.clone(), uplinks, reaches: false, set: stamp });
+                        self.nets.entry(k).or_default().exists = true;
                         self.networks_by_host.entry(k.0).or_default().insert(k.1);
                         self.refresh_reach(k);
                         true
@@ -478,23 +555,52 @@ impl Facts {
         }
     }
 
+    /// Room for `n` more vNICs (decoding a snapshot knows how many).
+    pub(crate) fn reserve_vnics(&mut self, n: usize) {
+        self.vnics.reserve(n);
+    }
+
+    /// Upserts a vNIC decoded from a snapshot, its strings borrowed from the snapshot's bytes.
+    pub(crate) fn upsert_vnic_in(&mut self, v: &VnicIn<'_>, stamp: Stamp) {
+        let k = VKey::new(v.vm, v.nic);
+        let at = (self.names.intern(v.host), self.names.intern(v.network));
+        let counts = counting(v.powered_on, v.connected, self.count_powered_off);
+        if let Some(old) = self.vnics.remove(&k) {
+            // Stored twice (not written so): the last wins.
+            let counted = self.stored_counts(&old);
+            self.unindex((old.host, old.network), &k, counted);
+            self.len -= 1;
+        }
+        let vnic = Vnic {
+            host: at.0,
+            network: at.1,
+            vm_name: CompactString::from(v.vm_name),
+            mac: CompactString::from(v.mac),
+            connected: v.connected,
+            powered_on: v.powered_on,
+            set: stamp,
+        };
+        self.index(at, &k, counts);
+        self.vnics.insert(k, vnic);
+        self.len += 1;
+    }
+
     fn upsert_vnic(&mut self, v: &VnicFact, stamp: Stamp) {
-        let k = (self.names.intern(v.vm.as_str()), self.names.intern(v.nic.as_str()));
         let at = (self.names.intern(v.host.as_str()), self.names.intern(v.network.as_str()));
-        self.upsert_vnic_at(k, at, v, stamp)
+        self.upsert_vnic_at(at, v, stamp)
     }
 
-    /// Where the vNIC with ids `k` is attached ((host, network) ids) and whether it counts.
-    pub(crate) fn vnic_at(&self, k: Pair) -> Option<(Pair, bool)> {
-        self.vnics.get(&k).map(|o| ((o.host, o.network), self.stored_counts(o)))
+    /// Where the vNIC (vm, nic) is attached ((host, network) ids) and whether it counts.
+    pub(crate) fn vnic_at(&self, vm: &str, nic: &str) -> Option<(Pair, bool)> {
+        self.vnics.get(&VKeyRef(vm, nic)).map(|o| ((o.host, o.network), self.stored_counts(o)))
     }
 
-    /// Adds or replaces (in place) the vNIC `v`, whose (vm, nic) ids are `k` and whose (host,
-    /// network) ids are `at`, set by the event `stamp`.
-    pub(crate) fn upsert_vnic_at(&mut self, k: Pair, at: Pair, v: &VnicFact, stamp: Stamp) {
+    /// Adds or replaces (in place) the vNIC `v`, whose (host, network) ids are `at`, set by the
+    /// event `stamp`.
+    fn upsert_vnic_at(&mut self, at: Pair, v: &VnicFact, stamp: Stamp) {
         let counts = self.counts(v);
-        match self.vnics.get_mut(&k) {
-            Some(slot) => {
+        match self.vnics.get_key_value_mut(&VKeyRef(&v.vm, &v.nic)) {
+            Some((k, slot)) => {
                 let was = (slot.host, slot.network);
                 let counted = counting(slot.powered_on, slot.connected, self.count_powered_off);
                 set_compact(&mut slot.vm_name, &v.vm_name);
@@ -504,16 +610,11 @@ impl Facts {
                 slot.set = stamp;
                 if was != at {
                     (slot.host, slot.network) = at;
-                    self.unindex(was, k, counted);
-                    self.index(at, k, counts);
+                    let k = k.clone();
+                    self.unindex(was, &k, counted);
+                    self.index(at, &k, counts);
                 } else if counted != counts {
-                    if let Some(a) = self.vnics_on.get_mut(&at) {
-                        if counts {
-                            a.counting += 1;
-                        } else {
-                            a.counting = a.counting.saturating_sub(1);
-                        }
-                    }
+                    count(&mut self.nets, at, if counts { 1 } else { -1 });
                 }
             }
             None => {
@@ -526,8 +627,9 @@ impl Facts {
                     powered_on: v.powered_on,
                     set: stamp,
                 };
+                let k = VKey::new(&v.vm, &v.nic);
+                self.index(at, &k, counts);
                 self.vnics.insert(k, vnic);
-                self.index(at, k, counts);
                 self.len += 1;
             }
         }
@@ -546,6 +648,12 @@ impl Facts {
             },
             FactKey::Network { host, network } => match self.pair(host, network) {
                 Some(k) if self.networks.remove(&k).is_some() => {
+                    if let Some(s) = self.nets.get_mut(&k) {
+                        (s.exists, s.reaches) = (false, false);
+                        if s.counting == 0 {
+                            self.nets.remove(&k);
+                        }
+                    }
                     if let Some(s) = self.networks_by_host.get_mut(&k.0) {
                         s.remove(&k.1);
                         if s.is_empty() {
@@ -556,15 +664,12 @@ impl Facts {
                 }
                 _ => false,
             },
-            FactKey::Vnic { vm, nic } => match self.pair(vm, nic) {
-                Some(k) => match self.vnics.remove(&k) {
-                    Some(old) => {
-                        let counted = self.stored_counts(&old);
-                        self.unindex((old.host, old.network), k, counted);
-                        true
-                    }
-                    None => false,
-                },
+            FactKey::Vnic { vm, nic } => match self.vnics.remove_entry(&VKeyRef(vm, nic)) {
+                Some((k, old)) => {
+                    let counted = self.stored_counts(&old);
+                    self.unindex((old.host, old.network), &k, counted);
+                    true
+                }
                 None => false,
             },
         };
@@ -580,6 +685,7 @@ impl Facts {
             n.fact.vlan.vlans().next().is_some() && n.uplinks.iter().any(|&nic| self.port_of((k.0, nic)).is_some());
         if let Some(n) = self.networks.get_mut(&k) {
             n.reaches = reaches;
+            self.nets.entry(k).or_default().reaches = reaches;
         }
     }
 
@@ -594,53 +700,74 @@ impl Facts {
         }
     }
 
-    /// What upserting `v` as the vNIC with (vm, nic) ids `k` would change, from one lookup of
-    /// the stored vNIC: `None` when it is stored so already; else where it was (its (host,
-    /// network) ids and whether it counted) if stored, and the (host, network) ids it goes to
-    /// (the stored ids when the names are the same, else interned from `v`).
-    #[allow(clippy::type_complexity)] // (where it was and whether it counted, where it goes)
-    pub(crate) fn vnic_change(&mut self, k: Pair, v: &VnicFact) -> Option<(Option<(Pair, bool)>, Pair)> {
-        let stored = self.vnics.get(&k).map(|o| {
-            let same_host = self.names.value(o.host).as_str() == v.host.as_str();
-            let same_network = self.names.value(o.network).as_str() == v.network.as_str();
-            let same_rest = o.powered_on == v.powered_on
-                && o.connected == v.connected
-                && o.vm_name.as_str() == v.vm_name.as_str()
-                && o.mac.as_str() == v.mac.as_str();
-            let counted = counting(o.powered_on, o.connected, self.count_powered_off);
-            ((o.host, o.network), counted, same_host, same_network, same_rest)
-        });
-        match stored {
-            Some((_, _, true, true, true)) => None,
-            Some((was, counted, same_host, same_network, _)) => {
-                let host = if same_host { was.0 } else { self.names.intern(v.host.as_str()) };
-                let network = if same_network { was.1 } else { self.names.intern(v.network.as_str()) };
-                Some((Some((was, counted)), (host, network)))
-            }
-            None => Some((None, (self.names.intern(v.host.as_str()), self.names.intern(v.network.as_str())))),
+    /// Upserts the vNIC `v`, set by the event `stamp`, in one lookup of
+    /// the stored vNIC, and says what moved: `None` when it is stored so already (nothing
+    /// changes, its stamp included); else where it was (its (host, network) ids and whether it
+    /// counted) if stored, where it goes and whether it counts there, and the standing
+    /// ([`Facts::network_standing`]) of both networks before the change.
+    pub(crate) fn upsert_vnic_changed(&mut self, v: &VnicFact, stamp: Stamp) -> Option<VnicMove> {
+        let counts = counting(v.powered_on, v.connected, self.count_powered_off);
+        let Some((k, slot)) = self.vnics.get_key_value_mut(&VKeyRef(&v.vm, &v.nic)) else {
+            let at = (self.names.intern(v.host.as_str()), self.names.intern(v.network.as_str()));
+            let before = [None, Some(standing(&self.nets, at))];
+            self.upsert_vnic_at(at, v, stamp);
+            return Some(VnicMove { old: None, new: Some((at, counts)), before });
+        };
+        let same_host = self.names.value(slot.host).as_str() == v.host.as_str();
+        let same_network = self.names.value(slot.network).as_str() == v.network.as_str();
+        let same_rest = slot.powered_on == v.powered_on
+            && slot.connected == v.connected
+            && slot.vm_name.as_str() == v.vm_name.as_str()
+            && slot.mac.as_str() == v.mac.as_str();
+        if same_host && same_network && same_rest {
+            return None;
         }
+        let was = (slot.host, slot.network);
+        let counted = counting(slot.powered_on, slot.connected, self.count_powered_off);
+        if !same_rest {
+            set_compact(&mut slot.vm_name, &v.vm_name);
+            set_compact(&mut slot.mac, &v.mac);
+            slot.connected = v.connected;
+            slot.powered_on = v.powered_on;
+        }
+        slot.set = stamp;
+        let host = if same_host { was.0 } else { self.names.intern(v.host.as_str()) };
+        let network = if same_network { was.1 } else { self.names.intern(v.network.as_str()) };
+        let at = (host, network);
+        (slot.host, slot.network) = at;
+        let before = [Some(standing(&self.nets, was)), (was != at).then(|| standing(&self.nets, at))];
+        if was != at {
+            let k = k.clone();
+            self.unindex(was, &k, counted);
+            self.index(at, &k, counts);
+        } else if counted != counts {
+            count(&mut self.nets, at, if counts { 1 } else { -1 });
+        }
+        Some(VnicMove { old: Some((was, counted)), new: Some((at, counts)), before })
     }
 
     /// Network `k`'s standing before a vNIC change: whether it exists, whether it reaches a
     /// port, and how many vNICs on it count.
-    pub(crate) fn network_standing(&self, k: Pair) -> (bool, bool, u32) {
-        let n = self.networks.get(&k);
-        (n.is_some(), n.is_some_and(|n| n.reaches), self.counting_on(k))
+    pub(crate) fn network_standing(&self, k: Pair) -> Standing {
+        standing(&self.nets, k)
     }
 
-    fn index(&mut self, at: Pair, k: Pair, counts: bool) {
-        let a = self.vnics_on.entry(at).or_default();
-        a.vnics.insert(k);
-        a.counting += u32::from(counts);
+    fn index(&mut self, at: Pair, k: &VKey, counts: bool) {
+        self.vnics_on.entry(at).or_default().vnics.insert(k.clone());
+        if counts {
+            count(&mut self.nets, at, 1);
+        }
     }
 
-    fn unindex(&mut self, at: Pair, k: Pair, counted: bool) {
+    fn unindex(&mut self, at: Pair, k: &VKey, counted: bool) {
         if let Some(a) = self.vnics_on.get_mut(&at) {
-            a.vnics.remove(&k);
-            a.counting = a.counting.saturating_sub(u32::from(counted));
+            a.vnics.remove(k);
             if a.vnics.is_empty() {
                 self.vnics_on.remove(&at);
             }
+        }
+        if counted {
+            count(&mut self.nets, at, -1);
         }
     }
 }

@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 pub use facts::{FactRef, Facts};
 pub use snapshot::{SnapshotError, FORMAT as SNAPSHOT_FORMAT};
 
-use facts::Pair;
+use facts::{Pair, VnicMove};
 use intern::Interner;
 
 use crate::config::Policy;
@@ -572,17 +572,17 @@ impl State {
             });
         }
         let Some(attached) = facts.attached((n.host, n.network)) else { return };
-        for &(vm, nic) in &attached.vnics {
-            let Some(v) = facts.vnic_by_id((vm, nic)) else { continue };
+        for k in &attached.vnics {
+            let Some(v) = facts.vnic_by_key(k) else { continue };
             if facts.stored_counts(v) {
                 out.insert(Reason {
                     hypervisor: id.clone(),
                     host: facts.name(v.host).to_string(),
                     network: facts.name(v.network).to_string(),
                     vnic: Some(VnicRef {
-                        vm: facts.name(vm).to_string(),
+                        vm: k.vm.to_string(),
                         vm_name: v.vm_name.to_string(),
-                        nic: facts.name(nic).to_string(),
+                        nic: k.nic.to_string(),
                     }),
                 });
             }
@@ -648,31 +648,27 @@ impl State {
         let rules = &self.rules;
         // A vNIC change (the common one) moves one reason: the index changes only where its
         // network starts or stops having reasons; elsewhere the entries are marked.
+        // The vNIC's move: where it was and goes (and whether it counts there), with the
+        // standing of those networks before the change; the change is made here, in the same
+        // lookup that finds the stored vNIC.
         let vnic = match change {
             Change::Upsert(Fact::Vnic(v)) => {
-                let k = (facts.intern(&v.vm), facts.intern(&v.nic));
-                let Some((old, at)) = facts.vnic_change(k, v) else { return };
-                Some((k, old, Some((at, facts.counts(v)))))
+                let Some(m) = facts.upsert_vnic_changed(v, stamp) else { return };
+                Some(m)
             }
             Change::Remove(FactKey::Vnic { vm, nic }) => {
-                let Some(k) = facts.id(vm).zip(facts.id(nic)) else { return };
-                let Some(old) = facts.vnic_at(k) else { return };
-                Some((k, Some(old), None))
+                let Some(old) = facts.vnic_at(vm, nic) else { return };
+                let before = [Some(facts.network_standing(old.0)), None];
+                facts.remove(&change.key());
+                Some(VnicMove { old: Some(old), new: None, before })
             }
             Change::Upsert(f) if unchanged(facts, f) => return,
             _ => None,
         };
         let (vlans, desired, touched) = (&mut self.vlans, &mut self.desired, &mut self.touched);
         let mut changed = false;
-        if let Some((k, old, new)) = vnic {
-            // The networks the vNIC leaves and joins (where it was and goes, and whether it
-            // counts there), with each one's standing before the change.
+        if let Some(VnicMove { old, new, before }) = vnic {
             let nets = [old, new];
-            let before = nets.map(|n| n.map(|(n, _)| facts.network_standing(n)));
-            match (change, new) {
-                (Change::Upsert(Fact::Vnic(v)), Some((at, _))) => facts.upsert_vnic_at(k, at, v, stamp),
-                _ => facts.remove(&change.key()),
-            }
             for (i, (n, before)) in nets.iter().zip(before).enumerate() {
                 let (Some((n, _)), Some((exists, reaches, count))) = (*n, before) else { continue };
                 if i == 1 && old.is_some_and(|o| o.0 == n) {
@@ -802,20 +798,17 @@ impl State {
         }
     }
 
-    /// Adds a decoded hypervisor with its facts and the events that set them (the index is
-    /// rebuilt afterwards). (A hypervisor stored twice keeps the last.)
-    fn insert_decoded(&mut self, id: HypervisorId, hv: Hypervisor, facts: &[(Fact, Stamp)]) {
-        let ix = match self.hv_ids.get(&id) {
+    /// Adds a decoded hypervisor with no facts but its static links, and returns its id (the
+    /// caller upserts its facts; the index is rebuilt afterwards). (A hypervisor stored twice
+    /// keeps the last.)
+    fn insert_decoded(&mut self, id: HypervisorId, hv: Hypervisor) -> u32 {
+        match self.hv_ids.get(&id) {
             Some(ix) => {
                 let facts = self.rules.empty_facts(&id, &mut self.ports);
                 self.hypervisors[ix as usize] = Hypervisor { facts, ..hv };
                 ix
             }
             None => self.add_hypervisor(&id, hv),
-        };
-        let f = &mut self.hypervisors[ix as usize].facts;
-        for (fact, stamp) in facts {
-            f.upsert(fact, &mut self.ports, *stamp);
         }
     }
 

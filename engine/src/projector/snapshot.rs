@@ -9,13 +9,18 @@
 //!
 //! A snapshot of an older format (1: no held removals, 2: no provenance) is refused with
 //! [`SnapshotError::Format`]: snapshots are derived data, so the reader folds the log instead.
+//!
+//! Decoding borrows: the bulk of a snapshot is vNICs and desired (port, VLAN) entries, and
+//! their strings are read as slices of the snapshot's bytes ([`StoredIn`], the same bytes as
+//! [`Stored`]) and interned straight into the facts, never allocated one by one.
 
+use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Facts, Held, Hypervisor, Stamp, State, Status};
 use crate::config::Policy;
 use crate::discovery::SwitchView;
-use crate::fact::Fact;
+use crate::fact::{Fact, HostFact, NetworkFact, UplinkFact};
 use crate::ids::{HypervisorId, Kind, SwitchPort, VlanId};
 
 /// Version of the stored form; bump it when the form changes (older ones are refused, and the
@@ -46,6 +51,63 @@ struct StoredHypervisor {
     held: Option<Held>,
     /// Each fact with the event that set it, in key order.
     facts: Vec<(Fact, Stamp)>,
+}
+
+/// [`Stored`] as decoding reads it: the same bytes, with the strings of the bulk (vNICs and
+/// desired entries) borrowed from them.
+#[derive(Deserialize)]
+struct StoredIn<'a> {
+    /// Read on its own first (to refuse older formats).
+    _format: u16,
+    seq: u64,
+    at: crate::event::UnixMs,
+    #[serde(borrow)]
+    hypervisors: Vec<HypervisorIn<'a>>,
+    #[serde(borrow)]
+    since: Vec<(PortIn<'a>, VlanId, Stamp)>,
+    switches: Vec<(String, SwitchView, Stamp)>,
+}
+
+/// [`StoredHypervisor`] as decoding reads it.
+#[derive(Deserialize)]
+struct HypervisorIn<'a> {
+    id: HypervisorId,
+    kind: Option<Kind>,
+    endpoint: String,
+    status: Status,
+    held: Option<Held>,
+    #[serde(borrow)]
+    facts: Vec<(FactIn<'a>, Stamp)>,
+}
+
+/// A stored [`Fact`] as decoding reads it: the variants in [`Fact`]'s order (bincode stores
+/// the index), a vNIC borrowed.
+#[derive(Deserialize)]
+enum FactIn<'a> {
+    Host(HostFact),
+    Uplink(UplinkFact),
+    Network(NetworkFact),
+    Vnic(#[serde(borrow)] VnicIn<'a>),
+}
+
+/// A stored [`crate::fact::VnicFact`], its fields in the same order, borrowed.
+#[derive(Deserialize)]
+pub(crate) struct VnicIn<'a> {
+    pub(crate) vm: &'a str,
+    pub(crate) vm_name: &'a str,
+    pub(crate) nic: &'a str,
+    pub(crate) mac: &'a str,
+    pub(crate) host: &'a str,
+    pub(crate) network: &'a str,
+    pub(crate) connected: bool,
+    pub(crate) powered_on: bool,
+}
+
+/// A stored [`SwitchPort`], borrowed.
+#[derive(Deserialize)]
+struct PortIn<'a> {
+    switch: &'a str,
+    port: &'a str,
 }
 
 /// A snapshot that cannot be read; says why.
@@ -106,8 +168,8 @@ impl State {
     pub fn decode(bytes: &[u8], policy: &Policy) -> Result<State, SnapshotError> {
         let decode_err = |e: bincode::error::DecodeError| SnapshotError::Decode(e.to_string());
         let (format, _): (u16, usize) = bincode::serde::decode_from_slice(bytes, config()).map_err(decode_err)?;
-        let (stored, used): (Stored, usize) = match format {
-            FORMAT => bincode::serde::decode_from_slice(bytes, config()).map_err(decode_err)?,
+        let (stored, used): (StoredIn<'_>, usize) = match format {
+            FORMAT => bincode::serde::borrow_decode_from_slice(bytes, config()).map_err(decode_err)?,
             found => return Err(SnapshotError::Format { found }),
         };
         if used != bytes.len() {
@@ -127,16 +189,28 @@ impl State {
                 held: h.held,
                 facts: Facts::default(),
             };
-            state.insert_decoded(h.id, hv, &h.facts);
+            let ix = state.insert_decoded(h.id, hv);
+            let ports = &mut state.ports;
+            let facts = &mut state.hypervisors[ix as usize].facts;
+            facts.reserve_vnics(h.facts.iter().filter(|(f, _)| matches!(f, FactIn::Vnic(_))).count());
+            for (fact, stamp) in h.facts {
+                match fact {
+                    FactIn::Host(f) => facts.upsert(&Fact::Host(f), ports, stamp),
+                    FactIn::Uplink(f) => facts.upsert(&Fact::Uplink(f), ports, stamp),
+                    FactIn::Network(f) => facts.upsert(&Fact::Network(f), ports, stamp),
+                    FactIn::Vnic(v) => facts.upsert_vnic_in(&v, stamp),
+                }
+            }
         }
         state.rebuild_index();
         let snapshot_stamp = state.last_stamp();
-        let stored_since: std::collections::HashMap<_, _> =
-            stored.since.into_iter().map(|(port, vlan, s)| ((port, vlan), s)).collect();
-        let keys: Vec<_> = state.vlans.keys().copied().collect();
-        for (p, vlan) in keys {
+        let stored_since: HashMap<(&str, &str, VlanId), Stamp> =
+            stored.since.into_iter().map(|(p, vlan, s)| ((p.switch, p.port, vlan), s)).collect();
+        state.since.reserve(state.vlans.len());
+        for &(p, vlan) in state.vlans.keys() {
             let port = state.ports.value(p);
-            let since = stored_since.get(&(port.clone(), vlan)).copied().unwrap_or(snapshot_stamp);
+            let since =
+                stored_since.get(&(port.switch.as_str(), port.port.as_str(), vlan)).copied().unwrap_or(snapshot_stamp);
             state.since.insert((p, vlan), since);
         }
         Ok(state)
