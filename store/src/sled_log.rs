@@ -5,8 +5,8 @@
 //! flush, chains and inserts them in one sled batch, flushes once, then acknowledges them all:
 //! group commit. The head other readers see moves only after the flush, so nothing that is not
 //! durable is ever read. Reads hand out slices of the stored blocks, and decode long runs of
-//! records on every core; a whole-log read ([`Log::read`]) decodes on a thread of its own, a
-//! run ahead of its reader, so the reader's work (a fold) overlaps the decoding of what comes
+//! records on every core; a read longer than one run ([`Log::read`]) decodes on a thread of its
+//! own, a run ahead of its reader, so the reader's work (a fold) overlaps the decoding of what comes
 //! next.
 
 use std::marker::PhantomData;
@@ -606,6 +606,11 @@ impl<R: Record> Log<R> for SledLog<R> {
 
     fn read(&self, from: Seq) -> Box<dyn Iterator<Item = Result<Entry<R>>> + Send + '_> {
         let head = self.head();
+        // A read of at most one run (the engine reading back what it just appended, a tail)
+        // decodes here: a thread of its own would cost more than it overlaps.
+        if head.saturating_sub(from.max(1)) < READ_RUN as Seq {
+            return Box::new(self.trees.runs::<R>(from, head, head).flatten());
+        }
         Box::new(ReadAhead::start(self.trees.clone(), from, head).flatten())
     }
 
