@@ -222,7 +222,7 @@ pub async fn handle(shared: Arc<Shared>, headers: HeaderMap, body: axum::body::B
         "WaitForUpdatesEx" if follow && misbehaviour == Fault::FailFollow => {
             fault("simulated failure", "SystemError", "")
         }
-        _ if misbehaviour == Fault::Hollow && (full_read || follow) => hollow(&method, &req).await,
+        _ if misbehaviour == Fault::Hollow && (full_read || follow) => hollow(&method, &req, follow).await,
         "WaitForUpdatesEx" => wait_for_updates(&shared, &cookie, &this, &req).await,
         _ => dispatch_locked(&shared, &method, &req, &this, &cookie),
     };
@@ -235,14 +235,12 @@ pub async fn handle(shared: Arc<Shared>, headers: HeaderMap, body: axum::body::B
 
 /// What a hollow server answers: a retrieve or a filter's first update set without objects,
 /// and a follow call that waits out its `maxWaitSeconds` with nothing to report.
-async fn hollow(method: &str, req: &Node) -> Response {
+async fn hollow(method: &str, req: &Node, follow: bool) -> Response {
     match method {
         "RetrieveProperties" => ok(method, ""),
         "RetrievePropertiesEx" => ok(method, "<returnval></returnval>"),
-        _ if req.text_of("version").is_some_and(|v| !v.trim().is_empty()) => {
-            let max_wait = req.child("options").and_then(|o| o.text_of("maxWaitSeconds"));
-            let secs = max_wait.and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(60);
-            tokio::time::sleep(Duration::from_secs(secs)).await;
+        _ if follow => {
+            tokio::time::sleep(Duration::from_secs(max_wait_seconds(req).unwrap_or(60))).await;
             ok(method, "")
         }
         _ => ok(method, "<returnval><version>hollow</version><truncated>false</truncated></returnval>"),
@@ -791,10 +789,15 @@ fn report(world: &World, f: &mut Filter, kind: &'static str, id: &str, gen: u64,
     ));
 }
 
+/// A `WaitForUpdatesEx`'s `options.maxWaitSeconds`, when given.
+fn max_wait_seconds(req: &Node) -> Option<u64> {
+    req.child("options").and_then(|o| o.text_of("maxWaitSeconds")).and_then(|v| v.trim().parse().ok())
+}
+
 async fn wait_for_updates(shared: &Shared, cookie: &str, this: &str, req: &Node) -> Response {
     let version = req.text_of("version").unwrap_or_default().trim().to_string();
     let opts = req.child("options");
-    let max_wait = opts.and_then(|o| o.text_of("maxWaitSeconds")).and_then(|v| v.trim().parse::<u64>().ok());
+    let max_wait = max_wait_seconds(req);
     let max_objects = opts
         .and_then(|o| o.text_of("maxObjectUpdates"))
         .and_then(|v| v.trim().parse::<usize>().ok())
