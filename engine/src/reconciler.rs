@@ -662,12 +662,9 @@ impl PortClasses {
         &self.by_name[name]
     }
 
-    /// Starts afresh under a policy other than the last one.
-    fn under(&mut self, policy: &Policy) {
-        if self.policy.as_ref() != Some(policy) {
-            self.by_name.clear();
-            self.policy = Some(policy.clone());
-        }
+    /// None decided yet, under `policy`.
+    fn under(policy: &Policy) -> Self {
+        Self { policy: Some(policy.clone()), by_name: Default::default() }
     }
 
     /// Forgets every name when far more are remembered than `desired` ports are desired now.
@@ -701,8 +698,7 @@ impl Wanted {
     /// reads every port afresh).
     fn follow(&mut self, desired: &Arc<Desired>, switch: &str, grammar: Grammar, policy: &Policy) {
         if self.names.policy.as_ref() != Some(policy) {
-            *self = Wanted::default();
-            self.names.under(policy);
+            *self = Wanted { names: PortClasses::under(policy), ..Wanted::default() };
         }
         let empty = Desired::default();
         let old = self.from.as_deref().unwrap_or(&empty);
