@@ -154,20 +154,16 @@ pub(crate) struct Attached {
     pub(crate) vnics: HashSet<VKey>,
 }
 
-/// A network's standing before a vNIC change: whether it exists, whether it reaches a port,
-/// and how many vNICs on it count.
-pub(crate) type Standing = (bool, bool, u32);
-
 /// What a vNIC change reads and writes of a (host, network), kept small and apart from the
 /// networks and the attached vNICs so that it stays in cache: whether the network exists,
 /// whether it reaches a port ([`Network::reaches`]), and how many attached vNICs count
 /// (powered on and connected; with the policy's `count_powered_off`, powered-off ones too).
 /// Absent: no network and no counting vNIC.
 #[derive(Clone, Copy, Debug, Default)]
-struct NetStanding {
-    exists: bool,
-    reaches: bool,
-    counting: u32,
+pub(crate) struct Standing {
+    pub(crate) exists: bool,
+    pub(crate) reaches: bool,
+    pub(crate) counting: u32,
 }
 
 /// What a vNIC change moved: where the vNIC was and goes ((host, network) ids, and whether it
@@ -181,13 +177,13 @@ pub(crate) struct VnicMove {
 
 /// Network `k`'s [`Standing`], from the map it is kept in (so it can be read while a vNIC is
 /// borrowed from another).
-fn standing(nets: &HashMap<Pair, NetStanding>, k: Pair) -> Standing {
-    nets.get(&k).map_or((false, false, 0), |s| (s.exists, s.reaches, s.counting))
+fn standing(nets: &HashMap<Pair, Standing>, k: Pair) -> Standing {
+    nets.get(&k).copied().unwrap_or_default()
 }
 
 /// Counts a vNIC that starts (`+1`) or stops (`-1`) counting on (host, network) `k`; an
 /// entry left with no network and no count goes.
-fn count(nets: &mut HashMap<Pair, NetStanding>, k: Pair, delta: i8) {
+fn count(nets: &mut HashMap<Pair, Standing>, k: Pair, delta: i8) {
     let s = nets.entry(k).or_default();
     s.counting = if delta > 0 { s.counting + 1 } else { s.counting.saturating_sub(1) };
     if !s.exists && s.counting == 0 {
@@ -219,7 +215,7 @@ pub struct Facts {
     uplinks: HashMap<Pair, Uplink>,
     networks: HashMap<Pair, Network>,
     /// (host, network) → what a vNIC change reads and writes there, apart from the networks.
-    nets: HashMap<Pair, NetStanding>,
+    nets: HashMap<Pair, Standing>,
     vnics: hashbrown::HashMap<VKey, Vnic, FxBuildHasher>,
     /// host → the networks reported on it.
     networks_by_host: HashMap<u32, HashSet<u32>>,

@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 pub use facts::{FactRef, Facts};
 pub use snapshot::{SnapshotError, FORMAT as SNAPSHOT_FORMAT};
 
-use facts::{Pair, VnicMove};
+use facts::{Pair, Standing, VnicMove};
 use intern::Interner;
 
 use crate::config::Policy;
@@ -670,7 +670,9 @@ impl State {
         if let Some(VnicMove { old, new, before }) = vnic {
             let nets = [old, new];
             for (i, (n, before)) in nets.iter().zip(before).enumerate() {
-                let (Some((n, _)), Some((exists, reaches, count))) = (*n, before) else { continue };
+                let (Some((n, _)), Some(Standing { exists, reaches, counting: count })) = (*n, before) else {
+                    continue;
+                };
                 if i == 1 && old.is_some_and(|o| o.0 == n) {
                     continue;
                 }
