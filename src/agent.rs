@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use engine::clock::{Clock, SystemClock};
 use engine::reconciler::{Ledger, Reconciler, SwitchRecord};
 use engine::runtime::discover::Poller;
+use engine::runtime::Work;
 use engine::switch::Switch;
 use engine::{Engine, Event, HypervisorId, Kind, Recorded, LOSS_RECORDER};
 use store::layout::{db_path, EVENTS_LOG, LEDGER_TABLE, META_TABLE, POLICY_KEY, SWITCH_AUDIT_LOG};
@@ -23,6 +24,7 @@ use crate::config::{Hypervisor, StorePlan};
 use crate::metrics::Metrics;
 
 /// A hypervisor adapter's configuration.
+#[derive(Clone)]
 pub enum Adapter {
     VMware(vsphere::Config),
     Xen(xen::Config),
@@ -105,8 +107,9 @@ pub struct Agent {
     store: AnyStore,
     events: Arc<AnyLog<Recorded>>,
     audit: Arc<AnyLog<SwitchRecord>>,
-    /// The lease every write to the store is made under (PostgreSQL instances, ADR 0012).
-    fence: Option<Fence>,
+    /// The work running under a lease (instances sharing a store, ADR 0014), each with what
+    /// ends it.
+    running: std::collections::BTreeMap<Work, Scope>,
     /// Cancelled at shutdown: every task finishes its step and returns (adapters and the tap
     /// are dropped at once).
     stop: CancellationToken,
@@ -147,43 +150,43 @@ impl Agent {
         on_loss: OnLoss,
     ) -> Result<Agent> {
         let store = open_store(plan, data_dir).await?;
-        Self::start_in(store, plan.describe(data_dir), config, clock, on_loss, None).await
+        Self::start_in(store, plan.describe(data_dir), config, clock, on_loss, false).await
     }
 
-    /// Starts the agent on an open store (`place` names it in errors). With a `fence`, every
-    /// append to the logs and every write of the ownership ledger and the policy is made under
-    /// that lease (PostgreSQL checks it in the write's transaction): once another instance
-    /// holds the lease, nothing more is accepted.
+    /// Starts the agent on an open store (`place` names it in errors). `shared`: one of
+    /// several instances on the store (ADR 0014): the engine follows the log and appends only
+    /// for the work started with [`Agent::start_work`], under that work's lease.
     pub async fn start_in(
         store: AnyStore,
         place: String,
         config: engine::config::Config,
         clock: Arc<dyn Clock>,
         on_loss: OnLoss,
-        fence: Option<Fence>,
+        shared: bool,
     ) -> Result<Agent> {
-        fenced_table(&store, META_TABLE, &fence)
+        store
+            .table(META_TABLE)
             .and_then(|t| t.insert(POLICY_KEY, &config.policy))
             .with_context(|| format!("cannot record the policy in the {place}"))?;
         let refused = "netfold refuses to start on a log that lost acknowledged records (`netfold verify` \
                        names them; `netfold run --accept-loss` records the loss in the log and continues)";
         let events = store.log_on_loss::<Recorded>(EVENTS_LOG, on_loss).await.context(refused)?;
         let audit = store.log_on_loss::<SwitchRecord>(SWITCH_AUDIT_LOG, on_loss).await.context(refused)?;
-        let (events, audit) = match &fence {
-            Some(f) => (events.fenced(f.clone()), audit.fenced(f.clone())),
-            None => (events, audit),
-        };
         let (events, audit) = (Arc::new(events), Arc::new(audit));
         record_losses(&events, &audit, &*clock).await?;
-        let engine = Engine::start(events.clone(), config.clone(), clock)
-            .await
-            .with_context(|| format!("cannot recover state from the {place}"))?;
+        let engine = if shared {
+            Engine::start_shared(events.clone(), config.clone(), clock).await
+        } else {
+            Engine::start(events.clone(), config.clone(), clock).await
+        };
+        let engine = engine.with_context(|| format!("cannot recover state from the {place}"))?;
         let metrics = Arc::new(Metrics::default());
         metrics.set_engine(engine.metrics().clone());
         let m = metrics.clone();
         engine.metrics().observe_appends(move |took| m.append_latency.observe(took.as_secs_f64()));
         let (stop, kill, tasks) = (CancellationToken::new(), CancellationToken::new(), TaskTracker::new());
-        let agent = Agent { engine, engine_config: config, metrics, store, events, audit, fence, stop, kill, tasks };
+        let running = Default::default();
+        let agent = Agent { engine, engine_config: config, metrics, store, events, audit, running, stop, kill, tasks };
         let tap =
             crate::metrics::tap(agent.metrics.clone(), agent.events.clone(), agent.audit.clone(), agent.engine.state());
         // The tap follows the logs until they close, which is after shutdown: it must end at
@@ -202,6 +205,18 @@ impl Agent {
     /// and never stops on an error of its own (see `adapters::driver`): its health is in
     /// `/healthz` and `/metrics`.
     pub async fn add_hypervisor(&mut self, id: HypervisorId, kind: Kind, adapter: Adapter) -> Result<()> {
+        let scope = self.whole();
+        self.add_hypervisor_in(id, kind, adapter, &scope).await
+    }
+
+    /// Starts the adapter for one hypervisor in `scope` (see [`Agent::add_hypervisor`]).
+    pub async fn add_hypervisor_in(
+        &mut self,
+        id: HypervisorId,
+        kind: Kind,
+        adapter: Adapter,
+        scope: &Scope,
+    ) -> Result<()> {
         let grace = self.engine_config.grace_for(&id);
         let link = self.engine.link(id.clone(), kind, adapter.last_attempt_window()).await;
         let (adapter, health): (futures::future::BoxFuture<'static, ()>, _) = match adapter {
@@ -217,24 +232,90 @@ impl Agent {
             }
         };
         self.metrics.add_hypervisor(id.clone(), kind, health);
-        self.spawn_until_stop(adapter);
+        let stop = scope.stop.clone();
+        self.spawn_in(scope, async move {
+            stop.run_until_cancelled(adapter).await;
+        });
         Ok(())
     }
 
     /// Starts a reconciler for `switch`.
     pub fn add_switch<S: Switch>(&mut self, switch: Arc<S>, config: engine::reconciler::Config) -> Result<()> {
-        let table = fenced_table(&self.store, LEDGER_TABLE, &self.fence).context("cannot open the ownership ledger")?;
+        let scope = self.whole();
+        self.add_switch_in(switch, config, &scope)
+    }
+
+    /// Starts `switch`'s reconciler (and discovery) in `scope`: under its lease, the ownership
+    /// ledger and the switch audit are written under the lease's fence, so a deposed instance's
+    /// write-ahead claim (ADR 0004) is refused by PostgreSQL rather than landing without its
+    /// switch write.
+    pub fn add_switch_in<S: Switch>(
+        &mut self,
+        switch: Arc<S>,
+        config: engine::reconciler::Config,
+        scope: &Scope,
+    ) -> Result<()> {
+        let table = self.store.table(LEDGER_TABLE).context("cannot open the ownership ledger")?;
+        let table = match &scope.fence {
+            Some(f) => table.fenced(f.clone()),
+            None => table,
+        };
         let ledger = Ledger::new(table, switch.name());
         let name = switch.name().to_string();
         if let Some(every) = config.discover_every {
             let poller = Poller::new(switch.clone(), config.policy.clone(), every, self.engine.switch_observer());
             self.metrics.add_discovery(name.clone(), poller.stats());
-            self.spawn(poller.run(self.stop.clone().cancelled_owned()));
+            self.spawn_in(scope, poller.run(scope.stop.clone().cancelled_owned()));
         }
-        let reconciler = Reconciler::new(switch, ledger, self.audit.clone(), self.engine.desired(), config);
-        self.metrics.add_switch(name, reconciler.stats());
-        self.spawn(reconciler.run(self.stop.clone().cancelled_owned()));
+        let desired = self.engine.desired();
+        let shutdown = scope.stop.clone().cancelled_owned();
+        match &scope.fence {
+            Some(f) => {
+                let audit = Arc::new(store::Fenced::new(self.audit.clone(), f.clone()));
+                let reconciler = Reconciler::new(switch, ledger, audit, desired, config);
+                self.metrics.add_switch(name, reconciler.stats());
+                self.spawn_in(scope, reconciler.run(shutdown));
+            }
+            None => {
+                let reconciler = Reconciler::new(switch, ledger, self.audit.clone(), desired, config);
+                self.metrics.add_switch(name, reconciler.stats());
+                self.spawn_in(scope, reconciler.run(shutdown));
+            }
+        }
         Ok(())
+    }
+
+    /// What runs for the agent's whole life.
+    fn whole(&self) -> Scope {
+        Scope { stop: self.stop.clone(), tasks: None, fence: None }
+    }
+
+    /// Holds `work` (`hold`: its lease) and opens the scope its tasks run in: the engine first
+    /// folds the log to the store's head and, for a hypervisor, continues its grace from the log.
+    pub async fn start_work(&mut self, work: &Work, fence: Fence) -> Result<Scope> {
+        self.engine.hold(work.clone(), fence.clone()).await.with_context(|| format!("cannot take up {work}"))?;
+        let scope = Scope { stop: self.stop.child_token(), tasks: Some(TaskTracker::new()), fence: Some(fence) };
+        self.running.insert(work.clone(), scope.clone());
+        Ok(scope)
+    }
+
+    /// Stops `work`'s tasks (the reconciler finishes its step; the adapter ends at once) and
+    /// has the engine append nothing more for it.
+    pub async fn stop_work(&mut self, work: &Work) {
+        if let Some(scope) = self.running.remove(work) {
+            scope.stop.cancel();
+            if let Some(tasks) = &scope.tasks {
+                tasks.close();
+                if tokio::time::timeout(STOP_WITHIN, tasks.wait()).await.is_err() {
+                    tracing::warn!(work = %work, tasks = tasks.len(), "{work}: tasks still running {STOP_WITHIN:?} after its stop");
+                }
+            }
+        }
+        self.engine.unhold(work.clone()).await;
+        match work {
+            Work::Hypervisor(id) => self.metrics.remove_hypervisor(id),
+            Work::Switch(name) => self.metrics.remove_switch(name),
+        }
     }
 
     /// Serves the HTTP endpoint ([`crate::http`]: health, metrics, status and the audit API
@@ -269,6 +350,14 @@ impl Agent {
             }
         });
         Ok(bound)
+    }
+
+    /// Runs `task` in `scope` (counted by the scope's tasks too, when it has its own).
+    fn spawn_in(&self, scope: &Scope, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        match &scope.tasks {
+            Some(tasks) => self.spawn(tasks.track_future(task)),
+            None => self.spawn(task),
+        }
     }
 
     /// Runs `task` until it returns, or until it is killed at shutdown.
@@ -317,14 +406,15 @@ impl Agent {
     }
 }
 
-/// The table `name`, written under `fence` when there is one: a deposed instance's write-ahead
-/// claim (ADR 0004) is refused by PostgreSQL rather than landing without its switch write.
-fn fenced_table(store: &AnyStore, name: &str, fence: &Option<Fence>) -> store::Result<store::Table> {
-    let table = store.table(name)?;
-    Ok(match fence {
-        Some(f) => table.fenced(f.clone()),
-        None => table,
-    })
+/// What a task of the agent runs under: the agent's life, or one piece of work's lease.
+#[derive(Clone)]
+pub struct Scope {
+    /// Cancelled when the work (or the agent) stops.
+    stop: CancellationToken,
+    /// The work's own tasks, waited for when it stops (`None`: the agent's).
+    tasks: Option<TaskTracker>,
+    /// The lease the work's writes are made under.
+    fence: Option<Fence>,
 }
 
 /// Opens (creating) the configured store: sled in `data_dir`, or PostgreSQL.
@@ -379,57 +469,4 @@ async fn record_losses(events: &AnyLog<Recorded>, audit: &AnyLog<SwitchRecord>, 
     events.append(records).await.context("cannot record the accepted loss in the event log")?;
     audit.anchor_head().await.context("cannot re-anchor the switch audit log")?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::{Duration, Instant};
-    use store::Leases as _;
-
-    /// On PostgreSQL every write the agent makes goes through its lease's fence, the ownership
-    /// ledger's and the policy's as well as the appends: an agent started under a lease another
-    /// instance has since taken writes nothing and says why.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn on_postgres_an_agent_under_a_superseded_lease_writes_neither_policy_nor_ledger() {
-        let (cluster, db) = tokio::task::spawn_blocking(|| {
-            let c = sims::postgres::Cluster::shared();
-            (c, c.database("agent_fence").unwrap_or_else(|e| panic!("{e}")))
-        })
-        .await
-        .unwrap();
-        let mut config = store::PgConfig::new();
-        config.host(cluster.host()).port(cluster.port()).user(cluster.user()).password(cluster.password()).dbname(&db);
-        let pg = PgStore::connect(config, store::PgTls::Off).await.unwrap();
-        let leases = pg.leases();
-        let ttl = Duration::from_millis(500);
-        let a = leases.acquire("netfold/active", "a", ttl).await.unwrap().expect("free");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let b = loop {
-            if let Some(b) = leases.acquire("netfold/active", "b", ttl).await.unwrap() {
-                break b;
-            }
-            assert!(Instant::now() < deadline, "b never took the lease");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        let any = AnyStore::Postgres(pg);
-        let started = Agent::start_in(
-            any.clone(),
-            "PostgreSQL test".into(),
-            engine::config::Config::default(),
-            Arc::new(SystemClock),
-            OnLoss::Refuse,
-            Some(a.fence()),
-        )
-        .await;
-        let err = format!("{:#}", started.err().expect("refused"));
-        assert!(err.contains("cannot record the policy") && err.contains("token 1: the write was refused"), "{err}");
-        let deposed = fenced_table(&any, LEDGER_TABLE, &Some(a.fence())).unwrap();
-        let refused = deposed.insert(b"tor1/Ethernet1/1/100", &1u8).unwrap_err();
-        assert!(matches!(refused, store::Error::Fenced { token: 1, .. }), "{refused}");
-        fenced_table(&any, LEDGER_TABLE, &Some(b.fence())).unwrap().insert(b"tor1/Ethernet1/1/100", &1u8).unwrap();
-        let ledger = any.table(LEDGER_TABLE).unwrap();
-        assert_eq!(ledger.scan::<u8>(b"").unwrap().len(), 1, "only the holder's write landed");
-        assert_eq!(any.table(META_TABLE).unwrap().get::<engine::config::Policy>(POLICY_KEY).unwrap(), None);
-    }
 }

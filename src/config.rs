@@ -107,14 +107,15 @@ pub struct StoreSection {
     pub allow_plaintext: bool,
 }
 
-/// `[cluster]`: instances sharing one PostgreSQL store (ADR 0012). Only with `[store] kind =
-/// "postgres"`; one instance holds the lease `netfold/active` and works, the others wait.
+/// `[cluster]`: instances sharing one PostgreSQL store (ADR 0014). Only with `[store] kind =
+/// "postgres"`; the instances share the work, each holding the leases of the hypervisors and
+/// switches it works on, up to a fair share.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSection {
     /// This instance's name in leases, `/healthz` and `netfold status` (default: the host name).
     pub instance: Option<String>,
-    /// How long the active lease lasts without a renewal, seconds (default 10; renewed every
+    /// How long a lease lasts without a renewal, seconds (default 10; renewed every
     /// third of it).
     pub lease_ttl_secs: Option<u64>,
 }

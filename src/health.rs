@@ -2,8 +2,9 @@
 //! with `"status":"degraded"` and one reason per thing that does not — an adapter that is not
 //! live (connecting, retrying, failing, with its last error), a hypervisor the log holds as
 //! lost, a held mass removal, a switch whose last reconcile cycle failed or that has refused port
-//! names, a switch whose discovery fails, an uplink whose port sources disagree, an event log that refuses appends (disk full, IO error), an active lease that may be lost
-//! (instances on PostgreSQL: `crate::cluster`). The body also lists every
+//! names, a switch whose discovery fails, an uplink whose port sources disagree, an event log that
+//! refuses appends (disk full, IO error), and for instances on PostgreSQL (`crate::cluster`) a
+//! lease that may be lost, leases that cannot be read, work no instance holds. The body also lists every
 //! adapter's and switch's health, so one request answers "what is wrong, and since when".
 
 use engine::projector::Status;
@@ -16,14 +17,8 @@ use crate::metrics::Metrics;
 /// switches).
 pub fn reasons(metrics: &Metrics, state: &SharedState) -> Vec<String> {
     let mut out = Vec::new();
-    if let Some(a) = metrics.cluster().filter(|a| !a.writable()) {
-        out.push(format!(
-            "instance {}: the lease {} (token {}) may be lost ({:?} left): switch writes stopped, appends are fenced",
-            a.instance,
-            a.lease.name,
-            a.lease.token,
-            a.remaining()
-        ));
+    if let Some(c) = metrics.cluster() {
+        out.extend(c.reasons());
     }
     for (id, kind, h) in metrics.adapters() {
         let state = serde_json::to_value(h.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();

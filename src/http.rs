@@ -177,6 +177,9 @@ async fn release(Ax(ctx): Ax<Ctx>, Query(q): Query<ReleaseQuery>) -> Response {
         )
         .into_response(),
         Err(e @ engine::Error::NothingHeld { .. }) => error(StatusCode::NOT_FOUND, e),
+        // Sharing a store: the instance holding the hypervisor's lease releases (its
+        // `/healthz` and `netfold status` say which it is).
+        Err(e @ engine::Error::NotHeld { .. }) => error(StatusCode::CONFLICT, e),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }

@@ -86,9 +86,9 @@ pub struct Metrics {
     /// The engine's own counters (set once the engine runs): health reads whether the log
     /// takes appends from them.
     engine: std::sync::OnceLock<Arc<engine::runtime::Metrics>>,
-    /// This instance's hold on the active lease (set when it runs on PostgreSQL): health and
-    /// status show it, and say so once it may be lost.
-    cluster: std::sync::OnceLock<Arc<crate::cluster::Active>>,
+    /// The leases this instance holds and the cluster as last read (set when it runs on
+    /// PostgreSQL): health and status show them, and say what is not well.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Shares>>,
 }
 
 impl Default for Metrics {
@@ -121,13 +121,13 @@ impl Metrics {
         let _ = self.engine.set(engine);
     }
 
-    /// Attaches this instance's hold on the active lease (only the first call counts).
-    pub fn set_cluster(&self, active: Arc<crate::cluster::Active>) {
-        let _ = self.cluster.set(active);
+    /// Attaches this instance's share of the cluster's work (only the first call counts).
+    pub fn set_cluster(&self, shares: Arc<crate::cluster::Shares>) {
+        let _ = self.cluster.set(shares);
     }
 
-    /// This instance's hold on the active lease, when it runs in a cluster.
-    pub fn cluster(&self) -> Option<&crate::cluster::Active> {
+    /// This instance's share of the cluster's work, when it runs in a cluster.
+    pub fn cluster(&self) -> Option<&crate::cluster::Shares> {
         self.cluster.get().map(|a| &**a)
     }
 
@@ -141,6 +141,18 @@ impl Metrics {
         let (family, label) = (self.change_latency.clone(), SwitchLabel { switch: name.clone() });
         stats.observe_changes(move |took| family.get_or_create(&label).observe(took.as_secs_f64()));
         self.switches.lock().unwrap_or_else(|p| p.into_inner()).push((name, stats));
+    }
+
+    /// Forgets a reconciler (and its discovery) that stopped: another instance works on the
+    /// switch now.
+    pub fn remove_switch(&self, name: &str) {
+        self.switches.lock().unwrap_or_else(|p| p.into_inner()).retain(|(n, _)| n != name);
+        self.discovery.lock().unwrap_or_else(|p| p.into_inner()).retain(|(n, _)| n != name);
+    }
+
+    /// Forgets an adapter that stopped: another instance works on the hypervisor now.
+    pub fn remove_hypervisor(&self, id: &HypervisorId) {
+        self.adapters.lock().unwrap_or_else(|p| p.into_inner()).retain(|a| a.id != *id);
     }
 
     /// Registers a running discovery poller's counters.

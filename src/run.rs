@@ -8,22 +8,25 @@
 //! and shows in `/healthz` until it answers; a switch's reconciler retries with backoff and
 //! reports it failing, while every other switch and every hypervisor session proceeds.
 //!
-//! On PostgreSQL, several instances run with one config (ADR 0012): each waits as a standby
-//! until it holds the lease `netfold/active` ([`crate::cluster`]), then runs the agent under it;
-//! one that loses the lease stops with an error, having written nothing after it.
+//! On PostgreSQL, several instances run with one config and share the work (ADR 0014): each
+//! follows the shared log, and runs the hypervisor sessions and switch reconcilers whose leases
+//! it holds, up to a fair share ([`crate::cluster`]); work whose lease is lost stops at once.
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use adapters::{eapi, ovs};
 use anyhow::{Context, Result};
 use engine::clock::SystemClock;
+use engine::runtime::Work;
 use engine::switch::{MemorySwitch, Switch};
-use store::{AnyStore, Leases, PgLeases};
+use engine::{HypervisorId, Kind};
+use store::AnyStore;
 
-use crate::agent::Agent;
+use crate::agent::{Adapter, Agent, Scope};
 use crate::cluster;
-use crate::config::{self, ClusterPlan, HttpPlan, SwitchPlan};
+use crate::config::{self, SwitchPlan};
 
 /// Validates exactly what [`run`] validates before it starts anything ([`config::load`]).
 pub fn check(path: &Path) -> Result<()> {
@@ -57,122 +60,106 @@ pub async fn run(path: &Path, accept_loss: bool) -> Result<()> {
     let on_loss = if accept_loss { store::OnLoss::Accept } else { store::OnLoss::Refuse };
     let place = plan.store.describe(&plan.data_dir);
     let store = crate::agent::open_store(&plan.store, &plan.data_dir).await?;
-    // On PostgreSQL: a standby until this instance holds the active lease.
     let cluster = match (&plan.cluster, &store) {
-        (Some(c), AnyStore::Postgres(pg)) => {
-            let leases = pg.leases();
-            match standby(c, &leases, &plan.http, &mut signals).await? {
-                Some((active, holding)) => Some((active, leases, holding)),
-                None => return Ok(()),
-            }
-        }
+        (Some(c), AnyStore::Postgres(pg)) => Some((c.clone(), pg.leases())),
         _ => None,
     };
-    let fence = cluster.as_ref().map(|(a, ..)| a.fence());
-    let mut agent = Agent::start_in(store, place, plan.engine, Arc::new(SystemClock), on_loss, fence).await?;
-    let active = cluster.as_ref().map(|(a, ..)| a.clone());
-    if let Some(a) = &active {
-        agent.metrics.set_cluster(a.clone());
-    }
-    for h in plan.hypervisors {
-        agent.add_hypervisor(h.id, h.kind, h.adapter).await?;
-    }
+    let clock = Arc::new(SystemClock);
+    let mut agent = Agent::start_in(store, place, plan.engine, clock, on_loss, cluster.is_some()).await?;
     // On a terminal: a line per hypervisor until its first inventory is learnt.
     agent.spawn_until_stop(crate::progress::first_learn(agent.metrics.clone(), agent.engine.state()));
-    for s in &plan.switches {
-        add_switch(&mut agent, s, active.as_ref()).await?;
-    }
-    let addr = agent.serve_http(&plan.http).await?;
-    tracing::info!(http = %addr, data_dir = %plan.data_dir.display(), store = %plan.store.kind(), "netfold running");
-    let Some((active, leases, mut holding)) = cluster else {
+    let Some((cluster, leases)) = cluster else {
+        for h in plan.hypervisors {
+            agent.add_hypervisor(h.id, h.kind, h.adapter).await?;
+        }
+        for s in &plan.switches {
+            add_switch(&mut agent, s, None).await?;
+        }
+        let addr = agent.serve_http(&plan.http).await?;
+        tracing::info!(http = %addr, data_dir = %plan.data_dir.display(), store = %plan.store.kind(), "netfold running");
         signals.wait().await;
         tracing::info!("shutting down: completing in-flight appends");
         return agent.shutdown().await;
     };
-    tokio::select! {
-        _ = signals.wait() => {
-            tracing::info!("shutting down: completing in-flight appends, then giving up the active lease");
-            holding.abort();
-            agent.shutdown().await?;
-            leases.release(&active.lease).await.context("cannot give up the active lease (it expires by itself)")
-        }
-        why = &mut holding => {
-            let why = why.unwrap_or_else(|e| format!("the lease's renewal task failed: {e}"));
-            tracing::error!(lease = %active.lease.name, token = active.lease.token, "lost the active lease: {why}; stopping");
-            if let Err(e) = agent.shutdown().await {
-                tracing::warn!(error = %e, "shutdown after losing the lease");
-            }
-            anyhow::bail!(
-                "instance {} lost the active lease {} (token {}): {why}; it wrote nothing after that and stopped \
-                 (started again, it waits as a standby)",
-                active.instance,
-                active.lease.name,
-                active.lease.token
-            )
+    let shares = cluster::Shares::new(&cluster);
+    agent.metrics.set_cluster(shares.clone());
+    let addr = agent.serve_http(&plan.http).await?;
+    tracing::info!(
+        http = %addr, store = %plan.store.kind(), instance = %shares.instance, holder = %shares.holder,
+        "netfold running: sharing the work with the other instances on this store"
+    );
+    let work: Vec<Work> = plan
+        .hypervisors
+        .iter()
+        .map(|h| Work::Hypervisor(h.id.clone()))
+        .chain(plan.switches.iter().map(|s| Work::Switch(s.entry.name.clone())))
+        .collect();
+    let (lost_tx, mut lost) = tokio::sync::mpsc::unbounded_channel();
+    let renewal = tokio::spawn(cluster::renew(leases.clone(), shares.clone(), lost_tx));
+    let mut keeper = cluster::Keeper::new(leases, shares, work);
+    let mut worker = Worker {
+        agent: &mut agent,
+        hypervisors: plan.hypervisors.into_iter().map(|h| (h.id, (h.kind, h.adapter))).collect(),
+        switches: plan.switches.into_iter().map(|s| (s.entry.name.clone(), s)).collect(),
+    };
+    let mut rounds = tokio::time::interval(keeper.every());
+    rounds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = signals.wait() => break,
+            Some(work) = lost.recv() => keeper.lost(&mut worker, work).await,
+            _ = rounds.tick() => keeper.round(&mut worker).await,
         }
     }
+    tracing::info!("shutting down: stopping the work, then giving its leases up");
+    keeper.release_all(&mut worker).await;
+    renewal.abort();
+    agent.shutdown().await
 }
 
-/// Serves a standby's `/healthz` on `http.listen` until this instance takes the active lease
-/// (`Some`: the lease and its renewal task, started at once, since starting the agent can take
-/// longer than the lease lasts), or until SIGINT/SIGTERM (`None`). The port is free again when
-/// this returns.
-async fn standby(
-    plan: &ClusterPlan,
-    leases: &PgLeases,
-    http: &HttpPlan,
-    signals: &mut Signals,
-) -> Result<Option<(Arc<cluster::Active>, tokio::task::JoinHandle<String>)>> {
-    let holder = cluster::holder(&plan.instance);
-    let view = Arc::new(Mutex::new(cluster::Standby::new(&plan.instance)));
-    let listener = tokio::net::TcpListener::bind(http.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} for /healthz", http.listen))?;
-    let addr = listener.local_addr()?;
-    let options = crate::http::ServeOptions {
-        token: http.token.clone(),
-        max_connections: http.max_connections,
-        header_timeout: crate::http::HEADER_TIMEOUT,
-    };
-    let stop = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(crate::http::serve(
-        listener,
-        cluster::router(view.clone()),
-        options,
-        stop.clone().cancelled_owned(),
-    ));
-    tracing::info!(http = %addr, instance = %plan.instance, holder = %holder, "netfold standby: waiting for the active lease");
-    let taken = tokio::select! {
-        t = cluster::take(leases, plan, &holder, &view) => {
-            let active = t?;
-            Some((active.clone(), tokio::spawn(cluster::hold(leases.clone(), active))))
+/// Starts and stops the configured work in the agent as the keeper takes and gives up leases.
+struct Worker<'a> {
+    agent: &'a mut Agent,
+    hypervisors: BTreeMap<HypervisorId, (Kind, Adapter)>,
+    switches: BTreeMap<String, SwitchPlan>,
+}
+
+impl cluster::Worker for Worker<'_> {
+    async fn start(&mut self, work: &Work, hold: Arc<cluster::Hold>) -> Result<()> {
+        let scope = self.agent.start_work(work, hold.fence()).await?;
+        match work {
+            Work::Hypervisor(id) => {
+                let (kind, adapter) = self.hypervisors.get(id).context("not a configured hypervisor")?;
+                self.agent.add_hypervisor_in(id.clone(), *kind, adapter.clone(), &scope).await
+            }
+            Work::Switch(name) => {
+                let plan = self.switches.get(name).context("not a configured switch")?;
+                add_switch(self.agent, plan, Some((&hold, &scope))).await
+            }
         }
-        _ = signals.wait() => None,
-    };
-    stop.cancel();
-    if tokio::time::timeout(std::time::Duration::from_secs(5), server).await.is_err() {
-        tracing::warn!("the standby endpoint did not close within 5 s");
     }
-    if let Some((a, _)) = &taken {
-        tracing::info!(lease = %a.lease.name, token = a.lease.token, holder = %holder, "took the active lease: this instance is active");
+
+    async fn stop(&mut self, work: &Work) {
+        self.agent.stop_work(work).await;
     }
-    Ok(taken)
 }
 
 /// Builds the switch's client and starts its reconciler. Nothing here waits for the switch:
 /// one that does not answer is retried by its reconciler (and shows as failing in `/healthz` and
-/// `/metrics`). With `active`, the switch is written only while its lease holds
+/// `/metrics`). Under a lease (`under`), the switch is written only while the lease holds
 /// ([`cluster::Gated`]); an OVS switch also checks the lease's token itself in every write and
 /// names the instance and token in every transaction (`ovs::fence`).
-pub async fn add_switch(agent: &mut Agent, s: &SwitchPlan, active: Option<&Arc<cluster::Active>>) -> Result<()> {
+pub async fn add_switch(agent: &mut Agent, s: &SwitchPlan, under: Option<(&Arc<cluster::Hold>, &Scope)>) -> Result<()> {
     fn gated<S: Switch>(
         agent: &mut Agent,
         sw: Arc<S>,
-        active: Option<&Arc<cluster::Active>>,
+        under: Option<(&Arc<cluster::Hold>, &Scope)>,
         reconcile: engine::reconciler::Config,
     ) -> Result<()> {
-        match active {
-            Some(a) => agent.add_switch(Arc::new(cluster::Gated::new(sw, a.clone())), reconcile),
+        match under {
+            Some((hold, scope)) => {
+                agent.add_switch_in(Arc::new(cluster::Gated::new(sw, hold.clone())), reconcile, scope)
+            }
             None => agent.add_switch(sw, reconcile),
         }
     }
@@ -187,11 +174,10 @@ pub async fn add_switch(agent: &mut Agent, s: &SwitchPlan, active: Option<&Arc<c
                 unixctl: e.unixctl.clone(),
             };
             let mut sw = ovs::OvsSwitch::start(&c).with_context(|| format!("switch {}", e.name))?;
-            if let Some(a) = active {
-                let writer = format!("netfold {} lease {} token {}", a.lease.holder, a.lease.name, a.lease.token);
-                sw = sw.writing_as(writer).fenced_by(a.lease.token);
+            if let Some((hold, _)) = under {
+                sw = sw.writing_as(hold.writer()).fenced_by(hold.lease.token);
             }
-            gated(agent, Arc::new(sw), active, s.reconcile.clone())
+            gated(agent, Arc::new(sw), under, s.reconcile.clone())
         }
         "eapi" => {
             let c = eapi::Config {
@@ -203,7 +189,7 @@ pub async fn add_switch(agent: &mut Agent, s: &SwitchPlan, active: Option<&Arc<c
                 timeout_ms: e.timeout_ms(),
             };
             let sw = Arc::new(eapi::EapiSwitch::new(&c).with_context(|| format!("switch {}", e.name))?);
-            gated(agent, sw, active, s.reconcile.clone())
+            gated(agent, sw, under, s.reconcile.clone())
         }
         _ => {
             // Port names were checked by the config's validation.
@@ -211,7 +197,7 @@ pub async fn add_switch(agent: &mut Agent, s: &SwitchPlan, active: Option<&Arc<c
                 Some(ports) => ports.iter().fold(MemorySwitch::new(&e.name), |sw, p| sw.with_port(p, [])),
                 None => MemorySwitch::new(&e.name).creating_ports(),
             };
-            gated(agent, Arc::new(sw), active, s.reconcile.clone())
+            gated(agent, Arc::new(sw), under, s.reconcile.clone())
         }
     }
 }

@@ -35,7 +35,7 @@ pub struct StatusView {
     pub log_unavailable_since: Option<UnixMs>,
     pub hypervisors: Vec<HypervisorStatus>,
     pub switches: Vec<SwitchStatus>,
-    /// With instances on PostgreSQL: this one's hold on the active lease.
+    /// With instances sharing a PostgreSQL store: what this one holds, and who holds what.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterView>,
 }
@@ -198,13 +198,20 @@ pub fn render(v: &StatusView) -> String {
     if let Some(c) = &v.cluster {
         let _ = writeln!(
             out,
-            "instance {} holds {} (token {}, holder {}, {} left)",
-            c.instance,
-            c.lease,
-            c.token.unwrap_or_default(),
-            c.holder.as_deref().unwrap_or("none"),
-            humantime::format_duration(Duration::from_millis(c.remaining_ms.unwrap_or_default()))
+            "instance {} ({}), one of {} live, takes at most {} piece(s) of work",
+            c.instance, c.holder, c.live_instances, c.fair_share
         );
+        for w in &c.work {
+            let by = match &w.holder {
+                Some(h) => format!(
+                    "{h} (token {}, {} left)",
+                    w.token,
+                    humantime::format_duration(Duration::from_millis(w.remaining_ms))
+                ),
+                None => "NOBODY".to_string(),
+            };
+            let _ = writeln!(out, "  {:<28} held by {by}", w.lease);
+        }
     }
     let _ = writeln!(out, "\nHypervisors:");
     let _ = writeln!(
@@ -333,12 +340,25 @@ mod tests {
                 error: Some("timeout".into()),
             }],
             cluster: Some(ClusterView {
-                role: crate::cluster::Role::Active,
                 instance: "nf-b".into(),
-                lease: "netfold/active".into(),
-                holder: Some("nf-b/0badcafe".into()),
-                token: Some(3),
-                remaining_ms: Some(9_000),
+                holder: "nf-b/0badcafe".into(),
+                live_instances: 2,
+                fair_share: 1,
+                holds: vec![crate::cluster::HeldView { lease: "switch/tor1".into(), token: 3, remaining_ms: 9_000 }],
+                work: vec![
+                    crate::cluster::LeaseView {
+                        lease: "switch/tor1".into(),
+                        holder: Some("nf-b/0badcafe".into()),
+                        token: 3,
+                        remaining_ms: 9_000,
+                    },
+                    crate::cluster::LeaseView {
+                        lease: "hypervisor/vc-east".into(),
+                        holder: None,
+                        token: 2,
+                        remaining_ms: 0,
+                    },
+                ],
             }),
         };
         let text = render(&v);
@@ -350,7 +370,9 @@ mod tests {
             "FAILING×2",
             "switch tor1: timeout",
             "attempt 3",
-            "instance nf-b holds netfold/active (token 3, holder nf-b/0badcafe, 9s left)",
+            "instance nf-b (nf-b/0badcafe), one of 2 live, takes at most 1 piece(s) of work",
+            "switch/tor1                  held by nf-b/0badcafe (token 3, 9s left)",
+            "hypervisor/vc-east           held by NOBODY",
         ] {
             assert!(text.contains(want), "`{want}` missing from:\n{text}");
         }

@@ -1,6 +1,8 @@
-//! Active/standby on PostgreSQL (ADR 0012) over real processes: three `netfold run` with one
-//! config against a private PostgreSQL 15 cluster (`sims::postgres`), the XenServer simulator in
-//! a process of its own and a private Open vSwitch carrying the switch. Real time, real signals.
+//! Instances sharing the work on PostgreSQL (ADR 0014) over real processes: up to three
+//! `netfold run` with one config against a private PostgreSQL 15 cluster (`sims::postgres`), the
+//! XenServer simulator in a process of its own and a private Open vSwitch carrying the switch.
+//! Real time, real signals. The work is two leases, `hypervisor/xen217` and `switch/tor1`: an
+//! instance alone takes both; once others run, it gives the switch up (one piece each at most).
 //!
 //! Who wrote the switch is recorded by the switch itself: every transaction netfold sends names
 //! its instance and lease token in an OVSDB `comment`, which ovsdb-server keeps in its database
@@ -28,10 +30,13 @@ const PARKING: u16 = 4094;
 const XEN: &str = "xen217";
 const LOST: &str = "Xen-Citrix:Lost connection to hypervisor xen217. Retrying...";
 const REMOVING: &str = "Xen-Citrix:Lost connection to hypervisor xen217. Removing learnt information.";
-const GRACE_SECS: u64 = 20;
+const GRACE_SECS: u64 = 30;
 const LEASE_TTL_SECS: u64 = 4;
-const TOOK: &str = "took the active lease";
-const STANDBY: &str = "standby: another instance is active";
+const SWITCH_LEASE: &str = "switch/tor1";
+const XEN_LEASE: &str = "hypervisor/xen217";
+const TOOK_SWITCH: &str = "took the lease switch/tor1";
+const TOOK_XEN: &str = "took the lease hypervisor/xen217";
+const GAVE_UP: &str = "giving the lease up";
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_millis() as u64
@@ -138,7 +143,7 @@ resync_secs = 2
             .map(|rest| {
                 let words: Vec<&str> = rest.trim_end_matches('"').split_whitespace().collect();
                 assert!(
-                    words.len() == 5 && words[1] == "lease" && words[2] == "netfold/active" && words[3] == "token",
+                    words.len() == 5 && words[1] == "lease" && words[2] == SWITCH_LEASE && words[3] == "token",
                     "a writer comment: {rest}"
                 );
                 (words[0].to_string(), words[4].parse().expect("token"))
@@ -187,6 +192,22 @@ resync_secs = 2
         }
     }
 
+    /// Waits until the instance at `base` shows `holder` holding `lease` (it reads the lease
+    /// table every third of the TTL).
+    async fn shows_holder(&self, base: &str, lease: &str, holder: &str) {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let (_, h) = self.healthz(base).await;
+            let work = h["cluster"]["work"].as_array().cloned().unwrap_or_default();
+            let by = work.iter().find(|w| w["lease"] == lease).and_then(|w| w["holder"].as_str().map(str::to_string));
+            if by.as_deref() == Some(holder) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{base} never showed {holder} holding {lease}: {h}\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     async fn events(&self, base: &str) -> Vec<Envelope> {
         let (s, body) = self.get(base, "/log?from=1").await;
         assert_eq!(s, 200, "{body}");
@@ -194,31 +215,23 @@ resync_secs = 2
     }
 }
 
-/// The `http=` address a log line with `needle` names.
-async fn address(nf: &mut Netfold, needle: &str) -> String {
-    nf.wait_line(needle).await;
+/// The holder string an instance logged when it took `lease`.
+fn holder(nf: &Netfold, lease: &str) -> String {
+    let took = format!("took the lease {lease}");
     let log = nf.log();
-    let line = log.lines().find(|l| l.contains(needle)).expect("the line");
-    let addr = line.split_whitespace().find_map(|w| w.strip_prefix("http=")).expect("http= field");
-    format!("http://{addr}")
-}
-
-/// The holder name an instance logged when it took the lease.
-fn holder(nf: &Netfold) -> String {
-    let log = nf.log();
-    let line = log.lines().find(|l| l.contains(TOOK)).expect("took the lease");
+    let line = log.lines().rev().find(|l| l.contains(&took)).unwrap_or_else(|| panic!("{took}:\n{log}"));
     line.split_whitespace().find_map(|w| w.strip_prefix("holder=")).expect("holder= field").to_string()
 }
 
-/// Waits until one of `instances` logs that it took the lease; returns its index.
-async fn taken_over(instances: &[&Netfold]) -> usize {
+/// Waits until one of `instances` logs `needle`; returns its index.
+async fn first_to(instances: &[&Netfold], needle: &str) -> usize {
     let deadline = Instant::now() + STEP;
     loop {
-        if let Some(i) = instances.iter().position(|nf| nf.count(TOOK) > 0) {
+        if let Some(i) = instances.iter().position(|nf| nf.count(needle) > 0) {
             return i;
         }
         let logs: Vec<String> = instances.iter().map(|nf| nf.log()).collect();
-        assert!(Instant::now() < deadline, "no standby took the lease within {STEP:?}:\n{}", logs.join("\n---\n"));
+        assert!(Instant::now() < deadline, "no instance logged `{needle}` within {STEP:?}:\n{}", logs.join("\n---\n"));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -246,66 +259,74 @@ fn gapless(events: &[Envelope]) {
     assert_eq!(seqs, want, "the shared log is gapless and has no duplicate");
 }
 
+/// `a` alone takes both leases and configures the switch; `others` start, and `a` gives the
+/// switch up to one of them. Returns the index in `others` of the switch's new holder.
+async fn share(rig: &Rig, a: &mut Netfold, others: &mut [&mut Netfold]) -> usize {
+    a.wait_line(TOOK_XEN).await;
+    a.wait_line(TOOK_SWITCH).await;
+    rig.switch_is(&learnt_table(), "the first instance configures the switch").await;
+    for nf in others.iter_mut() {
+        nf.http().await;
+    }
+    a.wait_line(GAVE_UP).await;
+    let views: Vec<&Netfold> = others.iter().map(|nf| &**nf).collect();
+    first_to(&views, TOOK_SWITCH).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_of_the_active_instance_hands_over_within_the_lease_and_the_grace_runs_on() {
+async fn sigkill_of_lease_holders_hands_their_work_over_within_the_ttl_and_the_grace_runs_on() {
     let mut rig = Rig::start("handover").await;
     let mut a = rig.instance("nf-a");
-    a.wait_line(TOOK).await;
-    let a_base = a.http().await;
+    a.http().await;
     let mut b = rig.instance("nf-b");
     let mut c = rig.instance("nf-c");
-    let b_base = address(&mut b, "netfold standby").await;
-    b.wait_line(STANDBY).await;
-    c.wait_line(STANDBY).await;
-    rig.switch_is(&learnt_table(), "the active instance configures the switch").await;
+    let s = share(&rig, &mut a, &mut [&mut b, &mut c]).await;
+    let (s_nf, mut third) = if s == 0 { (b, c) } else { (c, b) };
+    let s_holder = holder(&s_nf, SWITCH_LEASE);
+    let third_base = third.http().await;
+    assert_eq!(third.count("took the lease "), 0, "the third instance holds nothing: one piece each at most");
 
-    let (s, h) = rig.healthz(&a_base).await;
-    assert_eq!((s, &h["cluster"]["role"], &h["cluster"]["token"]), (200, &"active".into(), &1.into()), "{h}");
-    let (s, h) = rig.healthz(&b_base).await;
-    assert_eq!((s, h["status"].as_str()), (200, Some("standby")), "{h}");
-    let active = h["cluster"]["holder"].as_str().unwrap_or_default();
-    assert!(active.starts_with("nf-a/"), "the standby names the active instance: {h}");
-    let (s, body) = rig.get(&b_base, "/state").await;
-    assert!(s == 503 && body.contains("nf-a/"), "a standby sends the audit to the active instance: {s} {body}");
-    let status = netfold(&["status", "--agent", &b_base]);
-    let said = text(&status.stderr);
-    assert!(
-        !status.status.success() && said.contains("is a standby") && said.contains(active),
-        "`netfold status` asked of a standby fails naming the active instance: {said}"
-    );
-    let a_holder = holder(&a);
+    // Every instance serves the whole state and names who holds what.
+    let a_holder = holder(&a, XEN_LEASE);
+    rig.shows_holder(&third_base, XEN_LEASE, &a_holder).await;
+    rig.shows_holder(&third_base, SWITCH_LEASE, &s_holder).await;
+    let (status, h) = rig.healthz(&third_base).await;
+    assert_eq!(status, 200, "{h}");
+    assert_eq!(h["cluster"]["live_instances"], 3, "{h}");
+    assert_eq!(h["cluster"]["fair_share"], 1, "{h}");
+    let (status, state) = rig.get(&third_base, "/state").await;
+    assert!(status == 200 && state.contains("Ethernet2/"), "an instance that holds nothing folds the log: {state}");
+    let shown = netfold(&["status", "--agent", &third_base]);
+    let said = text(&shown.stdout);
+    assert!(shown.status.success() && said.contains(&format!("{SWITCH_LEASE:<28} held by {s_holder}")), "{said}");
 
-    // The hypervisor goes away; the active instance logs the loss and keeps the VLANs. Then the
-    // active instance is killed well inside the grace.
+    // The hypervisor goes away; its holder logs the loss and keeps the VLANs. Then the switch's
+    // holder is killed: the third instance takes the switch, which keeps its VLANs meanwhile.
     rig.sim.kill9();
     a.wait_line(LOST).await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    a.kill9().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s_log = s_nf.log();
+    s_nf.kill9().await;
     let killed = Instant::now();
-
-    let standbys = [&b, &c];
-    let winner = taken_over(&standbys).await;
+    third.wait_line(TOOK_SWITCH).await;
     let took_after = killed.elapsed();
-    let taken_ms = now_ms();
     assert!(
         took_after < Duration::from_secs(LEASE_TTL_SECS * 2 + 10),
-        "a standby took over {took_after:?} after the kill (TTL {LEASE_TTL_SECS} s)"
+        "the switch was taken over {took_after:?} after the kill (TTL {LEASE_TTL_SECS} s)"
     );
-    let (mut new, mut other) = if winner == 0 { (b, c) } else { (c, b) };
-    let new_base = new.http().await;
-    assert_eq!(other.count(TOOK), 0, "one instance takes the lease");
-    let (_, h) = rig.healthz(&new_base).await;
-    assert_eq!(h["cluster"]["token"], 2, "{h}");
+    assert_eq!(rig.trunks(), learnt_table(), "the VLANs stay through the handover, inside the grace");
 
-    // The grace started at the Lost in the log, before the handover: it runs on, and the new
-    // holder expires the hypervisor and unconfigures the VLANs.
-    new.wait_line(REMOVING).await;
-    rig.switch_is(&empty_table(), "after the grace, under the new holder").await;
-    let events = rig.events(&new_base).await;
+    // Then the hypervisor's holder is killed too, inside the grace: the last instance takes the
+    // hypervisor, and the grace that started at the Lost in the log runs on under it.
+    a.kill9().await;
+    third.wait_line(TOOK_XEN).await;
+    let taken_ms = now_ms();
+    third.wait_line(REMOVING).await;
+    rig.switch_is(&empty_table(), "after the grace, under the last instance").await;
+    let events = rig.events(&third_base).await;
     gapless(&events);
     let kinds: Vec<&str> = events.iter().map(|e| e.event.name()).collect();
-    assert_eq!(kinds, ["Connected", "Learnt", "Lost", "Expired"], "nothing lost or repeated across the handover");
-    // The grace counts from the last answer (`since`), as the Lost record says.
+    assert_eq!(kinds, ["Connected", "Learnt", "Lost", "Expired"], "nothing lost or repeated across the handovers");
     let lost = events
         .iter()
         .find_map(|e| match e.event {
@@ -319,99 +340,88 @@ async fn sigkill_of_the_active_instance_hands_over_within_the_lease_and_the_grac
         expired < taken_ms + GRACE_SECS * 1000,
         "the grace ran from the loss ({lost}), not from the takeover ({taken_ms}): expired at {expired}"
     );
-    let (s, verify) = rig.get(&new_base, "/verify").await;
-    assert_eq!(s, 200, "verify on the shared log: {verify}");
+    let (status, verify) = rig.get(&third_base, "/verify").await;
+    assert_eq!(status, 200, "verify on the shared log: {verify}");
 
+    // The switch saw one writer at a time, the last of them the third instance.
     let writers = rig.writers();
     one_writer_at_a_time(&writers);
-    let new_holder = holder(&new);
-    assert!(writers.contains(&(a_holder.clone(), 1)), "nf-a wrote under token 1: {writers:?}");
-    assert!(writers.contains(&(new_holder.clone(), 2)), "{new_holder} wrote under token 2: {writers:?}");
-    assert!(writers.iter().all(|(h, _)| *h == a_holder || *h == new_holder), "{writers:?}");
+    let third_holder = holder(&third, SWITCH_LEASE);
+    let last = writers.last().cloned().unwrap_or_default();
+    assert_eq!(last.0, third_holder, "the removal was written by the last holder: {writers:?}\n{s_log}");
+    assert!(writers.iter().any(|(h, _)| h.starts_with("nf-a/")), "nf-a configured the switch first: {writers:?}");
     let fence = rig.lab.vsctl(&["get", "Open_vSwitch", ".", "external_ids:netfold-fence"]).expect("ovs-vsctl get");
-    assert_eq!(fence.trim(), "\"2\"", "the switch itself holds the new token and refuses token 1");
-
-    // A clean stop gives the lease up at once: the last standby takes it without waiting out
-    // the TTL.
-    new.stop().await;
-    other.wait_line(TOOK).await;
-    other.stop().await;
+    assert_eq!(fence.trim(), format!("\"{}\"", last.1), "the switch holds the newest token and refuses older ones");
+    third.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_active_instance_cannot_append_or_write_the_switch_once_its_lease_is_taken() {
+async fn a_paused_switch_holder_cannot_append_or_write_the_switch_once_its_lease_is_taken() {
     let mut rig = Rig::start("fencing").await;
     let mut a = rig.instance("nf-a");
-    a.wait_line(TOOK).await;
-    a.http().await;
-    rig.switch_is(&learnt_table(), "the active instance configures the switch").await;
+    let a_base = a.http().await;
     let mut b = rig.instance("nf-b");
-    b.wait_line(STANDBY).await;
-    let a_holder = holder(&a);
+    share(&rig, &mut a, &mut [&mut b]).await;
+    let b_holder = holder(&b, SWITCH_LEASE);
 
-    // Paused past its lease: the standby takes over. The hypervisor then goes away for good,
-    // and the new holder expires it and unconfigures its VLANs, all while the paused instance
-    // still believes they are wanted.
-    signal(a.pid(), "STOP");
-    b.wait_line(TOOK).await;
-    let b_base = b.http().await;
+    // The switch's holder is paused past its lease: the other instance, alone then, takes the
+    // switch. The hypervisor goes away for good, and the switch is unconfigured after the grace,
+    // all while the paused instance still believes the VLANs are wanted.
+    signal(b.pid(), "STOP");
+    a.wait_line(TOOK_SWITCH).await;
     rig.sim.kill9();
-    b.wait_line(LOST).await;
-    b.wait_line(REMOVING).await;
+    a.wait_line(LOST).await;
+    a.wait_line(REMOVING).await;
     rig.switch_is(&empty_table(), "the new holder unconfigures after the grace").await;
 
-    // Woken, the old holder finds its lease gone and stops. Its adapter and its reconciler may
-    // act on what it knew (the hypervisor gone, VLANs missing from the switch), but it appends
-    // nothing and writes nothing.
-    signal(a.pid(), "CONT");
-    let status = a.exit().await;
-    let log = a.log();
-    assert!(!status.success(), "losing the lease is an error exit: {status}\n{log}");
-    assert!(log.contains("lost the active lease"), "{log}");
-    // Whether its adapter gets to report the loss before the shutdown drops it is a race; when
-    // it does, PostgreSQL refuses the append (the log below has no second Lost either way).
-    for refused in log.lines().filter(|l| l.contains("the event log failed while appending")) {
-        assert!(refused.contains("is no longer held with token 1: the write was refused"), "{refused}");
-    }
+    // Woken, the paused instance finds its lease gone and stops that work. Its reconciler may
+    // act on what it knew (VLANs wanted, missing from the switch), but it writes nothing.
+    signal(b.pid(), "CONT");
+    b.wait_line("lost the lease").await;
+    tokio::time::sleep(Duration::from_secs(LEASE_TTL_SECS)).await;
+    let log = b.log();
     assert_eq!(rig.trunks(), empty_table(), "the paused instance put nothing back:\n{log}");
     let writers = rig.writers();
     one_writer_at_a_time(&writers);
-    assert!(writers.iter().any(|(h, t)| *h == a_holder && *t == 1), "{writers:?}");
-    assert!(writers.iter().any(|(h, t)| *h == holder(&b) && *t == 2), "{writers:?}");
-    let events = rig.events(&b_base).await;
+    let a_switch = holder(&a, SWITCH_LEASE);
+    assert_eq!(writers.last().map(|w| w.0.as_str()), Some(a_switch.as_str()), "{writers:?}\n{log}");
+    assert!(writers.iter().all(|(h, _)| *h == a_switch || *h == b_holder), "{writers:?}");
+    let events = rig.events(&a_base).await;
     gapless(&events);
     let kinds: Vec<&str> = events.iter().map(|e| e.event.name()).collect();
-    assert_eq!(kinds, ["Connected", "Learnt", "Lost", "Expired"], "no second Lost from the paused instance:\n{log}");
-    let (s, h) = rig.healthz(&b_base).await;
-    assert_eq!((s, &h["cluster"]["token"]), (503, &2.into()), "degraded (the hypervisor is gone), token 2: {h}");
+    assert_eq!(kinds, ["Connected", "Learnt", "Lost", "Expired"], "nothing from the paused instance:\n{log}");
     b.stop().await;
+    a.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_standby_that_cannot_read_the_lease_is_unhealthy_until_it_can_again() {
-    let rig = Rig::start("unreadable").await;
+async fn an_instance_cut_off_from_the_store_is_unhealthy_gives_its_work_up_and_takes_it_again() {
+    let rig = Rig::start("unreachable").await;
     let mut a = rig.instance("nf-a");
-    a.wait_line(TOOK).await;
+    a.http().await;
     let pg = sims::postgres::Cluster::shared();
     let proxy = Proxy::start(format!("{}:{}", pg.host(), pg.port()).parse().expect("an address")).await;
     let mut b = rig.instance_at("nf-b", &format!("postgres://{}@{}/{}", pg.user(), proxy.addr(), rig.db));
-    let b_base = address(&mut b, "netfold standby").await;
-    b.wait_line(STANDBY).await;
-    let (s, h) = rig.healthz(&b_base).await;
-    assert_eq!((s, h["status"].as_str()), (200, Some("standby")), "{h}");
+    share(&rig, &mut a, &mut [&mut b]).await;
+    let b_base = b.http().await;
+    let h = rig.healthz_becomes(&b_base, 200, "the instance holding the switch").await;
+    assert_eq!(h["cluster"]["holds"].as_array().map(Vec::len), Some(2), "presence and the switch: {h}");
 
-    // Cut off from PostgreSQL, the standby could not take over: its /healthz says so.
+    // Cut off from PostgreSQL, b cannot renew: /healthz says so, it stops the switch's work
+    // when the lease runs out, and a takes the switch.
     proxy.set(Mode::Refuse).await;
-    let h = rig.healthz_becomes(&b_base, 503, "a standby cut off from the store").await;
+    let h = rig.healthz_becomes(&b_base, 503, "an instance cut off from the store").await;
     let reasons = h["reasons"].to_string();
-    assert!(reasons.contains("the lease netfold/active cannot be read"), "the reason names the lease: {h}");
-    assert_eq!(h["cluster"]["role"], "standby", "{h}");
+    assert!(reasons.contains("switch/tor1") || reasons.contains("cannot read or take leases"), "{h}");
+    b.wait_line("lost the lease switch/tor1").await;
+    a.wait_line(TOOK_SWITCH).await;
 
-    // Reachable again, it is a ready standby once more, and still takes over.
+    // Reachable again, b is well and takes a share again: a gives one piece up to it.
     proxy.set(Mode::Pass).await;
-    let h = rig.healthz_becomes(&b_base, 200, "a standby that reaches the store again").await;
-    assert!(h["cluster"]["holder"].as_str().is_some_and(|by| by.starts_with("nf-a/")), "{h}");
+    let h = rig.healthz_becomes(&b_base, 200, "an instance that reaches the store again").await;
+    assert_eq!(h["cluster"]["live_instances"], 2, "{h}");
+    b.wait_lines("took the lease ", 2).await;
+    rig.switch_is(&learnt_table(), "still configured").await;
     a.stop().await;
-    b.wait_line(TOOK).await;
     b.stop().await;
 }

@@ -33,6 +33,10 @@ pub enum Error {
     /// A release was asked for a hypervisor with no held removal. Not retryable as such.
     #[error("hypervisor {hypervisor} has no held removal to release")]
     NothingHeld { hypervisor: HypervisorId },
+    /// This instance does not hold the lease of the work asked for (instances sharing one
+    /// store, ADR 0014): another instance works on it, or none yet. Not retryable here.
+    #[error("this instance does not hold the lease {lease}: another instance works on it")]
+    NotHeld { lease: String },
 }
 
 impl Error {

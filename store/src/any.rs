@@ -22,9 +22,20 @@ pub enum AnyStore {
 pub enum AnyLog<R> {
     Sled(SledLog<R>),
     Postgres(PgLog<R>),
-    /// A PostgreSQL log whose appends are made under a lease: each checks the fence in its
-    /// transaction and fails [`crate::Error::Fenced`] once the lease is another's or expired.
-    PgFenced(PgLog<R>, Fence),
+}
+
+/// A log whose every [`Log::append`] is made under one lease ([`Log::append_fenced`]): what a
+/// switch's reconciler appends its audit through while its instance holds the switch's lease.
+/// Everything else passes through.
+pub struct Fenced<L> {
+    log: std::sync::Arc<L>,
+    fence: Fence,
+}
+
+impl<L> Fenced<L> {
+    pub fn new(log: std::sync::Arc<L>, fence: Fence) -> Self {
+        Self { log, fence }
+    }
 }
 
 impl AnyStore {
@@ -56,20 +67,11 @@ impl AnyStore {
 }
 
 impl<R: Record> AnyLog<R> {
-    /// This log with every append made under `fence` (PostgreSQL only: sled has one writer,
-    /// the process holding the data directory, and is returned as it is).
-    pub fn fenced(self, fence: Fence) -> Self {
-        match self {
-            AnyLog::Postgres(l) | AnyLog::PgFenced(l, _) => AnyLog::PgFenced(l, fence),
-            sled => sled,
-        }
-    }
-
     /// The acknowledged records lost against the head anchor (sled only).
     pub fn loss(&self) -> Option<&Loss> {
         match self {
             AnyLog::Sled(l) => l.loss(),
-            AnyLog::Postgres(_) | AnyLog::PgFenced(..) => None,
+            AnyLog::Postgres(_) => None,
         }
     }
 
@@ -77,7 +79,7 @@ impl<R: Record> AnyLog<R> {
     pub async fn anchor_head(&self) -> Result<()> {
         match self {
             AnyLog::Sled(l) => l.anchor_head().await,
-            AnyLog::Postgres(_) | AnyLog::PgFenced(..) => Ok(()),
+            AnyLog::Postgres(_) => Ok(()),
         }
     }
 }
@@ -87,70 +89,133 @@ impl<R: Record> Log<R> for AnyLog<R> {
         match self {
             AnyLog::Sled(l) => l.append(batch).await,
             AnyLog::Postgres(l) => l.append(batch).await,
-            AnyLog::PgFenced(l, fence) => l.append_fenced(batch, fence).await,
+        }
+    }
+
+    async fn append_fenced(&self, batch: Vec<R>, fence: &Fence) -> Result<RangeInclusive<Seq>> {
+        match self {
+            AnyLog::Sled(l) => l.append_fenced(batch, fence).await,
+            AnyLog::Postgres(l) => l.append_fenced(batch, fence).await,
+        }
+    }
+
+    async fn current_head(&self) -> Result<Seq> {
+        match self {
+            AnyLog::Sled(l) => l.current_head().await,
+            AnyLog::Postgres(l) => l.current_head().await,
         }
     }
 
     fn head(&self) -> Seq {
         match self {
             AnyLog::Sled(l) => l.head(),
-            AnyLog::Postgres(l) | AnyLog::PgFenced(l, _) => l.head(),
+            AnyLog::Postgres(l) => l.head(),
         }
     }
 
     fn read(&self, from: Seq) -> Box<dyn Iterator<Item = Result<Entry<R>>> + Send + '_> {
         match self {
             AnyLog::Sled(l) => l.read(from),
-            AnyLog::Postgres(l) | AnyLog::PgFenced(l, _) => l.read(from),
+            AnyLog::Postgres(l) => l.read(from),
         }
     }
 
     fn subscribe(&self, from: Seq) -> Subscription<R> {
         match self {
             AnyLog::Sled(l) => l.subscribe(from),
-            AnyLog::Postgres(l) | AnyLog::PgFenced(l, _) => l.subscribe(from),
+            AnyLog::Postgres(l) => l.subscribe(from),
         }
     }
 
     fn verify(&self) -> Result<Verified> {
         match self {
             AnyLog::Sled(l) => l.verify(),
-            AnyLog::Postgres(l) | AnyLog::PgFenced(l, _) => l.verify(),
+            AnyLog::Postgres(l) => l.verify(),
         }
     }
 
     fn save_snapshot(&self, seq: Seq, bytes: Vec<u8>) -> Result<()> {
         match self {
             AnyLog::Sled(l) => l.save_snapshot(seq, bytes),
-            AnyLog::Postgres(l) | AnyLog::PgFenced(l, _) => l.save_snapshot(seq, bytes),
+            AnyLog::Postgres(l) => l.save_snapshot(seq, bytes),
         }
     }
 
     fn latest_snapshot(&self) -> Result<Option<Snapshot>> {
         match self {
             AnyLog::Sled(l) => l.latest_snapshot(),
-            AnyLog::Postgres(l) | AnyLog::PgFenced(l, _) => l.latest_snapshot(),
+            AnyLog::Postgres(l) => l.latest_snapshot(),
         }
     }
 
     fn snapshot_at_or_before(&self, seq: Seq) -> Result<Option<Snapshot>> {
         match self {
             AnyLog::Sled(l) => l.snapshot_at_or_before(seq),
-            AnyLog::Postgres(l) | AnyLog::PgFenced(l, _) => l.snapshot_at_or_before(seq),
+            AnyLog::Postgres(l) => l.snapshot_at_or_before(seq),
         }
     }
 
     fn checkpoint(&self, name: &str) -> Result<Option<Seq>> {
         match self {
             AnyLog::Sled(l) => l.checkpoint(name),
-            AnyLog::Postgres(l) | AnyLog::PgFenced(l, _) => l.checkpoint(name),
+            AnyLog::Postgres(l) => l.checkpoint(name),
         }
     }
 
     fn set_checkpoint(&self, name: &str, seq: Seq) -> Result<()> {
         match self {
             AnyLog::Sled(l) => l.set_checkpoint(name, seq),
-            AnyLog::Postgres(l) | AnyLog::PgFenced(l, _) => l.set_checkpoint(name, seq),
+            AnyLog::Postgres(l) => l.set_checkpoint(name, seq),
         }
+    }
+}
+
+impl<R: Record, L: Log<R>> Log<R> for Fenced<L> {
+    async fn append(&self, batch: Vec<R>) -> Result<RangeInclusive<Seq>> {
+        self.log.append_fenced(batch, &self.fence).await
+    }
+
+    async fn append_fenced(&self, batch: Vec<R>, fence: &Fence) -> Result<RangeInclusive<Seq>> {
+        self.log.append_fenced(batch, fence).await
+    }
+
+    async fn current_head(&self) -> Result<Seq> {
+        self.log.current_head().await
+    }
+
+    fn head(&self) -> Seq {
+        self.log.head()
+    }
+
+    fn read(&self, from: Seq) -> Box<dyn Iterator<Item = Result<Entry<R>>> + Send + '_> {
+        self.log.read(from)
+    }
+
+    fn subscribe(&self, from: Seq) -> Subscription<R> {
+        self.log.subscribe(from)
+    }
+
+    fn verify(&self) -> Result<Verified> {
+        self.log.verify()
+    }
+
+    fn save_snapshot(&self, seq: Seq, bytes: Vec<u8>) -> Result<()> {
+        self.log.save_snapshot(seq, bytes)
+    }
+
+    fn latest_snapshot(&self) -> Result<Option<Snapshot>> {
+        self.log.latest_snapshot()
+    }
+
+    fn snapshot_at_or_before(&self, seq: Seq) -> Result<Option<Snapshot>> {
+        self.log.snapshot_at_or_before(seq)
+    }
+
+    fn checkpoint(&self, name: &str) -> Result<Option<Seq>> {
+        self.log.checkpoint(name)
+    }
+
+    fn set_checkpoint(&self, name: &str, seq: Seq) -> Result<()> {
+        self.log.set_checkpoint(name, seq)
     }
 }

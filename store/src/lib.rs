@@ -15,7 +15,8 @@
 //! - [`Table`]: a small durable key-value tree (the reconciler's ownership ledger lives in one),
 //!   on sled or PostgreSQL.
 //! - `retention`: which snapshots a durable log keeps.
-//! - [`AnyStore`] / [`AnyLog`]: the configured back end, whichever it is.
+//! - [`AnyStore`] / [`AnyLog`]: the configured back end, whichever it is; [`Fenced`]: a log
+//!   whose every append is made under one lease.
 //! - [`lease`]: leases with fencing tokens ([`Leases`]: [`PgLeases`], [`MemoryLeases`]) and
 //!   appends checked against them in the same transaction (`append_fenced`; ADR 0009).
 //! - [`copy`]: a sled store copied into an empty PostgreSQL database, verified by chain hash.
@@ -43,7 +44,7 @@ use std::future::Future;
 use std::ops::RangeInclusive;
 
 pub use anchor::Anchor;
-pub use any::{AnyLog, AnyStore};
+pub use any::{AnyLog, AnyStore, Fenced};
 pub use codec::{hash_record, FORMAT};
 pub use db::{open_db, Store};
 pub use error::{Error, Loss, Result};
@@ -105,6 +106,25 @@ pub trait Log<R: Record>: Send + Sync + 'static {
     /// batch is durable. Concurrent callers share one flush (group commit). An empty batch is
     /// a no-op returning an empty range at the head.
     fn append(&self, batch: Vec<R>) -> impl Future<Output = Result<RangeInclusive<Seq>>> + Send;
+
+    /// Appends `batch` as [`Log::append`] does, only while `fence`'s lease is held with its
+    /// token: a log several processes write (PostgreSQL) checks it in the append's transaction
+    /// and fails a deposed holder's append with [`Error::Fenced`] (ADR 0009). A log with one
+    /// writer (sled, whose directory lock already admits one process; the in-memory twin)
+    /// appends as `append` does.
+    fn append_fenced(&self, batch: Vec<R>, fence: &Fence) -> impl Future<Output = Result<RangeInclusive<Seq>>> + Send {
+        let _ = fence;
+        self.append(batch)
+    }
+
+    /// The durable head as the store holds it now. [`Log::head`] is what this process last
+    /// learnt: for a log other processes append to, their appends reach it a moment later
+    /// (PostgreSQL's notification), so whoever must have read everything before acting (a new
+    /// lease holder) asks the store here. A log with one writer answers `head()`.
+    fn current_head(&self) -> impl Future<Output = Result<Seq>> + Send {
+        let head = self.head();
+        async move { Ok(head) }
+    }
 
     /// The last durable sequence number (0 for an empty log).
     fn head(&self) -> Seq;

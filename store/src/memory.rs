@@ -82,8 +82,8 @@ impl<R: Record> Source<R> for Inner {
 
 impl<R: Record> MemoryLog<R> {
     /// Appends `batch` only while `fence`'s lease is held in `leases` with its token, checked
-    /// and appended with no lease change in between (the twin of `PgLog::append_fenced`).
-    pub async fn append_fenced(
+    /// and appended with no lease change in between (the twin of `Log::append_fenced` on PostgreSQL).
+    pub async fn append_fenced_by(
         &self,
         batch: Vec<R>,
         leases: &crate::MemoryLeases,

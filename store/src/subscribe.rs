@@ -43,6 +43,12 @@ impl<R: Record> Subscription<R> {
         self.next
     }
 
+    /// The log's durable head as this process learns it: it changes with every append anyone
+    /// makes (for a shared log, once this process hears of it).
+    pub fn heads(&self) -> watch::Receiver<Seq> {
+        self.head.clone()
+    }
+
     /// The next record: immediately if it is in the log, else once it is appended. `None` once
     /// the log is closed and everything in it was returned, or after an error was returned.
     pub async fn next(&mut self) -> Option<Result<Entry<R>>> {

@@ -44,7 +44,7 @@ impl Rig for Memory {
         &self.log
     }
     async fn append_fenced(&self, batch: Vec<Rec>, fence: &Fence) -> store::Result<RangeInclusive<u64>> {
-        self.log.append_fenced(batch, &self.leases, fence).await
+        self.log.append_fenced_by(batch, &self.leases, fence).await
     }
     fn pass(&self, ttl: Duration) {
         self.leases.advance(ttl);
@@ -161,25 +161,25 @@ async fn postgres_a_takeover_orders_every_acknowledged_append_of_the_deposed_hol
     rig.log().verify().unwrap();
 }
 
-/// `AnyLog::fenced`, what `netfold run` on PostgreSQL appends through (ADR 0012): the plain
-/// `Log::append` of the wrapped log is made under the fence, and fails once another holder has
-/// the lease.
+/// `store::Fenced`, what a switch's reconciler appends its audit through on PostgreSQL (ADR
+/// 0014): the plain `Log::append` of the wrapped log is made under the fence, and fails once
+/// another holder has the lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_an_any_log_made_fenced_appends_only_while_its_lease_holds() {
+async fn postgres_a_fenced_log_appends_only_while_its_lease_holds() {
     use backends::Backend as _;
     let b = backends::Postgres::fresh().await;
     let pg = store::PgStore::connect(backends::Postgres::config(b.db()), store::PgTls::Off).await.unwrap();
     let leases = pg.leases();
     let any = store::AnyStore::Postgres(pg);
-    let a = leases.acquire("netfold/active", "a", TTL).await.unwrap().expect("free");
-    let fenced = any.log_on_loss::<Rec>("events", store::OnLoss::Refuse).await.unwrap().fenced(a.fence());
-    let plain = any.log_on_loss::<Rec>("events", store::OnLoss::Refuse).await.unwrap();
+    let a = leases.acquire("switch/tor1", "a", TTL).await.unwrap().expect("free");
+    let plain = std::sync::Arc::new(any.log_on_loss::<Rec>("events", store::OnLoss::Refuse).await.unwrap());
+    let fenced = store::Fenced::new(plain.clone(), a.fence());
     assert_eq!(fenced.append(vec![Rec::new(1)]).await.unwrap(), 1..=1, "appended under a held lease");
 
-    let b_lease = take(&leases, "netfold/active", "b").await;
+    let b_lease = take(&leases, "switch/tor1", "b").await;
     let err = fenced.append(vec![Rec::new(2)]).await.unwrap_err();
     assert!(matches!(&err, Error::Fenced { token, .. } if *token == a.token), "{err}");
-    let by_b = plain.fenced(b_lease.fence());
+    let by_b = store::Fenced::new(plain.clone(), b_lease.fence());
     assert_eq!(by_b.head(), 1);
     assert_eq!(by_b.append(vec![Rec::new(3)]).await.unwrap(), 2..=2, "the new holder appends");
     let records: Vec<u64> = by_b.read(1).map(|e| e.unwrap().record.n).collect();
@@ -195,11 +195,11 @@ async fn postgres_a_fenced_table_writes_only_while_its_lease_holds() {
     let b = backends::Postgres::fresh().await;
     let pg = store::PgStore::connect(backends::Postgres::config(b.db()), store::PgTls::Off).await.unwrap();
     let leases = pg.leases();
-    let a = leases.acquire("netfold/active", "a", TTL).await.unwrap().expect("free");
+    let a = leases.acquire("switch/tor1", "a", TTL).await.unwrap().expect("free");
     let by_a = pg.table("ledger").fenced(a.fence());
     by_a.insert(b"tor1/e1/100", &1u8).unwrap();
 
-    let b_lease = take(&leases, "netfold/active", "b").await;
+    let b_lease = take(&leases, "switch/tor1", "b").await;
     let err = by_a.insert(b"tor1/e1/101", &1u8).unwrap_err();
     assert!(matches!(&err, Error::Fenced { token, .. } if *token == a.token), "{err}");
     let err = by_a.remove(b"tor1/e1/100").unwrap_err();
@@ -208,4 +208,28 @@ async fn postgres_a_fenced_table_writes_only_while_its_lease_holds() {
     by_b.insert(b"tor1/e1/102", &1u8).unwrap();
     let keys: Vec<Vec<u8>> = by_b.scan::<u8>(b"tor1/").unwrap().into_iter().map(|(k, _)| k).collect();
     assert_eq!(keys, [b"tor1/e1/100".to_vec(), b"tor1/e1/102".to_vec()], "nothing of the refused writes landed");
+}
+
+/// What a new lease holder reads before it acts (ADR 0014): another process's append reaches
+/// this process's published head only with PostgreSQL's notification, a moment later, but
+/// `current_head` asks the database, and reads then reach it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_the_current_head_includes_another_processs_append_before_its_notification() {
+    use backends::Backend as _;
+    let b = backends::Postgres::fresh().await;
+    let here = store::PgStore::connect(backends::Postgres::config(b.db()), store::PgTls::Off).await.unwrap();
+    let elsewhere = store::PgStore::connect(backends::Postgres::config(b.db()), store::PgTls::Off).await.unwrap();
+    let ours: PgLog<Rec> = here.log("events").await.unwrap();
+    let theirs: PgLog<Rec> = elsewhere.log("events").await.unwrap();
+    let mut appended = 0;
+    for n in 1..=20u64 {
+        // Each round appends elsewhere and asks at once, before the notification can arrive
+        // (when it has, the published head already counts it, and the check holds as well).
+        theirs.append(vec![Rec::new(n)]).await.unwrap();
+        appended += 1;
+        let head = ours.current_head().await.unwrap();
+        assert_eq!(head, appended, "the database's head, whatever the notification did");
+        let read: Vec<u64> = ours.read(1).map(|e| e.unwrap().record.n).collect();
+        assert_eq!(read, (1..=n).collect::<Vec<_>>(), "a read right after reaches it");
+    }
 }

@@ -1,6 +1,12 @@
 //! The core task: the one place that steps sessions, appends to the log, applies what the log
 //! acknowledged and runs the grace timers. Everything here is wiring; decisions are made by
 //! [`Session::step`] and [`State::apply`].
+//!
+//! Every record is applied as the log hands it over, through one subscription ([`Core::fold_to`]):
+//! the core's own appends right after they are durable, and (instances sharing a store, ADR
+//! 0014) other instances' as they become known. What the core does after its own appends for
+//! everyone's (re-filter switch views when hosts move, re-judge disagreements after a switch
+//! reported) it does after others' too, for the work it holds ([`Core::settle_followed`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
@@ -11,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use super::{Attached, Command, Metrics, Outcome, SharedState};
+use super::{Attached, Command, Metrics, Outcome, SharedState, Work};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::desired::Desired;
@@ -70,8 +76,49 @@ pub(super) fn recover_state<L: store::Log<Recorded>>(log: &L, config: &Config) -
     Ok(state)
 }
 
+/// What the core may append for.
+enum Holds {
+    /// Everything: it is its log's one writer.
+    All,
+    /// Only the work whose lease this instance holds, each append under that lease's fence
+    /// (instances sharing one store, ADR 0014).
+    Leases(BTreeMap<Work, store::Fence>),
+}
+
+impl Holds {
+    /// The fence appends for `work` are made under (`None`: the log's one writer); an error
+    /// when this instance does not hold `work`.
+    fn fence(&self, work: &Work) -> Result<Option<&store::Fence>> {
+        match self {
+            Holds::All => Ok(None),
+            Holds::Leases(held) => held.get(work).map(Some).ok_or_else(|| Error::NotHeld { lease: work.lease() }),
+        }
+    }
+
+    fn holds(&self, work: &Work) -> bool {
+        self.fence(work).is_ok()
+    }
+
+    fn hypervisor(&self, id: &HypervisorId) -> bool {
+        self.holds(&Work::Hypervisor(id.clone()))
+    }
+}
+
+/// What other instances appended that calls for work of this one's ([`Core::settle_followed`]).
+#[derive(Default)]
+struct Followed {
+    /// Hosts' ports may have moved: re-filter the switch views.
+    moves: bool,
+    /// A switch reported: re-judge the disagreements.
+    saw: bool,
+}
+
 pub(super) struct Core<L> {
     log: Arc<L>,
+    /// Where every record is applied from, in order (the next is the state's seq + 1).
+    follow: store::Subscription<Recorded>,
+    holds: Holds,
+    followed: Followed,
     config: Config,
     clock: Arc<dyn Clock>,
     state: SharedState,
@@ -117,8 +164,11 @@ impl<L: store::Log<Recorded>> Core<L> {
         state: SharedState,
         desired: watch::Sender<Arc<Desired>>,
         metrics: Arc<Metrics>,
+        shared: bool,
     ) -> Self {
         let (published_version, snapshot_seq) = state.read(|s| (s.desired_version(), s.seq()));
+        let follow = log.subscribe(snapshot_seq + 1);
+        let holds = if shared { Holds::Leases(BTreeMap::new()) } else { Holds::All };
         let mut topology: BTreeMap<HypervisorId, Vec<TopologyEntry>> = BTreeMap::new();
         for e in &config.topology {
             topology.entry(e.hypervisor.clone()).or_default().push(e.clone());
@@ -134,6 +184,9 @@ impl<L: store::Log<Recorded>> Core<L> {
             disagreed,
             refused: BTreeMap::new(),
             wanted: Arc::default(),
+            follow,
+            holds,
+            followed: Followed::default(),
             log,
             config,
             clock,
@@ -152,31 +205,88 @@ impl<L: store::Log<Recorded>> Core<L> {
 
     /// At start-up: every hypervisor the log shows as lost either expires now (its grace ran
     /// out while netfold was down) or gets its timer back at `Lost` time + grace.
+    /// (Sharing a store: only the hypervisors this instance holds, which at start-up is none.)
     pub(super) async fn expire_or_rearm(&mut self) -> Result<()> {
-        let lost: Vec<(HypervisorId, Option<Kind>, UnixMs)> = self.state.read(|s| {
-            s.hypervisors()
-                .filter_map(|(id, st)| match st.status {
-                    Status::Lost { since } => Some((id.clone(), st.kind, since)),
-                    _ => None,
-                })
-                .collect()
-        });
-        for (id, kind, since) in lost {
-            let deadline = since.saturating_add(self.grace_ms(&id));
-            if self.clock.now() >= deadline {
-                self.handle(&id, kind, Input::GraceElapsed).await?;
-            } else {
-                tracing::info!(hypervisor = %id, lost_at = since, expires_at = deadline, "grace timer re-armed from the log");
-                self.timers.insert(id, deadline);
-            }
+        for id in self.held_hypervisors() {
+            self.expire_or_rearm_one(&id).await?;
         }
         self.publish();
         Ok(())
     }
 
+    /// `id`, if the log shows it lost: expired now when its grace ran out, else its timer
+    /// re-armed at `Lost` time + grace.
+    async fn expire_or_rearm_one(&mut self, id: &HypervisorId) -> Result<()> {
+        let lost = self.state.read(|s| match s.status(id) {
+            Some(st) => match st.status {
+                Status::Lost { since } => Some((st.kind, since)),
+                _ => None,
+            },
+            None => None,
+        });
+        let Some((kind, since)) = lost else { return Ok(()) };
+        let deadline = since.saturating_add(self.grace_ms(id));
+        if self.clock.now() >= deadline {
+            self.handle(id, kind, Input::GraceElapsed).await?;
+        } else {
+            tracing::info!(hypervisor = %id, lost_at = since, expires_at = deadline, "grace timer re-armed from the log");
+            self.timers.insert(id.clone(), deadline);
+        }
+        Ok(())
+    }
+
+    /// The hypervisors the log knows that this instance works for.
+    fn held_hypervisors(&self) -> Vec<HypervisorId> {
+        self.state.read(|s| s.hypervisors().map(|(id, _)| id.clone()).filter(|id| self.holds.hypervisor(id)).collect())
+    }
+
+    /// This instance took `work`'s lease: everything the previous holder appended is in the
+    /// store by now (its appends are fenced), so the log is folded to the store's head before
+    /// anything is done for it; a hypervisor's grace then continues from the log.
+    async fn hold(&mut self, work: Work, fence: store::Fence) -> Result<()> {
+        let Holds::Leases(held) = &mut self.holds else { return Ok(()) };
+        held.insert(work.clone(), fence);
+        let head = self.log.current_head().await.map_err(Error::log("reading the log's head for a new lease"))?;
+        self.fold_to(head, None).await?;
+        if let Work::Hypervisor(id) = &work {
+            let disagreed = self.state.read(|s| s.disagreements_of(id));
+            if disagreed.is_empty() {
+                self.disagreed.remove(id);
+            } else {
+                self.disagreed.insert(id.clone(), disagreed);
+            }
+            self.expire_or_rearm_one(id).await?;
+        }
+        tracing::info!(work = %work, seq = self.state.read(|s| s.seq()), "holding the lease {}", work.lease());
+        Ok(())
+    }
+
+    /// This instance no longer holds `work`: nothing more is appended for it.
+    fn unhold(&mut self, work: &Work) {
+        if let Holds::Leases(held) = &mut self.holds {
+            held.remove(work);
+        }
+        match work {
+            Work::Hypervisor(id) => {
+                self.timers.remove(id);
+                self.attached.remove(id);
+                self.asked.remove(id);
+                self.releases.remove(id);
+                self.refused.remove(id);
+                self.unported.remove(id);
+            }
+            Work::Switch(name) => {
+                self.discoveries.remove(name);
+            }
+        }
+    }
+
     pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut stop: watch::Receiver<bool>) {
         self.stop = Some(stop.clone());
         let mut unpublished = 0u32;
+        // Moves with every append, this core's own and (sharing a store) other instances'.
+        let mut heads = self.follow.heads();
+        let mut following = true;
         loop {
             let next = self.timers.values().min().copied();
             let wait = next.map(|at| Duration::from_millis(at.saturating_sub(self.clock.now())));
@@ -195,6 +305,22 @@ impl<L: store::Log<Recorded>> Core<L> {
                     }
                     Some(Command::Release { hypervisor, reply }) => {
                         let _ = reply.send(self.release(&hypervisor));
+                    }
+                    Some(Command::Hold { work, fence, reply }) => {
+                        let out = self.hold(work.clone(), fence).await;
+                        if out.is_err() {
+                            self.unhold(&work);
+                        }
+                        let _ = reply.send(out);
+                    }
+                    Some(Command::Unhold { work, reply }) => {
+                        self.unhold(&work);
+                        let _ = reply.send(());
+                    }
+                    Some(Command::Saw { reply, switch, .. }) if !self.holds.holds(&Work::Switch(switch.clone())) => {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Err(Error::NotHeld { lease: Work::Switch(switch).lease() }));
+                        }
                     }
                     Some(Command::Saw { switch, discovery, policy, reply }) => {
                         self.discoveries.insert(switch.clone(), (discovery, policy));
@@ -220,7 +346,17 @@ impl<L: store::Log<Recorded>> Core<L> {
                     }
                 },
                 _ = sleep_or_never(wait) => self.fire_due().await,
+                moved = heads.changed(), if following => match moved {
+                    Ok(()) => {
+                        let head = *heads.borrow_and_update();
+                        if let Err(e) = self.fold_to(head, None).await {
+                            tracing::error!(error = %e, "cannot fold what other instances appended; retrying at the next append");
+                        }
+                    }
+                    Err(_) => following = false,
+                },
             }
+            self.settle_followed().await;
             unpublished += 1;
             if commands.is_empty() || unpublished >= PUBLISH_EVERY {
                 self.publish();
@@ -249,6 +385,7 @@ impl<L: store::Log<Recorded>> Core<L> {
     /// An operator lets `id`'s held removal through: the adapter is asked for a fresh full
     /// read, which then bypasses the guard. Returns how many removals were held.
     fn release(&mut self, id: &HypervisorId) -> Result<u64> {
+        self.holds.fence(&Work::Hypervisor(id.clone()))?;
         let held = self.state.read(|s| s.status(id).and_then(|st| st.held));
         let Some(held) = held else {
             return Err(Error::NothingHeld { hypervisor: id.clone() });
@@ -279,6 +416,9 @@ impl<L: store::Log<Recorded>> Core<L> {
     }
 
     async fn handle_inner(&mut self, id: &HypervisorId, kind: Option<Kind>, input: Input) -> Result<Outcome> {
+        // Sharing a store: what an adapter sends after its lease was given up is not this
+        // instance's to record.
+        self.holds.fence(&Work::Hypervisor(id.clone()))?;
         let now = self.clock.now();
         let grace_ms = self.grace_ms(id);
         let last_attempt = match self.attached.get(id) {
@@ -326,7 +466,7 @@ impl<L: store::Log<Recorded>> Core<L> {
             let records: Vec<Recorded> =
                 events.into_iter().map(|event| Recorded { at: now, hypervisor: id.clone(), event }).collect();
             let moves = records.iter().any(|r| moves_host_ports(&r.event));
-            let range = self.record(records).await?;
+            let range = self.record(records, &Work::Hypervisor(id.clone())).await?;
             if moves {
                 // New pNIC MACs may be in what the switches reported: re-filter their views.
                 let switches: Vec<String> = self.discoveries.keys().cloned().collect();
@@ -385,19 +525,77 @@ impl<L: store::Log<Recorded>> Core<L> {
         Ok(outcome)
     }
 
-    /// Appends `records`, reads them back as the log acknowledged them and applies them.
-    async fn record(&mut self, records: Vec<Recorded>) -> Result<RangeInclusive<u64>> {
+    /// Appends `records` for `work` (under its lease's fence when sharing a store), then
+    /// applies the log up to them, as the log acknowledged them.
+    async fn record(&mut self, records: Vec<Recorded>, work: &Work) -> Result<RangeInclusive<u64>> {
+        let fence = self.holds.fence(work)?.cloned();
         let count = records.len() as u64;
-        let range =
-            self.append_held(records).await.map_err(|source| Error::Log { context: "appending events", source })?;
+        let range = self
+            .append_held(records, fence.as_ref())
+            .await
+            .map_err(|source| Error::Log { context: "appending events", source })?;
         Metrics::bump(&self.metrics.events_appended, count);
-        let mut envelopes = Vec::with_capacity(count as usize);
-        for entry in self.log.read(*range.start()).take(count as usize) {
-            envelopes.push(Envelope::from(entry.map_err(Error::log("reading back appended events"))?));
+        self.fold_to(*range.end(), Some(&range)).await?;
+        Ok(range)
+    }
+
+    /// Applies the log up to `to` (whatever is already applied is not read again). Records
+    /// outside `ours` were appended by other instances: what they call for is noted for
+    /// [`Core::settle_followed`].
+    async fn fold_to(&mut self, to: u64, ours: Option<&RangeInclusive<u64>>) -> Result<()> {
+        let mut envelopes = Vec::new();
+        while self.follow.position() <= to {
+            match self.follow.next().await {
+                Some(Ok(entry)) => envelopes.push(Envelope::from(entry)),
+                Some(Err(e)) => {
+                    self.apply(&envelopes, ours);
+                    // A subscription ends at its error: the next fold starts a fresh one.
+                    self.follow = self.log.subscribe(self.state.read(|s| s.seq()) + 1);
+                    return Err(Error::Log { context: "reading the log", source: e });
+                }
+                None => {
+                    self.apply(&envelopes, ours);
+                    return Err(Error::Stopped("the log closed"));
+                }
+            }
+        }
+        self.apply(&envelopes, ours);
+        Ok(())
+    }
+
+    fn apply(&mut self, envelopes: &[Envelope], ours: Option<&RangeInclusive<u64>>) {
+        if envelopes.is_empty() {
+            return;
+        }
+        for e in envelopes.iter().filter(|e| !ours.is_some_and(|r| r.contains(&e.seq))) {
+            self.followed.saw |= matches!(e.event, Event::SwitchSaw { .. });
+            self.followed.moves |= e.hypervisor.as_str() != SWITCH_RECORDER && moves_host_ports(&e.event);
         }
         self.state.write(|s| envelopes.iter().for_each(|e| s.apply(e)));
         self.snapshot(false);
-        Ok(range)
+    }
+
+    /// After other instances' appends: when hosts moved, the switch views this instance keeps
+    /// are filtered again; when hosts moved or a switch reported, the disagreements of the
+    /// hypervisors it holds are judged again (its own appends do both where they happen).
+    async fn settle_followed(&mut self) {
+        let Followed { moves, saw } = std::mem::take(&mut self.followed);
+        if moves {
+            let switches: Vec<String> = self.discoveries.keys().cloned().collect();
+            for switch in switches {
+                if let Err(e) = self.record_switch(&switch).await {
+                    tracing::error!(switch = %switch, error = %e, "switch discovery not recorded");
+                }
+            }
+        }
+        if moves || saw {
+            for id in self.held_hypervisors() {
+                self.warn_unported(&id);
+                if let Err(e) = self.record_disagreements(&id).await {
+                    tracing::error!(hypervisor = %id, error = %e, "disagreements not recorded");
+                }
+            }
+        }
     }
 
     /// Records what `switch` saw (its last discovery, keeping the MACs of known pNICs) when it
@@ -414,10 +612,10 @@ impl<L: store::Log<Recorded>> Core<L> {
         let (macs, lldp, bonds) = (view.macs.len(), view.lldp.len(), view.bonds.len());
         let event = Event::SwitchSaw { switch: switch.to_string(), view };
         let recorder = HypervisorId::new(SWITCH_RECORDER).map_err(|e| Error::Config(e.to_string()))?;
-        let range = self.record(vec![Recorded { at: self.clock.now(), hypervisor: recorder, event }]).await?;
+        let work = Work::Switch(switch.to_string());
+        let range = self.record(vec![Recorded { at: self.clock.now(), hypervisor: recorder, event }], &work).await?;
         tracing::info!(switch, seq = range.start(), macs, lldp, bonds, "switch discovery recorded");
-        let ids: Vec<HypervisorId> = self.state.read(|s| s.hypervisors().map(|(id, _)| id.clone()).collect());
-        for id in ids {
+        for id in self.held_hypervisors() {
             self.warn_unported(&id);
             self.record_disagreements(&id).await?;
         }
@@ -439,7 +637,8 @@ impl<L: store::Log<Recorded>> Core<L> {
             tracing::warn!(hypervisor = %id, host = %d.host, nic = %d.nic, sources = %said.join(", "), "port sources disagree");
         }
         let event = Event::TiesDisagreed { disagreements: now.clone() };
-        self.record(vec![Recorded { at: self.clock.now(), hypervisor: id.clone(), event }]).await?;
+        let work = Work::Hypervisor(id.clone());
+        self.record(vec![Recorded { at: self.clock.now(), hypervisor: id.clone(), event }], &work).await?;
         if now.is_empty() {
             self.disagreed.remove(id);
         } else {
@@ -456,13 +655,26 @@ impl<L: store::Log<Recorded>> Core<L> {
     /// every second until it is durable; [`Metrics::log_unavailable_since`] says so meanwhile.
     /// Gives up on an error that cannot pass, at start-up, or when the engine stops (then
     /// nothing of it was acknowledged).
-    async fn append_held(&mut self, records: Vec<Recorded>) -> std::result::Result<RangeInclusive<u64>, store::Error> {
+    /// With a `fence`, each attempt is made under it: once the lease is another's, the append
+    /// fails for good ([`store::Error::Fenced`] cannot pass).
+    async fn append_held(
+        &mut self,
+        records: Vec<Recorded>,
+        fence: Option<&store::Fence>,
+    ) -> std::result::Result<RangeInclusive<u64>, store::Error> {
         loop {
             let started = std::time::Instant::now();
             // A copy per attempt: a refused batch is not handed back. Once the engine stops, an
             // attempt still stuck in the log after STOP_WAIT gives way (it was not applied
             // here; if it did become durable, the next start folds it).
-            let attempt = self.log.append(records.clone());
+            let log = self.log.clone();
+            let batch = records.clone();
+            let attempt = async move {
+                match fence {
+                    Some(f) => log.append_fenced(batch, f).await,
+                    None => log.append(batch).await,
+                }
+            };
             let result = match self.stop.as_mut() {
                 Some(stop) => tokio::select! {
                     r = attempt => r,

@@ -15,6 +15,12 @@
 //! hypervisors whose grace ran out while netfold was down and re-arms the other grace timers
 //! from the `Lost` times in the log. Observations are handled one at a time, so a session
 //! always diffs against facts that include all of its earlier events.
+//!
+//! Instances sharing one store (ADR 0014) start with [`Engine::start_shared`]: the core then
+//! follows the log, folding every instance's appends, and appends only for the [`Work`] this
+//! instance holds a lease on ([`Engine::hold`]), each append under that lease's fence. Taking
+//! a hypervisor's lease folds the log to the store's head first, then expires it or re-arms its
+//! grace timer from the `Lost` in the log, exactly as a start-up does.
 
 mod core;
 pub mod discover;
@@ -34,6 +40,33 @@ use crate::event::Recorded;
 use crate::ids::{HypervisorId, Kind};
 use crate::observe::{Ask, Observation};
 use crate::projector::State;
+
+/// A piece of work instances sharing one store hold a lease on (ADR 0014): a hypervisor's
+/// session, or a switch's reconciler (with its discovery).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Work {
+    Hypervisor(HypervisorId),
+    Switch(String),
+}
+
+impl Work {
+    /// The lease's name: `hypervisor/<id>`, `switch/<name>`.
+    pub fn lease(&self) -> String {
+        match self {
+            Work::Hypervisor(id) => format!("hypervisor/{id}"),
+            Work::Switch(name) => format!("switch/{name}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Work {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Work::Hypervisor(id) => write!(f, "hypervisor {id}"),
+            Work::Switch(name) => write!(f, "switch {name}"),
+        }
+    }
+}
 
 /// How many commands may wait for the core task (beyond it senders wait: backpressure).
 const QUEUE: usize = 1024;
@@ -146,6 +179,17 @@ enum Command {
         hypervisor: HypervisorId,
         reply: oneshot::Sender<Result<u64>>,
     },
+    /// This instance took `work`'s lease: append for it under `fence` from now on.
+    Hold {
+        work: Work,
+        fence: store::Fence,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// This instance gave `work`'s lease up or lost it: append nothing more for it.
+    Unhold {
+        work: Work,
+        reply: oneshot::Sender<()>,
+    },
     /// A switch's discovery, with the policy its sightings are judged by.
     Saw {
         switch: String,
@@ -237,6 +281,23 @@ impl Engine {
     where
         L: store::Log<Recorded>,
     {
+        Self::start_as(log, config, clock, false).await
+    }
+
+    /// Like [`Engine::start`], for one of several instances sharing `log` (ADR 0014): the core
+    /// follows the log, folding what every instance appends, and appends nothing (arms no grace
+    /// timer) until it is told it holds some work ([`Engine::hold`]).
+    pub async fn start_shared<L>(log: Arc<L>, config: Config, clock: Arc<dyn Clock>) -> Result<Engine>
+    where
+        L: store::Log<Recorded>,
+    {
+        Self::start_as(log, config, clock, true).await
+    }
+
+    async fn start_as<L>(log: Arc<L>, config: Config, clock: Arc<dyn Clock>, shared: bool) -> Result<Engine>
+    where
+        L: store::Log<Recorded>,
+    {
         config.validate()?;
         let metrics = Arc::new(Metrics::default());
         let state = SharedState(Arc::new(RwLock::new(core::recover_state(&*log, &config)?)));
@@ -244,7 +305,7 @@ impl Engine {
         let (desired_tx, desired) = watch::channel(initial);
         let (commands, rx) = mpsc::channel(QUEUE);
         let (stop, stop_rx) = watch::channel(false);
-        let mut core = core::Core::new(log, config, clock, state.clone(), desired_tx, metrics.clone());
+        let mut core = core::Core::new(log, config, clock, state.clone(), desired_tx, metrics.clone(), shared);
         let wanted = core.wanted.clone();
         core.expire_or_rearm().await?;
         let task = tokio::spawn(core.run(rx, stop_rx));
@@ -273,6 +334,28 @@ impl Engine {
     /// is asked for now). Returns how many removals were held.
     pub async fn release(&self, hypervisor: HypervisorId) -> Result<u64> {
         self.releaser().release(hypervisor).await
+    }
+
+    /// This instance holds `work`'s lease (`fence`): from now on the core appends for it under
+    /// that fence. Before it returns, the log is folded up to the store's current head (the
+    /// previous holder's last appends included), and for a hypervisor its grace is expired or
+    /// re-armed from the log. Start the work (its adapter, its reconciler) only after this.
+    pub async fn hold(&self, work: Work, fence: store::Fence) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Hold { work, fence, reply })
+            .await
+            .map_err(|_| Error::Stopped("the core task is not running"))?;
+        answer.await.map_err(|_| Error::Stopped("the core task stopped before answering"))?
+    }
+
+    /// This instance no longer holds `work`'s lease: nothing more is appended for it (what its
+    /// adapter still sends is refused, its grace timer is dropped). Stop the work first.
+    pub async fn unhold(&self, work: Work) {
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(Command::Unhold { work, reply }).await.is_ok() {
+            let _ = answer.await;
+        }
     }
 
     /// A handle that records switch discoveries (for the discovery pollers).

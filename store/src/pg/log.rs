@@ -65,6 +65,8 @@ struct Shared {
     inner: Arc<PgInner>,
     name: String,
     head: watch::Receiver<Seq>,
+    /// Where the head is published (the writer and the listener publish too).
+    published: Arc<watch::Sender<Seq>>,
 }
 
 /// A [`Log`] in a PostgreSQL database. Dropping it lets the writer commit what was queued and
@@ -133,7 +135,12 @@ impl<R: Record> PgLog<R> {
         };
         let (head_tx, head_rx) = watch::channel(head);
         let head_tx = Arc::new(head_tx);
-        let shared = Arc::new(Shared { inner: inner.clone(), name: name.to_string(), head: head_rx });
+        let shared = Arc::new(Shared {
+            inner: inner.clone(),
+            name: name.to_string(),
+            head: head_rx,
+            published: head_tx.clone(),
+        });
         let (tx, rx) = mpsc::channel(QUEUE);
         let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<()>(0);
         let writer = Writer {
@@ -150,21 +157,6 @@ impl<R: Record> PgLog<R> {
         });
         let listener = inner.rt.spawn(listen(inner.clone(), name.to_string(), head_tx));
         Ok(Self { shared, requests: tx, writer_done: std::sync::Mutex::new(done_rx), listener, _record: PhantomData })
-    }
-}
-
-impl<R: Record> PgLog<R> {
-    /// Appends `batch` as [`Log::append`] does, only while `fence`'s lease is held with its
-    /// token: checked in the transaction that inserts the records, so a deposed holder's append
-    /// fails with [`Error::Fenced`] (ADR 0009).
-    pub async fn append_fenced(&self, batch: Vec<R>, fence: &Fence) -> Result<RangeInclusive<Seq>> {
-        let payloads = codec::encode_payloads(&batch)?;
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request { payloads, fence: Some(fence.clone()), reply })
-            .await
-            .map_err(|_| Error::Closed("the writer has stopped".into()))?;
-        answer.await.map_err(|_| Error::Closed("the writer stopped before answering".into()))?
     }
 }
 
@@ -481,6 +473,26 @@ impl<R: Record> Log<R> for PgLog<R> {
             .await
             .map_err(|_| Error::Closed("the writer has stopped".into()))?;
         answer.await.map_err(|_| Error::Closed("the writer stopped before answering".into()))?
+    }
+
+    /// Checked in the transaction that inserts the records (`commit_locked`): a deposed
+    /// holder's append fails with [`Error::Fenced`] (ADR 0009).
+    async fn append_fenced(&self, batch: Vec<R>, fence: &Fence) -> Result<RangeInclusive<Seq>> {
+        let payloads = codec::encode_payloads(&batch)?;
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request { payloads, fence: Some(fence.clone()), reply })
+            .await
+            .map_err(|_| Error::Closed("the writer has stopped".into()))?;
+        answer.await.map_err(|_| Error::Closed("the writer stopped before answering".into()))?
+    }
+
+    /// Read from the log's row, and published: reads and subscriptions then reach it.
+    async fn current_head(&self) -> Result<Seq> {
+        let name = self.shared.name.clone();
+        let (head, _) = self.shared.inner.with_client(move |c| async move { head_and_tip(&c, &name).await }).await?;
+        publish(&self.shared.published, head);
+        Ok(head)
     }
 
     fn head(&self) -> Seq {
