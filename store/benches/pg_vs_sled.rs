@@ -7,7 +7,9 @@
 //!
 //! Printed, per back end: the lone event's p50/p99 latency (sequential single appends), events/s
 //! for batches of 64 and 1024 from one appender, events/s and p99 for 16 concurrent single-event
-//! appenders (group commit), and the replay rate (read + decode of 100,000 events).
+//! appenders (group commit), and the replay rate (read + decode of 100,000 events). `pg-fenced`:
+//! the same on PostgreSQL with every append under a lease's fence, as instances sharing the
+//! store append (ADR 0014).
 //!
 //! Run: `cargo bench -p store --bench pg_vs_sled` (figures depend on the machine's load: note
 //! `uptime` beside them).
@@ -124,6 +126,16 @@ fn main() {
     rt.block_on(measure("postgres", |name: &str| {
         let (pg, name) = (pg.clone(), name.to_string());
         async move { pg.log::<Event>(&name).await.unwrap() }
+    }));
+    // As instances sharing the store append (ADR 0014): each append under a lease's fence,
+    // checked in its transaction (the log's row locked, the lease's row read `FOR SHARE`).
+    let lease = rt
+        .block_on(store::Leases::acquire(&pg.leases(), "hypervisor/bench", "bench", Duration::from_secs(3600)))
+        .unwrap()
+        .expect("a free lease");
+    rt.block_on(measure("pg-fenced", |name: &str| {
+        let (pg, name, fence) = (pg.clone(), format!("fenced-{name}"), lease.fence());
+        async move { store::Fenced::new(Arc::new(pg.log::<Event>(&name).await.unwrap()), fence) }
     }));
     let uptime = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average at end: {}", uptime.trim());

@@ -49,6 +49,17 @@ pub(super) const APPEND: &str = "WITH moved AS (
     )
     INSERT INTO netfold_records (log, seq, value)
     SELECT moved.name, r.seq, r.value FROM moved, unnest($5::bigint[], $6::bytea[]) AS r(seq, value)";
+/// [`APPEND`] made only while the lease `$7` is held with token `$8` and not expired: its row
+/// read `FOR SHARE` in the same statement, so a takeover (an `UPDATE` of that row) waits for
+/// this append's commit, as in [`Writer::commit_locked`].
+const APPEND_FENCED: &str = "WITH held AS (
+        SELECT name FROM netfold_leases WHERE name = $7 AND token = $8 AND expires_at > now() FOR SHARE
+    ), moved AS (
+        UPDATE netfold_logs SET head = $3, tip = $4 WHERE name = $1 AND head = $2 AND EXISTS (SELECT 1 FROM held)
+        RETURNING name
+    )
+    INSERT INTO netfold_records (log, seq, value)
+    SELECT moved.name, r.seq, r.value FROM moved, unnest($5::bigint[], $6::bytea[]) AS r(seq, value)";
 const HEAD: &str = "SELECT head, tip FROM netfold_logs WHERE name = $1";
 const HEAD_LOCKED: &str = "SELECT head, tip FROM netfold_logs WHERE name = $1 FOR UPDATE";
 const RANGE: &str = "SELECT seq, value FROM netfold_records WHERE log = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq";
@@ -231,23 +242,41 @@ impl Writer {
         Ok((seqs, values, ranges, head, tip))
     }
 
-    /// Commits a group. Without fences the uncontended path is one statement chained after the
-    /// cached head; if another writer moved the head (the statement changed nothing), or the
-    /// group has fences, it is written by [`Self::commit_locked`], which cannot lose that race.
+    /// Commits a group. When no request carries a fence, or all carry the same one, the
+    /// uncontended path is one statement chained after the cached head ([`APPEND`], or
+    /// [`APPEND_FENCED`] checking the lease in the same statement). If it changed nothing
+    /// (another writer moved the head, or the lease is not held), or the group's fences differ,
+    /// the group is written by [`Self::commit_locked`], which cannot lose that race and tells
+    /// each request whether its fence held.
     async fn commit(&mut self, group: &[Request]) -> Result<Vec<Result<RangeInclusive<Seq>>>> {
         let mut client = self.inner.client().await?;
-        if group.iter().all(|r| r.fence.is_none()) {
+        let first = group.first().and_then(|r| r.fence.as_ref());
+        if group.iter().all(|r| r.fence.as_ref() == first) {
             let all = vec![true; group.len()];
             let (seqs, values, ranges, head, tip) = self.chain(group, &all)?;
-            let append = client.prepare_cached(APPEND).await.map_err(Error::pg("preparing the append"))?;
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
-                [&self.name, &to_sql(self.head)?, &to_sql(head)?, &&tip[..], &seqs, &values];
-            let inserted = client.execute(&append, &params).await.map_err(Error::pg("appending"))?;
+            let (from, to) = (to_sql(self.head)?, to_sql(head)?);
+            let tip_bytes = &tip[..];
+            let inserted = match first {
+                None => {
+                    let append = client.prepare_cached(APPEND).await.map_err(Error::pg("preparing the append"))?;
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                        [&self.name, &from, &to, &tip_bytes, &seqs, &values];
+                    client.execute(&append, &params).await.map_err(Error::pg("appending"))?
+                }
+                Some(fence) => {
+                    let append =
+                        client.prepare_cached(APPEND_FENCED).await.map_err(Error::pg("preparing the append"))?;
+                    let token = to_sql(fence.token)?;
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
+                        [&self.name, &from, &to, &tip_bytes, &seqs, &values, &fence.lease, &token];
+                    client.execute(&append, &params).await.map_err(Error::pg("appending"))?
+                }
+            };
             if inserted as usize == seqs.len() {
                 self.advance(head, tip);
                 return Ok(ranges.into_iter().map(|r| Ok(r.expect("every request is admitted"))).collect());
             }
-            tracing::debug!(log = %self.name, ours = self.head, "the log was appended elsewhere; chaining under its lock");
+            tracing::debug!(log = %self.name, ours = self.head, "appended elsewhere, or the lease is not held; under the log's lock");
         }
         self.commit_locked(&mut client, group).await
     }
