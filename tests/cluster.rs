@@ -480,3 +480,18 @@ async fn an_instance_cut_off_from_the_store_is_unhealthy_gives_its_work_up_and_t
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_with_an_instances_name_takes_no_work_and_says_why() {
+    let rig = Rig::start("same_name").await;
+    let mut a = rig.instance("nf-a");
+    a.wait_line(TOOK_SWITCH).await;
+    let mut twin = rig.instance("nf-a");
+    let twin_base = twin.http().await;
+    rig.healthz_says(&twin_base, "another process holds instance/nf-a: two instances run with the name nf-a").await;
+    tokio::time::sleep(Duration::from_secs(LEASE_TTL_SECS)).await;
+    assert_eq!(twin.count("took the lease "), 0, "the twin takes no work:\n{}", twin.log());
+    assert_eq!(a.count(GAVE_UP), 0, "a twin is not counted as a live instance: nothing is given up to it");
+    twin.stop().await;
+    a.stop().await;
+}
