@@ -359,7 +359,7 @@ impl Keeper {
         Keeper { leases, shares, work }
     }
 
-    /// Every third of the TTL: [`Keeper::round`]. Ends when `stop` does.
+    /// How often to run [`Keeper::round`]: every third of the TTL.
     pub fn every(&self) -> Duration {
         self.shares.ttl / 3
     }
