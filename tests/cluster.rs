@@ -75,7 +75,13 @@ impl Rig {
 
     /// [`Rig::instance`] reaching PostgreSQL at `url` (through a proxy).
     fn instance_at(&self, name: &str, url: &str) -> Netfold {
-        let config = self.dir.path().join(format!("{name}.toml"));
+        self.process(name, name, url)
+    }
+
+    /// `netfold run` as instance `name`, its config and log named `file` (two processes may be
+    /// given one instance name).
+    fn process(&self, file: &str, name: &str, url: &str) -> Netfold {
+        let config = self.dir.path().join(format!("{file}.toml"));
         std::fs::write(
             &config,
             format!(
@@ -119,7 +125,7 @@ resync_secs = 2
             ),
         )
         .expect("write config");
-        let stderr = self.dir.path().join(format!("{name}.log"));
+        let stderr = self.dir.path().join(format!("{file}.log"));
         Netfold::start(&config, stderr, &[("CLUSTER_XEN_PASSWORD", self.sim.password.clone())])
     }
 
@@ -486,7 +492,7 @@ async fn a_second_process_with_an_instances_name_takes_no_work_and_says_why() {
     let rig = Rig::start("same_name").await;
     let mut a = rig.instance("nf-a");
     a.wait_line(TOOK_SWITCH).await;
-    let mut twin = rig.instance("nf-a");
+    let mut twin = rig.process("nf-a-twin", "nf-a", &rig.url);
     let twin_base = twin.http().await;
     rig.healthz_says(&twin_base, "another process holds instance/nf-a: two instances run with the name nf-a").await;
     tokio::time::sleep(Duration::from_secs(LEASE_TTL_SECS)).await;
