@@ -284,9 +284,10 @@ impl<L: store::Log<Recorded>> Core<L> {
     pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut stop: watch::Receiver<bool>) {
         self.stop = Some(stop.clone());
         let mut unpublished = 0u32;
-        // Moves with every append, this core's own and (sharing a store) other instances'.
+        // Sharing a store, other instances' appends move the head; the one writer of its log
+        // applies its own appends where it makes them, and needs no wake-up for them.
         let mut heads = self.follow.heads();
-        let mut following = true;
+        let mut following = matches!(self.holds, Holds::Leases(_));
         loop {
             let next = self.timers.values().min().copied();
             let wait = next.map(|at| Duration::from_millis(at.saturating_sub(self.clock.now())));
