@@ -75,9 +75,9 @@ struct Request {
 struct Shared {
     inner: Arc<PgInner>,
     name: String,
-    head: watch::Receiver<Seq>,
-    /// Where the head is published (the writer and the listener publish too).
-    published: Arc<watch::Sender<Seq>>,
+    /// The durable head as this process knows it: published by the writer, the listener and
+    /// [`Log::current_head`]; read by readers and subscriptions.
+    head: Arc<watch::Sender<Seq>>,
 }
 
 /// A [`Log`] in a PostgreSQL database. Dropping it lets the writer commit what was queued and
@@ -144,14 +144,8 @@ impl<R: Record> PgLog<R> {
                 })
                 .await?
         };
-        let (head_tx, head_rx) = watch::channel(head);
-        let head_tx = Arc::new(head_tx);
-        let shared = Arc::new(Shared {
-            inner: inner.clone(),
-            name: name.to_string(),
-            head: head_rx,
-            published: head_tx.clone(),
-        });
+        let head_tx = Arc::new(watch::Sender::new(head));
+        let shared = Arc::new(Shared { inner: inner.clone(), name: name.to_string(), head: head_tx.clone() });
         let (tx, rx) = mpsc::channel(QUEUE);
         let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<()>(0);
         let writer = Writer {
@@ -168,6 +162,24 @@ impl<R: Record> PgLog<R> {
         });
         let listener = inner.rt.spawn(listen(inner.clone(), name.to_string(), head_tx));
         Ok(Self { shared, requests: tx, writer_done: std::sync::Mutex::new(done_rx), listener, _record: PhantomData })
+    }
+}
+
+impl<R: Record> PgLog<R> {
+    /// Hands `batch` to the writer (a group commit), under `fence` if given, and waits for its
+    /// answer. An empty batch is a no-op at the head.
+    async fn send(&self, batch: Vec<R>, fence: Option<Fence>) -> Result<RangeInclusive<Seq>> {
+        if batch.is_empty() {
+            let head = self.head();
+            return Ok((head + 1)..=head);
+        }
+        let payloads = codec::encode_payloads(&batch)?;
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request { payloads, fence, reply })
+            .await
+            .map_err(|_| Error::Closed("the writer has stopped".into()))?;
+        answer.await.map_err(|_| Error::Closed("the writer stopped before answering".into()))?
     }
 }
 
@@ -491,36 +503,20 @@ impl Iterator for Raw<'_> {
 
 impl<R: Record> Log<R> for PgLog<R> {
     async fn append(&self, batch: Vec<R>) -> Result<RangeInclusive<Seq>> {
-        if batch.is_empty() {
-            let head = self.head();
-            return Ok((head + 1)..=head);
-        }
-        let payloads = codec::encode_payloads(&batch)?;
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request { payloads, fence: None, reply })
-            .await
-            .map_err(|_| Error::Closed("the writer has stopped".into()))?;
-        answer.await.map_err(|_| Error::Closed("the writer stopped before answering".into()))?
+        self.send(batch, None).await
     }
 
-    /// Checked in the transaction that inserts the records (`commit_locked`): a deposed
-    /// holder's append fails with [`Error::Fenced`] (ADR 0009).
+    /// Checked in the statement or transaction that inserts the records ([`APPEND_FENCED`],
+    /// `commit_locked`): a deposed holder's append fails with [`Error::Fenced`] (ADR 0009).
     async fn append_fenced(&self, batch: Vec<R>, fence: &Fence) -> Result<RangeInclusive<Seq>> {
-        let payloads = codec::encode_payloads(&batch)?;
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request { payloads, fence: Some(fence.clone()), reply })
-            .await
-            .map_err(|_| Error::Closed("the writer has stopped".into()))?;
-        answer.await.map_err(|_| Error::Closed("the writer stopped before answering".into()))?
+        self.send(batch, Some(fence.clone())).await
     }
 
     /// Read from the log's row, and published: reads and subscriptions then reach it.
     async fn current_head(&self) -> Result<Seq> {
         let name = self.shared.name.clone();
         let (head, _) = self.shared.inner.with_client(move |c| async move { head_and_tip(&c, &name).await }).await?;
-        publish(&self.shared.published, head);
+        publish(&self.shared.head, head);
         Ok(head)
     }
 
@@ -552,7 +548,7 @@ impl<R: Record> Log<R> for PgLog<R> {
     }
 
     fn subscribe(&self, from: Seq) -> Subscription<R> {
-        Subscription::new(from, self.shared.head.clone(), self.shared.clone())
+        Subscription::new(from, self.shared.head.subscribe(), self.shared.clone())
     }
 
     /// Walks the whole log as the database holds it now, and checks its last record against
