@@ -267,22 +267,36 @@ impl Agent {
             self.metrics.add_discovery(name.clone(), poller.stats());
             self.spawn_in(scope, poller.run(scope.stop.clone().cancelled_owned()));
         }
-        let desired = self.engine.desired();
-        let shutdown = scope.stop.clone().cancelled_owned();
         match &scope.fence {
             Some(f) => {
                 let audit = Arc::new(store::Fenced::new(self.audit.clone(), f.clone()));
-                let reconciler = Reconciler::new(switch, ledger, audit, desired, config);
-                self.metrics.add_switch(name, reconciler.stats());
-                self.spawn_in(scope, reconciler.run(shutdown));
+                self.spawn_reconciler(
+                    name,
+                    Reconciler::new(switch, ledger, audit, self.engine.desired(), config),
+                    scope,
+                );
             }
             None => {
-                let reconciler = Reconciler::new(switch, ledger, self.audit.clone(), desired, config);
-                self.metrics.add_switch(name, reconciler.stats());
-                self.spawn_in(scope, reconciler.run(shutdown));
+                let audit = self.audit.clone();
+                self.spawn_reconciler(
+                    name,
+                    Reconciler::new(switch, ledger, audit, self.engine.desired(), config),
+                    scope,
+                );
             }
         }
         Ok(())
+    }
+
+    /// Registers `reconciler`'s counters and runs it in `scope`.
+    fn spawn_reconciler<S: Switch, L: Log<SwitchRecord>>(
+        &self,
+        name: String,
+        reconciler: Reconciler<S, L>,
+        scope: &Scope,
+    ) {
+        self.metrics.add_switch(name, reconciler.stats());
+        self.spawn_in(scope, reconciler.run(scope.stop.clone().cancelled_owned()));
     }
 
     /// What runs for the agent's whole life.

@@ -4,8 +4,9 @@
 //! lost, a held mass removal, a switch whose last reconcile cycle failed or that has refused port
 //! names, a switch whose discovery fails, an uplink whose port sources disagree, an event log that
 //! refuses appends (disk full, IO error), and for instances on PostgreSQL (`crate::cluster`) a
-//! lease that may be lost, leases that cannot be read, work no instance holds. The body also lists every
-//! adapter's and switch's health, so one request answers "what is wrong, and since when".
+//! lease that may be lost, leases that cannot be read, work no instance holds. The body also
+//! lists every adapter's and switch's health, so one request answers "what is wrong, and since
+//! when".
 
 use engine::projector::Status;
 use engine::runtime::SharedState;
