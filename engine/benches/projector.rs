@@ -1,6 +1,7 @@
 //! Projector benchmarks: fold rate over a generated 1,000,000-event log, latency (with p99) of
 //! applying a one-change `Learnt` to a state of 1,000 hosts / 50,000 VMs, and that state's
-//! memory (resident-set growth while building it, and its snapshot size).
+//! memory (resident-set growth while building it, and its snapshot size), and decoding that
+//! state's snapshot.
 //!
 //! The generated world and log are in `common` (shared with the `fold_once` profiling example).
 //!
@@ -301,5 +302,19 @@ fn bench_switch_saw(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_apply, bench_fold, bench_switch_saw);
+/// Decoding a snapshot of the 1k-host/50k-VM state: what a history query (`why --at`) and a
+/// cold start pay before folding the events after it.
+fn bench_snapshot_decode(c: &mut Criterion) {
+    let state = fold(&world().envs);
+    let bytes = state.encode();
+    let policy = Policy::default();
+    let mut group = c.benchmark_group("snapshot");
+    group.sample_size(20);
+    group.bench_function("decode 1k hosts / 50k VMs", |b| {
+        b.iter_with_large_drop(|| State::decode(black_box(&bytes), &policy).expect("decode"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_apply, bench_fold, bench_switch_saw, bench_snapshot_decode);
 criterion_main!(benches);

@@ -4,15 +4,14 @@
 //! Builds a data directory holding a sled log of the projector benchmarks' world (1,000 hosts,
 //! 50,000 VMs, then one-change events: `engine/benches/common`), `NETFOLD_BENCH_EVENTS` in all
 //! (default 10,000,000), saving a snapshot every `NETFOLD_BENCH_SNAPSHOT_EVERY` events (default
-//! 100,000; the agent's default is 10,000, but the log thins older snapshots to about one per
-//! 1/128 of their span either way, about 78,000 events apart on 10M, so the retained spacing is
-//! about the same). Then it opens the directory as `netfold why` does ([`History::open`]: a
-//! private read-only copy) and asks `why` for one VLAN at seq 1, the middle, the head, and the
-//! worst point near the middle (the last seq before the next retained snapshot: the longest
-//! fold), printing each answer's time, where its fold started and how many events it folded,
-//! beside the same answer from a full fold.
+//! 10,000, the agent's default) and letting the log thin them as the agent's log does
+//! (`store/src/retention.rs`). Then it opens the directory as `netfold why` does
+//! ([`History::open`]: a private read-only copy) and asks `why` for one VLAN at seq 1, the
+//! middle, the head, and the worst point (the last seq before the end of the widest gap between
+//! retained snapshots: the longest fold), printing each answer's time, where its fold started and
+//! how many events it folded, beside the same answer from a full fold.
 //!
-//! Run: `cargo bench -p replay --bench why_at` (about 2 GB in a temporary directory).
+//! Run: `cargo bench -p replay --bench why_at` (about 3 GB in a temporary directory).
 
 #[path = "../../engine/benches/common/mod.rs"]
 mod common;
@@ -39,7 +38,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 fn main() {
     let total = env_u64("NETFOLD_BENCH_EVENTS", 10_000_000);
-    let every = env_u64("NETFOLD_BENCH_SNAPSHOT_EVERY", 100_000);
+    let every = env_u64("NETFOLD_BENCH_SNAPSHOT_EVERY", 10_000);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let t = Instant::now();
@@ -93,15 +92,17 @@ fn main() {
     let port = SwitchPort::new("tor0", "ethernet1/0/0").unwrap();
     let vlan = VlanId::new(100).unwrap();
     let none = &|_, _| {};
-    // The last seq before the first retained snapshot after the middle: the most a query near
-    // the middle folds.
-    let mid_start = h.log().snapshot_at_or_before(head / 2).unwrap().map_or(0, |s| s.seq);
-    let mut next = head / 2 + 1;
-    while next < head && h.log().snapshot_at_or_before(next).unwrap().map_or(0, |s| s.seq) == mid_start {
-        next += every.min(head - next).max(1);
+    // Every retained snapshot, newest first, then the widest gap between two of them: the
+    // last seq before its end folds the most.
+    let mut retained = Vec::new();
+    let mut below = head;
+    while let Some(s) = h.log().snapshot_at_or_before(below).unwrap() {
+        retained.push(s.seq);
+        below = s.seq - 1;
     }
-    let next = h.log().snapshot_at_or_before(next).unwrap().map_or(head, |s| s.seq);
-    let worst = if next > mid_start { next - 1 } else { head };
+    let (start, end) = retained.windows(2).map(|w| (w[1], w[0])).max_by_key(|(a, b)| b - a).unwrap_or((0, head));
+    println!("{} snapshots retained; the widest gap is {start}..{end}", retained.len());
+    let worst = end - 1;
     for at in [1, head / 2, head, worst] {
         let point = Some(Point::Seq(at));
         let start = h.log().snapshot_at_or_before(at).unwrap().map_or(0, |s| s.seq);

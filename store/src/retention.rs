@@ -1,16 +1,17 @@
 //! Which snapshots a log keeps, shared by every durable back end: the most recent few, all of
-//! them, and older ones thinned out to about one per 1/128 of the span they cover (the oldest
+//! them, and older ones thinned out to about one per 1/256 of the span they cover (the oldest
 //! always), so history queries ([`crate::Log::snapshot_at_or_before`]) stay spread over the whole
-//! log in bounded space. 1/128: a query at any seq of a 10M-event log folds at most about 80k
-//! events after its snapshot (`why --at` under 100 ms, `replay/benches/why_at.rs`), for about
-//! 130 snapshots on disk (about 630 MB at 50,000 VMs).
+//! log in bounded space. 1/256: with the engine's snapshot every 10,000 events, no two retained
+//! snapshots of a 10M-event log are more than about 60k events apart, so `why --at` any seq
+//! folds at most that after decoding one snapshot (under 100 ms at 50,000 VMs,
+//! `replay/benches/why_at.rs`), for about 230 snapshots on disk (about 1.1 GB at 50,000 VMs).
 
 use crate::Seq;
 
 /// The most recent snapshots, all kept.
 pub(crate) const KEEP_SNAPSHOTS: usize = 3;
 /// About how many older snapshots are kept for history queries.
-pub(crate) const KEEP_HISTORY: u64 = 128;
+pub(crate) const KEEP_HISTORY: u64 = 256;
 
 /// Of the snapshots at `seqs` (ascending), those to remove.
 pub(crate) fn pruned(seqs: &[Seq]) -> Vec<Seq> {
