@@ -18,8 +18,8 @@
 mod common;
 
 /// The allocator the `netfold` binary runs with, so the figures are the product's (decoding
-/// allocates each event's change list, and a vNIC's strings longer than 24 bytes; with glibc's
-/// allocator, freeing them on the folding thread, not the decoding one, costs more than the fold).
+/// allocates every string of every event; with glibc's allocator, freeing them on the folding
+/// thread, not the decoding one, costs more than the fold).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{SwitchPort, VlanId, VlanRange};
@@ -112,22 +111,19 @@ pub struct NetworkFact {
     pub uplinks: Vec<String>,
 }
 
-/// A VM's virtual NIC. vNIC changes are the bulk of the log, so their strings are
-/// [`CompactString`]s: the short ones (morefs, device keys, MACs) are held inline, and decoding a
-/// record allocates none of them (nor does the fold free them). Stored as strings: the bytes on
-/// disk are the same as `String`'s.
+/// A VM's virtual NIC.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct VnicFact {
     /// Stable VM id (moref `vm-42`, XenAPI VM uuid).
-    pub vm: CompactString,
-    pub vm_name: CompactString,
+    pub vm: String,
+    pub vm_name: String,
     /// Stable NIC id within the VM (device key `4000`, VIF device `0`).
-    pub nic: CompactString,
-    pub mac: CompactString,
+    pub nic: String,
+    pub mac: String,
     /// The host the VM runs on.
-    pub host: CompactString,
+    pub host: String,
     /// The `NetworkFact::network` it is attached to.
-    pub network: CompactString,
+    pub network: String,
     pub connected: bool,
     pub powered_on: bool,
 }
@@ -144,22 +140,10 @@ pub enum Fact {
 /// The stable identity of a fact within one hypervisor.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum FactKey {
-    Host {
-        host: String,
-    },
-    Uplink {
-        host: String,
-        nic: String,
-    },
-    Network {
-        host: String,
-        network: String,
-    },
-    /// Compact as [`VnicFact`]'s.
-    Vnic {
-        vm: CompactString,
-        nic: CompactString,
-    },
+    Host { host: String },
+    Uplink { host: String, nic: String },
+    Network { host: String, network: String },
+    Vnic { vm: String, nic: String },
 }
 
 impl Fact {

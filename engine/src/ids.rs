@@ -6,14 +6,12 @@
 use std::fmt;
 use std::str::FromStr;
 
-use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
-/// The configured, unique name of a hypervisor manager (`xen217`, `vc-east`); inline when short
-/// (every record names one, so decoding one allocates nothing for it).
+/// The configured, unique name of a hypervisor manager (`xen217`, `vc-east`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct HypervisorId(CompactString);
+pub struct HypervisorId(String);
 
 impl HypervisorId {
     /// A hypervisor id; empty names and names with whitespace or control characters are refused.
@@ -22,7 +20,7 @@ impl HypervisorId {
         if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(IdError::HypervisorName(name));
         }
-        Ok(Self(CompactString::from(name)))
+        Ok(Self(name))
     }
 
     pub fn as_str(&self) -> &str {

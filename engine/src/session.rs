@@ -376,7 +376,7 @@ fn validate_inventory(
         })
         .collect();
     good.retain(|_, f| match f {
-        Fact::Vnic(v) if !networks.contains(&(v.host.to_string(), v.network.to_string())) => {
+        Fact::Vnic(v) if !networks.contains(&(v.host.clone(), v.network.clone())) => {
             invalid.push(unknown_network(hypervisor, v));
             false
         }
@@ -388,10 +388,10 @@ fn validate_inventory(
 fn unknown_network(hypervisor: &HypervisorId, v: &crate::fact::VnicFact) -> Invalid {
     Invalid::UnknownNetwork {
         hypervisor: hypervisor.clone(),
-        vm: v.vm.to_string(),
-        nic: v.nic.to_string(),
-        host: v.host.to_string(),
-        network: v.network.to_string(),
+        vm: v.vm.clone(),
+        nic: v.nic.clone(),
+        host: v.host.clone(),
+        network: v.network.clone(),
     }
 }
 

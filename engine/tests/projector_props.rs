@@ -69,12 +69,12 @@ fn fact() -> impl Strategy<Value = Fact> {
         ),
         (pick(VMS), pick(&["0", "1"]), pick(HOSTS), pick(NETS), any::<bool>(), any::<bool>()).prop_map(
             |(vm, nic, host, network, connected, powered_on)| Fact::Vnic(VnicFact {
-                vm_name: format!("{vm}-name").into(),
-                vm: vm.into(),
-                nic: nic.into(),
+                vm_name: format!("{vm}-name"),
+                vm,
+                nic,
                 mac: "m".into(),
-                host: host.into(),
-                network: network.into(),
+                host,
+                network,
                 connected,
                 powered_on,
             })

@@ -193,7 +193,7 @@ pub fn explain(folded: &Folded, port: &SwitchPort, vlan: VlanId) -> Why {
             let facts = state.facts_of(&reason.hypervisor);
             let mut keys = vec![FactKey::Network { host: reason.host.clone(), network: reason.network.clone() }];
             if let Some(v) = &reason.vnic {
-                keys.insert(0, FactKey::Vnic { vm: v.vm.as_str().into(), nic: v.nic.as_str().into() });
+                keys.insert(0, FactKey::Vnic { vm: v.vm.clone(), nic: v.nic.clone() });
             }
             if let Some(n) = facts.and_then(|f| f.network(&reason.host, &reason.network)) {
                 for nic in &n.uplinks {

@@ -545,9 +545,9 @@ impl State {
                             host: network.host.clone(),
                             network: network.network.clone(),
                             vnic: vnic.map(|v| VnicRef {
-                                vm: v.vm.to_string(),
-                                vm_name: v.vm_name.to_string(),
-                                nic: v.nic.to_string(),
+                                vm: v.vm.clone(),
+                                vm_name: v.vm_name.clone(),
+                                nic: v.nic.clone(),
                             }),
                         });
                     }
