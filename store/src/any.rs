@@ -120,6 +120,13 @@ impl<R: Record> Log<R> for AnyLog<R> {
         }
     }
 
+    fn read_to(&self, from: Seq, last: Seq) -> Box<dyn Iterator<Item = Result<Entry<R>>> + Send + '_> {
+        match self {
+            AnyLog::Sled(l) => l.read_to(from, last),
+            AnyLog::Postgres(l) => l.read_to(from, last),
+        }
+    }
+
     fn subscribe(&self, from: Seq) -> Subscription<R> {
         match self {
             AnyLog::Sled(l) => l.subscribe(from),
@@ -189,6 +196,10 @@ impl<R: Record, L: Log<R>> Log<R> for Fenced<L> {
 
     fn read(&self, from: Seq) -> Box<dyn Iterator<Item = Result<Entry<R>>> + Send + '_> {
         self.log.read(from)
+    }
+
+    fn read_to(&self, from: Seq, last: Seq) -> Box<dyn Iterator<Item = Result<Entry<R>>> + Send + '_> {
+        self.log.read_to(from, last)
     }
 
     fn subscribe(&self, from: Seq) -> Subscription<R> {

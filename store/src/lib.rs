@@ -133,6 +133,15 @@ pub trait Log<R: Record>: Send + Sync + 'static {
     /// error naming its sequence number.
     fn read(&self, from: Seq) -> Box<dyn Iterator<Item = Result<Entry<R>>> + Send + '_>;
 
+    /// Records `from..=last` (`last` past the head: to the head) in order, as [`Log::read`]
+    /// gives them: a reader that knows where it stops makes the log read and decode nothing
+    /// beyond it.
+    fn read_to(&self, from: Seq, last: Seq) -> Box<dyn Iterator<Item = Result<Entry<R>>> + Send + '_> {
+        // `read` gives `from..` without a gap (or ends with an error): the first so many.
+        let wanted = if last < from.max(1) { 0 } else { (last - from.max(1)).saturating_add(1) };
+        Box::new(self.read(from).take(usize::try_from(wanted).unwrap_or(usize::MAX)))
+    }
+
     /// Records from `from` on: first those already in the log, then each new one as it becomes
     /// durable — no gap, no duplicate.
     fn subscribe(&self, from: Seq) -> Subscription<R>;

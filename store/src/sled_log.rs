@@ -507,12 +507,14 @@ impl Trees {
     }
 }
 
-/// How many decoded runs a [`ReadAhead`] holds ready beyond the one being consumed.
-const READ_AHEAD: usize = 1;
+/// How many decoded runs a [`ReadAhead`] holds ready beyond the one being consumed: up to 64Ki
+/// records, so a read started before its consumer is ready (a history query decoding its
+/// snapshot, start-up decoding the latest one) has the next snapshot interval's records decoded
+/// by the time the consumer comes to them.
+const READ_AHEAD: usize = 16;
 
-/// Records `from..=head`, read and decoded on a thread of its own ([`Trees::runs`]), at most
-/// [`READ_AHEAD`] runs ahead of the consumer: the consumer's work on one run overlaps the
-/// decoding of the next. Dropping it stops the thread (after the run it is decoding) and waits
+/// Records `from..=last`, read and decoded on a thread of its own ([`Trees::runs`]), at most
+/// [`READ_AHEAD`] runs ahead of the consumer: the consumer's work overlaps the decoding. Dropping it stops the thread (after the run it is decoding) and waits
 /// for it, so nothing reads the database once the reader is gone.
 struct ReadAhead<R> {
     runs: Option<std::sync::mpsc::Receiver<Vec<Result<Entry<R>>>>>,
@@ -520,10 +522,10 @@ struct ReadAhead<R> {
 }
 
 impl<R: Record> ReadAhead<R> {
-    fn start(trees: Arc<Trees>, from: Seq, head: Seq) -> Self {
+    fn start(trees: Arc<Trees>, from: Seq, last: Seq, head: Seq) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD);
         let spawned = std::thread::Builder::new().name(format!("log-read-{}", trees.name)).spawn(move || {
-            for run in trees.runs::<R>(from, head, head) {
+            for run in trees.runs::<R>(from, last, head) {
                 if tx.send(run).is_err() {
                     return;
                 }
@@ -605,13 +607,18 @@ impl<R: Record> Log<R> for SledLog<R> {
     }
 
     fn read(&self, from: Seq) -> Box<dyn Iterator<Item = Result<Entry<R>>> + Send + '_> {
+        self.read_to(from, Seq::MAX)
+    }
+
+    fn read_to(&self, from: Seq, last: Seq) -> Box<dyn Iterator<Item = Result<Entry<R>>> + Send + '_> {
         let head = self.head();
+        let last = last.min(head);
         // A read of at most one run (the engine reading back what it just appended, a tail)
         // decodes here: a thread of its own would cost more than it overlaps.
-        if head.saturating_sub(from.max(1)) < READ_RUN as Seq {
-            return Box::new(self.trees.runs::<R>(from, head, head).flatten());
+        if last.saturating_sub(from.max(1)) < READ_RUN as Seq {
+            return Box::new(self.trees.runs::<R>(from, last, head).flatten());
         }
-        Box::new(ReadAhead::start(self.trees.clone(), from, head).flatten())
+        Box::new(ReadAhead::start(self.trees.clone(), from, last, head).flatten())
     }
 
     fn subscribe(&self, from: Seq) -> Subscription<R> {

@@ -27,6 +27,7 @@ backends!(sled = super::Sled:
     a_missing_record_is_reported_not_skipped,
     an_empty_batch_appends_nothing,
     a_corrupt_record_deep_in_a_long_read_ends_it_in_order,
+    a_bounded_read_gives_its_range_and_nothing_past_it,
 );
 backends!(memory = super::Memory:
     concurrent_appends_are_gapless_and_exactly_once,
@@ -40,6 +41,7 @@ backends!(memory = super::Memory:
     an_unknown_storage_format_names_the_record,
     an_empty_batch_appends_nothing,
     a_corrupt_record_deep_in_a_long_read_ends_it_in_order,
+    a_bounded_read_gives_its_range_and_nothing_past_it,
 );
 backends!(postgres = super::Postgres:
     concurrent_appends_are_gapless_and_exactly_once,
@@ -54,6 +56,7 @@ backends!(postgres = super::Postgres:
     a_missing_record_is_reported_not_skipped,
     an_empty_batch_appends_nothing,
     a_corrupt_record_deep_in_a_long_read_ends_it_in_order,
+    a_bounded_read_gives_its_range_and_nothing_past_it,
 );
 
 async fn concurrent_appends_are_gapless_and_exactly_once<B: Backend>() {
@@ -319,6 +322,27 @@ async fn a_corrupt_record_deep_in_a_long_read_ends_it_in_order<B: Backend>() {
     }
     assert!(matches!(read[699], Err(Error::Corrupt { seq: 700 })), "{:?}", read[699]);
     assert_eq!(log.read(650).count(), 51, "a read from further on stops there too");
+}
+
+async fn a_bounded_read_gives_its_range_and_nothing_past_it<B: Backend>() {
+    // Longer than one read run (4,096 records), so sled reads ahead on a thread of its own.
+    let mut b = fill::<B>(10_000).await;
+    b.tamper("events", 6_000, |v| {
+        let last = v.len() - 1;
+        v[last] ^= 0x01;
+    })
+    .await;
+    let log = b.open("events").await;
+    let seqs = |from, last| -> Vec<u64> { log.read_to(from, last).map(|e| e.unwrap().seq).collect() };
+    assert_eq!(seqs(1, 5_999), (1..=5_999).collect::<Vec<_>>(), "the damaged record 6000 is past the range");
+    assert_eq!(seqs(0, 3), vec![1, 2, 3], "seq 0 reads from the first record");
+    assert_eq!(seqs(5_990, 5_999).len(), 10);
+    assert!(seqs(5_000, 4_999).is_empty(), "an empty range reads nothing");
+    let tail: Vec<_> = log.read_to(9_990, u64::MAX).map(|e| e.unwrap().seq).collect();
+    assert_eq!(tail, (9_990..=10_000).collect::<Vec<_>>(), "a range past the head ends at the head");
+    let through: Vec<_> = log.read_to(5_000, 7_000).collect();
+    assert_eq!(through.len(), 1_001, "records 5000..=5999, then the error");
+    assert!(matches!(through[1_000], Err(Error::Corrupt { seq: 6_000 })), "{:?}", through[1_000]);
 }
 
 /// Three stores on one database (three netfold processes) appending to the same log at once, two
