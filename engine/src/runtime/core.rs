@@ -51,7 +51,10 @@ fn moves_host_ports(event: &Event) -> bool {
 /// The latest snapshot (when it decodes) with the log's tail folded in.
 pub(super) fn recover_state<L: store::Log<Recorded>>(log: &L, config: &Config) -> Result<State> {
     let policy = &config.policy;
-    let mut state = match log.latest_snapshot().map_err(Error::log("reading the latest snapshot"))? {
+    let latest = log.latest_snapshot().map_err(Error::log("reading the latest snapshot"))?;
+    // The tail after the snapshot is read and decoded (on other threads) while it decodes.
+    let tail = latest.as_ref().map(|snap| (snap.seq, log.read(snap.seq + 1)));
+    let mut state = match latest {
         Some(snap) => match State::decode(&snap.bytes, policy) {
             Ok(s) if s.seq() == snap.seq && snap.seq <= log.head() => s,
             Ok(s) => {
@@ -68,7 +71,14 @@ pub(super) fn recover_state<L: store::Log<Recorded>>(log: &L, config: &Config) -
         None => State::new(policy),
     };
     let from = state.seq() + 1;
-    for entry in log.read(from) {
+    let entries = match tail {
+        Some((seq, tail)) if seq + 1 == from => tail,
+        ignored => {
+            drop(ignored);
+            log.read(from)
+        }
+    };
+    for entry in entries {
         let entry = entry.map_err(Error::log("folding the log at start-up"))?;
         state.apply(&Envelope::from(entry));
     }
