@@ -559,7 +559,7 @@ impl Facts {
     /// Upserts a vNIC decoded from a snapshot, its strings borrowed from the snapshot's bytes.
     pub(crate) fn upsert_vnic_in(&mut self, v: &VnicIn<'_>, stamp: Stamp) {
         let k = VKey::new(v.vm, v.nic);
-        let at = (self.names.intern(v.host), self.names.intern(v.network));
+        let at = v.at;
         let counts = counting(v.powered_on, v.connected, self.count_powered_off);
         if let Some(old) = self.vnics.remove(&k) {
             // Stored twice (not written so): the last wins.

@@ -12,7 +12,10 @@
 //!
 //! Decoding borrows: the bulk of a snapshot is vNICs and desired (port, VLAN) entries, and
 //! their strings are read as slices of the snapshot's bytes ([`StoredIn`], the same bytes as
-//! [`Stored`]) and interned straight into the facts, never allocated one by one.
+//! [`Stored`]) and interned straight into the facts, never allocated one by one. A hypervisor's
+//! vNICs are stored apart from its other facts ([`StoredVnics`]): their strings in one text,
+//! validated as UTF-8 once rather than string by string, each vNIC giving its strings' lengths;
+//! each (host, network) they attach to is stored (and interned) once, vNICs naming it by index.
 
 use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
@@ -20,14 +23,14 @@ use serde::{Deserialize, Serialize};
 use super::{Facts, Held, Hypervisor, Stamp, State, Status};
 use crate::config::Policy;
 use crate::discovery::SwitchView;
-use crate::fact::{Fact, HostFact, NetworkFact, UplinkFact};
+use crate::fact::Fact;
 use crate::ids::{HypervisorId, Kind, SwitchPort, VlanId};
 
 /// Version of the stored form; bump it when the form changes (older ones are refused, and the
 /// log folded instead). 2: hypervisors carry the held mass removal. 3: provenance (the event
 /// that set each fact; since when each desired VLAN is desired) and what each switch saw
-/// (`SwitchSaw`).
-pub const FORMAT: u16 = 3;
+/// (`SwitchSaw`). 4: a hypervisor's vNICs in [`StoredVnics`].
+pub const FORMAT: u16 = 4;
 
 #[derive(Serialize, Deserialize)]
 struct Stored {
@@ -49,8 +52,58 @@ struct StoredHypervisor {
     endpoint: String,
     status: Status,
     held: Option<Held>,
-    /// Each fact with the event that set it, in key order.
+    /// Each host, uplink and network fact with the event that set it, in key order.
     facts: Vec<(Fact, Stamp)>,
+    vnics: StoredVnics<String>,
+}
+
+/// A hypervisor's vNICs, in key order. `text` holds, in this order, each place's host and
+/// network, then each vNIC's VM id, VM name, NIC id and MAC; the lengths say where each ends.
+#[derive(Serialize, Deserialize)]
+struct StoredVnics<T> {
+    text: T,
+    /// Each (host, network) some vNIC attaches to, in the order the vNICs first name them: the
+    /// lengths of its host and network in `text`.
+    places: Vec<(u32, u32)>,
+    vnics: Vec<StoredVnic>,
+}
+
+/// A vNIC in [`StoredVnics`].
+#[derive(Serialize, Deserialize)]
+struct StoredVnic {
+    /// Its (host, network): an index into [`StoredVnics::places`].
+    place: u32,
+    /// The lengths of its VM id, VM name, NIC id and MAC in [`StoredVnics::text`].
+    lens: [u32; 4],
+    connected: bool,
+    powered_on: bool,
+    set: Stamp,
+}
+
+impl StoredVnics<String> {
+    /// `vnics` (in key order) with the events that set them.
+    fn new<'a>(vnics: impl Iterator<Item = (&'a crate::fact::VnicFact, Stamp)>) -> Self {
+        let mut out = StoredVnics { text: String::new(), places: Vec::new(), vnics: Vec::new() };
+        let mut places: HashMap<(&str, &str), u32> = HashMap::default();
+        let mut text = |s: &str| {
+            out.text.push_str(s);
+            s.len() as u32
+        };
+        let mut stored = Vec::new();
+        for (v, set) in vnics {
+            let next = places.len() as u32;
+            let place = *places.entry((v.host.as_str(), v.network.as_str())).or_insert_with(|| {
+                out.places.push((text(&v.host), text(&v.network)));
+                next
+            });
+            stored.push((place, v, set));
+        }
+        for (place, v, set) in stored {
+            let lens = [text(&v.vm), text(&v.vm_name), text(&v.nic), text(&v.mac)];
+            out.vnics.push(StoredVnic { place, lens, connected: v.connected, powered_on: v.powered_on, set });
+        }
+        out
+    }
 }
 
 /// [`Stored`] as decoding reads it: the same bytes, with the strings of the bulk (vNICs and
@@ -76,29 +129,19 @@ struct HypervisorIn<'a> {
     endpoint: String,
     status: Status,
     held: Option<Held>,
+    facts: Vec<(Fact, Stamp)>,
     #[serde(borrow)]
-    facts: Vec<(FactIn<'a>, Stamp)>,
+    vnics: StoredVnics<&'a str>,
 }
 
-/// A stored [`Fact`] as decoding reads it: the variants in [`Fact`]'s order (bincode stores
-/// the index), a vNIC borrowed.
-#[derive(Deserialize)]
-enum FactIn<'a> {
-    Host(HostFact),
-    Uplink(UplinkFact),
-    Network(NetworkFact),
-    Vnic(#[serde(borrow)] VnicIn<'a>),
-}
-
-/// A stored [`crate::fact::VnicFact`], its fields in the same order, borrowed.
-#[derive(Deserialize)]
+/// A vNIC read from [`StoredVnics`], its strings borrowed, its (host, network) interned.
 pub(crate) struct VnicIn<'a> {
     pub(crate) vm: &'a str,
     pub(crate) vm_name: &'a str,
     pub(crate) nic: &'a str,
     pub(crate) mac: &'a str,
-    pub(crate) host: &'a str,
-    pub(crate) network: &'a str,
+    /// The ids of its host and network.
+    pub(crate) at: super::facts::Pair,
     pub(crate) connected: bool,
     pub(crate) powered_on: bool,
 }
@@ -115,14 +158,57 @@ struct PortIn<'a> {
 pub enum SnapshotError {
     #[error("snapshot does not decode: {0}")]
     Decode(String),
-    #[error("snapshot has format {found}, this build reads format {FORMAT} (older ones carry no provenance)")]
+    #[error("snapshot has format {found}, this build reads format {FORMAT} (the log is folded instead)")]
     Format { found: u16 },
+    #[error("snapshot: the vNICs of hypervisor {hypervisor}: {what}")]
+    Vnics { hypervisor: HypervisorId, what: String },
     #[error("snapshot has {0} trailing bytes")]
     Trailing(usize),
 }
 
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()
+}
+
+/// Upserts the vNICs of `stored` (hypervisor `id`'s) into `facts`.
+fn read_vnics(id: &HypervisorId, stored: StoredVnics<&str>, facts: &mut Facts) -> Result<(), SnapshotError> {
+    let bad = |what: String| SnapshotError::Vnics { hypervisor: id.clone(), what };
+    let text = stored.text;
+    let mut at = 0;
+    let mut piece = |len: u32| {
+        let end = at + len as usize;
+        let s = text.get(at..end).ok_or_else(|| {
+            bad(format!("{len} bytes from byte {at} are not a string of its {}-byte text", text.len()))
+        })?;
+        at = end;
+        Ok(s)
+    };
+    let mut places = Vec::with_capacity(stored.places.len());
+    for (host, network) in stored.places {
+        let (host, network) = (piece(host)?, piece(network)?);
+        places.push((facts.intern(host), facts.intern(network)));
+    }
+    facts.reserve_vnics(stored.vnics.len());
+    for v in stored.vnics {
+        let Some(&place) = places.get(v.place as usize) else {
+            return Err(bad(format!("a vNIC names place {} of {}", v.place, places.len())));
+        };
+        let [vm, vm_name, nic, mac] = v.lens;
+        let vnic = VnicIn {
+            vm: piece(vm)?,
+            vm_name: piece(vm_name)?,
+            nic: piece(nic)?,
+            mac: piece(mac)?,
+            at: place,
+            connected: v.connected,
+            powered_on: v.powered_on,
+        };
+        facts.upsert_vnic_in(&vnic, v.set);
+    }
+    if at != text.len() {
+        return Err(bad(format!("{} bytes of its text belong to no vNIC", text.len() - at)));
+    }
+    Ok(())
 }
 
 impl State {
@@ -134,13 +220,22 @@ impl State {
             at: self.at,
             hypervisors: self
                 .sorted_hypervisors()
-                .map(|(id, _, h)| StoredHypervisor {
-                    id: id.clone(),
-                    kind: h.kind,
-                    endpoint: h.endpoint.clone(),
-                    status: h.status,
-                    held: h.held,
-                    facts: h.facts.sorted_stamped(),
+                .map(|(id, _, h)| {
+                    let (vnics, facts): (Vec<_>, Vec<_>) =
+                        h.facts.sorted_stamped().into_iter().partition(|(f, _)| matches!(f, Fact::Vnic(_)));
+                    let vnics = vnics.iter().filter_map(|(f, set)| match f {
+                        Fact::Vnic(v) => Some((v, *set)),
+                        _ => None,
+                    });
+                    StoredHypervisor {
+                        id: id.clone(),
+                        kind: h.kind,
+                        endpoint: h.endpoint.clone(),
+                        status: h.status,
+                        held: h.held,
+                        facts,
+                        vnics: StoredVnics::new(vnics),
+                    }
                 })
                 .collect(),
             since: {
@@ -182,6 +277,7 @@ impl State {
             state.switches.insert(name, view);
         }
         for h in stored.hypervisors {
+            let id = h.id.clone();
             let hv = Hypervisor {
                 kind: h.kind,
                 endpoint: h.endpoint,
@@ -192,15 +288,10 @@ impl State {
             let ix = state.insert_decoded(h.id, hv);
             let ports = &mut state.ports;
             let facts = &mut state.hypervisors[ix as usize].facts;
-            facts.reserve_vnics(h.facts.iter().filter(|(f, _)| matches!(f, FactIn::Vnic(_))).count());
             for (fact, stamp) in h.facts {
-                match fact {
-                    FactIn::Host(f) => facts.upsert(&Fact::Host(f), ports, stamp),
-                    FactIn::Uplink(f) => facts.upsert(&Fact::Uplink(f), ports, stamp),
-                    FactIn::Network(f) => facts.upsert(&Fact::Network(f), ports, stamp),
-                    FactIn::Vnic(v) => facts.upsert_vnic_in(&v, stamp),
-                }
+                facts.upsert(&fact, ports, stamp);
             }
+            read_vnics(&id, h.vnics, facts)?;
         }
         state.rebuild_index();
         let snapshot_stamp = state.last_stamp();
@@ -214,5 +305,86 @@ impl State {
             state.since.insert((p, vlan), since);
         }
         Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fact::VnicFact;
+
+    fn vnic(vm: &str, network: &str) -> VnicFact {
+        VnicFact {
+            vm: vm.into(),
+            vm_name: format!("{vm}-name"),
+            nic: "4000".into(),
+            mac: "00:50:56:00:00:01".into(),
+            host: "host-1".into(),
+            network: network.into(),
+            connected: true,
+            powered_on: true,
+        }
+    }
+
+    /// A stored state of one hypervisor whose vNICs are `vnics`, bent by `bend`.
+    fn stored(bend: impl FnOnce(&mut StoredVnics<String>)) -> Vec<u8> {
+        let facts = [vnic("vm-1", "pg-1"), vnic("vm-2", "pg-1"), vnic("vm-3", "pg-2")];
+        let mut vnics = StoredVnics::new(facts.iter().map(|v| (v, Stamp { seq: 1, at: 1 })));
+        bend(&mut vnics);
+        let hypervisor = StoredHypervisor {
+            id: HypervisorId::new("hv1").unwrap(),
+            kind: Some(Kind::VMware),
+            endpoint: "https://hv1".into(),
+            status: Status::Live,
+            held: None,
+            facts: Vec::new(),
+            vnics,
+        };
+        let stored = Stored {
+            format: FORMAT,
+            seq: 1,
+            at: 1,
+            hypervisors: vec![hypervisor],
+            since: Vec::new(),
+            switches: Vec::new(),
+        };
+        bincode::serde::encode_to_vec(&stored, config()).unwrap()
+    }
+
+    #[test]
+    fn vnics_name_each_place_once_and_read_back() {
+        let bytes = stored(|v| {
+            assert_eq!(v.places.len(), 2, "two (host, network) pairs for three vNICs");
+            assert_eq!(v.vnics.iter().map(|n| n.place).collect::<Vec<_>>(), [0, 0, 1]);
+        });
+        let state = State::decode(&bytes, &Policy::default()).unwrap();
+        let facts = state.facts_of(&HypervisorId::new("hv1").unwrap()).unwrap();
+        assert_eq!(facts.vnic("vm-3", "4000"), Some(vnic("vm-3", "pg-2")));
+        assert_eq!(state.encode(), bytes, "the same bytes again");
+    }
+
+    #[test]
+    fn vnics_that_do_not_fit_their_text_are_refused_naming_the_hypervisor() {
+        type Bend = Box<dyn FnOnce(&mut StoredVnics<String>)>;
+        let cases: [(&str, Bend); 4] = [
+            ("past the end", Box::new(|v| v.vnics[2].lens[3] += 1)),
+            ("text left over", Box::new(|v| v.text.push('x'))),
+            ("a place that is not there", Box::new(|v| v.vnics[1].place = 7)),
+            // "é" is two bytes: a length of one ends inside it.
+            (
+                "a split character",
+                Box::new(|v| {
+                    v.text.insert(0, 'é');
+                    v.places[0].0 = 1;
+                }),
+            ),
+        ];
+        for (case, bend) in cases {
+            let Err(err) = State::decode(&stored(bend), &Policy::default()) else { panic!("{case}: decoded") };
+            assert!(
+                matches!(&err, SnapshotError::Vnics { hypervisor, .. } if hypervisor.as_str() == "hv1"),
+                "{case}: {err}"
+            );
+        }
     }
 }
