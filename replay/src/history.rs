@@ -166,23 +166,17 @@ impl History {
         match State::decode(&snap.bytes, &self.policy) {
             Ok(state) if state.seq() == snap.seq => {
                 let mut freed = Freed::start();
-                self.fold_from(state, interval, point, progress, &mut |env| freed.push(env))
+                return self.fold_from(state, interval, point, progress, &mut |env| freed.push(env));
             }
-            Ok(state) => {
-                tracing::warn!(
-                    seq = snap.seq,
-                    holds = state.seq(),
-                    "a snapshot holds another seq; folding from the start"
-                );
-                drop(interval);
-                self.fold(point, progress)
-            }
-            Err(e) => {
-                tracing::warn!(seq = snap.seq, error = %e, "a snapshot cannot be used; folding from the start");
-                drop(interval);
-                self.fold(point, progress)
-            }
+            Ok(state) => tracing::warn!(
+                seq = snap.seq,
+                holds = state.seq(),
+                "a snapshot holds another seq; folding from the start"
+            ),
+            Err(e) => tracing::warn!(seq = snap.seq, error = %e, "a snapshot cannot be used; folding from the start"),
         }
+        drop(interval);
+        self.fold(point, progress)
     }
 
     /// Why `vlan` is (or was, at `point`) on `port`: every reason, with the events that set the

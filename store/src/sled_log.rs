@@ -514,8 +514,9 @@ impl Trees {
 const READ_AHEAD: usize = 16;
 
 /// Records `from..=last`, read and decoded on a thread of its own ([`Trees::runs`]), at most
-/// [`READ_AHEAD`] runs ahead of the consumer: the consumer's work overlaps the decoding. Dropping it stops the thread (after the run it is decoding) and waits
-/// for it, so nothing reads the database once the reader is gone.
+/// [`READ_AHEAD`] runs ahead of the consumer: the consumer's work overlaps the decoding.
+/// Dropping it stops the thread (after the run it is decoding) and waits for it, so nothing
+/// reads the database once the reader is gone.
 struct ReadAhead<R> {
     runs: Option<std::sync::mpsc::Receiver<Vec<Result<Entry<R>>>>>,
     thread: Option<std::thread::JoinHandle<()>>,

@@ -221,12 +221,13 @@ impl State {
             hypervisors: self
                 .sorted_hypervisors()
                 .map(|(id, _, h)| {
-                    let (vnics, facts): (Vec<_>, Vec<_>) =
-                        h.facts.sorted_stamped().into_iter().partition(|(f, _)| matches!(f, Fact::Vnic(_)));
-                    let vnics = vnics.iter().filter_map(|(f, set)| match f {
-                        Fact::Vnic(v) => Some((v, *set)),
-                        _ => None,
-                    });
+                    let (mut facts, mut vnics) = (Vec::new(), Vec::new());
+                    for (fact, set) in h.facts.sorted_stamped() {
+                        match fact {
+                            Fact::Vnic(v) => vnics.push((v, set)),
+                            other => facts.push((other, set)),
+                        }
+                    }
                     StoredHypervisor {
                         id: id.clone(),
                         kind: h.kind,
@@ -234,7 +235,7 @@ impl State {
                         status: h.status,
                         held: h.held,
                         facts,
-                        vnics: StoredVnics::new(vnics),
+                        vnics: StoredVnics::new(vnics.iter().map(|(v, set)| (v, *set))),
                     }
                 })
                 .collect(),
