@@ -556,6 +556,12 @@ impl Facts {
         self.vnics.reserve(n);
     }
 
+    /// Room for `n` more vNICs attached at `at` ((host, network) ids), so that a snapshot's
+    /// vNICs fill each place's set without growing it step by step.
+    pub(crate) fn reserve_attached(&mut self, at: Pair, n: usize) {
+        self.vnics_on.entry(at).or_default().vnics.reserve(n);
+    }
+
     /// Upserts a vNIC decoded from a snapshot, its strings borrowed from the snapshot's bytes.
     pub(crate) fn upsert_vnic_in(&mut self, v: &VnicIn<'_>, stamp: Stamp) {
         let k = VKey::new(v.vm, v.nic);

@@ -189,6 +189,17 @@ fn read_vnics(id: &HypervisorId, stored: StoredVnics<&str>, facts: &mut Facts) -
         places.push((facts.intern(host), facts.intern(network)));
     }
     facts.reserve_vnics(stored.vnics.len());
+    let mut per_place = vec![0usize; places.len()];
+    for v in &stored.vnics {
+        if let Some(n) = per_place.get_mut(v.place as usize) {
+            *n += 1;
+        }
+    }
+    for (&at, n) in places.iter().zip(per_place) {
+        if n > 0 {
+            facts.reserve_attached(at, n);
+        }
+    }
     for v in stored.vnics {
         let Some(&place) = places.get(v.place as usize) else {
             return Err(bad(format!("a vNIC names place {} of {}", v.place, places.len())));
