@@ -126,6 +126,28 @@ impl Open {
     }
 }
 
+/// Writes `writes` (a value to set, or `None` to remove the key) to `tree` atomically. One
+/// write is a plain insert or remove; several are a sled batch, which costs sled a batch
+/// manifest of its own in the log (a further write and writeback at the next flush), so a
+/// single write does not pay for it.
+pub(crate) fn write_atomically(tree: &sled::Tree, mut writes: Vec<crate::table::Write>) -> sled::Result<()> {
+    if writes.len() == 1 {
+        let (k, v) = writes.remove(0);
+        return match v {
+            Some(v) => tree.insert(k, v).map(drop),
+            None => tree.remove(k).map(drop),
+        };
+    }
+    let mut batch = sled::Batch::default();
+    for (k, v) in writes {
+        match v {
+            Some(v) => batch.insert(k, v),
+            None => batch.remove(k),
+        }
+    }
+    tree.apply_batch(batch)
+}
+
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io("syncing a directory", dir))
 }

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::anchor::{self, Anchor, AnchorFile};
 use crate::codec::{self, key, seq_of};
-use crate::db::{Inner, Mode, Open};
+use crate::db::{write_atomically, Inner, Mode, Open};
 use crate::retention;
 use crate::subscribe::Source;
 use crate::{Entry, Error, Hash, Log, Loss, Record, Result, Seq, Snapshot, Store, Subscription, Verified, GENESIS};
@@ -286,7 +286,6 @@ impl Writer {
     /// acknowledges it. On failure every request of the group gets the error and nothing is
     /// acknowledged.
     fn commit(&mut self, group: Vec<Request>) -> Result<()> {
-        let mut batch = sled::Batch::default();
         let (mut head, mut tip) = (self.head, self.tip);
         let mut ranges = Vec::with_capacity(group.len());
         let mut values = Vec::new();
@@ -297,13 +296,11 @@ impl Writer {
             head += req.payloads.len() as Seq;
             tip = new_tip;
         }
-        for block in blocks(&values) {
-            batch.insert(&key(block[0].0), codec::encode_block(block));
-        }
+        let writes: Vec<_> = blocks(&values).map(|b| (key(b[0].0).to_vec(), Some(codec::encode_block(b)))).collect();
         let bytes = values.iter().map(|(_, v)| v.len() + 4).sum();
         let written = self.trees.inner.with(|open: &Open| {
             open.room_for(bytes)?;
-            open.tree(&self.trees.log)?.apply_batch(batch).map_err(Error::db("appending"))?;
+            write_atomically(&open.tree(&self.trees.log)?, writes).map_err(Error::db("appending"))?;
             open.sync()
         });
         let written = written.and_then(|()| match &mut self.anchor {

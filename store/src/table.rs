@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use std::sync::Arc;
 
-use crate::db::{Inner, Open};
+use crate::db::{write_atomically, Inner, Open};
 use crate::pg::PgTable;
 use crate::{Error, Result};
 
@@ -92,7 +92,7 @@ impl Table {
         match &self.backend {
             Backend::Sled { inner, tree } => Self::with_sled(inner, tree, |t, open| {
                 open.room_for(batch.bytes)?;
-                t.apply_batch(batch.sled()).map_err(Error::db("writing a table"))?;
+                write_atomically(t, batch.writes).map_err(Error::db("writing a table"))?;
                 open.sync()
             }),
             Backend::Pg(t) => t.apply(batch.writes),
@@ -108,7 +108,7 @@ impl Table {
         match &self.backend {
             Backend::Sled { inner, tree } => Self::with_sled(inner, tree, |t, open| {
                 open.room_for(batch.bytes)?;
-                t.apply_batch(batch.sled()).map_err(Error::db("writing a table"))
+                write_atomically(t, batch.writes).map_err(Error::db("writing a table"))
             }),
             Backend::Pg(t) => t.apply(batch.writes),
         }
@@ -172,16 +172,5 @@ impl TableBatch {
     pub fn remove(&mut self, key: &[u8]) {
         self.bytes += key.len();
         self.writes.push((key.to_vec(), None));
-    }
-
-    fn sled(self) -> sled::Batch {
-        let mut batch = sled::Batch::default();
-        for (k, v) in self.writes {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
-        }
-        batch
     }
 }
