@@ -2,12 +2,13 @@
 //! with its own sequence, chain, snapshots and checkpoints, plus small [`Table`]s.
 //!
 //! Appends go through one writer thread per log. It takes every request queued since its last
-//! flush, chains and inserts them in one sled batch, flushes once, then acknowledges them all:
-//! group commit. The head other readers see moves only after the flush, so nothing that is not
-//! durable is ever read. Reads hand out slices of the stored blocks, and decode long runs of
-//! records on every core; a read longer than one run ([`Log::read`]) decodes on a thread of its
-//! own, a run ahead of its reader, so the reader's work (a fold) overlaps the decoding of what comes
-//! next.
+//! flush, chains them and writes them to sled in one atomic write (one insert for a single
+//! block, one batch for several), flushes once, then acknowledges them all: group commit. The
+//! head other readers see moves only after the flush, so nothing that is not durable is ever
+//! read. Reads hand out slices of the stored blocks, and decode long runs of records on every
+//! core; a read longer than one run ([`Log::read`]) decodes on a thread of its own, up to
+//! [`READ_AHEAD`] runs ahead of its reader, so the reader's work (a fold) overlaps the decoding
+//! of what comes next.
 
 use std::marker::PhantomData;
 use std::ops::{Range, RangeInclusive};
