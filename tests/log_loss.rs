@@ -61,10 +61,10 @@ async fn ten_events(data: &Path, big: bool) {
                 changes: (0..3000)
                     .map(|i| {
                         Change::Upsert(Fact::Vnic(VnicFact {
-                            vm: format!("vm-{i:05}-{n}"),
-                            vm_name: format!("a virtual machine with a long name {i}"),
+                            vm: format!("vm-{i:05}-{n}").into(),
+                            vm_name: format!("a virtual machine with a long name {i}").into(),
                             nic: "0".into(),
-                            mac: format!("52:54:00:{:02x}:{:02x}:01", i / 256, i % 256),
+                            mac: format!("52:54:00:{:02x}:{:02x}:01", i / 256, i % 256).into(),
                             host: "host-1".into(),
                             network: "net-100".into(),
                             connected: true,

@@ -49,12 +49,12 @@ fn host(id: &str, name: &str, uplinks: &[(&str, &str, Option<&str>)], vlan: u16)
         uplinks: uplinks.iter().map(|(n, _, _)| n.to_string()).collect(),
     }));
     f.push(Fact::Vnic(VnicFact {
-        vm: format!("vm-{id}"),
-        vm_name: format!("vm-{id}"),
+        vm: format!("vm-{id}").into(),
+        vm_name: format!("vm-{id}").into(),
         nic: "4000".into(),
         mac: "00:50:56:aa:00:01".into(),
         host: id.into(),
-        network: format!("net{vlan}"),
+        network: format!("net{vlan}").into(),
         connected: true,
         powered_on: true,
     }));

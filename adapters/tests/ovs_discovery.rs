@@ -56,12 +56,12 @@ fn host(id: &str, uplinks: &[(&str, &str)], vlan: u16) -> Vec<Fact> {
         uplinks: uplinks.iter().map(|(n, _)| n.to_string()).collect(),
     }));
     f.push(Fact::Vnic(VnicFact {
-        vm: format!("vm-{id}"),
-        vm_name: format!("vm-{id}"),
+        vm: format!("vm-{id}").into(),
+        vm_name: format!("vm-{id}").into(),
         nic: "0".into(),
         mac: "02:00:00:00:99:01".into(),
         host: id.into(),
-        network: format!("net{vlan}"),
+        network: format!("net{vlan}").into(),
         connected: true,
         powered_on: true,
     }));

@@ -52,7 +52,7 @@ async fn every_kind_of_change_arrives_as_the_right_delta_within_100ms() {
     let t = Instant::now();
     sim.remove_nic(&vm, 4001).unwrap();
     let (c, _) = delta(&mut h.rx, t, "remove nic").await;
-    assert_eq!(c, [Change::Remove(FactKey::Vnic { vm: vm.clone(), nic: "4001".into() })]);
+    assert_eq!(c, [Change::Remove(FactKey::Vnic { vm: vm.as_str().into(), nic: "4001".into() })]);
 
     let t = Instant::now();
     let new_vm = sim.add_vm(&hosts[1], "new-vm", SimNet::Standard("pg-100".into())).unwrap();
@@ -62,7 +62,7 @@ async fn every_kind_of_change_arrives_as_the_right_delta_within_100ms() {
     let t = Instant::now();
     sim.remove_vm(&new_vm).unwrap();
     let (c, _) = delta(&mut h.rx, t, "remove vm").await;
-    assert_eq!(c, [Change::Remove(FactKey::Vnic { vm: new_vm.clone(), nic: "4000".into() })]);
+    assert_eq!(c, [Change::Remove(FactKey::Vnic { vm: new_vm.as_str().into(), nic: "4000".into() })]);
 
     // Standard port groups: one network fact per host.
     let per_host_networks = |c: &[Change], network: &str| -> Vec<VlanSpec> {
@@ -192,7 +192,7 @@ async fn every_kind_of_change_arrives_as_the_right_delta_within_100ms() {
     assert!(c.contains(&Change::Remove(FactKey::Host { host: hosts[1].clone() })));
     for v in &on_host {
         assert!(
-            c.contains(&Change::Remove(FactKey::Vnic { vm: v.clone(), nic: "4000".into() })),
+            c.contains(&Change::Remove(FactKey::Vnic { vm: v.as_str().into(), nic: "4000".into() })),
             "{v} gone with its host"
         );
     }

@@ -209,7 +209,7 @@ async fn each_change_arrives_as_the_exact_delta() {
     // VM destroyed.
     let (changes, _, took) = delta_after(&mut r, |s| s.destroy_vm(&vm.uuid).unwrap()).await;
     check("destroy_vm", took);
-    assert_eq!(changes, vec![Change::Remove(FactKey::Vnic { vm: vm.uuid.clone(), nic: "0".into() })]);
+    assert_eq!(changes, vec![Change::Remove(FactKey::Vnic { vm: vm.uuid.as_str().into(), nic: "0".into() })]);
 
     eprintln!("worst delta latency {worst:?} over a pool of {} facts", facts.len());
     r.task.abort();

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{HypervisorId, SwitchPort, VlanId};
@@ -12,9 +13,9 @@ use crate::ids::{HypervisorId, SwitchPort, VlanId};
 /// A VM NIC that needs a VLAN.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct VnicRef {
-    pub vm: String,
-    pub vm_name: String,
-    pub nic: String,
+    pub vm: CompactString,
+    pub vm_name: CompactString,
+    pub nic: CompactString,
 }
 
 /// Why a VLAN is on a port: this hypervisor's host has a network with that VLAN on an uplink

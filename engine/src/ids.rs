@@ -6,12 +6,14 @@
 use std::fmt;
 use std::str::FromStr;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 /// The configured, unique name of a hypervisor manager (`xen217`, `vc-east`).
+/// Every event carries one; kept inline when short (as a vNIC's strings: [`crate::fact::VnicFact`]).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct HypervisorId(String);
+pub struct HypervisorId(CompactString);
 
 impl HypervisorId {
     /// A hypervisor id; empty names and names with whitespace or control characters are refused.
@@ -20,7 +22,7 @@ impl HypervisorId {
         if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(IdError::HypervisorName(name));
         }
-        Ok(Self(name))
+        Ok(Self(name.into()))
     }
 
     pub fn as_str(&self) -> &str {

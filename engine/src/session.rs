@@ -24,6 +24,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use compact_str::CompactString;
+
 use crate::config::MassRemoval;
 use crate::error::Invalid;
 use crate::event::{Event, UnixMs};
@@ -368,10 +370,10 @@ fn validate_inventory(
     invalid: &mut Vec<Invalid>,
 ) -> BTreeMap<FactKey, Fact> {
     let mut good = dedup(hypervisor, facts, Fact::key, invalid);
-    let networks: BTreeSet<(String, String)> = good
+    let networks: BTreeSet<(CompactString, CompactString)> = good
         .values()
         .filter_map(|f| match f {
-            Fact::Network(n) => Some((n.host.clone(), n.network.clone())),
+            Fact::Network(n) => Some((n.host.as_str().into(), n.network.as_str().into())),
             _ => None,
         })
         .collect();
@@ -388,10 +390,10 @@ fn validate_inventory(
 fn unknown_network(hypervisor: &HypervisorId, v: &crate::fact::VnicFact) -> Invalid {
     Invalid::UnknownNetwork {
         hypervisor: hypervisor.clone(),
-        vm: v.vm.clone(),
-        nic: v.nic.clone(),
-        host: v.host.clone(),
-        network: v.network.clone(),
+        vm: v.vm.to_string(),
+        nic: v.nic.to_string(),
+        host: v.host.to_string(),
+        network: v.network.to_string(),
     }
 }
 

@@ -69,12 +69,12 @@ fn fact() -> impl Strategy<Value = Fact> {
         ),
         (pick(VMS), pick(&["0", "1"]), pick(HOSTS), pick(NETS), any::<bool>(), any::<bool>()).prop_map(
             |(vm, nic, host, network, connected, powered_on)| Fact::Vnic(VnicFact {
-                vm_name: format!("{vm}-name"),
-                vm,
-                nic,
+                vm_name: format!("{vm}-name").into(),
+                vm: vm.into(),
+                nic: nic.into(),
                 mac: "m".into(),
-                host,
-                network,
+                host: host.into(),
+                network: network.into(),
                 connected,
                 powered_on,
             })

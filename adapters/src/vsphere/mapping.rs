@@ -675,12 +675,12 @@ fn vm_facts(m: &MoRef, p: &BTreeMap<String, Value>, out: &mut Mapped) {
         insert(
             out,
             Fact::Vnic(VnicFact {
-                vm: m.value.clone(),
-                vm_name: vm_name.clone(),
-                nic: nic.key.to_string(),
-                mac,
-                host: host.clone(),
-                network,
+                vm: m.value.as_str().into(),
+                vm_name: vm_name.as_str().into(),
+                nic: nic.key.to_string().into(),
+                mac: mac.into(),
+                host: host.as_str().into(),
+                network: network.into(),
                 connected: nic.connected,
                 powered_on,
             }),

@@ -462,12 +462,12 @@ impl Mirror {
             };
             let host = self.host_uuid(&vm.resident_on).or_else(|| self.host_uuid(&vm.affinity)).unwrap_or_default();
             put(Fact::Vnic(VnicFact {
-                vm: vm.uuid.clone(),
-                vm_name: vm.name_label.clone(),
-                nic: vif.device.clone(),
-                mac: vif.mac.clone(),
-                host: host.to_string(),
-                network: net.uuid.clone(),
+                vm: vm.uuid.as_str().into(),
+                vm_name: vm.name_label.as_str().into(),
+                nic: vif.device.as_str().into(),
+                mac: vif.mac.as_str().into(),
+                host: host.into(),
+                network: net.uuid.as_str().into(),
                 connected: vif.currently_attached,
                 powered_on: vm.power_state == "Running",
             }));

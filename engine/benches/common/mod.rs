@@ -57,12 +57,12 @@ pub fn world() -> Gen {
             }
             for v in 0..VMS_PER_HOST {
                 let vnic = VnicFact {
-                    vm: format!("vm-{h}-{host_i}-{v}"),
-                    vm_name: format!("app-{h}-{host_i}-{v}"),
+                    vm: format!("vm-{h}-{host_i}-{v}").into(),
+                    vm_name: format!("app-{h}-{host_i}-{v}").into(),
                     nic: "4000".into(),
-                    mac: format!("00:50:56:{h:02x}:{host_i:02x}:{v:02x}"),
-                    host: host.clone(),
-                    network: format!("pg-{}", v % NETS_PER_HOST),
+                    mac: format!("00:50:56:{h:02x}:{host_i:02x}:{v:02x}").into(),
+                    host: host.as_str().into(),
+                    network: format!("pg-{}", v % NETS_PER_HOST).into(),
                     connected: true,
                     powered_on: true,
                 };
@@ -103,7 +103,7 @@ pub fn step(g: &mut Gen, i: usize) -> Vec<(HypervisorId, Event)> {
     let k = (i * 7919) % g.vms.len();
     let (id, mut v) = g.vms[k].clone();
     if i.is_multiple_of(3) {
-        v.network = format!("pg-{}", (i / 3) % NETS_PER_HOST);
+        v.network = format!("pg-{}", (i / 3) % NETS_PER_HOST).into();
     } else {
         v.powered_on = !v.powered_on;
     }

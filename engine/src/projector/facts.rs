@@ -382,12 +382,12 @@ impl Facts {
     /// The [`VnicFact`] stored as `v` under key `k`.
     pub(crate) fn vnic_fact(&self, k: &VKey, v: &Vnic) -> VnicFact {
         VnicFact {
-            vm: k.vm.to_string(),
-            vm_name: v.vm_name.to_string(),
-            nic: k.nic.to_string(),
-            mac: v.mac.to_string(),
-            host: self.name(v.host).to_string(),
-            network: self.name(v.network).to_string(),
+            vm: k.vm.clone(),
+            vm_name: v.vm_name.clone(),
+            nic: k.nic.clone(),
+            mac: v.mac.clone(),
+            host: self.name(v.host).into(),
+            network: self.name(v.network).into(),
             connected: v.connected,
             powered_on: v.powered_on,
         }

@@ -579,11 +579,7 @@ impl State {
                     hypervisor: id.clone(),
                     host: facts.name(v.host).to_string(),
                     network: facts.name(v.network).to_string(),
-                    vnic: Some(VnicRef {
-                        vm: k.vm.to_string(),
-                        vm_name: v.vm_name.to_string(),
-                        nic: k.nic.to_string(),
-                    }),
+                    vnic: Some(VnicRef { vm: k.vm.clone(), vm_name: v.vm_name.clone(), nic: k.nic.clone() }),
                 });
             }
         }

@@ -328,7 +328,7 @@ mod tests {
     fn vnic(vm: &str, network: &str) -> VnicFact {
         VnicFact {
             vm: vm.into(),
-            vm_name: format!("{vm}-name"),
+            vm_name: format!("{vm}-name").into(),
             nic: "4000".into(),
             mac: "00:50:56:00:00:01".into(),
             host: "host-1".into(),

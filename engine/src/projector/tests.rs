@@ -256,7 +256,7 @@ fn a_new_desired_value_shares_every_untouched_port_with_the_held_one() {
             uplinks: vec!["nic0".into()],
         }));
         let Fact::Vnic(mut vm) = vnic(&format!("vm{h}"), "pg", true, true) else { unreachable!() };
-        vm.host = host;
+        vm.host = host.into();
         facts.push(Fact::Vnic(vm));
     }
     s.apply(&learnt(1, facts));

@@ -159,7 +159,7 @@ pub fn host_facts(host: &str, switch_port: &str, nets: &[(&str, u16)]) -> Vec<Fa
 pub fn vm(id: &str, host: &str, network: &str) -> Fact {
     Fact::Vnic(VnicFact {
         vm: id.into(),
-        vm_name: format!("{id}-name"),
+        vm_name: format!("{id}-name").into(),
         nic: "0".into(),
         mac: "00:16:3e:00:00:01".into(),
         host: host.into(),
