@@ -395,7 +395,7 @@ port = "mem:Ethernet1/9"
         facts
             .iter()
             .find_map(|c| match c {
-                Change::Upsert(Fact::Host(h)) if h.name == name => Some(h.host.clone()),
+                Change::Upsert(Fact::Host(h)) if h.name == name => Some(h.host.to_string()),
                 _ => None,
             })
             .unwrap_or_else(|| panic!("no host {name}"))
@@ -405,7 +405,7 @@ port = "mem:Ethernet1/9"
         .iter()
         .filter_map(|c| match c {
             Change::Upsert(Fact::Uplink(u)) if u.source == Some(engine::NeighbourSource::Static) => {
-                Some((u.host.clone(), u.port.as_ref().unwrap().to_string()))
+                Some((u.host.to_string(), u.port.as_ref().unwrap().to_string()))
             }
             _ => None,
         })

@@ -43,10 +43,10 @@ fn host(id: &str, name: &str, uplinks: &[(&str, &str, Option<&str>)], vlan: u16)
     }
     f.push(Fact::Network(NetworkFact {
         host: id.into(),
-        network: format!("net{vlan}"),
-        name: format!("net{vlan}"),
+        network: format!("net{vlan}").into(),
+        name: format!("net{vlan}").into(),
         vlan: VlanSpec::Access(VlanId::new(vlan).unwrap()),
-        uplinks: uplinks.iter().map(|(n, _, _)| n.to_string()).collect(),
+        uplinks: uplinks.iter().map(|(n, _, _)| (*n).into()).collect(),
     }));
     f.push(Fact::Vnic(VnicFact {
         vm: format!("vm-{id}").into(),

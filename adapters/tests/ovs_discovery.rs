@@ -38,7 +38,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// A hypervisor host's facts: one uplink per `(nic, mac)`, one network on `vlan` over all of
 /// them, one running VM on it.
 fn host(id: &str, uplinks: &[(&str, &str)], vlan: u16) -> Vec<Fact> {
-    let mut f = vec![Fact::Host(HostFact { host: id.into(), name: format!("{id}.lab") })];
+    let mut f = vec![Fact::Host(HostFact { host: id.into(), name: format!("{id}.lab").into() })];
     for (nic, mac) in uplinks {
         f.push(Fact::Uplink(UplinkFact {
             host: id.into(),
@@ -50,10 +50,10 @@ fn host(id: &str, uplinks: &[(&str, &str)], vlan: u16) -> Vec<Fact> {
     }
     f.push(Fact::Network(NetworkFact {
         host: id.into(),
-        network: format!("net{vlan}"),
-        name: format!("net{vlan}"),
+        network: format!("net{vlan}").into(),
+        name: format!("net{vlan}").into(),
         vlan: VlanSpec::Access(VlanId::new(vlan).unwrap()),
-        uplinks: uplinks.iter().map(|(n, _)| n.to_string()).collect(),
+        uplinks: uplinks.iter().map(|(n, _)| (*n).into()).collect(),
     }));
     f.push(Fact::Vnic(VnicFact {
         vm: format!("vm-{id}").into(),

@@ -231,7 +231,7 @@ fn golden_pages_map_to_facts() {
         .facts
         .values()
         .filter_map(|f| match f {
-            Fact::Network(n) => Some((n.network.clone(), n.vlan.to_string(), n.uplinks.join(","))),
+            Fact::Network(n) => Some((n.network.to_string(), n.vlan.to_string(), n.uplinks.join(","))),
             _ => None,
         })
         .collect();

@@ -145,7 +145,7 @@ async fn every_kind_of_change_arrives_as_the_right_delta_within_100ms() {
     let new_host = sim.add_host("esx-new.sim.local", cabling).unwrap();
     let (c, _) = delta(&mut h.rx, t, "add host").await;
     assert!(c.contains(&Change::Upsert(Fact::Host(engine::HostFact {
-        host: new_host.clone(),
+        host: new_host.clone().into(),
         name: "esx-new.sim.local".into()
     }))));
     let ports: Vec<String> = c
@@ -189,7 +189,7 @@ async fn every_kind_of_change_arrives_as_the_right_delta_within_100ms() {
     sim.remove_host(&hosts[1]).unwrap();
     let (c, _) = delta(&mut h.rx, t, "remove host").await;
     assert!(c.iter().all(|x| matches!(x, Change::Remove(_))));
-    assert!(c.contains(&Change::Remove(FactKey::Host { host: hosts[1].clone() })));
+    assert!(c.contains(&Change::Remove(FactKey::Host { host: hosts[1].clone().into() })));
     for v in &on_host {
         assert!(
             c.contains(&Change::Remove(FactKey::Vnic { vm: v.as_str().into(), nic: "4000".into() })),
@@ -198,6 +198,8 @@ async fn every_kind_of_change_arrives_as_the_right_delta_within_100ms() {
     }
     // Networks left on that host: pg-100 and dv-900 (pg-101 was removed, the PVLAN one rejected).
     assert_eq!(c.len(), 1 + 4 + 2 + on_host.len(), "host, 4 uplinks, 2 networks and its VMs' NICs: {c:?}");
-    assert!(c.contains(&Change::Remove(FactKey::Network { host: hosts[1].clone(), network: new_pg.clone() })));
+    assert!(
+        c.contains(&Change::Remove(FactKey::Network { host: hosts[1].clone().into(), network: new_pg.clone().into() }))
+    );
     h.task.abort();
 }

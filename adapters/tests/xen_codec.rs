@@ -80,15 +80,15 @@ fn golden_pool_maps_to_the_expected_facts() {
     assert!(rejected.is_empty(), "{rejected:?}");
     let host = "1c9a3b5d-aaaa-4bbb-8ccc-ddddeeeeffff".to_string();
     let Fact::Network(n) =
-        &facts[&FactKey::Network { host: host.clone(), network: "4d3c2b1a-0000-4000-8000-000000000120".into() }]
+        &facts[&FactKey::Network { host: host.clone().into(), network: "4d3c2b1a-0000-4000-8000-000000000120".into() }]
     else {
         panic!()
     };
     assert_eq!(
-        (n.name.as_str(), &n.vlan, &n.uplinks[..]),
-        ("VLAN 120 (prod)", &VlanSpec::Access(VlanId::new(120).unwrap()), &["eth0".to_string()][..])
+        (n.name.as_str(), &n.vlan, &n.uplinks.iter().map(|u| u.as_str()).collect::<Vec<_>>()[..]),
+        ("VLAN 120 (prod)", &VlanSpec::Access(VlanId::new(120).unwrap()), &["eth0"][..])
     );
-    let Fact::Uplink(u) = &facts[&FactKey::Uplink { host: host.clone(), nic: "eth0".into() }] else { panic!() };
+    let Fact::Uplink(u) = &facts[&FactKey::Uplink { host: host.clone().into(), nic: "eth0".into() }] else { panic!() };
     assert_eq!(u.port, Some(SwitchPort::new("tor1", "ethernet1/1/3").unwrap()));
     assert_eq!(u.source, Some(NeighbourSource::Lldp));
     // Two VIFs of the guest; the control domain and the template have none.

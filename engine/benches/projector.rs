@@ -235,18 +235,19 @@ fn switch_world(lldp: usize) -> (State, Envelope) {
     let mut changes = Vec::new();
     for h in 0..2000 {
         let host = format!("host-{h}");
-        changes.push(Change::Upsert(Fact::Host(HostFact { host: host.clone(), name: format!("xen-{h}") })));
+        changes
+            .push(Change::Upsert(Fact::Host(HostFact { host: host.clone().into(), name: format!("xen-{h}").into() })));
         for n in 0..2 {
             changes.push(Change::Upsert(Fact::Uplink(UplinkFact {
-                host: host.clone(),
-                nic: format!("eth{n}"),
-                mac: Some(mac(h, n)),
+                host: host.clone().into(),
+                nic: format!("eth{n}").into(),
+                mac: Some(mac(h, n).into()),
                 port: None,
                 source: None,
             })));
         }
         changes.push(Change::Upsert(Fact::Network(NetworkFact {
-            host: host.clone(),
+            host: host.clone().into(),
             network: "net".into(),
             name: "net".into(),
             vlan: VlanSpec::Access(VlanId::new(100).unwrap()),

@@ -23,8 +23,8 @@ pub struct VnicRef {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Reason {
     pub hypervisor: HypervisorId,
-    pub host: String,
-    pub network: String,
+    pub host: CompactString,
+    pub network: CompactString,
     pub vnic: Option<VnicRef>,
 }
 

@@ -22,6 +22,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use compact_str::CompactString;
 use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 
@@ -291,8 +292,8 @@ pub fn disagree(opinions: &[(NeighbourSource, SwitchPort)]) -> bool {
 /// One uplink whose sources disagree, as recorded in [`crate::Event::TiesDisagreed`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Disagreement {
-    pub host: String,
-    pub nic: String,
+    pub host: CompactString,
+    pub nic: CompactString,
     /// The port each source names, in precedence order (the first one is applied).
     pub opinions: Vec<(NeighbourSource, SwitchPort)>,
 }

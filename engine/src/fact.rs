@@ -1,6 +1,12 @@
 //! Facts: what a hypervisor tells us, each with a stable key so it can be added, changed or
 //! removed. Adapters map vendor data into these; the session diffs them into `Learnt` events;
 //! the projector folds them into desired VLAN state.
+//!
+//! Facts are the bulk of the log's events and of a snapshot, so their strings are
+//! [`CompactString`]s: the ids and names hypervisors use (`vm-42`, `4000`, a MAC, `host-12`,
+//! `vmnic0`, `dvportgroup-12`) fit inline in 24 bytes, and decoding a fact from the log or a
+//! snapshot, cloning it or dropping it allocates nothing for them; longer ones (a XenAPI uuid)
+//! live on the heap as a `String`'s would. The stored bytes are a string's either way.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,9 +20,9 @@ use crate::ids::{SwitchPort, VlanId, VlanRange};
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HostFact {
     /// Stable id inside its manager (vSphere moref `host-12`, XenAPI host uuid).
-    pub host: String,
+    pub host: CompactString,
     /// Human name (`esx-01.lab`).
-    pub name: String,
+    pub name: CompactString,
 }
 
 /// Where the tie between a host NIC and a switch port came from.
@@ -50,10 +56,10 @@ impl fmt::Display for NeighbourSource {
 /// A physical uplink NIC of a host and, when known, the switch port it is cabled to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct UplinkFact {
-    pub host: String,
+    pub host: CompactString,
     /// Device name on the host (`vmnic0`, `eth1`).
-    pub nic: String,
-    pub mac: Option<String>,
+    pub nic: CompactString,
+    pub mac: Option<CompactString>,
     /// The neighbour port, `None` while unknown.
     pub port: Option<SwitchPort>,
     pub source: Option<NeighbourSource>,
@@ -103,22 +109,16 @@ impl fmt::Display for VlanSpec {
 /// A network / port group as seen on one host, with the host uplinks it uses.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct NetworkFact {
-    pub host: String,
+    pub host: CompactString,
     /// Stable id (standard port group name, DVS port group key, XenAPI network uuid).
-    pub network: String,
-    pub name: String,
+    pub network: CompactString,
+    pub name: CompactString,
     pub vlan: VlanSpec,
     /// Uplink NIC device names on `host` that carry this network.
-    pub uplinks: Vec<String>,
+    pub uplinks: Vec<CompactString>,
 }
 
 /// A VM's virtual NIC.
-///
-/// vNICs are most of a hypervisor's facts and of the log's events, so their strings are
-/// [`CompactString`]s: the ids hypervisors use (`vm-42`, `4000`, a MAC, `dvportgroup-12`) fit
-/// inline in 24 bytes, and decoding a vNIC from the log, cloning it or dropping it allocates
-/// nothing for them; longer ones (a XenAPI uuid) live on the heap as a `String`'s would. The
-/// stored bytes are a string's either way.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct VnicFact {
     /// Stable VM id (moref `vm-42`, XenAPI VM uuid).
@@ -147,9 +147,9 @@ pub enum Fact {
 /// The stable identity of a fact within one hypervisor.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum FactKey {
-    Host { host: String },
-    Uplink { host: String, nic: String },
-    Network { host: String, network: String },
+    Host { host: CompactString },
+    Uplink { host: CompactString, nic: CompactString },
+    Network { host: CompactString, network: CompactString },
     Vnic { vm: CompactString, nic: CompactString },
 }
 

@@ -553,7 +553,7 @@ fn validate_delta(ctx: &Ctx<'_>, changes: Vec<Change>, invalid: &mut Vec<Invalid
     let hv = ctx.hypervisor;
     let good = dedup(hv, changes, Change::key, invalid);
     let network_after = |host: &str, network: &str| {
-        let key = FactKey::Network { host: host.to_owned(), network: network.to_owned() };
+        let key = FactKey::Network { host: host.into(), network: network.into() };
         match good.get(&key) {
             Some(Change::Upsert(_)) => true,
             Some(Change::Remove(_)) => false,

@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use crate::fact::{HostFact, UplinkFact};
@@ -81,7 +82,7 @@ pub fn normalize_mac(mac: &str) -> Option<String> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Resolved {
     /// (host id, NIC) → port, from entries by name or MAC (entries by id are the projector's).
-    pub links: BTreeMap<(String, String), SwitchPort>,
+    pub links: BTreeMap<(CompactString, CompactString), SwitchPort>,
     /// The entries that tie nothing, and why.
     pub refusals: Vec<Rejected>,
 }
@@ -97,20 +98,20 @@ pub fn resolve<'a>(
     let has_nic = |host: &str, nic: &str| uplinks.iter().any(|u| u.host == host && u.nic == nic);
     let mut out = Resolved::default();
     // (host, nic) → (port, entry) of every entry that matched, ids included (they win).
-    let mut tied: BTreeMap<(String, String), Vec<(&SwitchPort, &TopologyEntry)>> = BTreeMap::new();
+    let mut tied: BTreeMap<(CompactString, CompactString), Vec<(&SwitchPort, &TopologyEntry)>> = BTreeMap::new();
     for e in entries {
         let refuse = |why: String| Rejected { what: e.what(), why };
-        let candidates: Vec<(String, String)> = match (&e.host, &e.nic) {
+        let candidates: Vec<(CompactString, CompactString)> = match (&e.host, &e.nic) {
             (HostSelector::Mac(mac), _) => uplinks
                 .iter()
                 .filter(|u| u.mac.as_deref().and_then(normalize_mac).as_deref() == Some(mac.as_str()))
                 .map(|u| (u.host.clone(), u.nic.clone()))
                 .collect(),
             (HostSelector::Id(id), Some(nic)) => {
-                hosts.iter().filter(|h| &h.host == id).map(|h| (h.host.clone(), nic.clone())).collect()
+                hosts.iter().filter(|h| h.host == id).map(|h| (h.host.clone(), nic.as_str().into())).collect()
             }
             (HostSelector::Name(name), Some(nic)) => {
-                hosts.iter().filter(|h| &h.name == name).map(|h| (h.host.clone(), nic.clone())).collect()
+                hosts.iter().filter(|h| h.name == name).map(|h| (h.host.clone(), nic.as_str().into())).collect()
             }
             (_, None) => {
                 out.refusals.push(refuse("it names no NIC".into()));
@@ -192,8 +193,8 @@ mod tests {
         )
     }
 
-    fn key(h: &str, n: &str) -> (String, String) {
-        (h.to_string(), n.to_string())
+    fn key(h: &str, n: &str) -> (CompactString, CompactString) {
+        (h.into(), n.into())
     }
 
     #[test]

@@ -34,7 +34,7 @@ fn host(uplink_port: Option<&str>) -> Vec<Fact> {
         Fact::Uplink(UplinkFact {
             host: "h1".into(),
             nic: "eth0".into(),
-            mac: Some(MAC.to_ascii_uppercase()),
+            mac: Some(MAC.to_ascii_uppercase().into()),
             port: uplink_port.map(|p| p.parse().unwrap()),
             source: uplink_port.map(|_| NeighbourSource::Cdp),
         }),

@@ -49,7 +49,7 @@ async fn an_inventory_with_every_property_missing_is_a_lost_connection() -> anyh
     let engine = Engine::start(log.clone(), config(), clock_at(T0)).await?;
     let id = hv("xen217");
     engine.observe(id.clone(), XEN, inventory(many_vms(3))).await?;
-    let blank = vec![Fact::Host(HostFact { host: "h1".into(), name: String::new() })];
+    let blank = vec![Fact::Host(HostFact { host: "h1".into(), name: String::new().into() })];
     let out = engine.observe(id.clone(), XEN, inventory(blank)).await?;
     assert!(matches!(&out.invalid[..], [Invalid::HollowInventory { what: "with every property missing", .. }]));
     assert!(matches!(

@@ -54,17 +54,18 @@ fn vlan_spec() -> impl Strategy<Value = VlanSpec> {
 
 fn fact() -> impl Strategy<Value = Fact> {
     prop_oneof![
-        (pick(HOSTS), pick(&["a", "b"])).prop_map(|(host, name)| Fact::Host(HostFact { host, name })),
+        (pick(HOSTS), pick(&["a", "b"]))
+            .prop_map(|(host, name)| Fact::Host(HostFact { host: host.into(), name: name.into() })),
         (pick(HOSTS), pick(NICS), pick(MACS), proptest::option::of(port())).prop_map(|(host, nic, mac, port)| {
-            Fact::Uplink(UplinkFact { host, nic, mac: Some(mac), port, source: None })
+            Fact::Uplink(UplinkFact { host: host.into(), nic: nic.into(), mac: Some(mac.into()), port, source: None })
         }),
         (pick(HOSTS), pick(NETS), vlan_spec(), proptest::sample::subsequence(NICS, 0..=2)).prop_map(
             |(host, network, vlan, uplinks)| Fact::Network(NetworkFact {
-                host,
-                name: network.clone(),
-                network,
+                host: host.into(),
+                name: network.clone().into(),
+                network: network.into(),
                 vlan,
-                uplinks: uplinks.into_iter().map(str::to_string).collect(),
+                uplinks: uplinks.into_iter().map(Into::into).collect(),
             })
         ),
         (pick(VMS), pick(&["0", "1"]), pick(HOSTS), pick(NETS), any::<bool>(), any::<bool>()).prop_map(

@@ -259,7 +259,7 @@ pub fn explain(folded: &Folded, port: &SwitchPort, vlan: VlanId) -> Why {
                     Some(Learnt { fact: key.to_string(), seq, at })
                 })
                 .collect();
-            let uplinks: Vec<String> = facts
+            let uplinks = facts
                 .and_then(|f| f.network(&reason.host, &reason.network))
                 .map(|n| n.uplinks.clone())
                 .unwrap_or_default();
@@ -267,7 +267,7 @@ pub fn explain(folded: &Folded, port: &SwitchPort, vlan: VlanId) -> Why {
                 .ties_of(&reason.hypervisor)
                 .into_iter()
                 .filter(|t| t.host == reason.host && uplinks.contains(&t.nic) && t.port.as_ref() == Some(port))
-                .map(|t| Tie { nic: t.nic, source: t.source, opinions: t.opinions, disagree: t.disagree })
+                .map(|t| Tie { nic: t.nic.to_string(), source: t.source, opinions: t.opinions, disagree: t.disagree })
                 .collect();
             let by_switch = ties.iter().any(|t| {
                 matches!(t.source, Some(engine::NeighbourSource::MacTable | engine::NeighbourSource::SwitchLldp))

@@ -23,6 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use compact_str::CompactString;
 use engine::{
     Change, Fact, FactKey, HostFact, NeighbourSource, NetworkFact, Rejected, SwitchPort, UplinkFact, VlanId, VlanRange,
     VlanSpec, VnicFact,
@@ -428,7 +429,7 @@ impl Inventory {
             Some(Value::Str(n)) => n.clone(),
             _ => host.to_string(),
         };
-        insert(out, Fact::Host(HostFact { host: host.to_string(), name }));
+        insert(out, Fact::Host(HostFact { host: host.into(), name: name.into() }));
         let pnics = match p.get("config.network.pnic") {
             Some(Value::Pnics(v)) => v.as_slice(),
             _ => &[],
@@ -442,15 +443,15 @@ impl Inventory {
             insert(
                 out,
                 Fact::Uplink(UplinkFact {
-                    host: host.to_string(),
-                    nic: nic.device.clone(),
-                    mac: nic.mac.clone(),
+                    host: host.into(),
+                    nic: nic.device.as_str().into(),
+                    mac: nic.mac.as_deref().map(CompactString::from),
                     port,
                     source,
                 }),
             );
         }
-        let device_of = |key: &str| pnics.iter().find(|n| n.key == key).map(|n| n.device.clone());
+        let device_of = |key: &str| pnics.iter().find(|n| n.key == key).map(|n| CompactString::from(n.device.as_str()));
         let vswitches = match p.get("config.network.vswitch") {
             Some(Value::Vswitches(v)) => v.as_slice(),
             _ => &[],
@@ -481,9 +482,9 @@ impl Inventory {
                 insert(
                     out,
                     Fact::Network(NetworkFact {
-                        host: host.to_string(),
-                        network: pg.name.clone(),
-                        name: pg.name.clone(),
+                        host: host.into(),
+                        network: pg.name.as_str().into(),
+                        name: pg.name.as_str().into(),
                         vlan,
                         uplinks,
                     }),
@@ -631,11 +632,11 @@ fn dvpg_facts(m: &MoRef, p: &BTreeMap<String, Value>, switches: &BTreeMap<&MoRef
         insert(
             out,
             Fact::Network(NetworkFact {
-                host: host.clone(),
-                network: key.clone(),
-                name: name.clone(),
+                host: host.as_str().into(),
+                network: key.as_str().into(),
+                name: name.as_str().into(),
                 vlan: vlan.clone(),
-                uplinks: uplinks.clone(),
+                uplinks: uplinks.iter().map(|u| CompactString::from(u.as_str())).collect(),
             }),
         );
     }
@@ -905,7 +906,7 @@ mod tests {
         ])
     }
 
-    fn dv_networks(inv: &Inventory) -> Vec<(String, String, Vec<String>)> {
+    fn dv_networks(inv: &Inventory) -> Vec<(CompactString, CompactString, Vec<CompactString>)> {
         inv.facts()
             .facts
             .values()

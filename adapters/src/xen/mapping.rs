@@ -375,7 +375,7 @@ impl Mirror {
         match part {
             Part::Hosts => {
                 for h in self.hosts.values() {
-                    put(Fact::Host(HostFact { host: h.uuid.clone(), name: h.name_label.clone() }));
+                    put(Fact::Host(HostFact { host: h.uuid.as_str().into(), name: h.name_label.as_str().into() }));
                 }
             }
             Part::Links => self.links(&mut put, rejected),
@@ -397,9 +397,9 @@ impl Mirror {
                     SwitchPort::new(sw.clone(), port.clone()).ok()
                 });
                 put(Fact::Uplink(UplinkFact {
-                    host: host.to_string(),
-                    nic: pif.device.clone(),
-                    mac: (!pif.mac.is_empty()).then(|| pif.mac.clone()),
+                    host: host.into(),
+                    nic: pif.device.as_str().into(),
+                    mac: (!pif.mac.is_empty()).then(|| pif.mac.as_str().into()),
                     source: port.as_ref().map(|_| NeighbourSource::Lldp),
                     port,
                 }));
@@ -435,11 +435,11 @@ impl Mirror {
                 (VlanSpec::Untagged, pif.device.clone())
             };
             put(Fact::Network(NetworkFact {
-                host: host.to_string(),
-                network: net.uuid.clone(),
-                name: net.name_label.clone(),
+                host: host.into(),
+                network: net.uuid.as_str().into(),
+                name: net.name_label.as_str().into(),
                 vlan,
-                uplinks: vec![uplink],
+                uplinks: vec![uplink.into()],
             }));
         }
     }

@@ -36,21 +36,22 @@ pub fn world() -> Gen {
         g.push(&id, Event::Connected { kind: Kind::VMware, endpoint: format!("https://hv{h}") });
         for host_i in 0..HOSTS_PER_HV {
             let host = format!("host-{h}-{host_i}");
-            let mut facts = vec![Fact::Host(HostFact { host: host.clone(), name: format!("{host}.lab") })];
+            let mut facts =
+                vec![Fact::Host(HostFact { host: host.clone().into(), name: format!("{host}.lab").into() })];
             for nic in 0..2 {
                 facts.push(Fact::Uplink(UplinkFact {
-                    host: host.clone(),
-                    nic: format!("vmnic{nic}"),
-                    mac: Some(format!("02:00:00:{h:02x}:{host_i:02x}:{nic:02x}")),
+                    host: host.clone().into(),
+                    nic: format!("vmnic{nic}").into(),
+                    mac: Some(format!("02:00:00:{h:02x}:{host_i:02x}:{nic:02x}").into()),
                     port: Some(SwitchPort::new(format!("tor{nic}"), format!("ethernet1/{h}/{host_i}")).unwrap()),
                     source: Some(NeighbourSource::Lldp),
                 }));
             }
             for n in 0..NETS_PER_HOST {
                 facts.push(Fact::Network(NetworkFact {
-                    host: host.clone(),
-                    network: format!("pg-{n}"),
-                    name: format!("pg-{n}"),
+                    host: host.clone().into(),
+                    network: format!("pg-{n}").into(),
+                    name: format!("pg-{n}").into(),
                     vlan: VlanSpec::Access(VlanId::new(100 + n as u16).unwrap()),
                     uplinks: vec!["vmnic0".into(), "vmnic1".into()],
                 }));

@@ -17,6 +17,7 @@
 //! Every fact carries its provenance: the [`Stamp`] of the event that set its current value (an
 //! upsert that changes nothing does not move it), so `why` at any point reads it from the state.
 
+use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 
 use compact_str::CompactString;
@@ -191,16 +192,8 @@ fn count(nets: &mut HashMap<Pair, Standing>, k: Pair, delta: i8) {
     }
 }
 
-/// Overwrites `dst` with `src`, reusing `dst`'s buffers.
-fn set(dst: &mut String, src: &str) {
-    if dst != src {
-        dst.clear();
-        dst.push_str(src);
-    }
-}
-
-/// Overwrites `dst` with `src`.
-fn set_compact(dst: &mut CompactString, src: &str) {
+/// Overwrites `dst` with `src`, reusing `dst`'s buffer.
+fn set(dst: &mut CompactString, src: &str) {
     if dst != src {
         dst.clear();
         dst.push_str(src);
@@ -480,75 +473,92 @@ impl Facts {
         self.networks.keys().copied()
     }
 
-    /// Adds or replaces a fact (in place when it exists), set by the event `stamp`.
-    pub(crate) fn upsert(&mut self, fact: &Fact, ports: &mut Interner<SwitchPort>, stamp: Stamp) {
+    /// Adds or replaces a fact (in place when it exists), set by the event `stamp`. An owned
+    /// fact (decoding a snapshot) is moved in; a borrowed one (an event's) is cloned when new.
+    pub(crate) fn upsert(&mut self, fact: Cow<'_, Fact>, ports: &mut Interner<SwitchPort>, stamp: Stamp) {
         let added = match fact {
-            Fact::Host(h) => {
-                let k = self.names.intern(h.host.as_str());
-                match self.hosts.get_mut(&k) {
-                    Some((slot, set_by)) => {
-                        set(&mut slot.name, &h.name);
-                        *set_by = stamp;
-                        false
-                    }
-                    None => {
-                        self.hosts.insert(k, (h.clone(), stamp));
-                        true
-                    }
-                }
-            }
-            Fact::Uplink(u) => {
-                let k = (self.names.intern(u.host.as_str()), self.names.intern(u.nic.as_str()));
-                let port = u.port.as_ref().map(|p| ports.intern(p));
-                let tied = self.links.get(&k).copied().or(port);
-                match self.uplinks.get_mut(&k) {
-                    Some(slot) => {
-                        slot.fact.mac.clone_from(&u.mac);
-                        slot.fact.port.clone_from(&u.port);
-                        slot.fact.source = u.source;
-                        slot.port = port;
-                        slot.tied = tied;
-                        slot.set = stamp;
-                        self.refresh_reach_via(k);
-                        false
-                    }
-                    None => {
-                        self.uplinks.insert(k, Uplink { fact: u.clone(), port, tied, set: stamp });
-                        self.refresh_reach_via(k);
-                        true
-                    }
-                }
-            }
-            Fact::Network(n) => {
-                let k = (self.names.intern(n.host.as_str()), self.names.intern(n.network.as_str()));
-                let uplinks: Vec<u32> = n.uplinks.iter().map(|u| self.names.intern(u.as_str())).collect();
-                match self.networks.get_mut(&k) {
-                    Some(slot) => {
-                        set(&mut slot.fact.name, &n.name);
-                        slot.fact.vlan.clone_from(&n.vlan);
-                        slot.fact.uplinks.clone_from(&n.uplinks);
-                        slot.uplinks = uplinks;
-                        slot.set = stamp;
-                        self.refresh_reach(k);
-                        false
-                    }
-                    None => {
-                        self.networks.insert(k, Network { fact: n.clone(), uplinks, reaches: false, set: stamp });
-                        self.nets.entry(k).or_default().exists = true;
-                        self.networks_by_host.entry(k.0).or_default().insert(k.1);
-                        self.refresh_reach(k);
-                        true
-                    }
-                }
-            }
-            Fact::Vnic(v) => {
+            Cow::Borrowed(Fact::Host(h)) => self.upsert_host(Cow::Borrowed(h), stamp),
+            Cow::Owned(Fact::Host(h)) => self.upsert_host(Cow::Owned(h), stamp),
+            Cow::Borrowed(Fact::Uplink(u)) => self.upsert_uplink(Cow::Borrowed(u), ports, stamp),
+            Cow::Owned(Fact::Uplink(u)) => self.upsert_uplink(Cow::Owned(u), ports, stamp),
+            Cow::Borrowed(Fact::Network(n)) => self.upsert_network(Cow::Borrowed(n), stamp),
+            Cow::Owned(Fact::Network(n)) => self.upsert_network(Cow::Owned(n), stamp),
+            Cow::Borrowed(Fact::Vnic(v)) => {
                 self.upsert_vnic(v, stamp);
+                false
+            }
+            Cow::Owned(Fact::Vnic(v)) => {
+                self.upsert_vnic(&v, stamp);
                 false
             }
         };
         if added {
             self.len += 1;
         }
+    }
+
+    /// [`Facts::upsert`] of a host; whether it is new.
+    fn upsert_host(&mut self, h: Cow<'_, HostFact>, stamp: Stamp) -> bool {
+        let k = self.names.intern(h.host.as_str());
+        match self.hosts.get_mut(&k) {
+            Some((slot, set_by)) => {
+                set(&mut slot.name, &h.name);
+                *set_by = stamp;
+                false
+            }
+            None => {
+                self.hosts.insert(k, (h.into_owned(), stamp));
+                true
+            }
+        }
+    }
+
+    /// [`Facts::upsert`] of an uplink; whether it is new.
+    fn upsert_uplink(&mut self, u: Cow<'_, UplinkFact>, ports: &mut Interner<SwitchPort>, stamp: Stamp) -> bool {
+        let k = (self.names.intern(u.host.as_str()), self.names.intern(u.nic.as_str()));
+        let port = u.port.as_ref().map(|p| ports.intern(p));
+        let tied = self.links.get(&k).copied().or(port);
+        let added = match self.uplinks.get_mut(&k) {
+            Some(slot) => {
+                slot.fact.mac.clone_from(&u.mac);
+                slot.fact.port.clone_from(&u.port);
+                slot.fact.source = u.source;
+                slot.port = port;
+                slot.tied = tied;
+                slot.set = stamp;
+                false
+            }
+            None => {
+                self.uplinks.insert(k, Uplink { fact: u.into_owned(), port, tied, set: stamp });
+                true
+            }
+        };
+        self.refresh_reach_via(k);
+        added
+    }
+
+    /// [`Facts::upsert`] of a network; whether it is new.
+    fn upsert_network(&mut self, n: Cow<'_, NetworkFact>, stamp: Stamp) -> bool {
+        let k = (self.names.intern(n.host.as_str()), self.names.intern(n.network.as_str()));
+        let uplinks: Vec<u32> = n.uplinks.iter().map(|u| self.names.intern(u.as_str())).collect();
+        let added = match self.networks.get_mut(&k) {
+            Some(slot) => {
+                set(&mut slot.fact.name, &n.name);
+                slot.fact.vlan.clone_from(&n.vlan);
+                slot.fact.uplinks.clone_from(&n.uplinks);
+                slot.uplinks = uplinks;
+                slot.set = stamp;
+                false
+            }
+            None => {
+                self.networks.insert(k, Network { fact: n.into_owned(), uplinks, reaches: false, set: stamp });
+                self.nets.entry(k).or_default().exists = true;
+                self.networks_by_host.entry(k.0).or_default().insert(k.1);
+                true
+            }
+        };
+        self.refresh_reach(k);
+        added
     }
 
     /// Room for `n` more vNICs (decoding a snapshot knows how many).
@@ -605,8 +615,8 @@ impl Facts {
             Some((k, slot)) => {
                 let was = (slot.host, slot.network);
                 let counted = counting(slot.powered_on, slot.connected, self.count_powered_off);
-                set_compact(&mut slot.vm_name, &v.vm_name);
-                set_compact(&mut slot.mac, &v.mac);
+                set(&mut slot.vm_name, &v.vm_name);
+                set(&mut slot.mac, &v.mac);
                 slot.connected = v.connected;
                 slot.powered_on = v.powered_on;
                 slot.set = stamp;
@@ -727,8 +737,8 @@ impl Facts {
         let was = (slot.host, slot.network);
         let counted = counting(slot.powered_on, slot.connected, self.count_powered_off);
         if !same_rest {
-            set_compact(&mut slot.vm_name, &v.vm_name);
-            set_compact(&mut slot.mac, &v.mac);
+            set(&mut slot.vm_name, &v.vm_name);
+            set(&mut slot.mac, &v.mac);
             slot.connected = v.connected;
             slot.powered_on = v.powered_on;
         }

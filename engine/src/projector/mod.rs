@@ -31,9 +31,11 @@ mod facts;
 mod intern;
 mod snapshot;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use compact_str::CompactString;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
 
@@ -255,9 +257,9 @@ pub struct State {
 /// How one uplink is tied, and what every source says about it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UplinkTie {
-    pub host: String,
-    pub nic: String,
-    pub mac: Option<String>,
+    pub host: CompactString,
+    pub nic: CompactString,
+    pub mac: Option<CompactString>,
     /// The port it leads to and the source that decided (`None`: no source ties it).
     pub port: Option<SwitchPort>,
     pub source: Option<NeighbourSource>,
@@ -476,7 +478,7 @@ impl State {
             .facts
             .uplinks()
             .map(|u| {
-                let link = links.and_then(|l| l.get(&u.host)).and_then(|l| l.get(&u.nic));
+                let link = links.and_then(|l| l.get(u.host.as_str())).and_then(|l| l.get(u.nic.as_str()));
                 let name = hv.facts.host(&u.host).map_or("", |h| h.name.as_str());
                 let tie = discovery::resolve(&self.seen, link, Some(u), name);
                 let opinions = discovery::opinions(&self.seen, link, u, name);
@@ -535,7 +537,7 @@ impl State {
                     _ => continue,
                 };
                 for nic in &network.uplinks {
-                    let link = links.and_then(|l| l.get(&network.host)).and_then(|l| l.get(nic));
+                    let link = links.and_then(|l| l.get(network.host.as_str())).and_then(|l| l.get(nic.as_str()));
                     let name = hv.facts.host(&network.host).map_or("", |h| h.name.as_str());
                     let uplink = hv.facts.uplink(&network.host, nic);
                     let Some((port, _)) = discovery::resolve(&self.seen, link, uplink, name) else { continue };
@@ -566,8 +568,8 @@ impl State {
         if self.rules.count_vmless_networks {
             out.insert(Reason {
                 hypervisor: id.clone(),
-                host: facts.name(n.host).to_string(),
-                network: facts.name(n.network).to_string(),
+                host: facts.name(n.host).into(),
+                network: facts.name(n.network).into(),
                 vnic: None,
             });
         }
@@ -577,8 +579,8 @@ impl State {
             if facts.stored_counts(v) {
                 out.insert(Reason {
                     hypervisor: id.clone(),
-                    host: facts.name(v.host).to_string(),
-                    network: facts.name(v.network).to_string(),
+                    host: facts.name(v.host).into(),
+                    network: facts.name(v.network).into(),
                     vnic: Some(VnicRef { vm: k.vm.clone(), vm_name: v.vm_name.clone(), nic: k.nic.clone() }),
                 });
             }
@@ -709,7 +711,7 @@ impl State {
                 }
             }
             match change {
-                Change::Upsert(f) => facts.upsert(f, &mut self.ports, stamp),
+                Change::Upsert(f) => facts.upsert(Cow::Borrowed(f), &mut self.ports, stamp),
                 Change::Remove(k) => facts.remove(k),
             }
             if let (Change::Upsert(Fact::Uplink(u)), false) = (change, self.seen.is_empty()) {

@@ -17,6 +17,8 @@
 //! validated as UTF-8 once rather than string by string, each vNIC giving its strings' lengths;
 //! each (host, network) they attach to is stored (and interned) once, vNICs naming it by index.
 
+use std::borrow::Cow;
+
 use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 
@@ -301,7 +303,7 @@ impl State {
             let ports = &mut state.ports;
             let facts = &mut state.hypervisors[ix as usize].facts;
             for (fact, stamp) in h.facts {
-                facts.upsert(&fact, ports, stamp);
+                facts.upsert(Cow::Owned(fact), ports, stamp);
             }
             read_vnics(&id, h.vnics, facts)?;
         }

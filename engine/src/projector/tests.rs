@@ -242,14 +242,14 @@ fn a_new_desired_value_shares_every_untouched_port_with_the_held_one() {
         let host = format!("h{h}");
         let p = format!("Ethernet1/{h}");
         facts.push(Fact::Uplink(UplinkFact {
-            host: host.clone(),
+            host: host.clone().into(),
             nic: "nic0".into(),
             mac: None,
             port: Some(port(&p)),
             source: None,
         }));
         facts.push(Fact::Network(NetworkFact {
-            host: host.clone(),
+            host: host.clone().into(),
             network: "pg".into(),
             name: "pg".into(),
             vlan: VlanSpec::Access(v(10)),

@@ -134,7 +134,7 @@ pub fn hv(name: &str) -> HypervisorId {
 /// powered-on, connected VM.
 pub fn host_facts(host: &str, switch_port: &str, nets: &[(&str, u16)]) -> Vec<Fact> {
     let mut f = vec![
-        Fact::Host(HostFact { host: host.into(), name: format!("{host}.lab") }),
+        Fact::Host(HostFact { host: host.into(), name: format!("{host}.lab").into() }),
         Fact::Uplink(UplinkFact {
             host: host.into(),
             nic: "nic0".into(),
