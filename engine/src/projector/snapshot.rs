@@ -10,14 +10,16 @@
 //! A snapshot of an older format (1: no held removals, 2: no provenance) is refused with
 //! [`SnapshotError::Format`]: snapshots are derived data, so the reader folds the log instead.
 //!
-//! Decoding borrows: the bulk of a snapshot is vNICs and desired (port, VLAN) entries, and
-//! their strings are read as slices of the snapshot's bytes ([`StoredIn`], the same bytes as
-//! [`Stored`]) and interned straight into the facts, never allocated one by one. A hypervisor's
+//! Decoding borrows: the bulk of a snapshot is vNICs, and their strings are read as slices of
+//! the snapshot's bytes ([`StoredIn`], the same bytes as [`Stored`]) and interned straight into
+//! the facts, never allocated one by one. Desired entries' provenance is stored per port, each
+//! port named once before its VLANs, not once per (port, VLAN). A hypervisor's
 //! vNICs are stored apart from its other facts ([`StoredVnics`]): their strings in one text,
 //! validated as UTF-8 once rather than string by string, each vNIC giving its strings' lengths;
 //! each (host, network) they attach to is stored (and interned) once, vNICs naming it by index.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
@@ -31,8 +33,9 @@ use crate::ids::{HypervisorId, Kind, SwitchPort, VlanId};
 /// Version of the stored form; bump it when the form changes (older ones are refused, and the
 /// log folded instead). 2: hypervisors carry the held mass removal. 3: provenance (the event
 /// that set each fact; since when each desired VLAN is desired) and what each switch saw
-/// (`SwitchSaw`). 4: a hypervisor's vNICs in [`StoredVnics`].
-pub const FORMAT: u16 = 4;
+/// (`SwitchSaw`). 4: a hypervisor's vNICs in [`StoredVnics`]. 5: since when each desired VLAN is
+/// desired, grouped by port.
+pub const FORMAT: u16 = 5;
 
 #[derive(Serialize, Deserialize)]
 struct Stored {
@@ -41,8 +44,8 @@ struct Stored {
     /// The time of the event at `seq`.
     at: crate::event::UnixMs,
     hypervisors: Vec<StoredHypervisor>,
-    /// Desired (port, VLAN) → since when, in (port, VLAN) order.
-    since: Vec<(SwitchPort, VlanId, Stamp)>,
+    /// Each port with desired VLANs, in order, with each VLAN (in order) and since when.
+    since: Vec<(SwitchPort, Vec<(VlanId, Stamp)>)>,
     /// What each switch saw last, by switch name, with the `SwitchSaw` event it comes from.
     switches: Vec<(String, SwitchView, Stamp)>,
 }
@@ -118,8 +121,7 @@ struct StoredIn<'a> {
     at: crate::event::UnixMs,
     #[serde(borrow)]
     hypervisors: Vec<HypervisorIn<'a>>,
-    #[serde(borrow)]
-    since: Vec<(PortIn<'a>, VlanId, Stamp)>,
+    since: Vec<(SwitchPort, Vec<(VlanId, Stamp)>)>,
     switches: Vec<(String, SwitchView, Stamp)>,
 }
 
@@ -146,13 +148,6 @@ pub(crate) struct VnicIn<'a> {
     pub(crate) at: super::facts::Pair,
     pub(crate) connected: bool,
     pub(crate) powered_on: bool,
-}
-
-/// A stored [`SwitchPort`], borrowed.
-#[derive(Deserialize)]
-struct PortIn<'a> {
-    switch: &'a str,
-    port: &'a str,
 }
 
 /// A snapshot that cannot be read; says why.
@@ -253,10 +248,17 @@ impl State {
                 })
                 .collect(),
             since: {
-                let mut v: Vec<_> =
-                    self.since.iter().map(|(&(p, vlan), &s)| (self.ports.value(p).clone(), vlan, s)).collect();
-                v.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-                v
+                let mut by_port: BTreeMap<&SwitchPort, Vec<(VlanId, Stamp)>> = BTreeMap::new();
+                for (&(p, vlan), &s) in &self.since {
+                    by_port.entry(self.ports.value(p)).or_default().push((vlan, s));
+                }
+                by_port
+                    .into_iter()
+                    .map(|(port, mut vlans)| {
+                        vlans.sort_unstable_by_key(|&(vlan, _)| vlan);
+                        (port.clone(), vlans)
+                    })
+                    .collect()
             },
             switches: self
                 .switches
@@ -308,15 +310,20 @@ impl State {
             read_vnics(&id, h.vnics, facts)?;
         }
         state.rebuild_index();
-        let snapshot_stamp = state.last_stamp();
-        let stored_since: HashMap<(&str, &str, VlanId), Stamp> =
-            stored.since.into_iter().map(|(p, vlan, s)| ((p.switch, p.port, vlan), s)).collect();
+        // Only what the policy in force desires keeps its date; what it newly desires dates from
+        // the snapshot.
         state.since.reserve(state.vlans.len());
-        for &(p, vlan) in state.vlans.keys() {
-            let port = state.ports.value(p);
-            let since =
-                stored_since.get(&(port.switch.as_str(), port.port.as_str(), vlan)).copied().unwrap_or(snapshot_stamp);
-            state.since.insert((p, vlan), since);
+        for (port, vlans) in stored.since {
+            let Some(p) = state.ports.get(&port) else { continue };
+            for (vlan, since) in vlans {
+                if state.vlans.contains_key(&(p, vlan)) {
+                    state.since.insert((p, vlan), since);
+                }
+            }
+        }
+        let snapshot_stamp = state.last_stamp();
+        for &k in state.vlans.keys() {
+            state.since.entry(k).or_insert(snapshot_stamp);
         }
         Ok(state)
     }

@@ -185,6 +185,32 @@ fn snapshot_round_trips_to_the_same_bytes_and_desired_state() {
     assert!(State::decode(&bytes[..bytes.len() - 1], &Policy::default()).is_err());
 }
 
+/// A snapshot keeps since when each VLAN is desired; decoded under another policy, what that
+/// policy still desires keeps its date, what it newly desires dates from the snapshot, and what
+/// it no longer desires is gone.
+#[test]
+fn a_snapshot_keeps_since_when_each_vlan_is_desired_under_the_policy_in_force() {
+    let vmless = Policy { count_vmless_networks: true, ..Policy::default() };
+    let mut s = State::new(&Policy::default());
+    s.apply(&learnt(1, vec![uplink("nic0", Some("p1")), uplink("nic1", Some("p2"))]));
+    s.apply(&learnt(2, vec![network("pg", VlanSpec::Access(v(10))), network("empty", VlanSpec::Access(v(20)))]));
+    s.apply(&learnt(3, vec![vnic("vm", "pg", true, true)]));
+    s.apply(&learnt(4, vec![uplink("nic9", None)]));
+    let at = |seq: u64| Some(Stamp { seq, at: seq * 1000 });
+    assert_eq!((s.desired_since(&port("p1"), v(10)), s.desired_since(&port("p1"), v(20))), (at(3), None));
+
+    let back = State::decode(&s.encode(), &vmless).unwrap();
+    assert_eq!(back.desired_since(&port("p1"), v(10)), at(3), "still desired: its date");
+    assert_eq!(back.desired_since(&port("p1"), v(20)), at(4), "newly desired: the snapshot's");
+
+    let mut s = State::new(&vmless);
+    s.apply(&learnt(1, vec![uplink("nic0", Some("p1"))]));
+    s.apply(&learnt(2, vec![network("pg", VlanSpec::Access(v(10))), network("empty", VlanSpec::Access(v(20)))]));
+    let back = State::decode(&s.encode(), &Policy::default()).unwrap();
+    assert_eq!(vlans_on(&back, "p1"), Vec::<u16>::new());
+    assert!(back.since.is_empty(), "no longer desired: no date kept for it");
+}
+
 /// A published (held) value never changes; reads after changes — in place, or on a clone that
 /// shares the unchanged ports with held values — always equal a naive recompute.
 #[test]
