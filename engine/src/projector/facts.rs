@@ -572,18 +572,13 @@ impl Facts {
         self.vnics_on.entry(at).or_default().vnics.reserve(n);
     }
 
-    /// Upserts a vNIC decoded from a snapshot, its strings borrowed from the snapshot's bytes.
-    pub(crate) fn upsert_vnic_in(&mut self, v: &VnicIn<'_>, stamp: Stamp) {
+    /// Adds a vNIC decoded from a snapshot, its strings borrowed from the snapshot's bytes;
+    /// `false`, and nothing changed, when it is there already (a snapshot stores each once).
+    pub(crate) fn insert_vnic_in(&mut self, v: &VnicIn<'_>, stamp: Stamp) -> bool {
         let k = VKey::new(v.vm, v.nic);
+        let hashbrown::hash_map::Entry::Vacant(slot) = self.vnics.entry(k.clone()) else { return false };
         let at = v.at;
-        let counts = counting(v.powered_on, v.connected, self.count_powered_off);
-        if let Some(old) = self.vnics.remove(&k) {
-            // Stored twice (not written so): the last wins.
-            let counted = self.stored_counts(&old);
-            self.unindex((old.host, old.network), &k, counted);
-            self.len -= 1;
-        }
-        let vnic = Vnic {
+        slot.insert(Vnic {
             host: at.0,
             network: at.1,
             vm_name: CompactString::from(v.vm_name),
@@ -591,10 +586,10 @@ impl Facts {
             connected: v.connected,
             powered_on: v.powered_on,
             set: stamp,
-        };
-        self.index(at, &k, counts);
-        self.vnics.insert(k, vnic);
+        });
+        self.index(at, k, counting(v.powered_on, v.connected, self.count_powered_off));
         self.len += 1;
+        true
     }
 
     fn upsert_vnic(&mut self, v: &VnicFact, stamp: Stamp) {
@@ -624,7 +619,7 @@ impl Facts {
                     (slot.host, slot.network) = at;
                     let k = k.clone();
                     self.unindex(was, &k, counted);
-                    self.index(at, &k, counts);
+                    self.index(at, k, counts);
                 } else if counted != counts {
                     count(&mut self.nets, at, if counts { 1 } else { -1 });
                 }
@@ -640,8 +635,8 @@ impl Facts {
                     set: stamp,
                 };
                 let k = VKey::new(&v.vm, &v.nic);
-                self.index(at, &k, counts);
-                self.vnics.insert(k, vnic);
+                self.vnics.insert(k.clone(), vnic);
+                self.index(at, k, counts);
                 self.len += 1;
             }
         }
@@ -751,7 +746,7 @@ impl Facts {
         if was != at {
             let k = k.clone();
             self.unindex(was, &k, counted);
-            self.index(at, &k, counts);
+            self.index(at, k, counts);
         } else if counted != counts {
             count(&mut self.nets, at, if counts { 1 } else { -1 });
         }
@@ -764,8 +759,8 @@ impl Facts {
         standing(&self.nets, k)
     }
 
-    fn index(&mut self, at: Pair, k: &VKey, counts: bool) {
-        self.vnics_on.entry(at).or_default().vnics.insert(k.clone());
+    fn index(&mut self, at: Pair, k: VKey, counts: bool) {
+        self.vnics_on.entry(at).or_default().vnics.insert(k);
         if counts {
             count(&mut self.nets, at, 1);
         }

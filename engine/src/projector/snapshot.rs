@@ -211,7 +211,9 @@ fn read_vnics(id: &HypervisorId, stored: StoredVnics<&str>, facts: &mut Facts) -
             connected: v.connected,
             powered_on: v.powered_on,
         };
-        facts.upsert_vnic_in(&vnic, v.set);
+        if !facts.insert_vnic_in(&vnic, v.set) {
+            return Err(bad(format!("vNIC {}/{} is stored twice", vnic.vm, vnic.nic)));
+        }
     }
     if at != text.len() {
         return Err(bad(format!("{} bytes of its text belong to no vNIC", text.len() - at)));
@@ -387,10 +389,19 @@ mod tests {
     #[test]
     fn vnics_that_do_not_fit_their_text_are_refused_naming_the_hypervisor() {
         type Bend = Box<dyn FnOnce(&mut StoredVnics<String>)>;
-        let cases: [(&str, Bend); 4] = [
+        let cases: [(&str, Bend); 5] = [
             ("past the end", Box::new(|v| v.vnics[2].lens[3] += 1)),
             ("text left over", Box::new(|v| v.text.push('x'))),
             ("a place that is not there", Box::new(|v| v.vnics[1].place = 7)),
+            (
+                "a vNIC stored twice",
+                Box::new(|v| {
+                    let first = &v.vnics[0];
+                    let (lens, set) = (first.lens, first.set);
+                    v.text.push_str("vm-1vm-1-name400000:50:56:00:00:01");
+                    v.vnics.push(StoredVnic { place: 0, lens, connected: true, powered_on: true, set });
+                }),
+            ),
             // "é" is two bytes: a length of one ends inside it.
             (
                 "a split character",
