@@ -3,8 +3,9 @@
 //! always), so history queries ([`crate::Log::snapshot_at_or_before`]) stay spread over the whole
 //! log in bounded space. 1/256: with the engine's snapshot every 10,000 events, no two retained
 //! snapshots of a 10M-event log are more than about 60k events apart, so `why --at` any seq
-//! folds at most that after decoding one snapshot (under 100 ms at 50,000 VMs,
-//! `replay/benches/why_at.rs`), for about 230 snapshots on disk (about 1.1 GB at 50,000 VMs).
+//! folds at most that after decoding one snapshot (`replay/benches/why_at.rs`: 84–110 ms for
+//! the worst seq at 50,000 VMs on the 2-core test machine, the fold of those 60k events about
+//! half of it), for about 230 snapshots on disk (3.6–4.1 MB each at 50,000 VMs, about 0.9 GB).
 
 use crate::Seq;
 
