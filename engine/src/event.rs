@@ -2,7 +2,8 @@
 //!
 //! Events are past-tense facts about a hypervisor session. They evolve by adding: bincode
 //! stores the variant index, so new variants go at the end and none is ever reordered or
-//! removed; a changed shape gets a new schema version and an upcaster in [`Recorded::decode`].
+//! removed; a changed shape gets a new schema version and an upcaster in `Recorded`'s
+//! [`store::Record::decode`].
 
 use serde::{Deserialize, Serialize};
 

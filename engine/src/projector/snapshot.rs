@@ -33,7 +33,7 @@ use crate::ids::{HypervisorId, Kind, SwitchPort, VlanId};
 /// Version of the stored form; bump it when the form changes (older ones are refused, and the
 /// log folded instead). 2: hypervisors carry the held mass removal. 3: provenance (the event
 /// that set each fact; since when each desired VLAN is desired) and what each switch saw
-/// (`SwitchSaw`). 4: a hypervisor's vNICs in [`StoredVnics`]. 5: since when each desired VLAN is
+/// (`SwitchSaw`). 4: a hypervisor's vNICs in `StoredVnics`. 5: since when each desired VLAN is
 /// desired, grouped by port.
 pub const FORMAT: u16 = 5;
 
