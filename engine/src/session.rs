@@ -373,7 +373,7 @@ fn validate_inventory(
     let networks: BTreeSet<(CompactString, CompactString)> = good
         .values()
         .filter_map(|f| match f {
-            Fact::Network(n) => Some((n.host.as_str().into(), n.network.as_str().into())),
+            Fact::Network(n) => Some((n.host.clone(), n.network.clone())),
             _ => None,
         })
         .collect();

@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use compact_str::CompactString;
+use compact_str::{CompactString, ToCompactString};
 use engine::{
     Change, Fact, FactKey, HostFact, NeighbourSource, NetworkFact, Rejected, SwitchPort, UplinkFact, VlanId, VlanRange,
     VlanSpec, VnicFact,
@@ -678,7 +678,7 @@ fn vm_facts(m: &MoRef, p: &BTreeMap<String, Value>, out: &mut Mapped) {
             Fact::Vnic(VnicFact {
                 vm: m.value.as_str().into(),
                 vm_name: vm_name.as_str().into(),
-                nic: nic.key.to_string().into(),
+                nic: nic.key.to_compact_string(),
                 mac: mac.into(),
                 host: host.as_str().into(),
                 network: network.into(),
