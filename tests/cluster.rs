@@ -280,12 +280,18 @@ fn gapless(events: &[Envelope]) {
     assert_eq!(seqs, want, "the shared log is gapless and has no duplicate");
 }
 
-/// `a` alone takes both leases and configures the switch; `others` start, and `a` gives the
-/// switch up to one of them. Returns the index in `others` of the switch's new holder.
-async fn share(rig: &Rig, a: &mut Netfold, others: &mut [&mut Netfold]) -> usize {
+/// Waits until `a`, the only instance, has taken both leases and configured the switch. The
+/// others start only after that: started together, any of them may take a lease first.
+async fn alone(rig: &Rig, a: &mut Netfold) {
     a.wait_line(TOOK_XEN).await;
     a.wait_line(TOOK_SWITCH).await;
     rig.switch_is(&learnt_table(), "the first instance configures the switch").await;
+}
+
+/// `a`, alone, has taken both leases and configured the switch ([`alone`]); `others` were
+/// started after that, and `a` gives the switch up to one of them. Returns the index in
+/// `others` of the switch's new holder.
+async fn share(a: &mut Netfold, others: &mut [&mut Netfold]) -> usize {
     for nf in others.iter_mut() {
         nf.http().await;
     }
@@ -298,10 +304,10 @@ async fn share(rig: &Rig, a: &mut Netfold, others: &mut [&mut Netfold]) -> usize
 async fn sigkill_of_lease_holders_hands_their_work_over_within_the_ttl_and_the_grace_runs_on() {
     let mut rig = Rig::start("handover").await;
     let mut a = rig.instance("nf-a");
-    a.http().await;
+    alone(&rig, &mut a).await;
     let mut b = rig.instance("nf-b");
     let mut c = rig.instance("nf-c");
-    let s = share(&rig, &mut a, &mut [&mut b, &mut c]).await;
+    let s = share(&mut a, &mut [&mut b, &mut c]).await;
     let (s_nf, mut third) = if s == 0 { (b, c) } else { (c, b) };
     let s_holder = holder(&s_nf, SWITCH_LEASE);
     let third_base = third.http().await;
@@ -382,8 +388,9 @@ async fn a_paused_switch_holder_writes_nothing_once_its_lease_is_taken() {
     let mut rig = Rig::start("fencing").await;
     let mut a = rig.instance("nf-a");
     let a_base = a.http().await;
+    alone(&rig, &mut a).await;
     let mut b = rig.instance("nf-b");
-    share(&rig, &mut a, &mut [&mut b]).await;
+    share(&mut a, &mut [&mut b]).await;
     let b_holder = holder(&b, SWITCH_LEASE);
 
     // The switch's holder is paused past its lease: the other instance, alone then, takes the
@@ -420,9 +427,9 @@ async fn a_paused_switch_holder_writes_nothing_once_its_lease_is_taken() {
 async fn a_paused_hypervisor_holder_appends_nothing_once_its_lease_is_taken() {
     let mut rig = Rig::start("append_fence").await;
     let mut a = rig.instance("nf-a");
-    a.http().await;
+    alone(&rig, &mut a).await;
     let mut b = rig.instance("nf-b");
-    share(&rig, &mut a, &mut [&mut b]).await;
+    share(&mut a, &mut [&mut b]).await;
     let b_base = b.http().await;
 
     // The hypervisor's holder is paused past its lease: the other instance, alone then, takes
@@ -459,11 +466,11 @@ async fn a_paused_hypervisor_holder_appends_nothing_once_its_lease_is_taken() {
 async fn an_instance_cut_off_from_the_store_is_unhealthy_gives_its_work_up_and_takes_it_again() {
     let rig = Rig::start("unreachable").await;
     let mut a = rig.instance("nf-a");
-    a.http().await;
+    alone(&rig, &mut a).await;
     let pg = sims::postgres::Cluster::shared();
     let proxy = Proxy::start(format!("{}:{}", pg.host(), pg.port()).parse().expect("an address")).await;
     let mut b = rig.instance_at("nf-b", &format!("postgres://{}@{}/{}", pg.user(), proxy.addr(), rig.db));
-    share(&rig, &mut a, &mut [&mut b]).await;
+    share(&mut a, &mut [&mut b]).await;
     let b_base = b.http().await;
     let h = rig.healthz_becomes(&b_base, 200, "the instance holding the switch").await;
     assert_eq!(h["cluster"]["holds"].as_array().map(Vec::len), Some(2), "presence and the switch: {h}");

@@ -23,12 +23,14 @@ pub struct Netfold {
 }
 
 impl Netfold {
+    /// Logs at `info`, or as `NETFOLD_TEST_LOG` says when it is set (a `RUST_LOG` filter: for
+    /// example `info,tokio_postgres=debug` logs every statement sent to PostgreSQL).
     pub fn start(config: &Path, stderr: PathBuf, env: &[(&str, String)]) -> Netfold {
         let file = std::fs::File::create(&stderr).expect("stderr file");
         let child = Command::new(env!("CARGO_BIN_EXE_netfold"))
             .args(["run", "-c", config.to_str().expect("utf-8 path")])
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", std::env::var("NETFOLD_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
