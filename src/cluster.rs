@@ -19,11 +19,12 @@
 //! takes work again when its share allows.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use engine::runtime::Work;
 use engine::switch::{Discovery, Grammar, Observed, Op, Outcome, PortName, Switch, SwitchError};
 use serde::{Deserialize, Serialize};
@@ -382,8 +383,21 @@ impl Keeper {
     /// below the fair share and gives work up (after stopping it) while above.
     pub async fn round(&mut self, worker: &mut impl Worker) {
         if let Err(e) = self.try_round(worker).await {
-            tracing::warn!(error = %e, "cannot share the work this round; retrying");
+            tracing::warn!(error = %format!("{e:#}"), "cannot share the work this round; retrying");
             self.shares.state().error = Some(format!("cannot read or take leases: {e:#}"));
+        }
+    }
+
+    /// `op` on the leases, given up with an error naming `what` once it has taken longer than
+    /// a TTL: a round waiting on a PostgreSQL that does not answer (a partition that drops
+    /// packets, a connection that hangs) would stop taking and giving up work without a word.
+    /// Given up, the round fails and `/healthz` says why; an acquire that PostgreSQL carries
+    /// out after all holds a lease nobody renews, which expires within the TTL.
+    async fn bounded<T>(&self, what: impl std::fmt::Display, op: impl Future<Output = store::Result<T>>) -> Result<T> {
+        let within = self.shares.ttl;
+        match tokio::time::timeout(within, op).await {
+            Ok(out) => out.with_context(|| what.to_string()),
+            Err(_) => bail!("{what}: PostgreSQL did not answer within {within:?} (the lease TTL)"),
         }
     }
 
@@ -392,7 +406,9 @@ impl Keeper {
         let presence = presence_lease(&self.shares.instance);
         if self.shares.state().presence.is_none() {
             let sent = Instant::now();
-            match self.leases.acquire(&presence, &holder, ttl).await? {
+            let taken =
+                self.bounded(format!("taking the lease {presence}"), self.leases.acquire(&presence, &holder, ttl));
+            match taken.await? {
                 Some(lease) => {
                     let hold = Arc::new(Hold::new(lease, self.shares.instance.clone(), ttl, sent));
                     self.shares.state().presence = Some(hold);
@@ -406,8 +422,12 @@ impl Keeper {
                 }
             }
         }
-        let holdings: BTreeMap<String, Holding> =
-            self.leases.holdings().await?.into_iter().map(|h| (h.name.clone(), h)).collect();
+        let holdings: BTreeMap<String, Holding> = self
+            .bounded("reading the leases", self.leases.holdings())
+            .await?
+            .into_iter()
+            .map(|h| (h.name.clone(), h))
+            .collect();
         let live =
             holdings.values().filter(|h| h.name.starts_with("instance/") && !h.remaining.is_zero()).count().max(1);
         let fair = Self::fair(self.work.len(), live);
@@ -434,7 +454,7 @@ impl Keeper {
             let hold = self.shares.state().held.remove(work);
             if let Some(h) = hold {
                 tracing::info!(work = %work, lease = %h.lease.name, token = h.lease.token, live, fair, "giving the lease up: above the fair share");
-                self.leases.release(&h.lease).await?;
+                self.bounded(format!("giving the lease {} up", h.lease.name), self.leases.release(&h.lease)).await?;
             }
         }
         // Below it: take free work, starting at a place of this instance's own, so instances
@@ -445,7 +465,9 @@ impl Keeper {
                 break;
             }
             let sent = Instant::now();
-            let Some(lease) = self.leases.acquire(&work.lease(), &holder, ttl).await? else { continue };
+            let name = work.lease();
+            let taken = self.bounded(format!("taking the lease {name}"), self.leases.acquire(&name, &holder, ttl));
+            let Some(lease) = taken.await? else { continue };
             let hold = Arc::new(Hold::new(lease, self.shares.instance.clone(), ttl, sent));
             self.shares.state().held.insert(work.clone(), hold.clone());
             tracing::info!(work = %work, lease = %hold.lease.name, token = hold.lease.token, holder = %holder, live, fair, "took the lease {}", hold.lease.name);
@@ -453,7 +475,8 @@ impl Keeper {
                 tracing::error!(work = %work, error = %format!("{e:#}"), "cannot start {work}; giving its lease up");
                 worker.stop(work).await;
                 self.shares.state().held.remove(work);
-                self.leases.release(&hold.lease).await?;
+                self.bounded(format!("giving the lease {} up", hold.lease.name), self.leases.release(&hold.lease))
+                    .await?;
             }
         }
         Ok(())
@@ -468,8 +491,10 @@ impl Keeper {
         }
         let presence = self.shares.state().presence.take();
         for hold in held.iter().map(|(_, h)| h).chain(presence.iter()) {
-            if let Err(e) = self.leases.release(&hold.lease).await {
-                tracing::warn!(lease = %hold.lease.name, error = %e, "cannot give the lease up (it expires by itself)");
+            let given =
+                self.bounded(format!("giving the lease {} up", hold.lease.name), self.leases.release(&hold.lease));
+            if let Err(e) = given.await {
+                tracing::warn!(lease = %hold.lease.name, error = %format!("{e:#}"), "cannot give the lease up (it expires by itself)");
             }
         }
     }

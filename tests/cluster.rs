@@ -463,7 +463,7 @@ async fn a_paused_hypervisor_holder_appends_nothing_once_its_lease_is_taken() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_instance_cut_off_from_the_store_is_unhealthy_gives_its_work_up_and_takes_it_again() {
+async fn an_instance_cut_off_from_the_store_or_left_hanging_is_unhealthy_gives_its_work_up_and_takes_it_again() {
     let rig = Rig::start("unreachable").await;
     let mut a = rig.instance("nf-a");
     alone(&rig, &mut a).await;
@@ -489,6 +489,18 @@ async fn an_instance_cut_off_from_the_store_is_unhealthy_gives_its_work_up_and_t
     let h = rig.healthz_becomes(&b_base, 200, "an instance that reaches the store again").await;
     assert_eq!(h["cluster"]["live_instances"], 2, "{h}");
     b.wait_lines("took the lease ", 2).await;
+    rig.switch_is(&learnt_table(), "still configured").await;
+
+    // A store that stops answering without refusing (a partition that drops packets): nothing
+    // waits on it for ever. b says why within a TTL, loses what it held, and once the store
+    // answers again it is well and takes a share again.
+    let (lost, took) = (b.count("lost the lease "), b.count("took the lease "));
+    proxy.set(Mode::Hang).await;
+    rig.healthz_says(&b_base, "cannot read or take leases: reading the leases: PostgreSQL did not answer within").await;
+    b.wait_lines("lost the lease ", lost + 1).await;
+    proxy.set(Mode::Pass).await;
+    rig.healthz_becomes(&b_base, 200, "an instance whose store answers again").await;
+    b.wait_lines("took the lease ", took + 1).await;
     rig.switch_is(&learnt_table(), "still configured").await;
     a.stop().await;
     b.stop().await;
