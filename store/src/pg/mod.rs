@@ -8,7 +8,8 @@
 //!   checkpoints) like sled's calls, so the synchronous methods hand their query to that runtime
 //!   and block the calling thread on the answer ([`Rt::block`]) — as a sled read blocks on its
 //!   disk — which is safe from any thread, async or not, since the work never runs on the
-//!   caller's own runtime. `append` is asynchronous end to end.
+//!   caller's own runtime; a worker of a multi-thread runtime blocks in `block_in_place`, so the
+//!   runtime's other tasks go on meanwhile. `append` is asynchronous end to end.
 //! - **Schema.** Versioned migrations in `store/migrations` (refinery, embedded at build time),
 //!   run under an advisory lock when the store is opened, so two instances starting together
 //!   migrate once.
@@ -131,13 +132,22 @@ impl Rt {
         Ok(Self { runtime: Mutex::new(Some(runtime)), handle })
     }
 
-    /// Runs `fut` on the store's runtime and waits for it, from any thread.
+    /// Runs `fut` on the store's runtime and waits for it, from any thread. On a thread of a
+    /// multi-thread tokio runtime the wait is [`tokio::task::block_in_place`]: the runtime
+    /// hands that thread's other tasks to another one meanwhile. Without it, two callers
+    /// waiting on a database that does not answer (the pool waits up to 30 s for a connection)
+    /// held both worker threads of a 2-core machine, and every timer and socket of the process
+    /// stood still with them: lease renewals, the keeper's bounds, `/healthz`.
     pub(crate) fn block<T: Send + 'static>(&self, fut: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.handle.spawn(async move {
             let _ = tx.send(fut.await);
         });
-        rx.recv().map_err(|_| Error::Closed("the PostgreSQL runtime stopped".into()))?
+        let wait = move || rx.recv().map_err(|_| Error::Closed("the PostgreSQL runtime stopped".into()))?;
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            _ => wait(),
+        }
     }
 
     /// Runs `fut` on the store's runtime; the caller awaits it from its own.
