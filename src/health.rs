@@ -3,7 +3,7 @@
 //! live (connecting, retrying, failing, with its last error), a hypervisor the log holds as
 //! lost, a held mass removal, a switch whose last reconcile cycle failed or that has refused port
 //! names, a switch whose discovery fails, an uplink whose port sources disagree, an event log that
-//! refuses appends (disk full, IO error), and for instances on PostgreSQL (`crate::cluster`) a
+//! refuses appends (disk full, IO error) or leaves one unanswered (a store that hangs), and for instances on PostgreSQL (`crate::cluster`) a
 //! lease that may be lost, leases that cannot be read, work no instance holds. The body also
 //! lists every adapter's and switch's health, so one request answers "what is wrong, and since
 //! when".
@@ -32,6 +32,13 @@ pub fn reasons(metrics: &Metrics, state: &SharedState) -> Vec<String> {
     if let Some(since) = metrics.engine().and_then(|m| m.log_unavailable_since()) {
         out.push(format!(
             "the event log refuses appends since {} (disk full or IO error): observations are held back and retried every second",
+            replay::point::format_time(since)
+        ));
+    }
+    if let Some(since) = metrics.engine().and_then(|m| m.log_unanswered_since()) {
+        out.push(format!(
+            "the event log has not answered an append sent at {} (a store that hangs: a stalled disk, or a database \
+             that does not answer): observations are held back until it does",
             replay::point::format_time(since)
         ));
     }

@@ -429,11 +429,14 @@ impl Collector for Live {
         gauge(&mut enc, "log_head", "Sequence number of the last durable event", head as i64)?;
         let lag = head.saturating_sub(self.metrics.tapped.load(Ordering::Relaxed));
         gauge(&mut enc, "subscriber_lag", "Events the metrics subscriber has yet to read", lag as i64)?;
-        let since = self.metrics.engine().and_then(|m| m.log_unavailable_since()).map_or(0, |ms| ms / 1000);
+        let engine = self.metrics.engine();
+        let refused = engine.and_then(|m| m.log_unavailable_since());
+        let unanswered = engine.and_then(|m| m.log_unanswered_since());
+        let since = refused.into_iter().chain(unanswered).min().map_or(0, |ms| ms / 1000);
         gauge(
             &mut enc,
             "log_unavailable_since_unix_seconds",
-            "Since when appends to the event log fail (0 while they work); observations wait meanwhile",
+            "Since when appends to the event log fail or go unanswered (0 while they work); observations wait meanwhile",
             since as i64,
         )
     }

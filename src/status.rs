@@ -33,6 +33,9 @@ pub struct StatusView {
     pub log_head: u64,
     /// Since when appends to the event log fail (`None` while they work).
     pub log_unavailable_since: Option<UnixMs>,
+    /// Since when an append has had no answer from the event log (`None` while it answers).
+    #[serde(default)]
+    pub log_unanswered_since: Option<UnixMs>,
     pub hypervisors: Vec<HypervisorStatus>,
     pub switches: Vec<SwitchStatus>,
     /// With instances sharing a PostgreSQL store: what this one holds, and who holds what.
@@ -151,6 +154,7 @@ pub fn collect(api: &crate::http::Api) -> StatusView {
         at: now,
         log_head: api.events.head(),
         log_unavailable_since: metrics.engine().and_then(|m| m.log_unavailable_since()),
+        log_unanswered_since: metrics.engine().and_then(|m| m.log_unanswered_since()),
         hypervisors,
         switches,
         cluster: metrics.cluster().map(|a| a.view()),
@@ -190,9 +194,10 @@ fn ago(now: UnixMs, t: Option<UnixMs>) -> String {
 pub fn render(v: &StatusView) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let log = match v.log_unavailable_since {
-        Some(t) => format!("REFUSING APPENDS since {}", format_time(t)),
-        None => "taking appends".to_string(),
+    let log = match (v.log_unanswered_since, v.log_unavailable_since) {
+        (Some(t), _) => format!("NOT ANSWERING AN APPEND sent at {}", format_time(t)),
+        (None, Some(t)) => format!("REFUSING APPENDS since {}", format_time(t)),
+        (None, None) => "taking appends".to_string(),
     };
     let _ = writeln!(out, "netfold status at {} — event log head {}, {log}", format_time(v.at), v.log_head);
     if let Some(c) = &v.cluster {
@@ -312,6 +317,7 @@ mod tests {
             at: 1_000_000,
             log_head: 42,
             log_unavailable_since: None,
+            log_unanswered_since: None,
             hypervisors: vec![HypervisorStatus {
                 name: HypervisorId::new("vc-east").unwrap(),
                 kind: "VMware".into(),

@@ -5,7 +5,9 @@
 //! `[store] kind = "postgres"` folds that history from PostgreSQL and serves it; the audit
 //! commands given that config read the database and answer as from the directory; `config check`
 //! refuses a password file others can read and a password in the url; over TLS the server's
-//! certificate is verified (`--ca-file` trusts it, the system roots alone do not).
+//! certificate is verified (`--ca-file` trusts it, the system roots alone do not). A database
+//! that stops answering (through a TCP proxy that holds the bytes) holds events back: nothing is
+//! applied, `/healthz` says an append is unanswered, and everything lands once it answers.
 
 mod support;
 
@@ -14,7 +16,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::netfold::netfold;
+use support::netfold::{netfold, Netfold, Sim, STEP};
+use support::proxy::{Mode, Proxy};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -239,4 +242,102 @@ fn store_copy_over_tls_verifies_the_servers_certificate() {
     ]);
     assert!(trusted.status.success(), "{}", text(&trusted.stderr));
     assert!(text(&trusted.stdout).contains("table meta: 1 entries"), "{}", text(&trusted.stdout));
+}
+
+/// `/healthz`'s reasons, polled until `done` holds of them (within [`STEP`]).
+async fn reasons_until(base: &str, what: &str, done: impl Fn(&[String]) -> bool, nf: &Netfold) -> Vec<String> {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let deadline = Instant::now() + STEP;
+    loop {
+        let answer = match http.get(format!("{base}/healthz")).send().await {
+            Ok(r) => r.json::<serde_json::Value>().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let reasons: Vec<String> = match &answer {
+            Ok(h) => {
+                h["reasons"].as_array().into_iter().flatten().filter_map(|r| r.as_str().map(str::to_string)).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        if answer.is_ok() && done(&reasons) {
+            return reasons;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {STEP:?}: /healthz said {answer:#?}\n{}", nf.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_stops_answering_holds_events_back_and_healthz_says_so() {
+    const UNANSWERED: &str = "the event log has not answered an append";
+    const LOST: &str = "hypervisor xen217: lost since";
+    let pg = sims::postgres::Cluster::shared();
+    let db = pg.database("unanswered").unwrap();
+    let proxy = Proxy::start(format!("{}:{}", pg.host(), pg.port()).parse().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pw = password_file(dir.path(), 0o600);
+    let mut sim = Sim::start("xen", "tor1:Ethernet2/", "127.0.0.1:0");
+    let config = dir.path().join("netfold.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "{data}"
+[http]
+listen = "127.0.0.1:0"
+[store]
+kind = "postgres"
+url = "postgres://{user}@{proxy}/{db}"
+password_file = "{pw}"
+[[hypervisor]]
+name = "xen217"
+kind = "xen"
+url = "{sim}"
+allow_plaintext = true
+user = "{sim_user}"
+password = {{ password_env = "XEN_PASSWORD" }}
+liveness_secs = 5
+wait_secs = 2
+connect_timeout_ms = 1000
+backoff_initial_ms = 500
+backoff_max_ms = 2000
+[[switch]]
+name = "tor1"
+kind = "memory"
+"#,
+            data = dir.path().join("unused-data").display(),
+            user = pg.user(),
+            proxy = proxy.addr(),
+            pw = pw.display(),
+            sim = sim.url,
+            sim_user = sim.user,
+        ),
+    )
+    .unwrap();
+    let mut nf = Netfold::start(&config, dir.path().join("netfold.log"), &[("XEN_PASSWORD", sim.password.clone())]);
+    let base = nf.http().await;
+    let deadline = Instant::now() + STEP;
+    while !reqwest::get(format!("{base}/state")).await.unwrap().text().await.unwrap().contains("Ethernet2/") {
+        assert!(Instant::now() < deadline, "nothing learnt within {STEP:?}:\n{}", nf.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    reasons_until(&base, "healthy once learnt", |r| r.is_empty(), &nf).await;
+
+    // The database stops answering, then the hypervisor goes away: its loss cannot be recorded.
+    proxy.set(Mode::Hang).await;
+    sim.kill9();
+    let r =
+        reasons_until(&base, "an unanswered append reported", |r| r.iter().any(|r| r.contains(UNANSWERED)), &nf).await;
+    assert!(!r.iter().any(|r| r.contains(LOST)), "the loss is not applied before it is durable: {r:#?}");
+
+    // The database answers again: the loss lands and the report is gone.
+    proxy.set(Mode::Pass).await;
+    reasons_until(
+        &base,
+        "the loss recorded, nothing unanswered",
+        |r| r.iter().any(|r| r.contains(LOST)) && !r.iter().any(|r| r.contains(UNANSWERED)),
+        &nf,
+    )
+    .await;
+    assert!(nf.log().contains("Xen-Citrix:Lost connection to hypervisor xen217. Retrying..."), "{}", nf.log());
+    nf.stop().await;
 }

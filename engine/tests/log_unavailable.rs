@@ -1,6 +1,7 @@
-//! The engine over a log that refuses appends for a while (a full disk), on paused time: the
-//! refused events are held and retried every second, observations behind them wait in order,
-//! nothing is dropped or doubled, and the metrics say since when the log has been unavailable.
+//! The engine over a log that refuses appends for a while (a full disk), or leaves one
+//! unanswered (a store that hangs), on paused time: the refused events are held and retried
+//! every second, observations behind them wait in order, nothing is dropped, doubled or applied
+//! before it is durable, and the metrics say since when the log has been unavailable.
 
 mod common;
 
@@ -13,15 +14,25 @@ use common::*;
 use engine::runtime::{Engine, Metrics};
 use engine::Recorded;
 use store::{Entry, Log, MemoryLog, Seq, Snapshot, Subscription, Verified};
+use tokio::sync::watch;
 
-/// A memory log whose next `refuse` appends fail as a full disk would.
-struct Refusing {
+/// A memory log whose next `refuse` appends fail as a full disk would, and whose appends
+/// wait while `answering` is false, as a store that hangs.
+struct Faulty {
     inner: MemoryLog<Recorded>,
     refuse: AtomicU32,
+    answering: watch::Sender<bool>,
 }
 
-impl Log<Recorded> for Refusing {
+impl Faulty {
+    fn refusing(refuse: u32) -> Self {
+        Faulty { inner: MemoryLog::new(), refuse: AtomicU32::new(refuse), answering: watch::Sender::new(true) }
+    }
+}
+
+impl Log<Recorded> for Faulty {
     async fn append(&self, batch: Vec<Recorded>) -> store::Result<RangeInclusive<Seq>> {
+        let _ = self.answering.subscribe().wait_for(|answering| *answering).await;
         if self.refuse.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
             return Err(store::Error::NoSpace { path: "/data".into(), free: 0, need: 1 << 20 });
         }
@@ -55,7 +66,7 @@ impl Log<Recorded> for Refusing {
 
 #[tokio::test(start_paused = true)]
 async fn refused_appends_are_held_and_retried_and_later_observations_wait_in_order() -> anyhow::Result<()> {
-    let log = Arc::new(Refusing { inner: MemoryLog::new(), refuse: AtomicU32::new(3) });
+    let log = Arc::new(Faulty::refusing(3));
     let engine = Engine::start(log.clone(), config(), clock_at(T0)).await?;
     let id = hv("vc-east");
     let tx = engine.attach(id.clone(), VMWARE);
@@ -86,7 +97,7 @@ async fn refused_appends_are_held_and_retried_and_later_observations_wait_in_ord
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_ends_a_held_append_without_waiting_for_the_log() -> anyhow::Result<()> {
-    let log = Arc::new(Refusing { inner: MemoryLog::new(), refuse: AtomicU32::new(u32::MAX) });
+    let log = Arc::new(Faulty::refusing(u32::MAX));
     let engine = Engine::start(log.clone(), config(), clock_at(T0)).await?;
     let tx = engine.attach(hv("vc-east"), VMWARE);
     tx.send(inventory(host_facts("h1", "ethernet1/1/1", &[("pg-10", 10)]))).await?;
@@ -94,5 +105,35 @@ async fn shutdown_ends_a_held_append_without_waiting_for_the_log() -> anyhow::Re
     assert!(engine.metrics().log_unavailable_since().is_some());
     tokio::time::timeout(Duration::from_secs(5), engine.shutdown()).await??;
     assert_eq!(log.head(), 0);
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_append_left_unanswered_is_reported_and_nothing_is_applied_before_it_is_durable() -> anyhow::Result<()> {
+    let log = Arc::new(Faulty::refusing(0));
+    let engine = Engine::start(log.clone(), config(), clock_at(T0)).await?;
+    let tx = engine.attach(hv("vc-east"), VMWARE);
+    log.answering.send_replace(false);
+    tx.send(inventory(host_facts("h1", "ethernet1/1/1", &[("pg-10", 10)]))).await?;
+    settle().await;
+    tokio::time::advance(Duration::from_secs(4)).await;
+    settle().await;
+    assert_eq!(engine.metrics().log_unanswered_since(), None, "4 s without an answer is a slow store, not a hung one");
+
+    tokio::time::advance(Duration::from_secs(2)).await;
+    settle().await;
+    assert_eq!(engine.metrics().log_unanswered_since(), Some(T0), "since the append was sent");
+    assert_eq!(engine.metrics().log_unavailable_since(), None, "nothing was refused");
+    assert_eq!(log.head(), 0);
+    assert!(vlans(&engine.desired().borrow()).is_empty(), "nothing applied before it is durable");
+
+    // The answer comes: once, in order, and the report is gone.
+    log.answering.send_replace(true);
+    settle().await;
+    let names: Vec<_> = log.read(1).map(|e| e.unwrap().record.event.name()).collect();
+    assert_eq!(names, ["Connected", "Learnt"]);
+    assert_eq!(engine.metrics().log_unanswered_since(), None);
+    assert_eq!(vlans(&engine.desired().borrow()), expect(&[("ethernet1/1/1", &[10])]));
+    engine.shutdown().await?;
     Ok(())
 }

@@ -36,6 +36,8 @@ const PUBLISH_EVERY: u32 = 64;
 const RETRY_APPEND: Duration = Duration::from_secs(1);
 /// How long an append in flight may still take once the engine is told to stop.
 const STOP_WAIT: Duration = Duration::from_secs(2);
+/// How long an append may go unanswered before [`Metrics::log_unanswered_since`] says so.
+const UNANSWERED: Duration = Duration::from_secs(5);
 
 /// Whether `event` may change which hosts reach a switch port.
 fn moves_host_ports(event: &Event) -> bool {
@@ -686,6 +688,7 @@ impl<L: store::Log<Recorded>> Core<L> {
                     None => log.append(batch).await,
                 }
             };
+            let attempt = flag_unanswered(attempt, self.metrics.clone(), self.clock.now().max(1));
             let result = match self.stop.as_mut() {
                 Some(stop) => tokio::select! {
                     r = attempt => r,
@@ -790,6 +793,24 @@ async fn sleep_or_never(wait: Option<Duration>) {
         Some(d) => tokio::time::sleep(d).await,
         None => std::future::pending().await,
     }
+}
+
+/// `attempt`, an append; once it has gone [`UNANSWERED`] without an answer (a store that hangs:
+/// a stalled disk, a database behind a partition that drops packets), says since when it was
+/// sent in [`Metrics::log_unanswered_since`] until the answer comes, whatever it is. It is
+/// still awaited, never given up and tried again: it may yet become durable.
+async fn flag_unanswered<T>(attempt: impl std::future::Future<Output = T>, metrics: Arc<Metrics>, sent: UnixMs) -> T {
+    let mut attempt = std::pin::pin!(attempt);
+    tokio::select! {
+        out = &mut attempt => return out,
+        () = tokio::time::sleep(UNANSWERED) => {}
+    }
+    metrics.log_unanswered_since.store(sent, Ordering::SeqCst);
+    tracing::error!(after = ?UNANSWERED, "the log has not answered an append: observations are held back until it does");
+    let out = attempt.await;
+    metrics.log_unanswered_since.store(0, Ordering::SeqCst);
+    tracing::info!("the log answered the append it had left unanswered");
+    out
 }
 
 #[cfg(test)]

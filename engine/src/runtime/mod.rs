@@ -91,6 +91,9 @@ pub struct Metrics {
     /// Unix ms since when the log has refused appends (disk full, IO error), 0 while appends
     /// work: read it with [`Metrics::log_unavailable_since`] (health reports it).
     pub log_unavailable_since: AtomicU64,
+    /// Unix ms since when an append has gone unanswered for a while (the store hangs), 0 while
+    /// the log answers: read it with [`Metrics::log_unanswered_since`] (health reports it).
+    pub log_unanswered_since: AtomicU64,
     pub snapshots_saved: AtomicU64,
     /// How many uplinks' port sources disagree now ([`crate::Event::TiesDisagreed`]).
     pub tie_disagreements: AtomicU64,
@@ -104,6 +107,7 @@ impl std::fmt::Debug for Metrics {
             .field("events_appended", &self.events_appended)
             .field("append_failures", &self.append_failures)
             .field("log_unavailable_since", &self.log_unavailable_since)
+            .field("log_unanswered_since", &self.log_unanswered_since)
             .field("snapshots_saved", &self.snapshots_saved)
             .finish_non_exhaustive()
     }
@@ -130,6 +134,13 @@ impl Metrics {
     /// the engine holds observations back and retries every second.
     pub fn log_unavailable_since(&self) -> Option<crate::event::UnixMs> {
         Some(self.log_unavailable_since.load(Ordering::SeqCst)).filter(|&t| t != 0)
+    }
+
+    /// Since when (unix ms) an append sent to the log has had no answer, once it has gone
+    /// unanswered for 5 s; `None` while the log answers. Meanwhile the engine holds
+    /// observations back behind it.
+    pub fn log_unanswered_since(&self) -> Option<crate::event::UnixMs> {
+        Some(self.log_unanswered_since.load(Ordering::SeqCst)).filter(|&t| t != 0)
     }
 
     /// A counter's current value.
