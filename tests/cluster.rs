@@ -97,20 +97,7 @@ password_file = "{pw}"
 [cluster]
 instance = "{name}"
 lease_ttl_secs = {LEASE_TTL_SECS}
-[[hypervisor]]
-name = "{XEN}"
-kind = "xen"
-url = "{sim}"
-allow_plaintext = true
-user = "{user}"
-password = {{ password_env = "CLUSTER_XEN_PASSWORD" }}
-liveness_secs = 5
-wait_secs = 2
-connect_timeout_ms = 1000
-backoff_initial_ms = 500
-backoff_max_ms = 2000
-resync_secs = 600
-[[switch]]
+{xen}[[switch]]
 name = "{SWITCH}"
 kind = "ovs"
 address = "{ovsdb}"
@@ -119,8 +106,7 @@ resync_secs = 2
 "#,
                 data = self.dir.path().join("unused-data").display(),
                 pw = self.password_file.display(),
-                sim = self.sim.url,
-                user = self.sim.user,
+                xen = self.sim.xen_entry(XEN, "CLUSTER_XEN_PASSWORD"),
                 ovsdb = self.lab.tcp_endpoint(),
             ),
         )

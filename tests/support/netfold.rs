@@ -204,6 +204,30 @@ impl Sim {
         self.child.id()
     }
 
+    /// A `[[hypervisor]]` entry for this XenServer simulator named `name`, its password read
+    /// from the environment variable `password_env`, with the short liveness and backoff a
+    /// test of losses wants.
+    pub fn xen_entry(&self, name: &str, password_env: &str) -> String {
+        format!(
+            r#"[[hypervisor]]
+name = "{name}"
+kind = "xen"
+url = "{url}"
+allow_plaintext = true
+user = "{user}"
+password = {{ password_env = "{password_env}" }}
+liveness_secs = 5
+wait_secs = 2
+connect_timeout_ms = 1000
+backoff_initial_ms = 500
+backoff_max_ms = 2000
+resync_secs = 600
+"#,
+            url = self.url,
+            user = self.user,
+        )
+    }
+
     /// The `host:port` it serves on.
     pub fn authority(&self) -> String {
         let rest = self.url.split_once("://").map_or(self.url.as_str(), |(_, r)| r);
