@@ -325,7 +325,16 @@ impl Agent {
                 }
             }
         }
-        self.engine.unhold(work.clone()).await;
+        // The core answers once it is done with what it is doing; that may be an append the
+        // store has not answered (a database that hangs), for as long as it hangs. The keeper
+        // does not wait that out: the append is under this work's fence, which the database
+        // refuses once the lease is another's, and the unhold, a task of its own, still reaches
+        // the core and is taken in order.
+        let unhold = tokio::spawn(self.engine.unhold(work.clone()));
+        if tokio::time::timeout(STOP_WITHIN, unhold).await.is_err() {
+            tracing::warn!(work = %work, "{work}: the engine is busy (an append the log has not answered); \
+                not waiting for it to let go (its appends are fenced)");
+        }
         match work {
             Work::Hypervisor(id) => self.metrics.remove_hypervisor(id),
             Work::Switch(name) => self.metrics.remove_switch(name),

@@ -361,11 +361,16 @@ impl Engine {
     }
 
     /// This instance no longer holds `work`'s lease: nothing more is appended for it (what its
-    /// adapter still sends is refused, its grace timer is dropped). Stop the work first.
-    pub async fn unhold(&self, work: Work) {
-        let (reply, answer) = oneshot::channel();
-        if self.commands.send(Command::Unhold { work, reply }).await.is_ok() {
-            let _ = answer.await;
+    /// adapter still sends is refused, its grace timer is dropped). Stop the work first. The
+    /// future borrows nothing of the engine, so it can run on as a task of its own: the core
+    /// takes the command in order, after what it is doing now.
+    pub fn unhold(&self, work: Work) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let commands = self.commands.clone();
+        async move {
+            let (reply, answer) = oneshot::channel();
+            if commands.send(Command::Unhold { work, reply }).await.is_ok() {
+                let _ = answer.await;
+            }
         }
     }
 
