@@ -35,7 +35,7 @@ pub fn reasons(metrics: &Metrics, state: &SharedState) -> Vec<String> {
             replay::point::format_time(since)
         ));
     }
-    if let Some(since) = metrics.engine().and_then(|m| m.log_unanswered_since()) {
+    if let Some(since) = metrics.engine().and_then(|m| m.log_unanswered_since(crate::status::now_ms())) {
         out.push(format!(
             "the event log has not answered an append sent at {} (a store that hangs: a stalled disk, or a database \
              that does not answer): observations are held back until it does",

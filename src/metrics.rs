@@ -431,7 +431,7 @@ impl Collector for Live {
         gauge(&mut enc, "subscriber_lag", "Events the metrics subscriber has yet to read", lag as i64)?;
         let engine = self.metrics.engine();
         let refused = engine.and_then(|m| m.log_unavailable_since());
-        let unanswered = engine.and_then(|m| m.log_unanswered_since());
+        let unanswered = engine.and_then(|m| m.log_unanswered_since(crate::status::now_ms()));
         let since = refused.into_iter().chain(unanswered).min().map_or(0, |ms| ms / 1000);
         gauge(
             &mut enc,

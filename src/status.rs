@@ -89,7 +89,8 @@ pub struct SwitchStatus {
     pub error: Option<String>,
 }
 
-fn now_ms() -> UnixMs {
+/// The wall clock, in unix ms.
+pub fn now_ms() -> UnixMs {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as UnixMs)
 }
 
@@ -154,7 +155,7 @@ pub fn collect(api: &crate::http::Api) -> StatusView {
         at: now,
         log_head: api.events.head(),
         log_unavailable_since: metrics.engine().and_then(|m| m.log_unavailable_since()),
-        log_unanswered_since: metrics.engine().and_then(|m| m.log_unanswered_since()),
+        log_unanswered_since: metrics.engine().and_then(|m| m.log_unanswered_since(now)),
         hypervisors,
         switches,
         cluster: metrics.cluster().map(|a| a.view()),

@@ -36,8 +36,6 @@ const PUBLISH_EVERY: u32 = 64;
 const RETRY_APPEND: Duration = Duration::from_secs(1);
 /// How long an append in flight may still take once the engine is told to stop.
 const STOP_WAIT: Duration = Duration::from_secs(2);
-/// How long an append may go unanswered before [`Metrics::log_unanswered_since`] says so.
-const UNANSWERED: Duration = Duration::from_secs(5);
 
 /// Whether `event` may change which hosts reach a switch port.
 fn moves_host_ports(event: &Event) -> bool {
@@ -677,6 +675,9 @@ impl<L: store::Log<Recorded>> Core<L> {
     ) -> std::result::Result<RangeInclusive<u64>, store::Error> {
         loop {
             let started = std::time::Instant::now();
+            // No timer here: a paused-time test's clock would jump to it while an append waits
+            // on a thread. Health compares this with the time it asks at.
+            self.metrics.append_sent_at.store(self.clock.now().max(1), Ordering::SeqCst);
             // A copy per attempt: a refused batch is not handed back. Once the engine stops, an
             // attempt still stuck in the log after STOP_WAIT gives way (it was not applied
             // here; if it did become durable, the next start folds it).
@@ -688,7 +689,6 @@ impl<L: store::Log<Recorded>> Core<L> {
                     None => log.append(batch).await,
                 }
             };
-            let attempt = flag_unanswered(attempt, self.metrics.clone(), self.clock.now().max(1));
             let result = match self.stop.as_mut() {
                 Some(stop) => tokio::select! {
                     r = attempt => r,
@@ -699,6 +699,10 @@ impl<L: store::Log<Recorded>> Core<L> {
                 },
                 None => attempt.await,
             };
+            self.metrics.append_sent_at.store(0, Ordering::SeqCst);
+            if started.elapsed() >= super::UNANSWERED {
+                tracing::warn!(took = ?started.elapsed(), ok = result.is_ok(), "the log answered an append only after a long wait");
+            }
             let e = match result {
                 Ok(range) => {
                     self.metrics.appended_in(started.elapsed());
@@ -793,24 +797,6 @@ async fn sleep_or_never(wait: Option<Duration>) {
         Some(d) => tokio::time::sleep(d).await,
         None => std::future::pending().await,
     }
-}
-
-/// `attempt`, an append; once it has gone [`UNANSWERED`] without an answer (a store that hangs:
-/// a stalled disk, a database behind a partition that drops packets), says since when it was
-/// sent in [`Metrics::log_unanswered_since`] until the answer comes, whatever it is. It is
-/// still awaited, never given up and tried again: it may yet become durable.
-async fn flag_unanswered<T>(attempt: impl std::future::Future<Output = T>, metrics: Arc<Metrics>, sent: UnixMs) -> T {
-    let mut attempt = std::pin::pin!(attempt);
-    tokio::select! {
-        out = &mut attempt => return out,
-        () = tokio::time::sleep(UNANSWERED) => {}
-    }
-    metrics.log_unanswered_since.store(sent, Ordering::SeqCst);
-    tracing::error!(after = ?UNANSWERED, "the log has not answered an append: observations are held back until it does");
-    let out = attempt.await;
-    metrics.log_unanswered_since.store(0, Ordering::SeqCst);
-    tracing::info!("the log answered the append it had left unanswered");
-    out
 }
 
 #[cfg(test)]

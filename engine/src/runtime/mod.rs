@@ -80,6 +80,9 @@ pub struct Outcome {
     pub invalid: Vec<Invalid>,
 }
 
+/// How long an append may go unanswered before [`Metrics::log_unanswered_since`] says so.
+pub const UNANSWERED: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Counters for metrics.
 #[derive(Default)]
 pub struct Metrics {
@@ -91,9 +94,9 @@ pub struct Metrics {
     /// Unix ms since when the log has refused appends (disk full, IO error), 0 while appends
     /// work: read it with [`Metrics::log_unavailable_since`] (health reports it).
     pub log_unavailable_since: AtomicU64,
-    /// Unix ms since when an append has gone unanswered for a while (the store hangs), 0 while
-    /// the log answers: read it with [`Metrics::log_unanswered_since`] (health reports it).
-    pub log_unanswered_since: AtomicU64,
+    /// Unix ms the append in flight was sent, 0 while none is: read it with
+    /// [`Metrics::log_unanswered_since`] (health reports one that goes unanswered).
+    pub append_sent_at: AtomicU64,
     pub snapshots_saved: AtomicU64,
     /// How many uplinks' port sources disagree now ([`crate::Event::TiesDisagreed`]).
     pub tie_disagreements: AtomicU64,
@@ -107,7 +110,7 @@ impl std::fmt::Debug for Metrics {
             .field("events_appended", &self.events_appended)
             .field("append_failures", &self.append_failures)
             .field("log_unavailable_since", &self.log_unavailable_since)
-            .field("log_unanswered_since", &self.log_unanswered_since)
+            .field("append_sent_at", &self.append_sent_at)
             .field("snapshots_saved", &self.snapshots_saved)
             .finish_non_exhaustive()
     }
@@ -136,11 +139,14 @@ impl Metrics {
         Some(self.log_unavailable_since.load(Ordering::SeqCst)).filter(|&t| t != 0)
     }
 
-    /// Since when (unix ms) an append sent to the log has had no answer, once it has gone
-    /// unanswered for 5 s; `None` while the log answers. Meanwhile the engine holds
-    /// observations back behind it.
-    pub fn log_unanswered_since(&self) -> Option<crate::event::UnixMs> {
-        Some(self.log_unanswered_since.load(Ordering::SeqCst)).filter(|&t| t != 0)
+    /// When (unix ms) the append in flight was sent, if it has had no answer for
+    /// [`UNANSWERED`] by `now` (a store that hangs: a stalled disk, a database behind a
+    /// partition); `None` while the log answers. Meanwhile the engine holds observations back
+    /// behind it, and still awaits it: it may yet become durable, so it is never given up and
+    /// tried again.
+    pub fn log_unanswered_since(&self, now: crate::event::UnixMs) -> Option<crate::event::UnixMs> {
+        let sent = self.append_sent_at.load(Ordering::SeqCst);
+        (sent != 0 && now.saturating_sub(sent) >= UNANSWERED.as_millis() as u64).then_some(sent)
     }
 
     /// A counter's current value.
