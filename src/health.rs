@@ -3,11 +3,13 @@
 //! live (connecting, retrying, failing, with its last error), a hypervisor the log holds as
 //! lost, a held mass removal, a switch whose last reconcile cycle failed or that has refused port
 //! names, a switch whose discovery fails, an uplink whose port sources disagree, an event log that
-//! refuses appends (disk full, IO error) or leaves one unanswered (a store that hangs), and for instances on PostgreSQL (`crate::cluster`) a
-//! lease that may be lost, leases that cannot be read, work no instance holds. The body also
+//! refuses appends (disk full, IO error) or leaves one unanswered (a store that hangs), and for
+//! instances on PostgreSQL (`crate::cluster`) a lease that may be lost, leases that cannot be
+//! read, work no instance holds. The body also
 //! lists every adapter's and switch's health, so one request answers "what is wrong, and since
 //! when".
 
+use engine::clock::{Clock, SystemClock};
 use engine::projector::Status;
 use engine::runtime::SharedState;
 use serde_json::{json, Value};
@@ -35,7 +37,7 @@ pub fn reasons(metrics: &Metrics, state: &SharedState) -> Vec<String> {
             replay::point::format_time(since)
         ));
     }
-    if let Some(since) = metrics.engine().and_then(|m| m.log_unanswered_since(crate::status::now_ms())) {
+    if let Some(since) = metrics.engine().and_then(|m| m.log_unanswered_since(SystemClock.now())) {
         out.push(format!(
             "the event log has not answered an append sent at {} (a store that hangs: a stalled disk, or a database \
              that does not answer): observations are held back until it does",

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use adapters::driver::{Health, LinkHealth};
+use engine::clock::{Clock, SystemClock};
 use engine::projector::Status;
 use engine::reconciler::{AuditEntry, SwitchRecord};
 use engine::runtime::SharedState;
@@ -431,7 +432,7 @@ impl Collector for Live {
         gauge(&mut enc, "subscriber_lag", "Events the metrics subscriber has yet to read", lag as i64)?;
         let engine = self.metrics.engine();
         let refused = engine.and_then(|m| m.log_unavailable_since());
-        let unanswered = engine.and_then(|m| m.log_unanswered_since(crate::status::now_ms()));
+        let unanswered = engine.and_then(|m| m.log_unanswered_since(SystemClock.now()));
         let since = refused.into_iter().chain(unanswered).min().map_or(0, |ms| ms / 1000);
         gauge(
             &mut enc,

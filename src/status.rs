@@ -5,9 +5,10 @@
 //! Only a running agent knows sessions and switches, so there is no data-directory form: with
 //! no agent answering, `status` says so and fails.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
+use engine::clock::{Clock, SystemClock};
 use engine::projector::Status;
 use engine::{HypervisorId, UnixMs};
 use replay::point::format_time;
@@ -89,15 +90,10 @@ pub struct SwitchStatus {
     pub error: Option<String>,
 }
 
-/// The wall clock, in unix ms.
-pub fn now_ms() -> UnixMs {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as UnixMs)
-}
-
 /// The status of the running agent.
 pub fn collect(api: &crate::http::Api) -> StatusView {
     use store::Log;
-    let now = now_ms();
+    let now = SystemClock.now();
     let metrics = &api.metrics;
     let hypervisors = api.state.read(|st| {
         metrics
