@@ -32,6 +32,11 @@ fn password_file(dir: &Path, mode: u32) -> std::path::PathBuf {
 }
 
 fn config(dir: &Path, url: &str, pw: &Path) -> std::path::PathBuf {
+    config_with(dir, url, pw, "")
+}
+
+/// [`config`], then `more` (TOML) after it.
+fn config_with(dir: &Path, url: &str, pw: &Path, more: &str) -> std::path::PathBuf {
     let path = dir.join("netfold.toml");
     let text = format!(
         r#"data_dir = "{data}"
@@ -47,7 +52,7 @@ password_file = "{pw}"
 [[switch]]
 name = "tor1"
 kind = "memory"
-"#,
+{more}"#,
         data = dir.join("unused-data").display(),
         pw = pw.display(),
     );
@@ -278,31 +283,9 @@ async fn a_database_that_stops_answering_holds_events_back_says_so_and_the_keepe
     let dir = tempfile::tempdir().unwrap();
     let pw = password_file(dir.path(), 0o600);
     let mut sim = Sim::start("xen", "tor1:Ethernet2/", "127.0.0.1:0");
-    let config = dir.path().join("netfold.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"data_dir = "{data}"
-[http]
-listen = "127.0.0.1:0"
-[store]
-kind = "postgres"
-url = "postgres://{user}@{proxy}/{db}"
-password_file = "{pw}"
-[cluster]
-lease_ttl_secs = 4
-{xen}[[switch]]
-name = "tor1"
-kind = "memory"
-"#,
-            data = dir.path().join("unused-data").display(),
-            user = pg.user(),
-            proxy = proxy.addr(),
-            pw = pw.display(),
-            xen = sim.xen_entry("xen217", "XEN_PASSWORD"),
-        ),
-    )
-    .unwrap();
+    let url = format!("postgres://{}@{}/{db}", pg.user(), proxy.addr());
+    let more = format!("[cluster]\nlease_ttl_secs = 4\n{}", sim.xen_entry("xen217", "XEN_PASSWORD"));
+    let config = config_with(dir.path(), &url, &pw, &more);
     let mut nf = Netfold::start(&config, dir.path().join("netfold.log"), &[("XEN_PASSWORD", sim.password.clone())]);
     let base = nf.http().await;
     let deadline = Instant::now() + STEP;
